@@ -1,0 +1,2 @@
+//! Switchboard: a multi-protocol message router.
+pub mod core;
