@@ -1,2 +1,8 @@
 //! Switchboard: a multi-protocol message router.
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod core;
+pub mod router;
+pub mod routes;
+pub mod translate;

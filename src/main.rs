@@ -1,1 +1,172 @@
-fn main() {}
+//! The `switchboard` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::app::{self, RunOptions};
+use switchboard::config::{LogFormat, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// Switchboard: a message router with its own queues and topics, STOMP and MQTT
+/// listeners, AMQP and XMPP links, and live-reloadable YAML routing tables.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the router. With no --config it runs on the embedded default: routes from
+    /// ./routes, listeners on loopback, no external service needed.
+    Run {
+        /// Settings file (YAML); see docs/configuration.md.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Routes directory (overrides the settings file).
+        #[arg(long)]
+        routes: Option<PathBuf>,
+        /// Listener address override, NAME=HOST:PORT (port 0 = any free port) or
+        /// NAME=off; repeatable. Names: admin.
+        #[arg(long = "listen", value_name = "NAME=HOST:PORT")]
+        listen: Vec<String>,
+        /// Log format.
+        #[arg(long, value_enum, env = "SWITCHBOARD_LOG_FORMAT")]
+        log_format: Option<LogFormat>,
+        /// Log level or tracing filter (e.g. `debug`, `info,switchboard::routes=debug`).
+        #[arg(long, env = "SWITCHBOARD_LOG")]
+        log_level: Option<String>,
+        /// Write the bound listener addresses as JSON to this file once ready.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
+    },
+    /// Validate route files: print every error (file:line:column) and exit 1, or a
+    /// one-line summary and exit 0. Same code path as a live reload.
+    Check {
+        /// Routes directory [default: ./routes, or the settings file's routes_dir].
+        dir: Option<PathBuf>,
+        /// Settings file, for the links and queues routes may name.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_settings(config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
+    match config {
+        None => Ok(Settings::embedded_default()),
+        Some(p) => Settings::load(p).map_err(|errs| {
+            for e in errs {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("warning: bad log filter `{level}` ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    // Colours only for a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { dir, config } => {
+            let settings = match load_settings(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let dir = dir.unwrap_or(settings.routes_dir.clone());
+            match switchboard::routes::load_dir(&dir, &settings.compile_context()) {
+                Ok(table) => {
+                    println!(
+                        "ok: {} route{} in {} file{} under {}",
+                        table.routes.len(),
+                        if table.routes.len() == 1 { "" } else { "s" },
+                        table.files.len(),
+                        if table.files.len() == 1 { "" } else { "s" },
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        println!("{e}");
+                    }
+                    println!(
+                        "{} error{}",
+                        errors.len(),
+                        if errors.len() == 1 { "" } else { "s" }
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            config,
+            routes,
+            listen,
+            log_format,
+            log_level,
+            ready_file,
+        } => {
+            let mut settings = match load_settings(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            if let Some(r) = routes {
+                settings.routes_dir = r;
+            }
+            for l in &listen {
+                if let Err(e) = settings.override_listener(l) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            if let Some(f) = log_format {
+                settings.log_format = f;
+            }
+            if let Some(l) = log_level {
+                settings.log_level = l;
+            }
+            init_tracing(settings.log_format, &settings.log_level);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(app::run(
+                settings,
+                RunOptions { ready_file },
+                CancellationToken::new(),
+            ));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "switchboard could not start");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Throw-away Prosody (Debian bookworm 'prosody' 0.12.x) without systemd, loopback only.
+# Usage: prosody-ctl.sh start|stop|status|adduser JID PASS|cert
+# Env:   PROSODY_DIR (state, default /tmp/prosody-test), PROSODY_CFG (default: prosody.cfg.lua next to this script)
+# Ports (127.0.0.1): c2s 5222, component 5347 (bridge.localhost, secret 'bridgesecret'), HTTP 5280
+#                    (BOSH /http-bind, WebSocket /xmpp-websocket). Domain 'localhost', MUC conference.localhost.
+# 'start' is idempotent: if 127.0.0.1:5222 and :5347 already answer it does nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export PROSODY_DIR=${PROSODY_DIR:-/tmp/prosody-test}
+CFG=${PROSODY_CFG:-$here/prosody.cfg.lua}
+mkdir -p "$PROSODY_DIR/data" "$PROSODY_DIR/certs"
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+wait_port() { # host port timeout_s [pid that must stay alive]
+  local i; for i in $(seq 1 $(( $3 * 10 ))); do
+    port_open "$1" "$2" && return 0
+    if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then return 1; fi
+    sleep 0.1; done; return 1; }
+
+case "${1:-}" in
+  start)
+    if port_open 127.0.0.1 5222; then
+      if port_open 127.0.0.1 5347; then echo "prosody already answering on 127.0.0.1:5222 (nothing to do)"; exit 0; fi
+      echo "prosody-ctl: 127.0.0.1:5222 answers but the component port 127.0.0.1:5347 does not: an XMPP server" \
+           "not started by this script (e.g. the system's prosody: 'service prosody stop') holds the port." >&2
+      exit 1
+    fi
+    command -v prosody >/dev/null || { echo "prosody-ctl: prosody is not installed (run scripts/setup prosody)" >&2; exit 1; }
+    [ -f "$PROSODY_DIR/certs/localhost.crt" ] || "$0" cert   # STARTTLS needs a cert, else clients that try it fail
+    # -F: stay in the foreground; we background it ourselves and keep the PID.
+    nohup prosody --config "$CFG" -F >"$PROSODY_DIR/stdout.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$PROSODY_DIR/launcher.pid"
+    if ! { wait_port 127.0.0.1 5222 20 "$pid" && wait_port 127.0.0.1 5347 5 "$pid"; }; then
+      echo "prosody-ctl: prosody did not come up" >&2
+      tail -n 20 "$PROSODY_DIR/stdout.log" "$PROSODY_DIR/prosody.err" 2>/dev/null >&2 || true
+      kill "$pid" 2>/dev/null || true; rm -f "$PROSODY_DIR/launcher.pid"; exit 1
+    fi
+    echo "prosody up, pid $pid (state in $PROSODY_DIR)" ;;
+  stop)
+    if [ -f "$PROSODY_DIR/launcher.pid" ]; then
+      pid=$(cat "$PROSODY_DIR/launcher.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$PROSODY_DIR/launcher.pid"
+      echo "prosody stopped"
+    fi ;;
+  status) prosodyctl --config "$CFG" status ;;
+  adduser) # JID PASS; works with the server running or not (internal storage = files in data_path)
+    [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }
+    printf '%s\n%s\n' "$3" "$3" | prosodyctl --config "$CFG" adduser "$2" ;;
+  cert) # self-signed cert for localhost + subdomains (for STARTTLS tests)
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=localhost" \
+      -addext "subjectAltName=DNS:localhost,DNS:*.localhost" \
+      -keyout "$PROSODY_DIR/certs/localhost.key" -out "$PROSODY_DIR/certs/localhost.crt" 2>/dev/null
+    echo "wrote $PROSODY_DIR/certs/localhost.{crt,key}" ;;
+  *) echo "usage: $0 start|stop|status|adduser JID PASS|cert" >&2; exit 2 ;;
+esac

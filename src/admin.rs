@@ -1,0 +1,69 @@
+//! The admin HTTP API: health, route table and reload status, queue statistics.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/health` | `ok` while the daemon runs |
+//! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
+//! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors |
+//! | GET | `/queues` | per-queue counters |
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router as Http};
+use serde_json::json;
+
+use crate::core::Core;
+use crate::routes::reload::RouteStore;
+
+#[derive(Clone)]
+struct AdminState {
+    core: Core,
+    routes: Arc<RouteStore>,
+}
+
+/// Builds the admin API.
+pub fn router(core: Core, routes: Arc<RouteStore>) -> Http {
+    Http::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/routes", get(routes_status))
+        .route("/routes/reload", post(reload))
+        .route("/queues", get(queues))
+        .with_state(AdminState { core, routes })
+}
+
+async fn routes_status(State(s): State<AdminState>) -> impl IntoResponse {
+    let table = s.routes.table().load_full();
+    let routes: Vec<_> = table
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "file": r.file,
+                "line": r.line,
+                "from": r.source_text,
+                "targets": r.targets.len(),
+                "passthrough": r.passthrough,
+            })
+        })
+        .collect();
+    Json(json!({ "status": s.routes.status(), "routes": routes }))
+}
+
+async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
+    let store = Arc::clone(&s.routes);
+    let result = tokio::task::spawn_blocking(move || store.reload("admin api")).await;
+    let status = s.routes.status();
+    match result {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!(status))),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!(status))),
+    }
+}
+
+async fn queues(State(s): State<AdminState>) -> impl IntoResponse {
+    Json(json!(s.core.stats()))
+}

@@ -1,0 +1,212 @@
+//! Wiring and lifecycle: build the core, load the routes, start the watcher, the
+//! listeners and the sweeper; on SIGTERM/SIGINT stop accepting, drain, exit.
+//!
+//! One [`CancellationToken`] fans out to every task; a [`TaskTracker`] is awaited so
+//! shutdown ends only when every task has finished (or the grace period ran out).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::core::Core;
+use crate::routes::reload::RouteStore;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the route files have errors:\n{}", .0.join("\n"))]
+    Routes(Vec<String>),
+    #[error(
+        "cannot listen on {addr} for `{name}`: {source} (override with --listen {name}=HOST:PORT)"
+    )]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Run-time options that are not settings.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Write `{"pid":…,"listeners":{name: address}}` here once every listener is bound
+    /// (tests and supervisors use it to find port-0 listeners).
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs the daemon until `shutdown` fires (or a signal arrives).
+pub async fn run(
+    settings: Settings,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    if !settings.links.is_empty() {
+        let names: Vec<&str> = settings.links.keys().map(String::as_str).collect();
+        return Err(StartError::Unsupported(format!(
+            "links ({}) are configured, but AMQP and XMPP links are not part of this build yet",
+            names.join(", ")
+        )));
+    }
+    let core = Core::new(settings.core.clone());
+    let store = load_routes(&settings)?;
+    let tracker = TaskTracker::new();
+
+    tracker.spawn({
+        let core = core.clone();
+        let cancel = shutdown.clone();
+        let every = settings.sweep_interval;
+        async move {
+            let _ = core.spawn_sweeper(every, cancel).await;
+        }
+    });
+
+    if store.dir().is_dir() {
+        match store.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
+            Ok(h) => {
+                tracker.spawn(async move {
+                    let _ = h.await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "live reload on file change disabled; SIGHUP still reloads")
+            }
+        }
+    }
+    spawn_sighup(&tracker, Arc::clone(&store), shutdown.clone());
+
+    let mut bound = BTreeMap::new();
+    for (name, addr) in &settings.listeners {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                name: name.clone(),
+                addr: *addr,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            name: name.clone(),
+            addr: *addr,
+            source,
+        })?;
+        tracing::info!(listener = %name, address = %local, "listening");
+        bound.insert(name.clone(), local);
+        match name.as_str() {
+            "admin" => {
+                let app = crate::admin::router(core.clone(), Arc::clone(&store));
+                let cancel = shutdown.clone();
+                tracker.spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { cancel.cancelled().await })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "admin listener failed");
+                    }
+                });
+            }
+            other => tracing::warn!(listener = other, "no such listener in this build"),
+        }
+    }
+
+    if let Some(path) = &options.ready_file {
+        let listeners: BTreeMap<&String, String> =
+            bound.iter().map(|(k, v)| (k, v.to_string())).collect();
+        let text =
+            serde_json::json!({ "pid": std::process::id(), "listeners": listeners }).to_string();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| StartError::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    tracing::info!(
+        routes = store.status().routes,
+        version = store.status().version,
+        "switchboard ready"
+    );
+
+    wait_for_signal(shutdown.clone()).await;
+    tracing::info!("shutting down: no new connections; draining");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; exiting with tasks still running");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_routes(settings: &Settings) -> Result<Arc<RouteStore>, StartError> {
+    let dir = &settings.routes_dir;
+    if !dir.exists() {
+        tracing::warn!(dir = %dir.display(), "routes directory does not exist; starting with no routes");
+        let empty =
+            std::env::temp_dir().join(format!("switchboard-empty-routes-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&empty);
+        return RouteStore::load(&empty, settings.compile_context())
+            .map(Arc::new)
+            .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()));
+    }
+    let store = RouteStore::load(dir, settings.compile_context())
+        .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;
+    tracing::info!(dir = %dir.display(), routes = store.status().routes, "routes loaded");
+    Ok(Arc::new(store))
+}
+
+fn spawn_sighup(tracker: &TaskTracker, store: Arc<RouteStore>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    tracker.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot install the SIGHUP handler");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = hup.recv() => {
+                    let store = Arc::clone(&store);
+                    let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                }
+            }
+        }
+    });
+}
+
+async fn wait_for_signal(cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        if let (Ok(mut term), Ok(mut int)) = (term, int) {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+                _ = cancel.cancelled() => {}
+            }
+            return;
+        }
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = cancel.cancelled() => {}
+    }
+}

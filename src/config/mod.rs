@@ -1,0 +1,330 @@
+//! Daemon settings (listeners, queue policies, links, logging) — not routes.
+//!
+//! YAML is parsed into the serde mirror in [`raw`] (unknown keys refused), then validated
+//! into [`Settings`], collecting every error. Only validated settings reach the runtime.
+//! With no file at all, [`Settings::embedded_default`] runs the router on loopback with
+//! no external service.
+
+pub mod raw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::core::{CoreConfig, Destination, QueueOptions};
+use crate::routes::{CompileContext, LinkKind};
+
+/// Listener names the daemon knows, with their embedded default addresses.
+pub const LISTENERS: &[(&str, &str)] = &[("admin", "127.0.0.1:8161")];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub routes_dir: PathBuf,
+    /// Enabled listeners by name (port 0 = any free port).
+    pub listeners: BTreeMap<String, SocketAddr>,
+    pub core: CoreConfig,
+    pub links: BTreeMap<String, LinkKind>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// How often expired messages are swept out of queues.
+    pub sweep_interval: Duration,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// Debounce of the routes-directory watcher.
+    pub reload_debounce: Duration,
+}
+
+/// A configuration error, with the file position when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Settings {
+    /// Everything on its default: routes in `./routes`, admin API on 127.0.0.1:8161.
+    pub fn embedded_default() -> Self {
+        Self {
+            routes_dir: PathBuf::from("routes"),
+            listeners: LISTENERS
+                .iter()
+                .filter_map(|(n, a)| a.parse().ok().map(|a| ((*n).to_owned(), a)))
+                .collect(),
+            core: CoreConfig::default(),
+            links: BTreeMap::new(),
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            sweep_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+            reload_debounce: Duration::from_millis(200),
+        }
+    }
+
+    /// Loads and validates a settings file. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![ConfigError(format!("{shown}: cannot read: {e}"))])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(&text, &shown, base)
+    }
+
+    /// Parses and validates settings text (`shown` names it in errors).
+    pub fn from_yaml(text: &str, shown: &str, base: &Path) -> Result<Self, Vec<ConfigError>> {
+        let raw: raw::RawSettings = match serde_saphyr::from_str::<Option<raw::RawSettings>>(text) {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                let loc = e.location();
+                return Err(vec![ConfigError(format!(
+                    "{shown}:{}:{}: {}",
+                    loc.map_or(0, |l| l.line()),
+                    loc.map_or(0, |l| l.column()),
+                    e.without_snippet()
+                ))]);
+            }
+        };
+        validate(raw, shown, base)
+    }
+
+    /// Applies `--listen NAME=HOST:PORT` overrides (`NAME=off` disables one).
+    pub fn override_listener(&mut self, spec: &str) -> Result<(), ConfigError> {
+        let (name, addr) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError(format!("--listen `{spec}`: expected NAME=HOST:PORT")))?;
+        check_listener_name(name).map_err(ConfigError)?;
+        if addr == "off" {
+            self.listeners.remove(name);
+            return Ok(());
+        }
+        let a: SocketAddr = addr.parse().map_err(|e| {
+            ConfigError(format!("--listen {name}: `{addr}` is not HOST:PORT ({e})"))
+        })?;
+        self.listeners.insert(name.to_owned(), a);
+        Ok(())
+    }
+
+    /// What the route compiler needs to know about these settings.
+    pub fn compile_context(&self) -> CompileContext {
+        CompileContext {
+            links: self.links.clone(),
+            known_queues: (!self.core.auto_create_queues)
+                .then(|| self.core.queues.keys().cloned().collect::<BTreeSet<_>>()),
+        }
+    }
+}
+
+fn check_listener_name(name: &str) -> Result<(), String> {
+    if LISTENERS.iter().any(|(n, _)| *n == name) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = LISTENERS.iter().map(|(n, _)| *n).collect();
+        Err(format!(
+            "unknown listener `{name}` (known: {})",
+            known.join(", ")
+        ))
+    }
+}
+
+/// Parses durations such as `250ms`, `30s`, `5m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m, 2h)"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}`: unknown duration unit (use ms, s, m or h)")),
+    })
+}
+
+fn queue_options(
+    raw: &raw::RawQueue,
+    base: &QueueOptions,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> QueueOptions {
+    let mut o = base.clone();
+    if let Some(v) = raw.max_length {
+        o.max_length = v;
+    }
+    if let Some(v) = raw.max_bytes {
+        o.max_bytes = v;
+    }
+    if let Some(v) = raw.overflow {
+        o.overflow = v;
+    }
+    if let Some(v) = &raw.ttl {
+        match parse_duration(v) {
+            Ok(d) => o.ttl = Some(d),
+            Err(e) => errors.push(ConfigError(format!("{what}.ttl: {e}"))),
+        }
+    }
+    if let Some(v) = raw.expired {
+        o.expired = v;
+    }
+    if let Some(v) = &raw.dead_letter {
+        match Destination::parse(v) {
+            Ok(d) => o.dead_letter = Some(d),
+            Err(e) => errors.push(ConfigError(format!("{what}.dead_letter `{v}`: {e}"))),
+        }
+    }
+    if let Some(v) = raw.max_deliveries {
+        if v == 0 {
+            errors.push(ConfigError(format!(
+                "{what}.max_deliveries must be at least 1"
+            )));
+        }
+        o.max_deliveries = Some(v);
+    }
+    if o.max_length == 0 {
+        errors.push(ConfigError(format!("{what}.max_length must be at least 1")));
+    }
+    o
+}
+
+fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut s = Settings::embedded_default();
+    if let Some(dir) = raw.routes_dir {
+        s.routes_dir = base.join(dir);
+    }
+    for (name, addr) in raw.listeners {
+        if let Err(e) = check_listener_name(&name) {
+            errors.push(ConfigError(format!("{shown}: listeners: {e}")));
+            continue;
+        }
+        match addr.as_deref() {
+            None | Some("off") => {
+                s.listeners.remove(&name);
+            }
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(a) => {
+                    s.listeners.insert(name, a);
+                }
+                Err(e) => errors.push(ConfigError(format!(
+                    "{shown}: listeners.{name}: `{a}` is not HOST:PORT ({e})"
+                ))),
+            },
+        }
+    }
+    let q = raw.queues;
+    if let Some(v) = q.auto_create {
+        s.core.auto_create_queues = v;
+    }
+    s.core.default_queue = queue_options(
+        &q.defaults,
+        &s.core.default_queue,
+        "queues.defaults",
+        &mut errors,
+    );
+    s.core.default_subscription = queue_options(
+        &q.subscription_defaults,
+        &s.core.default_subscription,
+        "queues.subscription_defaults",
+        &mut errors,
+    );
+    for (name, rq) in &q.named {
+        if let Err(e) = crate::core::validate_name(name) {
+            errors.push(ConfigError(format!("{shown}: queues.named `{name}`: {e}")));
+            continue;
+        }
+        let o = queue_options(
+            rq,
+            &s.core.default_queue,
+            &format!("queues.named.{name}"),
+            &mut errors,
+        );
+        s.core.queues.insert(name.clone(), o);
+    }
+    for (name, link) in raw.links {
+        let kind = match link {
+            raw::RawLink::Amqp(_) => LinkKind::Amqp,
+            raw::RawLink::Xmpp(_) => LinkKind::Xmpp,
+        };
+        s.links.insert(name, kind);
+    }
+    if let Some(l) = raw.log {
+        if let Some(f) = l.format {
+            s.log_format = f;
+        }
+        if let Some(level) = l.level {
+            s.log_level = level;
+        }
+    }
+    if let Some(v) = raw.sweep_interval {
+        match parse_duration(&v) {
+            Ok(d) if !d.is_zero() => s.sweep_interval = d,
+            Ok(_) => errors.push(ConfigError(format!(
+                "{shown}: sweep_interval must be more than 0"
+            ))),
+            Err(e) => errors.push(ConfigError(format!("{shown}: sweep_interval: {e}"))),
+        }
+    }
+    if let Some(v) = raw.shutdown_grace {
+        match parse_duration(&v) {
+            Ok(d) => s.shutdown_grace = d,
+            Err(e) => errors.push(ConfigError(format!("{shown}: shutdown_grace: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(s)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn settings_validate_everything() {
+        let yaml = "listeners:\n  admin: 127.0.0.1:0\nqueues:\n  defaults:\n    ttl: 30s\n    dead_letter: queue:dlq\n  named:\n    orders:\n      max_length: 10\n      overflow: reject-publish\n";
+        let s = Settings::from_yaml(yaml, "t.yaml", Path::new(".")).unwrap();
+        assert_eq!(s.core.default_queue.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(s.core.queues["orders"].max_length, 10);
+        assert_eq!(
+            s.core.queues["orders"].ttl,
+            Some(Duration::from_secs(30)),
+            "named queues inherit defaults"
+        );
+        let bad = "listeners:\n  nope: 1.2.3.4:5\nqueues:\n  defaults:\n    ttl: soon\n    dead_letter: dlq\n";
+        let errs = Settings::from_yaml(bad, "t.yaml", Path::new(".")).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let unknown = Settings::from_yaml("colour: blue\n", "t.yaml", Path::new(".")).unwrap_err();
+        assert!(
+            unknown[0]
+                .0
+                .starts_with("t.yaml:1:1: unknown field `colour`"),
+            "{}",
+            unknown[0]
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The router: the route table in front of the core. Edges publish through it; it
+//! resolves routes on one snapshot of the table and hands each leg to the core.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::core::{Core, Destination, Message, PublishError};
+use crate::routes::{Rendered, RouteTable, RoutingError};
+
+/// Prefix of the internal queues that hold messages for an external link; the link
+/// consumes its queue, so messages wait in the core (bounded) while the link is down.
+pub const LINK_QUEUE_PREFIX: &str = "$sb.link.";
+
+/// Header carrying a link leg's rendered address (JSON) on a link queue. The link strips
+/// it before sending.
+pub const LINK_TARGET_HEADER: &str = "x-switchboard-link-target";
+
+/// Why a routed publish failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Core + live route table; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Router {
+    core: Core,
+    table: Arc<ArcSwap<RouteTable>>,
+}
+
+impl Router {
+    pub fn new(core: Core, table: Arc<ArcSwap<RouteTable>>) -> Self {
+        Self { core, table }
+    }
+
+    /// A router with an empty table (tests, embedding).
+    pub fn without_routes(core: Core) -> Self {
+        Self::new(core, Arc::new(ArcSwap::from_pointee(RouteTable::empty())))
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The table in force now.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Routes and publishes a message addressed to `dest`. Waits while a destination
+    /// applies backpressure. Returns the number of queues (and link queues) it reached.
+    pub async fn publish(&self, dest: Destination, message: Message) -> Result<usize, RouterError> {
+        // One snapshot for the whole publish: a concurrent reload never splits a message
+        // between two tables.
+        let legs = {
+            let table = self.table.load();
+            table.resolve(dest, message)?
+        };
+        let mut reached = 0;
+        for leg in legs {
+            let (dest, message) = match leg.target {
+                Rendered::Internal(d) => (d, leg.message),
+                link => {
+                    let name = match &link {
+                        Rendered::Amqp { link, .. } | Rendered::Xmpp { link, .. } => link.clone(),
+                        Rendered::Internal(_) => unreachable_internal(),
+                    };
+                    let mut m = leg.message;
+                    m.headers.set(LINK_TARGET_HEADER, rendered_json(&link));
+                    (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{name}")), m)
+                }
+            };
+            reached += self.core.publish(&dest, message).await?;
+        }
+        Ok(reached)
+    }
+}
+
+fn unreachable_internal() -> String {
+    String::new()
+}
+
+fn rendered_json(r: &Rendered) -> String {
+    match r {
+        Rendered::Amqp {
+            exchange,
+            routing_key,
+            ..
+        } => serde_json::json!({"exchange": exchange, "routing_key": routing_key}).to_string(),
+        Rendered::Xmpp { to, from, kind, .. } => {
+            serde_json::json!({"to": to, "from": from, "type": kind}).to_string()
+        }
+        Rendered::Internal(d) => serde_json::json!({"destination": d.to_string()}).to_string(),
+    }
+}

@@ -1,0 +1,380 @@
+//! The routing table: compiled from `routes/*.yaml`, immutable once built, swapped
+//! atomically on reload (see [`reload`]). Readers take a snapshot per publish, so a
+//! message is routed entirely by one table even while a reload happens.
+
+pub mod compile;
+pub mod reload;
+pub mod spec;
+pub mod template;
+
+use std::collections::HashMap;
+
+use crate::core::trie::SubjectTrie;
+use crate::core::{Capture, Destination, Message, Pattern, validate_name};
+use crate::translate::body::{self, BodyError};
+use crate::translate::mqtt_names;
+
+pub use compile::{CompileContext, LinkKind, RouteError, compile_sources, load_dir};
+pub use spec::BodyFormat;
+use template::{Grammar, RenderError, Template};
+
+/// Where a compiled route takes messages from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Queue(String),
+    Topic(Pattern),
+    Amqp {
+        link: String,
+        queue: Option<String>,
+        exchange: Option<String>,
+        binding_key: Option<String>,
+    },
+    Xmpp {
+        link: String,
+        jid: Option<String>,
+        presence: Option<String>,
+    },
+}
+
+/// Where a compiled route sends messages.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Queue(Template),
+    Topic(Template),
+    /// An MQTT topic template, converted to the internal topic by the MQTT convention.
+    Mqtt(Template),
+    Amqp {
+        link: String,
+        exchange: String,
+        routing_key: Option<Template>,
+    },
+    Xmpp {
+        link: String,
+        to: Template,
+        from: Option<Template>,
+        kind: String,
+    },
+}
+
+/// A rendered target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    Internal(Destination),
+    Amqp {
+        link: String,
+        exchange: String,
+        routing_key: String,
+    },
+    Xmpp {
+        link: String,
+        to: String,
+        from: Option<String>,
+        kind: String,
+    },
+}
+
+/// A route's filter.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub origin: Option<String>,
+}
+
+impl When {
+    pub fn matches(&self, m: &Message) -> bool {
+        if let Some(ct) = &self.content_type {
+            let actual = m.content_type.as_deref().unwrap_or("");
+            let mime = actual.split(';').next().unwrap_or("").trim();
+            if !mime.eq_ignore_ascii_case(ct) {
+                return false;
+            }
+        }
+        if let Some(o) = &self.origin
+            && *m.origin.protocol != **o
+        {
+            return false;
+        }
+        self.headers
+            .iter()
+            .all(|(k, v)| m.headers.get(k) == Some(v.as_str()))
+    }
+}
+
+/// A route's message changes: rename, then remove, then set headers; then the body.
+#[derive(Debug, Clone, Default)]
+pub struct Transform {
+    pub set: Vec<(String, Template)>,
+    pub rename: Vec<(String, String)>,
+    pub remove: Vec<String>,
+    pub body: Option<BodyFormat>,
+}
+
+/// Why a message could not be routed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("route `{route}`: {err}")]
+    Render { route: String, err: RenderError },
+    #[error("route `{route}`: rendered an invalid destination `{name}`: {reason}")]
+    BadName {
+        route: String,
+        name: String,
+        reason: String,
+    },
+    #[error("route `{route}`: body conversion failed: {err}")]
+    Body { route: String, err: BodyError },
+    #[error("routing depth limit reached at {0} (a loop through header templates?)")]
+    TooDeep(Destination),
+}
+
+impl Transform {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.rename.is_empty()
+            && self.remove.is_empty()
+            && self.body.is_none()
+    }
+
+    fn apply(&self, route: &str, m: &mut Message, caps: &[Capture]) -> Result<(), RoutingError> {
+        let original = m.headers.clone();
+        for (from, to) in &self.rename {
+            m.headers.rename(from, to);
+        }
+        for h in &self.remove {
+            m.headers.remove(h);
+        }
+        for (k, t) in &self.set {
+            let v =
+                t.render(caps, &original, Grammar::Text)
+                    .map_err(|err| RoutingError::Render {
+                        route: route.to_owned(),
+                        err,
+                    })?;
+            m.headers.set(k, v);
+        }
+        if let Some(format) = self.body {
+            let (b, ct) =
+                body::convert(&m.body, m.content_type.as_deref(), format).map_err(|err| {
+                    RoutingError::Body {
+                        route: route.to_owned(),
+                        err,
+                    }
+                })?;
+            m.body = b;
+            m.content_type = Some(ct.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub source: Source,
+    /// The source as written (for `explain` and logs).
+    pub source_text: String,
+    pub when: Option<When>,
+    pub targets: Vec<Target>,
+    pub transform: Transform,
+    pub passthrough: bool,
+}
+
+impl CompiledRoute {
+    /// Renders every target for a message that matched with `caps`.
+    pub fn render_targets(
+        &self,
+        caps: &[Capture],
+        m: &Message,
+    ) -> Result<Vec<Rendered>, RoutingError> {
+        let render = |t: &Template, g: Grammar| {
+            t.render(caps, &m.headers, g)
+                .map_err(|err| RoutingError::Render {
+                    route: self.name.clone(),
+                    err,
+                })
+        };
+        let name_ok = |name: String, dest: fn(&str) -> Destination| {
+            validate_name(&name)
+                .map(|()| dest(&name))
+                .map_err(|e| RoutingError::BadName {
+                    route: self.name.clone(),
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })
+        };
+        self.targets
+            .iter()
+            .map(|t| {
+                Ok(match t {
+                    Target::Queue(tpl) => {
+                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::queue)?)
+                    }
+                    Target::Topic(tpl) => {
+                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::topic)?)
+                    }
+                    Target::Mqtt(tpl) => {
+                        let topic = render(tpl, Grammar::Slash)?;
+                        Rendered::Internal(name_ok(
+                            mqtt_names::topic_to_internal(&topic),
+                            Destination::topic,
+                        )?)
+                    }
+                    Target::Amqp {
+                        link,
+                        exchange,
+                        routing_key,
+                    } => Rendered::Amqp {
+                        link: link.clone(),
+                        exchange: exchange.clone(),
+                        routing_key: match routing_key {
+                            Some(k) => render(k, Grammar::Dot)?,
+                            None => String::new(),
+                        },
+                    },
+                    Target::Xmpp {
+                        link,
+                        to,
+                        from,
+                        kind,
+                    } => Rendered::Xmpp {
+                        link: link.clone(),
+                        to: render(to, Grammar::Text)?,
+                        from: from
+                            .as_ref()
+                            .map(|f| render(f, Grammar::Text))
+                            .transpose()?,
+                        kind: kind.clone(),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// The compiled, immutable routing table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Increases with every successful (re)load.
+    pub version: u64,
+    pub routes: Vec<CompiledRoute>,
+    by_queue: HashMap<String, Vec<usize>>,
+    by_topic: SubjectTrie<usize>,
+    /// The files it was compiled from.
+    pub files: Vec<String>,
+}
+
+/// Upper bound on chained internal routes for one publish.
+pub const MAX_ROUTE_DEPTH: usize = 8;
+
+/// One leg of a routed publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    pub target: Rendered,
+    pub message: Message,
+}
+
+impl RouteTable {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Routes whose source matches `dest` and whose filter accepts `m`, in table order,
+    /// with the source's wildcard captures.
+    pub fn matching(&self, dest: &Destination, m: &Message) -> Vec<(&CompiledRoute, Vec<Capture>)> {
+        let mut hits: Vec<(usize, Vec<Capture>)> = match dest {
+            Destination::Queue(q) => self
+                .by_queue
+                .get(&**q)
+                .map(|v| v.iter().map(|&i| (i, Vec::new())).collect())
+                .unwrap_or_default(),
+            Destination::Topic(t) => {
+                if self.by_topic.is_empty() {
+                    return Vec::new();
+                }
+                let mut idx = Vec::new();
+                self.by_topic.matches(t, &mut idx);
+                idx.sort_unstable();
+                idx.dedup();
+                idx.into_iter()
+                    .filter_map(|i| match &self.routes[i].source {
+                        Source::Topic(p) => p.captures(t).map(|c| (i, c)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        };
+        hits.sort_by_key(|(i, _)| *i);
+        hits.into_iter()
+            .map(|(i, c)| (&self.routes[i], c))
+            .filter(|(r, _)| r.when.as_ref().is_none_or(|w| w.matches(m)))
+            .collect()
+    }
+
+    /// Routes a message published to `dest`: follows internal routes (a route's internal
+    /// target may itself be another route's source) and returns every leg to deliver.
+    /// A destination no route claims is delivered as addressed.
+    pub fn resolve(&self, dest: Destination, m: Message) -> Result<Vec<Leg>, RoutingError> {
+        let mut out = Vec::with_capacity(1);
+        self.resolve_into(dest, m, 0, &mut out)?;
+        Ok(out)
+    }
+
+    fn resolve_into(
+        &self,
+        dest: Destination,
+        m: Message,
+        depth: usize,
+        out: &mut Vec<Leg>,
+    ) -> Result<(), RoutingError> {
+        let hits = self.matching(&dest, &m);
+        if hits.is_empty() {
+            out.push(Leg {
+                target: Rendered::Internal(dest),
+                message: m,
+            });
+            return Ok(());
+        }
+        if depth >= MAX_ROUTE_DEPTH {
+            return Err(RoutingError::TooDeep(dest));
+        }
+        let passthrough = hits.iter().any(|(r, _)| r.passthrough);
+        for (route, caps) in &hits {
+            let targets = route.render_targets(caps, &m)?;
+            let mut changed = m.clone();
+            route.transform.apply(&route.name, &mut changed, caps)?;
+            for t in targets {
+                match t {
+                    Rendered::Internal(d) => {
+                        self.resolve_into(d, changed.clone(), depth + 1, out)?
+                    }
+                    other => out.push(Leg {
+                        target: other,
+                        message: changed.clone(),
+                    }),
+                }
+            }
+        }
+        if passthrough {
+            out.push(Leg {
+                target: Rendered::Internal(dest),
+                message: m,
+            });
+        }
+        Ok(())
+    }
+
+    /// Routes whose source is the named link (the link consumes what they ask for).
+    pub fn link_sources<'a>(
+        &'a self,
+        link: &'a str,
+    ) -> impl Iterator<Item = &'a CompiledRoute> + 'a {
+        self.routes.iter().filter(move |r| match &r.source {
+            Source::Amqp { link: l, .. } | Source::Xmpp { link: l, .. } => l == link,
+            _ => false,
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! Live reload: compile a new table, swap it in atomically, keep the old one on error.
+//!
+//! Triggers: a change in the routes directory (watched with `notify`, debounced), SIGHUP,
+//! and the admin API. Queues and subscriptions live in the core and are never rebuilt by
+//! a reload; a publish in progress finishes on the table it loaded.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::compile::route_files;
+use super::{CompileContext, RouteError, RouteTable, compile_sources};
+
+/// Outcome of the latest reload attempt, for logs and the admin API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Version of the table in force.
+    pub version: u64,
+    /// Routes in the table in force.
+    pub routes: usize,
+    /// Whether the latest attempt succeeded (or found nothing changed).
+    pub ok: bool,
+    /// Errors of the latest attempt (empty when it succeeded).
+    pub errors: Vec<String>,
+    /// What triggered the latest attempt.
+    pub trigger: String,
+    /// When the latest attempt ran (Unix ms).
+    pub at_unix_ms: u64,
+    /// Attempts so far, successful or not.
+    pub attempts: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Swapped { version: u64, routes: usize },
+    Unchanged { version: u64 },
+}
+
+/// The route directory, its live table and reload bookkeeping.
+#[derive(Debug)]
+pub struct RouteStore {
+    dir: PathBuf,
+    ctx: CompileContext,
+    table: Arc<ArcSwap<RouteTable>>,
+    state: Mutex<(ReloadStatus, u64)>,
+}
+
+fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, Vec<RouteError>> {
+    let files = route_files(dir).map_err(|e| vec![e])?;
+    files
+        .into_iter()
+        .map(|p| {
+            let shown = p.display().to_string();
+            std::fs::read_to_string(&p)
+                .map(|t| (shown.clone(), t))
+                .map_err(|e| {
+                    vec![RouteError {
+                        file: shown,
+                        line: 0,
+                        column: 0,
+                        route: None,
+                        message: format!("cannot read: {e}"),
+                    }]
+                })
+        })
+        .collect()
+}
+
+fn digest(sources: &[(String, String)]) -> u64 {
+    let mut h = DefaultHasher::new();
+    sources.hash(&mut h);
+    h.finish()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl RouteStore {
+    /// Loads the directory once. Errors here are fatal to start-up: the daemon does not
+    /// start on a broken table.
+    pub fn load(dir: &Path, ctx: CompileContext) -> Result<Self, Vec<RouteError>> {
+        let sources = read_sources(dir)?;
+        let mut table = compile_sources(&sources, &ctx)?;
+        table.version = 1;
+        let status = ReloadStatus {
+            version: 1,
+            routes: table.routes.len(),
+            ok: true,
+            errors: Vec::new(),
+            trigger: "start".into(),
+            at_unix_ms: now_ms(),
+            attempts: 1,
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            ctx,
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            state: Mutex::new((status, digest(&sources))),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The live table, shared with the [`crate::router::Router`].
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        Arc::clone(&self.table)
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Re-reads and recompiles the directory; swaps the table only if it compiled.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, Vec<RouteError>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (status, last_digest) = &mut *state;
+        status.attempts += 1;
+        status.trigger = trigger.to_owned();
+        status.at_unix_ms = now_ms();
+        let compiled = read_sources(&self.dir).and_then(|s| {
+            let d = digest(&s);
+            if d == *last_digest {
+                return Ok(None);
+            }
+            compile_sources(&s, &self.ctx).map(|t| Some((t, d)))
+        });
+        match compiled {
+            Ok(None) => {
+                status.ok = true;
+                status.errors.clear();
+                tracing::debug!(trigger, version = status.version, "routes unchanged");
+                Ok(ReloadOutcome::Unchanged {
+                    version: status.version,
+                })
+            }
+            Ok(Some((mut table, d))) => {
+                let version = status.version + 1;
+                table.version = version;
+                let routes = table.routes.len();
+                self.table.store(Arc::new(table));
+                *last_digest = d;
+                status.version = version;
+                status.routes = routes;
+                status.ok = true;
+                status.errors.clear();
+                tracing::info!(trigger, version, routes, "routes reloaded");
+                Ok(ReloadOutcome::Swapped { version, routes })
+            }
+            Err(errors) => {
+                status.ok = false;
+                status.errors = errors.iter().map(ToString::to_string).collect();
+                for e in &errors {
+                    tracing::error!(trigger, error = %e, "route reload rejected");
+                }
+                tracing::warn!(
+                    trigger,
+                    version = status.version,
+                    errors = errors.len(),
+                    "route reload failed; the previous table stays in force"
+                );
+                Err(errors)
+            }
+        }
+    }
+
+    /// Watches the directory and reloads on changes until `cancel` fires.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        debounce: Duration,
+        cancel: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, String> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let mut debouncer =
+            new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
+                Ok(events) if !events.is_empty() => {
+                    // A full channel already holds a pending reload that will see this change.
+                    let _ = tx.try_send(());
+                }
+                Ok(_) => {}
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(error = %e, "route directory watch error");
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot watch routes directory: {e}"))?;
+        debouncer
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
+        let store = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            // The debouncer stops watching when dropped; keep it alive in the task.
+            let _debouncer = debouncer;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    got = rx.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        let store = Arc::clone(&store);
+                        // File reads and compilation are blocking work.
+                        let _ = tokio::task::spawn_blocking(move || store.reload("file change")).await;
+                    }
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,169 @@
+//! The serde model of a route file (`routes/*.yaml`). No logic: [`super::compile`] turns
+//! it into a validated [`super::RouteTable`]. Every struct denies unknown keys, and the
+//! positions recorded by [`Spanned`] let errors name file, line and column.
+//!
+//! The reference for users is `docs/routes.md`; keep both in step.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One route file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSpec>>,
+}
+
+/// One route: where messages come from, which of them, where they go, what changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique across all route files.
+    pub name: Spanned<String>,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: Option<String>,
+    pub from: Spanned<SourceSpec>,
+    /// Optional filter: all conditions must hold.
+    #[serde(default)]
+    pub when: Option<WhenSpec>,
+    /// One or more targets (a destination list).
+    pub to: Spanned<Vec<Spanned<TargetSpec>>>,
+    #[serde(default)]
+    pub transform: Option<Spanned<TransformSpec>>,
+    /// Also deliver the (untransformed) message to the source's own destination.
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+/// Where a route takes messages from.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// An internal queue, by exact name.
+    Queue(String),
+    /// An internal topic pattern (`.` levels, `*`, `#`).
+    Topic(String),
+    /// A STOMP destination: `/queue/NAME` or `/topic/PATTERN`.
+    Stomp(String),
+    /// An MQTT topic filter (`/` levels, `+`, `#`).
+    Mqtt(String),
+    /// Messages consumed by an AMQP link.
+    Amqp(AmqpSourceSpec),
+    /// Messages or presence received by an XMPP link.
+    Xmpp(XmppSourceSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSourceSpec {
+    pub link: String,
+    /// Consume this AMQP queue...
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// ...or bind a private queue to this exchange with `binding_key`.
+    #[serde(default)]
+    pub exchange: Option<String>,
+    #[serde(default)]
+    pub binding_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppSourceSpec {
+    pub link: String,
+    /// Messages addressed to JIDs matching this pattern (`*` = any one JID part).
+    #[serde(default)]
+    pub jid: Option<String>,
+    /// Presence of users whose bare JID matches this pattern.
+    #[serde(default)]
+    pub presence: Option<String>,
+}
+
+/// Where a route sends messages.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetSpec {
+    /// An internal queue; the name may use `{N}` captures and `{header:NAME}`.
+    Queue(String),
+    /// An internal topic (template as for queues).
+    Topic(String),
+    /// A STOMP destination `/queue/…` or `/topic/…` (template).
+    Stomp(String),
+    /// An MQTT topic (template; captures are rendered with `/` between levels).
+    Mqtt(String),
+    /// Publish through an AMQP link.
+    Amqp(AmqpTargetSpec),
+    /// Send through an XMPP link.
+    Xmpp(XmppTargetSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpTargetSpec {
+    pub link: String,
+    #[serde(default)]
+    pub exchange: String,
+    /// Template, e.g. `sensors.{1}.temp`.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppTargetSpec {
+    pub link: String,
+    /// Recipient JID (template).
+    pub to: String,
+    /// Sender JID in the component's domain (template).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Stanza type: chat (default), normal, headline, groupchat.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// A filter on the message.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSpec {
+    /// Each header must be present with exactly this value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The MIME type must equal this (parameters such as `charset` are ignored).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The protocol the message entered by (`stomp`, `mqtt`, `amqp`, `xmpp`, `internal`).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// Changes made to the message on its way.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    /// Set (replace) headers; values are templates.
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+    /// Rename headers: `old: new`.
+    #[serde(default)]
+    pub rename_headers: BTreeMap<String, String>,
+    /// Remove headers.
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
+    /// Convert the body.
+    #[serde(default)]
+    pub body: Option<BodyFormat>,
+}
+
+/// Body formats a route can convert to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    Text,
+    Json,
+    Xml,
+}

@@ -1,0 +1,95 @@
+//! The default convention between MQTT topics and internal topic names.
+//!
+//! MQTT separates levels with `/`, the internal grammar with `.`. Each level is carried
+//! over with [`super::escape`], so a `.` inside an MQTT level survives the round trip:
+//! `sensors/v1.2/temp` ⇄ `sensors.v1%2E2.temp`. In filters `+` becomes `*` and `#` stays `#`.
+
+use super::escape::{escape_level, unescape_level};
+
+/// MQTT topic name (no wildcards) → internal topic name.
+pub fn topic_to_internal(topic: &str) -> String {
+    topic
+        .split('/')
+        .map(escape_level)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// MQTT topic filter → internal pattern.
+pub fn filter_to_internal(filter: &str) -> String {
+    filter
+        .split('/')
+        .map(|l| match l {
+            "+" => "*".to_owned(),
+            "#" => "#".to_owned(),
+            l => escape_level(l),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Internal topic name → MQTT topic name.
+pub fn internal_to_topic(name: &str) -> String {
+    name.split('.')
+        .map(unescape_level)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Checks an MQTT topic filter per MQTT 3.1.1 §4.7: `#` only last and alone in its
+/// level, `+` alone in its level, no NUL, not empty.
+pub fn validate_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Err("an MQTT topic filter must not be empty".into());
+    }
+    if filter.contains('\0') {
+        return Err("an MQTT topic filter must not contain NUL".into());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        if l.contains('#') && (*l != "#" || i != levels.len() - 1) {
+            return Err(format!(
+                "`#` must be the last level on its own in `{filter}`"
+            ));
+        }
+        if l.contains('+') && *l != "+" {
+            return Err(format!("`+` must stand alone in its level in `{filter}`"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an MQTT topic name: not empty, no wildcards, no NUL.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("an MQTT topic must not be empty".into());
+    }
+    if topic.contains(['+', '#', '\0']) {
+        return Err(format!(
+            "an MQTT topic name must not contain `+`, `#` or NUL: `{topic}`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_with_dots() {
+        let t = "sensors/v1.2/temp";
+        let i = topic_to_internal(t);
+        assert_eq!(i, "sensors.v1%2E2.temp");
+        assert_eq!(internal_to_topic(&i), t);
+        assert_eq!(internal_to_topic(&topic_to_internal("/a//b")), "/a//b");
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(filter_to_internal("sensors/+/temp/#"), "sensors.*.temp.#");
+        assert!(validate_filter("a/#/b").is_err());
+        assert!(validate_filter("a/b+").is_err());
+        assert!(validate_filter("+/x/#").is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! Test harness: runs the real `switchboard` binary on loopback port 0 with a temporary
+//! routes directory, finds its listeners through `--ready-file`, and talks to it over
+//! real sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub listeners: serde_json::Map<String, serde_json::Value>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with `routes` (file name, text) in a fresh routes directory.
+    pub fn start(routes: &[(&str, &str)], extra_args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let routes_dir = dir.path().join("routes");
+        std::fs::create_dir(&routes_dir).unwrap();
+        for (name, text) in routes {
+            std::fs::write(routes_dir.join(name), text).unwrap();
+        }
+        Self::start_in(dir, extra_args)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        let ready = dir.path().join("ready.json");
+        let log = dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--routes".into(),
+            dir.path().join("routes").display().to_string(),
+            "--listen".into(),
+            "admin=127.0.0.1:0".into(),
+            "--ready-file".into(),
+            ready.display().to_string(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("SWITCHBOARD_LOG", "info,switchboard=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn switchboard");
+        let mut d = Daemon {
+            child,
+            dir,
+            listeners: serde_json::Map::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+                d.listeners = v["listeners"].as_object().cloned().unwrap_or_default();
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("switchboard exited early ({status}):\n{}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchboard did not become ready:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn routes_dir(&self) -> PathBuf {
+        self.dir.path().join("routes")
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners[listener]
+            .as_str()
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+            .parse()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = self.log();
+                return (status, log);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request over a real socket: returns (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn http_json(addr: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(addr, method, path);
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    (status, v)
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes a file the way editors do: to a temporary name, then renamed over the target.
+pub fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -1,0 +1,65 @@
+"""Tiny helpers for the Python peer scripts that Switchboard's Rust tests run ($SWITCHBOARD_PYTHON).
+
+    import sys, os; sys.path.insert(0, os.path.dirname(__file__))   # when the script lives in tests/py/
+    from sbtest import fail, expect, parse_args, wait_for
+
+    args = parse_args(lambda p: p.add_argument("--count", type=int, default=10))
+    got = []
+    ... connect to (args.host, args.port) ...
+    wait_for(lambda: len(got) >= args.count, args.timeout, lambda: f"got {len(got)} of {args.count}")
+    expect(got == sent, f"bodies differ: {got!r}")
+    print("ok")
+
+Exit status: 0 = pass, 1 = fail (message on stderr, prefixed 'FAIL:').
+"""
+
+import argparse
+import sys
+import time
+
+
+def fail(msg):
+    """Print msg to stderr and exit 1."""
+    print(f"FAIL: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def expect(cond, msg):
+    """fail(msg) unless cond."""
+    if not cond:
+        fail(msg)
+
+
+def parse_args(extra=None, argv=None):
+    """--host (default 127.0.0.1), --port (required), --timeout seconds (default 10).
+
+    extra: optional function(parser) adding the script's own options. Unknown
+    arguments are kept, not rejected, in args.rest.
+    """
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=10.0)
+    if extra:
+        extra(p)
+    args, rest = p.parse_known_args(argv)
+    args.rest = rest
+    return args
+
+
+def wait_for(predicate, timeout=10.0, msg=None, interval=0.05):
+    """Poll predicate() until it returns a truthy value (returned) or timeout seconds pass.
+
+    On timeout: fail("timed out ...: " + msg) if msg is given (a string, or a function returning one,
+    called at the timeout), else return None.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            if msg is not None:
+                fail(f"timed out after {timeout:g} s: {msg() if callable(msg) else msg}")
+            return None
+        time.sleep(interval)

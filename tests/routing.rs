@@ -1,0 +1,270 @@
+//! Route semantics through the router and core: diverts, passthrough, filters, templates
+//! with captures across naming conventions, transforms, body conversion, chains.
+
+use switchboard::core::{ConsumeOptions, Consumer, Core, Delivery, Destination, Message, Origin};
+use switchboard::router::{LINK_QUEUE_PREFIX, LINK_TARGET_HEADER, Router};
+use switchboard::routes::{CompileContext, LinkKind, compile_sources};
+
+fn router(yaml: &str) -> Router {
+    router_ctx(yaml, CompileContext::default())
+}
+
+fn router_ctx(yaml: &str, ctx: CompileContext) -> Router {
+    let table = compile_sources(&[("t.yaml".into(), yaml.into())], &ctx)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    Router::new(
+        Core::default(),
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(table)),
+    )
+}
+
+fn drain(c: &Consumer) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    while c.try_recv_many(1000, &mut out).unwrap() > 0 {}
+    out
+}
+
+fn text(d: &Delivery) -> String {
+    String::from_utf8(d.message.body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_route_diverts_and_passthrough_keeps_the_original() {
+    let r = router(
+        "routes:
+  - name: divert
+    from: { queue: a }
+    to: [ { queue: b }, { queue: c } ]
+  - name: copy
+    from: { queue: x }
+    to: [ { queue: y } ]
+    passthrough: true
+",
+    );
+    assert_eq!(
+        r.publish(Destination::queue("a"), Message::new("1"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        r.publish(Destination::queue("x"), Message::new("2"))
+            .await
+            .unwrap(),
+        2
+    );
+    let core = r.core();
+    assert!(
+        core.queue("a").is_none(),
+        "diverted: nothing lands in the source queue"
+    );
+    for q in ["b", "c", "x", "y"] {
+        assert_eq!(core.queue(q).map(|q| q.len()), Some(1), "{q}");
+    }
+}
+
+#[tokio::test]
+async fn mqtt_captures_become_amqp_style_names_with_reversible_escape() {
+    let ctx = CompileContext {
+        links: [("rabbit".to_string(), LinkKind::Amqp)].into(),
+        known_queues: None,
+    };
+    let r = router_ctx(
+        "routes:
+  - name: sensors
+    from: { mqtt: \"sensors/+/temp\" }
+    to:
+      - amqp: { link: rabbit, exchange: telemetry, routing_key: \"sensors.{1}.temp\" }
+      - mqtt: \"archive/{1}\"
+    transform:
+      set_headers: { device: \"{1}\" }
+",
+        ctx,
+    );
+    let archive = r
+        .core()
+        .subscribe(&["archive.#"], ConsumeOptions::auto_ack(10))
+        .unwrap();
+    // The MQTT topic sensors/v1.2/temp, by the default convention:
+    let internal = switchboard::translate::mqtt_names::topic_to_internal("sensors/v1.2/temp");
+    assert_eq!(internal, "sensors.v1%2E2.temp");
+    r.publish(Destination::topic(&internal), Message::new("21.5"))
+        .await
+        .unwrap();
+
+    let link_q = r
+        .core()
+        .consume(
+            &format!("{LINK_QUEUE_PREFIX}rabbit"),
+            ConsumeOptions::auto_ack(10),
+        )
+        .unwrap();
+    let to_amqp = drain(&link_q);
+    assert_eq!(to_amqp.len(), 1);
+    let target: serde_json::Value =
+        serde_json::from_str(to_amqp[0].message.headers.get(LINK_TARGET_HEADER).unwrap()).unwrap();
+    assert_eq!(
+        target["routing_key"], "sensors.v1%2E2.temp",
+        "the dot inside the level stays escaped"
+    );
+    assert_eq!(target["exchange"], "telemetry");
+    assert_eq!(
+        to_amqp[0].message.headers.get("device"),
+        Some("v1.2"),
+        "header values get the plain text"
+    );
+
+    let got = drain(&archive);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        switchboard::translate::mqtt_names::internal_to_topic(got[0].destination.name()),
+        "archive/v1.2",
+        "back in MQTT spelling the level is restored exactly"
+    );
+}
+
+#[tokio::test]
+async fn filters_on_headers_content_type_and_origin() {
+    let r = router(
+        "routes:
+  - name: urgent
+    from: { queue: in }
+    when:
+      headers: { class: urgent }
+      content_type: application/json
+      origin: mqtt
+    to: [ { queue: urgent } ]
+",
+    );
+    let m = |class: &str, ct: &str, proto: &str| {
+        Message::new("{}")
+            .with_header("class", class)
+            .with_content_type(ct)
+            .with_origin(Origin::new(proto, "p"))
+    };
+    r.publish(
+        Destination::queue("in"),
+        m("urgent", "application/json; charset=utf-8", "mqtt"),
+    )
+    .await
+    .unwrap();
+    r.publish(
+        Destination::queue("in"),
+        m("normal", "application/json", "mqtt"),
+    )
+    .await
+    .unwrap();
+    r.publish(Destination::queue("in"), m("urgent", "text/plain", "mqtt"))
+        .await
+        .unwrap();
+    r.publish(
+        Destination::queue("in"),
+        m("urgent", "application/json", "stomp"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.core().queue("urgent").unwrap().len(), 1);
+    assert_eq!(
+        r.core().queue("in").unwrap().len(),
+        3,
+        "unmatched messages go where addressed"
+    );
+}
+
+#[tokio::test]
+async fn header_transforms_and_body_conversion() {
+    let r = router(
+        "routes:
+  - name: legacy
+    from: { queue: in }
+    to: [ { queue: out } ]
+    transform:
+      rename_headers: { customer: client }
+      remove_headers: [ secret ]
+      set_headers: { via: switchboard, copied: \"{header:customer}\" }
+      body: xml
+",
+    );
+    let m = Message::new(r#"{"order":{"id":7,"items":["a","b"]}}"#)
+        .with_content_type("application/json")
+        .with_header("customer", "acme")
+        .with_header("secret", "s3")
+        .with_header("keep", "k");
+    r.publish(Destination::queue("in"), m).await.unwrap();
+    let c = r
+        .core()
+        .consume("out", ConsumeOptions::auto_ack(10))
+        .unwrap();
+    let d = drain(&c);
+    let h = &d[0].message.headers;
+    assert_eq!(h.get("client"), Some("acme"));
+    assert_eq!(h.get("customer"), None);
+    assert_eq!(h.get("secret"), None);
+    assert_eq!(h.get("keep"), Some("k"));
+    assert_eq!(h.get("via"), Some("switchboard"));
+    assert_eq!(
+        h.get("copied"),
+        Some("acme"),
+        "templates read the headers as received"
+    );
+    assert_eq!(
+        text(&d[0]),
+        "<order><id>7</id><items>a</items><items>b</items></order>"
+    );
+    assert_eq!(
+        d[0].message.content_type.as_deref(),
+        Some("application/xml")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_conversion_is_an_error_not_a_silent_change() {
+    let r = router(
+        "routes:
+  - name: to-json
+    from: { queue: in }
+    to: [ { queue: out } ]
+    transform: { body: json }
+",
+    );
+    let err = r
+        .publish(Destination::queue("in"), Message::new(vec![0xffu8, 0xfe]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route `to-json`: body conversion failed: body is not valid UTF-8"
+    );
+    assert!(r.core().queue("out").is_none());
+}
+
+#[tokio::test]
+async fn routes_chain_and_destination_lists_fan_out() {
+    let r = router(
+        "routes:
+  - name: first
+    from: { stomp: /queue/intake }
+    to: [ { topic: \"events.{header:kind}\" } ]
+  - name: second
+    from: { topic: \"events.*\" }
+    to: [ { queue: \"all-events\" }, { stomp: \"/queue/by-kind.{1}\" } ]
+",
+    );
+    r.publish(
+        Destination::queue("intake"),
+        Message::new("x").with_header("kind", "signup"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.core().queue("all-events").unwrap().len(), 1);
+    assert_eq!(r.core().queue("by-kind.signup").unwrap().len(), 1);
+    // A header the template needs is missing: a clear error.
+    let err = r
+        .publish(Destination::queue("intake"), Message::new("y"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route `first`: template `events.{header:kind}` uses header `kind`, which the message does not have"
+    );
+}
