@@ -62,6 +62,7 @@ pub async fn run(
     }
     let core = Core::new(settings.core.clone());
     let store = load_routes(&settings)?;
+    let router = crate::router::Router::new(core.clone(), store.table());
     let tracker = TaskTracker::new();
 
     tracker.spawn({
@@ -115,6 +116,25 @@ pub async fn run(
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 });
+            }
+            "stomp" | "stomp-ws" => {
+                let shared = Arc::new(crate::listener::stomp::session::Shared {
+                    router: router.clone(),
+                    auth: Arc::clone(&settings.auth),
+                    settings: settings.stomp.clone(),
+                    loopback: local.ip().is_loopback(),
+                });
+                let cancel = shutdown.clone();
+                let t = tracker.clone();
+                if name == "stomp" {
+                    tracker.spawn(crate::listener::stomp::server::serve_tcp(
+                        listener, shared, cancel, t,
+                    ));
+                } else {
+                    tracker.spawn(crate::listener::stomp::server::serve_ws(
+                        listener, shared, cancel, t,
+                    ));
+                }
             }
             other => tracing::warn!(listener = other, "no such listener in this build"),
         }

@@ -1,8 +1,10 @@
 //! Switchboard: a multi-protocol message router.
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod core;
+pub mod listener;
 pub mod router;
 pub mod routes;
 pub mod translate;

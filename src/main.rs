@@ -29,7 +29,7 @@ enum Command {
         #[arg(long)]
         routes: Option<PathBuf>,
         /// Listener address override, NAME=HOST:PORT (port 0 = any free port) or
-        /// NAME=off; repeatable. Names: admin.
+        /// NAME=off; repeatable. Names: admin, stomp, stomp-ws.
         #[arg(long = "listen", value_name = "NAME=HOST:PORT")]
         listen: Vec<String>,
         /// Log format.
@@ -42,6 +42,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
     },
+    /// Print an argon2 hash of a password read from standard input, for
+    /// `auth.users.NAME.password_hash` in the settings file.
+    Passwd,
     /// Validate route files: print every error (file:line:column) and exit 1, or a
     /// one-line summary and exit 0. Same code path as a live reload.
     Check {
@@ -85,6 +88,31 @@ fn init_tracing(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Passwd => {
+            let mut line = String::new();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password (echoed): ");
+            }
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the password from standard input");
+                return ExitCode::FAILURE;
+            }
+            let pw = line.trim_end_matches(['\n', '\r']);
+            if pw.is_empty() {
+                eprintln!("error: empty password");
+                return ExitCode::FAILURE;
+            }
+            match switchboard::auth::hash(pw) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { dir, config } => {
             let settings = match load_settings(config.as_ref()) {
                 Ok(s) => s,

@@ -98,7 +98,16 @@ fn refuses_to_start_on_broken_routes_with_every_error() {
     )
     .unwrap();
     let out = Command::new(common::BIN)
-        .args(["run", "--listen", "admin=127.0.0.1:0", "--routes"])
+        .args([
+            "run",
+            "--listen",
+            "admin=127.0.0.1:0",
+            "--listen",
+            "stomp=off",
+            "--listen",
+            "stomp-ws=off",
+            "--routes",
+        ])
         .arg(dir.path().join("routes"))
         .output()
         .unwrap();
@@ -143,11 +152,11 @@ fn bad_command_lines_are_explained() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: unknown listener `smtp` (known: admin)"
+        "error: unknown listener `smtp` (known: admin, stomp, stomp-ws)"
     );
     let help = Command::new(common::BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["run", "check"] {
+    for cmd in ["run", "check", "passwd"] {
         assert!(text.contains(cmd), "{text}");
     }
 }

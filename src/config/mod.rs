@@ -10,13 +10,20 @@ pub mod raw;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Auth, Permissions, Rule, User};
 use crate::core::{CoreConfig, Destination, QueueOptions};
+use crate::listener::stomp::session::StompSettings;
 use crate::routes::{CompileContext, LinkKind};
 
 /// Listener names the daemon knows, with their embedded default addresses.
-pub const LISTENERS: &[(&str, &str)] = &[("admin", "127.0.0.1:8161")];
+pub const LISTENERS: &[(&str, &str)] = &[
+    ("admin", "127.0.0.1:8161"),
+    ("stomp", "127.0.0.1:61613"),
+    ("stomp-ws", "127.0.0.1:61614"),
+];
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -43,6 +50,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Debounce of the routes-directory watcher.
     pub reload_debounce: Duration,
+    /// Users, passwords, permissions, anonymous policy (all listeners).
+    pub auth: Arc<Auth>,
+    pub stomp: StompSettings,
 }
 
 /// A configuration error, with the file position when known.
@@ -71,6 +81,8 @@ impl Settings {
             sweep_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             reload_debounce: Duration::from_millis(200),
+            auth: Arc::new(Auth::default()),
+            stomp: StompSettings::default(),
         }
     }
 
@@ -261,6 +273,101 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             raw::RawLink::Xmpp(_) => LinkKind::Xmpp,
         };
         s.links.insert(name, kind);
+    }
+    if let Some(a) = raw.auth {
+        let mut auth = Auth::default();
+        if let Some(anon) = a.anonymous {
+            auth.anonymous = anon;
+        }
+        let rules = |list: &Option<Vec<String>>,
+                     what: &str,
+                     errors: &mut Vec<ConfigError>|
+         -> Option<Vec<Rule>> {
+            list.as_ref().map(|l| {
+                l.iter()
+                    .filter_map(|r| match Rule::parse(r) {
+                        Ok(rule) => Some(rule),
+                        Err(e) => {
+                            errors.push(ConfigError(format!("{shown}: {what}: `{r}`: {e}")));
+                            None
+                        }
+                    })
+                    .collect()
+            })
+        };
+        let all = Permissions::all();
+        auth.anonymous_perms = Arc::new(Permissions {
+            publish: rules(&a.anonymous_publish, "auth.anonymous_publish", &mut errors)
+                .unwrap_or(all.publish.clone()),
+            subscribe: rules(
+                &a.anonymous_subscribe,
+                "auth.anonymous_subscribe",
+                &mut errors,
+            )
+            .unwrap_or(all.subscribe.clone()),
+        });
+        for (name, u) in a.users {
+            if !u.password_hash.starts_with("$argon2") {
+                errors.push(ConfigError(format!(
+                    "{shown}: auth.users.{name}.password_hash: not an argon2 hash (make one with `switchboard passwd`)"
+                )));
+                continue;
+            }
+            let perms = Permissions {
+                publish: rules(
+                    &u.publish,
+                    &format!("auth.users.{name}.publish"),
+                    &mut errors,
+                )
+                .unwrap_or(all.publish.clone()),
+                subscribe: rules(
+                    &u.subscribe,
+                    &format!("auth.users.{name}.subscribe"),
+                    &mut errors,
+                )
+                .unwrap_or(all.subscribe.clone()),
+            };
+            auth.users.insert(
+                name,
+                User {
+                    password_hash: u.password_hash,
+                    perms: Arc::new(perms),
+                },
+            );
+        }
+        s.auth = Arc::new(auth);
+    }
+    if let Some(st) = raw.stomp {
+        let d = &mut s.stomp;
+        if let Some(hb) = st.heart_beat {
+            match hb
+                .split_once(',')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            {
+                Some(v) => d.heart_beat = v,
+                None => errors.push(ConfigError(format!(
+                    "{shown}: stomp.heart_beat: expected `SEND_MS,RECEIVE_MS`, e.g. `10000,10000`"
+                ))),
+            }
+        }
+        if let Some(v) = st.max_frame_size {
+            d.limits.max_frame_size = v;
+        }
+        if let Some(v) = st.max_headers {
+            d.limits.max_headers = v;
+        }
+        if let Some(v) = st.max_header_length {
+            d.limits.max_header_len = v;
+        }
+        if let Some(v) = st.max_subscriptions {
+            d.max_subscriptions = v;
+        }
+        if let Some(v) = st.max_connections {
+            d.max_connections = v;
+        }
+        if let Some(v) = st.prefetch {
+            d.default_prefetch = v.max(1);
+        }
     }
     if let Some(l) = raw.log {
         if let Some(f) = l.format {

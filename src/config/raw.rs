@@ -20,6 +20,8 @@ pub struct RawSettings {
     #[serde(default)]
     pub links: BTreeMap<String, RawLink>,
     pub log: Option<RawLog>,
+    pub auth: Option<RawAuth>,
+    pub stomp: Option<RawStomp>,
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
 }
@@ -62,4 +64,39 @@ pub enum RawLink {
 pub struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `loopback` (default), `always` or `never`.
+    pub anonymous: Option<crate::auth::Anonymous>,
+    pub anonymous_publish: Option<Vec<String>>,
+    pub anonymous_subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// argon2 PHC string from `switchboard passwd`.
+    pub password_hash: String,
+    /// Allow-list of patterns (default: everything).
+    pub publish: Option<Vec<String>>,
+    pub subscribe: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStomp {
+    /// `SEND_MS,RECEIVE_MS` offered to clients (default `10000,10000`).
+    pub heart_beat: Option<String>,
+    pub max_frame_size: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_header_length: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+    pub max_connections: Option<usize>,
+    /// Prefetch of subscriptions without a `prefetch-count` header.
+    pub prefetch: Option<usize>,
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
-pub use message::{Delivery, Headers, Message, Origin};
+pub use message::{Delivery, Headers, Message, Origin, generate_id};
 pub use pattern::{Capture, Pattern};
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 

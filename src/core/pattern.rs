@@ -72,6 +72,14 @@ impl Pattern {
         })
     }
 
+    /// `#`: matches every name (but `$` names, see the module docs).
+    pub fn any() -> Self {
+        Self {
+            levels: vec![Level::Many],
+            text: "#".to_owned(),
+        }
+    }
+
     pub fn levels(&self) -> &[Level] {
         &self.levels
     }

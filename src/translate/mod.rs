@@ -7,4 +7,5 @@
 pub mod body;
 pub mod escape;
 pub mod mqtt_names;
+pub mod stomp;
 pub mod stomp_names;

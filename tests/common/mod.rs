@@ -41,6 +41,10 @@ impl Daemon {
             dir.path().join("routes").display().to_string(),
             "--listen".into(),
             "admin=127.0.0.1:0".into(),
+            "--listen".into(),
+            "stomp=127.0.0.1:0".into(),
+            "--listen".into(),
+            "stomp-ws=127.0.0.1:0".into(),
             "--ready-file".into(),
             ready.display().to_string(),
         ];

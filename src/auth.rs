@@ -1,0 +1,312 @@
+//! Users, passwords and per-destination permissions, shared by every listener.
+//!
+//! Passwords are stored only as argon2 PHC strings (`switchboard passwd` prints one);
+//! verification runs on the blocking pool because argon2 is deliberately slow.
+//! Permissions are allow-lists of patterns on *internal* names, so one rule covers a
+//! destination whichever protocol spells it: `orders.#` allows `/queue/orders.eu` in
+//! STOMP and `orders/eu` in MQTT alike. A rule may be restricted to one kind with a
+//! `queue:` or `topic:` prefix.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+
+use crate::core::pattern::{Level, Pattern};
+use crate::core::{Destination, NameError};
+
+/// Which destinations a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Topic,
+    Any,
+}
+
+/// One allow rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    kind: Kind,
+    pattern: Pattern,
+}
+
+impl Rule {
+    /// Parses `PATTERN`, `queue:PATTERN` or `topic:PATTERN`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let (kind, p) = if let Some(p) = s.strip_prefix("queue:") {
+            (Kind::Queue, p)
+        } else if let Some(p) = s.strip_prefix("topic:") {
+            (Kind::Topic, p)
+        } else {
+            (Kind::Any, s)
+        };
+        Ok(Self {
+            kind,
+            pattern: Pattern::parse(p)?,
+        })
+    }
+
+    fn kind_ok(&self, k: Kind) -> bool {
+        self.kind == Kind::Any || self.kind == k
+    }
+}
+
+/// Publish and subscribe allow-lists.
+#[derive(Debug, Clone, Default)]
+pub struct Permissions {
+    pub publish: Vec<Rule>,
+    pub subscribe: Vec<Rule>,
+}
+
+impl Permissions {
+    /// Everything allowed.
+    pub fn all() -> Self {
+        let any = || {
+            vec![Rule {
+                kind: Kind::Any,
+                pattern: Pattern::any(),
+            }]
+        };
+        Self {
+            publish: any(),
+            subscribe: any(),
+        }
+    }
+}
+
+fn kind_of(d: &Destination) -> Kind {
+    match d {
+        Destination::Queue(_) => Kind::Queue,
+        Destination::Topic(_) => Kind::Topic,
+    }
+}
+
+/// Does `allow` match every name `req` can match?
+fn covers(allow: &[Level], req: &[Level]) -> bool {
+    match (allow.split_first(), req.split_first()) {
+        (None, None) => true,
+        (Some((Level::Many, rest)), _) => {
+            covers(rest, req) || (!req.is_empty() && covers(allow, &req[1..]))
+        }
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((a, ar)), Some((r, rr))) => {
+            let ok = match (a, r) {
+                (Level::One, Level::Many) => false,
+                (Level::One, _) => true,
+                (Level::Literal(x), Level::Literal(y)) => x == y,
+                _ => false,
+            };
+            ok && covers(ar, rr)
+        }
+    }
+}
+
+/// An authenticated (or anonymous) connection's identity.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `None` for anonymous.
+    pub user: Option<String>,
+    perms: Arc<Permissions>,
+}
+
+impl Principal {
+    pub fn name(&self) -> &str {
+        self.user.as_deref().unwrap_or("anonymous")
+    }
+
+    pub fn can_publish(&self, d: &Destination) -> bool {
+        let k = kind_of(d);
+        self.perms
+            .publish
+            .iter()
+            .any(|r| r.kind_ok(k) && r.pattern.matches(d.name()))
+    }
+
+    /// May subscribe to every name `pattern` (internal grammar) can match.
+    pub fn can_subscribe(&self, kind: Kind, pattern: &Pattern) -> bool {
+        self.perms
+            .subscribe
+            .iter()
+            .any(|r| r.kind_ok(kind) && covers(r.pattern.levels(), pattern.levels()))
+    }
+}
+
+/// A configured user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub password_hash: String,
+    pub perms: Arc<Permissions>,
+}
+
+/// When anonymous clients are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// On listeners bound to a loopback address only (as Mosquitto 2 does by default).
+    #[default]
+    Loopback,
+    Always,
+    Never,
+}
+
+/// The user store.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub users: HashMap<String, User>,
+    pub anonymous: Anonymous,
+    pub anonymous_perms: Arc<Permissions>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            users: HashMap::new(),
+            anonymous: Anonymous::Loopback,
+            anonymous_perms: Arc::new(Permissions::all()),
+        }
+    }
+}
+
+/// Why a login was refused. The text is sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("bad credentials")]
+    BadCredentials,
+    #[error("anonymous access is not allowed on this listener")]
+    AnonymousRefused,
+}
+
+impl Auth {
+    /// Checks credentials. `loopback` tells whether the listener is bound to loopback.
+    pub async fn login(
+        &self,
+        login: Option<&str>,
+        passcode: Option<&str>,
+        loopback: bool,
+    ) -> Result<Principal, AuthError> {
+        let login = login.filter(|l| !l.is_empty());
+        let Some(login) = login else {
+            let ok = match self.anonymous {
+                Anonymous::Always => true,
+                Anonymous::Never => false,
+                Anonymous::Loopback => loopback,
+            };
+            return if ok {
+                Ok(Principal {
+                    user: None,
+                    perms: Arc::clone(&self.anonymous_perms),
+                })
+            } else {
+                Err(AuthError::AnonymousRefused)
+            };
+        };
+        let Some(user) = self.users.get(login) else {
+            // Spend the same time as a real check so user names cannot be probed.
+            let _ = verify_blocking(DUMMY_HASH.to_owned(), passcode.unwrap_or("").to_owned()).await;
+            return Err(AuthError::BadCredentials);
+        };
+        if verify_blocking(
+            user.password_hash.clone(),
+            passcode.unwrap_or("").to_owned(),
+        )
+        .await
+        {
+            Ok(Principal {
+                user: Some(login.to_owned()),
+                perms: Arc::clone(&user.perms),
+            })
+        } else {
+            Err(AuthError::BadCredentials)
+        }
+    }
+}
+
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw";
+
+async fn verify_blocking(hash: String, password: String) -> bool {
+    tokio::task::spawn_blocking(move || verify(&hash, &password))
+        .await
+        .unwrap_or(false)
+}
+
+/// Verifies a password against a PHC string.
+pub fn verify(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Hashes a password (argon2id, random salt) into a PHC string.
+pub fn hash(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn coverage() {
+        assert!(covers(p("#").levels(), p("a.*.#").levels()));
+        assert!(covers(p("a.#").levels(), p("a.b.*").levels()));
+        assert!(!covers(p("a.*").levels(), p("a.#").levels()));
+        assert!(covers(p("a.*").levels(), p("a.*").levels()));
+        assert!(!covers(p("a.b").levels(), p("a.*").levels()));
+    }
+
+    #[test]
+    fn hash_and_verify() {
+        let h = hash("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify(&h, "s3cret"));
+        assert!(!verify(&h, "nope"));
+        assert!(!verify("garbage", "s3cret"));
+    }
+
+    #[tokio::test]
+    async fn anonymous_policy_and_permissions() {
+        let mut auth = Auth::default();
+        assert!(auth.login(None, None, true).await.is_ok());
+        assert_eq!(
+            auth.login(None, None, false).await.unwrap_err(),
+            AuthError::AnonymousRefused
+        );
+        auth.users.insert(
+            "alice".into(),
+            User {
+                password_hash: hash("pw").unwrap(),
+                perms: Arc::new(Permissions {
+                    publish: vec![Rule::parse("queue:orders.#").unwrap()],
+                    subscribe: vec![Rule::parse("topic:news.*").unwrap()],
+                }),
+            },
+        );
+        let a = auth.login(Some("alice"), Some("pw"), false).await.unwrap();
+        assert!(a.can_publish(&Destination::queue("orders.eu")));
+        assert!(!a.can_publish(&Destination::topic("orders.eu")));
+        assert!(a.can_subscribe(Kind::Topic, &p("news.*")));
+        assert!(!a.can_subscribe(Kind::Topic, &p("news.#")));
+        assert_eq!(
+            auth.login(Some("alice"), Some("x"), true)
+                .await
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        assert_eq!(
+            auth.login(Some("bob"), Some("pw"), true).await.unwrap_err(),
+            AuthError::BadCredentials
+        );
+    }
+}

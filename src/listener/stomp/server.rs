@@ -1,0 +1,120 @@
+//! Starting the STOMP listeners: plain TCP and WebSocket (`/ws`, subprotocols
+//! `v10.stomp`, `v11.stomp`, `v12.stomp`).
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::codec::StompCodec;
+use super::session::{self, Shared};
+use super::ws::WsTransport;
+use crate::listener::{accept_loop, next_connection_id};
+
+/// Serves STOMP over TCP until `cancel` fires.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let max = shared.settings.max_connections;
+    let t2 = tracker.clone();
+    let c2 = cancel.clone();
+    accept_loop(
+        listener,
+        "stomp",
+        max,
+        cancel,
+        tracker,
+        move |stream, peer, id, permit| {
+            let shared = Arc::clone(&shared);
+            let cancel = c2.clone();
+            let _ = &t2;
+            async move {
+                let framed = Framed::new(stream, StompCodec::new(shared.settings.limits));
+                match permit {
+                    Some(_permit) => {
+                        session::run(framed, shared, id, peer.to_string(), cancel).await
+                    }
+                    None => session::refuse(framed, "connection limit reached").await,
+                }
+            }
+        },
+    )
+    .await;
+}
+
+#[derive(Clone)]
+struct WsState {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+}
+
+/// Serves STOMP over WebSocket on `/ws` until `cancel` fires.
+pub async fn serve_ws(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let state = WsState {
+        shared,
+        cancel: cancel.clone(),
+        tracker,
+        limit,
+    };
+    let app = axum::Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(state);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "STOMP WebSocket listener failed");
+    }
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(st): State<WsState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> impl IntoResponse {
+    let max_frame = st.shared.settings.limits.max_frame_size + 64 * 1024;
+    ws.protocols(["v12.stomp", "v11.stomp", "v10.stomp"])
+        .max_message_size(max_frame)
+        .on_upgrade(move |socket| {
+            let id = next_connection_id();
+            let span = tracing::info_span!("conn", protocol = "stomp-ws", id, %peer, user = tracing::field::Empty);
+            let permit = Arc::clone(&st.limit).try_acquire_owned().ok();
+            let shared = Arc::clone(&st.shared);
+            let cancel = st.cancel.clone();
+            let fut = async move {
+                let t = WsTransport::new(socket, StompCodec::new(shared.settings.limits));
+                match permit {
+                    Some(_permit) => session::run(t, shared, id, peer.to_string(), cancel).await,
+                    None => session::refuse(t, "connection limit reached").await,
+                }
+            }
+            .instrument(span);
+            // Track the session so shutdown waits for it.
+            let handle = st.tracker.spawn(fut);
+            async move {
+                let _ = handle.await;
+            }
+        })
+}

@@ -1,0 +1,883 @@
+//! One STOMP connection: the protocol state machine between a frame transport and the
+//! router/core.
+//!
+//! Flow: wait for CONNECT/STOMP (negotiate version, authenticate, agree heart-beats),
+//! then serve frames and push deliveries until DISCONNECT, an error, a heart-beat
+//! timeout or shutdown. Every subscription is a core [`Consumer`]; they share one
+//! [`Notify`], so the session waits on one thing and drains every consumer when woken.
+//! Dropping the session drops the consumers: whatever was delivered and not acknowledged
+//! goes back to its queue, marked redelivered.
+//!
+//! Publishing waits for the core (backpressure) but keeps delivering meanwhile, so a
+//! client that publishes into a full queue it also consumes from cannot deadlock itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{CodecError, Incoming, Limits, Outgoing, StompCodec};
+use super::frame::{Command, Frame, Version};
+use crate::auth::{Auth, Kind, Principal};
+use crate::core::{
+    ConsumeOptions, Consumer, Destination, Message, Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
+};
+use crate::router::Router;
+use crate::translate::stomp::{MessageFrameInfo, delivery_to_frame, error_frame, send_to_message};
+use crate::translate::stomp_names::{self, StompDest};
+
+/// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
+pub trait Transport:
+    Stream<Item = Result<Incoming, CodecError>> + Sink<Outgoing, Error = CodecError> + Unpin + Send
+{
+    /// Switches header escaping to the negotiated version.
+    fn set_version(&mut self, v: Version);
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, StompCodec> {
+    fn set_version(&mut self, v: Version) {
+        self.codec_mut().set_version(v);
+    }
+}
+
+/// STOMP listener settings.
+#[derive(Debug, Clone)]
+pub struct StompSettings {
+    /// What the server offers: (can send every ms, wants to receive every ms).
+    pub heart_beat: (u64, u64),
+    pub limits: Limits,
+    pub max_subscriptions: usize,
+    pub max_connections: usize,
+    /// Prefetch of a subscription without a `prefetch-count` header.
+    pub default_prefetch: usize,
+    /// Most frames buffered in one transaction.
+    pub max_transaction_frames: usize,
+    /// Most open transactions per connection.
+    pub max_transactions: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StompSettings {
+    fn default() -> Self {
+        Self {
+            heart_beat: (10_000, 10_000),
+            limits: Limits::default(),
+            max_subscriptions: 1024,
+            max_connections: 10_000,
+            default_prefetch: 100,
+            max_transaction_frames: 10_000,
+            max_transactions: 64,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every session of one listener shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub router: Router,
+    pub auth: Arc<Auth>,
+    pub settings: StompSettings,
+    /// The listener is bound to loopback (anonymous policy).
+    pub loopback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckMode {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+struct Sub {
+    /// The destination as the client wrote it (MESSAGE `destination` for temp queues).
+    dest: String,
+    consumer: Consumer,
+    ack: AckMode,
+    temp: bool,
+    durable: Option<String>,
+}
+
+struct Outstanding {
+    sub: String,
+    tag: u64,
+    message_id: Arc<str>,
+}
+
+enum TxOp {
+    Send(Destination, Message, String),
+    Ack(Frame),
+}
+
+/// A fatal protocol error: sent as ERROR, then the connection closes.
+#[derive(Debug)]
+struct Fatal {
+    message: String,
+    detail: String,
+    /// The `receipt` of the frame that failed, echoed as `receipt-id`.
+    receipt: Option<String>,
+}
+
+fn fatal(message: impl Into<String>, detail: impl Into<String>) -> Fatal {
+    Fatal {
+        message: message.into(),
+        detail: detail.into(),
+        receipt: None,
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Session<T: Transport> {
+    t: T,
+    shared: Arc<Shared>,
+    id: String,
+    peer: String,
+    version: Version,
+    principal: Option<Principal>,
+    subs: BTreeMap<String, Sub>,
+    notify: Arc<Notify>,
+    outstanding: BTreeMap<u64, Outstanding>,
+    next_ack: u64,
+    txs: HashMap<String, Vec<TxOp>>,
+    temp: HashMap<String, String>,
+    send_every: Option<Duration>,
+    recv_within: Option<Duration>,
+    last_sent: Instant,
+    last_recv: Instant,
+}
+
+/// Serves one connection until it ends.
+pub async fn run<T: Transport>(
+    t: T,
+    shared: Arc<Shared>,
+    conn_id: u64,
+    peer: String,
+    cancel: CancellationToken,
+) {
+    let mut s = Session {
+        t,
+        shared,
+        id: format!("sb-{conn_id}"),
+        peer,
+        version: Version::V1_0,
+        principal: None,
+        subs: BTreeMap::new(),
+        notify: Arc::new(Notify::new()),
+        outstanding: BTreeMap::new(),
+        next_ack: 1,
+        txs: HashMap::new(),
+        temp: HashMap::new(),
+        send_every: None,
+        recv_within: None,
+        last_sent: Instant::now(),
+        last_recv: Instant::now(),
+    };
+    let result = s.serve(&cancel).await;
+    match result {
+        Ok(()) => tracing::debug!("connection closed"),
+        Err(f) => {
+            tracing::info!(error = %f.message, "closing connection with ERROR");
+            let _ =
+                s.t.send(Outgoing::Frame(error_frame(
+                    &f.message,
+                    &f.detail,
+                    f.receipt.as_deref(),
+                )))
+                .await;
+            let _ = s.t.close().await;
+        }
+    }
+}
+
+/// Refuses a connection over the listener's limit: ERROR, then close.
+pub async fn refuse<T: Transport>(mut t: T, reason: &str) {
+    let _ = t
+        .send(Outgoing::Frame(error_frame(reason, reason, None)))
+        .await;
+    let _ = t.close().await;
+}
+
+impl<T: Transport> Session<T> {
+    async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), Fatal> {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return Err(fatal("server shutting down", "the server is shutting down")),
+            r = tokio::time::timeout(self.shared.settings.connect_timeout, self.next_frame()) => match r {
+                Err(_) => return Err(fatal("no CONNECT", "no CONNECT frame within the connect timeout")),
+                Ok(None) => return Ok(()),
+                Ok(Some(f)) => f?,
+            },
+        };
+        self.connect(first).await?;
+        loop {
+            let hb_send = self.send_every.map(|d| self.last_sent + d);
+            let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
+            let notify = Arc::clone(&self.notify);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
+                }
+                frame = self.next_frame() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    match self.handle(frame?).await? {
+                        Flow::Continue => {}
+                        Flow::Close => return Ok(()),
+                    }
+                }
+                _ = notify.notified() => self.deliver().await?,
+                _ = sleep_opt(hb_send) => {
+                    self.write(Outgoing::HeartBeat).await?;
+                    self.flush().await?;
+                }
+                _ = sleep_opt(hb_recv) => {
+                    tracing::info!("heart-beat timeout: closing");
+                    return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
+                }
+            }
+        }
+    }
+
+    /// The next frame, skipping heart-beats; `None` at end of stream.
+    async fn next_frame(&mut self) -> Option<Result<Frame, Fatal>> {
+        loop {
+            let item = self.t.next().await?;
+            self.last_recv = Instant::now();
+            match item {
+                Ok(Incoming::HeartBeat) => continue,
+                Ok(Incoming::Frame(f)) => return Some(Ok(f)),
+                Err(CodecError::Io(e)) => {
+                    tracing::debug!(error = %e, "read error");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed frame");
+                    return Some(Err(fatal(e.to_string(), format!("malformed frame: {e}"))));
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, o: Outgoing) -> Result<(), Fatal> {
+        self.last_sent = Instant::now();
+        self.t
+            .feed(o)
+            .await
+            .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    async fn flush(&mut self) -> Result<(), Fatal> {
+        self.t
+            .flush()
+            .await
+            .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    async fn receipt(&mut self, frame: &Frame) -> Result<(), Fatal> {
+        if let Some(r) = frame.header("receipt") {
+            let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
+            self.write(Outgoing::Frame(f)).await?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    // ---- CONNECT ---------------------------------------------------------------------
+
+    async fn connect(&mut self, f: Frame) -> Result<(), Fatal> {
+        if !matches!(f.command, Command::Connect | Command::Stomp) {
+            return Err(fatal(
+                "not connected",
+                format!("expected CONNECT or STOMP, got {}", f.command.as_str()),
+            ));
+        }
+        let Some(version) = Version::negotiate(f.header("accept-version")) else {
+            let e = error_frame(
+                "unsupported protocol version",
+                "supported versions are 1.0, 1.1 and 1.2",
+                None,
+            )
+            .with_header("version", "1.0,1.1,1.2");
+            let _ = self.t.send(Outgoing::Frame(e)).await;
+            return Err(fatal(
+                "unsupported protocol version",
+                "supported versions are 1.0, 1.1 and 1.2",
+            ));
+        };
+        self.version = version;
+        let principal = self
+            .shared
+            .auth
+            .login(f.header("login"), f.header("passcode"), self.shared.loopback)
+            .await
+            .map_err(|e| {
+                tracing::warn!(login = f.header("login").unwrap_or(""), peer = %self.peer, error = %e, "login refused");
+                fatal("access refused", e.to_string())
+            })?;
+        tracing::Span::current().record("user", principal.name());
+        self.principal = Some(principal);
+
+        // Heart-beats: cx,cy from the client; sx,sy offered by us.
+        let (cx, cy) = f
+            .header("heart-beat")
+            .filter(|_| version >= Version::V1_1)
+            .and_then(|h| {
+                let (a, b) = h.split_once(',')?;
+                Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+            })
+            .unwrap_or((0, 0));
+        let (sx, sy) = self.shared.settings.heart_beat;
+        let out = if sx != 0 && cy != 0 { sx.max(cy) } else { 0 };
+        let inn = if cx != 0 && sy != 0 { cx.max(sy) } else { 0 };
+        self.send_every = (out != 0).then(|| Duration::from_millis(out));
+        self.recv_within = (inn != 0).then(|| Duration::from_millis(inn));
+
+        let mut c = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("server", concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .with_header("session", self.id.clone());
+        if version >= Version::V1_1 {
+            c = c.with_header("heart-beat", format!("{sx},{sy}"));
+        }
+        self.write(Outgoing::Frame(c)).await?;
+        self.flush().await?;
+        self.t.set_version(version);
+        tracing::debug!(version = version.as_str(), "connected");
+        Ok(())
+    }
+
+    // ---- frames ----------------------------------------------------------------------
+
+    async fn handle(&mut self, f: Frame) -> Result<Flow, Fatal> {
+        let receipt = f.header("receipt").map(str::to_owned);
+        let r = match f.command {
+            Command::Send => self.on_send(f).await.map(|()| Flow::Continue),
+            Command::Subscribe => self.on_subscribe(f).await.map(|()| Flow::Continue),
+            Command::Unsubscribe => self.on_unsubscribe(f).await.map(|()| Flow::Continue),
+            Command::Ack | Command::Nack => self.on_ack(f).await.map(|()| Flow::Continue),
+            Command::Begin | Command::Commit | Command::Abort => {
+                self.on_tx(f).await.map(|()| Flow::Continue)
+            }
+            Command::Disconnect => {
+                self.deliver().await?;
+                self.receipt(&f).await?;
+                Ok(Flow::Close)
+            }
+            Command::Connect | Command::Stomp => {
+                Err(fatal("already connected", "CONNECT sent twice"))
+            }
+            other => Err(fatal(
+                "unexpected frame",
+                format!(
+                    "{} is a server frame; clients may not send it",
+                    other.as_str()
+                ),
+            )),
+        };
+        // The ERROR for a frame that asked for a receipt carries its receipt-id.
+        r.map_err(|mut e| {
+            e.receipt = receipt;
+            e
+        })
+    }
+
+    fn header<'a>(f: &'a Frame, name: &str) -> Result<&'a str, Fatal> {
+        f.header(name).ok_or_else(|| {
+            fatal(
+                format!("missing {name} header"),
+                format!("{} requires a `{name}` header", f.command.as_str()),
+            )
+        })
+    }
+
+    fn principal(&self) -> Result<&Principal, Fatal> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| fatal("not connected", "not connected"))
+    }
+
+    /// Resolves a SEND destination to an internal one.
+    async fn send_destination(&mut self, dest: &str) -> Result<Destination, Fatal> {
+        match stomp_names::parse(dest, false)
+            .map_err(|e| fatal("invalid destination", e.to_string()))?
+        {
+            StompDest::Queue(n) => Ok(Destination::queue(&n)),
+            StompDest::Topic(n) => Ok(Destination::topic(&n)),
+            StompDest::TempQueue(n) => Ok(Destination::queue(&self.ensure_temp(&n).await?)),
+        }
+    }
+
+    async fn on_send(&mut self, f: Frame) -> Result<(), Fatal> {
+        let dest_text = Self::header(&f, "destination")?.to_owned();
+        let dest = self.send_destination(&dest_text).await?;
+        if !self.principal()?.can_publish(&dest) {
+            tracing::warn!(destination = %dest_text, "publish refused by permissions");
+            return Err(fatal(
+                "access refused",
+                format!("not allowed to send to {dest_text}"),
+            ));
+        }
+        let reply_to = match f.header("reply-to") {
+            Some(r) => Some(
+                self.send_destination(r)
+                    .await
+                    .map_err(|e| fatal("invalid reply-to", e.detail))?,
+            ),
+            None => None,
+        };
+        let origin = Origin::new("stomp", self.principal()?.name());
+        let message = send_to_message(&f, origin, reply_to)
+            .map_err(|e| fatal("invalid header", e.to_string()))?;
+        if let Some(tx) = f.header("transaction") {
+            let ops = self.txs.get_mut(tx).ok_or_else(|| {
+                fatal(
+                    "unknown transaction",
+                    format!("transaction `{tx}` was not begun"),
+                )
+            })?;
+            if ops.len() >= self.shared.settings.max_transaction_frames {
+                return Err(fatal(
+                    "transaction too large",
+                    format!(
+                        "more than {} frames in one transaction",
+                        self.shared.settings.max_transaction_frames
+                    ),
+                ));
+            }
+            ops.push(TxOp::Send(dest, message, dest_text));
+        } else {
+            self.publish(dest, message, &dest_text).await?;
+        }
+        self.receipt(&f).await
+    }
+
+    async fn publish(
+        &mut self,
+        dest: Destination,
+        message: Message,
+        dest_text: &str,
+    ) -> Result<(), Fatal> {
+        if let Destination::Queue(n) = &dest
+            && n.starts_with(PRIVATE_PREFIX)
+            && self.shared.router.core().queue(n).is_none()
+        {
+            // A reply to a temporary queue whose owner has gone: nobody can receive it.
+            tracing::warn!(destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
+            return Ok(());
+        }
+        let router = self.shared.router.clone();
+        let fut = router.publish(dest, message);
+        tokio::pin!(fut);
+        let notify = Arc::clone(&self.notify);
+        loop {
+            tokio::select! {
+                r = &mut fut => {
+                    return r.map(|_| ()).map_err(|e| {
+                        tracing::warn!(destination = %dest_text, error = %e, "publish refused");
+                        fatal("message refused", format!("{dest_text}: {e}"))
+                    });
+                }
+                // Keep delivering while the core holds us back.
+                _ = notify.notified() => self.deliver().await?,
+            }
+        }
+    }
+
+    async fn ensure_temp(&mut self, name: &str) -> Result<String, Fatal> {
+        if let Some(q) = self.temp.get(name) {
+            return Ok(q.clone());
+        }
+        let core = self.shared.router.core().clone();
+        let internal = format!("{PRIVATE_PREFIX}tmp.{}.{name}", self.id);
+        let opts = QueueOptions {
+            durable: false,
+            auto_delete: true,
+            ..core.config().default_queue.clone()
+        };
+        core.declare_queue(&internal, Some(opts))
+            .map_err(|e| fatal("invalid destination", e.to_string()))?;
+        let consumer = core
+            .consume(
+                &internal,
+                ConsumeOptions::auto_ack(self.shared.settings.default_prefetch)
+                    .with_notify(Arc::clone(&self.notify)),
+            )
+            .map_err(|e| fatal("invalid destination", e.to_string()))?;
+        let sub_id = format!("/temp-queue/{name}");
+        self.subs.insert(
+            sub_id.clone(),
+            Sub {
+                dest: sub_id,
+                consumer,
+                ack: AckMode::Auto,
+                temp: true,
+                durable: None,
+            },
+        );
+        self.temp.insert(name.to_owned(), internal.clone());
+        Ok(internal)
+    }
+
+    async fn on_subscribe(&mut self, f: Frame) -> Result<(), Fatal> {
+        let dest_text = Self::header(&f, "destination")?.to_owned();
+        let id = match f.header("id") {
+            Some(id) => id.to_owned(),
+            None if self.version == Version::V1_0 => dest_text.clone(),
+            None => {
+                return Err(fatal(
+                    "missing id header",
+                    "SUBSCRIBE requires an `id` header",
+                ));
+            }
+        };
+        if self.subs.contains_key(&id) {
+            return Err(fatal(
+                "duplicate subscription id",
+                format!("subscription `{id}` already exists"),
+            ));
+        }
+        if self.subs.values().filter(|s| !s.temp).count() >= self.shared.settings.max_subscriptions
+        {
+            return Err(fatal(
+                "too many subscriptions",
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.shared.settings.max_subscriptions
+                ),
+            ));
+        }
+        let ack = match f.header("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" if self.version >= Version::V1_1 => AckMode::ClientIndividual,
+            other => {
+                return Err(fatal(
+                    "invalid ack mode",
+                    format!("ack mode `{other}` is not one of auto, client, client-individual"),
+                ));
+            }
+        };
+        let prefetch = match f.header("prefetch-count") {
+            Some(p) => match p.parse::<usize>() {
+                Ok(n) if (1..=65_535).contains(&n) => n,
+                _ => {
+                    return Err(fatal(
+                        "invalid prefetch-count",
+                        format!("prefetch-count `{p}` must be 1 to 65535"),
+                    ));
+                }
+            },
+            None => self.shared.settings.default_prefetch,
+        };
+        let opts = if ack == AckMode::Auto {
+            ConsumeOptions::auto_ack(prefetch)
+        } else {
+            ConsumeOptions::manual(prefetch)
+        }
+        .with_notify(Arc::clone(&self.notify));
+        let core = self.shared.router.core().clone();
+        let principal = self.principal()?.clone();
+        let refused = || {
+            fatal(
+                "access refused",
+                format!("not allowed to subscribe to {dest_text}"),
+            )
+        };
+        let parsed = stomp_names::parse(&dest_text, true)
+            .map_err(|e| fatal("invalid destination", e.to_string()))?;
+        let mut durable = None;
+        let consumer = match parsed {
+            StompDest::Queue(n) => {
+                let p =
+                    Pattern::parse(&n).map_err(|e| fatal("invalid destination", e.to_string()))?;
+                if n.starts_with(PRIVATE_PREFIX) || !principal.can_subscribe(Kind::Queue, &p) {
+                    return Err(refused());
+                }
+                core.consume(&n, opts)
+            }
+            StompDest::Topic(p) => {
+                let pat =
+                    Pattern::parse(&p).map_err(|e| fatal("invalid destination", e.to_string()))?;
+                if !principal.can_subscribe(Kind::Topic, &pat) {
+                    return Err(refused());
+                }
+                if f.header("durable") == Some("true") || f.header("persistent") == Some("true") {
+                    let owner = principal.user.clone().unwrap_or_else(|| "anonymous".into());
+                    let name = match f.header("subscription-name") {
+                        Some(n) => format!("stomp.{owner}.{n}"),
+                        None => format!("stomp.{owner}.{id}"),
+                    };
+                    durable = Some(name.clone());
+                    core.subscribe_durable(&name, &[&p], opts)
+                } else {
+                    core.subscribe(&[&p], opts)
+                }
+            }
+            StompDest::TempQueue(_) => {
+                return Err(fatal(
+                    "invalid destination",
+                    "temporary queues are subscribed to automatically by using them in reply-to",
+                ));
+            }
+        }
+        .map_err(|e| fatal("invalid destination", e.to_string()))?;
+        tracing::debug!(id = %id, destination = %dest_text, ?ack, prefetch, "subscribed");
+        self.subs.insert(
+            id,
+            Sub {
+                dest: dest_text,
+                consumer,
+                ack,
+                temp: false,
+                durable,
+            },
+        );
+        self.receipt(&f).await?;
+        self.deliver().await
+    }
+
+    async fn on_unsubscribe(&mut self, f: Frame) -> Result<(), Fatal> {
+        let id = match f.header("id") {
+            Some(id) => id.to_owned(),
+            None if self.version == Version::V1_0 => Self::header(&f, "destination")?.to_owned(),
+            None => {
+                return Err(fatal(
+                    "missing id header",
+                    "UNSUBSCRIBE requires an `id` header",
+                ));
+            }
+        };
+        let sub = self
+            .subs
+            .remove(&id)
+            .ok_or_else(|| fatal("unknown subscription", format!("no subscription `{id}`")))?;
+        self.outstanding.retain(|_, o| o.sub != id);
+        let durable = sub.durable.clone();
+        drop(sub);
+        if let Some(name) = durable
+            && (f.header("durable") == Some("true") || f.header("persistent") == Some("true"))
+        {
+            self.shared.router.core().delete_queue(&name);
+        }
+        self.receipt(&f).await
+    }
+
+    /// Finds the delivery an ACK/NACK names, per the version's rules.
+    fn find_ack(&self, f: &Frame) -> Result<u64, Fatal> {
+        let unknown = |what: &str| {
+            fatal(
+                "unknown message",
+                format!(
+                    "{} for {what}: no such unacknowledged message",
+                    f.command.as_str()
+                ),
+            )
+        };
+        if self.version >= Version::V1_2 {
+            let id = Self::header(f, "id")?;
+            let token: u64 = id.parse().map_err(|_| unknown(id))?;
+            return self
+                .outstanding
+                .contains_key(&token)
+                .then_some(token)
+                .ok_or_else(|| unknown(id));
+        }
+        let mid = Self::header(f, "message-id")?;
+        let sub = if self.version == Version::V1_1 {
+            Some(Self::header(f, "subscription")?)
+        } else {
+            f.header("subscription")
+        };
+        self.outstanding
+            .iter()
+            .find(|(_, o)| &*o.message_id == mid && sub.is_none_or(|s| o.sub == s))
+            .map(|(t, _)| *t)
+            .ok_or_else(|| unknown(mid))
+    }
+
+    async fn on_ack(&mut self, f: Frame) -> Result<(), Fatal> {
+        let token = self.find_ack(&f)?;
+        if let Some(tx) = f.header("transaction") {
+            let ops = self.txs.get_mut(tx).ok_or_else(|| {
+                fatal(
+                    "unknown transaction",
+                    format!("transaction `{tx}` was not begun"),
+                )
+            })?;
+            if ops.len() >= self.shared.settings.max_transaction_frames {
+                return Err(fatal(
+                    "transaction too large",
+                    "too many frames in one transaction",
+                ));
+            }
+            ops.push(TxOp::Ack(f.clone()));
+            return self.receipt(&f).await;
+        }
+        self.settle(
+            token,
+            f.command == Command::Ack,
+            f.header("requeue") != Some("false"),
+        );
+        self.receipt(&f).await
+    }
+
+    fn settle(&mut self, token: u64, ack: bool, requeue: bool) {
+        let Some(o) = self.outstanding.get(&token) else {
+            return;
+        };
+        let sub_id = o.sub.clone();
+        let tag = o.tag;
+        let Some(sub) = self.subs.get(&sub_id) else {
+            return;
+        };
+        // `client` mode is cumulative: it settles every earlier delivery of the subscription.
+        let cumulative = sub.ack == AckMode::Client;
+        match (ack, cumulative) {
+            (true, true) => sub.consumer.ack_through(tag),
+            (true, false) => sub.consumer.ack(tag),
+            (false, true) => sub.consumer.nack_through(tag, requeue),
+            (false, false) => sub.consumer.nack(tag, requeue),
+        };
+        if cumulative {
+            self.outstanding
+                .retain(|_, o| o.sub != sub_id || o.tag > tag);
+        } else {
+            self.outstanding.remove(&token);
+        }
+    }
+
+    async fn on_tx(&mut self, f: Frame) -> Result<(), Fatal> {
+        let tx = Self::header(&f, "transaction")?.to_owned();
+        match f.command {
+            Command::Begin => {
+                if self.txs.contains_key(&tx) {
+                    return Err(fatal(
+                        "duplicate transaction",
+                        format!("transaction `{tx}` is already open"),
+                    ));
+                }
+                if self.txs.len() >= self.shared.settings.max_transactions {
+                    return Err(fatal("too many transactions", "too many open transactions"));
+                }
+                self.txs.insert(tx, Vec::new());
+            }
+            Command::Commit => {
+                let ops = self.txs.remove(&tx).ok_or_else(|| {
+                    fatal(
+                        "unknown transaction",
+                        format!("transaction `{tx}` was not begun"),
+                    )
+                })?;
+                for op in ops {
+                    match op {
+                        TxOp::Send(dest, m, text) => self.publish(dest, m, &text).await?,
+                        TxOp::Ack(a) => {
+                            if let Ok(token) = self.find_ack(&a) {
+                                self.settle(
+                                    token,
+                                    a.command == Command::Ack,
+                                    a.header("requeue") != Some("false"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                self.txs.remove(&tx).ok_or_else(|| {
+                    fatal(
+                        "unknown transaction",
+                        format!("transaction `{tx}` was not begun"),
+                    )
+                })?;
+            }
+        }
+        self.receipt(&f).await
+    }
+
+    // ---- deliveries ------------------------------------------------------------------
+
+    /// Sends what the subscriptions have, a bounded batch per subscription; re-arms the
+    /// wake-up when more is waiting so frames from the client are not starved.
+    async fn deliver(&mut self) -> Result<(), Fatal> {
+        const BATCH: usize = 256;
+        let mut frames = Vec::new();
+        let mut more = false;
+        let mut closed = Vec::new();
+        let mut buf = Vec::new();
+        for (id, sub) in &self.subs {
+            match sub.consumer.try_recv_many(BATCH, &mut buf) {
+                Ok(n) => more |= n == BATCH,
+                Err(_) => closed.push(id.clone()),
+            }
+            for d in buf.drain(..) {
+                let token = (sub.ack != AckMode::Auto).then(|| {
+                    let t = self.next_ack;
+                    self.next_ack += 1;
+                    self.outstanding.insert(
+                        t,
+                        Outstanding {
+                            sub: id.clone(),
+                            tag: d.tag,
+                            message_id: Arc::clone(&d.message.id),
+                        },
+                    );
+                    t
+                });
+                let token_text = token.map(|t| t.to_string());
+                let dest = if sub.temp {
+                    sub.dest.clone()
+                } else {
+                    stomp_names::from_internal(&d.destination)
+                };
+                let reply_to = d.message.reply_to.as_ref().map(stomp_names::from_internal);
+                let frame = delivery_to_frame(
+                    &d,
+                    MessageFrameInfo {
+                        subscription: id,
+                        ack: if self.version >= Version::V1_2 {
+                            token_text.as_deref()
+                        } else {
+                            None
+                        },
+                        destination: &dest,
+                        reply_to,
+                    },
+                );
+                frames.push(frame);
+            }
+        }
+        for id in closed {
+            tracing::info!(subscription = %id, "queue deleted under subscription");
+            self.subs.remove(&id);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for f in frames {
+            self.write(Outgoing::Frame(f)).await?;
+        }
+        self.flush().await?;
+        if more {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,288 @@
+//! STOMP frames ⇄ the canonical message. Pure functions; the table is in
+//! `docs/mapping.md` ("STOMP").
+//!
+//! | STOMP header | canonical field |
+//! |---|---|
+//! | `content-type` | `content_type` |
+//! | `correlation-id` | `correlation_id` |
+//! | `reply-to` | `reply_to` (resolved by the session: `/queue/…`, `/topic/…`, `/temp-queue/…`) |
+//! | `persistent` (`true`/`false`) | `persistent` |
+//! | `expires` (ms since the epoch, `0` = never) | `expiry` |
+//! | `priority` (`0`–`9`) | `priority` |
+//! | `message-id` on SEND | `id` |
+//! | `timestamp` (ms since the epoch) | `timestamp` |
+//! | any other header | `headers`, in order, repeats kept |
+//!
+//! Frame-level headers (`destination`, `content-length`, `receipt`, `transaction`) are not
+//! copied into the message. Going out, a header from another protocol whose name is one
+//! STOMP reserves is sent as `x-sb-NAME` so it cannot change the frame's meaning.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::core::{Delivery, Destination, Headers, Message, Origin, generate_id};
+use crate::listener::stomp::frame::{Command, Frame};
+
+/// Headers with a meaning in STOMP frames; never copied verbatim from other protocols.
+pub const RESERVED: &[&str] = &[
+    "destination",
+    "subscription",
+    "message-id",
+    "ack",
+    "id",
+    "content-type",
+    "content-length",
+    "receipt",
+    "receipt-id",
+    "transaction",
+    "correlation-id",
+    "reply-to",
+    "persistent",
+    "expires",
+    "priority",
+    "timestamp",
+    "redelivered",
+];
+
+/// Headers of SEND consumed by the frame itself, not the message.
+const FRAME_ONLY: &[&str] = &["destination", "content-length", "receipt", "transaction"];
+
+/// Why a SEND could not become a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("invalid `{header}` header `{value}`: {reason}")]
+    BadHeader {
+        header: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+fn bad(header: &'static str, value: &str, reason: &'static str) -> SendError {
+    SendError::BadHeader {
+        header,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+fn epoch_ms(v: &str, header: &'static str) -> Result<u64, SendError> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| bad(header, v, "expected milliseconds since the epoch"))
+}
+
+/// SEND → message. `reply_to` is the session's resolution of the `reply-to` header.
+pub fn send_to_message(
+    frame: &Frame,
+    origin: Origin,
+    reply_to: Option<Destination>,
+) -> Result<Message, SendError> {
+    let mut m = Message::new(frame.body.clone());
+    m.origin = origin;
+    m.reply_to = reply_to;
+    let mut seen: Vec<&str> = Vec::new();
+    for (k, v) in &frame.headers {
+        // STOMP 1.2: if a header is repeated, only the first value is used.
+        let reserved = RESERVED.contains(&k.as_str());
+        if reserved && seen.contains(&k.as_str()) {
+            continue;
+        }
+        if reserved {
+            seen.push(k);
+        }
+        match k.as_str() {
+            h if FRAME_ONLY.contains(&h) => {}
+            "reply-to" => {}
+            "content-type" => m.content_type = Some(v.clone()),
+            "correlation-id" => m.correlation_id = Some(v.clone()),
+            "persistent" => {
+                m.persistent = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("persistent", v, "expected true or false")),
+                }
+            }
+            "expires" => {
+                let ms = epoch_ms(v, "expires")?;
+                m.expiry = (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms));
+            }
+            "priority" => {
+                m.priority = match v.trim().parse::<u8>() {
+                    Ok(p) if p <= 9 => p,
+                    _ => return Err(bad("priority", v, "expected 0 to 9")),
+                }
+            }
+            "message-id" => {
+                if !v.is_empty() {
+                    m.id = v.as_str().into();
+                }
+            }
+            "timestamp" => {
+                m.timestamp = UNIX_EPOCH + Duration::from_millis(epoch_ms(v, "timestamp")?)
+            }
+            _ => m.headers.append(k.clone(), v.clone()),
+        }
+    }
+    if m.id.is_empty() {
+        m.id = generate_id();
+    }
+    Ok(m)
+}
+
+fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the session knows about a delivery that the message does not.
+#[derive(Debug, Clone)]
+pub struct MessageFrameInfo<'a> {
+    pub subscription: &'a str,
+    /// The `ack` header (1.2), present when the subscription needs acks.
+    pub ack: Option<&'a str>,
+    /// The destination as the subscriber should see it.
+    pub destination: &'a str,
+    /// `reply-to` spelled for STOMP.
+    pub reply_to: Option<String>,
+}
+
+/// Delivery → MESSAGE.
+pub fn delivery_to_frame(d: &Delivery, info: MessageFrameInfo<'_>) -> Frame {
+    let m = &d.message;
+    let mut f = Frame::new(Command::Message)
+        .with_header("subscription", info.subscription)
+        .with_header("message-id", &*m.id)
+        .with_header("destination", info.destination);
+    if let Some(a) = info.ack {
+        f = f.with_header("ack", a);
+    }
+    if let Some(ct) = &m.content_type {
+        f = f.with_header("content-type", ct.as_str());
+    }
+    if let Some(c) = &m.correlation_id {
+        f = f.with_header("correlation-id", c.as_str());
+    }
+    if let Some(r) = info.reply_to {
+        f = f.with_header("reply-to", r);
+    }
+    if m.persistent {
+        f = f.with_header("persistent", "true");
+    }
+    if let Some(e) = m.expiry {
+        f = f.with_header("expires", ms_since_epoch(e).to_string());
+    }
+    if m.priority != 4 {
+        f = f.with_header("priority", m.priority.to_string());
+    }
+    f = f.with_header("timestamp", ms_since_epoch(m.timestamp).to_string());
+    if d.redelivered {
+        f = f.with_header("redelivered", "true");
+    }
+    f.headers.extend(outgoing_headers(&m.headers));
+    f.body = m.body.clone();
+    f
+}
+
+fn outgoing_headers(h: &Headers) -> impl Iterator<Item = (String, String)> + '_ {
+    h.iter().map(|(k, v)| {
+        if RESERVED.contains(&k) {
+            (format!("x-sb-{k}"), v.to_owned())
+        } else {
+            (k.to_owned(), v.to_owned())
+        }
+    })
+}
+
+/// An ERROR frame: `message` holds the short reason, the body the explanation.
+pub fn error_frame(message: &str, detail: &str, receipt: Option<&str>) -> Frame {
+    let mut f =
+        Frame::new(Command::Error).with_header("message", message.replace(['\n', '\r'], " "));
+    if let Some(r) = receipt {
+        f = f.with_header("receipt-id", r);
+    }
+    f.with_header("content-type", "text/plain")
+        .with_body(Bytes::from(detail.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn send_headers_map_onto_the_message() {
+        let f = Frame::new(Command::Send)
+            .with_header("destination", "/queue/a")
+            .with_header("content-type", "application/json")
+            .with_header("correlation-id", "c1")
+            .with_header("persistent", "true")
+            .with_header("priority", "7")
+            .with_header("expires", "4102444800000")
+            .with_header("x-custom", "1")
+            .with_header("x-custom", "2")
+            .with_header("priority", "1")
+            .with_header("receipt", "r1")
+            .with_body(Bytes::from_static(b"{}\0x"));
+        let m = send_to_message(&f, Origin::new("stomp", "u"), None).unwrap();
+        assert_eq!(m.content_type.as_deref(), Some("application/json"));
+        assert_eq!(m.correlation_id.as_deref(), Some("c1"));
+        assert!(m.persistent);
+        assert_eq!(m.priority, 7, "first priority wins");
+        assert_eq!(
+            m.expiry,
+            Some(UNIX_EPOCH + Duration::from_millis(4102444800000))
+        );
+        assert_eq!(
+            m.headers.get_all("x-custom").collect::<Vec<_>>(),
+            ["1", "2"],
+            "custom repeats kept"
+        );
+        assert_eq!(m.headers.len(), 2);
+        assert_eq!(&m.body[..], b"{}\0x");
+        let e = send_to_message(
+            &Frame::new(Command::Send).with_header("priority", "12"),
+            Origin::internal(),
+            None,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "invalid `priority` header `12`: expected 0 to 9"
+        );
+    }
+
+    #[test]
+    fn message_frame_carries_fields_and_protects_reserved_names() {
+        let mut m = Message::new("b")
+            .with_header("destination", "evil")
+            .with_header("k", "v");
+        m.correlation_id = Some("c".into());
+        m.persistent = true;
+        let d = Delivery {
+            message: Arc::new(m),
+            destination: Destination::queue("q"),
+            tag: 1,
+            redelivered: true,
+            delivery_count: 2,
+        };
+        let f = delivery_to_frame(
+            &d,
+            MessageFrameInfo {
+                subscription: "s1",
+                ack: Some("7"),
+                destination: "/queue/q",
+                reply_to: Some("/queue/r".into()),
+            },
+        );
+        assert_eq!(f.header("destination"), Some("/queue/q"));
+        assert_eq!(f.header("x-sb-destination"), Some("evil"));
+        assert_eq!(f.header("k"), Some("v"));
+        assert_eq!(f.header("ack"), Some("7"));
+        assert_eq!(f.header("redelivered"), Some("true"));
+        assert_eq!(f.header("persistent"), Some("true"));
+        assert_eq!(f.header("reply-to"), Some("/queue/r"));
+        assert_eq!(f.header("correlation-id"), Some("c"));
+    }
+}
