@@ -32,6 +32,9 @@ use crate::router::Router;
 use crate::translate::stomp::{MessageFrameInfo, delivery_to_frame, error_frame, send_to_message};
 use crate::translate::stomp_names::{self, StompDest};
 
+/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection).
+pub const TEMP_PREFIX: &str = "$sb.tmp.";
+
 /// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
 pub trait Transport:
     Stream<Item = Result<Incoming, CodecError>> + Sink<Outgoing, Error = CodecError> + Unpin + Send
@@ -123,6 +126,8 @@ struct Fatal {
     detail: String,
     /// The `receipt` of the frame that failed, echoed as `receipt-id`.
     receipt: Option<String>,
+    /// Extra headers for the ERROR frame.
+    headers: Vec<(String, String)>,
 }
 
 fn fatal(message: impl Into<String>, detail: impl Into<String>) -> Fatal {
@@ -130,6 +135,7 @@ fn fatal(message: impl Into<String>, detail: impl Into<String>) -> Fatal {
         message: message.into(),
         detail: detail.into(),
         receipt: None,
+        headers: Vec::new(),
     }
 }
 
@@ -188,13 +194,9 @@ pub async fn run<T: Transport>(
         Ok(()) => tracing::debug!("connection closed"),
         Err(f) => {
             tracing::info!(error = %f.message, "closing connection with ERROR");
-            let _ =
-                s.t.send(Outgoing::Frame(error_frame(
-                    &f.message,
-                    &f.detail,
-                    f.receipt.as_deref(),
-                )))
-                .await;
+            let mut e = error_frame(&f.message, &f.detail, f.receipt.as_deref());
+            e.headers.extend(f.headers);
+            let _ = s.t.send(Outgoing::Frame(e)).await;
             let _ = s.t.close().await;
         }
     }
@@ -302,17 +304,12 @@ impl<T: Transport> Session<T> {
             ));
         }
         let Some(version) = Version::negotiate(f.header("accept-version")) else {
-            let e = error_frame(
+            let mut e = fatal(
                 "unsupported protocol version",
                 "supported versions are 1.0, 1.1 and 1.2",
-                None,
-            )
-            .with_header("version", "1.0,1.1,1.2");
-            let _ = self.t.send(Outgoing::Frame(e)).await;
-            return Err(fatal(
-                "unsupported protocol version",
-                "supported versions are 1.0, 1.1 and 1.2",
-            ));
+            );
+            e.headers.push(("version".into(), "1.0,1.1,1.2".into()));
+            return Err(e);
         };
         self.version = version;
         let principal = self
@@ -420,7 +417,9 @@ impl<T: Transport> Session<T> {
     async fn on_send(&mut self, f: Frame) -> Result<(), Fatal> {
         let dest_text = Self::header(&f, "destination")?.to_owned();
         let dest = self.send_destination(&dest_text).await?;
-        if !self.principal()?.can_publish(&dest) {
+        // Replies to a temporary queue are allowed to whoever was handed its address.
+        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(TEMP_PREFIX));
+        if !is_reply && !self.principal()?.can_publish(&dest) {
             tracing::warn!(destination = %dest_text, "publish refused by permissions");
             return Err(fatal(
                 "access refused",
@@ -498,7 +497,7 @@ impl<T: Transport> Session<T> {
             return Ok(q.clone());
         }
         let core = self.shared.router.core().clone();
-        let internal = format!("{PRIVATE_PREFIX}tmp.{}.{name}", self.id);
+        let internal = format!("{TEMP_PREFIX}{}.{name}", self.id);
         let opts = QueueOptions {
             durable: false,
             auto_delete: true,

@@ -1,0 +1,37 @@
+//! A real browser: @stomp/stompjs in headless Chromium (Debian) over the STOMP WebSocket
+//! listener, publishing to and receiving from a queue and a topic, order checked.
+
+mod common;
+
+use std::process::Command;
+
+use common::Daemon;
+
+#[test]
+fn stompjs_in_chromium_over_websocket() {
+    let d = Daemon::start(&[], &[]);
+    let url = format!("ws://{}/ws", d.addr("stomp-ws"));
+    let dir = std::env::var("SWITCHBOARD_NODE_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .args(["ws_client.mjs", "stomp", &url, "--count", "50"])
+        .output()
+        .expect("node (run scripts/setup browser)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser test failed\nstdout: {stdout}\nstderr: {}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(v["ok"], true);
+    for dest in v["destinations"].as_array().unwrap() {
+        assert_eq!(dest["received"], 50, "{dest}");
+    }
+    assert!(
+        d.log().contains("protocol=\"stomp-ws\""),
+        "the session ran on the WebSocket listener"
+    );
+}

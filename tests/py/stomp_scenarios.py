@@ -1,0 +1,351 @@
+"""STOMP scenarios driven by stomp.py, an independent client, against Switchboard.
+
+Usage: stomp_scenarios.py --port PORT SCENARIO [--user U --password P]
+Each scenario asserts behaviour and exits 0 on success, 1 with a reason otherwise.
+"""
+
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+
+import stomp  # noqa: E402
+from stomp.exception import ConnectFailedException  # noqa: E402
+
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--user"), p.add_argument("--password")))
+HP = [(args.host, args.port)]
+T = args.timeout
+
+
+class Collector(stomp.ConnectionListener):
+    def __init__(self):
+        self.messages, self.errors, self.receipts = [], [], []
+        self.disconnected = threading.Event()
+        self.lock = threading.Lock()
+
+    def on_message(self, frame):
+        with self.lock:
+            self.messages.append(frame)
+
+    def on_error(self, frame):
+        with self.lock:
+            self.errors.append(frame)
+
+    def on_receipt(self, frame):
+        with self.lock:
+            self.receipts.append(frame.headers.get("receipt-id"))
+
+    def on_disconnected(self):
+        self.disconnected.set()
+
+    def bodies(self):
+        with self.lock:
+            return [m.body for m in self.messages]
+
+    def wait_messages(self, n, what="messages"):
+        wait_for(lambda: len(self.messages) >= n, T, lambda: f"{what}: got {len(self.messages)} of {n}: {self.bodies()!r}; errors {[e.headers for e in self.errors]}")
+
+    def wait_receipt(self, r):
+        wait_for(lambda: r in self.receipts, T, lambda: f"no RECEIPT {r}; have {self.receipts}; errors {[e.headers for e in self.errors]}")
+
+
+def conn(version="1.2", heartbeats=(0, 0), user=None, password=None, **kw):
+    cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
+    c = cls(HP, heartbeats=heartbeats, **kw) if version != "1.0" else cls(HP, **kw)
+    col = Collector()
+    c.set_listener("c", col)
+    c.connect(user, password, wait=True)
+    return c, col
+
+
+def uniq(prefix):
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+def nothing_more(col, count, secs=0.3):
+    time.sleep(secs)
+    expect(len(col.messages) == count, f"expected exactly {count} messages, got {len(col.messages)}: {col.bodies()!r}")
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def versions():
+    """CONNECT with each version; CONNECTED names it; frames flow in each."""
+    for v in ["1.0", "1.1", "1.2"]:
+        c, col = conn(v)
+        q = f"/queue/{uniq('ver')}"
+        if v == "1.0":
+            c.subscribe(q, id="s")
+        else:
+            c.subscribe(q, id="s", ack="auto")
+        c.send(q, f"hello {v}", receipt="r1")
+        col.wait_receipt("r1")
+        col.wait_messages(1)
+        expect(col.bodies() == [f"hello {v}"], f"{v}: {col.bodies()}")
+        c.disconnect(receipt="bye")
+        expect(col.disconnected.wait(T), f"{v}: no disconnect")
+    print("ok")
+
+
+def frames_and_headers():
+    """SEND headers map through; custom headers repeat; binary body with NUL; UNSUBSCRIBE stops delivery."""
+    c, col = conn("1.2", auto_decode=False)
+    q = f"/queue/{uniq('hdr')}"
+    c.subscribe(q, id="s1", ack="auto")
+    body = b"bin\x00ary\xff\xfe"
+    c.send(q, body, content_type="application/octet-stream",
+           headers={"correlation-id": "corr-1", "persistent": "true", "priority": "7", "x-custom": "v:1", "reply-to": "/queue/replies"},
+           receipt="r1")
+    col.wait_receipt("r1")
+    col.wait_messages(1)
+    m = col.messages[0]
+    expect(m.body == body, f"body {m.body!r}")
+    h = m.headers
+    for k, v in {"content-type": "application/octet-stream", "correlation-id": "corr-1", "persistent": "true",
+                 "priority": "7", "x-custom": "v:1", "reply-to": "/queue/replies", "destination": q,
+                 "subscription": "s1", "content-length": str(len(body))}.items():
+        expect(h.get(k) == v, f"header {k}: {h.get(k)!r} != {v!r} in {h}")
+    expect("message-id" in h and "timestamp" in h, f"{h}")
+    c.unsubscribe("s1", receipt="u1")
+    col.wait_receipt("u1")
+    c.send(q, b"after", receipt="r2")
+    col.wait_receipt("r2")
+    nothing_more(col, 1)
+    # The message sent after UNSUBSCRIBE waits in the queue for the next consumer.
+    c.subscribe(q, id="s2", ack="auto")
+    col.wait_messages(2)
+    expect(col.messages[1].body == b"after", "queued message delivered to the new subscription")
+    c.disconnect()
+    print("ok")
+
+
+def ack_modes():
+    """client-individual acks one; client acks cumulatively; unacked come back redelivered on reconnect."""
+    q = f"/queue/{uniq('ack')}"
+    c, col = conn("1.2")
+    c.subscribe(q, id="s", ack="client-individual")
+    for i in range(4):
+        c.send(q, f"m{i}")
+    col.wait_messages(4)
+    # Ack m1 and m3 individually; m0 and m2 stay unacked.
+    c.ack(col.messages[1].headers["ack"])
+    c.ack(col.messages[3].headers["ack"], receipt="a")
+    col.wait_receipt("a")
+    c.disconnect()
+    c2, col2 = conn("1.2")
+    c2.subscribe(q, id="s", ack="client")
+    col2.wait_messages(2)
+    expect(col2.bodies() == ["m0", "m2"], f"redelivered in order: {col2.bodies()}")
+    for m in col2.messages:
+        expect(m.headers.get("redelivered") == "true", f"redelivered flag: {m.headers}")
+    # client mode: acking the last acks both.
+    c2.ack(col2.messages[1].headers["ack"], receipt="b")
+    col2.wait_receipt("b")
+    c2.disconnect()
+    c3, col3 = conn("1.2")
+    c3.subscribe(q, id="s", ack="client")
+    nothing_more(col3, 0)
+    c3.disconnect()
+    print("ok")
+
+
+def ack_v11():
+    """STOMP 1.1 ACK/NACK by subscription + message-id."""
+    q = f"/queue/{uniq('ack11')}"
+    c, col = conn("1.1")
+    c.subscribe(q, id="s", ack="client-individual")
+    c.send(q, "a")
+    c.send(q, "b")
+    col.wait_messages(2)
+    expect(all("ack" not in m.headers for m in col.messages), "no ack header before 1.2")
+    c.ack(col.messages[0].headers["message-id"], "s")
+    c.nack(col.messages[1].headers["message-id"], "s")
+    col.wait_messages(3, "NACK requeues")
+    expect(col.messages[2].body == "b" and col.messages[2].headers.get("redelivered") == "true", f"{col.messages[2].headers}")
+    c.ack(col.messages[2].headers["message-id"], "s", receipt="r")
+    col.wait_receipt("r")
+    c.disconnect()
+    print("ok")
+
+
+def nack_requeue_and_reject():
+    """NACK requeues to the head with redelivered; NACK requeue:false removes it."""
+    q = f"/queue/{uniq('nack')}"
+    c, col = conn("1.2")
+    c.subscribe(q, id="s", ack="client-individual", headers={"prefetch-count": "1"})
+    c.send(q, "first")
+    c.send(q, "second")
+    col.wait_messages(1)
+    c.nack(col.messages[0].headers["ack"])
+    col.wait_messages(2)
+    expect(col.messages[1].body == "first" and col.messages[1].headers.get("redelivered") == "true", f"{col.messages[1].headers}")
+    c.nack(col.messages[1].headers["ack"], requeue="false")
+    col.wait_messages(3)
+    expect(col.messages[2].body == "second", f"{col.bodies()}")
+    c.ack(col.messages[2].headers["ack"], receipt="r")
+    col.wait_receipt("r")
+    nothing_more(col, 3)
+    c.disconnect()
+    print("ok")
+
+
+def transactions():
+    """SEND and ACK in a transaction take effect on COMMIT only; ABORT discards."""
+    q = f"/queue/{uniq('tx')}"
+    c, col = conn("1.2")
+    c.subscribe(q, id="s", ack="client-individual")
+    tx = c.begin()
+    c.send(q, "t1", transaction=tx)
+    c.send(q, "t2", transaction=tx)
+    nothing_more(col, 0)
+    c.commit(tx)
+    col.wait_messages(2)
+    expect(col.bodies() == ["t1", "t2"], f"{col.bodies()}")
+    tx2 = c.begin()
+    c.send(q, "aborted", transaction=tx2)
+    c.ack(col.messages[0].headers["ack"], transaction=tx2)
+    c.abort(tx2)
+    nothing_more(col, 2)
+    tx3 = c.begin()
+    c.ack(col.messages[0].headers["ack"], transaction=tx3)
+    c.ack(col.messages[1].headers["ack"], transaction=tx3)
+    c.commit(tx3, receipt="done")
+    col.wait_receipt("done")
+    c.disconnect()
+    # Everything acked, the aborted send never happened.
+    c2, col2 = conn("1.2")
+    c2.subscribe(q, id="s", ack="auto")
+    nothing_more(col2, 0)
+    c2.disconnect()
+    print("ok")
+
+
+def temp_reply_queue():
+    """Request/reply: reply-to /temp-queue/NAME; the responder replies to the reply-to it gets."""
+    service = f"/queue/{uniq('svc')}"
+    responder, rcol = conn("1.2")
+    responder.subscribe(service, id="svc", ack="auto")
+    requester, qcol = conn("1.2")
+    requester.send(service, "ping", headers={"reply-to": "/temp-queue/answers", "correlation-id": "c-42"})
+    rcol.wait_messages(1)
+    req = rcol.messages[0]
+    reply_to = req.headers.get("reply-to")
+    expect(reply_to and reply_to != "/temp-queue/answers", f"the responder sees a routable reply-to: {req.headers}")
+    responder.send(reply_to, "pong", headers={"correlation-id": req.headers["correlation-id"]})
+    qcol.wait_messages(1)
+    rep = qcol.messages[0]
+    expect(rep.body == "pong", f"{rep.body}")
+    expect(rep.headers.get("destination") == "/temp-queue/answers", f"{rep.headers}")
+    expect(rep.headers.get("subscription") == "/temp-queue/answers", f"{rep.headers}")
+    expect(rep.headers.get("correlation-id") == "c-42", f"{rep.headers}")
+    requester.disconnect()
+    time.sleep(0.2)
+    # The temp queue went with its owner: a late reply is dropped, not queued forever,
+    # and the responder's connection is not harmed.
+    responder.send(reply_to, "late", receipt="late")
+    rcol.wait_receipt("late")
+    responder.disconnect()
+    print("ok")
+
+
+def topics():
+    """Every subscriber gets a copy; wildcards; a durable subscription keeps messages while away."""
+    base = uniq("news")
+    a, acol = conn("1.2")
+    b, bcol = conn("1.2")
+    a.subscribe(f"/topic/{base}.*", id="a", ack="auto")
+    b.subscribe(f"/topic/{base}.#", id="b", ack="auto", receipt="sb")
+    bcol.wait_receipt("sb")
+    a.send(f"/topic/{base}.sport", "s1")
+    a.send(f"/topic/{base}.sport.football", "f1")
+    acol.wait_messages(1)
+    bcol.wait_messages(2)
+    nothing_more(acol, 1)
+    expect(acol.messages[0].headers["destination"] == f"/topic/{base}.sport", f"{acol.messages[0].headers}")
+    # Durable: subscribe, leave, messages wait, come back.
+    d, dcol = conn("1.2", user=None)
+    d.subscribe(f"/topic/{base}.#", id="dur", ack="client-individual", headers={"durable": "true"}, receipt="ds")
+    dcol.wait_receipt("ds")
+    d.disconnect()
+    a.send(f"/topic/{base}.x", "while-away", receipt="w")
+    acol.wait_receipt("w")
+    d2, d2col = conn("1.2")
+    d2.subscribe(f"/topic/{base}.#", id="dur", ack="client-individual", headers={"durable": "true"})
+    d2col.wait_messages(1)
+    expect(d2col.bodies() == ["while-away"], f"{d2col.bodies()}")
+    d2.ack(d2col.messages[0].headers["ack"])
+    d2.unsubscribe("dur", headers={"durable": "true"}, receipt="gone")
+    d2col.wait_receipt("gone")
+    for x in (a, b, d2):
+        x.disconnect()
+    print("ok")
+
+
+def competing_consumers():
+    """A queue gives each message to exactly one of several consumers, round-robin."""
+    q = f"/queue/{uniq('work')}"
+    conns = [conn("1.2") for _ in range(3)]
+    for i, (c, col) in enumerate(conns):
+        c.subscribe(q, id="w", ack="auto", receipt=f"s{i}")
+        col.wait_receipt(f"s{i}")
+    p, _ = conn("1.2")
+    for i in range(30):
+        p.send(q, str(i))
+    wait_for(lambda: sum(len(col.messages) for _, col in conns) >= 30, T, "all 30 delivered")
+    time.sleep(0.2)
+    counts = [len(col.messages) for _, col in conns]
+    allb = sorted(int(b) for _, col in conns for b in col.bodies())
+    expect(allb == list(range(30)), f"each exactly once: {allb}")
+    expect(counts == [10, 10, 10], f"fair dispatch: {counts}")
+    for c, _ in conns + [(p, None)]:
+        c.disconnect()
+    print("ok")
+
+
+def auth():
+    """With users configured and anonymous refused: bad creds → ERROR; good → CONNECTED; permissions enforced."""
+    c = stomp.Connection12(HP)
+    col = Collector()
+    c.set_listener("c", col)
+    try:
+        c.connect(None, None, wait=True)
+        fail("anonymous CONNECT was accepted")
+    except ConnectFailedException:
+        pass
+    wait_for(lambda: col.errors, T, "ERROR frame for anonymous")
+    expect(col.errors[0].headers.get("message") == "access refused", f"{col.errors[0].headers}")
+    c2 = stomp.Connection12(HP)
+    col2 = Collector()
+    c2.set_listener("c", col2)
+    try:
+        c2.connect(args.user, "wrong", wait=True)
+        fail("wrong password accepted")
+    except ConnectFailedException:
+        pass
+    wait_for(lambda: col2.errors, T, "ERROR frame for bad password")
+    expect("bad credentials" in col2.errors[0].body, f"{col2.errors[0].body!r}")
+    ok, okcol = conn("1.2", user=args.user, password=args.password)
+    ok.subscribe("/queue/allowed.in", id="s", ack="auto")
+    ok.send("/queue/allowed.in", "fine", receipt="r")
+    okcol.wait_receipt("r")
+    okcol.wait_messages(1)
+    ok.send("/queue/forbidden", "nope", receipt="r2")
+    wait_for(lambda: okcol.errors, T, "ERROR for a forbidden destination")
+    e = okcol.errors[0]
+    expect(e.headers.get("message") == "access refused" and e.headers.get("receipt-id") == "r2", f"{e.headers}")
+    expect("/queue/forbidden" in e.body, f"{e.body!r}")
+    expect(okcol.disconnected.wait(T), "closed after ERROR")
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
+                                     transactions, temp_reply_queue, topics, competing_consumers, auth]}
+
+if args.scenario not in SCENARIOS:
+    fail(f"unknown scenario {args.scenario}; known: {', '.join(SCENARIOS)}")
+SCENARIOS[args.scenario]()
