@@ -1,1 +1,173 @@
-fn main() {}
+//! In-process core throughput (not a test; run with `cargo bench --bench core`).
+//!
+//! Prints msgs/s for one queue 1→1 and 4→4, topic fan-out 1→10 and 1→1,000, and the
+//! cost of matching a topic name with 1k and 100k subscriptions in the trie.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard::core::trie::SubjectTrie;
+use switchboard::core::{
+    ConsumeOptions, Core, CoreConfig, Destination, Message, Pattern, QueueOptions,
+};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn core() -> Core {
+    Core::new(CoreConfig {
+        default_queue: QueueOptions {
+            max_length: 100_000,
+            ..QueueOptions::default()
+        },
+        default_subscription: QueueOptions {
+            max_length: 100_000,
+            durable: false,
+            auto_delete: true,
+            ..QueueOptions::default()
+        },
+        ..CoreConfig::default()
+    })
+}
+
+/// `producers` tasks publish `per` messages each to one queue; `consumers` drain it.
+fn queue(producers: usize, consumers: usize, per: usize) -> f64 {
+    rt().block_on(async {
+        let core = core();
+        let total = producers * per;
+        let body = bytes::Bytes::from_static(&[b'x'; 100]);
+        let mut cs = Vec::new();
+        for _ in 0..consumers {
+            let c = core
+                .consume("bench", ConsumeOptions::auto_ack(1024))
+                .unwrap();
+            cs.push(tokio::spawn(async move {
+                let mut n = 0usize;
+                let mut buf = Vec::with_capacity(1024);
+                while let Ok(got) =
+                    tokio::time::timeout(Duration::from_millis(200), c.recv_many(1024, &mut buf))
+                        .await
+                {
+                    let Ok(got) = got else { break };
+                    n += got;
+                    buf.clear();
+                }
+                n
+            }));
+        }
+        let start = Instant::now();
+        let mut ps = Vec::new();
+        for _ in 0..producers {
+            let core = core.clone();
+            let body = body.clone();
+            ps.push(tokio::spawn(async move {
+                let d = Destination::queue("bench");
+                for _ in 0..per {
+                    core.publish(&d, Message::new(body.clone())).await.unwrap();
+                }
+            }));
+        }
+        for p in ps {
+            p.await.unwrap();
+        }
+        let q = core.queue("bench").unwrap();
+        while q.stats().delivered < total as u64 {
+            tokio::task::yield_now().await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut got = 0;
+        for c in cs {
+            got += c.await.unwrap();
+        }
+        assert_eq!(got, total);
+        total as f64 / secs
+    })
+}
+
+/// One publisher, `subs` subscribers; returns deliveries/s.
+fn fanout(subs: usize, messages: usize) -> f64 {
+    rt().block_on(async {
+        let core = core();
+        let mut cs = Vec::new();
+        for _ in 0..subs {
+            let c = core
+                .subscribe(&["fan.*"], ConsumeOptions::auto_ack(4096))
+                .unwrap();
+            cs.push(tokio::spawn(async move {
+                let mut n = 0usize;
+                let mut buf = Vec::with_capacity(4096);
+                while n < messages {
+                    match c.recv_many(4096, &mut buf).await {
+                        Ok(got) => n += got,
+                        Err(_) => break,
+                    }
+                    buf.clear();
+                }
+                n
+            }));
+        }
+        let body = bytes::Bytes::from_static(&[b'x'; 100]);
+        let d = Destination::topic("fan.out");
+        let start = Instant::now();
+        for _ in 0..messages {
+            core.publish(&d, Message::new(body.clone())).await.unwrap();
+        }
+        let mut total = 0;
+        for c in cs {
+            total += c.await.unwrap();
+        }
+        assert_eq!(total, subs * messages);
+        total as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+/// Average ns per trie lookup with `n` distinct subscriptions (plus a few wildcards).
+fn matching(n: usize) -> f64 {
+    let mut trie = SubjectTrie::new();
+    for i in 0..n {
+        trie.insert(&Pattern::parse(&format!("dev.{i}.temp")).unwrap(), i);
+    }
+    for (i, p) in ["dev.*.temp", "dev.#", "#", "dev.*.*"].iter().enumerate() {
+        trie.insert(&Pattern::parse(p).unwrap(), n + i);
+    }
+    let names: Vec<String> = (0..10_000)
+        .map(|i| format!("dev.{}.temp", (i * 7919) % n))
+        .collect();
+    let rounds = 100;
+    let mut out = Vec::with_capacity(16);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for name in &names {
+            out.clear();
+            trie.matches(name, &mut out);
+            assert!(out.len() >= 4);
+        }
+    }
+    start.elapsed().as_nanos() as f64 / (rounds * names.len()) as f64
+}
+
+fn main() {
+    let m = |v: f64| format!("{:>8.2} M", v / 1e6);
+    println!("switchboard core benchmark (in-process, 100-byte bodies, release build)");
+    let q11 = queue(1, 1, 2_000_000);
+    println!("queue 1→1        {} msgs/s", m(q11));
+    let q44 = queue(4, 4, 500_000);
+    println!("queue 4→4        {} msgs/s", m(q44));
+    let f10 = fanout(10, 200_000);
+    println!("topic 1→10       {} deliveries/s", m(f10));
+    let f1k = fanout(1000, 5_000);
+    println!("topic 1→1,000    {} deliveries/s", m(f1k));
+    let m1k = matching(1_000);
+    let m100k = matching(100_000);
+    println!("trie match, 1k subscriptions     {m1k:>7.0} ns/lookup");
+    println!(
+        "trie match, 100k subscriptions   {m100k:>7.0} ns/lookup  (×{:.2} for 100× the subscriptions)",
+        m100k / m1k
+    );
+    let _ = Arc::new(());
+}

@@ -128,8 +128,12 @@ impl Origin {
     }
 
     /// Origin of messages the router makes itself (dead letters, presence events).
+    /// Shared, so making one costs no allocation.
     pub fn internal() -> Self {
-        Self::new("internal", "switchboard")
+        static INTERNAL: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
+        INTERNAL
+            .get_or_init(|| Self::new("internal", "switchboard"))
+            .clone()
     }
 }
 
@@ -137,7 +141,7 @@ impl Origin {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// Unique id: the publisher's when its protocol carries one, else generated.
-    pub id: Arc<str>,
+    pub id: MessageId,
     /// The payload, byte for byte as received.
     pub body: Bytes,
     /// MIME type of the body, when known.
@@ -162,19 +166,62 @@ pub struct Message {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A process-unique message id: a start-time prefix (so ids stay unique across restarts)
-/// and a counter.
-pub fn generate_id() -> Arc<str> {
+fn id_prefix() -> &'static str {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| {
+    PREFIX.get_or_init(|| {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         format!("{:x}-{:x}", nanos, std::process::id())
-    });
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{n}").into()
+    })
+}
+
+/// A message id: the publisher's own (any text), or one the router generated. Generated
+/// ids are a process-start prefix (unique across restarts) and a counter, rendered as
+/// text only when an edge needs it, so publishing costs no formatting or allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MessageId {
+    Generated(u64),
+    Given(Arc<str>),
+}
+
+impl MessageId {
+    pub fn generate() -> Self {
+        Self::Generated(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn given(text: &str) -> Self {
+        Self::Given(text.into())
+    }
+
+    /// Does the id render as `text`?
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Self::Given(s) => **s == *text,
+            Self::Generated(n) => text
+                .strip_prefix(id_prefix())
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|r| r.parse::<u64>().ok() == Some(*n)),
+        }
+    }
+
+    /// Length of the rendered id, for memory accounting.
+    fn approx_len(&self) -> usize {
+        match self {
+            Self::Given(s) => s.len(),
+            Self::Generated(_) => 40,
+        }
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Generated(n) => write!(f, "{}-{n}", id_prefix()),
+            Self::Given(s) => f.write_str(s),
+        }
+    }
 }
 
 impl Message {
@@ -182,7 +229,7 @@ impl Message {
     /// non-persistent, and an internal origin.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Self {
-            id: generate_id(),
+            id: MessageId::generate(),
             body: body.into(),
             content_type: None,
             headers: Headers::new(),
@@ -219,7 +266,7 @@ impl Message {
 
     /// Approximate memory footprint, counted against queue byte limits.
     pub fn byte_size(&self) -> usize {
-        self.body.len() + self.headers.byte_size() + self.id.len() + 128
+        self.body.len() + self.headers.byte_size() + self.id.approx_len() + 128
     }
 }
 

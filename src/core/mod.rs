@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
-pub use message::{Delivery, Headers, Message, Origin, generate_id};
+pub use message::{Delivery, Headers, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 
@@ -501,9 +501,15 @@ impl Core {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
                     return Ok(0);
                 }
+                // Computed once for the whole fan-out.
+                let now = Instant::now();
+                let size = message.byte_size();
                 let mut n = 0;
                 for q in subs.iter() {
-                    match self.offer(q, destination, Arc::clone(&message), true).await {
+                    let deadline = q.deadline_for(&message, now);
+                    let entry =
+                        Entry::sized(Arc::clone(&message), destination.clone(), deadline, size);
+                    match self.offer_entry(q, destination, entry, now, true).await {
                         Ok(()) => n += 1,
                         // A subscription that went away meanwhile just misses it.
                         Err(PublishError::Closed(_)) => {}
@@ -598,9 +604,27 @@ impl Core {
     ) -> Result<(), PublishError> {
         let now = Instant::now();
         let deadline = q.deadline_for(&message, now);
+        self.offer_entry(
+            q,
+            dest,
+            Entry::new(message, dest.clone(), deadline),
+            now,
+            wait,
+        )
+        .await
+    }
+
+    async fn offer_entry(
+        &self,
+        q: &Arc<Queue>,
+        dest: &Destination,
+        entry: Entry,
+        now: Instant,
+        wait: bool,
+    ) -> Result<(), PublishError> {
         let mut dead = Vec::new();
         // Fast path: room available, no waiter registration.
-        let mut entry = match q.offer(Entry::new(message, dest.clone(), deadline), now, &mut dead) {
+        let mut entry = match q.offer(entry, now, &mut dead) {
             Ok(()) => {
                 self.forward_dead(q, dead);
                 return Ok(());

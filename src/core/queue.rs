@@ -150,6 +150,16 @@ impl Entry {
         deadline: Option<Instant>,
     ) -> Self {
         let size = message.byte_size();
+        Self::sized(message, destination, deadline, size)
+    }
+
+    /// As [`Entry::new`] with the size already known (fan-out computes it once).
+    pub(crate) fn sized(
+        message: Arc<Message>,
+        destination: Destination,
+        deadline: Option<Instant>,
+        size: usize,
+    ) -> Self {
         Self {
             seq: 0,
             message,
@@ -557,17 +567,24 @@ impl Queue {
             e.deliveries += 1;
             let tag = slot.next_tag;
             slot.next_tag += 1;
-            out.push(Delivery {
-                message: Arc::clone(&e.message),
-                destination: e.destination.clone(),
-                tag,
-                redelivered: e.redelivered,
-                delivery_count: e.deliveries,
-            });
             got += 1;
             match slot.ack {
-                AckMode::Auto => {}
+                // Acknowledged by handing it over: move, don't share.
+                AckMode::Auto => out.push(Delivery {
+                    message: e.message,
+                    destination: e.destination,
+                    tag,
+                    redelivered: e.redelivered,
+                    delivery_count: e.deliveries,
+                }),
                 AckMode::Manual => {
+                    out.push(Delivery {
+                        message: Arc::clone(&e.message),
+                        destination: e.destination.clone(),
+                        tag,
+                        redelivered: e.redelivered,
+                        delivery_count: e.deliveries,
+                    });
                     e.redelivered = true;
                     slot.unacked.insert(tag, e);
                 }

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::core::{Delivery, Destination, Headers, Message, Origin, generate_id};
+use crate::core::{Delivery, Destination, Headers, Message, MessageId, Origin};
 use crate::listener::stomp::frame::{Command, Frame};
 
 /// Headers with a meaning in STOMP frames; never copied verbatim from other protocols.
@@ -116,7 +116,7 @@ pub fn send_to_message(
             }
             "message-id" => {
                 if !v.is_empty() {
-                    m.id = v.as_str().into();
+                    m.id = MessageId::given(v);
                 }
             }
             "timestamp" => {
@@ -124,9 +124,6 @@ pub fn send_to_message(
             }
             _ => m.headers.append(k.clone(), v.clone()),
         }
-    }
-    if m.id.is_empty() {
-        m.id = generate_id();
     }
     Ok(m)
 }
@@ -154,7 +151,7 @@ pub fn delivery_to_frame(d: &Delivery, info: MessageFrameInfo<'_>) -> Frame {
     let m = &d.message;
     let mut f = Frame::new(Command::Message)
         .with_header("subscription", info.subscription)
-        .with_header("message-id", &*m.id)
+        .with_header("message-id", m.id.to_string())
         .with_header("destination", info.destination);
     if let Some(a) = info.ack {
         f = f.with_header("ack", a);

@@ -26,7 +26,8 @@ use super::codec::{CodecError, Incoming, Limits, Outgoing, StompCodec};
 use super::frame::{Command, Frame, Version};
 use crate::auth::{Auth, Kind, Principal};
 use crate::core::{
-    ConsumeOptions, Consumer, Destination, Message, Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
+    ConsumeOptions, Consumer, Destination, Message, MessageId, Origin, PRIVATE_PREFIX, Pattern,
+    QueueOptions,
 };
 use crate::router::Router;
 use crate::translate::stomp::{MessageFrameInfo, delivery_to_frame, error_frame, send_to_message};
@@ -111,7 +112,7 @@ struct Sub {
 struct Outstanding {
     sub: String,
     tag: u64,
-    message_id: Arc<str>,
+    message_id: MessageId,
 }
 
 enum TxOp {
@@ -699,7 +700,7 @@ impl<T: Transport> Session<T> {
         };
         self.outstanding
             .iter()
-            .find(|(_, o)| &*o.message_id == mid && sub.is_none_or(|s| o.sub == s))
+            .find(|(_, o)| o.message_id.matches(mid) && sub.is_none_or(|s| o.sub == s))
             .map(|(t, _)| *t)
             .ok_or_else(|| unknown(mid))
     }
@@ -828,7 +829,7 @@ impl<T: Transport> Session<T> {
                         Outstanding {
                             sub: id.clone(),
                             tag: d.tag,
-                            message_id: Arc::clone(&d.message.id),
+                            message_id: d.message.id.clone(),
                         },
                     );
                     t
