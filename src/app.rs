@@ -176,13 +176,11 @@ pub async fn run(
 fn load_routes(settings: &Settings) -> Result<Arc<RouteStore>, StartError> {
     let dir = &settings.routes_dir;
     if !dir.exists() {
-        tracing::warn!(dir = %dir.display(), "routes directory does not exist; starting with no routes");
-        let empty =
-            std::env::temp_dir().join(format!("switchboard-empty-routes-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&empty);
-        return RouteStore::load(&empty, settings.compile_context())
-            .map(Arc::new)
-            .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()));
+        tracing::warn!(dir = %dir.display(), "routes directory does not exist; starting with no routes (SIGHUP reloads once it exists)");
+        return Ok(Arc::new(RouteStore::missing(
+            dir,
+            settings.compile_context(),
+        )));
     }
     let store = RouteStore::load(dir, settings.compile_context())
         .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;

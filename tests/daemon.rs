@@ -160,3 +160,41 @@ fn bad_command_lines_are_explained() {
         assert!(text.contains(cmd), "{text}");
     }
 }
+
+#[test]
+fn reading_the_routes_does_not_trigger_more_reloads() {
+    let d = Daemon::start(&[("a.yaml", ROUTE_A)], &[]);
+    let admin = d.addr("admin");
+    write_atomic(
+        &d.routes_dir().join("a.yaml"),
+        &format!("# edited\n{ROUTE_A}"),
+    );
+    let v = wait_until(Duration::from_secs(10), "reload after edit", || {
+        let (_, v) = http_json(admin, "GET", "/routes");
+        (v["status"]["version"] == 2).then_some(v)
+    });
+    let attempts = v["status"]["attempts"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, v) = http_json(admin, "GET", "/routes");
+    assert_eq!(
+        v["status"]["attempts"].as_u64().unwrap(),
+        attempts,
+        "no reload without a change"
+    );
+}
+
+#[test]
+fn named_queues_exist_when_auto_create_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let cfg = dir.path().join("sb.yaml");
+    std::fs::write(
+        &cfg,
+        "queues:\n  auto_create: false\n  named:\n    orders: {}\n",
+    )
+    .unwrap();
+    let p = cfg.display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &p]);
+    let (_, v) = http_json(d.addr("admin"), "GET", "/queues");
+    assert_eq!(v["queues"][0]["name"], "orders", "{v}");
+}

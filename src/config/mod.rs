@@ -101,11 +101,14 @@ impl Settings {
             Ok(r) => r.unwrap_or_default(),
             Err(e) => {
                 let loc = e.location();
+                let text = e.without_snippet().to_string();
+                let message = text
+                    .rfind(" at line ")
+                    .map_or(text.as_str(), |i| &text[..i]);
                 return Err(vec![ConfigError(format!(
-                    "{shown}:{}:{}: {}",
+                    "{shown}:{}:{}: {message}",
                     loc.map_or(0, |l| l.line()),
                     loc.map_or(0, |l| l.column()),
-                    e.without_snippet()
                 ))]);
             }
         };

@@ -89,8 +89,12 @@ impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             default_queue: QueueOptions::default(),
+            // A slow subscriber must not hold back the publisher and so every other
+            // subscriber: its buffer drops its oldest message (dead-lettered when a
+            // dead-letter destination is set, else counted and logged).
             default_subscription: QueueOptions {
                 max_length: 10_000,
+                overflow: Overflow::DropHead,
                 durable: false,
                 auto_delete: true,
                 ..QueueOptions::default()
@@ -166,8 +170,15 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Core {
+    /// A core with the queues named in `config` already declared (so they exist even
+    /// when auto-creation is off).
     pub fn new(config: CoreConfig) -> Self {
-        Self {
+        let named: Vec<(String, QueueOptions)> = config
+            .queues
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let core = Self {
             inner: Arc::new(Inner {
                 config,
                 queues: RwLock::new(HashMap::new()),
@@ -177,7 +188,13 @@ impl Core {
                 next_id: AtomicU64::new(1),
                 unrouted: AtomicU64::new(0),
             }),
+        };
+        for (name, options) in named {
+            if let Err(e) = core.declare_queue(&name, Some(options)) {
+                tracing::warn!(queue = %name, error = %e, "configured queue not declared");
+            }
         }
+        core
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -515,7 +532,7 @@ impl Core {
                         Err(PublishError::Closed(_)) => {}
                         // One subscriber's full buffer must not fail the publish for
                         // everyone: it is that subscriber's loss, dead-lettered or counted.
-                        Err(e) => self.subscriber_overflow(q, &message, &e),
+                        Err(e) => self.subscriber_overflow(q, destination, &message, &e),
                     }
                 }
                 Ok(n)
@@ -547,7 +564,7 @@ impl Core {
                     match self.offer_now(q, destination, Arc::clone(&message), 0) {
                         Ok(()) => n += 1,
                         Err(PublishError::Closed(_)) => {}
-                        Err(e) => self.subscriber_overflow(q, &message, &e),
+                        Err(e) => self.subscriber_overflow(q, destination, &message, &e),
                     }
                 }
                 Ok(n)
@@ -555,13 +572,19 @@ impl Core {
         }
     }
 
-    fn subscriber_overflow(&self, q: &Arc<Queue>, message: &Arc<Message>, e: &PublishError) {
+    fn subscriber_overflow(
+        &self,
+        q: &Arc<Queue>,
+        topic: &Destination,
+        message: &Arc<Message>,
+        e: &PublishError,
+    ) {
         tracing::warn!(queue = q.name(), error = %e, message_id = %message.id, "subscription buffer full, message not delivered to it");
         self.forward_dead(
             q,
             vec![DeadLetter {
                 message: Arc::clone(message),
-                destination: Destination::Queue(Arc::clone(q.name_arc())),
+                destination: topic.clone(),
                 reason: DeadReason::Overflow,
                 deliveries: 0,
             }],
@@ -690,7 +713,17 @@ impl Core {
                 Destination::Queue(name) => self
                     .queue_for_publish(name)
                     .and_then(|q| self.offer_now(&q, target, Arc::new(m), hops + 1)),
-                Destination::Topic(_) => self.try_publish(target, m).map(|_| ()),
+                Destination::Topic(name) => {
+                    // Each hop counts, so a dead-letter topic that feeds a subscription
+                    // dead-lettering into it again cannot recurse without end.
+                    let m = Arc::new(m);
+                    for q in self.match_topic(name).iter() {
+                        if let Err(e) = self.offer_now(q, target, Arc::clone(&m), hops + 1) {
+                            tracing::warn!(queue = q.name(), error = %e, "dead letter not delivered to a subscription of the dead-letter topic");
+                        }
+                    }
+                    Ok(())
+                }
             };
             match result {
                 Ok(()) => {

@@ -18,6 +18,9 @@ use crate::core::trie::SubjectTrie;
 use crate::core::{Pattern, validate_name};
 use crate::translate::{mqtt_names, stomp_names};
 
+/// Protocols a message can enter by (`when.origin`).
+pub const ORIGINS: &[&str] = &["stomp", "mqtt", "amqp", "xmpp", "internal"];
+
 /// One problem in the route files.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RouteError {
@@ -239,6 +242,15 @@ impl Compiler<'_> {
             Some(t) => self.transform(file, &name, t, capture_count),
             None => Transform::default(),
         };
+        if let Some(o) = r.when.as_ref().and_then(|w| w.origin.as_deref())
+            && !ORIGINS.contains(&o)
+        {
+            let msg = format!(
+                "unknown origin `{o}` in `when` (one of {})",
+                ORIGINS.join(", ")
+            );
+            self.err(file, r.name.referenced, &name, msg);
+        }
         let when = r.when.as_ref().map(|w| When {
             headers: w
                 .headers
@@ -587,6 +599,17 @@ impl Compiler<'_> {
                 _ => false,
             };
             for t in &r.targets {
+                // A name taken from a header could be anything; such loops are caught at
+                // run time by the depth limit instead of flagging every such route here.
+                let from_header = match t {
+                    Target::Queue(tpl) | Target::Topic(tpl) | Target::Mqtt(tpl) => {
+                        tpl.uses_headers()
+                    }
+                    _ => false,
+                };
+                if from_header {
+                    continue;
+                }
                 let (is_queue, pat) = match t {
                     Target::Queue(tpl) => (true, tpl.as_pattern(&many, Grammar::Dot)),
                     Target::Topic(tpl) => (false, tpl.as_pattern(&many, Grammar::Dot)),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,27 @@ fn now_ms() -> u64 {
 }
 
 impl RouteStore {
+    /// A store for a routes directory that does not exist: no routes; reloads (SIGHUP,
+    /// admin API) pick the directory up once it is created.
+    pub fn missing(dir: &Path, ctx: CompileContext) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            ctx,
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::empty())),
+            state: Mutex::new((
+                ReloadStatus {
+                    version: 1,
+                    ok: true,
+                    trigger: "start".into(),
+                    at_unix_ms: now_ms(),
+                    attempts: 1,
+                    ..ReloadStatus::default()
+                },
+                0,
+            )),
+        }
+    }
+
     /// Loads the directory once. Errors here are fatal to start-up: the daemon does not
     /// start on a broken table.
     pub fn load(dir: &Path, ctx: CompileContext) -> Result<Self, Vec<RouteError>> {
@@ -191,7 +212,13 @@ impl RouteStore {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         let mut debouncer =
             new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
-                Ok(events) if !events.is_empty() => {
+                // Reading the files ourselves produces access events: only changes count,
+                // or every reload would trigger the next.
+                Ok(events)
+                    if events
+                        .iter()
+                        .any(|e| !matches!(e.kind, EventKind::Access(_) | EventKind::Other)) =>
+                {
                     // A full channel already holds a pending reload that will see this change.
                     let _ = tx.try_send(());
                 }

@@ -116,6 +116,23 @@ impl Template {
             .unwrap_or(0)
     }
 
+    /// True when part of the rendered text comes from a header.
+    pub fn uses_headers(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Header(_)))
+    }
+
+    /// Renders with every capture and header replaced by `x`: a sample name to validate
+    /// the literal parts of the template.
+    pub fn probe(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.as_str(),
+                _ => "x",
+            })
+            .collect()
+    }
+
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }

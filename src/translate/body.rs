@@ -111,12 +111,23 @@ fn valid_xml_name(n: &str) -> bool {
 pub fn json_to_xml(v: &Value) -> Result<String, BodyError> {
     let mut out = String::new();
     match v {
-        Value::Object(m) if m.len() == 1 && !m.keys().any(|k| k.starts_with(['@', '#'])) => {
+        // A single key becomes the root element, unless its value is an array (which
+        // would make several roots).
+        Value::Object(m)
+            if m.len() == 1
+                && !m.keys().any(|k| k.starts_with(['@', '#']))
+                && !m.values().any(Value::is_array) =>
+        {
             let (k, inner) = m
                 .iter()
                 .next()
                 .ok_or_else(|| BodyError::XmlName(String::new()))?;
             write_element(&mut out, k, inner)?;
+        }
+        Value::Array(_) => {
+            let mut wrapped = Map::new();
+            wrapped.insert("item".into(), v.clone());
+            write_element(&mut out, "message", &Value::Object(wrapped))?;
         }
         other => write_element(&mut out, "message", other)?,
     }
@@ -347,6 +358,23 @@ mod tests {
             Err(BodyError::NotUtf8)
         );
         assert!(convert(&Bytes::from("{"), Some("application/json"), BodyFormat::Xml).is_err());
+    }
+
+    #[test]
+    fn always_one_root() {
+        for v in [
+            json!([1, 2]),
+            json!({"item": [1, 2]}),
+            json!("x"),
+            json!({"a": 1, "b": 2}),
+        ] {
+            let xml = json_to_xml(&v).unwrap();
+            assert!(xml_to_json(&xml).is_ok(), "{xml}");
+        }
+        assert_eq!(
+            json_to_xml(&json!([1, 2])).unwrap(),
+            "<message><item>1</item><item>2</item></message>"
+        );
     }
 
     #[test]
