@@ -127,8 +127,12 @@ pub async fn run(
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
                 if name == "stomp" {
+                    let tls = settings.tls.get("stomp").map(|t| t.0.clone());
+                    if tls.is_some() {
+                        tracing::info!(listener = %name, "TLS enabled");
+                    }
                     tracker.spawn(crate::listener::stomp::server::serve_tcp(
-                        listener, shared, cancel, t,
+                        listener, shared, tls, cancel, t,
                     ));
                 } else {
                     tracker.spawn(crate::listener::stomp::server::serve_ws(

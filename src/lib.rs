@@ -7,4 +7,5 @@ pub mod core;
 pub mod listener;
 pub mod router;
 pub mod routes;
+pub mod tls;
 pub mod translate;

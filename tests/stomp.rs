@@ -88,3 +88,72 @@ fn auth() {
     assert!(log.contains("login refused"), "refusals are logged:\n{log}");
     assert!(log.contains("publish refused by permissions"), "{log}");
 }
+
+#[test]
+fn tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let ca = dir.path().join("cert.pem").display().to_string();
+    let config = dir.path().join("sb.yaml");
+    std::fs::write(
+        &config,
+        "tls:\n  stomp:\n    cert: cert.pem\n    key: key.pem\n",
+    )
+    .unwrap();
+    let cfg = config.display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    scenario(&d, "tls", &["--ca", &ca]);
+    // A plain-text client gets no STOMP session on the TLS port.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr("stomp")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"CONNECT\naccept-version:1.2\n\n\0").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("CONNECTED"));
+    assert!(d.log().contains("TLS handshake failed"), "{}", d.log());
+}
+
+#[test]
+fn bad_tls_files_are_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sb.yaml");
+    std::fs::write(
+        &config,
+        "tls:\n  stomp:\n    cert: missing.pem\n    key: missing.key\n",
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.stomp:") && err.contains("missing.pem: cannot read certificates"),
+        "{err}"
+    );
+}

@@ -248,3 +248,95 @@ fn one_error_frame_only() {
         "closed right after the one ERROR"
     );
 }
+
+#[test]
+fn a_slow_consumer_neither_slows_others_nor_grows_memory() {
+    let d = daemon_with("queues:\n  subscription_defaults:\n    max_length: 500\n");
+    // The slow one subscribes and never reads its socket.
+    let mut slow = Raw::login(&d, "0,0");
+    slow.send(b"SUBSCRIBE\nid:s\ndestination:/topic/firehose\nreceipt:r\n\n\0");
+    assert!(
+        slow.frame(Duration::from_secs(5))
+            .unwrap()
+            .starts_with("RECEIPT")
+    );
+    let mut fast = Raw::login(&d, "0,0");
+    fast.send(b"SUBSCRIBE\nid:f\ndestination:/topic/firehose\nreceipt:r\n\n\0");
+    assert!(
+        fast.frame(Duration::from_secs(5))
+            .unwrap()
+            .starts_with("RECEIPT")
+    );
+
+    const N: usize = 5000;
+    let addr = d.addr("stomp");
+    let publisher = std::thread::spawn(move || {
+        let mut r = Raw {
+            s: TcpStream::connect(addr).unwrap(),
+            buf: Vec::new(),
+        };
+        r.s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        r.send(b"CONNECT\naccept-version:1.2\n\n\0");
+        assert!(
+            r.frame(Duration::from_secs(10))
+                .unwrap()
+                .starts_with("CONNECTED")
+        );
+        let body = "x".repeat(1024);
+        // Paced by receipts (the core accepted each batch), as a real producer would be.
+        for chunk in 0..N / 100 {
+            let mut batch = Vec::new();
+            for i in 0..100 {
+                batch.extend_from_slice(
+                    format!(
+                        "SEND\ndestination:/topic/firehose\nn:{}\n\n{body}\0",
+                        chunk * 100 + i
+                    )
+                    .as_bytes(),
+                );
+            }
+            batch.extend_from_slice(
+                format!("SEND\ndestination:/topic/firehose\nreceipt:{chunk}\n\nmark\0").as_bytes(),
+            );
+            r.send(&batch);
+            let receipt = r.frame(Duration::from_secs(30)).unwrap();
+            assert!(
+                receipt.contains(&format!("receipt-id:{chunk}")),
+                "{receipt}"
+            );
+        }
+    });
+    let mut got = 0;
+    while got < N + N / 100 {
+        let f = fast
+            .frame(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("fast subscriber closed after {got}"));
+        assert!(f.starts_with("MESSAGE"));
+        got += 1;
+    }
+    publisher.join().unwrap();
+    let (_, v) = common::http_json(d.addr("admin"), "GET", "/queues");
+    let subs: Vec<&serde_json::Value> = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["name"].as_str().unwrap().starts_with("$sb.sub."))
+        .collect();
+    assert_eq!(subs.len(), 2, "{v}");
+    let slow_q = subs
+        .iter()
+        .find(|q| q["dropped"].as_u64().unwrap() > 0)
+        .expect("the slow subscription dropped its oldest");
+    assert!(
+        subs.iter()
+            .any(|q| q["dropped"] == 0 && q["delivered"].as_u64() == Some((N + N / 100) as u64)),
+        "the fast one lost nothing: {v}"
+    );
+    assert!(
+        slow_q["ready"].as_u64().unwrap() <= 500,
+        "bounded: {slow_q}"
+    );
+    assert!(d.log().contains("message dropped"), "drops are logged");
+    drop(slow);
+}

@@ -53,6 +53,8 @@ pub struct Settings {
     /// Users, passwords, permissions, anonymous policy (all listeners).
     pub auth: Arc<Auth>,
     pub stomp: StompSettings,
+    /// TLS acceptors by listener name.
+    pub tls: BTreeMap<String, crate::tls::Tls>,
 }
 
 /// A configuration error, with the file position when known.
@@ -83,6 +85,7 @@ impl Settings {
             reload_debounce: Duration::from_millis(200),
             auth: Arc::new(Auth::default()),
             stomp: StompSettings::default(),
+            tls: BTreeMap::new(),
         }
     }
 
@@ -339,6 +342,19 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             );
         }
         s.auth = Arc::new(auth);
+    }
+    for (name, t) in raw.tls {
+        match name.as_str() {
+            "stomp" => match crate::tls::acceptor(&base.join(&t.cert), &base.join(&t.key)) {
+                Ok(a) => {
+                    s.tls.insert(name, crate::tls::Tls(a));
+                }
+                Err(e) => errors.push(ConfigError(format!("{shown}: tls.{name}: {e}"))),
+            },
+            other => errors.push(ConfigError(format!(
+                "{shown}: tls.{other}: TLS is available on the `stomp` listener; terminate TLS for WebSocket and admin listeners in front of the router"
+            ))),
+        }
     }
     if let Some(st) = raw.stomp {
         let d = &mut s.stomp;

@@ -21,6 +21,9 @@ pub struct RawSettings {
     pub links: BTreeMap<String, RawLink>,
     pub log: Option<RawLog>,
     pub auth: Option<RawAuth>,
+    /// Listener name → certificate and key: that listener speaks TLS.
+    #[serde(default)]
+    pub tls: BTreeMap<String, RawTls>,
     pub stomp: Option<RawStomp>,
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
@@ -99,4 +102,13 @@ pub struct RawStomp {
     pub max_connections: Option<usize>,
     /// Prefetch of subscriptions without a `prefetch-count` header.
     pub prefetch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
 }

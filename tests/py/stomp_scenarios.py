@@ -16,7 +16,7 @@ from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
 import stomp  # noqa: E402
 from stomp.exception import ConnectFailedException  # noqa: E402
 
-args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--user"), p.add_argument("--password")))
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--user"), p.add_argument("--password"), p.add_argument("--ca")))
 HP = [(args.host, args.port)]
 T = args.timeout
 
@@ -343,8 +343,25 @@ def auth():
     print("ok")
 
 
+def tls():
+    """STOMP over TLS, the certificate verified against the test CA."""
+    c = stomp.Connection12(HP)
+    c.set_ssl(for_hosts=HP, ca_certs=args.ca)
+    col = Collector()
+    c.set_listener("c", col)
+    c.connect(wait=True)
+    q = f"/queue/{uniq('tls')}"
+    c.subscribe(q, id="s", ack="auto")
+    c.send(q, "secret", receipt="r")
+    col.wait_receipt("r")
+    col.wait_messages(1)
+    expect(col.bodies() == ["secret"], f"{col.bodies()}")
+    c.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
-                                     transactions, temp_reply_queue, topics, competing_consumers, auth]}
+                                     transactions, temp_reply_queue, topics, competing_consumers, auth, tls]}
 
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}; known: {', '.join(SCENARIOS)}")

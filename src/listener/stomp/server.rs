@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,15 +20,15 @@ use super::session::{self, Shared};
 use super::ws::WsTransport;
 use crate::listener::{accept_loop, next_connection_id};
 
-/// Serves STOMP over TCP until `cancel` fires.
+/// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     let max = shared.settings.max_connections;
-    let t2 = tracker.clone();
     let c2 = cancel.clone();
     accept_loop(
         listener,
@@ -38,19 +39,41 @@ pub async fn serve_tcp(
         move |stream, peer, id, permit| {
             let shared = Arc::clone(&shared);
             let cancel = c2.clone();
-            let _ = &t2;
+            let tls = tls.clone();
             async move {
-                let framed = Framed::new(stream, StompCodec::new(shared.settings.limits));
-                match permit {
-                    Some(_permit) => {
-                        session::run(framed, shared, id, peer.to_string(), cancel).await
+                let codec = StompCodec::new(shared.settings.limits);
+                let peer = peer.to_string();
+                let Some(acceptor) = tls else {
+                    return serve_one(Framed::new(stream, codec), shared, id, peer, cancel, permit)
+                        .await;
+                };
+                match tokio::time::timeout(shared.settings.connect_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => {
+                        serve_one(Framed::new(s, codec), shared, id, peer, cancel, permit).await
                     }
-                    None => session::refuse(framed, "connection limit reached").await,
+                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!("TLS handshake timed out"),
                 }
             }
         },
     )
     .await;
+}
+
+async fn serve_one<T: session::Transport>(
+    t: T,
+    shared: Arc<Shared>,
+    id: u64,
+    peer: String,
+    cancel: CancellationToken,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    match permit {
+        Some(_permit) => session::run(t, shared, id, peer, cancel).await,
+        None => session::refuse(t, "connection limit reached").await,
+    }
 }
 
 #[derive(Clone)]
