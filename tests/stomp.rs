@@ -133,7 +133,11 @@ fn tls() {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("CONNECTED"));
-    assert!(d.log().contains("TLS handshake failed"), "{}", d.log());
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "the failed handshake in the log",
+        || d.log().contains("TLS handshake failed").then_some(()),
+    );
 }
 
 #[test]
