@@ -1,0 +1,287 @@
+//! STOMP throughput and latency, Switchboard side by side with RabbitMQ's STOMP plugin,
+//! driven by the same load generator in the same run (not a test).
+//!
+//! Run with `scripts/bench stomp` (starts RabbitMQ when it is not answering), or
+//! `cargo bench --bench stomp` with RabbitMQ's STOMP on 127.0.0.1:61623 (guest/guest).
+//! Scenarios: queue 1→1 and topic 1→10, 100-byte and 4 KiB bodies. Each publisher is
+//! closed-loop (sends as fast as the broker accepts; TCP backpressure applies), each
+//! message carries its send time, and subscribers measure end-to-end latency.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use switchboard::listener::stomp::codec::{Incoming, Outgoing, StompCodec};
+use switchboard::listener::stomp::frame::{Command as Cmd, Frame, Version};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+type Conn = Framed<TcpStream, StompCodec>;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn connect(addr: SocketAddr, login: Option<(&str, &str)>) -> Conn {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    s.set_nodelay(true).ok();
+    let mut c = Framed::new(s, StompCodec::default());
+    let mut f = Frame::new(Cmd::Connect)
+        .with_header("accept-version", "1.2")
+        .with_header("host", "/");
+    if let Some((l, p)) = login {
+        f = f.with_header("login", l).with_header("passcode", p);
+    }
+    c.send(Outgoing::Frame(f)).await.expect("send CONNECT");
+    loop {
+        match c.next().await {
+            Some(Ok(Incoming::Frame(f))) if f.command == Cmd::Connected => break,
+            Some(Ok(Incoming::HeartBeat)) => continue,
+            other => panic!("no CONNECTED: {other:?}"),
+        }
+    }
+    c.codec_mut().set_version(Version::V1_2);
+    c
+}
+
+async fn receipt(c: &mut Conn, id: &str) {
+    loop {
+        match c.next().await {
+            Some(Ok(Incoming::Frame(f)))
+                if f.command == Cmd::Receipt && f.header("receipt-id") == Some(id) =>
+            {
+                return;
+            }
+            Some(Ok(Incoming::Frame(f))) if f.command == Cmd::Error => {
+                panic!("ERROR: {:?} {:?}", f.headers, f.body)
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no RECEIPT: {other:?}"),
+        }
+    }
+}
+
+struct Outcome {
+    msgs_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scenario(
+    addr: SocketAddr,
+    login: Option<(&str, &str)>,
+    topic: bool,
+    subs: usize,
+    size: usize,
+    n: usize,
+    rate: Option<u64>,
+    tag: &str,
+) -> Outcome {
+    let dest = if topic {
+        format!("/topic/bench.{tag}")
+    } else {
+        format!("/queue/bench.{tag}")
+    };
+    let mut consumers = Vec::new();
+    for i in 0..subs {
+        let mut c = connect(addr, login).await;
+        let f = Frame::new(Cmd::Subscribe)
+            .with_header("id", format!("s{i}"))
+            .with_header("destination", dest.as_str())
+            .with_header("ack", "auto")
+            .with_header("receipt", "sub");
+        c.send(Outgoing::Frame(f)).await.unwrap();
+        receipt(&mut c, "sub").await;
+        consumers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n);
+            let mut got = 0;
+            while got < n {
+                match tokio::time::timeout(Duration::from_secs(30), c.next()).await {
+                    Ok(Some(Ok(Incoming::Frame(f)))) if f.command == Cmd::Message => {
+                        got += 1;
+                        if let Some(t) = f.header("t").and_then(|t| t.parse::<u64>().ok()) {
+                            lat.push(now_ns().saturating_sub(t));
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("subscriber stopped after {got}: {other:?}"),
+                }
+            }
+            (Instant::now(), lat)
+        }));
+    }
+    let mut p = connect(addr, login).await;
+    let body = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    // Open loop: batches of 10 on a fixed schedule, for latency at a sustainable rate.
+    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
+    for i in 0..n {
+        if let Some(p) = pace
+            && i % 10 == 0
+        {
+            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
+        }
+        let mut f = Frame::new(Cmd::Send)
+            .with_header("destination", dest.as_str())
+            .with_header("t", now_ns().to_string())
+            .with_body(body.clone());
+        if i + 1 == n {
+            f = f.with_header("receipt", "end");
+        }
+        p.feed(Outgoing::Frame(f)).await.unwrap();
+        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
+            SinkExt::<Outgoing>::flush(&mut p).await.unwrap();
+        }
+    }
+    SinkExt::<Outgoing>::flush(&mut p).await.unwrap();
+    receipt(&mut p, "end").await;
+    let mut lat = Vec::new();
+    let mut end = start;
+    for c in consumers {
+        let (t, l) = c.await.unwrap();
+        end = end.max(t);
+        lat.extend(l);
+    }
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Outcome {
+        msgs_per_s: (n * subs) as f64 / (end - start).as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+struct Router(Child);
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_router() -> (Router, SocketAddr) {
+    let dir = std::env::temp_dir().join(format!("sb-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(dir.join("routes"));
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "run",
+            "--listen",
+            "admin=off",
+            "--listen",
+            "stomp=127.0.0.1:0",
+            "--listen",
+            "stomp-ws=off",
+            "--routes",
+        ])
+        .arg(dir.join("routes"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switchboard");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            let addr = v["listeners"]["stomp"].as_str().unwrap().parse().unwrap();
+            return (Router(child), addr);
+        }
+        assert!(Instant::now() < deadline, "switchboard did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rabbit: SocketAddr = std::env::var("RABBITMQ_STOMP")
+        .unwrap_or_else(|_| "127.0.0.1:61623".into())
+        .parse()
+        .unwrap();
+    let rabbit_up = std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
+    let (router, addr) = start_router();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "STOMP benchmark: Switchboard {addr} vs RabbitMQ STOMP {rabbit}{}",
+        if rabbit_up {
+            ""
+        } else {
+            " (NOT RUNNING: ratios omitted)"
+        }
+    );
+    println!(
+        "{:<22} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
+        "scenario", "sb msg/s", "p50 µs", "p99 µs", "rmq msg/s", "p50 µs", "p99 µs", "ratio"
+    );
+    type Case = (&'static str, bool, usize, usize, usize, Option<u64>);
+    let cases: &[Case] = &[
+        ("queue 1→1, 100 B", false, 1, 100, 100_000, None),
+        ("queue 1→1, 4 KiB", false, 1, 4096, 30_000, None),
+        ("topic 1→10, 100 B", true, 10, 100, 20_000, None),
+        ("topic 1→10, 4 KiB", true, 10, 4096, 5_000, None),
+        ("queue 1→1 @5k/s", false, 1, 100, 20_000, Some(5_000)),
+        ("topic 1→10 @2k/s", true, 10, 100, 8_000, Some(2_000)),
+    ];
+    for (i, (name, topic, subs, size, n, rate)) in cases.iter().enumerate() {
+        let tag = format!("{i}{}", std::process::id());
+        let sb = rt.block_on(scenario(addr, None, *topic, *subs, *size, *n, *rate, &tag));
+        let line_sb = format!(
+            "{:>12.0} {:>9.0} {:>9.0}",
+            sb.msgs_per_s, sb.p50_us, sb.p99_us
+        );
+        if rabbit_up {
+            let rq = rt.block_on(scenario(
+                rabbit,
+                Some(("guest", "guest")),
+                *topic,
+                *subs,
+                *size,
+                *n,
+                *rate,
+                &tag,
+            ));
+            println!(
+                "{:<22} {line_sb}   {:>12.0} {:>9.0} {:>9.0}   {:>6.2}×",
+                name,
+                rq.msgs_per_s,
+                rq.p50_us,
+                rq.p99_us,
+                sb.msgs_per_s / rq.msgs_per_s
+            );
+        } else {
+            println!("{name:<22} {line_sb}");
+        }
+    }
+    println!(
+        "switchboard RSS after the run: {} MiB",
+        rss_kb(router.0.id()) / 1024
+    );
+}
