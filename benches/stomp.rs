@@ -176,30 +176,32 @@ fn start_router() -> (Router, SocketAddr) {
     let _ = std::fs::create_dir_all(dir.join("routes"));
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "run",
-            "--listen",
-            "admin=off",
-            "--listen",
-            "stomp=127.0.0.1:0",
-            "--listen",
-            "stomp-ws=off",
-            "--routes",
-        ])
-        .arg(dir.join("routes"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("SWITCHBOARD_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchboard");
+    let router = Router(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "run",
+                "--listen",
+                "admin=off",
+                "--listen",
+                "stomp=127.0.0.1:0",
+                "--listen",
+                "stomp-ws=off",
+                "--routes",
+            ])
+            .arg(dir.join("routes"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchboard"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(t) = std::fs::read_to_string(&ready) {
             let v: serde_json::Value = serde_json::from_str(&t).unwrap();
             let addr = v["listeners"]["stomp"].as_str().unwrap().parse().unwrap();
-            return (Router(child), addr);
+            return (router, addr);
         }
         assert!(Instant::now() < deadline, "switchboard did not start");
         std::thread::sleep(Duration::from_millis(20));
