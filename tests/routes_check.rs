@@ -137,3 +137,24 @@ fn a_missing_directory_is_an_error() {
         "{text}"
     );
 }
+
+#[test]
+fn target_names_cannot_hold_wildcards() {
+    let (code, out) = check(&[(
+        "w.yaml",
+        "routes:
+  - name: w
+    from: { topic: \"in.*\" }
+    to: [ { queue: \"a.*\" }, { mqtt: \"a/+\" }, { stomp: \"/queue/x.#\" }, { queue: \"ok.{1}.{header:h}\" } ]
+",
+    )]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "w.yaml:4:11: route `w`: invalid queue name `a.*`: wildcard `*` is only allowed in subscription patterns
+w.yaml:4:29: route `w`: an MQTT topic name must not contain `+`, `#` or NUL: `a/+`
+w.yaml:4:46: route `w`: invalid queue name `x.#`: wildcard `#` is only allowed in subscription patterns
+3 errors
+"
+    );
+}

@@ -687,10 +687,16 @@ impl Core {
 
     fn forward_dead_hops(&self, from: &Queue, dead: Vec<DeadLetter>, hops: u8) {
         for d in dead {
-            let target = from.options().dead_letter.as_ref().filter(|t| {
-                !matches!(t, Destination::Queue(n) if **n == *from.name())
-                    && hops < MAX_DEAD_LETTER_HOPS
-            });
+            let target = from
+                .options()
+                .dead_letter
+                .as_ref()
+                .filter(|t| !matches!(t, Destination::Queue(n) if **n == *from.name()));
+            if target.is_some() && hops >= MAX_DEAD_LETTER_HOPS {
+                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
+                continue;
+            }
             let Some(target) = target else {
                 from.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 if d.reason == DeadReason::Expired {

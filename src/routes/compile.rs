@@ -445,9 +445,7 @@ impl Compiler<'_> {
         t: &Template,
         what: &str,
     ) -> bool {
-        let probe = t
-            .as_pattern(&|_| false, Grammar::Dot)
-            .replace(['*', '#'], "x");
+        let probe = t.probe();
         match validate_name(&probe) {
             Ok(()) => true,
             Err(e) => {
@@ -489,8 +487,13 @@ impl Compiler<'_> {
             TargetSpec::Stomp(d) => {
                 if let Some(q) = d.strip_prefix("/queue/") {
                     let tpl = self.template(file, at, route, q, captures)?;
-                    self.check_name(file, at, route, &tpl, "queue name")
-                        .then_some(Target::Queue(tpl))
+                    if !self.check_name(file, at, route, &tpl, "queue name") {
+                        return None;
+                    }
+                    if tpl.is_literal() {
+                        self.check_queue_known(file, at, route, q);
+                    }
+                    Some(Target::Queue(tpl))
                 } else if let Some(n) = d.strip_prefix("/topic/") {
                     let tpl = self.template(file, at, route, n, captures)?;
                     self.check_name(file, at, route, &tpl, "topic name")
@@ -507,9 +510,7 @@ impl Compiler<'_> {
             }
             TargetSpec::Mqtt(topic) => {
                 let tpl = self.template(file, at, route, topic, captures)?;
-                let probe = tpl
-                    .as_pattern(&|_| false, Grammar::Slash)
-                    .replace(['+', '#'], "x");
+                let probe = tpl.probe();
                 if let Err(e) = mqtt_names::validate_topic(&probe) {
                     self.err(file, at, route, e);
                     return None;
