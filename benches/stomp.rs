@@ -186,6 +186,10 @@ fn start_router() -> (Router, SocketAddr) {
                 "stomp=127.0.0.1:0",
                 "--listen",
                 "stomp-ws=off",
+                "--listen",
+                "mqtt=off",
+                "--listen",
+                "mqtt-ws=off",
                 "--routes",
             ])
             .arg(dir.join("routes"))

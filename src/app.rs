@@ -89,6 +89,8 @@ pub async fn run(
     spawn_sighup(&tracker, Arc::clone(&store), shutdown.clone());
 
     let mut bound = BTreeMap::new();
+    // One MQTT state (sessions, retained messages) shared by the TCP and WebSocket listeners.
+    let mut mqtt_state: Option<Arc<crate::listener::mqtt::state::MqttState>> = None;
     for (name, addr) in &settings.listeners {
         let listener = TcpListener::bind(addr)
             .await
@@ -137,6 +139,27 @@ pub async fn run(
                 } else {
                     tracker.spawn(crate::listener::stomp::server::serve_ws(
                         listener, shared, cancel, t,
+                    ));
+                }
+            }
+            "mqtt" | "mqtt-ws" => {
+                let state = Arc::clone(mqtt_state.get_or_insert_with(|| {
+                    Arc::new(crate::listener::mqtt::state::MqttState::new(
+                        router.clone(),
+                        Arc::clone(&settings.auth),
+                        settings.mqtt.clone(),
+                    ))
+                }));
+                let loopback = local.ip().is_loopback();
+                let cancel = shutdown.clone();
+                let t = tracker.clone();
+                if name == "mqtt" {
+                    tracker.spawn(crate::listener::mqtt::server::serve_tcp(
+                        listener, state, loopback, cancel, t,
+                    ));
+                } else {
+                    tracker.spawn(crate::listener::mqtt::server::serve_ws(
+                        listener, state, loopback, cancel, t,
                     ));
                 }
             }

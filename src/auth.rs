@@ -123,6 +123,16 @@ impl Principal {
             .any(|r| r.kind_ok(k) && r.pattern.matches(d.name()))
     }
 
+    /// May receive a message published to `d` (checked again on every delivery path:
+    /// retained and resumed-session messages included).
+    pub fn can_read(&self, d: &Destination) -> bool {
+        let k = kind_of(d);
+        self.perms.subscribe.iter().any(|r| {
+            r.kind_ok(k)
+                && (r.pattern.matches(d.name()) || covers(r.pattern.levels(), &[Level::Many]))
+        })
+    }
+
     /// May subscribe to every name `pattern` (internal grammar) can match.
     pub fn can_subscribe(&self, kind: Kind, pattern: &Pattern) -> bool {
         self.perms

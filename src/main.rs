@@ -29,7 +29,7 @@ enum Command {
         #[arg(long)]
         routes: Option<PathBuf>,
         /// Listener address override, NAME=HOST:PORT (port 0 = any free port) or
-        /// NAME=off; repeatable. Names: admin, stomp, stomp-ws.
+        /// NAME=off; repeatable. Names: admin, stomp, stomp-ws, mqtt, mqtt-ws.
         #[arg(long = "listen", value_name = "NAME=HOST:PORT")]
         listen: Vec<String>,
         /// Log format.

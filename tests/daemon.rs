@@ -98,16 +98,8 @@ fn refuses_to_start_on_broken_routes_with_every_error() {
     )
     .unwrap();
     let out = Command::new(common::BIN)
-        .args([
-            "run",
-            "--listen",
-            "admin=127.0.0.1:0",
-            "--listen",
-            "stomp=off",
-            "--listen",
-            "stomp-ws=off",
-            "--routes",
-        ])
+        .args(["run", "--listen", "admin=127.0.0.1:0", "--routes"])
+        .args(common::OTHER_LISTENERS_OFF)
         .arg(dir.path().join("routes"))
         .output()
         .unwrap();
@@ -132,6 +124,7 @@ fn a_taken_port_names_the_listener_and_the_override() {
             "--listen",
             &format!("admin={addr}"),
         ])
+        .args(common::OTHER_LISTENERS_OFF)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -152,7 +145,7 @@ fn bad_command_lines_are_explained() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: unknown listener `smtp` (known: admin, stomp, stomp-ws)"
+        "error: unknown listener `smtp` (known: admin, stomp, stomp-ws, mqtt, mqtt-ws)"
     );
     let help = Command::new(common::BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::auth::{Auth, Permissions, Rule, User};
 use crate::core::{CoreConfig, Destination, QueueOptions};
+use crate::listener::mqtt::state::MqttSettings;
 use crate::listener::stomp::session::StompSettings;
 use crate::routes::{CompileContext, LinkKind};
 
@@ -23,6 +24,8 @@ pub const LISTENERS: &[(&str, &str)] = &[
     ("admin", "127.0.0.1:8161"),
     ("stomp", "127.0.0.1:61613"),
     ("stomp-ws", "127.0.0.1:61614"),
+    ("mqtt", "127.0.0.1:1883"),
+    ("mqtt-ws", "127.0.0.1:8083"),
 ];
 
 /// Log output format.
@@ -53,6 +56,7 @@ pub struct Settings {
     /// Users, passwords, permissions, anonymous policy (all listeners).
     pub auth: Arc<Auth>,
     pub stomp: StompSettings,
+    pub mqtt: MqttSettings,
     /// TLS acceptors by listener name.
     pub tls: BTreeMap<String, crate::tls::Tls>,
 }
@@ -85,6 +89,7 @@ impl Settings {
             reload_debounce: Duration::from_millis(200),
             auth: Arc::new(Auth::default()),
             stomp: StompSettings::default(),
+            mqtt: MqttSettings::default(),
             tls: BTreeMap::new(),
         }
     }
@@ -386,6 +391,24 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         }
         if let Some(v) = st.prefetch {
             d.default_prefetch = v.max(1);
+        }
+    }
+    if let Some(m) = raw.mqtt {
+        let d = &mut s.mqtt;
+        if let Some(v) = m.max_packet_size {
+            d.max_packet_size = v;
+        }
+        if let Some(v) = m.max_inflight {
+            d.max_inflight = v.max(1);
+        }
+        if let Some(v) = m.max_queued {
+            d.max_queued = v.max(1);
+        }
+        if let Some(v) = m.max_retained {
+            d.max_retained = v;
+        }
+        if let Some(v) = m.max_connections {
+            d.max_connections = v;
         }
     }
     if let Some(l) = raw.log {

@@ -25,6 +25,7 @@ pub struct RawSettings {
     #[serde(default)]
     pub tls: BTreeMap<String, RawTls>,
     pub stomp: Option<RawStomp>,
+    pub mqtt: Option<RawMqtt>,
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
 }
@@ -111,4 +112,16 @@ pub struct RawTls {
     pub cert: String,
     /// PEM private key.
     pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub max_packet_size: Option<u32>,
+    /// QoS 1/2 messages in flight to one client (its Receive Maximum caps it further).
+    pub max_inflight: Option<u16>,
+    /// Messages kept per session while the client is offline or slow.
+    pub max_queued: Option<usize>,
+    pub max_retained: Option<usize>,
+    pub max_connections: Option<usize>,
 }

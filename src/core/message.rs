@@ -160,6 +160,11 @@ pub struct Message {
     pub priority: u8,
     /// Persistent messages are written to the store when their destination is durable.
     pub persistent: bool,
+    /// Delivery guarantee the publisher asked for: 0 at most once, 1 at least once,
+    /// 2 exactly once. Protocols without the notion publish at 1 (the router accepted
+    /// the message and passes it on at least once). A subscriber gets the lower of this
+    /// and its own.
+    pub qos: u8,
     /// Who published it.
     pub origin: Origin,
 }
@@ -239,6 +244,7 @@ impl Message {
             expiry: None,
             priority: 4,
             persistent: false,
+            qos: 1,
             origin: Origin::internal(),
         }
     }

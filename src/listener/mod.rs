@@ -2,7 +2,9 @@
 //! semaphore; over it the protocol's refusal is sent and the socket closed), a tracing
 //! span per connection, and shutdown by one cancellation token.
 
+pub mod mqtt;
 pub mod stomp;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,7 +58,14 @@ pub async fn accept_loop<F, Fut>(
             tracing::warn!(protocol, %peer, max_connections, "connection limit reached; refusing");
         }
         let id = next_connection_id();
-        let span = tracing::info_span!("conn", protocol, id, %peer, user = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "conn",
+            protocol,
+            id,
+            %peer,
+            client_id = tracing::field::Empty,
+            user = tracing::field::Empty
+        );
         tracker.spawn(handle(stream, peer, id, permit).instrument(span));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod escape;
+pub mod mqtt;
 pub mod mqtt_names;
 pub mod stomp;
 pub mod stomp_names;

@@ -5,6 +5,29 @@
 //! `sensors/v1.2/temp` ⇄ `sensors.v1%2E2.temp`. In filters `+` becomes `*` and `#` stays `#`.
 
 use super::escape::{escape_level, unescape_level};
+use crate::core::Destination;
+
+/// MQTT topics under this prefix address internal *queues*: `$queue/NAME` is the queue
+/// NAME (verbatim, internal spelling). This lets an MQTT client send to a queue, and
+/// answer a request whose reply address is a queue (a STOMP temp queue, an AMQP reply
+/// queue).
+pub const QUEUE_PREFIX: &str = "$queue/";
+
+/// MQTT topic name → internal destination.
+pub fn topic_to_destination(topic: &str) -> Destination {
+    match topic.strip_prefix(QUEUE_PREFIX) {
+        Some(q) => Destination::queue(q),
+        None => Destination::topic(&topic_to_internal(topic)),
+    }
+}
+
+/// Internal destination → MQTT topic name.
+pub fn destination_to_topic(d: &Destination) -> String {
+    match d {
+        Destination::Queue(q) => format!("{QUEUE_PREFIX}{q}"),
+        Destination::Topic(t) => internal_to_topic(t),
+    }
+}
 
 /// MQTT topic name (no wildcards) → internal topic name.
 pub fn topic_to_internal(topic: &str) -> String {
@@ -83,6 +106,23 @@ mod tests {
         assert_eq!(i, "sensors.v1%2E2.temp");
         assert_eq!(internal_to_topic(&i), t);
         assert_eq!(internal_to_topic(&topic_to_internal("/a//b")), "/a//b");
+    }
+
+    #[test]
+    fn queue_prefix() {
+        assert_eq!(
+            topic_to_destination("$queue/orders.eu"),
+            Destination::queue("orders.eu")
+        );
+        assert_eq!(topic_to_destination("a/b.c"), Destination::topic("a.b%2Ec"));
+        assert_eq!(
+            destination_to_topic(&Destination::queue("r.1")),
+            "$queue/r.1"
+        );
+        assert_eq!(
+            destination_to_topic(&Destination::topic("a.b%2Ec")),
+            "a/b.c"
+        );
     }
 
     #[test]

@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// Turns off every listener but admin (tests that run the binary themselves must not
+/// take the default ports).
+pub const OTHER_LISTENERS_OFF: &[&str] = &[
+    "--listen",
+    "stomp=off",
+    "--listen",
+    "stomp-ws=off",
+    "--listen",
+    "mqtt=off",
+    "--listen",
+    "mqtt-ws=off",
+];
+
 /// A running daemon.
 pub struct Daemon {
     pub child: Child,
@@ -45,6 +58,10 @@ impl Daemon {
             "stomp=127.0.0.1:0".into(),
             "--listen".into(),
             "stomp-ws=127.0.0.1:0".into(),
+            "--listen".into(),
+            "mqtt=127.0.0.1:0".into(),
+            "--listen".into(),
+            "mqtt-ws=127.0.0.1:0".into(),
             "--ready-file".into(),
             ready.display().to_string(),
         ];

@@ -2,10 +2,9 @@
 //!
 //! `codec` turns bytes into frames (hand-written: no maintained server-side STOMP crate
 //! exists), `session` runs the protocol state machine against the router and the core,
-//! `ws` adapts a WebSocket to the same frame stream.
+//! `crate::listener::ws` adapts a WebSocket to the same frame stream.
 
 pub mod codec;
 pub mod frame;
 pub mod server;
 pub mod session;
-pub mod ws;

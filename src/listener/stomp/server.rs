@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::codec::StompCodec;
 use super::session::{self, Shared};
-use super::ws::WsTransport;
+use crate::listener::ws::WsFramed;
 use crate::listener::{accept_loop, next_connection_id};
 
 /// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
@@ -127,7 +127,7 @@ async fn upgrade(
             let shared = Arc::clone(&st.shared);
             let cancel = st.cancel.clone();
             let fut = async move {
-                let t = WsTransport::new(socket, StompCodec::new(shared.settings.limits));
+                let t = WsFramed::new(socket, StompCodec::new(shared.settings.limits), true);
                 match permit {
                     Some(_permit) => session::run(t, shared, id, peer.to_string(), cancel).await,
                     None => session::refuse(t, "connection limit reached").await,

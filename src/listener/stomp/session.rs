@@ -50,6 +50,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, StompCode
     }
 }
 
+impl Transport for crate::listener::ws::WsFramed<StompCodec> {
+    fn set_version(&mut self, v: Version) {
+        self.codec.set_version(v);
+    }
+}
+
 /// STOMP listener settings.
 #[derive(Debug, Clone)]
 pub struct StompSettings {

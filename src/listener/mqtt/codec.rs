@@ -1,0 +1,651 @@
+//! A thin wrapper around the `rmqtt-codec` crate: one port speaks MQTT 3.1.1 and 5.0.
+//! The first packet (CONNECT) selects the version; the session then sees one set of
+//! version-neutral packet types ([`In`], [`Out`]) so the protocol logic is written once.
+//! Keeping the crate behind this file means it can be swapped (for `mqtt5-protocol`, or a
+//! hand-written codec) without touching the session.
+
+use std::num::{NonZeroU16, NonZeroU32};
+
+use bytes::{Bytes, BytesMut};
+use rmqtt_codec::types::QoS;
+use rmqtt_codec::version::{ProtocolVersion, VersionCodec};
+use rmqtt_codec::{MqttCodec, MqttPacket, v3, v5};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The negotiated protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V3,
+    V5,
+}
+
+/// MQTT 5 publish properties (all empty for 3.1.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Props {
+    pub content_type: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    pub response_topic: Option<String>,
+    /// Message expiry interval, seconds.
+    pub expiry: Option<u32>,
+    pub user: Vec<(String, String)>,
+    /// Payload format indicator: the payload is UTF-8.
+    pub utf8: bool,
+    pub topic_alias: Option<u16>,
+    pub subscription_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub retain: bool,
+    pub qos: u8,
+    pub topic: String,
+    pub packet_id: Option<u16>,
+    pub payload: Bytes,
+    pub props: Props,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    pub publish: Publish,
+    /// Will delay interval, seconds (5.0).
+    pub delay: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub version: Version,
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    /// Session expiry interval, seconds (5.0; for 3.1.1: 0 with clean session, else "never").
+    pub session_expiry: u32,
+    pub receive_max: u16,
+    pub max_packet_size: Option<u32>,
+    pub topic_alias_max: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    pub will: Option<Will>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOpts {
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    /// 0 send retained at subscribe, 1 only for a new subscription, 2 never.
+    pub retain_handling: u8,
+}
+
+/// Packets from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum In {
+    Connect(Box<Connect>),
+    Publish(Box<Publish>),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        packet_id: u16,
+        subscription_id: Option<u32>,
+        filters: Vec<(String, SubOpts)>,
+    },
+    Unsubscribe {
+        packet_id: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect {
+        reason: u8,
+        session_expiry: Option<u32>,
+    },
+    /// A packet a client must not send (CONNACK, SUBACK, AUTH, …).
+    Unexpected(&'static str),
+}
+
+/// Packets to the client. Reason codes are MQTT 5 codes; for 3.1.1 they are mapped to
+/// what that version can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    ConnAck {
+        session_present: bool,
+        code: u8,
+        assigned_client_id: Option<String>,
+        server_keep_alive: Option<u16>,
+        receive_max: u16,
+        max_packet_size: Option<u32>,
+        session_expiry: Option<u32>,
+        reason: Option<String>,
+    },
+    Publish(Box<Publish>),
+    PubAck {
+        packet_id: u16,
+        code: u8,
+    },
+    PubRec {
+        packet_id: u16,
+        code: u8,
+    },
+    PubRel {
+        packet_id: u16,
+        code: u8,
+    },
+    PubComp {
+        packet_id: u16,
+        code: u8,
+    },
+    SubAck {
+        packet_id: u16,
+        codes: Vec<u8>,
+    },
+    UnsubAck {
+        packet_id: u16,
+        codes: Vec<u8>,
+    },
+    PingResp,
+    Disconnect {
+        code: u8,
+        reason: Option<String>,
+    },
+}
+
+/// Decode or protocol errors, with the MQTT 5 reason code to disconnect with.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("packet too large: {size} bytes, limit {max}")]
+    TooLarge { size: u32, max: u32 },
+    #[error("unsupported protocol: {0}")]
+    Protocol(String),
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CodecError {
+    /// The MQTT 5 DISCONNECT / CONNACK reason code for this error.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            Self::TooLarge { .. } => 0x95,
+            Self::Protocol(_) => 0x84,
+            _ => 0x81,
+        }
+    }
+}
+
+impl From<rmqtt_codec::error::DecodeError> for CodecError {
+    fn from(e: rmqtt_codec::error::DecodeError) -> Self {
+        use rmqtt_codec::error::DecodeError as D;
+        match e {
+            D::MaxSizeExceeded { size, max } => Self::TooLarge { size, max },
+            D::InvalidProtocol | D::UnsupportedProtocolLevel => Self::Protocol(e.to_string()),
+            D::Io(io) => Self::Io(std::io::Error::other(io.to_string())),
+            other => Self::Malformed(other.to_string()),
+        }
+    }
+}
+
+/// The codec: version detection first, then 3.1.1 or 5.0.
+#[derive(Debug)]
+pub struct Codec {
+    inner: MqttCodec,
+    max_in: u32,
+}
+
+impl Codec {
+    /// `max_in`: largest packet accepted from clients, in bytes.
+    pub fn new(max_in: u32) -> Self {
+        Self {
+            inner: MqttCodec::Version(VersionCodec),
+            max_in,
+        }
+    }
+
+    pub fn version(&self) -> Option<Version> {
+        match self.inner {
+            MqttCodec::V3(_) => Some(Version::V3),
+            MqttCodec::V5(_) => Some(Version::V5),
+            MqttCodec::Version(_) => None,
+        }
+    }
+
+    /// Largest packet the client accepts (5.0 Maximum Packet Size).
+    pub fn set_max_outbound(&mut self, max: u32) {
+        if let MqttCodec::V5(c) = &mut self.inner {
+            c.set_max_outbound_size(max);
+        }
+    }
+}
+
+fn s(b: &impl std::ops::Deref<Target = str>) -> String {
+    b.to_string()
+}
+
+fn qos(q: QoS) -> u8 {
+    match q {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+        QoS::ExactlyOnce => 2,
+    }
+}
+
+fn to_qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn pid(p: u16) -> NonZeroU16 {
+    NonZeroU16::new(p).unwrap_or(NonZeroU16::MIN)
+}
+
+fn publish_in(p: rmqtt_codec::types::Publish) -> Publish {
+    let props = p
+        .properties
+        .map(|pr| Props {
+            content_type: pr.content_type.as_ref().map(s),
+            correlation_data: pr.correlation_data,
+            response_topic: pr.response_topic.as_ref().map(s),
+            expiry: pr.message_expiry_interval.map(NonZeroU32::get),
+            user: pr
+                .user_properties
+                .iter()
+                .map(|(k, v)| (s(k), s(v)))
+                .collect(),
+            utf8: pr.is_utf8_payload,
+            topic_alias: pr.topic_alias.map(NonZeroU16::get),
+            subscription_ids: pr.subscription_ids.iter().map(|i| i.get()).collect(),
+        })
+        .unwrap_or_default();
+    Publish {
+        dup: p.dup,
+        retain: p.retain,
+        qos: qos(p.qos),
+        topic: s(&p.topic),
+        packet_id: p.packet_id.map(NonZeroU16::get),
+        payload: p.payload,
+        props,
+    }
+}
+
+fn publish_out(p: Publish, v5: bool) -> rmqtt_codec::types::Publish {
+    let props = v5.then(|| v5::PublishProperties {
+        topic_alias: p.props.topic_alias.and_then(NonZeroU16::new),
+        correlation_data: p.props.correlation_data,
+        message_expiry_interval: p.props.expiry.and_then(NonZeroU32::new),
+        content_type: p.props.content_type.map(Into::into),
+        user_properties: p
+            .props
+            .user
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+        is_utf8_payload: p.props.utf8,
+        response_topic: p.props.response_topic.map(Into::into),
+        subscription_ids: p
+            .props
+            .subscription_ids
+            .into_iter()
+            .filter_map(NonZeroU32::new)
+            .collect(),
+    });
+    rmqtt_codec::types::Publish {
+        dup: p.dup,
+        retain: p.retain,
+        qos: to_qos(p.qos),
+        topic: p.topic.into(),
+        packet_id: p.packet_id.and_then(NonZeroU16::new),
+        payload: p.payload,
+        properties: props,
+    }
+}
+
+fn v3_in(p: v3::Packet) -> In {
+    match p {
+        v3::Packet::Connect(c) => {
+            let will = c.last_will.map(|w| Will {
+                publish: Publish {
+                    dup: false,
+                    retain: w.retain,
+                    qos: qos(w.qos),
+                    topic: s(&w.topic),
+                    packet_id: None,
+                    payload: w.message,
+                    props: Props::default(),
+                },
+                delay: 0,
+            });
+            In::Connect(Box::new(Connect {
+                version: Version::V3,
+                clean_start: c.clean_session,
+                keep_alive: c.keep_alive,
+                session_expiry: if c.clean_session { 0 } else { u32::MAX },
+                receive_max: u16::MAX,
+                max_packet_size: None,
+                topic_alias_max: 0,
+                client_id: s(&c.client_id),
+                username: c.username.as_ref().map(s),
+                password: c.password,
+                will,
+            }))
+        }
+        v3::Packet::Publish(p) => In::Publish(Box::new(publish_in(*p))),
+        v3::Packet::PublishAck { packet_id } => In::PubAck(packet_id.get()),
+        v3::Packet::PublishReceived { packet_id } => In::PubRec(packet_id.get()),
+        v3::Packet::PublishRelease { packet_id } => In::PubRel(packet_id.get()),
+        v3::Packet::PublishComplete { packet_id } => In::PubComp(packet_id.get()),
+        v3::Packet::Subscribe {
+            packet_id,
+            topic_filters,
+        } => In::Subscribe {
+            packet_id: packet_id.get(),
+            subscription_id: None,
+            filters: topic_filters
+                .into_iter()
+                .map(|(f, q)| {
+                    (
+                        s(&f),
+                        SubOpts {
+                            qos: qos(q),
+                            no_local: false,
+                            retain_as_published: false,
+                            retain_handling: 0,
+                        },
+                    )
+                })
+                .collect(),
+        },
+        v3::Packet::Unsubscribe {
+            packet_id,
+            topic_filters,
+        } => In::Unsubscribe {
+            packet_id: packet_id.get(),
+            filters: topic_filters.iter().map(s).collect(),
+        },
+        v3::Packet::PingRequest => In::PingReq,
+        v3::Packet::Disconnect => In::Disconnect {
+            reason: 0,
+            session_expiry: None,
+        },
+        v3::Packet::ConnectAck(_) => In::Unexpected("CONNACK"),
+        v3::Packet::SubscribeAck { .. } => In::Unexpected("SUBACK"),
+        v3::Packet::UnsubscribeAck { .. } => In::Unexpected("UNSUBACK"),
+        v3::Packet::PingResponse => In::Unexpected("PINGRESP"),
+    }
+}
+
+fn v5_in(p: v5::Packet) -> In {
+    match p {
+        v5::Packet::Connect(c) => {
+            let will = c.last_will.map(|w| Will {
+                publish: Publish {
+                    dup: false,
+                    retain: w.retain,
+                    qos: qos(w.qos),
+                    topic: s(&w.topic),
+                    packet_id: None,
+                    payload: w.message,
+                    props: Props {
+                        content_type: w.content_type.as_ref().map(s),
+                        correlation_data: w.correlation_data,
+                        response_topic: w.response_topic.as_ref().map(s),
+                        expiry: w.message_expiry_interval.map(NonZeroU32::get),
+                        user: w
+                            .user_properties
+                            .iter()
+                            .map(|(k, v)| (s(k), s(v)))
+                            .collect(),
+                        utf8: w.is_utf8_payload.unwrap_or(false),
+                        topic_alias: None,
+                        subscription_ids: Vec::new(),
+                    },
+                },
+                delay: w.will_delay_interval_sec.unwrap_or(0),
+            });
+            In::Connect(Box::new(Connect {
+                version: Version::V5,
+                clean_start: c.clean_start,
+                keep_alive: c.keep_alive,
+                session_expiry: c.session_expiry_interval_secs,
+                receive_max: c.receive_max.map_or(u16::MAX, NonZeroU16::get),
+                max_packet_size: c.max_packet_size.map(NonZeroU32::get),
+                topic_alias_max: c.topic_alias_max,
+                client_id: s(&c.client_id),
+                username: c.username.as_ref().map(s),
+                password: c.password,
+                will,
+            }))
+        }
+        v5::Packet::Publish(p) => In::Publish(Box::new(publish_in(*p))),
+        v5::Packet::PublishAck(a) => In::PubAck(a.packet_id.get()),
+        v5::Packet::PublishReceived(a) => In::PubRec(a.packet_id.get()),
+        v5::Packet::PublishRelease(a) => In::PubRel(a.packet_id.get()),
+        v5::Packet::PublishComplete(a) => In::PubComp(a.packet_id.get()),
+        v5::Packet::Subscribe(sub) => In::Subscribe {
+            packet_id: sub.packet_id.get(),
+            subscription_id: sub.id.map(NonZeroU32::get),
+            filters: sub
+                .topic_filters
+                .into_iter()
+                .map(|(f, o)| {
+                    (
+                        s(&f),
+                        SubOpts {
+                            qos: qos(o.qos),
+                            no_local: o.no_local,
+                            retain_as_published: o.retain_as_published,
+                            retain_handling: u8::from(o.retain_handling),
+                        },
+                    )
+                })
+                .collect(),
+        },
+        v5::Packet::Unsubscribe(u) => In::Unsubscribe {
+            packet_id: u.packet_id.get(),
+            filters: u.topic_filters.iter().map(s).collect(),
+        },
+        v5::Packet::PingRequest => In::PingReq,
+        v5::Packet::Disconnect(d) => In::Disconnect {
+            reason: u8::from(d.reason_code),
+            session_expiry: d.session_expiry_interval_secs,
+        },
+        v5::Packet::ConnectAck(_) => In::Unexpected("CONNACK"),
+        v5::Packet::SubscribeAck(_) => In::Unexpected("SUBACK"),
+        v5::Packet::UnsubscribeAck(_) => In::Unexpected("UNSUBACK"),
+        v5::Packet::PingResponse => In::Unexpected("PINGRESP"),
+        v5::Packet::Auth(_) => In::Unexpected("AUTH"),
+    }
+}
+
+fn v3_connack_code(code: u8) -> v3::ConnectAckReason {
+    use v3::ConnectAckReason as R;
+    match code {
+        0 => R::ConnectionAccepted,
+        0x84 => R::UnacceptableProtocolVersion,
+        0x85 => R::IdentifierRejected,
+        0x86 => R::BadUserNameOrPassword,
+        0x87 => R::NotAuthorized,
+        _ => R::ServiceUnavailable,
+    }
+}
+
+fn v3_out(o: Out) -> Option<v3::Packet> {
+    Some(match o {
+        Out::ConnAck {
+            session_present,
+            code,
+            ..
+        } => v3::Packet::ConnectAck(v3::ConnectAck {
+            return_code: v3_connack_code(code),
+            session_present,
+        }),
+        Out::Publish(p) => v3::Packet::Publish(Box::new(publish_out(*p, false))),
+        Out::PubAck { packet_id, .. } => v3::Packet::PublishAck {
+            packet_id: pid(packet_id),
+        },
+        Out::PubRec { packet_id, .. } => v3::Packet::PublishReceived {
+            packet_id: pid(packet_id),
+        },
+        Out::PubRel { packet_id, .. } => v3::Packet::PublishRelease {
+            packet_id: pid(packet_id),
+        },
+        Out::PubComp { packet_id, .. } => v3::Packet::PublishComplete {
+            packet_id: pid(packet_id),
+        },
+        Out::SubAck { packet_id, codes } => v3::Packet::SubscribeAck {
+            packet_id: pid(packet_id),
+            status: codes
+                .into_iter()
+                .map(|c| {
+                    if c <= 2 {
+                        v3::SubscribeReturnCode::Success(to_qos(c))
+                    } else {
+                        v3::SubscribeReturnCode::Failure
+                    }
+                })
+                .collect(),
+        },
+        Out::UnsubAck { packet_id, .. } => v3::Packet::UnsubscribeAck {
+            packet_id: pid(packet_id),
+        },
+        Out::PingResp => v3::Packet::PingResponse,
+        // 3.1.1 has no server DISCONNECT: the connection is just closed.
+        Out::Disconnect { .. } => return None,
+    })
+}
+
+fn v5_out(o: Out) -> v5::Packet {
+    let reason = |r: Option<String>| r.map(Into::into);
+    match o {
+        Out::ConnAck {
+            session_present,
+            code,
+            assigned_client_id,
+            server_keep_alive,
+            receive_max,
+            max_packet_size,
+            session_expiry,
+            reason: why,
+        } => v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+            session_present,
+            reason_code: v5::ConnectAckReason::try_from(code)
+                .unwrap_or(v5::ConnectAckReason::UnspecifiedError),
+            assigned_client_id: assigned_client_id.map(Into::into),
+            server_keepalive_sec: server_keep_alive,
+            receive_max: NonZeroU16::new(receive_max).unwrap_or(NonZeroU16::MAX),
+            max_packet_size,
+            session_expiry_interval_secs: session_expiry,
+            reason_string: reason(why),
+            topic_alias_max: 16,
+            ..v5::ConnectAck::default()
+        })),
+        Out::Publish(p) => v5::Packet::Publish(Box::new(publish_out(*p, true))),
+        Out::PubAck { packet_id, code } => v5::Packet::PublishAck(v5::PublishAck {
+            packet_id: pid(packet_id),
+            reason_code: v5::PublishAckReason::try_from(code)
+                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::PubRec { packet_id, code } => v5::Packet::PublishReceived(v5::PublishAck {
+            packet_id: pid(packet_id),
+            reason_code: v5::PublishAckReason::try_from(code)
+                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::PubRel { packet_id, code } => v5::Packet::PublishRelease(v5::PublishAck2 {
+            packet_id: pid(packet_id),
+            reason_code: v5::PublishAck2Reason::try_from(code)
+                .unwrap_or(v5::PublishAck2Reason::PacketIdNotFound),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::PubComp { packet_id, code } => v5::Packet::PublishComplete(v5::PublishAck2 {
+            packet_id: pid(packet_id),
+            reason_code: v5::PublishAck2Reason::try_from(code)
+                .unwrap_or(v5::PublishAck2Reason::PacketIdNotFound),
+            properties: Vec::new(),
+            reason_string: None,
+        }),
+        Out::SubAck { packet_id, codes } => v5::Packet::SubscribeAck(v5::SubscribeAck {
+            packet_id: pid(packet_id),
+            properties: Vec::new(),
+            reason_string: None,
+            status: codes
+                .into_iter()
+                .map(|c| {
+                    v5::SubscribeAckReason::try_from(c)
+                        .unwrap_or(v5::SubscribeAckReason::UnspecifiedError)
+                })
+                .collect(),
+        }),
+        Out::UnsubAck { packet_id, codes } => v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+            packet_id: pid(packet_id),
+            properties: Vec::new(),
+            reason_string: None,
+            status: codes
+                .into_iter()
+                .map(|c| {
+                    v5::UnsubscribeAckReason::try_from(c)
+                        .unwrap_or(v5::UnsubscribeAckReason::UnspecifiedError)
+                })
+                .collect(),
+        }),
+        Out::PingResp => v5::Packet::PingResponse,
+        Out::Disconnect { code, reason: why } => v5::Packet::Disconnect(v5::Disconnect {
+            reason_code: v5::DisconnectReasonCode::try_from(code)
+                .unwrap_or(v5::DisconnectReasonCode::UnspecifiedError),
+            session_expiry_interval_secs: None,
+            server_reference: None,
+            reason_string: reason(why),
+            user_properties: Vec::new(),
+        }),
+    }
+}
+
+impl Decoder for Codec {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        if let MqttCodec::Version(v) = &mut self.inner {
+            // Peeks at the CONNECT header without consuming it.
+            let Some(version) = v.decode(src)? else {
+                return Ok(None);
+            };
+            self.inner = match version {
+                ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(self.max_in)),
+                ProtocolVersion::MQTT5 => MqttCodec::V5(v5::Codec::new(self.max_in, 0)),
+            };
+        }
+        Ok(match self.inner.decode(src)? {
+            Some((MqttPacket::V3(p), _)) => Some(v3_in(p)),
+            Some((MqttPacket::V5(p), _)) => Some(v5_in(p)),
+            Some((MqttPacket::Version(_), _)) | None => None,
+        })
+    }
+}
+
+impl Encoder<Out> for Codec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let packet = match self.inner {
+            MqttCodec::V3(_) => match v3_out(item) {
+                Some(p) => MqttPacket::V3(p),
+                None => return Ok(()),
+            },
+            MqttCodec::V5(_) => MqttPacket::V5(v5_out(item)),
+            MqttCodec::Version(_) => return Err(CodecError::Encode("no CONNECT yet".into())),
+        };
+        self.inner
+            .encode(packet, dst)
+            .map_err(|e| CodecError::Encode(e.to_string()))
+    }
+}

@@ -1,0 +1,115 @@
+//! Starting the MQTT listeners: TCP and WebSocket (`/mqtt`, subprotocol `mqtt`).
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::codec::Codec;
+use super::session;
+use super::state::MqttState;
+use crate::listener::ws::WsFramed;
+use crate::listener::{accept_loop, next_connection_id};
+
+/// Serves MQTT over TCP until `cancel` fires.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    state: Arc<MqttState>,
+    loopback: bool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let max = state.settings.max_connections;
+    let c2 = cancel.clone();
+    accept_loop(
+        listener,
+        "mqtt",
+        max,
+        cancel,
+        tracker,
+        move |stream, _peer, id, permit| {
+            let state = Arc::clone(&state);
+            let cancel = c2.clone();
+            async move {
+                // Over the limit: close at once (MQTT has nothing to say before CONNECT).
+                let Some(_permit) = permit else { return };
+                let framed = Framed::new(stream, Codec::new(state.settings.max_packet_size));
+                session::run(framed, state, id, loopback, cancel).await;
+            }
+        },
+    )
+    .await;
+}
+
+#[derive(Clone)]
+struct WsState {
+    state: Arc<MqttState>,
+    loopback: bool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+}
+
+/// Serves MQTT over WebSocket on `/mqtt` until `cancel` fires.
+pub async fn serve_ws(
+    listener: TcpListener,
+    state: Arc<MqttState>,
+    loopback: bool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    let st = WsState {
+        state,
+        loopback,
+        cancel: cancel.clone(),
+        tracker,
+        limit,
+    };
+    let app = axum::Router::new()
+        .route("/mqtt", get(upgrade))
+        .with_state(st);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "MQTT WebSocket listener failed");
+    }
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(st): State<WsState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> impl IntoResponse {
+    let max = st.state.settings.max_packet_size as usize + 16;
+    ws.protocols(["mqtt", "mqttv3.1"]).max_message_size(max).on_upgrade(move |socket| {
+        let id = next_connection_id();
+        let span = tracing::info_span!("conn", protocol = "mqtt-ws", id, %peer, client_id = tracing::field::Empty, user = tracing::field::Empty);
+        let permit = Arc::clone(&st.limit).try_acquire_owned().ok();
+        let state = Arc::clone(&st.state);
+        let cancel = st.cancel.clone();
+        let loopback = st.loopback;
+        let fut = async move {
+            let Some(_permit) = permit else { return };
+            let t = WsFramed::new(socket, Codec::new(state.settings.max_packet_size), false);
+            session::run(t, state, id, loopback, cancel).await;
+        }
+        .instrument(span);
+        let handle = st.tracker.spawn(fut);
+        async move {
+            let _ = handle.await;
+        }
+    })
+}

@@ -1,0 +1,1029 @@
+//! One MQTT connection: CONNECT (version, auth, session takeover and resumption), then
+//! PUBLISH flows at QoS 0/1/2 in both directions, SUBSCRIBE/UNSUBSCRIBE (wildcards,
+//! shared subscriptions, retained messages), keep-alive, will, DISCONNECT.
+//!
+//! Inbound, an acknowledgement (PUBACK, PUBREC) is sent only after the router accepted
+//! the message. Outbound, a message is acknowledged to the core when the client
+//! acknowledged it (PUBACK; PUBREC for QoS 2, after which the PUBREL/PUBCOMP exchange is
+//! tracked in the session), so a connection lost mid-flight gives the message back to
+//! the session queue, redelivered with DUP on the next connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{Codec, CodecError, Connect, In, Out, Publish, SubOpts, Version};
+use super::state::{Holder, MqttState, SessionData, Sub, session_queue, shared_queue};
+use crate::auth::{AuthError, Kind, Principal};
+use crate::core::{
+    ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
+};
+use crate::translate::mqtt::{
+    RETAIN_HEADER, delivery_topic, message_to_publish, publish_destination, publish_to_message,
+};
+use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
+
+/// A bidirectional MQTT packet stream (TCP `Framed` or a WebSocket adapter).
+pub trait Transport:
+    Stream<Item = Result<In, CodecError>> + Sink<Out, Error = CodecError> + Unpin + Send
+{
+    /// Limits outbound packets to the client's Maximum Packet Size.
+    fn set_max_outbound(&mut self, max: u32);
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, Codec> {
+    fn set_max_outbound(&mut self, max: u32) {
+        self.codec_mut().set_max_outbound(max);
+    }
+}
+
+impl Transport for crate::listener::ws::WsFramed<Codec> {
+    fn set_max_outbound(&mut self, max: u32) {
+        self.codec.set_max_outbound(max);
+    }
+}
+
+/// Reason codes used here (MQTT 5 §2.4).
+mod rc {
+    pub const SUCCESS: u8 = 0x00;
+    pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+    pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
+    pub const UNSPECIFIED: u8 = 0x80;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const CLIENT_ID_INVALID: u8 = 0x85;
+    pub const BAD_CREDENTIALS: u8 = 0x86;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
+    pub const RECEIVE_MAX_EXCEEDED: u8 = 0x93;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
+    pub const SHARED_NOT_SUPPORTED: u8 = 0x9E;
+}
+
+/// Why the connection ends.
+#[derive(Debug)]
+struct End {
+    /// DISCONNECT reason code sent to a 5.0 client (None: send nothing).
+    code: Option<u8>,
+    reason: String,
+    /// Publish the will.
+    will: bool,
+}
+
+fn end(code: u8, reason: impl Into<String>) -> End {
+    End {
+        code: Some(code),
+        reason: reason.into(),
+        will: true,
+    }
+}
+
+enum Source {
+    Session,
+    Shared(String),
+}
+
+struct Inflight {
+    source: usize,
+    tag: u64,
+}
+
+struct Session<T: Transport> {
+    t: T,
+    state: Arc<MqttState>,
+    conn: u64,
+    version: Version,
+    client_id: String,
+    principal: Principal,
+    data: Arc<Mutex<SessionData>>,
+    queue: String,
+    /// Index 0: the session queue; then shared / `$queue/` subscriptions.
+    consumers: Vec<(Source, Consumer)>,
+    notify: Arc<Notify>,
+    inflight: BTreeMap<u16, Inflight>,
+    next_pid: u16,
+    client_receive_max: u16,
+    client_max_packet: Option<u32>,
+    aliases: HashMap<u16, String>,
+    keep_alive: Option<Duration>,
+    last_recv: Instant,
+    will: Option<super::codec::Will>,
+    session_expiry: u32,
+}
+
+/// Serves one connection until it ends.
+pub async fn run<T: Transport>(
+    mut t: T,
+    state: Arc<MqttState>,
+    conn: u64,
+    loopback: bool,
+    cancel: CancellationToken,
+) {
+    let first = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = tokio::time::timeout(state.settings.connect_timeout, t.next()) => r,
+    };
+    let connect = match first {
+        Ok(Some(Ok(In::Connect(c)))) => c,
+        Ok(Some(Ok(other))) => {
+            tracing::warn!(packet = ?std::mem::discriminant(&other), "first packet is not CONNECT; closing");
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            tracing::warn!(error = %e, "bad CONNECT; closing");
+            if let CodecError::Protocol(_) = e {
+                // 3.1.1 §3.2.2.3: unacceptable protocol level → CONNACK 0x01 when we can tell.
+            }
+            return;
+        }
+        Ok(None) | Err(_) => return,
+    };
+    let Some(mut s) = connect_session(t, &state, conn, *connect, loopback).await else {
+        return;
+    };
+    let kick = {
+        let sessions = state.sessions();
+        sessions
+            .get(&s.client_id)
+            .and_then(|e| e.holder.as_ref())
+            .filter(|h| h.conn == conn)
+            .map(|h| (h.kick.clone(), h.gone.clone()))
+    };
+    let Some((kick, gone)) = kick else {
+        return;
+    };
+    let ended = s.serve(&cancel, &kick).await;
+    s.finish(ended, gone).await;
+}
+
+async fn connect_session<T: Transport>(
+    mut t: T,
+    state: &Arc<MqttState>,
+    conn: u64,
+    c: Connect,
+    loopback: bool,
+) -> Option<Session<T>> {
+    let v5 = c.version == Version::V5;
+    let connack = |code: u8, reason: Option<String>| Out::ConnAck {
+        session_present: false,
+        code,
+        assigned_client_id: None,
+        server_keep_alive: None,
+        receive_max: 0,
+        max_packet_size: None,
+        session_expiry: None,
+        reason,
+    };
+    // Client id: an empty one is assigned (3.1.1 only with a clean session).
+    let mut assigned = None;
+    let client_id = if c.client_id.is_empty() {
+        if !v5 && !c.clean_start {
+            let _ = t.send(connack(rc::CLIENT_ID_INVALID, None)).await;
+            tracing::info!("empty client id with a persistent session refused");
+            return None;
+        }
+        let id = format!("sb-{conn}-{}", std::process::id());
+        assigned = Some(id.clone());
+        id
+    } else {
+        c.client_id.clone()
+    };
+    tracing::Span::current().record("client_id", client_id.as_str());
+    let password = c
+        .password
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let principal = match state
+        .auth
+        .login(c.username.as_deref(), password.as_deref(), loopback)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(client_id, user = c.username.as_deref().unwrap_or(""), error = %e, "login refused");
+            let code = match e {
+                AuthError::BadCredentials => rc::BAD_CREDENTIALS,
+                AuthError::AnonymousRefused => rc::NOT_AUTHORIZED,
+            };
+            let _ = t.send(connack(code, Some(e.to_string()))).await;
+            return None;
+        }
+    };
+    tracing::Span::current().record("user", principal.name());
+    if let Some(w) = &c.will
+        && !principal.can_publish(&publish_destination(&w.publish.topic))
+    {
+        tracing::warn!(client_id, topic = %w.publish.topic, "will topic not allowed");
+        let _ = t
+            .send(connack(
+                rc::NOT_AUTHORIZED,
+                Some("not allowed to publish the will topic".into()),
+            ))
+            .await;
+        return None;
+    }
+
+    // Take the session over: make any current holder leave and wait until it has.
+    let (data, session_present, wait_gone) = {
+        let mut sessions = state.sessions();
+        let entry = sessions.entry(client_id.clone()).or_default();
+        let wait_gone = entry.holder.take().map(|h| {
+            h.kick.cancel();
+            h.gone
+        });
+        if let Some(p) = entry.pending.take() {
+            p.cancel();
+        }
+        let present = !c.clean_start
+            && state
+                .router
+                .core()
+                .queue(&session_queue(&client_id))
+                .is_some();
+        if c.clean_start {
+            entry.data = Arc::new(Mutex::new(SessionData::default()));
+        }
+        (Arc::clone(&entry.data), present, wait_gone)
+    };
+    if let Some(gone) = wait_gone {
+        tracing::info!(client_id, "session taken over from an earlier connection");
+        let _ = tokio::time::timeout(Duration::from_secs(5), gone.cancelled()).await;
+    }
+    let core = state.router.core().clone();
+    let queue = session_queue(&client_id);
+    if c.clean_start {
+        // A clean start discards the previous session's queue (its shared and queue
+        // subscriptions were per-session consumers, gone with the old connection).
+        core.delete_queue(&queue);
+    }
+    let persistent = c.session_expiry > 0;
+    let opts = QueueOptions {
+        max_length: state.settings.max_queued,
+        overflow: crate::core::Overflow::DropHead,
+        durable: persistent,
+        auto_delete: !persistent,
+        ..core.config().default_subscription.clone()
+    };
+    let receive_max = c.receive_max.clamp(1, state.settings.max_inflight.max(1));
+    let notify = Arc::new(Notify::new());
+    let attach = |name: &str, opts: Option<QueueOptions>| -> Result<Consumer, String> {
+        core.declare_queue(name, opts).map_err(|e| e.to_string())?;
+        core.consume(
+            name,
+            ConsumeOptions::manual(usize::from(receive_max)).with_notify(Arc::clone(&notify)),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let session_consumer = match attach(&queue, Some(opts)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(client_id, error = %e, "cannot attach the session queue");
+            let _ = t.send(connack(rc::UNSPECIFIED, Some(e))).await;
+            return None;
+        }
+    };
+    let mut consumers = vec![(Source::Session, session_consumer)];
+    // Resume shared and queue subscriptions of a persistent session.
+    let shared: Vec<String> = data
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .subs
+        .values()
+        .filter_map(|s| s.shared_queue.clone())
+        .collect();
+    for q in shared {
+        match attach(&q, None) {
+            Ok(c) => consumers.push((Source::Shared(q), c)),
+            Err(e) => {
+                tracing::warn!(client_id, queue = %q, error = %e, "cannot resume a shared subscription")
+            }
+        }
+    }
+    let kick = CancellationToken::new();
+    let gone = CancellationToken::new();
+    state
+        .sessions()
+        .entry(client_id.clone())
+        .or_default()
+        .holder = Some(Holder {
+        conn,
+        kick: kick.clone(),
+        gone: gone.clone(),
+    });
+    let ack = Out::ConnAck {
+        session_present,
+        code: rc::SUCCESS,
+        assigned_client_id: assigned.filter(|_| v5),
+        server_keep_alive: None,
+        receive_max: state.settings.max_inflight,
+        max_packet_size: Some(state.settings.max_packet_size),
+        session_expiry: None,
+        reason: None,
+    };
+    if t.send(ack).await.is_err() {
+        gone.cancel();
+        return None;
+    }
+    if let Some(max) = c.max_packet_size {
+        t.set_max_outbound(max);
+    }
+    tracing::debug!(client_id, version = ?c.version, session_present, persistent, "connected");
+    let mut s = Session {
+        t,
+        state: Arc::clone(state),
+        conn,
+        version: c.version,
+        client_id,
+        principal,
+        data,
+        queue,
+        consumers,
+        notify,
+        inflight: BTreeMap::new(),
+        next_pid: 1,
+        client_receive_max: receive_max,
+        client_max_packet: c.max_packet_size,
+        aliases: HashMap::new(),
+        keep_alive: (c.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(c.keep_alive) * 1500)),
+        last_recv: Instant::now(),
+        will: c.will,
+        session_expiry: c.session_expiry,
+    };
+    // Finish QoS 2 deliveries the previous connection left half done.
+    let rel: Vec<u16> = s.data().pending_rel.iter().copied().collect();
+    for pid in rel {
+        if s.t
+            .feed(Out::PubRel {
+                packet_id: pid,
+                code: 0,
+            })
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+impl<T: Transport> Session<T> {
+    fn data(&self) -> std::sync::MutexGuard<'_, SessionData> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn send(&mut self, o: Out) -> Result<(), End> {
+        self.t.feed(o).await.map_err(|e| End {
+            code: None,
+            reason: format!("write failed: {e}"),
+            will: true,
+        })
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        self.t.flush().await.map_err(|e| End {
+            code: None,
+            reason: format!("write failed: {e}"),
+            will: true,
+        })
+    }
+
+    async fn serve(&mut self, cancel: &CancellationToken, kick: &CancellationToken) -> End {
+        if let Err(e) = self.deliver().await {
+            return e;
+        }
+        loop {
+            let deadline = self.keep_alive.map(|k| self.last_recv + k);
+            let notify = Arc::clone(&self.notify);
+            let r = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(end(rc::SERVER_SHUTTING_DOWN, "server shutting down")),
+                _ = kick.cancelled() => Err(end(rc::SESSION_TAKEN_OVER, "session taken over by a new connection")),
+                p = self.t.next() => match p {
+                    None => Err(End { code: None, reason: "connection closed by the client".into(), will: true }),
+                    Some(Err(CodecError::Io(e))) => Err(End { code: None, reason: format!("read error: {e}"), will: true }),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "malformed packet");
+                        Err(end(e.reason_code(), e.to_string()))
+                    }
+                    Some(Ok(p)) => {
+                        self.last_recv = Instant::now();
+                        self.handle(p).await
+                    }
+                },
+                _ = notify.notified() => self.deliver().await,
+                _ = sleep_opt(deadline) => Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout")),
+            };
+            if let Err(e) = r {
+                return e;
+            }
+        }
+    }
+
+    async fn finish(mut self, ended: End, gone: CancellationToken) {
+        tracing::info!(client_id = %self.client_id, reason = %ended.reason, "disconnected");
+        if let (Some(code), Version::V5) = (ended.code, self.version) {
+            let _ = self
+                .t
+                .send(Out::Disconnect {
+                    code,
+                    reason: Some(ended.reason.clone()),
+                })
+                .await;
+        }
+        let _ = self.t.close().await;
+        // Give the core back what the client did not acknowledge.
+        self.consumers.clear();
+        let will = if ended.will { self.will.take() } else { None };
+        let state = Arc::clone(&self.state);
+        let client_id = self.client_id.clone();
+        let queue = self.queue.clone();
+        let expiry = self.session_expiry;
+        let pending = CancellationToken::new();
+        {
+            let mut sessions = state.sessions();
+            if let Some(entry) = sessions.get_mut(&client_id)
+                && entry.holder.as_ref().is_some_and(|h| h.conn == self.conn)
+            {
+                entry.holder = None;
+                if expiry == 0 {
+                    sessions.remove(&client_id);
+                } else {
+                    entry.pending = Some(pending.clone());
+                }
+            }
+        }
+        gone.cancel();
+        if let Some(w) = will {
+            let delay = Duration::from_secs(u64::from(w.delay.min(expiry)));
+            let st = Arc::clone(&state);
+            let p = pending.clone();
+            let principal = self.principal.clone();
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = p.cancelled() => {
+                            tracing::debug!("delayed will cancelled: the client came back");
+                            return;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                publish_will(&st, &principal, w.publish).await;
+            });
+        }
+        if expiry != 0 && expiry != u32::MAX {
+            let st = Arc::clone(&state);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = pending.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {
+                        let mut sessions = st.sessions();
+                        if sessions.get(&client_id).is_some_and(|e| e.holder.is_none()) {
+                            sessions.remove(&client_id);
+                            drop(sessions);
+                            st.router.core().delete_queue(&queue);
+                            tracing::info!(client_id, "session expired");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    // ---- inbound ---------------------------------------------------------------------
+
+    async fn handle(&mut self, p: In) -> Result<(), End> {
+        match p {
+            In::Publish(p) => self.on_publish(*p).await,
+            In::PubAck(pid) => {
+                self.settle(pid);
+                self.deliver().await
+            }
+            In::PubRec(pid) => {
+                // The client has the message: done with the core; finish the handshake.
+                self.settle(pid);
+                self.data().pending_rel.insert(pid);
+                self.send(Out::PubRel {
+                    packet_id: pid,
+                    code: 0,
+                })
+                .await?;
+                self.flush().await?;
+                self.deliver().await
+            }
+            In::PubComp(pid) => {
+                self.data().pending_rel.remove(&pid);
+                Ok(())
+            }
+            In::PubRel(pid) => {
+                let known = self.data().incoming_qos2.remove(&pid);
+                let code = if known {
+                    rc::SUCCESS
+                } else {
+                    rc::PACKET_ID_NOT_FOUND
+                };
+                self.send(Out::PubComp {
+                    packet_id: pid,
+                    code,
+                })
+                .await?;
+                self.flush().await
+            }
+            In::Subscribe {
+                packet_id,
+                subscription_id,
+                filters,
+            } => self.on_subscribe(packet_id, subscription_id, filters).await,
+            In::Unsubscribe { packet_id, filters } => self.on_unsubscribe(packet_id, filters).await,
+            In::PingReq => {
+                self.send(Out::PingResp).await?;
+                self.flush().await
+            }
+            In::Disconnect {
+                reason,
+                session_expiry,
+            } => {
+                if let Some(e) = session_expiry {
+                    if self.session_expiry == 0 && e > 0 {
+                        return Err(end(
+                            rc::PROTOCOL_ERROR,
+                            "session expiry set on DISCONNECT after 0 on CONNECT",
+                        ));
+                    }
+                    self.session_expiry = e;
+                }
+                Err(End {
+                    code: None,
+                    reason: "client disconnected".into(),
+                    will: reason == rc::DISCONNECT_WITH_WILL,
+                })
+            }
+            In::Connect(_) => Err(end(rc::PROTOCOL_ERROR, "second CONNECT")),
+            In::Unexpected(what) => Err(end(
+                rc::PROTOCOL_ERROR,
+                format!("{what} is a server packet"),
+            )),
+        }
+    }
+
+    fn settle(&mut self, pid: u16) {
+        if let Some(f) = self.inflight.remove(&pid)
+            && let Some((_, c)) = self.consumers.get(f.source)
+        {
+            c.ack(f.tag);
+        }
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        // Topic aliases (5.0).
+        if let Some(alias) = p.props.topic_alias.take() {
+            if alias == 0 || alias > self.state.settings.topic_alias_max {
+                return Err(end(
+                    rc::TOPIC_ALIAS_INVALID,
+                    format!("topic alias {alias} out of range"),
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(end(
+                            rc::PROTOCOL_ERROR,
+                            format!("unknown topic alias {alias}"),
+                        ));
+                    }
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if let Err(e) = mqtt_names::validate_topic(&p.topic) {
+            return Err(end(rc::TOPIC_NAME_INVALID, e));
+        }
+        let pid = p.packet_id.unwrap_or(0);
+        if p.qos == 2 && self.data().incoming_qos2.contains(&pid) {
+            // A resent QoS 2 PUBLISH we already have: acknowledge again, publish nothing.
+            self.send(Out::PubRec {
+                packet_id: pid,
+                code: rc::SUCCESS,
+            })
+            .await?;
+            return self.flush().await;
+        }
+        if p.qos == 2
+            && self.data().incoming_qos2.len() >= usize::from(self.state.settings.max_inflight)
+        {
+            return Err(end(
+                rc::RECEIVE_MAX_EXCEEDED,
+                "too many QoS 2 messages in flight",
+            ));
+        }
+        let dest = publish_destination(&p.topic);
+        let code = if !self.principal.can_publish(&dest) {
+            tracing::warn!(topic = %p.topic, "publish refused by permissions");
+            rc::NOT_AUTHORIZED
+        } else {
+            let message = publish_to_message(&p, Origin::new("mqtt", &self.client_id));
+            let retained = p.retain.then(|| Arc::new(message.clone()));
+            match self.publish(dest.clone(), message).await {
+                Ok(n) => {
+                    if let (Some(m), Destination::Topic(t)) = (retained, &dest)
+                        && !self.state.retain(t, m)
+                    {
+                        tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained");
+                    }
+                    if n == 0 {
+                        rc::NO_MATCHING_SUBSCRIBERS
+                    } else {
+                        rc::SUCCESS
+                    }
+                }
+                Err(code) => code,
+            }
+        };
+        match (p.qos, self.version) {
+            (0, _) => Ok(()),
+            // 3.1.1 cannot refuse a message: dropping the connection makes the client
+            // resend it later rather than believe it delivered.
+            (_, Version::V3) if code >= 0x80 => Err(End {
+                code: None,
+                reason: "publish refused".into(),
+                will: true,
+            }),
+            (1, _) => {
+                self.send(Out::PubAck {
+                    packet_id: pid,
+                    code,
+                })
+                .await?;
+                self.flush().await
+            }
+            _ => {
+                if code < 0x80 {
+                    self.data().incoming_qos2.insert(pid);
+                }
+                self.send(Out::PubRec {
+                    packet_id: pid,
+                    code,
+                })
+                .await?;
+                self.flush().await
+            }
+        }
+    }
+
+    /// Publishes through the router, delivering meanwhile; maps refusals to reason codes.
+    async fn publish(&mut self, dest: Destination, m: Message) -> Result<usize, u8> {
+        let router = self.state.router.clone();
+        let fut = router.publish(dest, m);
+        tokio::pin!(fut);
+        let notify = Arc::clone(&self.notify);
+        loop {
+            tokio::select! {
+                r = &mut fut => {
+                    return r.map_err(|e| {
+                        tracing::warn!(error = %e, "publish refused");
+                        match e {
+                            crate::router::RouterError::Publish(crate::core::PublishError::Full(_)) => rc::QUOTA_EXCEEDED,
+                            _ => rc::UNSPECIFIED,
+                        }
+                    });
+                }
+                _ = notify.notified() => {
+                    if self.deliver().await.is_err() {
+                        return Err(rc::UNSPECIFIED);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        pid: u16,
+        sub_id: Option<u32>,
+        filters: Vec<(String, SubOpts)>,
+    ) -> Result<(), End> {
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in filters {
+            let code = match self.subscribe_one(&filter, opts, sub_id) {
+                Ok((granted, send_retained)) => {
+                    if let Some(pattern) = send_retained {
+                        for (topic, m) in self.state.retained_matching(&pattern) {
+                            retained.push((topic, m, granted, opts));
+                        }
+                    }
+                    granted
+                }
+                Err(code) => {
+                    tracing::info!(filter = %filter, code, "subscription refused");
+                    code
+                }
+            };
+            codes.push(code);
+        }
+        self.send(Out::SubAck {
+            packet_id: pid,
+            codes,
+        })
+        .await?;
+        for (topic, m, granted, _opts) in retained {
+            let dest = Destination::topic(&topic);
+            if !self.principal.can_read(&dest) {
+                continue;
+            }
+            let qos = granted.min(m.qos);
+            let mut p = message_to_publish(&m, mqtt_names::internal_to_topic(&topic), qos, true);
+            if qos > 0 {
+                // Retained copies are not in a core queue: sent once, not tracked.
+                p.packet_id = Some(self.alloc_pid());
+            }
+            self.send(Out::Publish(Box::new(p))).await?;
+        }
+        self.flush().await?;
+        self.deliver().await
+    }
+
+    /// Returns the granted QoS and, when retained messages are due, the pattern to
+    /// look them up with.
+    fn subscribe_one(
+        &mut self,
+        filter: &str,
+        opts: SubOpts,
+        sub_id: Option<u32>,
+    ) -> Result<(u8, Option<Pattern>), u8> {
+        let v5 = self.version == Version::V5;
+        let invalid = if v5 {
+            rc::TOPIC_FILTER_INVALID
+        } else {
+            rc::UNSPECIFIED
+        };
+        let (group, real) = match filter.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((g, f)) if !g.is_empty() && !g.contains(['+', '#']) && !f.is_empty() => {
+                    (Some(g), f)
+                }
+                _ => return Err(invalid),
+            },
+            None => (None, filter),
+        };
+        let queue_sub = real.strip_prefix(QUEUE_PREFIX).filter(|_| group.is_none());
+        let core = self.state.router.core().clone();
+        let granted = opts.qos.min(2);
+        let (pattern, shared_queue) = if let Some(q) = queue_sub {
+            let p = Pattern::parse(q).map_err(|_| invalid)?;
+            if !p.is_literal() || !self.principal.can_subscribe(Kind::Queue, &p) {
+                return Err(if p.is_literal() {
+                    rc::NOT_AUTHORIZED
+                } else {
+                    invalid
+                });
+            }
+            (p, Some(q.to_owned()))
+        } else {
+            mqtt_names::validate_filter(real).map_err(|_| invalid)?;
+            let p = Pattern::parse(&mqtt_names::filter_to_internal(real)).map_err(|_| invalid)?;
+            if !self.principal.can_subscribe(Kind::Topic, &p) {
+                return Err(rc::NOT_AUTHORIZED);
+            }
+            (p, group.map(|g| shared_queue(g, real)))
+        };
+        let existed = self.data().subs.contains_key(filter);
+        match &shared_queue {
+            None => {
+                core.bind(&self.queue, pattern.as_str())
+                    .map_err(|_| rc::UNSPECIFIED)?;
+            }
+            Some(q) => {
+                if !existed {
+                    if queue_sub.is_none() {
+                        let opts = QueueOptions {
+                            max_length: self.state.settings.max_queued,
+                            ..core.config().default_subscription.clone()
+                        };
+                        let opts = QueueOptions {
+                            durable: true,
+                            auto_delete: false,
+                            ..opts
+                        };
+                        core.declare_queue(q, Some(opts)).map_err(|_| {
+                            if v5 {
+                                rc::SHARED_NOT_SUPPORTED
+                            } else {
+                                rc::UNSPECIFIED
+                            }
+                        })?;
+                        core.bind(q, pattern.as_str())
+                            .map_err(|_| rc::UNSPECIFIED)?;
+                    }
+                    let c = core
+                        .consume(
+                            q,
+                            ConsumeOptions::manual(usize::from(self.client_receive_max))
+                                .with_notify(Arc::clone(&self.notify)),
+                        )
+                        .map_err(|_| rc::UNSPECIFIED)?;
+                    self.consumers.push((Source::Shared(q.clone()), c));
+                }
+            }
+        }
+        self.data().subs.insert(
+            filter.to_owned(),
+            Sub {
+                opts,
+                pattern: pattern.clone(),
+                shared_queue,
+                subscription_id: sub_id,
+            },
+        );
+        let send_retained = group.is_none()
+            && queue_sub.is_none()
+            && match opts.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        Ok((granted, send_retained.then_some(pattern)))
+    }
+
+    async fn on_unsubscribe(&mut self, pid: u16, filters: Vec<String>) -> Result<(), End> {
+        let mut codes = Vec::new();
+        for f in filters {
+            let removed = self.data().subs.remove(&f);
+            codes.push(match removed {
+                None => rc::NO_SUBSCRIPTION_EXISTED,
+                Some(sub) => {
+                    match &sub.shared_queue {
+                        None => {
+                            let still = self
+                                .data()
+                                .subs
+                                .values()
+                                .any(|s| s.shared_queue.is_none() && s.pattern == sub.pattern);
+                            if !still {
+                                let _ = self
+                                    .state
+                                    .router
+                                    .core()
+                                    .unbind(&self.queue, sub.pattern.as_str());
+                            }
+                        }
+                        Some(q) => self
+                            .consumers
+                            .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q)),
+                    }
+                    rc::SUCCESS
+                }
+            });
+        }
+        self.send(Out::UnsubAck {
+            packet_id: pid,
+            codes,
+        })
+        .await?;
+        self.flush().await
+    }
+
+    // ---- outbound --------------------------------------------------------------------
+
+    fn alloc_pid(&mut self) -> u16 {
+        loop {
+            let p = self.next_pid;
+            self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&p) && !self.data().pending_rel.contains(&p) {
+                return p;
+            }
+        }
+    }
+
+    /// The QoS, retain flag and subscription ids a delivery from the session queue gets:
+    /// the highest QoS among the matching subscriptions (MQTT 3.1.1 §3.3.5).
+    fn matching(&self, d: &Delivery, source: usize) -> Option<(u8, bool, Vec<u32>)> {
+        let data = self.data();
+        let name = d.destination.name();
+        let from_self =
+            &*d.message.origin.protocol == "mqtt" && *d.message.origin.peer == *self.client_id;
+        let mut best: Option<(u8, bool, Vec<u32>)> = None;
+        for s in data.subs.values() {
+            let hit = match (&self.consumers[source].0, &s.shared_queue) {
+                (Source::Session, None) => s.pattern.matches(name),
+                (Source::Shared(q), Some(sq)) => q == sq,
+                _ => false,
+            };
+            if !hit || (s.opts.no_local && from_self) {
+                continue;
+            }
+            let e = best.get_or_insert((0, false, Vec::new()));
+            e.0 = e.0.max(s.opts.qos);
+            e.1 |= s.opts.retain_as_published;
+            if let Some(id) = s.subscription_id {
+                e.2.push(id);
+            }
+        }
+        best
+    }
+
+    async fn deliver(&mut self) -> Result<(), End> {
+        let mut buf = Vec::new();
+        let mut sent = false;
+        for i in 0..self.consumers.len() {
+            loop {
+                let room = usize::from(self.client_receive_max).saturating_sub(self.inflight.len());
+                if room == 0 {
+                    break;
+                }
+                buf.clear();
+                match self.consumers[i].1.try_recv_many(room.min(64), &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                for d in std::mem::take(&mut buf) {
+                    sent |= self.deliver_one(i, d).await?;
+                }
+            }
+        }
+        if sent {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_one(&mut self, source: usize, d: Delivery) -> Result<bool, End> {
+        let consumer_ack = |s: &Self| s.consumers[source].1.ack(d.tag);
+        let Some((sub_qos, rap, ids)) = self.matching(&d, source) else {
+            // No subscription wants it any more (unsubscribed meanwhile, or no-local).
+            consumer_ack(self);
+            return Ok(false);
+        };
+        if !self.principal.can_read(&d.destination) {
+            tracing::warn!(topic = %d.destination, "delivery refused by permissions");
+            consumer_ack(self);
+            return Ok(false);
+        }
+        let qos = sub_qos.min(d.message.qos);
+        let retain = rap && d.message.headers.get(RETAIN_HEADER) == Some("1");
+        let mut p = message_to_publish(&d.message, delivery_topic(&d), qos, retain);
+        if self.version == Version::V5 {
+            p.props.subscription_ids = ids;
+        } else {
+            p.props = Default::default();
+        }
+        if let Some(max) = self.client_max_packet
+            && (p.payload.len() + p.topic.len() + 64) as u64 > u64::from(max)
+        {
+            tracing::warn!(topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
+            consumer_ack(self);
+            return Ok(false);
+        }
+        if qos > 0 {
+            let pid = self.alloc_pid();
+            p.packet_id = Some(pid);
+            p.dup = d.redelivered;
+            self.inflight.insert(pid, Inflight { source, tag: d.tag });
+        } else {
+            consumer_ack(self);
+        }
+        self.send(Out::Publish(Box::new(p))).await?;
+        Ok(true)
+    }
+}
+
+async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish) {
+    let dest = publish_destination(&w.topic);
+    if !principal.can_publish(&dest) {
+        return;
+    }
+    let m = publish_to_message(&w, Origin::new("mqtt", principal.name()));
+    let retained = w.retain.then(|| Arc::new(m.clone()));
+    match state.router.publish(dest.clone(), m).await {
+        Ok(n) => {
+            tracing::info!(topic = %w.topic, subscribers = n, "will published");
+            if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
+                state.retain(t, m);
+            }
+        }
+        Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

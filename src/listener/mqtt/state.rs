@@ -1,0 +1,165 @@
+//! What outlives one MQTT connection: sessions by client id (subscriptions, QoS 2
+//! state, the connection currently holding the session) and retained messages.
+//!
+//! A session's messages live in the core, in the queue `$mqtt.s.<client id>`: it is bound
+//! to the session's (non-shared) topic filters, durable for a persistent session and
+//! auto-deleted for a clean one. So while a persistent client is offline its messages
+//! wait in a bounded queue, and unacknowledged QoS 1/2 messages return to it marked
+//! redelivered (sent again with DUP).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio_util::sync::CancellationToken;
+
+use super::codec::SubOpts;
+use crate::auth::Auth;
+use crate::core::{Message, Pattern};
+use crate::router::Router;
+
+/// MQTT listener settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Largest packet accepted from clients, bytes.
+    pub max_packet_size: u32,
+    /// QoS 1/2 messages in flight to one client (capped by its Receive Maximum).
+    pub max_inflight: u16,
+    /// Messages kept for one session (offline or slow); beyond it the oldest is dropped.
+    pub max_queued: usize,
+    /// Most retained messages kept.
+    pub max_retained: usize,
+    pub max_connections: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: std::time::Duration,
+    /// Topic aliases a 5.0 client may use towards us.
+    pub topic_alias_max: u16,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            max_queued: 10_000,
+            max_retained: 100_000,
+            max_connections: 10_000,
+            connect_timeout: std::time::Duration::from_secs(10),
+            topic_alias_max: 16,
+        }
+    }
+}
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Sub {
+    pub opts: SubOpts,
+    /// The filter in internal spelling.
+    pub pattern: Pattern,
+    /// `$share/GROUP/…` group, or the queue of a `$queue/NAME` subscription.
+    pub shared_queue: Option<String>,
+    pub subscription_id: Option<u32>,
+}
+
+/// Session state kept across connections.
+#[derive(Debug, Default)]
+pub struct SessionData {
+    /// By filter as the client wrote it.
+    pub subs: BTreeMap<String, Sub>,
+    /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released.
+    pub incoming_qos2: BTreeSet<u16>,
+    /// Outbound QoS 2 packet ids released (PUBREL sent) and not yet completed.
+    pub pending_rel: BTreeSet<u16>,
+}
+
+/// The connection currently holding a session.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub conn: u64,
+    /// Fired to make the holder leave (session takeover).
+    pub kick: CancellationToken,
+    /// Fired by the holder when it has left.
+    pub gone: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionEntry {
+    pub data: Arc<Mutex<SessionData>>,
+    pub holder: Option<Holder>,
+    /// Pending delayed will or session expiry; cancelled when a client takes the session.
+    pub pending: Option<CancellationToken>,
+}
+
+/// Shared by every MQTT connection of the daemon.
+#[derive(Debug)]
+pub struct MqttState {
+    pub router: Router,
+    pub auth: Arc<Auth>,
+    pub settings: MqttSettings,
+    pub sessions: Mutex<HashMap<String, SessionEntry>>,
+    pub retained: Mutex<BTreeMap<String, Arc<Message>>>,
+}
+
+impl MqttState {
+    pub fn new(router: Router, auth: Arc<Auth>, settings: MqttSettings) -> Self {
+        Self {
+            router,
+            auth,
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+            retained: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn retained(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Message>>> {
+        self.retained.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores (or, for an empty payload, clears) the retained message of a topic.
+    /// False when the store is full.
+    pub fn retain(&self, topic: &str, m: Arc<Message>) -> bool {
+        let mut r = self.retained();
+        if m.body.is_empty() {
+            r.remove(topic);
+            return true;
+        }
+        if r.len() >= self.settings.max_retained && !r.contains_key(topic) {
+            return false;
+        }
+        r.insert(topic.to_owned(), m);
+        true
+    }
+
+    /// Retained messages whose topic matches `pattern`, expired ones skipped.
+    pub fn retained_matching(&self, pattern: &Pattern) -> Vec<(String, Arc<Message>)> {
+        let now = std::time::SystemTime::now();
+        self.retained()
+            .iter()
+            .filter(|(t, m)| pattern.matches(t) && m.expiry.is_none_or(|e| e > now))
+            .map(|(t, m)| (t.clone(), Arc::clone(m)))
+            .collect()
+    }
+}
+
+/// The core queue name of a client's session: the client id with anything outside a
+/// safe set percent-encoded, so every client id gives a valid, distinct name.
+pub fn session_queue(client_id: &str) -> String {
+    let mut out = String::from("$mqtt.s.");
+    for b in client_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The core queue of a shared subscription `$share/GROUP/FILTER`.
+pub fn shared_queue(group: &str, filter: &str) -> String {
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("$mqtt.share.{}.{}", hex(group), hex(filter))
+}
