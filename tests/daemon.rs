@@ -99,8 +99,8 @@ fn refuses_to_start_on_broken_routes_with_every_error() {
     .unwrap();
     let out = Command::new(common::BIN)
         .args(["run", "--listen", "admin=127.0.0.1:0", "--routes"])
-        .args(common::OTHER_LISTENERS_OFF)
         .arg(dir.path().join("routes"))
+        .args(common::OTHER_LISTENERS_OFF)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
