@@ -29,6 +29,9 @@ pub enum Kind {
 pub struct Rule {
     kind: Kind,
     pattern: Pattern,
+    /// The built-in allow-all rule: matches `$` names too (a configured `#` does not,
+    /// following the MQTT rule that wildcards skip `$SYS`-style names).
+    everything: bool,
 }
 
 impl Rule {
@@ -44,11 +47,16 @@ impl Rule {
         Ok(Self {
             kind,
             pattern: Pattern::parse(p)?,
+            everything: false,
         })
     }
 
     fn kind_ok(&self, k: Kind) -> bool {
         self.kind == Kind::Any || self.kind == k
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.everything || self.pattern.matches(name)
     }
 }
 
@@ -66,6 +74,7 @@ impl Permissions {
             vec![Rule {
                 kind: Kind::Any,
                 pattern: Pattern::any(),
+                everything: true,
             }]
         };
         Self {
@@ -120,25 +129,24 @@ impl Principal {
         self.perms
             .publish
             .iter()
-            .any(|r| r.kind_ok(k) && r.pattern.matches(d.name()))
+            .any(|r| r.kind_ok(k) && r.matches(d.name()))
     }
 
     /// May receive a message published to `d` (checked again on every delivery path:
     /// retained and resumed-session messages included).
     pub fn can_read(&self, d: &Destination) -> bool {
         let k = kind_of(d);
-        self.perms.subscribe.iter().any(|r| {
-            r.kind_ok(k)
-                && (r.pattern.matches(d.name()) || covers(r.pattern.levels(), &[Level::Many]))
-        })
+        self.perms
+            .subscribe
+            .iter()
+            .any(|r| r.kind_ok(k) && r.matches(d.name()))
     }
 
     /// May subscribe to every name `pattern` (internal grammar) can match.
     pub fn can_subscribe(&self, kind: Kind, pattern: &Pattern) -> bool {
-        self.perms
-            .subscribe
-            .iter()
-            .any(|r| r.kind_ok(kind) && covers(r.pattern.levels(), pattern.levels()))
+        self.perms.subscribe.iter().any(|r| {
+            r.kind_ok(kind) && (r.everything || covers(r.pattern.levels(), pattern.levels()))
+        })
     }
 }
 

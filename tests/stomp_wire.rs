@@ -270,6 +270,11 @@ fn a_slow_consumer_neither_slows_others_nor_grows_memory() {
 
     const N: usize = 5000;
     let addr = d.addr("stomp");
+    // The publisher never runs more than 300 messages ahead of the fast subscriber, so the
+    // fast one's buffer (500) never overflows however slow this machine is; the slow one
+    // reads nothing and must overflow.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&progress);
     let publisher = std::thread::spawn(move || {
         let mut r = Raw {
             s: TcpStream::connect(addr).unwrap(),
@@ -286,6 +291,9 @@ fn a_slow_consumer_neither_slows_others_nor_grows_memory() {
         let body = "x".repeat(1024);
         // Paced by receipts (the core accepted each batch), as a real producer would be.
         for chunk in 0..N / 100 {
+            while chunk * 101 > seen.load(std::sync::atomic::Ordering::Relaxed) + 300 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let mut batch = Vec::new();
             for i in 0..100 {
                 batch.extend_from_slice(
@@ -314,6 +322,7 @@ fn a_slow_consumer_neither_slows_others_nor_grows_memory() {
             .unwrap_or_else(|| panic!("fast subscriber closed after {got}"));
         assert!(f.starts_with("MESSAGE"));
         got += 1;
+        progress.store(got, std::sync::atomic::Ordering::Relaxed);
     }
     publisher.join().unwrap();
     let (_, v) = common::http_json(d.addr("admin"), "GET", "/queues");

@@ -197,3 +197,57 @@ pub fn write_atomic(path: &Path, text: &str) {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// The Python with the peer clients (set by scripts/test; .venv by default).
+pub fn python() -> String {
+    std::env::var("SWITCHBOARD_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())
+}
+
+/// Runs `tests/py/<script>` with `--port PORT SCENARIO extra…` and asserts it passed.
+pub fn python_scenario(d: &Daemon, script: &str, listener: &str, name: &str, extra: &[&str]) {
+    let port = d.addr(listener).port().to_string();
+    let out = Command::new(python())
+        .arg(format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(["--port", &port, name])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
+
+/// `switchboard passwd` for a password: its argon2 PHC string.
+pub fn password_hash(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Starts a daemon with a settings file.
+pub fn daemon_with_config(config: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let path = dir.path().join("switchboard.yaml");
+    std::fs::write(&path, config).unwrap();
+    let p = path.display().to_string();
+    Daemon::start_in(dir, &["--config", &p])
+}

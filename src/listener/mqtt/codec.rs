@@ -161,6 +161,10 @@ pub enum CodecError {
     Protocol(String),
     #[error("cannot encode: {0}")]
     Encode(String),
+    #[error("{0}")]
+    Topic(String),
+    #[error("{0}")]
+    Filter(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -171,6 +175,8 @@ impl CodecError {
         match self {
             Self::TooLarge { .. } => 0x95,
             Self::Protocol(_) => 0x84,
+            Self::Topic(_) => 0x90,
+            Self::Filter(_) => 0x8F,
             _ => 0x81,
         }
     }
@@ -182,6 +188,8 @@ impl From<rmqtt_codec::error::DecodeError> for CodecError {
         match e {
             D::MaxSizeExceeded { size, max } => Self::TooLarge { size, max },
             D::InvalidProtocol | D::UnsupportedProtocolLevel => Self::Protocol(e.to_string()),
+            D::InvalidTopicName => Self::Topic(e.to_string()),
+            D::InvalidTopicFilter => Self::Filter(e.to_string()),
             D::Io(io) => Self::Io(std::io::Error::other(io.to_string())),
             other => Self::Malformed(other.to_string()),
         }

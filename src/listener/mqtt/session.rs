@@ -377,6 +377,9 @@ async fn connect_session<T: Transport>(
             return None;
         }
     }
+    if s.t.flush().await.is_err() {
+        return None;
+    }
     Some(s)
 }
 

@@ -1,0 +1,121 @@
+//! MQTT 3.1.1 and 5.0 with paho-mqtt (PyPI, independent client) and raw sockets, plus
+//! the mosquitto command-line clients.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Daemon, daemon_with_config, password_hash, python_scenario};
+
+macro_rules! mqtt_scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            let d = Daemon::start(&[], &[]);
+            python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &[]);
+        }
+    )*};
+}
+
+mqtt_scenarios!(
+    qos_levels,
+    retained,
+    will,
+    will_delay,
+    persistent_session,
+    qos2_across_reconnect,
+    shared_subscriptions,
+    takeover,
+    v5_properties,
+    topic_alias_no_local_and_dollar,
+    keepalive_and_bad_input,
+);
+
+#[test]
+fn cross_protocol() {
+    let d = Daemon::start(&[], &[]);
+    let stomp = d.addr("stomp").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "cross_protocol",
+        &["--stomp-port", &stomp],
+    );
+}
+
+#[test]
+fn auth() {
+    let hash = password_hash("pw");
+    let d = daemon_with_config(&format!(
+        "auth:\n  anonymous: never\n  users:\n    dev:\n      password_hash: \"{hash}\"\n      publish: [\"topic:allowed.#\"]\n      subscribe: [\"topic:allowed.#\"]\n"
+    ));
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "auth",
+        &["--user", "dev", "--password", "pw"],
+    );
+    assert!(d.log().contains("publish refused by permissions"));
+}
+
+#[test]
+fn mosquitto_clients_both_versions() {
+    let d = Daemon::start(&[], &[]);
+    let port = d.addr("mqtt").port().to_string();
+    for version in ["mqttv311", "mqttv5"] {
+        let topic = format!("cli/{version}");
+        let sub = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-q",
+                "1",
+                "-t",
+                &format!("{topic}/#"),
+                "-C",
+                "3",
+                "-W",
+                "10",
+                "-v",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (scripts/setup mosquitto)");
+        // Subscriber is up when a retained probe comes back.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        for i in 0..3 {
+            let ok = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-V",
+                    version,
+                    "-q",
+                    &format!("{}", i % 3),
+                    "-t",
+                    &format!("{topic}/{i}"),
+                    "-m",
+                    &format!("hello {i}"),
+                ])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mosquitto_pub {version} qos {}", i % 3);
+        }
+        let out = sub.wait_with_output().unwrap();
+        assert!(out.status.success(), "{version}: {}", d.log());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{topic}/0 hello 0\n{topic}/1 hello 1\n{topic}/2 hello 2\n"),
+            "{version}"
+        );
+    }
+}

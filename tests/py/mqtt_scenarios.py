@@ -1,0 +1,543 @@
+"""MQTT scenarios driven by paho-mqtt 2.x (an independent client) and raw sockets.
+
+Usage: mqtt_scenarios.py --port PORT SCENARIO [--stomp-port P] [--user U --password P]
+"""
+
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
+
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--stomp-port", type=int),
+                             p.add_argument("--user"), p.add_argument("--password")))
+H, P, T = args.host, args.port, args.timeout
+V3, V5 = mqtt.MQTTv311, mqtt.MQTTv5
+
+
+class C:
+    """A paho client that records what it gets."""
+
+    def __init__(self, version=V5, client_id=None, clean=True, user=None, password=None, will=None, keepalive=30, connect=True):
+        self.cid = client_id or f"t-{uuid.uuid4().hex[:8]}"
+        kw = {} if version == V5 else {"clean_session": clean}
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cid, protocol=version, **kw)
+        self.version = version
+        self.msgs, self.lock = [], threading.Lock()
+        self.connack = None
+        self.disconnects = []
+        self.subacks = {}
+        self.connected = threading.Event()
+        self.c.on_message = self._msg
+        self.c.on_connect = self._conn
+        self.c.on_disconnect = self._disc
+        self.c.on_subscribe = self._sub
+        if user:
+            self.c.username_pw_set(user, password)
+        if will:
+            self.c.will_set(*will)
+        self.clean = clean
+        self.keepalive = keepalive
+        if connect:
+            self.connect()
+
+    def _msg(self, c, u, m):
+        with self.lock:
+            self.msgs.append(m)
+
+    def _conn(self, c, u, flags, rc, props):
+        self.connack = (flags, rc, props)
+        self.connected.set()
+
+    def _disc(self, c, u, flags, rc, props):
+        self.disconnects.append(rc)
+
+    def _sub(self, c, u, mid, rcs, props):
+        self.subacks[mid] = rcs
+
+    def connect(self, expect_ok=True):
+        self.connected.clear()
+        kw = {"clean_start": self.clean} if self.version == V5 else {}
+        props = None
+        if self.version == V5 and not self.clean:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.c.connect(H, P, keepalive=self.keepalive, properties=props, **kw)
+        self.c.loop_start()
+        expect(self.connected.wait(T), f"{self.cid}: no CONNACK")
+        if expect_ok:
+            expect(not self.connack[1].is_failure, f"{self.cid}: CONNACK {self.connack[1]}")
+        return self.connack
+
+    def sub(self, topic, qos=1, **opts):
+        o = SubscribeOptions(qos=qos, **opts) if self.version == V5 else None
+        rc, mid = self.c.subscribe(topic, options=o) if o else self.c.subscribe(topic, qos)
+        wait_for(lambda: mid in self.subacks, T, f"{self.cid}: no SUBACK for {topic}")
+        return self.subacks[mid]
+
+    def pub(self, topic, payload, qos=1, retain=False, props=None):
+        info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if qos > 0:
+            info.wait_for_publish(T)
+            expect(info.is_published(), f"{self.cid}: publish to {topic} not acknowledged")
+        return info
+
+    def wait(self, n, what="messages"):
+        wait_for(lambda: len(self.msgs) >= n, T, lambda: f"{self.cid}: {what}: got {len(self.msgs)} of {n}: {[m.payload for m in self.msgs]}")
+        return self.msgs
+
+    def none_more(self, n, secs=0.3):
+        time.sleep(secs)
+        expect(len(self.msgs) == n, f"{self.cid}: expected {n} messages, got {len(self.msgs)}: {[(m.topic, m.payload) for m in self.msgs]}")
+
+    def bye(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+    def vanish(self):
+        """Drop the TCP connection without DISCONNECT (as a crashed client would)."""
+        self.c.loop_stop()
+        self.c.socket().shutdown(socket.SHUT_RDWR)
+        self.c.socket().close()
+
+
+def t(prefix):
+    return f"{prefix}/{uuid.uuid4().hex[:8]}"
+
+
+# ---- raw MQTT 3.1.1 packets, for flows paho would complete on its own -------------------
+
+def enc_str(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def enc_len(n):
+    out = b""
+    while True:
+        d, n = n % 128, n // 128
+        out += bytes([d | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def packet(first, body):
+    return bytes([first]) + enc_len(len(body)) + body
+
+
+def raw_connect(cid, clean, keepalive=30):
+    s = socket.create_connection((H, P), timeout=T)
+    flags = 0x02 if clean else 0
+    s.sendall(packet(0x10, enc_str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + enc_str(cid)))
+    ack = read_packet(s)
+    expect(ack[0] == 0x20 and ack[1][1] == 0, f"CONNACK {ack}")
+    return s, ack[1][0] & 1
+
+
+def read_packet(s):
+    first = s.recv(1)
+    if not first:
+        return None
+    mult, n = 1, 0
+    while True:
+        b = s.recv(1)[0]
+        n += (b & 0x7F) * mult
+        mult *= 128
+        if not b & 0x80:
+            break
+    body = b""
+    while len(body) < n:
+        chunk = s.recv(n - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return first[0], body
+
+
+def parse_publish(first, body):
+    qos = (first >> 1) & 3
+    tl = struct.unpack("!H", body[:2])[0]
+    topic = body[2:2 + tl].decode()
+    rest = body[2 + tl:]
+    pid = None
+    if qos:
+        pid = struct.unpack("!H", rest[:2])[0]
+        rest = rest[2:]
+    return {"dup": bool(first & 8), "qos": qos, "retain": bool(first & 1), "topic": topic, "pid": pid, "payload": rest}
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def qos_levels():
+    """QoS 0/1/2 in and out, in both versions; delivered QoS = min(publish, subscription)."""
+    for version in (V3, V5):
+        top = t("qos")
+        s2 = C(version)
+        s2.sub(f"{top}/#", qos=2)
+        s0 = C(version)
+        s0.sub(f"{top}/#", qos=0)
+        p = C(version)
+        for q in (0, 1, 2):
+            p.pub(f"{top}/q{q}", f"m{q}", qos=q)
+        got = s2.wait(3)
+        by = {m.topic: m for m in got}
+        for q in (0, 1, 2):
+            m = by.get(f"{top}/q{q}")
+            expect(m is not None and m.payload == f"m{q}".encode(), f"{version}: q{q} missing: {list(by)}")
+            expect(m.qos == q, f"{version}: q{q} arrived at QoS {m.qos}")
+        for m in s0.wait(3):
+            expect(m.qos == 0, f"downgraded to the subscription's QoS 0, got {m.qos}")
+        for x in (s2, s0, p):
+            x.bye()
+    print("ok")
+
+
+def retained():
+    """Retained messages: delivered on subscribe with the retain flag, replaced, cleared by an empty payload."""
+    top = t("ret")
+    p = C(V3)
+    p.pub(f"{top}/a", "old", retain=True)
+    p.pub(f"{top}/a", "new", retain=True)
+    p.pub(f"{top}/b", "bee", retain=True)
+    s = C(V5)
+    s.sub(f"{top}/#")
+    got = s.wait(2)
+    expect(sorted((m.topic, m.payload, m.retain) for m in got) == [(f"{top}/a", b"new", True), (f"{top}/b", b"bee", True)], f"{[(m.topic, m.payload, m.retain) for m in got]}")
+    p.pub(f"{top}/a", "live")
+    s.wait(3)
+    expect(s.msgs[2].retain is False, "a live message is not flagged retained")
+    p.pub(f"{top}/a", b"", retain=True)
+    p.pub(f"{top}/b", b"", retain=True)
+    s2 = C(V3)
+    s2.sub(f"{top}/#")
+    s2.none_more(0)
+    # 5.0 retain handling 2: never send retained.
+    p.pub(f"{top}/c", "cee", retain=True)
+    s3 = C(V5)
+    s3.sub(f"{top}/#", retainHandling=2)
+    s3.none_more(0)
+    for x in (p, s, s2, s3):
+        x.bye()
+    print("ok")
+
+
+def will():
+    """The will is published when a client vanishes, not when it disconnects cleanly."""
+    top = t("will")
+    s = C(V3)
+    s.sub(f"{top}/#")
+    a = C(V3, will=(f"{top}/a", "a died", 1, False))
+    a.vanish()
+    got = s.wait(1, "will")
+    expect(got[0].topic == f"{top}/a" and got[0].payload == b"a died", f"{got[0].topic} {got[0].payload}")
+    b = C(V5, will=(f"{top}/b", "b died", 1, False))
+    b.bye()
+    s.none_more(1, 0.5)
+    s.bye()
+    print("ok")
+
+
+def will_delay():
+    """5.0 will delay: the will waits; a client that comes back in time cancels it."""
+    top = t("wd")
+    s = C(V5)
+    s.sub(f"{top}/#")
+    props = Properties(PacketTypes.WILLMESSAGE)
+    props.WillDelayInterval = 1
+    a = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wd-" + uuid.uuid4().hex[:6], protocol=V5)
+    a.will_set(f"{top}/a", "late will", 1, False, props)
+    cprops = Properties(PacketTypes.CONNECT)
+    cprops.SessionExpiryInterval = 60
+    a.connect(H, P, properties=cprops)
+    a.loop_start()
+    time.sleep(0.3)
+    a.loop_stop()
+    a.socket().close()
+    time.sleep(0.4)
+    expect(len(s.msgs) == 0, "the will waited for its delay")
+    s.wait(1, "delayed will")
+    expect(s.msgs[0].payload == b"late will", f"{s.msgs[0].payload}")
+    s.bye()
+    print("ok")
+
+
+def persistent_session():
+    """A persistent session keeps subscriptions and QoS 1 messages while offline (both versions)."""
+    for version in (V3, V5):
+        top = t("persist")
+        cid = f"ps-{uuid.uuid4().hex[:8]}"
+        a = C(version, client_id=cid, clean=False)
+        expect(not a.connack[0].session_present, "first connect has no session")
+        a.sub(f"{top}/#", qos=1)
+        a.bye()
+        p = C(V3)
+        for i in range(5):
+            p.pub(f"{top}/x", f"m{i}", qos=1)
+        p.bye()
+        b = C(version, client_id=cid, clean=False, connect=False)
+        flags = b.connect()[0]
+        expect(flags.session_present, f"{version}: session present")
+        got = b.wait(5, "offline messages")
+        expect([m.payload for m in got] == [f"m{i}".encode() for i in range(5)], f"in order: {[m.payload for m in got]}")
+        b.bye()
+        # A clean start discards it.
+        c = C(version, client_id=cid, clean=True)
+        expect(not c.connack[0].session_present, "clean start: no session")
+        c.bye()
+    print("ok")
+
+
+def qos2_across_reconnect():
+    """QoS 2 outbound: PUBLISH resent with DUP when the client left before PUBREC; PUBREL after PUBREC.
+    QoS 2 inbound: a resent PUBLISH with the same packet id is delivered once."""
+    top = t("q2")
+    cid = f"q2-{uuid.uuid4().hex[:8]}"
+    s, present = raw_connect(cid, clean=False)
+    s.sendall(packet(0x82, struct.pack("!H", 1) + enc_str(f"{top}/x") + bytes([2])))
+    ack = read_packet(s)
+    expect(ack[0] == 0x90 and ack[1][2] == 2, f"SUBACK {ack}")
+    p = C(V3)
+    p.pub(f"{top}/x", "exactly-once", qos=2)
+    first, body = read_packet(s)
+    m = parse_publish(first, body)
+    expect(m["qos"] == 2 and not m["dup"] and m["payload"] == b"exactly-once", f"{m}")
+    s.close()  # gone before PUBREC
+    s, present = raw_connect(cid, clean=False)
+    expect(present == 1, "session present")
+    first, body = read_packet(s)
+    m2 = parse_publish(first, body)
+    expect(m2["dup"] and m2["qos"] == 2 and m2["payload"] == b"exactly-once", f"resent with DUP: {m2}")
+    s.sendall(packet(0x50, struct.pack("!H", m2["pid"])))  # PUBREC
+    rel = read_packet(s)
+    expect(rel[0] == 0x62 and struct.unpack("!H", rel[1])[0] == m2["pid"], f"PUBREL {rel}")
+    s.close()  # gone before PUBCOMP: PUBREL is resent, not the message
+    s, _ = raw_connect(cid, clean=False)
+    rel = read_packet(s)
+    expect(rel[0] == 0x62, f"PUBREL resent after reconnect: {rel}")
+    s.sendall(packet(0x70, struct.pack("!H", m2["pid"])))  # PUBCOMP
+    # Inbound duplicate QoS 2.
+    sub = C(V3)
+    sub.sub(f"{top}/in", qos=2)
+    pub_body = enc_str(f"{top}/in") + struct.pack("!H", 77) + b"once"
+    s.sendall(packet(0x34, pub_body))
+    rec = read_packet(s)
+    expect(rec[0] == 0x50, f"PUBREC {rec}")
+    s.sendall(packet(0x3C, pub_body))  # the same, DUP set
+    rec = read_packet(s)
+    expect(rec[0] == 0x50, f"PUBREC again {rec}")
+    s.sendall(packet(0x62, struct.pack("!H", 77)))
+    comp = read_packet(s)
+    expect(comp[0] == 0x70, f"PUBCOMP {comp}")
+    sub.wait(1)
+    sub.none_more(1)
+    s.sendall(packet(0xE0, b""))
+    s.close()
+    sub.bye()
+    p.bye()
+    print("ok")
+
+
+def shared_subscriptions():
+    """$share/GROUP/filter: each message to exactly one member of the group; plain subscribers get all."""
+    top = t("share")
+    members = [C(V5) for _ in range(2)]
+    for m in members:
+        m.sub(f"$share/workers/{top}/#", qos=1)
+    plain = C(V5)
+    plain.sub(f"{top}/#")
+    p = C(V3)
+    for i in range(20):
+        p.pub(f"{top}/job", str(i))
+    plain.wait(20)
+    wait_for(lambda: sum(len(m.msgs) for m in members) >= 20, T, "all jobs handed out")
+    time.sleep(0.2)
+    got = sorted(int(x.payload) for m in members for x in m.msgs)
+    expect(got == list(range(20)), f"each job once: {got}")
+    expect(all(len(m.msgs) > 0 for m in members), f"both members worked: {[len(m.msgs) for m in members]}")
+    for x in members + [plain, p]:
+        x.bye()
+    print("ok")
+
+
+def takeover():
+    """A second connection with the same client id closes the first (5.0: reason 0x8E)."""
+    cid = f"dup-{uuid.uuid4().hex[:6]}"
+    a = C(V5, client_id=cid)
+    b = C(V5, client_id=cid)
+    wait_for(lambda: a.disconnects, T, "first connection closed")
+    expect(a.disconnects[0].value == 0x8E, f"reason {a.disconnects[0]}")
+    top = t("take")
+    b.sub(top)
+    b.pub(top, "still works")
+    b.wait(1)
+    b.bye()
+    print("ok")
+
+
+def v5_properties():
+    """5.0 properties arrive intact: user properties (order, repeats), content type, response topic,
+    correlation data (binary), message expiry, payload format indicator."""
+    top = t("props")
+    s = C(V5)
+    s.sub(top)
+    p = C(V5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("k", "1"), ("k", "2"), ("other", "x")]
+    props.ContentType = "application/json"
+    props.ResponseTopic = f"{top}/reply"
+    props.CorrelationData = b"\x00\xffcorr"
+    props.MessageExpiryInterval = 3600
+    props.PayloadFormatIndicator = 1
+    p.pub(top, '{"a": 1}', props=props)
+    m = s.wait(1)[0]
+    mp = m.properties
+    expect(mp.UserProperty == [("k", "1"), ("k", "2"), ("other", "x")], f"user properties {mp.UserProperty}")
+    expect(mp.ContentType == "application/json", f"{mp.ContentType}")
+    expect(mp.ResponseTopic == f"{top}/reply", f"{mp.ResponseTopic}")
+    expect(mp.CorrelationData == b"\x00\xffcorr", f"{mp.CorrelationData}")
+    expect(3590 <= mp.MessageExpiryInterval <= 3600, f"{mp.MessageExpiryInterval}")
+    expect(mp.PayloadFormatIndicator == 1, f"{getattr(mp, 'PayloadFormatIndicator', None)}")
+    s.bye()
+    p.bye()
+    print("ok")
+
+
+def topic_alias_no_local_and_dollar():
+    """Topic aliases resolve; no-local suppresses own messages; # does not match $ topics."""
+    top = t("alias")
+    s = C(V5)
+    s.sub(f"{top}/#")
+    s.sub("#", qos=0)
+    s.sub("$SYS/sb-test/#", qos=0)
+    p = C(V5)
+    a = Properties(PacketTypes.PUBLISH)
+    a.TopicAlias = 3
+    p.pub(f"{top}/long/topic/name", "first", props=a)
+    p.pub("", "second", props=a)
+    # Overlapping subscriptions (top/# and #) deliver one copy at the highest QoS (allowed by
+    # MQTT 3.1.1 §3.3.5 and 5.0 §3.3.4).
+    got = s.wait(2)
+    expect([m.topic for m in got] == [f"{top}/long/topic/name"] * 2, f"{[m.topic for m in got]}")
+    expect([m.payload for m in got] == [b"first", b"second"], f"{[m.payload for m in got]}")
+    expect(all(m.qos == 1 for m in got), "the highest QoS of the matching subscriptions")
+    p.pub("$SYS/sb-test/x", "sys", qos=0)
+    s.wait(3)
+    expect(s.msgs[2].topic == "$SYS/sb-test/x", "$ topic via its explicit filter")
+    s.none_more(3)
+    nl = C(V5)
+    nl.sub(f"{top}/nl", noLocal=True)
+    nl.pub(f"{top}/nl", "mine")
+    other = C(V5)
+    other.pub(f"{top}/nl", "theirs")
+    nl.wait(1)
+    nl.none_more(1)
+    expect(nl.msgs[0].payload == b"theirs", f"{nl.msgs[0].payload}")
+    for x in (s, p, nl, other):
+        x.bye()
+    print("ok")
+
+
+def auth():
+    """Users: bad password refused (5.0 0x86, 3.1.1 4); anonymous refused; ACL on publish (5.0 PUBACK 0x87) and subscribe."""
+    bad = C(V5, user=args.user, password="wrong", connect=False)
+    ack = bad.connect(expect_ok=False)
+    expect(ack[1].value == 0x86, f"5.0 bad password: {ack[1]}")
+    bad3 = C(V3, user=args.user, password="wrong", connect=False)
+    ack = bad3.connect(expect_ok=False)
+    expect(ack[1].value in (4, 0x86), f"3.1.1 bad password: {ack[1]}")
+    anon = C(V5, connect=False)
+    ack = anon.connect(expect_ok=False)
+    expect(ack[1].value == 0x87, f"anonymous: {ack[1]}")
+    ok = C(V5, user=args.user, password=args.password)
+    rcs = ok.sub("allowed/#")
+    expect(not rcs[0].is_failure, f"allowed subscribe: {rcs}")
+    rcs = ok.sub("secret/#")
+    expect(rcs[0].value == 0x87, f"forbidden subscribe: {rcs}")
+    info = ok.c.publish("secret/x", "no", qos=1)
+    info.wait_for_publish(T)
+    ok.pub("allowed/x", "yes")
+    got = ok.wait(1)
+    expect(got[0].payload == b"yes", f"{got[0].payload}")
+    ok.none_more(1)
+    ok.bye()
+    print("ok")
+
+
+def keepalive_and_bad_input():
+    """A silent client is dropped after 1.5× keep-alive; garbage after CONNECT closes the connection."""
+    s, _ = raw_connect(f"ka-{uuid.uuid4().hex[:6]}", clean=True, keepalive=1)
+    start = time.time()
+    s.settimeout(10)
+    expect(read_packet(s) is None, "closed")
+    took = time.time() - start
+    expect(1.0 <= took <= 4.0, f"closed after {took:.1f}s")
+    s, _ = raw_connect(f"bad-{uuid.uuid4().hex[:6]}", clean=True)
+    s.sendall(b"\xf0\x00\xff\xff")  # reserved packet type 15
+    s.settimeout(5)
+    expect(read_packet(s) is None, "closed after a malformed packet")
+    # A 5.0 client gets a DISCONNECT with a reason code first.
+    c = C(V5)
+    c.c.socket().sendall(b"\x30\x06\x00\x03a+b\x00")  # QoS 0 PUBLISH to a topic with a wildcard
+    wait_for(lambda: c.disconnects, T, "DISCONNECT")
+    expect(c.disconnects[0].value == 0x90, f"topic name invalid: {c.disconnects[0]}")
+    print("ok")
+
+
+def cross_protocol():
+    """MQTT 5 → STOMP and STOMP → MQTT 5: headers, content type, correlation id and reply-to carried."""
+    import stomp
+    top = t("x")
+    internal = top.replace("/", ".")
+    sc = stomp.Connection12([(H, args.stomp_port)])
+    got = []
+
+    class L(stomp.ConnectionListener):
+        def on_message(self, f):
+            got.append(f)
+    sc.set_listener("l", L())
+    sc.connect(wait=True)
+    sc.subscribe(f"/topic/{internal}.#", id="s", ack="auto", receipt="r")
+    time.sleep(0.2)
+    p = C(V5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("x-trace", "abc")]
+    props.ContentType = "text/plain"
+    props.ResponseTopic = f"{top}/reply"
+    props.CorrelationData = b"c-1"
+    p.pub(f"{top}/m", "from mqtt", props=props)
+    wait_for(lambda: got, T, "STOMP got the MQTT message")
+    h = got[0].headers
+    expect(got[0].body == "from mqtt", got[0].body)
+    for k, v in {"x-trace": "abc", "content-type": "text/plain", "correlation-id": "c-1",
+                 "reply-to": f"/topic/{internal}.reply", "destination": f"/topic/{internal}.m"}.items():
+        expect(h.get(k) == v, f"{k}: {h.get(k)!r} in {h}")
+    # And back: STOMP SEND to the reply-to reaches the MQTT requester on its response topic.
+    p.sub(f"{top}/reply")
+    sc.send(h["reply-to"], "answer", headers={"correlation-id": h["correlation-id"], "x-k": "v"}, content_type="text/plain")
+    m = p.wait(1)[0]
+    expect(m.topic == f"{top}/reply" and m.payload == b"answer", f"{m.topic} {m.payload}")
+    expect(m.properties.CorrelationData == b"c-1", f"{m.properties.CorrelationData}")
+    expect(("x-k", "v") in m.properties.UserProperty, f"{m.properties.UserProperty}")
+    expect(m.properties.ContentType == "text/plain", f"{m.properties.ContentType}")
+    sc.disconnect()
+    p.bye()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
+                                     shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
+                                     auth, keepalive_and_bad_input, cross_protocol]}
+if args.scenario not in SCENARIOS:
+    fail(f"unknown scenario {args.scenario}")
+SCENARIOS[args.scenario]()
