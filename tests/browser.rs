@@ -35,3 +35,29 @@ fn stompjs_in_chromium_over_websocket() {
         "the session ran on the WebSocket listener"
     );
 }
+
+#[test]
+fn mqttjs_in_chromium_over_websocket() {
+    let d = Daemon::start(&[], &[]);
+    let url = format!("ws://{}/mqtt", d.addr("mqtt-ws"));
+    let dir = std::env::var("SWITCHBOARD_NODE_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
+    for qos in ["0", "1", "2"] {
+        let out = Command::new("node")
+            .current_dir(&dir)
+            .args(["ws_client.mjs", "mqtt", &url, "--count", "30", "--qos", qos])
+            .output()
+            .expect("node (run scripts/setup browser)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "browser MQTT test failed at QoS {qos}\nstdout: {stdout}\nstderr: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log()
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    assert!(d.log().contains("protocol=\"mqtt-ws\""));
+}
