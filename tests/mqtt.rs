@@ -29,6 +29,7 @@ mqtt_scenarios!(
     v5_properties,
     topic_alias_no_local_and_dollar,
     keepalive_and_bad_input,
+    private_queues,
 );
 
 #[test]

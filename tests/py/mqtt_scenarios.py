@@ -535,9 +535,27 @@ def cross_protocol():
     print("ok")
 
 
+def private_queues():
+    """$queue/NAME reaches internal queues, but never the router's own ($-named) ones."""
+    victim = C(V5, client_id=f"victim-{uuid.uuid4().hex[:6]}", clean=False)
+    victim.sub("v/#")
+    thief = C(V5)
+    rcs = thief.sub(f"$queue/$mqtt.s.{victim.cid}")
+    expect(rcs[0].value == 0x87, f"refused: {rcs}")
+    q = f"jobs-{uuid.uuid4().hex[:6]}"
+    w = C(V5)
+    w.sub(f"$queue/{q}")
+    w.pub(f"$queue/{q}", "to the queue")
+    got = w.wait(1)
+    expect(got[0].payload == b"to the queue" and got[0].topic == f"$queue/{q}", f"{got[0].topic}")
+    for x in (victim, thief, w):
+        x.bye()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol]}
+                                     auth, keepalive_and_bad_input, cross_protocol, private_queues]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

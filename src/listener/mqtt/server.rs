@@ -41,7 +41,10 @@ pub async fn serve_tcp(
             async move {
                 // Over the limit: close at once (MQTT has nothing to say before CONNECT).
                 let Some(_permit) = permit else { return };
-                let framed = Framed::new(stream, Codec::new(state.settings.max_packet_size));
+                // Small initial buffers: most connections are idle or carry small packets;
+                // the buffers grow when a large packet comes.
+                let framed =
+                    Framed::with_capacity(stream, Codec::new(state.settings.max_packet_size), 2048);
                 session::run(framed, state, id, loopback, cancel).await;
             }
         },

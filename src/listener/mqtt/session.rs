@@ -96,8 +96,10 @@ enum Source {
     Shared(String),
 }
 
+/// A QoS 1/2 delivery awaiting the client's acknowledgement. The consumer is named by
+/// its queue, not by position: subscriptions come and go while messages are in flight.
 struct Inflight {
-    source: usize,
+    queue: Arc<str>,
     tag: u64,
 }
 
@@ -110,6 +112,7 @@ struct Session<T: Transport> {
     principal: Principal,
     data: Arc<Mutex<SessionData>>,
     queue: String,
+    queue_options: QueueOptions,
     /// Index 0: the session queue; then shared / `$queue/` subscriptions.
     consumers: Vec<(Source, Consumer)>,
     notify: Arc<Notify>,
@@ -287,15 +290,19 @@ async fn connect_session<T: Transport>(
         )
         .map_err(|e| e.to_string())
     };
-    let session_consumer = match attach(&queue, Some(opts)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(client_id, error = %e, "cannot attach the session queue");
-            let _ = t.send(connack(rc::UNSPECIFIED, Some(e))).await;
-            return None;
+    // A clean session gets its queue at its first subscription (a publish-only client,
+    // the common IoT case, then costs no queue at all); a persistent one needs it now.
+    let mut consumers = Vec::new();
+    if persistent {
+        match attach(&queue, Some(opts.clone())) {
+            Ok(c) => consumers.push((Source::Session, c)),
+            Err(e) => {
+                tracing::error!(client_id, error = %e, "cannot attach the session queue");
+                let _ = t.send(connack(rc::UNSPECIFIED, Some(e))).await;
+                return None;
+            }
         }
-    };
-    let mut consumers = vec![(Source::Session, session_consumer)];
+    }
     // Resume shared and queue subscriptions of a persistent session.
     let shared: Vec<String> = data
         .lock()
@@ -350,6 +357,7 @@ async fn connect_session<T: Transport>(
         principal,
         data,
         queue,
+        queue_options: opts,
         consumers,
         notify,
         inflight: BTreeMap::new(),
@@ -450,7 +458,13 @@ impl<T: Transport> Session<T> {
         let _ = self.t.close().await;
         // Give the core back what the client did not acknowledge.
         self.consumers.clear();
-        let will = if ended.will { self.will.take() } else { None };
+        let taken_over = ended.code == Some(rc::SESSION_TAKEN_OVER);
+        // MQTT 5 §3.1.2.8: a new connection to the session before the will delay has
+        // passed means no will; with no delay the will goes out at once.
+        let will = match self.will.take() {
+            Some(w) if ended.will && !(taken_over && w.delay > 0) => Some(w),
+            _ => None,
+        };
         let state = Arc::clone(&self.state);
         let client_id = self.client_id.clone();
         let queue = self.queue.clone();
@@ -464,6 +478,8 @@ impl<T: Transport> Session<T> {
                 entry.holder = None;
                 if expiry == 0 {
                     sessions.remove(&client_id);
+                    // A session that was persistent and now ends with expiry 0 goes too.
+                    state.router.core().delete_queue(&queue);
                 } else {
                     entry.pending = Some(pending.clone());
                 }
@@ -585,7 +601,10 @@ impl<T: Transport> Session<T> {
 
     fn settle(&mut self, pid: u16) {
         if let Some(f) = self.inflight.remove(&pid)
-            && let Some((_, c)) = self.consumers.get(f.source)
+            && let Some((_, c)) = self
+                .consumers
+                .iter()
+                .find(|(_, c)| c.queue_name() == &*f.queue)
         {
             c.ack(f.tag);
         }
@@ -636,7 +655,9 @@ impl<T: Transport> Session<T> {
             ));
         }
         let dest = publish_destination(&p.topic);
-        let code = if !self.principal.can_publish(&dest) {
+        // Replies to a STOMP temporary queue are allowed to whoever was handed its address.
+        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(crate::listener::stomp::session::TEMP_PREFIX));
+        let code = if !is_reply && !self.principal.can_publish(&dest) {
             tracing::warn!(topic = %p.topic, "publish refused by permissions");
             rc::NOT_AUTHORIZED
         } else {
@@ -662,7 +683,17 @@ impl<T: Transport> Session<T> {
             (0, _) => Ok(()),
             // 3.1.1 cannot refuse a message: dropping the connection makes the client
             // resend it later rather than believe it delivered.
-            (_, Version::V3) if code >= 0x80 => Err(End {
+            // A message a 3.1.1 client may not publish is acknowledged and dropped (as
+            // Mosquitto does; logged above): closing would only make the client resend it.
+            (1, Version::V3) if code == rc::NOT_AUTHORIZED => {
+                self.send(Out::PubAck {
+                    packet_id: pid,
+                    code,
+                })
+                .await?;
+                self.flush().await
+            }
+            (_, Version::V3) if code >= 0x80 && code != rc::NOT_AUTHORIZED => Err(End {
                 code: None,
                 reason: "publish refused".into(),
                 will: true,
@@ -790,6 +821,10 @@ impl<T: Transport> Session<T> {
         let granted = opts.qos.min(2);
         let (pattern, shared_queue) = if let Some(q) = queue_sub {
             let p = Pattern::parse(q).map_err(|_| invalid)?;
+            // The router's own queues ($sb.…, $mqtt.…) belong to other sessions.
+            if q.starts_with('$') {
+                return Err(rc::NOT_AUTHORIZED);
+            }
             if !p.is_literal() || !self.principal.can_subscribe(Kind::Queue, &p) {
                 return Err(if p.is_literal() {
                     rc::NOT_AUTHORIZED
@@ -809,6 +844,23 @@ impl<T: Transport> Session<T> {
         let existed = self.data().subs.contains_key(filter);
         match &shared_queue {
             None => {
+                if !self
+                    .consumers
+                    .iter()
+                    .any(|(s, _)| matches!(s, Source::Session))
+                {
+                    let c = core
+                        .declare_queue(&self.queue, Some(self.queue_options.clone()))
+                        .and_then(|_| {
+                            core.consume(
+                                &self.queue,
+                                ConsumeOptions::manual(usize::from(self.client_receive_max))
+                                    .with_notify(Arc::clone(&self.notify)),
+                            )
+                        })
+                        .map_err(|_| rc::UNSPECIFIED)?;
+                    self.consumers.insert(0, (Source::Session, c));
+                }
                 core.bind(&self.queue, pattern.as_str())
                     .map_err(|_| rc::UNSPECIFIED)?;
             }
@@ -997,7 +1049,8 @@ impl<T: Transport> Session<T> {
             let pid = self.alloc_pid();
             p.packet_id = Some(pid);
             p.dup = d.redelivered;
-            self.inflight.insert(pid, Inflight { source, tag: d.tag });
+            let queue = self.consumers[source].1.queue_name().into();
+            self.inflight.insert(pid, Inflight { queue, tag: d.tag });
         } else {
             consumer_ack(self);
         }

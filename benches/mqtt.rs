@@ -1,0 +1,344 @@
+//! MQTT throughput, latency and memory, Switchboard side by side with Mosquitto, driven by
+//! the same load generator in the same run (not a test).
+//!
+//! Run with `scripts/bench mqtt` (starts Mosquitto on 127.0.0.1:18830 when it is not
+//! answering). The load generator is a minimal MQTT 3.1.1 client over `rmqtt-codec`.
+//! Scenarios: QoS 0 and QoS 1 1→1, QoS 0 fan-out 1→100 (closed loop), 1→1 at a fixed
+//! rate for latency, and resident memory per idle connection at 10,000 connections.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rmqtt_codec::types::{Protocol, Publish, QoS};
+use rmqtt_codec::v3::{Codec, Connect, Packet};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+type Conn = Framed<TcpStream, Codec>;
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn connect(addr: SocketAddr, id: &str) -> Conn {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    s.set_nodelay(true).ok();
+    let mut c = Framed::new(s, Codec::new(16 * 1024 * 1024));
+    let connect = Connect {
+        protocol: Protocol::default(),
+        clean_session: true,
+        keep_alive: 0,
+        client_id: id.into(),
+        ..Connect::default()
+    };
+    c.send(Packet::Connect(Box::new(connect)))
+        .await
+        .expect("CONNECT");
+    match c.next().await {
+        Some(Ok((Packet::ConnectAck(a), _))) if a.session_present || !a.session_present => c,
+        other => panic!("no CONNACK: {other:?}"),
+    }
+}
+
+async fn subscribe(c: &mut Conn, filter: &str, qos: QoS) {
+    c.send(Packet::Subscribe {
+        packet_id: NonZeroU16::MIN,
+        topic_filters: vec![(filter.into(), qos)],
+    })
+    .await
+    .unwrap();
+    loop {
+        match c.next().await {
+            Some(Ok((Packet::SubscribeAck { .. }, _))) => return,
+            Some(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+}
+
+fn publish(topic: &str, qos: QoS, pid: u16, body: &Bytes) -> Packet {
+    let mut payload = Vec::with_capacity(body.len());
+    payload.extend_from_slice(&now_ns().to_be_bytes());
+    payload.extend_from_slice(&body[8.min(body.len())..]);
+    Packet::Publish(Box::new(Publish {
+        dup: false,
+        retain: false,
+        qos,
+        topic: topic.into(),
+        packet_id: NonZeroU16::new(pid),
+        payload: payload.into(),
+        properties: None,
+    }))
+}
+
+struct Outcome {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn scenario(
+    addr: SocketAddr,
+    qos: QoS,
+    subs: usize,
+    size: usize,
+    n: usize,
+    rate: Option<u64>,
+    tag: &str,
+) -> Outcome {
+    let topic = format!("bench/{tag}");
+    let mut consumers = Vec::new();
+    for i in 0..subs {
+        let mut c = connect(addr, &format!("sub-{tag}-{i}")).await;
+        subscribe(&mut c, &topic, qos).await;
+        consumers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n);
+            let mut got = 0;
+            while got < n {
+                match tokio::time::timeout(Duration::from_secs(30), c.next()).await {
+                    Ok(Some(Ok((Packet::Publish(p), _)))) => {
+                        got += 1;
+                        if p.payload.len() >= 8 {
+                            let t = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or([0; 8]));
+                            lat.push(now_ns().saturating_sub(t));
+                        }
+                        if let Some(pid) = p.packet_id {
+                            c.send(Packet::PublishAck { packet_id: pid }).await.unwrap();
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("subscriber stopped after {got}: {other:?}"),
+                }
+            }
+            let _ = c.flush().await;
+            (Instant::now(), lat)
+        }));
+    }
+    let p = connect(addr, &format!("pub-{tag}")).await;
+    let (mut sink, mut stream) = p.split();
+    let body = Bytes::from(vec![b'x'; size.max(8)]);
+    // QoS 1: a window of 100 unacknowledged publishes, as a real client keeps.
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let acks = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            while let Some(Ok((pk, _))) = stream.next().await {
+                if let Packet::PublishAck { .. } = pk {
+                    window.add_permits(1);
+                }
+            }
+        })
+    };
+    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
+    let start = Instant::now();
+    for i in 0..n {
+        if let Some(p) = pace
+            && i % 10 == 0
+        {
+            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
+        }
+        let pid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            window.acquire().await.unwrap().forget();
+            (i % 65_000 + 1) as u16
+        };
+        sink.feed(publish(&topic, qos, pid, &body)).await.unwrap();
+        if i % 64 == 63 || pace.is_some() {
+            sink.flush().await.unwrap();
+        }
+    }
+    sink.flush().await.unwrap();
+    let mut lat = Vec::new();
+    let mut end = start;
+    for c in consumers {
+        let (t, l) = c.await.unwrap();
+        end = end.max(t);
+        lat.extend(l);
+    }
+    acks.abort();
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Outcome {
+        rate: (n * subs) as f64 / (end - start).as_secs_f64(),
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// KiB of resident memory per idle connection, over `n` connections.
+async fn idle_memory(addr: SocketAddr, pid: u32, n: usize) -> f64 {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(pid);
+    let mut conns = Vec::with_capacity(n);
+    for chunk in 0..n / 500 {
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            let id = format!("idle-{pid}-{chunk}-{i}");
+            batch.push(tokio::spawn(async move { connect(addr, &id).await }));
+        }
+        for b in batch {
+            conns.push(b.await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb(pid);
+    drop(conns);
+    (after.saturating_sub(before)) as f64 / n as f64
+}
+
+struct Router(Child);
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_router() -> (Router, SocketAddr) {
+    let dir = std::env::temp_dir().join(format!("sb-mqtt-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(dir.join("routes"));
+    let cfg = dir.join("sb.yaml");
+    std::fs::write(
+        &cfg,
+        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
+    )
+    .unwrap();
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let router = Router(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "run",
+                "--listen",
+                "admin=off",
+                "--listen",
+                "stomp=off",
+                "--listen",
+                "stomp-ws=off",
+                "--listen",
+                "mqtt=127.0.0.1:0",
+                "--listen",
+                "mqtt-ws=off",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--routes")
+            .arg(dir.join("routes"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchboard"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            return (
+                router,
+                v["listeners"]["mqtt"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+        assert!(Instant::now() < deadline, "switchboard did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    let mosq: SocketAddr = std::env::var("MOSQUITTO")
+        .unwrap_or_else(|_| "127.0.0.1:18830".into())
+        .parse()
+        .unwrap();
+    let mosq_pid: Option<u32> = std::fs::read_to_string("/tmp/mosquitto-test/mosquitto.pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let mosq_up = std::net::TcpStream::connect_timeout(&mosq, Duration::from_secs(1)).is_ok();
+    let (router, addr) = start_router();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "MQTT benchmark: Switchboard {addr} vs Mosquitto {mosq}{}",
+        if mosq_up {
+            ""
+        } else {
+            " (NOT RUNNING: ratios omitted)"
+        }
+    );
+    // Memory first, while both servers are fresh (freed message buffers would hide it).
+    let n = 10_000;
+    let sb_kb = rt.block_on(idle_memory(addr, router.0.id(), n));
+    match (mosq_up, mosq_pid) {
+        (true, Some(pid)) => {
+            let mq_kb = rt.block_on(idle_memory(mosq, pid, n));
+            println!(
+                "RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB, mosquitto {mq_kb:.1} KiB, ratio {:.2}×",
+                sb_kb / mq_kb.max(0.01)
+            );
+        }
+        _ => println!("RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB"),
+    }
+    println!(
+        "{:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
+        "scenario", "sb msg/s", "p50 µs", "p99 µs", "mosq msg/s", "p50 µs", "p99 µs", "ratio"
+    );
+    type Case = (&'static str, QoS, usize, usize, usize, Option<u64>);
+    let cases: &[Case] = &[
+        ("QoS 0 1→1, 100 B", QoS::AtMostOnce, 1, 100, 200_000, None),
+        ("QoS 1 1→1, 100 B", QoS::AtLeastOnce, 1, 100, 100_000, None),
+        ("QoS 0 1→100, 100 B", QoS::AtMostOnce, 100, 100, 5_000, None),
+        (
+            "QoS 1 1→1 @5k/s",
+            QoS::AtLeastOnce,
+            1,
+            100,
+            20_000,
+            Some(5_000),
+        ),
+    ];
+    for (i, (name, qos, subs, size, n, rate)) in cases.iter().enumerate() {
+        let tag = format!("{i}-{}", std::process::id());
+        let sb = rt.block_on(scenario(addr, *qos, *subs, *size, *n, *rate, &tag));
+        let line = format!("{:>12.0} {:>9.0} {:>9.0}", sb.rate, sb.p50_us, sb.p99_us);
+        if mosq_up {
+            let mq = rt.block_on(scenario(mosq, *qos, *subs, *size, *n, *rate, &tag));
+            println!(
+                "{name:<24} {line}   {:>12.0} {:>9.0} {:>9.0}   {:>6.2}×",
+                mq.rate,
+                mq.p50_us,
+                mq.p99_us,
+                sb.rate / mq.rate
+            );
+        } else {
+            println!("{name:<24} {line}");
+        }
+    }
+}
