@@ -42,7 +42,11 @@ async fn connect(addr: SocketAddr, id: &str) -> Conn {
         .await
         .expect("CONNECT");
     match c.next().await {
-        Some(Ok((Packet::ConnectAck(a), _))) if a.session_present || !a.session_present => c,
+        Some(Ok((Packet::ConnectAck(a), _)))
+            if a.return_code == rmqtt_codec::v3::ConnectAckReason::ConnectionAccepted =>
+        {
+            c
+        }
         other => panic!("no CONNACK: {other:?}"),
     }
 }
