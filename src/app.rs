@@ -154,8 +154,12 @@ pub async fn run(
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
                 if name == "mqtt" {
+                    let tls = settings.tls.get("mqtt").map(|t| t.0.clone());
+                    if tls.is_some() {
+                        tracing::info!(listener = %name, "TLS enabled");
+                    }
                     tracker.spawn(crate::listener::mqtt::server::serve_tcp(
-                        listener, state, loopback, cancel, t,
+                        listener, state, loopback, tls, cancel, t,
                     ));
                 } else {
                     tracker.spawn(crate::listener::mqtt::server::serve_ws(

@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--stomp-port", type=int),
-                             p.add_argument("--user"), p.add_argument("--password")))
+                             p.add_argument("--user"), p.add_argument("--password"), p.add_argument("--ca")))
 H, P, T = args.host, args.port, args.timeout
 V3, V5 = mqtt.MQTTv311, mqtt.MQTTv5
 
@@ -553,9 +553,28 @@ def private_queues():
     print("ok")
 
 
+def tls():
+    """MQTT over TLS, the server certificate verified against the test CA (both versions)."""
+    for version in (V3, V5):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tls-{uuid.uuid4().hex[:6]}", protocol=version)
+        c.tls_set(ca_certs=args.ca)
+        got = []
+        done = threading.Event()
+        c.on_message = lambda cl, u, m: (got.append(m.payload), done.set())
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("tls/t", 1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: cl.publish("tls/t", "secret", qos=1)
+        c.connect(H, P)
+        c.loop_start()
+        expect(done.wait(T), f"{version}: message over TLS")
+        expect(got == [b"secret"], f"{got}")
+        c.disconnect()
+        c.loop_stop()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, private_queues]}
+                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

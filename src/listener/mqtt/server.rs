@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,11 +20,12 @@ use super::state::MqttState;
 use crate::listener::ws::WsFramed;
 use crate::listener::{accept_loop, next_connection_id};
 
-/// Serves MQTT over TCP until `cancel` fires.
+/// Serves MQTT over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
     listener: TcpListener,
     state: Arc<MqttState>,
     loopback: bool,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -38,14 +40,32 @@ pub async fn serve_tcp(
         move |stream, _peer, id, permit| {
             let state = Arc::clone(&state);
             let cancel = c2.clone();
+            let tls = tls.clone();
             async move {
                 // Over the limit: close at once (MQTT has nothing to say before CONNECT).
                 let Some(_permit) = permit else { return };
                 // Small initial buffers: most connections are idle or carry small packets;
                 // the buffers grow when a large packet comes.
-                let framed =
-                    Framed::with_capacity(stream, Codec::new(state.settings.max_packet_size), 2048);
-                session::run(framed, state, id, loopback, cancel).await;
+                let codec = Codec::new(state.settings.max_packet_size);
+                let Some(acceptor) = tls else {
+                    let framed = Framed::with_capacity(stream, codec, 2048);
+                    return session::run(framed, state, id, loopback, cancel).await;
+                };
+                let timeout = state.settings.connect_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        session::run(
+                            Framed::with_capacity(s, codec, 2048),
+                            state,
+                            id,
+                            loopback,
+                            cancel,
+                        )
+                        .await
+                    }
+                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::info!("TLS handshake timed out"),
+                }
             }
         },
     )
