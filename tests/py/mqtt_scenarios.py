@@ -318,6 +318,7 @@ def qos2_across_reconnect():
     first, body = read_packet(s)
     m2 = parse_publish(first, body)
     expect(m2["dup"] and m2["qos"] == 2 and m2["payload"] == b"exactly-once", f"resent with DUP: {m2}")
+    expect(m2["pid"] == m["pid"], f"resent with its original packet id: {m['pid']} then {m2['pid']}")
     s.sendall(packet(0x50, struct.pack("!H", m2["pid"])))  # PUBREC
     rel = read_packet(s)
     expect(rel[0] == 0x62 and struct.unpack("!H", rel[1])[0] == m2["pid"], f"PUBREL {rel}")

@@ -600,6 +600,7 @@ impl<T: Transport> Session<T> {
     }
 
     fn settle(&mut self, pid: u16) {
+        self.data().sent_pids.retain(|_, p| *p != pid);
         if let Some(f) = self.inflight.remove(&pid)
             && let Some((_, c)) = self
                 .consumers
@@ -960,7 +961,11 @@ impl<T: Transport> Session<T> {
         loop {
             let p = self.next_pid;
             self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&p) && !self.data().pending_rel.contains(&p) {
+            let data = self.data();
+            let reserved =
+                data.pending_rel.contains(&p) || data.sent_pids.values().any(|&v| v == p);
+            drop(data);
+            if !self.inflight.contains_key(&p) && !reserved {
                 return p;
             }
         }
@@ -1046,7 +1051,15 @@ impl<T: Transport> Session<T> {
             return Ok(false);
         }
         if qos > 0 {
-            let pid = self.alloc_pid();
+            let known = self.data().sent_pids.get(&d.message.id).copied();
+            let pid = match known {
+                Some(pid) if d.redelivered && !self.inflight.contains_key(&pid) => pid,
+                _ => {
+                    let pid = self.alloc_pid();
+                    self.data().sent_pids.insert(d.message.id.clone(), pid);
+                    pid
+                }
+            };
             p.packet_id = Some(pid);
             p.dup = d.redelivered;
             let queue = self.consumers[source].1.queue_name().into();

@@ -69,6 +69,10 @@ pub struct SessionData {
     pub incoming_qos2: BTreeSet<u16>,
     /// Outbound QoS 2 packet ids released (PUBREL sent) and not yet completed.
     pub pending_rel: BTreeSet<u16>,
+    /// Packet ids of QoS 1/2 messages sent and not yet acknowledged, by message id: a
+    /// message sent again after a reconnect keeps its packet id (MQTT 3.1.1 §4.4,
+    /// 5.0 §4.4), so a client that had it already recognises the duplicate.
+    pub sent_pids: HashMap<crate::core::MessageId, u16>,
 }
 
 /// The connection currently holding a session.
