@@ -483,6 +483,12 @@ def keepalive_and_bad_input():
     expect(read_packet(s) is None, "closed")
     took = time.time() - start
     expect(1.0 <= took <= 4.0, f"closed after {took:.1f}s")
+    # An empty client id with a persistent session: CONNACK 0x02 identifier rejected.
+    s = socket.create_connection((H, P), timeout=T)
+    s.sendall(packet(0x10, enc_str("MQTT") + bytes([4, 0]) + struct.pack("!H", 30) + enc_str("")))
+    ack = read_packet(s)
+    expect(ack is not None and ack[0] == 0x20 and ack[1][1] == 2, f"CONNACK identifier rejected: {ack}")
+    s.close()
     s, _ = raw_connect(f"bad-{uuid.uuid4().hex[:6]}", clean=True)
     s.sendall(b"\xf0\x00\xff\xff")  # reserved packet type 15
     s.settimeout(5)

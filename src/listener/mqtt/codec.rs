@@ -163,6 +163,8 @@ pub enum CodecError {
     Encode(String),
     #[error("{0}")]
     Topic(String),
+    #[error("invalid client id (an empty one needs a clean session)")]
+    ClientId,
     #[error("{0}")]
     Filter(String),
     #[error("i/o error: {0}")]
@@ -176,6 +178,7 @@ impl CodecError {
             Self::TooLarge { .. } => 0x95,
             Self::Protocol(_) => 0x84,
             Self::Topic(_) => 0x90,
+            Self::ClientId => 0x85,
             Self::Filter(_) => 0x8F,
             _ => 0x81,
         }
@@ -189,6 +192,7 @@ impl From<rmqtt_codec::error::DecodeError> for CodecError {
             D::MaxSizeExceeded { size, max } => Self::TooLarge { size, max },
             D::InvalidProtocol | D::UnsupportedProtocolLevel => Self::Protocol(e.to_string()),
             D::InvalidTopicName => Self::Topic(e.to_string()),
+            D::InvalidClientId => Self::ClientId,
             D::InvalidTopicFilter => Self::Filter(e.to_string()),
             D::Io(io) => Self::Io(std::io::Error::other(io.to_string())),
             other => Self::Malformed(other.to_string()),

@@ -147,8 +147,20 @@ pub async fn run<T: Transport>(
         }
         Ok(Some(Err(e))) => {
             tracing::warn!(error = %e, "bad CONNECT; closing");
-            if let CodecError::Protocol(_) = e {
-                // 3.1.1 §3.2.2.3: unacceptable protocol level → CONNACK 0x01 when we can tell.
+            // The version is known by now, so the refusal can be said in it.
+            if let CodecError::ClientId = e {
+                let _ = t
+                    .send(Out::ConnAck {
+                        session_present: false,
+                        code: e.reason_code(),
+                        assigned_client_id: None,
+                        server_keep_alive: None,
+                        receive_max: 0,
+                        max_packet_size: None,
+                        session_expiry: None,
+                        reason: Some(e.to_string()),
+                    })
+                    .await;
             }
             return;
         }
