@@ -104,7 +104,8 @@ pub async fn run(
             addr: *addr,
             source,
         })?;
-        tracing::info!(listener = %name, address = %local, "listening");
+        let tls = settings.tls.get(name.as_str()).map(|t| t.0.clone());
+        tracing::info!(listener = %name, address = %local, tls = tls.is_some(), "listening");
         bound.insert(name.clone(), local);
         match name.as_str() {
             "admin" => {
@@ -129,16 +130,12 @@ pub async fn run(
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
                 if name == "stomp" {
-                    let tls = settings.tls.get("stomp").map(|t| t.0.clone());
-                    if tls.is_some() {
-                        tracing::info!(listener = %name, "TLS enabled");
-                    }
                     tracker.spawn(crate::listener::stomp::server::serve_tcp(
                         listener, shared, tls, cancel, t,
                     ));
                 } else {
                     tracker.spawn(crate::listener::stomp::server::serve_ws(
-                        listener, shared, cancel, t,
+                        listener, shared, tls, cancel, t,
                     ));
                 }
             }
@@ -154,16 +151,12 @@ pub async fn run(
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
                 if name == "mqtt" {
-                    let tls = settings.tls.get("mqtt").map(|t| t.0.clone());
-                    if tls.is_some() {
-                        tracing::info!(listener = %name, "TLS enabled");
-                    }
                     tracker.spawn(crate::listener::mqtt::server::serve_tcp(
                         listener, state, loopback, tls, cancel, t,
                     ));
                 } else {
                     tracker.spawn(crate::listener::mqtt::server::serve_ws(
-                        listener, state, loopback, cancel, t,
+                        listener, state, loopback, tls, cancel, t,
                     ));
                 }
             }

@@ -350,14 +350,14 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
     }
     for (name, t) in raw.tls {
         match name.as_str() {
-            "stomp" | "mqtt" => match crate::tls::acceptor(&base.join(&t.cert), &base.join(&t.key)) {
+            "stomp" | "stomp-ws" | "mqtt" | "mqtt-ws" => match crate::tls::acceptor(&base.join(&t.cert), &base.join(&t.key)) {
                 Ok(a) => {
                     s.tls.insert(name, crate::tls::Tls(a));
                 }
                 Err(e) => errors.push(ConfigError(format!("{shown}: tls.{name}: {e}"))),
             },
             other => errors.push(ConfigError(format!(
-                "{shown}: tls.{other}: TLS is available on the `stomp` and `mqtt` listeners; terminate TLS for the WebSocket and admin listeners in front of the router"
+                "{shown}: tls.{other}: TLS is available on the stomp, stomp-ws, mqtt and mqtt-ws listeners; terminate TLS for the admin API in front of the router"
             ))),
         }
     }

@@ -251,3 +251,29 @@ pub fn daemon_with_config(config: &str) -> Daemon {
     let p = path.display().to_string();
     Daemon::start_in(dir, &["--config", &p])
 }
+
+/// A throw-away CA-less self-signed certificate for localhost / 127.0.0.1 in `dir`
+/// (`cert.pem`, `key.pem`), made with openssl.
+pub fn self_signed(dir: &Path) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+}

@@ -579,9 +579,28 @@ def tls():
     print("ok")
 
 
+def wss():
+    """MQTT over WebSocket over TLS (paho's websockets transport, certificate verified)."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"wss-{uuid.uuid4().hex[:6]}", protocol=V5, transport="websockets")
+    c.ws_set_options(path="/mqtt")
+    c.tls_set(ca_certs=args.ca)
+    got = []
+    done = threading.Event()
+    c.on_message = lambda cl, u, m: (got.append(m.payload), done.set())
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("wss/t", 1)
+    c.on_subscribe = lambda cl, u, mid, rcs, p: cl.publish("wss/t", "over wss", qos=1)
+    c.connect(H, P)
+    c.loop_start()
+    expect(done.wait(T), "message over wss")
+    expect(got == [b"over wss"], f"{got}")
+    c.disconnect()
+    c.loop_stop()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls]}
+                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

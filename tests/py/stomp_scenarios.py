@@ -360,8 +360,25 @@ def tls():
     print("ok")
 
 
+def wss():
+    """STOMP over WebSocket over TLS (a Python websockets client, certificate verified)."""
+    import ssl
+    from websockets.sync.client import connect as ws_connect
+    ctx = ssl.create_default_context(cafile=args.ca)
+    with ws_connect(f"wss://{args.host}:{args.port}/ws", ssl=ctx, subprotocols=["v12.stomp"]) as ws:
+        expect(ws.subprotocol == "v12.stomp", f"subprotocol {ws.subprotocol}")
+        ws.send("CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+        f = ws.recv(timeout=T)
+        expect(f.startswith("CONNECTED\nversion:1.2"), f)
+        ws.send("SUBSCRIBE\nid:1\ndestination:/queue/wss\n\n\0")
+        ws.send("SEND\ndestination:/queue/wss\n\nover tls\0")
+        f = ws.recv(timeout=T)
+        expect(f.startswith("MESSAGE\n") and f.endswith("over tls\0"), f)
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
-                                     transactions, temp_reply_queue, topics, competing_consumers, auth, tls]}
+                                     transactions, temp_reply_queue, topics, competing_consumers, auth, tls, wss]}
 
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}; known: {', '.join(SCENARIOS)}")

@@ -81,11 +81,12 @@ struct WsState {
     limit: Arc<Semaphore>,
 }
 
-/// Serves MQTT over WebSocket on `/mqtt` until `cancel` fires.
+/// Serves MQTT over WebSocket on `/mqtt` (over TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_ws(
     listener: TcpListener,
     state: Arc<MqttState>,
     loopback: bool,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -94,12 +95,16 @@ pub async fn serve_ws(
         state,
         loopback,
         cancel: cancel.clone(),
-        tracker,
+        tracker: tracker.clone(),
         limit,
     };
     let app = axum::Router::new()
         .route("/mqtt", get(upgrade))
         .with_state(st);
+    if let Some(acceptor) = tls {
+        crate::listener::serve_http_tls(listener, app, acceptor, "mqtt-wss", cancel, tracker).await;
+        return;
+    }
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -84,10 +84,11 @@ struct WsState {
     limit: Arc<Semaphore>,
 }
 
-/// Serves STOMP over WebSocket on `/ws` until `cancel` fires.
+/// Serves STOMP over WebSocket on `/ws` (over TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_ws(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -95,12 +96,17 @@ pub async fn serve_ws(
     let state = WsState {
         shared,
         cancel: cancel.clone(),
-        tracker,
+        tracker: tracker.clone(),
         limit,
     };
     let app = axum::Router::new()
         .route("/ws", get(upgrade))
         .with_state(state);
+    if let Some(acceptor) = tls {
+        crate::listener::serve_http_tls(listener, app, acceptor, "stomp-wss", cancel, tracker)
+            .await;
+        return;
+    }
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
