@@ -89,8 +89,9 @@ fn queue(producers: usize, consumers: usize, per: usize) -> f64 {
     })
 }
 
-/// One publisher, `subs` subscribers; returns deliveries/s.
-fn fanout(subs: usize, messages: usize) -> f64 {
+/// One publisher, `subs` subscribers; returns deliveries/s. `batch` > 1 publishes with
+/// `Core::publish_batch` (one lock per subscriber per batch).
+fn fanout(subs: usize, messages: usize, batch: usize) -> f64 {
     rt().block_on(async {
         let core = core();
         let mut cs = Vec::new();
@@ -114,8 +115,15 @@ fn fanout(subs: usize, messages: usize) -> f64 {
         let body = bytes::Bytes::from_static(&[b'x'; 100]);
         let d = Destination::topic("fan.out");
         let start = Instant::now();
-        for _ in 0..messages {
-            core.publish(&d, Message::new(body.clone())).await.unwrap();
+        if batch <= 1 {
+            for _ in 0..messages {
+                core.publish(&d, Message::new(body.clone())).await.unwrap();
+            }
+        } else {
+            for _ in 0..messages / batch {
+                let msgs = (0..batch).map(|_| Message::new(body.clone())).collect();
+                core.publish_batch(&d, msgs).await.unwrap();
+            }
         }
         let mut total = 0;
         for c in cs {
@@ -158,10 +166,14 @@ fn main() {
     println!("queue 1→1        {} msgs/s", m(q11));
     let q44 = queue(4, 4, 500_000);
     println!("queue 4→4        {} msgs/s", m(q44));
-    let f10 = fanout(10, 200_000);
+    let f10 = fanout(10, 200_000, 1);
     println!("topic 1→10       {} deliveries/s", m(f10));
-    let f1k = fanout(1000, 5_000);
+    let f1k = fanout(1000, 5_000, 1);
     println!("topic 1→1,000    {} deliveries/s", m(f1k));
+    let b10 = fanout(10, 200_000, 64);
+    println!("topic 1→10, batches of 64     {} deliveries/s", m(b10));
+    let b1k = fanout(1000, 5_120, 64);
+    println!("topic 1→1,000, batches of 64  {} deliveries/s", m(b1k));
     let m1k = matching(1_000);
     let m100k = matching(100_000);
     println!("trie match, 1k subscriptions     {m1k:>7.0} ns/lookup");

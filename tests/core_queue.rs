@@ -402,3 +402,34 @@ fn ack_modes_are_distinct() {
     assert!(AckMode::Manual.is_manual());
     assert!(!AckMode::Auto.is_manual());
 }
+
+#[tokio::test]
+async fn batch_publish_keeps_order_and_applies_backpressure_past_the_limit() {
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "batch".into(),
+        QueueOptions {
+            max_length: 5,
+            ..QueueOptions::default()
+        },
+    );
+    let core = Core::new(config);
+    let c = core.consume("batch", ConsumeOptions::auto_ack(2)).unwrap();
+    let publisher = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let msgs = (0..20).map(|i| Message::new(format!("m{i}"))).collect();
+            core.publish_batch(&q("batch"), msgs).await
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.push(body(&c.recv().await.unwrap()));
+    }
+    assert_eq!(publisher.await.unwrap().unwrap(), 20);
+    assert_eq!(
+        got,
+        (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>(),
+        "in order, none lost past the limit"
+    );
+}

@@ -192,3 +192,31 @@ async fn slow_subscriber_with_full_buffer_does_not_block_others_when_dropping() 
     assert_eq!(st.ready, 5, "the slow subscriber's buffer stayed bounded");
     assert_eq!(st.dropped, 44, "and every dropped message was counted");
 }
+
+#[tokio::test]
+async fn batch_publish_fans_out_like_single_publishes() {
+    let core = Core::default();
+    let subs: Vec<_> = (0..3)
+        .map(|_| {
+            core.subscribe(&["b.*"], ConsumeOptions::auto_ack(100))
+                .unwrap()
+        })
+        .collect();
+    let n = core
+        .publish_batch(
+            &t("b.x"),
+            (0..4).map(|i| Message::new(format!("{i}"))).collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 12);
+    for s in &subs {
+        assert_eq!(bodies(s), ["0", "1", "2", "3"]);
+    }
+    assert_eq!(
+        core.publish_batch(&t("nobody"), vec![Message::new("x")])
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -175,6 +175,10 @@ impl Entry {
         self.deadline.is_some_and(|d| d <= now)
     }
 
+    pub(crate) fn message(&self) -> &Arc<Message> {
+        &self.message
+    }
+
     fn into_dead(self, reason: DeadReason) -> DeadLetter {
         DeadLetter {
             message: self.message,
@@ -322,7 +326,7 @@ impl Queue {
     /// Adds a message at the tail, applying the overflow policy, then dispatches.
     pub(crate) fn offer(
         &self,
-        mut entry: Entry,
+        entry: Entry,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(), OfferError> {
@@ -333,23 +337,68 @@ impl Queue {
         if st.deleted {
             return Err(OfferError::Closed);
         }
-        // Fast path: nothing waiting and a consumer with credit.
+        self.admit(&mut st, entry, now, dead)?;
+        self.dispatch(&mut st, now, dead);
+        Ok(())
+    }
+
+    /// Adds messages from the front of `entries` under one lock, then dispatches once.
+    /// Stops at the first one that does not fit (it stays at the front of `entries`);
+    /// returns how many were taken. The caller handles the rest one by one, with the
+    /// overflow policy's waiting or refusing.
+    pub(crate) fn offer_batch(
+        &self,
+        entries: &mut VecDeque<Entry>,
+        now: Instant,
+        dead: &mut Vec<DeadLetter>,
+    ) -> usize {
+        let mut st = self.lock();
+        if st.deleted {
+            return 0;
+        }
+        let mut n = 0;
+        while let Some(e) = entries.pop_front() {
+            if e.size > self.options.max_bytes {
+                entries.push_front(e);
+                break;
+            }
+            match self.admit(&mut st, e, now, dead) {
+                Ok(()) => n += 1,
+                Err(OfferError::Full(e)) => {
+                    entries.push_front(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.dispatch(&mut st, now, dead);
+        n
+    }
+
+    /// Appends one entry to `ready` under the lock, applying the overflow policy.
+    fn admit(
+        &self,
+        st: &mut State,
+        mut entry: Entry,
+        now: Instant,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<(), OfferError> {
         let fits = |st: &State, size: usize| {
             st.ready.len() < self.options.max_length
                 && st.ready_bytes + size <= self.options.max_bytes
         };
-        if !fits(&st, entry.size) {
+        if !fits(st, entry.size) {
             // Expired messages make room before anything else is refused or dropped.
-            self.expire_locked(&mut st, now, dead);
+            self.expire_locked(st, now, dead);
         }
-        if !fits(&st, entry.size) {
+        if !fits(st, entry.size) {
             match self.options.overflow {
                 Overflow::Block | Overflow::RejectPublish => {
                     st.publisher_waiting = true;
                     return Err(OfferError::Full(entry));
                 }
                 Overflow::DropHead => {
-                    while !fits(&st, entry.size) {
+                    while !fits(st, entry.size) {
                         let Some(old) = st.ready.pop_front() else {
                             break;
                         };
@@ -364,7 +413,6 @@ impl Queue {
         st.ready_bytes += entry.size;
         st.ready.push_back(entry);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.dispatch(&mut st, now, dead);
         Ok(())
     }
 
