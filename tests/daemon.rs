@@ -191,3 +191,21 @@ fn named_queues_exist_when_auto_create_is_off() {
     let (_, v) = http_json(d.addr("admin"), "GET", "/queues");
     assert_eq!(v["queues"][0]["name"], "orders", "{v}");
 }
+
+#[test]
+fn the_example_settings_file_is_valid() {
+    let out = Command::new(common::BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchboard.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
