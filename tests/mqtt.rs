@@ -157,3 +157,9 @@ fn tls() {
     let d = Daemon::start_in(dir, &["--config", &cfg]);
     python_scenario(&d, "mqtt_scenarios.py", "mqtt", "tls", &["--ca", &ca]);
 }
+
+#[test]
+fn server_keep_alive() {
+    let d = daemon_with_config("mqtt:\n  max_keep_alive: 5\n");
+    python_scenario(&d, "mqtt_scenarios.py", "mqtt", "server_keep_alive", &[]);
+}

@@ -410,6 +410,9 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         if let Some(v) = m.max_connections {
             d.max_connections = v;
         }
+        if let Some(v) = m.max_keep_alive {
+            d.max_keep_alive = v;
+        }
     }
     if let Some(l) = raw.log {
         if let Some(f) = l.format {

@@ -124,4 +124,6 @@ pub struct RawMqtt {
     pub max_queued: Option<usize>,
     pub max_retained: Option<usize>,
     pub max_connections: Option<usize>,
+    /// Longest keep-alive accepted, seconds (0: any).
+    pub max_keep_alive: Option<u16>,
 }

@@ -598,9 +598,26 @@ def wss():
     print("ok")
 
 
+def server_keep_alive():
+    """With mqtt.max_keep_alive 5: a 5.0 client asking 60 s is told 5 s (Server Keep Alive);
+    a 3.1.1 client asking 60 s is refused (it could not be told)."""
+    c = C(V5, keepalive=60)
+    props = c.connack[2]
+    expect(getattr(props, "ServerKeepAlive", None) == 5, f"server keep alive: {props}")
+    c.bye()
+    ok3 = C(V3, keepalive=5)
+    ok3.bye()
+    s, _ = None, None
+    sock = socket.create_connection((H, P), timeout=T)
+    sock.sendall(packet(0x10, enc_str("MQTT") + bytes([4, 2]) + struct.pack("!H", 60) + enc_str("ka-" + uuid.uuid4().hex[:6])))
+    ack = read_packet(sock)
+    expect(ack is not None and ack[0] == 0x20 and ack[1][1] == 2, f"3.1.1 refused: {ack}")
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss]}
+                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss, server_keep_alive]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

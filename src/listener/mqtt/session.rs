@@ -251,6 +251,25 @@ async fn connect_session<T: Transport>(
         return None;
     }
 
+    // Keep-alive: a 5.0 client asking for more than `mqtt.max_keep_alive` (or for none)
+    // is told the server's value in the CONNACK; a 3.1.1 client cannot be told, so it is
+    // refused, as Mosquitto does.
+    let max_ka = state.settings.max_keep_alive;
+    let keep_alive = if max_ka > 0 && (c.keep_alive == 0 || c.keep_alive > max_ka) {
+        if !v5 {
+            tracing::info!(
+                client_id,
+                keep_alive = c.keep_alive,
+                max = max_ka,
+                "keep-alive above the maximum refused"
+            );
+            let _ = t.send(connack(rc::CLIENT_ID_INVALID, None)).await;
+            return None;
+        }
+        max_ka
+    } else {
+        c.keep_alive
+    };
     // Take the session over: make any current holder leave and wait until it has.
     let (data, session_present, wait_gone) = {
         let mut sessions = state.sessions();
@@ -346,7 +365,7 @@ async fn connect_session<T: Transport>(
         session_present,
         code: rc::SUCCESS,
         assigned_client_id: assigned.filter(|_| v5),
-        server_keep_alive: None,
+        server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
         receive_max: state.settings.max_inflight,
         max_packet_size: Some(state.settings.max_packet_size),
         session_expiry: None,
@@ -377,8 +396,7 @@ async fn connect_session<T: Transport>(
         client_receive_max: receive_max,
         client_max_packet: c.max_packet_size,
         aliases: HashMap::new(),
-        keep_alive: (c.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(c.keep_alive) * 1500)),
+        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         last_recv: Instant::now(),
         will: c.will,
         session_expiry: c.session_expiry,

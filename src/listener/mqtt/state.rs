@@ -33,6 +33,8 @@ pub struct MqttSettings {
     pub connect_timeout: std::time::Duration,
     /// Topic aliases a 5.0 client may use towards us.
     pub topic_alias_max: u16,
+    /// Longest keep-alive accepted, seconds (0: whatever the client asks, even none).
+    pub max_keep_alive: u16,
 }
 
 impl Default for MqttSettings {
@@ -45,6 +47,7 @@ impl Default for MqttSettings {
             max_connections: 10_000,
             connect_timeout: std::time::Duration::from_secs(10),
             topic_alias_max: 16,
+            max_keep_alive: 0,
         }
     }
 }
