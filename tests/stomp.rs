@@ -7,30 +7,9 @@ use std::process::Command;
 
 use common::Daemon;
 
-fn python() -> String {
-    std::env::var("SWITCHBOARD_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())
-}
-
 /// Runs a scenario of tests/py/stomp_scenarios.py against `d`.
 fn scenario(d: &Daemon, name: &str, extra: &[&str]) {
-    let port = d.addr("stomp").port().to_string();
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/stomp_scenarios.py"
-        ))
-        .args(["--port", &port, name])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
+    common::python_scenario(d, "stomp_scenarios.py", "stomp", name, extra);
 }
 
 macro_rules! stomp_scenarios {
@@ -57,19 +36,7 @@ stomp_scenarios!(
 
 #[test]
 fn auth() {
-    let hash = {
-        let mut child = Command::new(common::BIN)
-            .arg("passwd")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let hash = common::password_hash("s3cret");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
@@ -93,27 +60,7 @@ fn auth() {
 fn tls() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(dir.path().join("key.pem"))
-        .arg("-out")
-        .arg(dir.path().join("cert.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
+    common::self_signed(dir.path());
     let ca = dir.path().join("cert.pem").display().to_string();
     let config = dir.path().join("sb.yaml");
     std::fs::write(
