@@ -30,6 +30,7 @@ mqtt_scenarios!(
     topic_alias_no_local_and_dollar,
     keepalive_and_bad_input,
     private_queues,
+    retained_tracked,
 );
 
 #[test]

@@ -594,6 +594,21 @@ impl Core {
         Ok(reached)
     }
 
+    /// Puts a message into one named queue, labelled with `destination` (what its consumer
+    /// sees as where it was published), without routing and without waiting: an edge
+    /// replaying something to one subscriber (an MQTT retained message) uses it.
+    pub fn enqueue(
+        &self,
+        queue: &str,
+        destination: &Destination,
+        message: Arc<Message>,
+    ) -> Result<(), PublishError> {
+        let q = self
+            .queue(queue)
+            .ok_or_else(|| PublishError::NotFound(Destination::queue(queue)))?;
+        self.offer_now(&q, destination, message, 0)
+    }
+
     /// Publishes without ever waiting: a full `block` destination fails with
     /// [`PublishError::Full`].
     pub fn try_publish(

@@ -24,6 +24,8 @@ use crate::translate::mqtt_names::{destination_to_topic, topic_to_destination};
 
 pub const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format";
 pub const RETAIN_HEADER: &str = "x-mqtt-retain";
+/// Marks a copy of a retained message queued for a new subscriber (sent with retain 1).
+pub const RETAINED_HEADER: &str = "x-mqtt-retained";
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -98,7 +100,7 @@ pub fn message_to_publish(m: &Message, topic: String, qos: u8, retain: bool) -> 
         user: m
             .headers
             .iter()
-            .filter(|(k, _)| *k != PAYLOAD_FORMAT_HEADER && *k != RETAIN_HEADER)
+            .filter(|(k, _)| !k.starts_with("x-mqtt-"))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         utf8: m.headers.get(PAYLOAD_FORMAT_HEADER) == Some("utf-8"),

@@ -615,9 +615,37 @@ def server_keep_alive():
     print("ok")
 
 
+def retained_tracked():
+    """A retained message sent at QoS 1 on SUBSCRIBE is tracked like any delivery: left
+    unacknowledged, it comes again (DUP, retain flag, same packet id) on reconnect."""
+    top = t("rt")
+    p = C(V3)
+    p.pub(f"{top}/a", "kept", qos=1, retain=True)
+    cid = f"rt-{uuid.uuid4().hex[:6]}"
+    s, _ = raw_connect(cid, clean=False)
+    s.sendall(packet(0x82, struct.pack("!H", 1) + enc_str(f"{top}/#") + bytes([1])))
+    ack = read_packet(s)
+    expect(ack[0] == 0x90, f"SUBACK {ack}")
+    first, body = read_packet(s)
+    m = parse_publish(first, body)
+    expect(m["retain"] and m["qos"] == 1 and m["payload"] == b"kept" and m["topic"] == f"{top}/a", f"{m}")
+    s.close()
+    s, present = raw_connect(cid, clean=False)
+    expect(present == 1, "session present")
+    first, body = read_packet(s)
+    m2 = parse_publish(first, body)
+    expect(m2["dup"] and m2["retain"] and m2["pid"] == m["pid"] and m2["payload"] == b"kept", f"{m2}")
+    s.sendall(packet(0x40, struct.pack("!H", m2["pid"])))
+    s.sendall(packet(0xE0, b""))
+    s.close()
+    p.pub(f"{top}/a", b"", retain=True)
+    p.bye()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss, server_keep_alive]}
+                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss, server_keep_alive, retained_tracked]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

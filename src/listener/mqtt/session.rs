@@ -26,7 +26,8 @@ use crate::core::{
     ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
 };
 use crate::translate::mqtt::{
-    RETAIN_HEADER, delivery_topic, message_to_publish, publish_destination, publish_to_message,
+    RETAIN_HEADER, RETAINED_HEADER, delivery_topic, message_to_publish, publish_destination,
+    publish_to_message,
 };
 use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
 
@@ -807,18 +808,15 @@ impl<T: Transport> Session<T> {
             codes,
         })
         .await?;
-        for (topic, m, granted, _opts) in retained {
-            let dest = Destination::topic(&topic);
-            if !self.principal.can_read(&dest) {
-                continue;
+        // Retained messages go through the session's own queue, after the SUBACK, so they
+        // are flow-controlled, acknowledged and resent like any other delivery.
+        let core = self.state.router.core().clone();
+        for (topic, m, _granted, _opts) in retained {
+            let mut copy = (*m).clone();
+            copy.headers.set(RETAINED_HEADER, "1");
+            if let Err(e) = core.enqueue(&self.queue, &Destination::topic(&topic), Arc::new(copy)) {
+                tracing::warn!(topic = %topic, error = %e, "retained message not queued for the subscriber");
             }
-            let qos = granted.min(m.qos);
-            let mut p = message_to_publish(&m, mqtt_names::internal_to_topic(&topic), qos, true);
-            if qos > 0 {
-                // Retained copies are not in a core queue: sent once, not tracked.
-                p.packet_id = Some(self.alloc_pid());
-            }
-            self.send(Out::Publish(Box::new(p))).await?;
         }
         self.flush().await?;
         self.deliver().await
@@ -1066,7 +1064,8 @@ impl<T: Transport> Session<T> {
             return Ok(false);
         }
         let qos = sub_qos.min(d.message.qos);
-        let retain = rap && d.message.headers.get(RETAIN_HEADER) == Some("1");
+        let retain = d.message.headers.get(RETAINED_HEADER) == Some("1")
+            || (rap && d.message.headers.get(RETAIN_HEADER) == Some("1"));
         let mut p = message_to_publish(&d.message, delivery_topic(&d), qos, retain);
         if self.version == Version::V5 {
             p.props.subscription_ids = ids;
