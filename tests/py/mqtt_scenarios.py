@@ -483,6 +483,12 @@ def keepalive_and_bad_input():
     expect(read_packet(s) is None, "closed")
     took = time.time() - start
     expect(1.0 <= took <= 4.0, f"closed after {took:.1f}s")
+    # An unsupported protocol level: CONNACK 0x01, then close.
+    s = socket.create_connection((H, P), timeout=T)
+    s.sendall(packet(0x10, enc_str("MQTT") + bytes([9, 2]) + struct.pack("!H", 30) + enc_str("lvl9")))
+    ack = read_packet(s)
+    expect(ack is not None and ack[0] == 0x20 and ack[1][1] == 1, f"CONNACK unacceptable protocol level: {ack}")
+    s.close()
     # An empty client id with a persistent session: CONNACK 0x02 identifier rejected.
     s = socket.create_connection((H, P), timeout=T)
     s.sendall(packet(0x10, enc_str("MQTT") + bytes([4, 0]) + struct.pack("!H", 30) + enc_str("")))

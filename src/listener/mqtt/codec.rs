@@ -148,6 +148,8 @@ pub enum Out {
         code: u8,
         reason: Option<String>,
     },
+    /// Bytes written as they are (a refusal before any version was agreed).
+    Raw(Bytes),
 }
 
 /// Decode or protocol errors, with the MQTT 5 reason code to disconnect with.
@@ -527,7 +529,7 @@ fn v3_out(o: Out) -> Option<v3::Packet> {
         },
         Out::PingResp => v3::Packet::PingResponse,
         // 3.1.1 has no server DISCONNECT: the connection is just closed.
-        Out::Disconnect { .. } => return None,
+        Out::Disconnect { .. } | Out::Raw(_) => return None,
     })
 }
 
@@ -609,7 +611,7 @@ fn v5_out(o: Out) -> v5::Packet {
                 })
                 .collect(),
         }),
-        Out::PingResp => v5::Packet::PingResponse,
+        Out::PingResp | Out::Raw(_) => v5::Packet::PingResponse,
         Out::Disconnect { code, reason: why } => v5::Packet::Disconnect(v5::Disconnect {
             reason_code: v5::DisconnectReasonCode::try_from(code)
                 .unwrap_or(v5::DisconnectReasonCode::UnspecifiedError),
@@ -648,6 +650,10 @@ impl Encoder<Out> for Codec {
     type Error = CodecError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        if let Out::Raw(b) = item {
+            dst.extend_from_slice(&b);
+            return Ok(());
+        }
         let packet = match self.inner {
             MqttCodec::V3(_) => match v3_out(item) {
                 Some(p) => MqttPacket::V3(p),

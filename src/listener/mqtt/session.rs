@@ -148,6 +148,15 @@ pub async fn run<T: Transport>(
         }
         Ok(Some(Err(e))) => {
             tracing::warn!(error = %e, "bad CONNECT; closing");
+            // An unknown protocol level: CONNACK "unacceptable protocol level" in the
+            // 3.1.1 format, the one every client version understands (3.1.1 §3.2.2.3).
+            if let CodecError::Protocol(_) = e {
+                let _ = t
+                    .send(Out::Raw(bytes::Bytes::from_static(&[
+                        0x20, 0x02, 0x00, 0x01,
+                    ])))
+                    .await;
+            }
             // The version is known by now, so the refusal can be said in it.
             if let CodecError::ClientId = e {
                 let _ = t
