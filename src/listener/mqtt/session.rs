@@ -1082,7 +1082,7 @@ impl<T: Transport> Session<T> {
             p.props = Default::default();
         }
         if let Some(max) = self.client_max_packet
-            && (p.payload.len() + p.topic.len() + 64) as u64 > u64::from(max)
+            && publish_size_bound(&p) > u64::from(max)
         {
             tracing::warn!(topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
             consumer_ack(self);
@@ -1108,6 +1108,24 @@ impl<T: Transport> Session<T> {
         self.send(Out::Publish(Box::new(p))).await?;
         Ok(true)
     }
+}
+
+/// An upper bound of a PUBLISH's encoded size, properties included (each property's
+/// identifier, length prefixes and the packet's fixed header counted generously), so a
+/// message over the client's Maximum Packet Size is skipped rather than failing to encode.
+fn publish_size_bound(p: &Publish) -> u64 {
+    let pr = &p.props;
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 3);
+    let props = opt(&pr.content_type)
+        + opt(&pr.response_topic)
+        + pr.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+        + pr.user
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 5)
+            .sum::<usize>()
+        + pr.subscription_ids.len() * 5
+        + 16;
+    (p.payload.len() + p.topic.len() + props + 16) as u64
 }
 
 async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish) {
