@@ -366,7 +366,19 @@ def shared_subscriptions():
     got = sorted(int(x.payload) for m in members for x in m.msgs)
     expect(got == list(range(20)), f"each job once: {got}")
     expect(all(len(m.msgs) > 0 for m in members), f"both members worked: {[len(m.msgs) for m in members]}")
-    for x in members + [plain, p]:
+    # The group ends with its last (clean) member: nothing piles up for a later member.
+    for m in members:
+        m.bye()
+    time.sleep(0.2)
+    for i in range(3):
+        p.pub(f"{top}/job", f"while-empty-{i}")
+    late = C(V5)
+    late.sub(f"$share/workers/{top}/#", qos=1)
+    late.none_more(0)
+    p.pub(f"{top}/job", "after")
+    late.wait(1)
+    expect(late.msgs[0].payload == b"after", f"{late.msgs[0].payload}")
+    for x in [late, plain, p]:
         x.bye()
     print("ok")
 

@@ -298,7 +298,11 @@ async fn connect_session<T: Transport>(
                 .queue(&session_queue(&client_id))
                 .is_some();
         if c.clean_start {
-            entry.data = Arc::new(Mutex::new(SessionData::default()));
+            let old = std::mem::replace(
+                &mut entry.data,
+                Arc::new(Mutex::new(SessionData::default())),
+            );
+            state.release_session(&old.lock().unwrap_or_else(PoisonError::into_inner));
         }
         (Arc::clone(&entry.data), present, wait_gone)
     };
@@ -517,7 +521,11 @@ impl<T: Transport> Session<T> {
             {
                 entry.holder = None;
                 if expiry == 0 {
-                    sessions.remove(&client_id);
+                    if let Some(e) = sessions.remove(&client_id) {
+                        state.release_session(
+                            &e.data.lock().unwrap_or_else(PoisonError::into_inner),
+                        );
+                    }
                     // A session that was persistent and now ends with expiry 0 goes too.
                     state.router.core().delete_queue(&queue);
                 } else {
@@ -552,8 +560,11 @@ impl<T: Transport> Session<T> {
                     _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {
                         let mut sessions = st.sessions();
                         if sessions.get(&client_id).is_some_and(|e| e.holder.is_none()) {
-                            sessions.remove(&client_id);
+                            let gone = sessions.remove(&client_id);
                             drop(sessions);
+                            if let Some(e) = gone {
+                                st.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
+                            }
                             st.router.core().delete_queue(&queue);
                             tracing::info!(client_id, "session expired");
                         }
@@ -923,6 +934,7 @@ impl<T: Transport> Session<T> {
                         })?;
                         core.bind(q, pattern.as_str())
                             .map_err(|_| rc::UNSPECIFIED)?;
+                        self.state.share_join(q);
                     }
                     let c = core
                         .consume(
@@ -976,9 +988,13 @@ impl<T: Transport> Session<T> {
                                     .unbind(&self.queue, sub.pattern.as_str());
                             }
                         }
-                        Some(q) => self
-                            .consumers
-                            .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q)),
+                        Some(q) => {
+                            self.consumers
+                                .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q));
+                            if super::state::is_share_queue(q) {
+                                self.state.share_leave(q);
+                            }
+                        }
                     }
                     rc::SUCCESS
                 }

@@ -104,6 +104,9 @@ pub struct MqttState {
     pub settings: MqttSettings,
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub retained: Mutex<BTreeMap<String, Arc<Message>>>,
+    /// Sessions holding each `$share` group queue; the queue goes with the last one
+    /// (MQTT 5 §4.8.2: a shared subscription lives while a session holds it).
+    pub shared_members: Mutex<HashMap<String, usize>>,
 }
 
 impl MqttState {
@@ -114,6 +117,52 @@ impl MqttState {
             settings,
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(BTreeMap::new()),
+            shared_members: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A session joined a shared group queue.
+    pub fn share_join(&self, queue: &str) {
+        *self
+            .shared_members
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(queue.to_owned())
+            .or_default() += 1;
+    }
+
+    /// A session left a shared group queue; the last one deletes it.
+    pub fn share_leave(&self, queue: &str) {
+        let last = {
+            let mut m = self
+                .shared_members
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match m.get_mut(queue) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    m.remove(queue);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.router.core().delete_queue(queue);
+        }
+    }
+
+    /// A session ended for good: it leaves the shared groups it held.
+    pub fn release_session(&self, data: &SessionData) {
+        for sub in data.subs.values() {
+            if let Some(q) = &sub.shared_queue
+                && is_share_queue(q)
+            {
+                self.share_leave(q);
+            }
         }
     }
 
@@ -163,6 +212,11 @@ pub fn session_queue(client_id: &str) -> String {
         }
     }
     out
+}
+
+/// Is this the queue of a `$share` group (as opposed to a `$queue/NAME` subscription)?
+pub fn is_share_queue(name: &str) -> bool {
+    name.starts_with("$mqtt.share.")
 }
 
 /// The core queue of a shared subscription `$share/GROUP/FILTER`.
