@@ -1,0 +1,219 @@
+//! SUBSCRIBE and UNSUBSCRIBE: filters, shared groups, `$queue/NAME`, retained messages.
+
+use super::*;
+
+impl<T: Transport> Session<T> {
+    pub(super) async fn on_subscribe(
+        &mut self,
+        pid: u16,
+        sub_id: Option<u32>,
+        filters: Vec<(String, SubOpts)>,
+    ) -> Result<(), End> {
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (filter, opts) in filters {
+            let code = match self.subscribe_one(&filter, opts, sub_id) {
+                Ok((granted, send_retained)) => {
+                    if let Some(pattern) = send_retained {
+                        for (topic, m) in self.state.retained_matching(&pattern) {
+                            retained.push((topic, m, granted, opts));
+                        }
+                    }
+                    granted
+                }
+                Err(code) => {
+                    tracing::info!(filter = %filter, code, "subscription refused");
+                    code
+                }
+            };
+            codes.push(code);
+        }
+        self.send(Out::SubAck {
+            packet_id: pid,
+            codes,
+        })
+        .await?;
+        // Retained messages go through the session's own queue, after the SUBACK, so they
+        // are flow-controlled, acknowledged and resent like any other delivery.
+        let core = self.state.router.core().clone();
+        for (topic, m, _granted, _opts) in retained {
+            let mut copy = (*m).clone();
+            copy.headers.set(RETAINED_HEADER, "1");
+            if let Err(e) = core.enqueue(&self.queue, &Destination::topic(&topic), Arc::new(copy)) {
+                tracing::warn!(topic = %topic, error = %e, "retained message not queued for the subscriber");
+            }
+        }
+        self.flush().await?;
+        self.deliver().await
+    }
+
+    /// Returns the granted QoS and, when retained messages are due, the pattern to
+    /// look them up with.
+    fn subscribe_one(
+        &mut self,
+        filter: &str,
+        opts: SubOpts,
+        sub_id: Option<u32>,
+    ) -> Result<(u8, Option<Pattern>), u8> {
+        let v5 = self.version == Version::V5;
+        let invalid = if v5 {
+            rc::TOPIC_FILTER_INVALID
+        } else {
+            rc::UNSPECIFIED
+        };
+        let (group, real) = match filter.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((g, f)) if !g.is_empty() && !g.contains(['+', '#']) && !f.is_empty() => {
+                    (Some(g), f)
+                }
+                _ => return Err(invalid),
+            },
+            None => (None, filter),
+        };
+        let queue_sub = real.strip_prefix(QUEUE_PREFIX).filter(|_| group.is_none());
+        let core = self.state.router.core().clone();
+        let granted = opts.qos.min(2);
+        let (pattern, shared_queue) = if let Some(q) = queue_sub {
+            let p = Pattern::parse(q).map_err(|_| invalid)?;
+            // The router's own queues ($sb.…, $mqtt.…) belong to other sessions.
+            if q.starts_with('$') {
+                return Err(rc::NOT_AUTHORIZED);
+            }
+            if !p.is_literal() || !self.principal.can_subscribe(Kind::Queue, &p) {
+                return Err(if p.is_literal() {
+                    rc::NOT_AUTHORIZED
+                } else {
+                    invalid
+                });
+            }
+            (p, Some(q.to_owned()))
+        } else {
+            mqtt_names::validate_filter(real).map_err(|_| invalid)?;
+            let p = Pattern::parse(&mqtt_names::filter_to_internal(real)).map_err(|_| invalid)?;
+            if !self.principal.can_subscribe(Kind::Topic, &p) {
+                return Err(rc::NOT_AUTHORIZED);
+            }
+            (p, group.map(|g| shared_queue(g, real)))
+        };
+        let existed = self.data().subs.contains_key(filter);
+        match &shared_queue {
+            None => {
+                if !self
+                    .consumers
+                    .iter()
+                    .any(|(s, _)| matches!(s, Source::Session))
+                {
+                    let c = core
+                        .declare_queue(&self.queue, Some(self.queue_options.clone()))
+                        .and_then(|_| {
+                            core.consume(
+                                &self.queue,
+                                ConsumeOptions::manual(usize::from(self.client_receive_max))
+                                    .with_notify(Arc::clone(&self.notify)),
+                            )
+                        })
+                        .map_err(|_| rc::UNSPECIFIED)?;
+                    self.consumers.insert(0, (Source::Session, c));
+                }
+                core.bind(&self.queue, pattern.as_str())
+                    .map_err(|_| rc::UNSPECIFIED)?;
+            }
+            Some(q) => {
+                if !existed {
+                    if queue_sub.is_none() {
+                        let opts = QueueOptions {
+                            max_length: self.state.settings.max_queued,
+                            ..core.config().default_subscription.clone()
+                        };
+                        let opts = QueueOptions {
+                            durable: true,
+                            auto_delete: false,
+                            ..opts
+                        };
+                        core.declare_queue(q, Some(opts)).map_err(|_| {
+                            if v5 {
+                                rc::SHARED_NOT_SUPPORTED
+                            } else {
+                                rc::UNSPECIFIED
+                            }
+                        })?;
+                        core.bind(q, pattern.as_str())
+                            .map_err(|_| rc::UNSPECIFIED)?;
+                        self.state.share_join(q);
+                    }
+                    let c = core
+                        .consume(
+                            q,
+                            ConsumeOptions::manual(usize::from(self.client_receive_max))
+                                .with_notify(Arc::clone(&self.notify)),
+                        )
+                        .map_err(|_| rc::UNSPECIFIED)?;
+                    self.consumers.push((Source::Shared(q.clone()), c));
+                }
+            }
+        }
+        self.data().subs.insert(
+            filter.to_owned(),
+            Sub {
+                opts,
+                pattern: pattern.clone(),
+                shared_queue,
+                subscription_id: sub_id,
+            },
+        );
+        let send_retained = group.is_none()
+            && queue_sub.is_none()
+            && match opts.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        Ok((granted, send_retained.then_some(pattern)))
+    }
+
+    pub(super) async fn on_unsubscribe(
+        &mut self,
+        pid: u16,
+        filters: Vec<String>,
+    ) -> Result<(), End> {
+        let mut codes = Vec::new();
+        for f in filters {
+            let removed = self.data().subs.remove(&f);
+            codes.push(match removed {
+                None => rc::NO_SUBSCRIPTION_EXISTED,
+                Some(sub) => {
+                    match &sub.shared_queue {
+                        None => {
+                            let still = self
+                                .data()
+                                .subs
+                                .values()
+                                .any(|s| s.shared_queue.is_none() && s.pattern == sub.pattern);
+                            if !still {
+                                let _ = self
+                                    .state
+                                    .router
+                                    .core()
+                                    .unbind(&self.queue, sub.pattern.as_str());
+                            }
+                        }
+                        Some(q) => {
+                            self.consumers
+                                .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q));
+                            if crate::listener::mqtt::state::is_share_queue(q) {
+                                self.state.share_leave(q);
+                            }
+                        }
+                    }
+                    rc::SUCCESS
+                }
+            });
+        }
+        self.send(Out::UnsubAck {
+            packet_id: pid,
+            codes,
+        })
+        .await?;
+        self.flush().await
+    }
+}
