@@ -6,9 +6,10 @@
 //! Scenarios: QoS 0 and QoS 1 1→1, QoS 0 fan-out 1→100 (closed loop), 1→1 at a fixed
 //! rate for latency, and resident memory per idle connection at 10,000 connections.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -182,21 +183,10 @@ async fn scenario(
     }
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// KiB of resident memory per idle connection, over `n` connections.
 async fn idle_memory(addr: SocketAddr, pid: u32, n: usize) -> f64 {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kb(pid);
+    let before = common::rss_kb(pid);
     let mut conns = Vec::with_capacity(n);
     for chunk in 0..n / 500 {
         let mut batch = Vec::new();
@@ -209,69 +199,9 @@ async fn idle_memory(addr: SocketAddr, pid: u32, n: usize) -> f64 {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kb(pid);
+    let after = common::rss_kb(pid);
     drop(conns);
     (after.saturating_sub(before)) as f64 / n as f64
-}
-
-struct Router(Child);
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_router() -> (Router, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("sb-mqtt-bench-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(dir.join("routes"));
-    let cfg = dir.join("sb.yaml");
-    std::fs::write(
-        &cfg,
-        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
-    )
-    .unwrap();
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let router = Router(
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "run",
-                "--listen",
-                "admin=off",
-                "--listen",
-                "stomp=off",
-                "--listen",
-                "stomp-ws=off",
-                "--listen",
-                "mqtt=127.0.0.1:0",
-                "--listen",
-                "mqtt-ws=off",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg("--routes")
-            .arg(dir.join("routes"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("SWITCHBOARD_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchboard"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            return (
-                router,
-                v["listeners"]["mqtt"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-        assert!(Instant::now() < deadline, "switchboard did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn main() {
@@ -283,7 +213,10 @@ fn main() {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let mosq_up = std::net::TcpStream::connect_timeout(&mosq, Duration::from_secs(1)).is_ok();
-    let (router, addr) = start_router();
+    let (router, addr) = common::start_router(
+        "mqtt",
+        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

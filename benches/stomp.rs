@@ -7,8 +7,9 @@
 //! closed-loop (sends as fast as the broker accepts; TCP backpressure applies), each
 //! message carries its send time, and subscribers measure end-to-end latency.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -162,74 +163,13 @@ async fn scenario(
     }
 }
 
-struct Router(Child);
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_router() -> (Router, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("sb-bench-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(dir.join("routes"));
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let router = Router(
-        Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "run",
-                "--listen",
-                "admin=off",
-                "--listen",
-                "stomp=127.0.0.1:0",
-                "--listen",
-                "stomp-ws=off",
-                "--listen",
-                "mqtt=off",
-                "--listen",
-                "mqtt-ws=off",
-                "--routes",
-            ])
-            .arg(dir.join("routes"))
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("SWITCHBOARD_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchboard"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            let addr = v["listeners"]["stomp"].as_str().unwrap().parse().unwrap();
-            return (router, addr);
-        }
-        assert!(Instant::now() < deadline, "switchboard did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let rabbit: SocketAddr = std::env::var("RABBITMQ_STOMP")
         .unwrap_or_else(|_| "127.0.0.1:61623".into())
         .parse()
         .unwrap();
     let rabbit_up = std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
-    let (router, addr) = start_router();
+    let (router, addr) = common::start_router("stomp", "");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -288,6 +228,6 @@ fn main() {
     }
     println!(
         "switchboard RSS after the run: {} MiB",
-        rss_kb(router.0.id()) / 1024
+        common::rss_kb(router.0.id()) / 1024
     );
 }

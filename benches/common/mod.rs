@@ -1,0 +1,76 @@
+//! Shared by the protocol benchmarks: run the router binary with one listener, read
+//! process memory.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The router process; killed when dropped.
+pub struct Router(pub Child);
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the release router with only `listener` open (on a free loopback port) and the
+/// given settings; returns it and the listener's address.
+pub fn start_router(listener: &str, settings: &str) -> (Router, SocketAddr) {
+    let dir = std::env::temp_dir().join(format!("sb-bench-{listener}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(dir.join("routes"));
+    let cfg = dir.join("sb.yaml");
+    std::fs::write(&cfg, settings).expect("write settings");
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.arg("run");
+    for name in ["admin", "stomp", "stomp-ws", "mqtt", "mqtt-ws"] {
+        let value = if name == listener {
+            "127.0.0.1:0"
+        } else {
+            "off"
+        };
+        cmd.args(["--listen", &format!("{name}={value}")]);
+    }
+    let router = Router(
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--routes")
+            .arg(dir.join("routes"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchboard"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&t).expect("ready file");
+            let addr = v["listeners"][listener]
+                .as_str()
+                .expect("listener")
+                .parse()
+                .expect("address");
+            return (router, addr);
+        }
+        assert!(Instant::now() < deadline, "switchboard did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
