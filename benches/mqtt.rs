@@ -243,6 +243,10 @@ fn main() {
         }
         _ => println!("RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB"),
     }
+    // `MQTT_BENCH=memory` stops here (a quick check while working on memory).
+    if std::env::var("MQTT_BENCH").as_deref() == Ok("memory") {
+        return;
+    }
     println!(
         "{:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
         "scenario", "sb msg/s", "p50 µs", "p99 µs", "mosq msg/s", "p50 µs", "p99 µs", "ratio"
