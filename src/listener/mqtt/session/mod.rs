@@ -176,7 +176,9 @@ pub async fn run<T: Transport>(
         }
         Ok(None) | Err(_) => return,
     };
-    let Some(mut s) = connect_session(t, &state, conn, *connect, loopback).await else {
+    // CONNECT handling and the final clean-up run once: boxed, their (large) futures do
+    // not make every idle connection's task bigger.
+    let Some(mut s) = Box::pin(connect_session(t, &state, conn, *connect, loopback)).await else {
         return;
     };
     let kick = {
@@ -191,7 +193,7 @@ pub async fn run<T: Transport>(
         return;
     };
     let ended = s.serve(&cancel, &kick).await;
-    s.finish(ended, gone).await;
+    Box::pin(s.finish(ended, gone)).await;
 }
 
 async fn connect_session<T: Transport>(
@@ -479,10 +481,10 @@ impl<T: Transport> Session<T> {
                     }
                     Some(Ok(p)) => {
                         self.last_recv = Instant::now();
-                        self.handle(p).await
+                        Box::pin(self.handle(p)).await
                     }
                 },
-                _ = notify.notified() => self.deliver().await,
+                _ = notify.notified() => Box::pin(self.deliver()).await,
                 _ = sleep_opt(deadline) => Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout")),
             };
             if let Err(e) = r {
