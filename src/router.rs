@@ -62,16 +62,13 @@ impl Router {
         };
         let mut reached = 0;
         for leg in legs {
-            let (dest, message) = match leg.target {
-                Rendered::Internal(d) => (d, leg.message),
-                link => {
-                    let name = match &link {
-                        Rendered::Amqp { link, .. } | Rendered::Xmpp { link, .. } => link.clone(),
-                        Rendered::Internal(_) => unreachable_internal(),
-                    };
+            let (dest, message) = match &leg.target {
+                Rendered::Internal(d) => (d.clone(), leg.message),
+                Rendered::Amqp { link, .. } | Rendered::Xmpp { link, .. } => {
                     let mut m = leg.message;
-                    m.headers.set(LINK_TARGET_HEADER, rendered_json(&link));
-                    (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{name}")), m)
+                    m.headers
+                        .set(LINK_TARGET_HEADER, link_address_json(&leg.target));
+                    (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{link}")), m)
                 }
             };
             reached += self.core.publish(&dest, message).await?;
@@ -80,11 +77,8 @@ impl Router {
     }
 }
 
-fn unreachable_internal() -> String {
-    String::new()
-}
-
-fn rendered_json(r: &Rendered) -> String {
+/// The address a link leg is for, as the link reads it from `LINK_TARGET_HEADER`.
+fn link_address_json(r: &Rendered) -> String {
     match r {
         Rendered::Amqp {
             exchange,
