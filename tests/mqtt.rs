@@ -89,8 +89,24 @@ fn mosquitto_clients_both_versions() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("mosquitto_sub (scripts/setup mosquitto)");
-        // Subscriber is up when a retained probe comes back.
-        std::thread::sleep(std::time::Duration::from_millis(400));
+        // The subscriber is up once its session queue exists (created at its SUBSCRIBE).
+        common::wait_until(
+            std::time::Duration::from_secs(10),
+            "mosquitto_sub subscribed",
+            || {
+                let (_, v) = common::http_json(d.addr("admin"), "GET", "/queues");
+                v["queues"]
+                    .as_array()?
+                    .iter()
+                    .any(|q| {
+                        q["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("$mqtt.s."))
+                            && q["consumers"] == 1
+                    })
+                    .then_some(())
+            },
+        );
         for i in 0..3 {
             let ok = Command::new("mosquitto_pub")
                 .args([
