@@ -527,13 +527,18 @@ def cross_protocol():
     sc = stomp.Connection12([(H, args.stomp_port)])
     got = []
 
+    receipts = []
+
     class L(stomp.ConnectionListener):
         def on_message(self, f):
             got.append(f)
+
+        def on_receipt(self, f):
+            receipts.append(f.headers.get("receipt-id"))
     sc.set_listener("l", L())
     sc.connect(wait=True)
     sc.subscribe(f"/topic/{internal}.#", id="s", ack="auto", receipt="r")
-    time.sleep(0.2)
+    wait_for(lambda: "r" in receipts, T, "SUBSCRIBE receipt")
     p = C(V5)
     props = Properties(PacketTypes.PUBLISH)
     props.UserProperty = [("x-trace", "abc")]
