@@ -139,23 +139,6 @@ fn mosquitto_clients_both_versions() {
 }
 
 #[test]
-fn tls() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("routes")).unwrap();
-    common::self_signed(dir.path());
-    let ca = dir.path().join("cert.pem").display().to_string();
-    let config = dir.path().join("sb.yaml");
-    std::fs::write(
-        &config,
-        "tls:\n  mqtt:\n    cert: cert.pem\n    key: key.pem\n",
-    )
-    .unwrap();
-    let cfg = config.display().to_string();
-    let d = Daemon::start_in(dir, &["--config", &cfg]);
-    python_scenario(&d, "mqtt_scenarios.py", "mqtt", "tls", &["--ca", &ca]);
-}
-
-#[test]
 fn server_keep_alive() {
     let d = daemon_with_config("mqtt:\n  max_keep_alive: 5\n");
     python_scenario(&d, "mqtt_scenarios.py", "mqtt", "server_keep_alive", &[]);

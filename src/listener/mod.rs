@@ -123,3 +123,27 @@ pub async fn serve_http_tls(
         });
     }
 }
+
+/// Serves a WebSocket listener's router until `cancel` fires: over TLS when `tls` is set,
+/// else plain, with the peer address available to handlers as `ConnectInfo`.
+pub async fn serve_ws_router(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    protocol: &'static str,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    if let Some(acceptor) = tls {
+        return serve_http_tls(listener, app, acceptor, protocol, cancel, tracker).await;
+    }
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(protocol, error = %e, "WebSocket listener failed");
+    }
+}

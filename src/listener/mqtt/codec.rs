@@ -533,6 +533,28 @@ fn v3_out(o: Out) -> Option<v3::Packet> {
     })
 }
 
+/// PUBACK / PUBREC body.
+fn ack(packet_id: u16, code: u8) -> v5::PublishAck {
+    v5::PublishAck {
+        packet_id: pid(packet_id),
+        reason_code: v5::PublishAckReason::try_from(code)
+            .unwrap_or(v5::PublishAckReason::UnspecifiedError),
+        properties: Vec::new(),
+        reason_string: None,
+    }
+}
+
+/// PUBREL / PUBCOMP body.
+fn ack2(packet_id: u16, code: u8) -> v5::PublishAck2 {
+    v5::PublishAck2 {
+        packet_id: pid(packet_id),
+        reason_code: v5::PublishAck2Reason::try_from(code)
+            .unwrap_or(v5::PublishAck2Reason::PacketIdNotFound),
+        properties: Vec::new(),
+        reason_string: None,
+    }
+}
+
 fn v5_out(o: Out) -> v5::Packet {
     let reason = |r: Option<String>| r.map(Into::into);
     match o {
@@ -559,34 +581,10 @@ fn v5_out(o: Out) -> v5::Packet {
             ..v5::ConnectAck::default()
         })),
         Out::Publish(p) => v5::Packet::Publish(Box::new(publish_out(*p, true))),
-        Out::PubAck { packet_id, code } => v5::Packet::PublishAck(v5::PublishAck {
-            packet_id: pid(packet_id),
-            reason_code: v5::PublishAckReason::try_from(code)
-                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
-            properties: Vec::new(),
-            reason_string: None,
-        }),
-        Out::PubRec { packet_id, code } => v5::Packet::PublishReceived(v5::PublishAck {
-            packet_id: pid(packet_id),
-            reason_code: v5::PublishAckReason::try_from(code)
-                .unwrap_or(v5::PublishAckReason::UnspecifiedError),
-            properties: Vec::new(),
-            reason_string: None,
-        }),
-        Out::PubRel { packet_id, code } => v5::Packet::PublishRelease(v5::PublishAck2 {
-            packet_id: pid(packet_id),
-            reason_code: v5::PublishAck2Reason::try_from(code)
-                .unwrap_or(v5::PublishAck2Reason::PacketIdNotFound),
-            properties: Vec::new(),
-            reason_string: None,
-        }),
-        Out::PubComp { packet_id, code } => v5::Packet::PublishComplete(v5::PublishAck2 {
-            packet_id: pid(packet_id),
-            reason_code: v5::PublishAck2Reason::try_from(code)
-                .unwrap_or(v5::PublishAck2Reason::PacketIdNotFound),
-            properties: Vec::new(),
-            reason_string: None,
-        }),
+        Out::PubAck { packet_id, code } => v5::Packet::PublishAck(ack(packet_id, code)),
+        Out::PubRec { packet_id, code } => v5::Packet::PublishReceived(ack(packet_id, code)),
+        Out::PubRel { packet_id, code } => v5::Packet::PublishRelease(ack2(packet_id, code)),
+        Out::PubComp { packet_id, code } => v5::Packet::PublishComplete(ack2(packet_id, code)),
         Out::SubAck { packet_id, codes } => v5::Packet::SubscribeAck(v5::SubscribeAck {
             packet_id: pid(packet_id),
             properties: Vec::new(),

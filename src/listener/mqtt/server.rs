@@ -101,19 +101,7 @@ pub async fn serve_ws(
     let app = axum::Router::new()
         .route("/mqtt", get(upgrade))
         .with_state(st);
-    if let Some(acceptor) = tls {
-        crate::listener::serve_http_tls(listener, app, acceptor, "mqtt-wss", cancel, tracker).await;
-        return;
-    }
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "MQTT WebSocket listener failed");
-    }
+    crate::listener::serve_ws_router(listener, app, tls, "mqtt-ws", cancel, tracker).await;
 }
 
 async fn upgrade(

@@ -102,20 +102,7 @@ pub async fn serve_ws(
     let app = axum::Router::new()
         .route("/ws", get(upgrade))
         .with_state(state);
-    if let Some(acceptor) = tls {
-        crate::listener::serve_http_tls(listener, app, acceptor, "stomp-wss", cancel, tracker)
-            .await;
-        return;
-    }
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "STOMP WebSocket listener failed");
-    }
+    crate::listener::serve_ws_router(listener, app, tls, "stomp-ws", cancel, tracker).await;
 }
 
 async fn upgrade(
