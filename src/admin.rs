@@ -6,6 +6,7 @@
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors |
 //! | GET | `/queues` | per-queue counters |
+//! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 
 use std::sync::Arc;
 
@@ -17,22 +18,29 @@ use axum::{Json, Router as Http};
 use serde_json::json;
 
 use crate::core::Core;
+use crate::link::Links;
 use crate::routes::reload::RouteStore;
 
 #[derive(Clone)]
 struct AdminState {
     core: Core,
     routes: Arc<RouteStore>,
+    links: Links,
 }
 
 /// Builds the admin API.
-pub fn router(core: Core, routes: Arc<RouteStore>) -> Http {
+pub fn router(core: Core, routes: Arc<RouteStore>, links: Links) -> Http {
     Http::new()
         .route("/health", get(|| async { "ok" }))
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
         .route("/queues", get(queues))
-        .with_state(AdminState { core, routes })
+        .route("/links", get(links_status))
+        .with_state(AdminState {
+            core,
+            routes,
+            links,
+        })
 }
 
 async fn routes_status(State(s): State<AdminState>) -> impl IntoResponse {
@@ -66,4 +74,8 @@ async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn queues(State(s): State<AdminState>) -> impl IntoResponse {
     Json(json!(s.core.stats()))
+}
+
+async fn links_status(State(s): State<AdminState>) -> impl IntoResponse {
+    Json(s.links.to_json())
 }

@@ -53,11 +53,16 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    if !settings.links.is_empty() {
-        let names: Vec<&str> = settings.links.keys().map(String::as_str).collect();
+    let xmpp: Vec<&str> = settings
+        .links
+        .iter()
+        .filter(|(_, k)| **k == crate::routes::LinkKind::Xmpp)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !xmpp.is_empty() {
         return Err(StartError::Unsupported(format!(
-            "links ({}) are configured, but AMQP and XMPP links are not part of this build yet",
-            names.join(", ")
+            "XMPP links ({}) are configured, but the XMPP link is not part of this build yet",
+            xmpp.join(", ")
         )));
     }
     let core = Core::new(settings.core.clone());
@@ -88,6 +93,18 @@ pub async fn run(
     }
     spawn_sighup(&tracker, Arc::clone(&store), shutdown.clone());
 
+    let links = crate::link::Links::default();
+    for amqp in &settings.amqp_links {
+        crate::link::amqp::spawn(
+            amqp.clone(),
+            router.clone(),
+            store.subscribe(),
+            &links,
+            shutdown.clone(),
+            &tracker,
+        );
+    }
+
     let mut bound = BTreeMap::new();
     // One MQTT state (sessions, retained messages) shared by the TCP and WebSocket listeners.
     let mut mqtt_state: Option<Arc<crate::listener::mqtt::state::MqttState>> = None;
@@ -109,7 +126,7 @@ pub async fn run(
         bound.insert(name.clone(), local);
         match name.as_str() {
             "admin" => {
-                let app = crate::admin::router(core.clone(), Arc::clone(&store));
+                let app = crate::admin::router(core.clone(), Arc::clone(&store), links.clone());
                 let cancel = shutdown.clone();
                 tracker.spawn(async move {
                     let served = axum::serve(listener, app)

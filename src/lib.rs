@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod link;
 pub mod listener;
 pub mod router;
 pub mod routes;

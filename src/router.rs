@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::core::{Core, Destination, Message, PublishError};
-use crate::routes::{Rendered, RouteTable, RoutingError};
+use crate::routes::{AmqpSourceKey, Leg, Rendered, RouteTable, RoutingError};
 
 /// Prefix of the internal queues that hold messages for an external link; the link
 /// consumes its queue, so messages wait in the core (bounded) while the link is down.
@@ -54,12 +54,43 @@ impl Router {
     /// Routes and publishes a message addressed to `dest`. Waits while a destination
     /// applies backpressure. Returns the number of queues (and link queues) it reached.
     pub async fn publish(&self, dest: Destination, message: Message) -> Result<usize, RouterError> {
+        // A reply address of a link goes straight back out through that link.
+        if let Some(target) = reply_target(&dest) {
+            return self.publish_legs(vec![Leg { target, message }]).await;
+        }
         // One snapshot for the whole publish: a concurrent reload never splits a message
         // between two tables.
         let legs = {
             let table = self.table.load();
             table.resolve(dest, message)?
         };
+        self.publish_legs(legs).await
+    }
+
+    /// Routes a message an AMQP link consumed from `key`; returns how many legs it
+    /// took. `Ok(None)` when no route consumes `key` any more; `Ok(Some(0))` when the
+    /// routes' filters refused it.
+    pub async fn publish_from_amqp(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<Option<usize>, RouterError> {
+        let legs = {
+            let table = self.table.load();
+            match table.resolve_amqp(link, key, routing_key, message) {
+                None => return Ok(None),
+                Some(legs) => legs?,
+            }
+        };
+        let n = legs.len();
+        self.publish_legs(legs).await?;
+        Ok(Some(n))
+    }
+
+    /// Hands resolved legs to the core; link legs go to their link's queue.
+    async fn publish_legs(&self, legs: Vec<Leg>) -> Result<usize, RouterError> {
         let mut reached = 0;
         for leg in legs {
             let (dest, message) = match &leg.target {
@@ -75,6 +106,34 @@ impl Router {
         }
         Ok(reached)
     }
+}
+
+/// Prefix of internal reply addresses that stand for an AMQP link's reply queue:
+/// `$sb.reply.amqp.LINK.ESCAPED_QUEUE`. An AMQP message's `reply_to` becomes such an
+/// address, so a responder on any protocol replies into it and the link publishes the
+/// reply to the default exchange with the original `reply_to` as routing key.
+pub const AMQP_REPLY_PREFIX: &str = "$sb.reply.amqp.";
+
+/// The internal reply address for an AMQP `reply_to` received on `link`.
+pub fn amqp_reply_address(link: &str, reply_to: &str) -> Destination {
+    Destination::queue(&format!(
+        "{AMQP_REPLY_PREFIX}{link}.{}",
+        crate::translate::escape::escape_level(reply_to)
+    ))
+}
+
+/// The link leg a reply address stands for, if `dest` is one.
+pub fn reply_target(dest: &Destination) -> Option<Rendered> {
+    let Destination::Queue(name) = dest else {
+        return None;
+    };
+    let rest = name.strip_prefix(AMQP_REPLY_PREFIX)?;
+    let (link, queue) = rest.split_once('.')?;
+    Some(Rendered::Amqp {
+        link: link.to_owned(),
+        exchange: String::new(),
+        routing_key: crate::translate::escape::unescape_level(queue),
+    })
 }
 
 /// The address a link leg is for, as the link reads it from `LINK_TARGET_HEADER`.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::auth::{Auth, Permissions, Rule, User};
 use crate::core::{CoreConfig, Destination, QueueOptions};
+use crate::link::amqp::AmqpLinkSettings;
 use crate::listener::mqtt::state::MqttSettings;
 use crate::listener::stomp::session::StompSettings;
 use crate::routes::{CompileContext, LinkKind};
@@ -45,6 +46,8 @@ pub struct Settings {
     pub listeners: BTreeMap<String, SocketAddr>,
     pub core: CoreConfig,
     pub links: BTreeMap<String, LinkKind>,
+    /// The AMQP links' settings.
+    pub amqp_links: Vec<AmqpLinkSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
     /// How often expired messages are swept out of queues.
@@ -82,6 +85,7 @@ impl Settings {
                 .collect(),
             core: CoreConfig::default(),
             links: BTreeMap::new(),
+            amqp_links: Vec::new(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
             sweep_interval: Duration::from_secs(1),
@@ -279,8 +283,21 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         s.core.queues.insert(name.clone(), o);
     }
     for (name, link) in raw.links {
+        if let Err(e) = crate::link::amqp::settings::check_link_name(&name) {
+            errors.push(ConfigError(format!("{shown}: links: {e}")));
+            continue;
+        }
         let kind = match link {
-            raw::RawLink::Amqp(_) => LinkKind::Amqp,
+            raw::RawLink::Amqp(a) => {
+                let env = |k: &str| std::env::var(k).ok();
+                match AmqpLinkSettings::from_raw(&name, *a, base, &env) {
+                    Ok(a) => s.amqp_links.push(a),
+                    Err(es) => {
+                        errors.extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}"))))
+                    }
+                }
+                LinkKind::Amqp
+            }
             raw::RawLink::Xmpp(_) => LinkKind::Xmpp,
         };
         s.links.insert(name, kind);

@@ -54,12 +54,12 @@ pub struct RawQueue {
     pub max_deliveries: Option<u32>,
 }
 
-/// External links. Their connection settings arrive with the AMQP and XMPP links; for
-/// now only the name and kind are known, so routes can be validated against them.
+/// External links. XMPP links are known by name and kind only (routes validate against
+/// them) until the XMPP link lands.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawLink {
-    Amqp(BTreeMap<String, serde_json::Value>),
+    Amqp(Box<crate::link::amqp::RawAmqpLink>),
     Xmpp(BTreeMap<String, serde_json::Value>),
 }
 

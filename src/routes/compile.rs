@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{RouteFile, RouteSpec, SourceSpec, TargetSpec, TransformSpec};
+use super::spec::{DeclareSpec, RouteFile, RouteSpec, SourceSpec, TargetSpec, TransformSpec};
 use super::template::{Grammar, Template};
-use super::{CompiledRoute, RouteTable, Source, Target, Transform, When};
+use super::{CompiledRoute, Declare, RouteTable, Source, Target, Transform, When};
 use crate::core::trie::SubjectTrie;
 use crate::core::{Pattern, validate_name};
 use crate::translate::{mqtt_names, stomp_names};
@@ -220,6 +220,7 @@ impl Compiler<'_> {
         let source = self.source(file, &name, &r.from);
         let wildcards = match &source {
             Some(Source::Topic(p)) => Some(p.clone()),
+            Some(Source::Amqp { binding, .. }) => binding.clone(),
             _ => None,
         };
         let capture_count = wildcards.as_ref().map_or(0, Pattern::wildcard_count);
@@ -260,6 +261,10 @@ impl Compiler<'_> {
             content_type: w.content_type.clone(),
             origin: w.origin.clone(),
         });
+        let declare = r
+            .declare
+            .as_ref()
+            .and_then(|d| self.declare(file, &name, d, &source, &targets));
         if self.errors.len() > errors_before {
             return;
         }
@@ -277,7 +282,136 @@ impl Compiler<'_> {
             targets,
             transform,
             passthrough: r.passthrough,
+            declare,
         });
+    }
+
+    /// Validates a route's AMQP declarations and settles which link they are for.
+    fn declare(
+        &mut self,
+        file: &str,
+        route: &str,
+        d: &Spanned<DeclareSpec>,
+        source: &Option<Source>,
+        targets: &[Target],
+    ) -> Option<Declare> {
+        let at = d.referenced;
+        let spec = &d.value;
+        let link = match &spec.link {
+            Some(l) => {
+                if !self.check_link(file, at, route, l, LinkKind::Amqp) {
+                    return None;
+                }
+                l.clone()
+            }
+            None => {
+                let mut used: BTreeSet<&str> = targets
+                    .iter()
+                    .filter_map(|t| match t {
+                        Target::Amqp { link, .. } => Some(link.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(Source::Amqp { link, .. }) = source {
+                    used.insert(link);
+                }
+                if used.len() != 1 {
+                    self.err(
+                        file,
+                        at,
+                        route,
+                        "`declare` needs `link:` unless the route uses exactly one AMQP link",
+                    );
+                    return None;
+                }
+                used.into_iter().next().unwrap_or_default().to_owned()
+            }
+        };
+        let mut ok = true;
+        let mut check_args =
+            |this: &mut Self, what: &str, args: &BTreeMap<String, serde_json::Value>| {
+                for (k, v) in args {
+                    if v.is_array() || v.is_object() || v.is_null() {
+                        this.err(file, at, route, format!("{what} argument `{k}`: only strings, numbers and booleans are supported"));
+                        ok = false;
+                    }
+                }
+            };
+        for x in &spec.exchanges {
+            check_args(self, &format!("exchange `{}`", x.name), &x.arguments);
+        }
+        for q in &spec.queues {
+            check_args(self, &format!("queue `{}`", q.name), &q.arguments);
+        }
+        for b in &spec.bindings {
+            check_args(
+                self,
+                &format!("binding `{}`→`{}`", b.exchange, b.queue),
+                &b.arguments,
+            );
+        }
+        let names = spec
+            .exchanges
+            .iter()
+            .flat_map(|x| std::iter::once(&x.name).chain(x.arguments.keys()))
+            .chain(
+                spec.queues
+                    .iter()
+                    .flat_map(|q| std::iter::once(&q.name).chain(q.arguments.keys())),
+            )
+            .chain(spec.bindings.iter().flat_map(|b| {
+                [&b.exchange, &b.queue, &b.routing_key]
+                    .into_iter()
+                    .chain(b.arguments.keys())
+            }));
+        let long: Vec<String> = names.filter(|n| n.len() > 255).cloned().collect();
+        for n in long {
+            self.err(
+                file,
+                at,
+                route,
+                format!("`{n}` is longer than AMQP's 255-byte limit"),
+            );
+            ok = false;
+        }
+        for x in &spec.exchanges {
+            if x.name.is_empty() || x.name.starts_with("amq.") {
+                self.err(file, at, route, format!("cannot declare exchange `{}`: the default exchange and names starting `amq.` belong to RabbitMQ", x.name));
+                ok = false;
+            }
+        }
+        for q in &spec.queues {
+            if q.name.is_empty() || q.name.starts_with("amq.") {
+                self.err(
+                    file,
+                    at,
+                    route,
+                    format!(
+                        "cannot declare queue `{}`: give it a name that does not start with `amq.`",
+                        q.name
+                    ),
+                );
+                ok = false;
+            }
+        }
+        for b in &spec.bindings {
+            if b.exchange.is_empty() {
+                self.err(
+                    file,
+                    at,
+                    route,
+                    format!(
+                        "binding of `{}`: the default exchange cannot be bound",
+                        b.queue
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| Declare {
+            link,
+            spec: spec.clone(),
+        })
     }
 
     fn check_link(
@@ -377,12 +511,21 @@ impl Compiler<'_> {
                         None
                     }
                     _ if !link_ok => None,
-                    _ => Some(Source::Amqp {
-                        link: a.link.clone(),
-                        queue: a.queue.clone(),
-                        exchange: a.exchange.clone(),
-                        binding_key: a.binding_key.clone(),
-                    }),
+                    _ => {
+                        // A binding key is an AMQP topic pattern, the same grammar as
+                        // ours, so its wildcards give captures for the targets.
+                        let binding = match (&a.exchange, &a.binding_key) {
+                            (Some(_), Some(k)) => pattern(self, k, "binding key"),
+                            _ => None,
+                        };
+                        Some(Source::Amqp {
+                            link: a.link.clone(),
+                            queue: a.queue.clone(),
+                            exchange: a.exchange.clone(),
+                            binding_key: a.binding_key.clone(),
+                            binding,
+                        })
+                    }
                 }
             }
             SourceSpec::Xmpp(x) => {

@@ -28,6 +28,8 @@ pub enum Source {
         queue: Option<String>,
         exchange: Option<String>,
         binding_key: Option<String>,
+        /// The binding key as a pattern, for captures from the routing key.
+        binding: Option<Pattern>,
     },
     Xmpp {
         link: String,
@@ -181,6 +183,38 @@ pub struct CompiledRoute {
     pub targets: Vec<Target>,
     pub transform: Transform,
     pub passthrough: bool,
+    /// AMQP topology the route declares.
+    pub declare: Option<Declare>,
+}
+
+/// A route's validated AMQP declarations and the link they go to.
+#[derive(Debug, Clone)]
+pub struct Declare {
+    pub link: String,
+    pub spec: spec::DeclareSpec,
+}
+
+/// What an AMQP link consumes for routes: a named queue, or a private queue bound to
+/// an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AmqpSourceKey {
+    Queue(String),
+    Exchange {
+        exchange: String,
+        binding_key: String,
+    },
+}
+
+impl std::fmt::Display for AmqpSourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Queue(q) => write!(f, "queue {q}"),
+            Self::Exchange {
+                exchange,
+                binding_key,
+            } => write!(f, "exchange {exchange} key {binding_key}"),
+        }
+    }
 }
 
 impl CompiledRoute {
@@ -343,26 +377,99 @@ impl RouteTable {
         }
         let passthrough = hits.iter().any(|(r, _)| r.passthrough);
         for (route, caps) in &hits {
-            let targets = route.render_targets(caps, &m)?;
-            let mut changed = m.clone();
-            route.transform.apply(&route.name, &mut changed, caps)?;
-            for t in targets {
-                match t {
-                    Rendered::Internal(d) => {
-                        self.resolve_into(d, changed.clone(), depth + 1, out)?
-                    }
-                    other => out.push(Leg {
-                        target: other,
-                        message: changed.clone(),
-                    }),
-                }
-            }
+            self.apply_route(route, caps, &m, depth, out)?;
         }
         if passthrough {
             out.push(Leg {
                 target: Rendered::Internal(dest),
                 message: m,
             });
+        }
+        Ok(())
+    }
+
+    /// The distinct things an AMQP link must consume for the routes of this table.
+    pub fn amqp_sources(&self, link: &str) -> Vec<AmqpSourceKey> {
+        let mut keys: Vec<AmqpSourceKey> = self
+            .routes
+            .iter()
+            .filter_map(|r| amqp_key(&r.source, link))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Declarations for a link, with the route that asked for each, in table order.
+    pub fn amqp_declarations<'a>(
+        &'a self,
+        link: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a spec::DeclareSpec)> + 'a {
+        self.routes.iter().filter_map(move |r| match &r.declare {
+            Some(d) if d.link == link => Some((r.name.as_str(), &d.spec)),
+            _ => None,
+        })
+    }
+
+    /// Routes a message an AMQP link consumed from `key` (its routing key gives the
+    /// captures of a binding-key pattern). `None` when no route of this table consumes
+    /// `key` any more (a reload removed it); an empty list when routes exist but their
+    /// filters refused the message.
+    pub fn resolve_amqp(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        m: Message,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        let mut hits = Vec::new();
+        let mut any = false;
+        for r in &self.routes {
+            if amqp_key(&r.source, link).as_ref() != Some(key) {
+                continue;
+            }
+            any = true;
+            if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                continue;
+            }
+            let caps = match &r.source {
+                Source::Amqp {
+                    binding: Some(p), ..
+                } => p.captures(routing_key).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            hits.push((r, caps));
+        }
+        if !any {
+            return None;
+        }
+        let mut out = Vec::new();
+        let result = hits
+            .iter()
+            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out));
+        Some(result.map(|()| out))
+    }
+
+    /// One matched route: render its targets, transform, follow internal targets.
+    fn apply_route(
+        &self,
+        route: &CompiledRoute,
+        caps: &[Capture],
+        m: &Message,
+        depth: usize,
+        out: &mut Vec<Leg>,
+    ) -> Result<(), RoutingError> {
+        let targets = route.render_targets(caps, m)?;
+        let mut changed = m.clone();
+        route.transform.apply(&route.name, &mut changed, caps)?;
+        for t in targets {
+            match t {
+                Rendered::Internal(d) => self.resolve_into(d, changed.clone(), depth + 1, out)?,
+                other => out.push(Leg {
+                    target: other,
+                    message: changed.clone(),
+                }),
+            }
         }
         Ok(())
     }
@@ -376,5 +483,25 @@ impl RouteTable {
             Source::Amqp { link: l, .. } | Source::Xmpp { link: l, .. } => l == link,
             _ => false,
         })
+    }
+}
+
+fn amqp_key(source: &Source, link: &str) -> Option<AmqpSourceKey> {
+    match source {
+        Source::Amqp {
+            link: l,
+            queue,
+            exchange,
+            binding_key,
+            ..
+        } if l == link => Some(match (queue, exchange) {
+            (Some(q), _) => AmqpSourceKey::Queue(q.clone()),
+            (None, Some(x)) => AmqpSourceKey::Exchange {
+                exchange: x.clone(),
+                binding_key: binding_key.clone().unwrap_or_default(),
+            },
+            (None, None) => return None,
+        }),
+        _ => None,
     }
 }

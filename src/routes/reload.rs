@@ -52,6 +52,9 @@ pub struct RouteStore {
     ctx: CompileContext,
     table: Arc<ArcSwap<RouteTable>>,
     state: Mutex<(ReloadStatus, u64)>,
+    /// Carries the version of every swapped-in table to whoever follows changes (links
+    /// re-declare topology and consumers).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, Vec<RouteError>> {
@@ -96,6 +99,7 @@ impl RouteStore {
             dir: dir.to_owned(),
             ctx,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::empty())),
+            changes: tokio::sync::watch::Sender::new(1),
             state: Mutex::new((
                 ReloadStatus {
                     version: 1,
@@ -129,6 +133,7 @@ impl RouteStore {
             dir: dir.to_owned(),
             ctx,
             table: Arc::new(ArcSwap::from_pointee(table)),
+            changes: tokio::sync::watch::Sender::new(1),
             state: Mutex::new((status, digest(&sources))),
         })
     }
@@ -140,6 +145,11 @@ impl RouteStore {
     /// The live table, shared with the [`crate::router::Router`].
     pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
         Arc::clone(&self.table)
+    }
+
+    /// Follows table swaps: the receiver sees each new version.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -178,6 +188,7 @@ impl RouteStore {
                 table.version = version;
                 let routes = table.routes.len();
                 self.table.store(Arc::new(table));
+                self.changes.send_replace(version);
                 *last_digest = d;
                 status.version = version;
                 status.routes = routes;

@@ -37,6 +37,85 @@ pub struct RouteSpec {
     /// Also deliver the (untransformed) message to the source's own destination.
     #[serde(default)]
     pub passthrough: bool,
+    /// AMQP topology this route needs, declared on its link on connect and on every
+    /// reload.
+    #[serde(default)]
+    pub declare: Option<Spanned<DeclareSpec>>,
+}
+
+/// Exchanges, queues and bindings a route declares on an AMQP link. Declaring is
+/// idempotent: RabbitMQ accepts a declaration equal to what exists and refuses one that
+/// differs (PRECONDITION_FAILED), which the link reports with the route's name.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareSpec {
+    /// The link to declare on; may be left out when the route uses exactly one AMQP link.
+    #[serde(default)]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub exchanges: Vec<ExchangeDecl>,
+    #[serde(default)]
+    pub queues: Vec<QueueDecl>,
+    #[serde(default)]
+    pub bindings: Vec<BindingDecl>,
+}
+
+/// An AMQP exchange kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeDecl {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ExchangeType,
+    #[serde(default = "yes")]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub internal: bool,
+    /// Exchange arguments (`alternate-exchange`, …): strings, numbers, booleans.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDecl {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub durable: bool,
+    #[serde(default)]
+    pub exclusive: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Queue arguments: `x-message-ttl`, `x-dead-letter-exchange`, `x-queue-type`, …
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingDecl {
+    pub exchange: String,
+    pub queue: String,
+    #[serde(default)]
+    pub routing_key: String,
+    /// Binding arguments (headers exchanges: `x-match` and the header values).
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_json::Value>,
 }
 
 /// Where a route takes messages from.

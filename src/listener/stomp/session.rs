@@ -475,6 +475,7 @@ impl<T: Transport> Session<T> {
     ) -> Result<(), Fatal> {
         if let Destination::Queue(n) = &dest
             && n.starts_with(PRIVATE_PREFIX)
+            && crate::router::reply_target(&dest).is_none()
             && self.shared.router.core().queue(n).is_none()
         {
             // A reply to a temporary queue whose owner has gone: nobody can receive it.

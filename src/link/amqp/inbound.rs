@@ -1,0 +1,213 @@
+//! Inbound: consume an AMQP queue (or a private queue bound to an exchange) and route
+//! each message into the core; ack to RabbitMQ only once the core has it.
+//!
+//! Messages are handled one at a time per source, so their order is kept; RabbitMQ
+//! keeps `prefetch` messages in flight to us meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use lapin::Connection;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::LinkCtx;
+use super::convert::{self, Inbound};
+use crate::link::{Backoff, LinkStatus};
+use crate::router::RouterError;
+use crate::routes::AmqpSourceKey;
+
+static CONSUMER_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Runs one source's consumer until `stop`; consumer-level failures (a missing queue, a
+/// channel RabbitMQ closed) are retried with backoff, connection-level ones end the
+/// session through `fail`.
+pub(super) async fn run(
+    ctx: Arc<LinkCtx>,
+    conn: Arc<Connection>,
+    key: AmqpSourceKey,
+    stop: CancellationToken,
+    fail: mpsc::Sender<String>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let result = consume(&ctx, &conn, &key, &stop).await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let e = match result {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if !conn.status().connected() {
+            let _ = fail.send(format!("consumer of {key}: {e}")).await;
+            return;
+        }
+        tracing::warn!(error = %e, "AMQP consumer failed; retrying");
+        ctx.status.set_error(format!("consumer of {key}: {e}"));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn consume(
+    ctx: &LinkCtx,
+    conn: &Connection,
+    key: &AmqpSourceKey,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let e = |what: &str| {
+        let what = what.to_owned();
+        move |err: lapin::Error| format!("{what}: {err}")
+    };
+    let ch = conn.create_channel().await.map_err(e("open channel"))?;
+    ch.basic_qos(ctx.settings.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(e("basic.qos"))?;
+    let queue = match key {
+        AmqpSourceKey::Queue(q) => q.clone(),
+        AmqpSourceKey::Exchange {
+            exchange,
+            binding_key,
+        } => {
+            // A private queue: exists while we consume, like a topic subscription.
+            let q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(e("declare private queue"))?;
+            ch.queue_bind(
+                q.name().clone(),
+                exchange.as_str().into(),
+                binding_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(e("bind private queue"))?;
+            q.name().to_string()
+        }
+    };
+    let tag = format!(
+        "switchboard.{}.{}",
+        ctx.settings.name,
+        CONSUMER_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(e("basic.consume"))?;
+    tracing::info!(queue, "AMQP consumer started");
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        match next {
+            None => return Err("the consumer was cancelled by RabbitMQ".into()),
+            Some(Err(err)) => return Err(format!("delivery: {err}")),
+            Some(Ok(d)) => handle(ctx, key, d).await?,
+        }
+    }
+    // Nothing is unacknowledged here (one message at a time), so closing loses nothing.
+    let _ = ch.close(200, "route removed".into()).await;
+    tracing::info!(queue, "AMQP consumer stopped");
+    Ok(())
+}
+
+/// Routes one delivery and settles it with RabbitMQ.
+async fn handle(ctx: &LinkCtx, key: &AmqpSourceKey, d: Delivery) -> Result<(), String> {
+    let c = &ctx.status.counters;
+    let link = ctx.settings.name.as_str();
+    if d.redelivered {
+        LinkStatus::bump(&c.redelivered);
+        tracing::debug!(
+            delivery_tag = d.delivery_tag,
+            "redelivered by RabbitMQ: may be a duplicate"
+        );
+    }
+    let routing_key = d.routing_key.to_string();
+    let exchange = d.exchange.to_string();
+    let acker = d.acker;
+    let settle = |r: lapin::Result<bool>| r.map(drop).map_err(|e| format!("settle: {e}"));
+    let ctx_in = Inbound {
+        link,
+        exchange: &exchange,
+        routing_key: &routing_key,
+    };
+    let message = match convert::from_amqp(&ctx_in, &d.properties, d.data, SystemTime::now()) {
+        Ok(m) => m,
+        Err(err) => {
+            LinkStatus::bump(&c.rejected);
+            tracing::warn!(%exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
+            return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
+        }
+    };
+    match ctx
+        .router
+        .publish_from_amqp(link, key, &routing_key, message)
+        .await
+    {
+        Ok(Some(0)) => {
+            LinkStatus::bump(&c.rejected);
+            tracing::info!(%exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
+            settle(acker.reject(BasicRejectOptions { requeue: false }).await)
+        }
+        Ok(Some(_)) => {
+            LinkStatus::bump(&c.received);
+            settle(acker.ack(BasicAckOptions::default()).await)
+        }
+        Ok(None) => {
+            // A reload removed the route between delivery and now: give it back.
+            settle(
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await,
+            )
+        }
+        Err(RouterError::Routing(err)) => {
+            LinkStatus::bump(&c.rejected);
+            tracing::warn!(%exchange, %routing_key, reason = %err, "the route cannot translate the message: rejected without requeue");
+            settle(acker.reject(BasicRejectOptions { requeue: false }).await)
+        }
+        Err(RouterError::Publish(err)) => {
+            // The destination refused it for now (full, or gone): leave it in RabbitMQ
+            // and slow down rather than drop it.
+            tracing::warn!(%exchange, %routing_key, reason = %err, "the core refused the message: requeued in RabbitMQ");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            settle(
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await,
+            )
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! Outbound: consume the link's core queue and publish each message to RabbitMQ with
+//! publisher confirms and `mandatory` set. The core message is acked only after the
+//! confirm; a nack or an unroutable return is retried (bounded, with backoff) and then
+//! sent to the link's dead-letter queue, logged.
+//!
+//! The same channel consumes RabbitMQ's direct reply-to pseudo-queue: a message with an
+//! internal `reply_to` goes out with `reply_to: amq.rabbitmq.reply-to` and a correlation
+//! id of the router's making, and the reply that comes back with that id is routed to
+//! the internal reply address, with the requester's own correlation id restored.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Confirmation, Connection, ExchangeKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::LinkCtx;
+use super::convert::{self, Inbound, ReplyTo, short};
+use crate::core::{ConsumeOptions, Delivery, Destination};
+use crate::link::{LinkStatus, link_queue};
+use crate::router::{LINK_TARGET_HEADER, reply_target};
+use crate::routes::Rendered;
+
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// Most requests awaiting a reply at once; the oldest is forgotten beyond it.
+const MAX_PENDING_REPLIES: usize = 100_000;
+
+static REPLY_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Runs the publisher until `stop`; any failure ends the session through `fail` (the
+/// supervisor reconnects, and the unconfirmed messages are published again).
+pub(super) async fn run(
+    ctx: Arc<LinkCtx>,
+    conn: Arc<Connection>,
+    stop: CancellationToken,
+    fail: mpsc::Sender<String>,
+) {
+    let mut p = match Publisher::open(&ctx, &conn).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fail.send(format!("publisher: {e}")).await;
+            return;
+        }
+    };
+    if let Err(e) = p.run(&stop).await
+        && !stop.is_cancelled()
+    {
+        let _ = fail.send(format!("publisher: {e}")).await;
+    }
+}
+
+/// What a pending future yields back to the loop.
+enum Step {
+    Confirmed {
+        d: Delivery,
+        attempt: u32,
+        result: Box<lapin::Result<Confirmation>>,
+    },
+    Retry {
+        d: Delivery,
+        attempt: u32,
+    },
+}
+
+struct Publisher<'a> {
+    ctx: &'a LinkCtx,
+    conn: &'a Connection,
+    ch: Channel,
+    replies: lapin::Consumer,
+    consumer: crate::core::Consumer,
+    pending: FuturesUnordered<BoxFuture<'static, Step>>,
+    known_exchanges: HashSet<String>,
+    probe: Option<Channel>,
+    waiting: ReplyMap,
+}
+
+impl<'a> Publisher<'a> {
+    async fn open(ctx: &'a LinkCtx, conn: &'a Connection) -> Result<Self, String> {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("open channel: {e}"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("confirm.select: {e}"))?;
+        let replies = ch
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                format!("switchboard.{}.replies", ctx.settings.name)
+                    .as_str()
+                    .into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consume direct reply-to: {e}"))?;
+        let consumer = ctx
+            .router
+            .core()
+            .consume(
+                &link_queue(&ctx.settings.name),
+                ConsumeOptions::manual(ctx.settings.publish_window),
+            )
+            .map_err(|e| format!("consume the link queue: {e}"))?;
+        Ok(Self {
+            ctx,
+            conn,
+            ch,
+            replies,
+            consumer,
+            pending: FuturesUnordered::new(),
+            known_exchanges: HashSet::from([String::new()]),
+            probe: None,
+            waiting: ReplyMap::new(ctx.settings.reply_timeout),
+        })
+    }
+
+    async fn run(&mut self, stop: &CancellationToken) -> Result<(), String> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                Some(step) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.step(step).await?;
+                }
+                reply = self.replies.next() => match reply {
+                    Some(Ok(r)) => self.reply(r).await,
+                    Some(Err(e)) => return Err(format!("direct reply-to: {e}")),
+                    None => return Err("direct reply-to consumer cancelled".into()),
+                },
+                d = self.consumer.recv() => match d {
+                    Some(d) => {
+                        if d.redelivered {
+                            // Left unconfirmed by a lost connection (or retried): RabbitMQ
+                            // may already have it.
+                            LinkStatus::bump(&self.ctx.status.counters.republished);
+                        }
+                        self.publish(d, 1).await?;
+                    }
+                    None => return Err("the link queue was closed".into()),
+                },
+            }
+        }
+    }
+
+    async fn publish(&mut self, d: Delivery, attempt: u32) -> Result<(), String> {
+        let m = &d.message;
+        let target = m
+            .headers
+            .get(LINK_TARGET_HEADER)
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| {
+                Some((
+                    v.get("exchange")?.as_str()?.to_owned(),
+                    v.get("routing_key")?.as_str()?.to_owned(),
+                ))
+            });
+        let Some((exchange, routing_key)) = target else {
+            return self
+                .dead_letter(d, "bad-target", "no AMQP address on the message".into(), "")
+                .await;
+        };
+        let shown = format!("amqp:{}/{exchange}/{routing_key}", self.ctx.settings.name);
+        let (Ok(x), Ok(rk)) = (
+            short(&exchange, "exchange"),
+            short(&routing_key, "routing key"),
+        ) else {
+            return self
+                .dead_letter(
+                    d,
+                    "bad-target",
+                    "exchange or routing key over 255 bytes".into(),
+                    &shown,
+                )
+                .await;
+        };
+        if !self.known_exchanges.contains(&exchange) {
+            match self.exchange_exists(&exchange).await? {
+                Ok(()) => {
+                    self.known_exchanges.insert(exchange.clone());
+                }
+                Err(e) => {
+                    return self.dead_letter(d, "no-exchange", e, &shown).await;
+                }
+            }
+        }
+        let reply = match &m.reply_to {
+            None => ReplyTo::None,
+            Some(dest) => match reply_target(dest) {
+                // A reply address of this very link: RabbitMQ's own queue name.
+                Some(Rendered::Amqp {
+                    link,
+                    exchange,
+                    routing_key,
+                }) if link == self.ctx.settings.name && exchange.is_empty() => {
+                    ReplyTo::Queue(routing_key)
+                }
+                _ => ReplyTo::Direct {
+                    correlation_id: self.waiting.insert(dest.clone(), m.correlation_id.clone()),
+                },
+            },
+        };
+        let props = match convert::to_amqp(
+            m,
+            reply,
+            self.ctx.settings.username(),
+            SystemTime::now(),
+            |k| k == LINK_TARGET_HEADER,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .dead_letter(d, "untranslatable", e.to_string(), &shown)
+                    .await;
+            }
+        };
+        let confirm = self
+            .ch
+            .basic_publish(
+                x,
+                rk,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &m.body,
+                props,
+            )
+            .await
+            .map_err(|e| format!("basic.publish: {e}"))?;
+        self.pending.push(Box::pin(async move {
+            Step::Confirmed {
+                d,
+                attempt,
+                result: Box::new(confirm.await),
+            }
+        }));
+        Ok(())
+    }
+
+    async fn step(&mut self, step: Step) -> Result<(), String> {
+        let (d, attempt, result) = match step {
+            Step::Retry { d, attempt } => return self.publish(d, attempt).await,
+            Step::Confirmed { d, attempt, result } => (d, attempt, result),
+        };
+        let c = &self.ctx.status.counters;
+        let (reason, detail) = match (*result).map_err(|e| format!("publisher confirm: {e}"))? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                self.consumer.ack(d.tag);
+                LinkStatus::bump(&c.published);
+                return Ok(());
+            }
+            Confirmation::Ack(Some(r)) => {
+                ("unroutable", format!("{} {}", r.reply_code, r.reply_text))
+            }
+            Confirmation::Nack(r) => (
+                "nacked",
+                r.map_or_else(
+                    || "RabbitMQ nacked the publish".to_owned(),
+                    |r| format!("{} {}", r.reply_code, r.reply_text),
+                ),
+            ),
+        };
+        LinkStatus::bump(&c.publish_failures);
+        let shown = target_of(&d);
+        if attempt < self.ctx.settings.publish_attempts {
+            let delay = Duration::from_millis(100 << attempt.min(8));
+            tracing::warn!(target = %shown, reason, %detail, attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
+            self.pending.push(Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Step::Retry {
+                    d,
+                    attempt: attempt + 1,
+                }
+            }));
+            return Ok(());
+        }
+        self.dead_letter(d, reason, detail, &shown).await
+    }
+
+    /// Gives up on a message: a copy with `x-death-*` headers goes to the link's
+    /// dead-letter queue, then the original is acked.
+    async fn dead_letter(
+        &mut self,
+        d: Delivery,
+        reason: &str,
+        detail: String,
+        target: &str,
+    ) -> Result<(), String> {
+        let s = &self.ctx.settings;
+        tracing::warn!(target, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
+        let mut m = (*d.message).clone();
+        m.headers.remove(LINK_TARGET_HEADER);
+        m.headers.set("x-death-reason", reason);
+        m.headers.set("x-death-queue", link_queue(&s.name));
+        m.headers.set("x-death-destination", target);
+        m.headers
+            .set("x-death-deliveries", d.delivery_count.to_string());
+        m.headers.set("x-death-detail", detail);
+        m.expiry = None;
+        let core = self.ctx.router.core();
+        match core.publish(&Destination::queue(&s.dead_letter), m).await {
+            Ok(_) => {
+                self.consumer.ack(d.tag);
+                LinkStatus::bump(&self.ctx.status.counters.dead_lettered);
+            }
+            Err(e) => {
+                // Keep it in the link queue rather than lose it.
+                tracing::error!(error = %e, "cannot dead-letter; the message stays in the link queue");
+                self.consumer.nack(d.tag, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// `Ok(Ok(()))` if the exchange exists, `Ok(Err(why))` if not; `Err` if the
+    /// connection failed meanwhile. A failed passive declare closes its channel, so it
+    /// runs on a probe channel of its own, never the publishing one.
+    async fn exchange_exists(&mut self, name: &str) -> Result<Result<(), String>, String> {
+        let ch = match &self.probe {
+            Some(c) if c.status().connected() => c.clone(),
+            _ => {
+                let c = self
+                    .conn
+                    .create_channel()
+                    .await
+                    .map_err(|e| format!("open probe channel: {e}"))?;
+                self.probe = Some(c.clone());
+                c
+            }
+        };
+        let opts = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        match ch
+            .exchange_declare(
+                name.into(),
+                ExchangeKind::Direct,
+                opts,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(_) if !self.conn.status().connected() => {
+                Err("connection lost while checking an exchange".into())
+            }
+            Err(e) => {
+                self.probe = None;
+                Ok(Err(format!("exchange `{name}`: {e}")))
+            }
+        }
+    }
+
+    /// A reply through direct reply-to: route it to the requester.
+    async fn reply(&mut self, r: lapin::message::Delivery) {
+        let token = r
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let link = self.ctx.settings.name.clone();
+        let exchange = r.exchange.to_string();
+        let routing_key = r.routing_key.to_string();
+        let inbound = Inbound {
+            link: &link,
+            exchange: &exchange,
+            routing_key: &routing_key,
+        };
+        let mut m = match convert::from_amqp(&inbound, &r.properties, r.data, SystemTime::now()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot translate a reply; dropped (direct reply-to has no dead-lettering)");
+                return;
+            }
+        };
+        let core = self.ctx.router.core();
+        match self.waiting.take(&token) {
+            Some((dest, correlation)) => {
+                m.correlation_id = correlation;
+                match self.ctx.router.publish(dest.clone(), m).await {
+                    Ok(_) => LinkStatus::bump(&self.ctx.status.counters.replies),
+                    Err(e) => {
+                        tracing::warn!(reply_to = %dest, error = %e, "cannot deliver a reply")
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(correlation_id = %token, "a reply matches no waiting request (timed out or unknown): sent to the dead-letter queue");
+                m.headers.set("x-death-reason", "unmatched-reply");
+                m.headers.set("x-death-queue", DIRECT_REPLY_TO);
+                let _ = core
+                    .publish(&Destination::queue(&self.ctx.settings.dead_letter), m)
+                    .await;
+                LinkStatus::bump(&self.ctx.status.counters.dead_lettered);
+            }
+        }
+    }
+}
+
+fn target_of(d: &Delivery) -> String {
+    d.message
+        .headers
+        .get(LINK_TARGET_HEADER)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Requests waiting for a reply through direct reply-to, by the correlation id the
+/// router gave them; bounded in number and age.
+struct ReplyMap {
+    by_token: HashMap<String, (Destination, Option<String>)>,
+    order: VecDeque<(Instant, String)>,
+    timeout: Duration,
+}
+
+impl ReplyMap {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            by_token: HashMap::new(),
+            order: VecDeque::new(),
+            timeout,
+        }
+    }
+
+    fn insert(&mut self, dest: Destination, correlation: Option<String>) -> String {
+        let now = Instant::now();
+        while let Some((at, token)) = self.order.front() {
+            let answered = !self.by_token.contains_key(token);
+            let stale = now.duration_since(*at) >= self.timeout
+                || self.by_token.len() >= MAX_PENDING_REPLIES;
+            if !answered && !stale {
+                break;
+            }
+            if !answered {
+                tracing::info!(correlation_id = %token, "a request got no reply in time; a late reply will be dead-lettered");
+                self.by_token.remove(token);
+            }
+            self.order.pop_front();
+        }
+        let token = format!(
+            "sb-{}-{}",
+            std::process::id(),
+            REPLY_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        self.by_token.insert(token.clone(), (dest, correlation));
+        self.order.push_back((now, token.clone()));
+        token
+    }
+
+    fn take(&mut self, token: &str) -> Option<(Destination, Option<String>)> {
+        self.by_token.remove(token)
+    }
+}

@@ -1,0 +1,318 @@
+//! The AMQP link against a real RabbitMQ on 127.0.0.1:5672 (scripts/setup rabbitmq starts
+//! one), with pika as the independent AMQP peer and stomp.py on the router's side
+//! (tests/py/amqp_scenarios.py). Every name in RabbitMQ carries a per-test prefix.
+//!
+//! Tests that disturb RabbitMQ itself (restart, memory alarm) hold an exclusive lock;
+//! the others a shared one, so they never overlap with a disturbance (works under
+//! cargo-nextest's process-per-test and under cargo test's threads alike).
+
+mod common;
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Daemon, http_json, python, wait_until};
+
+const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/rabbitmq-ctl.sh");
+
+/// Held for the test's duration: shared, or exclusive for tests that restart RabbitMQ.
+struct RabbitLock(#[allow(dead_code)] File);
+
+fn rabbit(exclusive: bool) -> RabbitLock {
+    assert!(
+        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
+    );
+    let f = File::create(std::env::temp_dir().join("switchboard-tests-rabbitmq.lock")).unwrap();
+    if exclusive {
+        f.lock().unwrap();
+    } else {
+        f.lock_shared().unwrap();
+    }
+    RabbitLock(f)
+}
+
+/// A prefix no other test run uses.
+fn prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}{name}{nanos:x}", std::process::id())
+}
+
+/// Starts the router with one AMQP link `rabbit` (password from a file) and `routes`
+/// (`P` replaced by the prefix).
+fn router(p: &str, routes: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(dir.path().join("amqp.pw"), "guest\n").unwrap();
+    let config = format!(
+        r#"
+links:
+  rabbit:
+    amqp:
+      uri: "amqp://127.0.0.1:5672/%2f"
+      username: guest
+      password_file: amqp.pw
+      dead_letter: "{p}.dead"
+      reconnect_initial: 100ms
+      reconnect_max: 1s
+"#
+    );
+    std::fs::write(dir.path().join("switchboard.yaml"), config).unwrap();
+    std::fs::write(dir.path().join("routes/amqp.yaml"), routes.replace('P', p)).unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    wait_until(Duration::from_secs(20), "AMQP link connected", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    d
+}
+
+fn scenario(d: &Daemon, p: &str, name: &str) {
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/amqp_scenarios.py"
+        ))
+        .args(["--port", &d.addr("stomp").port().to_string()])
+        .args(["--admin-port", &d.addr("admin").port().to_string()])
+        .args(["--prefix", p, "--ctl", CTL, "--timeout", "20", name])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}\ndaemon log:\n{}",
+        d.log()
+    );
+    if !stderr.is_empty() {
+        eprintln!("{name}: {stderr}");
+    }
+}
+
+#[test]
+fn inbound_acks_after_the_core_and_rejects_what_it_cannot_route() {
+    let _l = rabbit(false);
+    let p = prefix("in");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-in
+    from: {amqp: {link: rabbit, queue: P.in}}
+    to: [{stomp: /queue/P.out}]
+    transform: {set_headers: {x-region: "{header:region}"}}
+    declare:
+      exchanges:
+        - {name: P.x, type: topic, durable: false, auto_delete: true}
+        - {name: P.dlx, type: fanout, durable: false, auto_delete: true}
+      queues:
+        - {name: P.in, durable: false, arguments: {x-dead-letter-exchange: P.dlx, x-expires: 600000}}
+        - {name: P.dlq, durable: false, arguments: {x-expires: 600000}}
+      bindings:
+        - {exchange: P.x, queue: P.in, routing_key: "order.#"}
+        - {exchange: P.dlx, queue: P.dlq}
+"#,
+    );
+    scenario(&d, &p, "inbound");
+    assert!(d.log().contains("rejected without requeue"), "{}", d.log());
+}
+
+#[test]
+fn outbound_confirms_and_dead_letters_what_rabbitmq_cannot_route() {
+    let _l = rabbit(false);
+    let p = prefix("out");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-out
+    from: {stomp: /queue/P.send}
+    to: [{amqp: {link: rabbit, exchange: P.x2, routing_key: "ev.{header:kind}"}}]
+    declare:
+      exchanges: [{name: P.x2, type: topic, durable: false}]
+      queues: [{name: P.q2, durable: false, arguments: {x-expires: 600000}}]
+      bindings: [{exchange: P.x2, queue: P.q2, routing_key: ev.created}]
+  - name: P-nox
+    from: {stomp: /queue/P.nox}
+    to: [{amqp: {link: rabbit, exchange: P.nope, routing_key: k}}]
+"#,
+    );
+    scenario(&d, &p, "outbound");
+}
+
+#[test]
+fn properties_and_typed_headers_survive_amqp_to_amqp() {
+    let _l = rabbit(false);
+    let p = prefix("rt");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-rt
+    from: {amqp: {link: rabbit, queue: P.rt_in}}
+    to: [{amqp: {link: rabbit, routing_key: P.rt_out}}]
+    declare:
+      queues:
+        - {name: P.rt_in, durable: false, arguments: {x-expires: 600000}}
+        - {name: P.rt_out, durable: false, arguments: {x-expires: 600000}}
+"#,
+    );
+    scenario(&d, &p, "roundtrip");
+}
+
+#[test]
+fn stomp_requester_gets_the_reply_of_an_amqp_worker() {
+    let _l = rabbit(false);
+    let p = prefix("rpc");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-ask
+    from: {stomp: /queue/P.ask}
+    to: [{amqp: {link: rabbit, routing_key: P.work}}]
+    declare:
+      queues: [{name: P.work, durable: false, arguments: {x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "rpc_stomp_to_amqp");
+}
+
+#[test]
+fn amqp_requester_with_direct_reply_to_gets_the_reply_of_a_stomp_responder() {
+    let _l = rabbit(false);
+    let p = prefix("rpa");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-req
+    from: {amqp: {link: rabbit, queue: P.req}}
+    to: [{stomp: /queue/P.jobs}]
+    declare:
+      queues: [{name: P.req, durable: false, arguments: {x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "rpc_amqp_to_stomp");
+}
+
+#[test]
+fn a_topology_conflict_costs_only_its_route_and_reload_declares_new_topology() {
+    let _l = rabbit(false);
+    let p = prefix("top");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-first
+    from: {amqp: {link: rabbit, queue: P.ok}}
+    to: [{stomp: /queue/P.ok_out}]
+    declare:
+      queues:
+        - {name: P.ok, durable: false, arguments: {x-expires: 600000}}
+        - {name: P.conf, durable: false, arguments: {x-message-ttl: 1000, x-expires: 600000}}
+  - name: P-conflict
+    from: {stomp: /queue/P.never}
+    to: [{amqp: {link: rabbit, routing_key: P.conf}}]
+    declare:
+      queues: [{name: P.conf, durable: false, arguments: {x-message-ttl: 2000, x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "topology");
+    let late = r##"
+routes:
+  - name: P-late
+    from: {amqp: {link: rabbit, exchange: P.late_x, binding_key: "#"}}
+    to: [{stomp: /queue/P.late_out}]
+    declare:
+      exchanges: [{name: P.late_x, type: topic, durable: false}]
+      queues: [{name: P.late, durable: false, arguments: {x-expires: 600000}}]
+      bindings: [{exchange: P.late_x, queue: P.late, routing_key: "#"}]
+"##
+    .replace('P', &p);
+    common::write_atomic(&d.routes_dir().join("late.yaml"), &late);
+    let (status, _) = http_json(d.addr("admin"), "POST", "/routes/reload");
+    assert_eq!(status, 200);
+    scenario(&d, &p, "after_reload");
+    let (_, links) = http_json(d.addr("admin"), "GET", "/links");
+    assert!(
+        links[0]["topology_errors"][format!("{p}-conflict")].is_string(),
+        "the conflict is still reported after the reload: {links}"
+    );
+}
+
+#[test]
+fn rabbitmq_restart_under_load_loses_nothing() {
+    let _l = rabbit(true);
+    let p = prefix("rs");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-fi
+    from: {amqp: {link: rabbit, queue: P.fi}}
+    to: [{stomp: /queue/P.fi_out}]
+    declare:
+      queues:
+        - {name: P.fi, durable: true, arguments: {x-expires: 600000}}
+        - {name: P.fo, durable: true, arguments: {x-expires: 600000}}
+  - name: P-fo
+    from: {stomp: /queue/P.fo_in}
+    to: [{amqp: {link: rabbit, routing_key: P.fo}}]
+"#,
+    );
+    scenario(&d, &p, "restart_under_load");
+    let log = d.log();
+    assert!(log.contains("AMQP link lost; reconnecting"), "{log}");
+}
+
+#[test]
+fn a_memory_alarm_holds_messages_instead_of_losing_them() {
+    let _l = rabbit(true);
+    let p = prefix("bl");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-b
+    from: {stomp: /queue/P.b_in}
+    to: [{amqp: {link: rabbit, routing_key: P.bq}}]
+    declare:
+      queues: [{name: P.bq, durable: false, arguments: {x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "blocked");
+}
+
+#[test]
+fn a_link_that_cannot_connect_retries_and_says_why() {
+    // No RabbitMQ needed: a port nothing listens on.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.yaml"),
+        "links:\n  down:\n    amqp:\n      uri: \"amqp://u:topsecret@127.0.0.1:1/%2f\"\n      reconnect_initial: 50ms\n      reconnect_max: 200ms\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    let v = wait_until(Duration::from_secs(10), "retrying with an error", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "retrying" && v[0]["last_error"].is_string()).then_some(v)
+    });
+    assert_eq!(v[0]["peer"], "amqp://u@127.0.0.1:1/%2f");
+    let (_, log) = d.stop();
+    assert!(log.contains("AMQP link cannot connect"), "{log}");
+    assert!(
+        !log.contains("topsecret"),
+        "the password leaked into the log"
+    );
+}
