@@ -82,6 +82,7 @@ fn scenario(d: &Daemon, p: &str, name: &str) {
         ))
         .args(["--port", &d.addr("stomp").port().to_string()])
         .args(["--admin-port", &d.addr("admin").port().to_string()])
+        .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
         .args(["--prefix", p, "--ctl", CTL, "--timeout", "20", name])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
@@ -184,6 +185,24 @@ routes:
 "#,
     );
     scenario(&d, &p, "rpc_stomp_to_amqp");
+}
+
+#[test]
+fn mqtt5_requester_gets_the_reply_of_an_amqp_worker() {
+    let _l = rabbit(false);
+    let p = prefix("rpm");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-ask5
+    from: {mqtt: P/ask}
+    to: [{amqp: {link: rabbit, routing_key: P.work5}}]
+    declare:
+      queues: [{name: P.work5, durable: false, arguments: {x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "rpc_mqtt5_to_amqp");
 }
 
 #[test]

@@ -268,3 +268,83 @@ async fn routes_chain_and_destination_lists_fan_out() {
         "route `first`: template `events.{header:kind}` uses header `kind`, which the message does not have"
     );
 }
+
+#[test]
+fn amqp_declarations_are_validated_with_their_route() {
+    let ctx = CompileContext {
+        links: [
+            ("rabbit".to_string(), LinkKind::Amqp),
+            ("other".to_string(), LinkKind::Amqp),
+        ]
+        .into(),
+        ..CompileContext::default()
+    };
+    let bad = r#"
+routes:
+  - name: two-links
+    from: {amqp: {link: rabbit, queue: a}}
+    to: [{amqp: {link: other, routing_key: b}}]
+    declare: {queues: [{name: a}]}
+  - name: reserved
+    from: {amqp: {link: rabbit, queue: q}}
+    to: [{queue: out}]
+    declare:
+      exchanges: [{name: amq.direct, type: direct}]
+      queues: [{name: q, arguments: {x-bad: [1, 2]}}]
+      bindings: [{exchange: "", queue: q}]
+"#;
+    let errors = compile_sources(&[("r.yaml".into(), bad.into())], &ctx).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let has = |route: &str, what: &str| {
+        assert!(
+            text.iter()
+                .any(|e| e.contains(&format!("route `{route}`")) && e.contains(what)),
+            "no `{what}` for {route} in {text:#?}"
+        )
+    };
+    has("two-links", "`declare` needs `link:`");
+    has("reserved", "`amq.` belong to RabbitMQ");
+    has("reserved", "only strings, numbers and booleans");
+    has("reserved", "the default exchange cannot be bound");
+
+    let good = r##"
+routes:
+  - name: sensors
+    from: {amqp: {link: rabbit, exchange: telemetry, binding_key: "sensors.*.temp"}}
+    to: [{topic: "temp.{1}"}]
+    declare:
+      exchanges: [{name: telemetry, type: topic}]
+      queues: [{name: q1, arguments: {x-queue-type: quorum, x-message-ttl: 60000}}]
+      bindings: [{exchange: telemetry, queue: q1, routing_key: "#"}]
+"##;
+    let table = compile_sources(&[("r.yaml".into(), good.into())], &ctx).unwrap();
+    let decls: Vec<_> = table.amqp_declarations("rabbit").collect();
+    assert_eq!(decls.len(), 1);
+    assert_eq!(decls[0].0, "sensors");
+    assert_eq!(decls[0].1.queues[0].arguments["x-message-ttl"], 60000);
+    assert!(table.amqp_declarations("other").next().is_none());
+    // The binding key's wildcard captures from the routing key.
+    let key = switchboard::routes::AmqpSourceKey::Exchange {
+        exchange: "telemetry".into(),
+        binding_key: "sensors.*.temp".into(),
+    };
+    assert_eq!(table.amqp_sources("rabbit"), vec![key.clone()]);
+    let legs = table
+        .resolve_amqp("rabbit", &key, "sensors.k7.temp", Message::new("21.5"))
+        .expect("the route consumes this source")
+        .unwrap();
+    assert_eq!(
+        legs[0].target,
+        switchboard::routes::Rendered::Internal(Destination::topic("temp.k7"))
+    );
+    assert!(
+        table
+            .resolve_amqp(
+                "rabbit",
+                &switchboard::routes::AmqpSourceKey::Queue("nope".into()),
+                "",
+                Message::new("x")
+            )
+            .is_none()
+    );
+}

@@ -19,8 +19,20 @@ impl Drop for Router {
 /// Starts the release router with only `listener` open (on a free loopback port) and the
 /// given settings; returns it and the listener's address.
 pub fn start_router(listener: &str, settings: &str) -> (Router, SocketAddr) {
+    start_router_with_routes(listener, settings, "")
+}
+
+/// As [`start_router`], with one route file (empty: none).
+pub fn start_router_with_routes(
+    listener: &str,
+    settings: &str,
+    routes: &str,
+) -> (Router, SocketAddr) {
     let dir = std::env::temp_dir().join(format!("sb-bench-{listener}-{}", std::process::id()));
     let _ = std::fs::create_dir_all(dir.join("routes"));
+    if !routes.is_empty() {
+        std::fs::write(dir.join("routes/bench.yaml"), routes).expect("write routes");
+    }
     let cfg = dir.join("sb.yaml");
     std::fs::write(&cfg, settings).expect("write settings");
     let ready = dir.join("ready.json");

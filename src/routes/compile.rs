@@ -504,7 +504,21 @@ impl Compiler<'_> {
                     .map(Source::Topic)
             }
             SourceSpec::Amqp(a) => {
-                let link_ok = self.check_link(file, at, route, &a.link, LinkKind::Amqp);
+                let mut link_ok = self.check_link(file, at, route, &a.link, LinkKind::Amqp);
+                for n in [&a.queue, &a.exchange, &a.binding_key]
+                    .into_iter()
+                    .flatten()
+                {
+                    if n.len() > 255 {
+                        self.err(
+                            file,
+                            at,
+                            route,
+                            format!("`{n}` is longer than AMQP's 255-byte limit"),
+                        );
+                        link_ok = false;
+                    }
+                }
                 match (&a.queue, &a.exchange) {
                     (Some(_), Some(_)) | (None, None) => {
                         self.err(file, at, route, "an amqp source takes either `queue` or `exchange` (with `binding_key`)");
@@ -661,7 +675,15 @@ impl Compiler<'_> {
                 Some(Target::Mqtt(tpl))
             }
             TargetSpec::Amqp(a) => {
-                let link_ok = self.check_link(file, at, route, &a.link, LinkKind::Amqp);
+                let mut link_ok = self.check_link(file, at, route, &a.link, LinkKind::Amqp);
+                if a.exchange.len() > 255 {
+                    let msg = format!(
+                        "exchange `{}` is longer than AMQP's 255-byte limit",
+                        a.exchange
+                    );
+                    self.err(file, at, route, msg);
+                    link_ok = false;
+                }
                 let rk = match &a.routing_key {
                     Some(k) => Some(self.template(file, at, route, k, captures)?),
                     None => None,

@@ -25,6 +25,7 @@ import stomp  # noqa: E402
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--admin-port", type=int, required=True),
                              p.add_argument("--amqp-port", type=int, default=5672),
+                             p.add_argument("--mqtt-port", type=int),
                              p.add_argument("--ctl")))
 P = args.prefix
 T = args.timeout
@@ -253,6 +254,54 @@ def rpc_stomp_to_amqp():
     print("ok")
 
 
+def rpc_mqtt5_to_amqp():
+    """An MQTT 5 requester (response topic + binary correlation data) reaches a pika worker through
+    the router; the worker's reply comes back on the response topic with the correlation data."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    wait_for(lambda: queue_exists(f"{P}.work5"), T, "topology")
+    stop = threading.Event()
+
+    def worker():
+        c, ch = amqp()
+        for method, props, body in ch.consume(f"{P}.work5", inactivity_timeout=0.1):
+            if stop.is_set():
+                break
+            if method is None:
+                continue
+            ch.basic_publish("", props.reply_to, b"re:" + body,
+                             pika.BasicProperties(correlation_id=props.correlation_id, content_type="text/plain"))
+            ch.basic_ack(method.delivery_tag)
+        c.close()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    got = []
+    subscribed = threading.Event()
+    m = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-req", protocol=mqtt.MQTTv5)
+    m.on_message = lambda _c, _u, msg: got.append(msg)
+    m.on_subscribe = lambda *_a: subscribed.set()
+    m.connect("127.0.0.1", args.mqtt_port)
+    m.loop_start()
+    m.subscribe(f"{P}/answers", qos=1)
+    expect(subscribed.wait(T), "SUBACK")
+    for i in range(5):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = f"{P}/answers"
+        props.CorrelationData = bytes([0, 255, i])
+        m.publish(f"{P}/ask", f"q{i}", qos=1, properties=props).wait_for_publish(T)
+    wait_for(lambda: len(got) >= 5, T, lambda: f"replies: {[g.payload for g in got]}")
+    pairs = sorted((g.payload, g.properties.CorrelationData) for g in got)
+    expect(pairs == sorted((f"re:q{i}".encode(), bytes([0, 255, i])) for i in range(5)), f"replies {pairs}")
+    expect(all(g.topic == f"{P}/answers" for g in got), "on the response topic")
+    stop.set()
+    t.join(5)
+    m.loop_stop()
+    m.disconnect()
+    print("ok")
+
+
 def rpc_amqp_to_stomp():
     """A pika requester using direct reply-to reaches a STOMP responder through the router; the
     responder replies to the reply-to header it got; pika gets the reply with its correlation id."""
@@ -410,7 +459,7 @@ def blocked():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [inbound, outbound, roundtrip, rpc_stomp_to_amqp, rpc_amqp_to_stomp, topology,
+SCENARIOS = {f.__name__: f for f in [inbound, outbound, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
                                      after_reload, restart_under_load, blocked]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")

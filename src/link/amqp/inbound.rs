@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use lapin::Acker;
 use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -125,20 +126,50 @@ async fn consume(
             _ = stop.cancelled() => break,
             d = consumer.next() => d,
         };
-        match next {
-            None => return Err("the consumer was cancelled by RabbitMQ".into()),
-            Some(Err(err)) => return Err(format!("delivery: {err}")),
-            Some(Ok(d)) => handle(ctx, key, d).await?,
+        // Handle this delivery and every one already waiting, then ack them together
+        // (`multiple`): one frame instead of one per message.
+        let mut pending = None;
+        let mut next = next;
+        loop {
+            match next {
+                None => return Err("the consumer was cancelled by RabbitMQ".into()),
+                Some(Err(err)) => return Err(format!("delivery: {err}")),
+                Some(Ok(d)) => handle(ctx, key, d, &mut pending).await?,
+            }
+            match futures::FutureExt::now_or_never(consumer.next()) {
+                Some(n) => next = n,
+                None => break,
+            }
         }
+        flush(&mut pending).await?;
     }
-    // Nothing is unacknowledged here (one message at a time), so closing loses nothing.
+    // Everything handled is settled (flushed above), so closing loses nothing.
     let _ = ch.close(200, "route removed".into()).await;
     tracing::info!(queue, "AMQP consumer stopped");
     Ok(())
 }
 
-/// Routes one delivery and settles it with RabbitMQ.
-async fn handle(ctx: &LinkCtx, key: &AmqpSourceKey, d: Delivery) -> Result<(), String> {
+/// Acks everything up to the last accepted delivery.
+async fn flush(pending: &mut Option<Acker>) -> Result<(), String> {
+    match pending.take() {
+        Some(a) => a
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map(drop)
+            .map_err(|e| format!("ack: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// Routes one delivery. An accepted one is left in `pending` to be acked with the
+/// next flush; a refused one is settled at once (after flushing, so `multiple` acks
+/// never cover it).
+async fn handle(
+    ctx: &LinkCtx,
+    key: &AmqpSourceKey,
+    d: Delivery,
+    pending: &mut Option<Acker>,
+) -> Result<(), String> {
     let c = &ctx.status.counters;
     let link = ctx.settings.name.as_str();
     if d.redelivered {
@@ -152,33 +183,47 @@ async fn handle(ctx: &LinkCtx, key: &AmqpSourceKey, d: Delivery) -> Result<(), S
     let exchange = d.exchange.to_string();
     let acker = d.acker;
     let settle = |r: lapin::Result<bool>| r.map(drop).map_err(|e| format!("settle: {e}"));
-    let ctx_in = Inbound {
-        link,
-        exchange: &exchange,
-        routing_key: &routing_key,
+    let message = convert::from_amqp(
+        &Inbound {
+            link,
+            exchange: &exchange,
+            routing_key: &routing_key,
+        },
+        &d.properties,
+        d.data,
+        SystemTime::now(),
+    );
+    let routed = match message {
+        Ok(m) => Ok(ctx
+            .router
+            .publish_from_amqp(link, key, &routing_key, m)
+            .await),
+        Err(e) => Err(e),
     };
-    let message = match convert::from_amqp(&ctx_in, &d.properties, d.data, SystemTime::now()) {
-        Ok(m) => m,
+    if let Ok(Ok(Some(n))) = &routed
+        && *n > 0
+    {
+        LinkStatus::bump(&c.received);
+        *pending = Some(acker);
+        return Ok(());
+    }
+    flush(pending).await?;
+    let routed = match routed {
+        Ok(r) => r,
         Err(err) => {
             LinkStatus::bump(&c.rejected);
             tracing::warn!(%exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
             return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
         }
     };
-    match ctx
-        .router
-        .publish_from_amqp(link, key, &routing_key, message)
-        .await
-    {
+    match routed {
         Ok(Some(0)) => {
             LinkStatus::bump(&c.rejected);
             tracing::info!(%exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
             settle(acker.reject(BasicRejectOptions { requeue: false }).await)
         }
-        Ok(Some(_)) => {
-            LinkStatus::bump(&c.received);
-            settle(acker.ack(BasicAckOptions::default()).await)
-        }
+        // Accepted deliveries were parked in `pending` above.
+        Ok(Some(_)) => Ok(()),
         Ok(None) => {
             // A reload removed the route between delivery and now: give it back.
             settle(
