@@ -335,3 +335,54 @@ fn a_link_that_cannot_connect_retries_and_says_why() {
         "the password leaked into the log"
     );
 }
+
+#[test]
+fn an_amqps_link_verifies_the_broker_against_the_configured_ca() {
+    let _l = rabbit(false);
+    let ca =
+        std::env::var("RMQ_DIR").unwrap_or_else(|_| "/tmp/rabbitmq-test".into()) + "/tls/ca.pem";
+    assert!(
+        std::path::Path::new(&ca).exists(),
+        "{ca} is missing: RabbitMQ was not started by scripts/peers/rabbitmq-ctl.sh (it makes the TLS listener)"
+    );
+    let p = prefix("tls");
+    let start = |ca_line: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("routes")).unwrap();
+        std::fs::write(
+            dir.path().join("switchboard.yaml"),
+            format!("links:\n  rabbit:\n    amqp:\n      uri: \"amqps://guest:guest@127.0.0.1:5671/%2f\"\n      reconnect_max: 500ms\n{ca_line}"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("routes/tls.yaml"),
+            "routes:\n  - name: P-tls\n    from: {stomp: /queue/P.tls_in}\n    to: [{amqp: {link: rabbit, routing_key: P.tls}}]\n    declare:\n      queues: [{name: P.tls, durable: false, arguments: {x-expires: 600000}}]\n"
+                .replace('P', &p),
+        )
+        .unwrap();
+        let cfg = dir.path().join("switchboard.yaml").display().to_string();
+        Daemon::start_in(dir, &["--config", &cfg])
+    };
+    // Without the CA the broker's certificate is not trusted: the link keeps retrying.
+    let d = start("");
+    let v = wait_until(Duration::from_secs(15), "a certificate error", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "retrying" && v[0]["last_error"].is_string()).then_some(v)
+    });
+    assert!(
+        v[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("cert"),
+        "{v}"
+    );
+    drop(d);
+    // With it, the link connects over TLS, declares and publishes.
+    let d = start(&format!("      ca_file: \"{ca}\"\n"));
+    wait_until(Duration::from_secs(20), "AMQPS link connected", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    scenario(&d, &p, "tls_publish");
+}

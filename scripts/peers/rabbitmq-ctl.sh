@@ -2,19 +2,40 @@
 # Throw-away RabbitMQ node (Debian bookworm 'rabbitmq-server' 3.10.x) without systemd, as root, loopback only.
 # Usage: rabbitmq-ctl.sh start|stop|status|ctl ARGS...|plugins ARGS...
 # Env:   RMQ_DIR (state, default /tmp/rabbitmq-test)
-# Ports (127.0.0.1): AMQP 5672, STOMP 61623, MQTT 1893, Web-STOMP 15674 (/ws), Web-MQTT 15675 (/ws),
+# Ports (127.0.0.1): AMQP 5672, AMQPS 5671 (CA: $RMQ_DIR/tls/ca.pem), STOMP 61623, MQTT 1893, Web-STOMP 15674 (/ws), Web-MQTT 15675 (/ws),
 #                    management 15672, Erlang distribution 25672, epmd 4369. Login guest/guest.
 # 'start' is idempotent: if 127.0.0.1:5672 already answers (with the plugin ports above) it does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 D=${RMQ_DIR:-/tmp/rabbitmq-test}
-PLUGIN_PORTS=(61623 1893 15674 15675 15672)
+PLUGIN_PORTS=(5671 61623 1893 15674 15675 15672)   # 5671: AMQP over TLS
 
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
 
 setup_env() {
   mkdir -p "$D/mnesia" "$D/log"
   cp "$here/rabbitmq.conf" "$D/rabbitmq.conf"
+  # AMQPS on 5671 with a throw-away CA ($D/tls/ca.pem is what clients trust) and a server
+  # certificate for 127.0.0.1 / localhost, made once per state directory.
+  if [ ! -s "$D/tls/server.pem" ]; then
+    mkdir -p "$D/tls"
+    ( cd "$D/tls"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=switchboard test CA" \
+        -keyout ca.key -out ca.pem >/dev/null 2>&1
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr >/dev/null 2>&1
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile ext.cnf -out server.pem >/dev/null 2>&1
+      chmod 644 ./*.pem ./*.key )
+  fi
+  cat >>"$D/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:5671
+ssl_options.cacertfile = $D/tls/ca.pem
+ssl_options.certfile = $D/tls/server.pem
+ssl_options.keyfile = $D/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
   # plugins: management + STOMP + MQTT (+ their WebSocket variants)
   echo '[rabbitmq_management,rabbitmq_stomp,rabbitmq_mqtt,rabbitmq_web_stomp,rabbitmq_web_mqtt].' >"$D/enabled_plugins"
   export HOME=$D                                  # .erlang.cookie lives here (shared by server and CLI)

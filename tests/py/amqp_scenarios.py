@@ -459,8 +459,22 @@ def blocked():
     print("ok")
 
 
+def tls_publish():
+    """STOMP → router → (AMQPS link) → RabbitMQ → pika."""
+    wait_for(lambda: queue_exists(f"{P}.tls"), T, "declared over TLS")
+    s, col = stomp_conn()
+    for i in range(10):
+        s.send(f"/queue/{P}.tls_in", f"t{i}")
+    c, ch = amqp()
+    got = consume_n(ch, f"{P}.tls", 10)
+    expect([b.decode() for _, _, b in got] == [f"t{i}" for i in range(10)], "in order")
+    c.close()
+    s.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [inbound, outbound, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
-                                     after_reload, restart_under_load, blocked]}
+                                     after_reload, restart_under_load, blocked, tls_publish]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()
