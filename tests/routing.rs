@@ -292,6 +292,13 @@ routes:
       exchanges: [{name: amq.direct, type: direct}]
       queues: [{name: q, arguments: {x-bad: [1, 2]}}]
       bindings: [{exchange: "", queue: q}]
+  - name: default-exchange
+    from: {amqp: {link: rabbit, exchange: "", binding_key: k}}
+    to: [{queue: out}]
+  - name: passthrough
+    from: {amqp: {link: rabbit, queue: p}}
+    to: [{queue: out}]
+    passthrough: true
 "#;
     let errors = compile_sources(&[("r.yaml".into(), bad.into())], &ctx).unwrap_err();
     let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -306,6 +313,11 @@ routes:
     has("reserved", "`amq.` belong to RabbitMQ");
     has("reserved", "only strings, numbers and booleans");
     has("reserved", "the default exchange cannot be bound");
+    has(
+        "default-exchange",
+        "cannot be bound: consume a queue instead",
+    );
+    has("passthrough", "an amqp or xmpp source has none");
 
     let good = r##"
 routes:

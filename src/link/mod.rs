@@ -31,7 +31,8 @@ pub enum LinkState {
 pub struct LinkCounters {
     /// Messages taken from the peer and accepted by the core.
     pub received: AtomicU64,
-    /// Of those, ones the peer marked as redelivered (possible duplicates).
+    /// Deliveries the peer marked as redelivered (possible duplicates), whatever then
+    /// became of them.
     pub redelivered: AtomicU64,
     /// Messages refused on the way in (untranslatable, or no route accepted them).
     pub rejected: AtomicU64,
@@ -172,8 +173,9 @@ pub fn link_queue(link: &str) -> String {
     format!("{}{link}", crate::router::LINK_QUEUE_PREFIX)
 }
 
-/// Capped exponential backoff with full jitter (AWS style): each delay is random in
-/// `[0, min(cap, initial·2^n)]`, so many routers restarting together do not stampede.
+/// Capped exponential backoff with jitter: each delay is random between half and all of
+/// `min(cap, initial·2^n)`, so many routers restarting together do not stampede, and no
+/// delay is ever zero.
 #[derive(Debug)]
 pub struct Backoff {
     initial: std::time::Duration,

@@ -261,6 +261,14 @@ impl Compiler<'_> {
             content_type: w.content_type.clone(),
             origin: w.origin.clone(),
         });
+        if r.passthrough && matches!(source, Some(Source::Amqp { .. } | Source::Xmpp { .. })) {
+            self.err(
+                file,
+                r.from.referenced,
+                &name,
+                "`passthrough` keeps a message on its own internal destination; an amqp or xmpp source has none",
+            );
+        }
         let declare = r
             .declare
             .as_ref()
@@ -522,6 +530,10 @@ impl Compiler<'_> {
                 match (&a.queue, &a.exchange) {
                     (Some(_), Some(_)) | (None, None) => {
                         self.err(file, at, route, "an amqp source takes either `queue` or `exchange` (with `binding_key`)");
+                        None
+                    }
+                    (None, Some(x)) if x.is_empty() => {
+                        self.err(file, at, route, "the default exchange (`\"\"`) cannot be bound: consume a queue instead");
                         None
                     }
                     _ if !link_ok => None,

@@ -200,7 +200,18 @@ pub fn to_amqp(
         .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or_default();
     let mut table = FieldTable::default();
+    let mut seen_props: Vec<&str> = Vec::new();
     for (k, v) in m.headers.iter() {
+        // Repeated names: the first wins, as for lookups.
+        if matches!(
+            k,
+            CONTENT_ENCODING_HEADER | TYPE_HEADER | APP_ID_HEADER | USER_ID_HEADER
+        ) {
+            if seen_props.contains(&k) {
+                continue;
+            }
+            seen_props.push(k);
+        }
         match k {
             CONTENT_ENCODING_HEADER => p = p.with_content_encoding(short(v, k)?),
             TYPE_HEADER => p = p.with_type(short(v, k)?),

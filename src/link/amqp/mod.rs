@@ -70,6 +70,10 @@ pub fn spawn(
     if let Err(e) = router.core().declare_queue(&queue, Some(options)) {
         tracing::error!(link = %settings.name, error = %e, "cannot declare the link queue");
     }
+    // Declared up front, so giving up on a message never depends on queue auto-creation.
+    if let Err(e) = router.core().declare_queue(&settings.dead_letter, None) {
+        tracing::error!(link = %settings.name, error = %e, "cannot declare the dead-letter queue");
+    }
     let span = tracing::info_span!("amqp_link", link = %settings.name);
     let ctx = Arc::new(LinkCtx {
         settings,

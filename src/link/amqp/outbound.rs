@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LinkCtx;
 use super::convert::{self, Inbound, ReplyTo, short};
-use crate::core::{ConsumeOptions, Delivery, Destination};
+use crate::core::{ConsumeOptions, Delivery, Destination, Message};
 use crate::link::{LinkStatus, link_queue};
 use crate::router::{LINK_TARGET_HEADER, reply_target};
 use crate::routes::Rendered;
@@ -59,17 +59,68 @@ pub(super) async fn run(
     }
 }
 
+/// One message on its way to RabbitMQ.
+struct Job {
+    /// The core delivery to ack once the message is settled. `None` once it has been
+    /// acked already: a publish RabbitMQ confirmed and then turned out to be the one a
+    /// `basic.return` was about (see [`Publisher::step`]).
+    d: Option<Delivery>,
+    message: Arc<Message>,
+    attempt: u32,
+    key: PubKey,
+    /// `amqp:LINK/EXCHANGE/ROUTING_KEY`, for logs and dead-letter headers.
+    shown: String,
+}
+
+/// What identifies a publish in a `basic.return`: RabbitMQ returns the message itself,
+/// and lapin may hand it to the confirm of another publish of the same batch (it pairs
+/// returns with a multiple-ack's tags in no particular order), so the link pairs them
+/// itself. Two messages alike in all of these are interchangeable for retrying.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PubKey {
+    message_id: String,
+    exchange: String,
+    routing_key: String,
+    body: u64,
+}
+
+impl PubKey {
+    fn new(message_id: &str, exchange: &str, routing_key: &str, body: &[u8]) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        Self {
+            message_id: message_id.to_owned(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            body: h.finish(),
+        }
+    }
+
+    fn of_return(r: &lapin::message::BasicReturnMessage) -> Self {
+        let id = r
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        Self::new(
+            &id,
+            r.delivery.exchange.as_str(),
+            r.delivery.routing_key.as_str(),
+            &r.delivery.data,
+        )
+    }
+}
+
 /// What a pending future yields back to the loop.
 enum Step {
     Confirmed {
-        d: Delivery,
-        attempt: u32,
+        job: Job,
         result: Box<lapin::Result<Confirmation>>,
     },
-    Retry {
-        d: Delivery,
-        attempt: u32,
-    },
+    Retry(Job),
 }
 
 struct Publisher<'a> {
@@ -82,6 +133,13 @@ struct Publisher<'a> {
     known_exchanges: HashSet<String>,
     probe: Option<Channel>,
     waiting: ReplyMap,
+    /// Publishes awaiting their confirm, by identity.
+    inflight: HashMap<PubKey, usize>,
+    /// Returns seen for publishes whose confirm has not been handled yet.
+    returned: HashMap<PubKey, Vec<String>>,
+    /// The latest confirmed publishes, in case a return for one of them turns up on a
+    /// later confirm of the same batch.
+    recent: VecDeque<Job>,
 }
 
 impl<'a> Publisher<'a> {
@@ -125,6 +183,9 @@ impl<'a> Publisher<'a> {
             known_exchanges: HashSet::from([String::new()]),
             probe: None,
             waiting: ReplyMap::new(ctx.settings.reply_timeout),
+            inflight: HashMap::new(),
+            returned: HashMap::new(),
+            recent: VecDeque::new(),
         })
     }
 
@@ -148,7 +209,15 @@ impl<'a> Publisher<'a> {
                             // may already have it.
                             LinkStatus::bump(&self.ctx.status.counters.republished);
                         }
-                        self.publish(d, 1).await?;
+                        let message = Arc::clone(&d.message);
+                        self.publish(Job {
+                            d: Some(d),
+                            message,
+                            attempt: 1,
+                            key: PubKey::new("", "", "", b""),
+                            shown: String::new(),
+                        })
+                        .await?;
                     }
                     None => return Err("the link queue was closed".into()),
                 },
@@ -156,8 +225,8 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    async fn publish(&mut self, d: Delivery, attempt: u32) -> Result<(), String> {
-        let m = &d.message;
+    async fn publish(&mut self, mut job: Job) -> Result<(), String> {
+        let m = Arc::clone(&job.message);
         let target = m
             .headers
             .get(LINK_TARGET_HEADER)
@@ -169,32 +238,23 @@ impl<'a> Publisher<'a> {
                 ))
             });
         let Some((exchange, routing_key)) = target else {
-            return self
-                .dead_letter(d, "bad-target", "no AMQP address on the message".into(), "")
-                .await;
+            let why = "no AMQP address on the message".to_owned();
+            return self.dead_letter(job, "bad-target", why).await;
         };
-        let shown = format!("amqp:{}/{exchange}/{routing_key}", self.ctx.settings.name);
+        job.shown = format!("amqp:{}/{exchange}/{routing_key}", self.ctx.settings.name);
         let (Ok(x), Ok(rk)) = (
             short(&exchange, "exchange"),
             short(&routing_key, "routing key"),
         ) else {
-            return self
-                .dead_letter(
-                    d,
-                    "bad-target",
-                    "exchange or routing key over 255 bytes".into(),
-                    &shown,
-                )
-                .await;
+            let why = "exchange or routing key over 255 bytes".to_owned();
+            return self.dead_letter(job, "bad-target", why).await;
         };
         if !self.known_exchanges.contains(&exchange) {
             match self.exchange_exists(&exchange).await? {
                 Ok(()) => {
                     self.known_exchanges.insert(exchange.clone());
                 }
-                Err(e) => {
-                    return self.dead_letter(d, "no-exchange", e, &shown).await;
-                }
+                Err(e) => return self.dead_letter(job, "no-exchange", e).await,
             }
         }
         let reply = match &m.reply_to {
@@ -214,113 +274,161 @@ impl<'a> Publisher<'a> {
             },
         };
         let props = match convert::to_amqp(
-            m,
+            &m,
             reply,
             self.ctx.settings.username(),
             SystemTime::now(),
             |k| k == LINK_TARGET_HEADER,
         ) {
             Ok(p) => p,
-            Err(e) => {
-                return self
-                    .dead_letter(d, "untranslatable", e.to_string(), &shown)
-                    .await;
-            }
+            Err(e) => return self.dead_letter(job, "untranslatable", e.to_string()).await,
         };
-        let confirm = self
-            .ch
-            .basic_publish(
-                x,
-                rk,
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &m.body,
-                props,
-            )
-            .await
-            .map_err(|e| format!("basic.publish: {e}"))?;
-        self.pending.push(Box::pin(async move {
+        let message_id = props
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        job.key = PubKey::new(&message_id, &exchange, &routing_key, &m.body);
+        *self.inflight.entry(job.key.clone()).or_default() += 1;
+        // lapin's publish future resolves once the io thread has written the frames;
+        // awaiting each in turn would cost one hand-off per message. Instead: poll it
+        // once here (that queues its frames, so publishes stay in order), then let it
+        // finish, and its confirm arrive, among the pending ones.
+        let ch = self.ch.clone();
+        let body = m.body.clone();
+        let mut publish: BoxFuture<'static, Step> = Box::pin(async move {
+            let opts = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let result = match ch.basic_publish(x, rk, opts, &body, props).await {
+                Ok(confirm) => confirm.await,
+                Err(e) => Err(e),
+            };
             Step::Confirmed {
-                d,
-                attempt,
-                result: Box::new(confirm.await),
+                job,
+                result: Box::new(result),
             }
-        }));
+        });
+        match futures::FutureExt::now_or_never(&mut publish) {
+            Some(step) => self.pending.push(Box::pin(std::future::ready(step))),
+            None => self.pending.push(publish),
+        }
         Ok(())
     }
 
     async fn step(&mut self, step: Step) -> Result<(), String> {
-        let (d, attempt, result) = match step {
-            Step::Retry { d, attempt } => return self.publish(d, attempt).await,
-            Step::Confirmed { d, attempt, result } => (d, attempt, result),
+        let (job, result) = match step {
+            Step::Retry(job) => return self.publish(job).await,
+            Step::Confirmed { job, result } => (job, result),
         };
-        let c = &self.ctx.status.counters;
-        let (reason, detail) = match (*result).map_err(|e| format!("publisher confirm: {e}"))? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                self.consumer.ack(d.tag);
-                LinkStatus::bump(&c.published);
-                return Ok(());
+        if let Some(n) = self.inflight.get_mut(&job.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.inflight.remove(&job.key);
             }
-            Confirmation::Ack(Some(r)) => {
-                ("unroutable", format!("{} {}", r.reply_code, r.reply_text))
-            }
-            Confirmation::Nack(r) => (
-                "nacked",
-                r.map_or_else(
-                    || "RabbitMQ nacked the publish".to_owned(),
-                    |r| format!("{} {}", r.reply_code, r.reply_text),
-                ),
-            ),
-        };
-        LinkStatus::bump(&c.publish_failures);
-        let shown = target_of(&d);
-        if attempt < self.ctx.settings.publish_attempts {
-            let delay = Duration::from_millis(100 << attempt.min(8));
-            tracing::warn!(target = %shown, reason, %detail, attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
-            self.pending.push(Box::pin(async move {
-                tokio::time::sleep(delay).await;
-                Step::Retry {
-                    d,
-                    attempt: attempt + 1,
-                }
-            }));
-            return Ok(());
         }
-        self.dead_letter(d, reason, detail, &shown).await
+        let (acked, returned) = match (*result).map_err(|e| format!("publisher confirm: {e}"))? {
+            Confirmation::Ack(r) => (true, r),
+            Confirmation::Nack(r) => (false, r),
+            Confirmation::NotRequested => (true, None),
+        };
+        let mut own_failure =
+            (!acked).then(|| ("nacked", "RabbitMQ nacked the publish".to_owned()));
+        if let Some(r) = returned {
+            let detail = format!("{} {}", r.reply_code, r.reply_text);
+            let owner = PubKey::of_return(&r);
+            if owner == job.key {
+                own_failure = Some(("unroutable", detail));
+            } else if self.inflight.contains_key(&owner) {
+                // Its own confirm is still to come: fail it then.
+                self.returned.entry(owner).or_default().push(detail);
+            } else if let Some(i) = self.recent.iter().position(|j| j.key == owner) {
+                // Already confirmed (and acked in the core): publish it again from here.
+                if let Some(other) = self.recent.remove(i) {
+                    self.failed(other, "unroutable", detail).await?;
+                }
+            } else {
+                tracing::warn!(exchange = %r.delivery.exchange, routing_key = %r.delivery.routing_key, "RabbitMQ returned a message that matches no recent publish");
+            }
+        }
+        if own_failure.is_none()
+            && let Some(details) = self.returned.get_mut(&job.key)
+        {
+            own_failure = details.pop().map(|d| ("unroutable", d));
+            if details.is_empty() {
+                self.returned.remove(&job.key);
+            }
+        }
+        match own_failure {
+            Some((reason, detail)) => self.failed(job, reason, detail).await,
+            None => {
+                let mut job = job;
+                if let Some(d) = job.d.take() {
+                    self.consumer.ack(d.tag);
+                }
+                LinkStatus::bump(&self.ctx.status.counters.published);
+                self.recent.push_back(job);
+                while self.recent.len() > 2 * self.ctx.settings.publish_window {
+                    self.recent.pop_front();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A publish RabbitMQ nacked or returned: retry after a pause, or give up.
+    async fn failed(&mut self, job: Job, reason: &str, detail: String) -> Result<(), String> {
+        LinkStatus::bump(&self.ctx.status.counters.publish_failures);
+        if job.attempt >= self.ctx.settings.publish_attempts {
+            return self.dead_letter(job, reason, detail).await;
+        }
+        let delay = Duration::from_millis(100 << job.attempt.min(8));
+        tracing::warn!(target = %job.shown, reason, %detail, attempt = job.attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
+        self.pending.push(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Step::Retry(Job {
+                attempt: job.attempt + 1,
+                ..job
+            })
+        }));
+        Ok(())
     }
 
     /// Gives up on a message: a copy with `x-death-*` headers goes to the link's
     /// dead-letter queue, then the original is acked.
-    async fn dead_letter(
-        &mut self,
-        d: Delivery,
-        reason: &str,
-        detail: String,
-        target: &str,
-    ) -> Result<(), String> {
+    async fn dead_letter(&mut self, job: Job, reason: &str, detail: String) -> Result<(), String> {
         let s = &self.ctx.settings;
-        tracing::warn!(target, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
-        let mut m = (*d.message).clone();
+        tracing::warn!(target = %job.shown, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
+        let mut m = (*job.message).clone();
         m.headers.remove(LINK_TARGET_HEADER);
         m.headers.set("x-death-reason", reason);
         m.headers.set("x-death-queue", link_queue(&s.name));
-        m.headers.set("x-death-destination", target);
-        m.headers
-            .set("x-death-deliveries", d.delivery_count.to_string());
+        m.headers.set("x-death-destination", job.shown.as_str());
+        m.headers.set("x-death-deliveries", job.attempt.to_string());
         m.headers.set("x-death-detail", detail);
         m.expiry = None;
         let core = self.ctx.router.core();
         match core.publish(&Destination::queue(&s.dead_letter), m).await {
             Ok(_) => {
-                self.consumer.ack(d.tag);
+                if let Some(d) = &job.d {
+                    self.consumer.ack(d.tag);
+                }
                 LinkStatus::bump(&self.ctx.status.counters.dead_lettered);
             }
             Err(e) => {
                 // Keep it in the link queue rather than lose it.
                 tracing::error!(error = %e, "cannot dead-letter; the message stays in the link queue");
-                self.consumer.nack(d.tag, true);
+                match &job.d {
+                    Some(d) => {
+                        self.consumer.nack(d.tag, true);
+                    }
+                    None => {
+                        let _ = core
+                            .publish_arc(&Destination::queue(&link_queue(&s.name)), job.message)
+                            .await;
+                    }
+                }
             }
         }
         Ok(())
@@ -413,18 +521,10 @@ impl<'a> Publisher<'a> {
     }
 }
 
-fn target_of(d: &Delivery) -> String {
-    d.message
-        .headers
-        .get(LINK_TARGET_HEADER)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Requests waiting for a reply through direct reply-to, by the correlation id the
 /// router gave them; bounded in number and age.
 struct ReplyMap {
-    by_token: HashMap<String, (Destination, Option<String>)>,
+    by_token: HashMap<String, (Destination, Option<String>, Instant)>,
     order: VecDeque<(Instant, String)>,
     timeout: Duration,
 }
@@ -458,12 +558,15 @@ impl ReplyMap {
             std::process::id(),
             REPLY_SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        self.by_token.insert(token.clone(), (dest, correlation));
+        self.by_token
+            .insert(token.clone(), (dest, correlation, now));
         self.order.push_back((now, token.clone()));
         token
     }
 
+    /// The request a reply is for, unless it waited longer than the timeout.
     fn take(&mut self, token: &str) -> Option<(Destination, Option<String>)> {
-        self.by_token.remove(token)
+        let (dest, corr, at) = self.by_token.remove(token)?;
+        (at.elapsed() < self.timeout).then_some((dest, corr))
     }
 }
