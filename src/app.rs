@@ -53,18 +53,6 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let xmpp: Vec<&str> = settings
-        .links
-        .iter()
-        .filter(|(_, k)| **k == crate::routes::LinkKind::Xmpp)
-        .map(|(n, _)| n.as_str())
-        .collect();
-    if !xmpp.is_empty() {
-        return Err(StartError::Unsupported(format!(
-            "XMPP links ({}) are configured, but the XMPP link is not part of this build yet",
-            xmpp.join(", ")
-        )));
-    }
     let core = Core::new(settings.core.clone());
     let store = load_routes(&settings)?;
     let router = crate::router::Router::new(core.clone(), store.table());
@@ -94,6 +82,15 @@ pub async fn run(
     spawn_sighup(&tracker, Arc::clone(&store), shutdown.clone());
 
     let links = crate::link::Links::default();
+    for xmpp in &settings.xmpp_links {
+        crate::link::xmpp::spawn(
+            xmpp.clone(),
+            router.clone(),
+            &links,
+            shutdown.clone(),
+            &tracker,
+        );
+    }
     for amqp in &settings.amqp_links {
         crate::link::amqp::spawn(
             amqp.clone(),

@@ -89,6 +89,27 @@ impl Router {
         Ok(Some(n))
     }
 
+    /// Routes a message an XMPP link received for the JID `to`; returns how many legs
+    /// it took. `Ok(None)` when no route's JID pattern matches `to`; `Ok(Some(0))` when
+    /// the routes' filters refused it.
+    pub async fn publish_from_xmpp(
+        &self,
+        link: &str,
+        to: &str,
+        message: Message,
+    ) -> Result<Option<usize>, RouterError> {
+        let legs = {
+            let table = self.table.load();
+            match table.resolve_xmpp(link, to, message) {
+                None => return Ok(None),
+                Some(legs) => legs?,
+            }
+        };
+        let n = legs.len();
+        self.publish_legs(legs).await?;
+        Ok(Some(n))
+    }
+
     /// Hands resolved legs to the core; link legs go to their link's queue.
     async fn publish_legs(&self, legs: Vec<Leg>) -> Result<usize, RouterError> {
         let mut reached = 0;
@@ -122,11 +143,38 @@ pub fn amqp_reply_address(link: &str, reply_to: &str) -> Destination {
     ))
 }
 
+/// Prefix of internal reply addresses for XMPP users:
+/// `$sb.reply.xmpp.LINK.ESCAPED_USER_JID.ESCAPED_OUR_JID`. A message from an XMPP user
+/// carries one as its reply address; a reply sent to it goes back through the link to
+/// the user's full JID, from the JID the user wrote to.
+pub const XMPP_REPLY_PREFIX: &str = "$sb.reply.xmpp.";
+
+/// The internal reply address for an XMPP message from `user` to `ours` on `link`.
+pub fn xmpp_reply_address(link: &str, user: &str, ours: &str) -> Destination {
+    use crate::translate::escape::escape_level;
+    Destination::queue(&format!(
+        "{XMPP_REPLY_PREFIX}{link}.{}.{}",
+        escape_level(user),
+        escape_level(ours)
+    ))
+}
+
 /// The link leg a reply address stands for, if `dest` is one.
 pub fn reply_target(dest: &Destination) -> Option<Rendered> {
     let Destination::Queue(name) = dest else {
         return None;
     };
+    if let Some(rest) = name.strip_prefix(XMPP_REPLY_PREFIX) {
+        use crate::translate::escape::unescape_level;
+        let mut parts = rest.splitn(3, '.');
+        let (link, user, ours) = (parts.next()?, parts.next()?, parts.next()?);
+        return Some(Rendered::Xmpp {
+            link: link.to_owned(),
+            to: unescape_level(user),
+            from: Some(unescape_level(ours)),
+            kind: "chat".into(),
+        });
+    }
     let rest = name.strip_prefix(AMQP_REPLY_PREFIX)?;
     let (link, queue) = rest.split_once('.')?;
     Some(Rendered::Amqp {

@@ -21,17 +21,18 @@ const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/rabbitmq-c
 struct RabbitLock(#[allow(dead_code)] File);
 
 fn rabbit(exclusive: bool) -> RabbitLock {
-    assert!(
-        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
-            .is_ok(),
-        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
-    );
+    // Lock first: another test may be restarting RabbitMQ right now.
     let f = File::create(std::env::temp_dir().join("switchboard-tests-rabbitmq.lock")).unwrap();
     if exclusive {
         f.lock().unwrap();
     } else {
         f.lock_shared().unwrap();
     }
+    assert!(
+        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
+    );
     RabbitLock(f)
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::auth::{Auth, Permissions, Rule, User};
 use crate::core::{CoreConfig, Destination, QueueOptions};
 use crate::link::amqp::AmqpLinkSettings;
+use crate::link::xmpp::XmppLinkSettings;
 use crate::listener::mqtt::state::MqttSettings;
 use crate::listener::stomp::session::StompSettings;
 use crate::routes::{CompileContext, LinkKind};
@@ -48,6 +49,8 @@ pub struct Settings {
     pub links: BTreeMap<String, LinkKind>,
     /// The AMQP links' settings.
     pub amqp_links: Vec<AmqpLinkSettings>,
+    /// The XMPP links' settings.
+    pub xmpp_links: Vec<XmppLinkSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
     /// How often expired messages are swept out of queues.
@@ -86,6 +89,7 @@ impl Settings {
             core: CoreConfig::default(),
             links: BTreeMap::new(),
             amqp_links: Vec::new(),
+            xmpp_links: Vec::new(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
             sweep_interval: Duration::from_secs(1),
@@ -287,19 +291,27 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             errors.push(ConfigError(format!("{shown}: links: {e}")));
             continue;
         }
-        let kind = match link {
-            raw::RawLink::Amqp(a) => {
-                let env = |k: &str| std::env::var(k).ok();
-                match AmqpLinkSettings::from_raw(&name, *a, base, &env) {
-                    Ok(a) => s.amqp_links.push(a),
-                    Err(es) => {
-                        errors.extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}"))))
+        let kind =
+            match link {
+                raw::RawLink::Amqp(a) => {
+                    let env = |k: &str| std::env::var(k).ok();
+                    match AmqpLinkSettings::from_raw(&name, *a, base, &env) {
+                        Ok(a) => s.amqp_links.push(a),
+                        Err(es) => errors
+                            .extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}")))),
                     }
+                    LinkKind::Amqp
                 }
-                LinkKind::Amqp
-            }
-            raw::RawLink::Xmpp(_) => LinkKind::Xmpp,
-        };
+                raw::RawLink::Xmpp(x) => {
+                    let env = |k: &str| std::env::var(k).ok();
+                    match XmppLinkSettings::from_raw(&name, *x, base, &env) {
+                        Ok(x) => s.xmpp_links.push(x),
+                        Err(es) => errors
+                            .extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}")))),
+                    }
+                    LinkKind::Xmpp
+                }
+            };
         s.links.insert(name, kind);
     }
     if let Some(a) = raw.auth {

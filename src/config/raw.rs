@@ -54,13 +54,12 @@ pub struct RawQueue {
     pub max_deliveries: Option<u32>,
 }
 
-/// External links. XMPP links are known by name and kind only (routes validate against
-/// them) until the XMPP link lands.
+/// External links: `NAME: {amqp: …}` or `NAME: {xmpp: …}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawLink {
     Amqp(Box<crate::link::amqp::RawAmqpLink>),
-    Xmpp(BTreeMap<String, serde_json::Value>),
+    Xmpp(Box<crate::link::xmpp::RawXmppLink>),
 }
 
 #[derive(Debug, Default, Deserialize)]

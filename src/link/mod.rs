@@ -5,6 +5,7 @@
 //! [`LinkStatus`] is what operators see: logs, and `GET /links` on the admin API.
 
 pub mod amqp;
+pub mod xmpp;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

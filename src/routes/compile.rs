@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
+use super::jid_pattern::JidPattern;
 use super::spec::{DeclareSpec, RouteFile, RouteSpec, SourceSpec, TargetSpec, TransformSpec};
 use super::template::{Grammar, Template};
 use super::{CompiledRoute, Declare, RouteTable, Source, Target, Transform, When};
@@ -223,7 +224,13 @@ impl Compiler<'_> {
             Some(Source::Amqp { binding, .. }) => binding.clone(),
             _ => None,
         };
-        let capture_count = wildcards.as_ref().map_or(0, Pattern::wildcard_count);
+        let capture_count = match &source {
+            Some(Source::Xmpp {
+                jid_pattern: Some(p),
+                ..
+            }) => p.wildcard_count(),
+            _ => wildcards.as_ref().map_or(0, Pattern::wildcard_count),
+        };
 
         if r.to.value.is_empty() {
             self.err(
@@ -567,11 +574,26 @@ impl Compiler<'_> {
                         None
                     }
                     _ if !link_ok => None,
-                    _ => Some(Source::Xmpp {
-                        link: x.link.clone(),
-                        jid: x.jid.clone(),
-                        presence: x.presence.clone(),
-                    }),
+                    _ => {
+                        let jid_pattern = match x.jid.as_deref().map(JidPattern::parse) {
+                            Some(Ok(p)) => Some(p),
+                            Some(Err(e)) => {
+                                let msg = format!(
+                                    "invalid JID pattern `{}`: {e}",
+                                    x.jid.as_deref().unwrap_or("")
+                                );
+                                self.err(file, at, route, msg);
+                                return None;
+                            }
+                            None => None,
+                        };
+                        Some(Source::Xmpp {
+                            link: x.link.clone(),
+                            jid: x.jid.clone(),
+                            presence: x.presence.clone(),
+                            jid_pattern,
+                        })
+                    }
                 }
             }
         }

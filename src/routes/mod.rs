@@ -3,6 +3,7 @@
 //! message is routed entirely by one table even while a reload happens.
 
 pub mod compile;
+pub mod jid_pattern;
 pub mod reload;
 pub mod spec;
 pub mod template;
@@ -35,6 +36,8 @@ pub enum Source {
         link: String,
         jid: Option<String>,
         presence: Option<String>,
+        /// `jid` compiled.
+        jid_pattern: Option<jid_pattern::JidPattern>,
     },
 }
 
@@ -409,6 +412,67 @@ impl RouteTable {
             Some(d) if d.link == link => Some((r.name.as_str(), &d.spec)),
             _ => None,
         })
+    }
+
+    /// Routes a message an XMPP link received for the JID `to`: every route of the link
+    /// whose `jid` pattern matches, in table order. `None` when no route's pattern
+    /// matches `to`; an empty list when routes match but their filters refused it.
+    pub fn resolve_xmpp(
+        &self,
+        link: &str,
+        to: &str,
+        m: Message,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        let mut hits = Vec::new();
+        let mut any = false;
+        for r in &self.routes {
+            let Source::Xmpp {
+                link: l,
+                jid_pattern: Some(p),
+                ..
+            } = &r.source
+            else {
+                continue;
+            };
+            if l != link {
+                continue;
+            }
+            let Some(caps) = p.captures(to) else {
+                continue;
+            };
+            any = true;
+            if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                hits.push((r, caps));
+            }
+        }
+        if !any {
+            return None;
+        }
+        let mut out = Vec::new();
+        let result = hits
+            .iter()
+            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out));
+        Some(result.map(|()| out))
+    }
+
+    /// JIDs the routes of an XMPP link name without wildcards (service discovery lists
+    /// them).
+    pub fn xmpp_jids(&self, link: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.source {
+                Source::Xmpp {
+                    link: l,
+                    jid_pattern: Some(p),
+                    ..
+                } if l == link => p.literal(),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Routes a message an AMQP link consumed from `key` (its routing key gives the

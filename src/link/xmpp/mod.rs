@@ -1,0 +1,418 @@
+//! The XMPP link: an external component (XEP-0114) that serves a domain, so that every
+//! JID in it (`orders@bridge.example.org`) is an address the route table maps.
+//!
+//! tokio-xmpp's `Component` ends its stream silently on any error and never
+//! reconnects; the supervisor here owns that: it reconnects with capped, jittered
+//! backoff, while messages for XMPP wait in the link's core queue (bounded).
+//!
+//! Delivery: XEP-0114 has no acknowledgements, so a message counts as sent once the
+//! component stream has written it; it is acked in the core then. A message from an
+//! XMPP user is answered with a receipt (XEP-0184, when asked for) only after the core
+//! accepted it, and with an error stanza when it cannot be routed — never silence.
+
+pub mod convert;
+pub mod settings;
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Component, Stanza};
+use tracing::Instrument;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::{Message as XMessage, MessageType};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+pub use settings::{RawXmppLink, XmppLinkSettings};
+
+use super::{Backoff, LinkState, LinkStatus, Links, link_queue};
+use crate::core::{ConsumeOptions, Delivery, Destination, Overflow, QueueOptions};
+use crate::router::{LINK_TARGET_HEADER, Router, RouterError, xmpp_reply_address};
+
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+const NS_PING: &str = "urn:xmpp:ping";
+
+struct LinkCtx {
+    settings: XmppLinkSettings,
+    router: Router,
+    status: Arc<LinkStatus>,
+}
+
+/// Starts a link's supervisor.
+pub fn spawn(
+    settings: XmppLinkSettings,
+    router: Router,
+    links: &Links,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let peer = format!("xmpp-component://{}@{}", settings.domain, settings.server);
+    let status = Arc::new(LinkStatus::new(&settings.name, "xmpp", peer));
+    links.insert(Arc::clone(&status));
+    let options = QueueOptions {
+        max_length: settings.max_pending,
+        overflow: Overflow::Block,
+        ..QueueOptions::default()
+    };
+    let core = router.core();
+    if let Err(e) = core.declare_queue(&link_queue(&settings.name), Some(options)) {
+        tracing::error!(link = %settings.name, error = %e, "cannot declare the link queue");
+    }
+    if let Err(e) = core.declare_queue(&settings.dead_letter, None) {
+        tracing::error!(link = %settings.name, error = %e, "cannot declare the dead-letter queue");
+    }
+    let span = tracing::info_span!("xmpp_link", link = %settings.name, domain = %settings.domain);
+    let ctx = Arc::new(LinkCtx {
+        settings,
+        router,
+        status,
+    });
+    tracker.spawn(supervise(ctx, cancel).instrument(span));
+}
+
+async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
+    let s = &ctx.settings;
+    let mut backoff = Backoff::new(s.reconnect_initial, s.reconnect_max);
+    let mut connected_before = false;
+    loop {
+        ctx.status.set_state(LinkState::Connecting);
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            c = Component::new_plaintext(&s.domain, &s.secret, DnsConfig::addr(&s.server), Timeouts::tight()) => c,
+        };
+        match attempt {
+            Ok(component) => {
+                backoff.reset();
+                if connected_before {
+                    LinkStatus::bump(&ctx.status.counters.reconnects);
+                }
+                connected_before = true;
+                ctx.status.set_state(LinkState::Connected);
+                tracing::info!(server = %s.server, "XMPP component connected");
+                let reason = session(&ctx, component, &cancel).await;
+                if cancel.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(%reason, "XMPP link lost; reconnecting");
+                ctx.status.set_error(reason);
+            }
+            Err(e) => {
+                let e = format!("connect failed: {e}");
+                tracing::warn!(server = %s.server, error = %e, "XMPP component cannot connect");
+                ctx.status.set_error(e);
+            }
+        }
+        ctx.status.set_state(LinkState::Retrying);
+        let delay = backoff.next_delay();
+        tracing::info!(in_ms = delay.as_millis() as u64, "XMPP link retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    ctx.status.set_state(LinkState::Stopped);
+    tracing::info!("XMPP link stopped");
+}
+
+type Sink = futures::stream::SplitSink<Component<tokio_xmpp::connect::TcpServerConnector>, Stanza>;
+
+/// One connected session; returns why it ended.
+async fn session(
+    ctx: &LinkCtx,
+    component: Component<tokio_xmpp::connect::TcpServerConnector>,
+    cancel: &CancellationToken,
+) -> String {
+    let (mut sink, mut stream) = component.split();
+    let consumer = match ctx
+        .router
+        .core()
+        .consume(&link_queue(&ctx.settings.name), ConsumeOptions::manual(256))
+    {
+        Ok(c) => c,
+        Err(e) => return format!("cannot consume the link queue: {e}"),
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = sink.close().await;
+                return "shutdown".into();
+            }
+            stanza = stream.next() => match stanza {
+                Some(st) => {
+                    if let Err(e) = incoming(ctx, &mut sink, st).await {
+                        return format!("send failed: {e}");
+                    }
+                }
+                None => return "the server closed the component stream (or it failed to parse)".into(),
+            },
+            d = consumer.recv() => match d {
+                Some(d) => {
+                    let tag = d.tag;
+                    match outgoing(ctx, &mut sink, d).await {
+                        Ok(()) => {
+                            consumer.ack(tag);
+                        }
+                        Err(e) => {
+                            consumer.nack(tag, true);
+                            return format!("send failed: {e}");
+                        }
+                    }
+                }
+                None => return "the link queue was closed".into(),
+            },
+        }
+    }
+}
+
+/// A message for XMPP: stanza out, or the dead-letter queue if it cannot be one.
+async fn outgoing(ctx: &LinkCtx, sink: &mut Sink, d: Delivery) -> Result<(), tokio_xmpp::Error> {
+    let m = &d.message;
+    let target = m
+        .headers
+        .get(LINK_TARGET_HEADER)
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    let field = |k: &str| {
+        target
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let domain = &ctx.settings.domain;
+    let (Some(to), from, kind) = (field("to"), field("from"), field("type")) else {
+        dead_letter(ctx, &d, "bad-target", "no XMPP address on the message").await;
+        return Ok(());
+    };
+    let from = from.unwrap_or_else(|| domain.clone());
+    let from_domain = from.split_once('@').map_or(from.as_str(), |(_, d)| d);
+    let from_domain = from_domain.split('/').next().unwrap_or_default();
+    if !from_domain.eq_ignore_ascii_case(domain) {
+        let why = format!("`from` {from} is outside the component's domain {domain}");
+        dead_letter(ctx, &d, "bad-target", &why).await;
+        return Ok(());
+    }
+    let kind = kind.unwrap_or_else(|| "chat".into());
+    match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
+        Ok(s) => {
+            sink.send(Stanza::Message(s)).await?;
+            LinkStatus::bump(&ctx.status.counters.published);
+        }
+        Err(e) => dead_letter(ctx, &d, "untranslatable", &e.to_string()).await,
+    }
+    Ok(())
+}
+
+async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) {
+    let s = &ctx.settings;
+    tracing::warn!(reason, detail, dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
+    let mut m = (*d.message).clone();
+    m.headers.remove(LINK_TARGET_HEADER);
+    m.headers.set("x-death-reason", reason);
+    m.headers.set("x-death-queue", link_queue(&s.name));
+    m.headers.set("x-death-detail", detail);
+    m.expiry = None;
+    if let Err(e) = ctx
+        .router
+        .core()
+        .publish(&Destination::queue(&s.dead_letter), m)
+        .await
+    {
+        tracing::error!(error = %e, "cannot dead-letter an XMPP message; dropped");
+    } else {
+        LinkStatus::bump(&ctx.status.counters.dead_lettered);
+    }
+}
+
+/// A stanza from the server.
+async fn incoming(ctx: &LinkCtx, sink: &mut Sink, st: Stanza) -> Result<(), tokio_xmpp::Error> {
+    match st {
+        Stanza::Message(m) => message(ctx, sink, m).await,
+        Stanza::Presence(p) => presence(sink, p).await,
+        Stanza::Iq(iq) => self::iq(ctx, sink, iq).await,
+    }
+}
+
+async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), tokio_xmpp::Error> {
+    if s.type_ == MessageType::Error {
+        tracing::info!(from = ?s.from.as_ref().map(ToString::to_string), "error stanza received");
+        return Ok(());
+    }
+    let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {
+        return Ok(());
+    };
+    let link = ctx.settings.name.as_str();
+    let c = &ctx.status.counters;
+    let mut m = convert::from_stanza(&s);
+    m.reply_to = Some(xmpp_reply_address(link, &from.to_string(), &to.to_string()));
+    let refused = match ctx.router.publish_from_xmpp(link, &to.to_string(), m).await {
+        Ok(Some(n)) if n > 0 => None,
+        Ok(Some(_)) => Some((
+            DefinedCondition::NotAcceptable,
+            format!("no route for {to} accepted this message"),
+        )),
+        Ok(None) => Some((
+            DefinedCondition::ItemNotFound,
+            format!("{to} routes nowhere: no route of this bridge serves that address"),
+        )),
+        Err(RouterError::Routing(e)) => Some((DefinedCondition::BadRequest, e.to_string())),
+        Err(RouterError::Publish(e)) => Some((
+            DefinedCondition::ServiceUnavailable,
+            format!("the destination refused the message: {e}"),
+        )),
+    };
+    match refused {
+        None => {
+            LinkStatus::bump(&c.received);
+            if convert::wants_receipt(&s)
+                && let Some(r) = convert::receipt(&s)
+            {
+                sink.send(Stanza::Message(r)).await?;
+            }
+        }
+        Some((condition, text)) => {
+            LinkStatus::bump(&c.rejected);
+            tracing::info!(from = %from, to = %to, reason = %text, "message refused with an error stanza");
+            let mut e = XMessage::new_with_type(MessageType::Error, Some(from));
+            e.from = Some(to);
+            e.id = s.id.clone();
+            e.payloads
+                .push(StanzaError::new(ErrorType::Cancel, condition, "en", text).into());
+            sink.send(Stanza::Message(e)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Presence: subscriptions to any JID of the domain are accepted, and each answers
+/// probes and subscriptions with its own availability.
+async fn presence(sink: &mut Sink, p: Presence) -> Result<(), tokio_xmpp::Error> {
+    let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
+        return Ok(());
+    };
+    let reply = |t: PresenceType| {
+        let mut r = Presence::new(t);
+        r.from = Some(to.clone());
+        r.to = Some(from.to_bare().into());
+        r
+    };
+    match p.type_ {
+        PresenceType::Subscribe => {
+            sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
+                .await?;
+            sink.send(Stanza::Presence(reply(PresenceType::None)))
+                .await?;
+        }
+        PresenceType::Probe => {
+            sink.send(Stanza::Presence(reply(PresenceType::None)))
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn iq(ctx: &LinkCtx, sink: &mut Sink, iq: Iq) -> Result<(), tokio_xmpp::Error> {
+    let (from, to, id, payload, is_get) = match iq {
+        Iq::Get {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, true),
+        Iq::Set {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, false),
+        _ => return Ok(()),
+    };
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(());
+    };
+    let result: Result<Option<Element>, (DefinedCondition, &str)> = if !is_get {
+        Err((
+            DefinedCondition::ServiceUnavailable,
+            "nothing here accepts iq set",
+        ))
+    } else if payload.is("query", NS_DISCO_INFO) {
+        Ok(Some(disco_info(&to).into()))
+    } else if payload.is("query", NS_DISCO_ITEMS) {
+        Ok(Some(disco_items(ctx, &to).into()))
+    } else if payload.is("ping", NS_PING) {
+        Ok(None)
+    } else {
+        Err((DefinedCondition::ServiceUnavailable, "unsupported request"))
+    };
+    let reply = match result {
+        Ok(payload) => Iq::Result {
+            from: Some(to),
+            to: Some(from),
+            id,
+            payload,
+        },
+        Err((condition, text)) => Iq::Error {
+            from: Some(to),
+            to: Some(from),
+            id,
+            error: StanzaError::new(ErrorType::Cancel, condition, "en", text),
+            payload: None,
+        },
+    };
+    sink.send(Stanza::Iq(reply)).await
+}
+
+fn disco_info(to: &Jid) -> DiscoInfoResult {
+    let identity = if to.node().is_none() {
+        Identity::new("gateway", "switchboard", "en", "Switchboard message router")
+    } else {
+        Identity::new("component", "generic", "en", to.to_string())
+    };
+    DiscoInfoResult {
+        node: None,
+        identities: vec![identity],
+        features: [
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            convert::NS_RECEIPTS,
+            convert::NS_SHIM,
+            convert::NS_JSON,
+            NS_PING,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+        extensions: Vec::new(),
+    }
+}
+
+fn disco_items(ctx: &LinkCtx, to: &Jid) -> DiscoItemsResult {
+    let items = if to.node().is_none() {
+        ctx.router
+            .table()
+            .xmpp_jids(&ctx.settings.name)
+            .into_iter()
+            .filter_map(|j| j.parse::<Jid>().ok())
+            .map(|jid| Item {
+                jid,
+                node: None,
+                name: None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    DiscoItemsResult {
+        node: None,
+        items,
+        rsm: None,
+    }
+}

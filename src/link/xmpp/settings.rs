@@ -1,0 +1,123 @@
+//! An XMPP link's validated settings (`links.NAME.xmpp`; `docs/configuration.md#xmpp-links`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawXmppLink {
+    /// The server's component port, `HOST:PORT` (XEP-0114; plain TCP).
+    pub server: String,
+    /// The component's domain, e.g. `bridge.example.org`.
+    pub domain: String,
+    /// The shared secret, or where to read it (keeps it out of the file).
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    /// Messages held in the core for this link while it is down (default 100000).
+    pub max_pending: Option<usize>,
+    /// Internal queue for messages that could not be sent (default `dead.LINK`).
+    pub dead_letter: Option<String>,
+    pub reconnect_initial: Option<String>,
+    pub reconnect_max: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct XmppLinkSettings {
+    pub name: String,
+    pub server: String,
+    pub domain: String,
+    pub secret: String,
+    pub max_pending: usize,
+    pub dead_letter: String,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for XmppLinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppLinkSettings")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XmppLinkSettings {
+    pub fn from_raw(
+        name: &str,
+        raw: RawXmppLink,
+        base: &Path,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<String>> {
+        let here = format!("links.{name}.xmpp");
+        let mut errors = Vec::new();
+        let secret = match (raw.secret, raw.secret_env, raw.secret_file) {
+            (Some(s), None, None) => s,
+            (None, Some(var), None) => lookup_env(&var).unwrap_or_else(|| {
+                errors.push(format!(
+                    "{here}.secret_env: environment variable `{var}` is not set"
+                ));
+                String::new()
+            }),
+            (None, None, Some(f)) => match std::fs::read_to_string(base.join(&f)) {
+                Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
+                Err(e) => {
+                    errors.push(format!("{here}.secret_file: cannot read `{f}`: {e}"));
+                    String::new()
+                }
+            },
+            _ => {
+                errors.push(format!(
+                    "{here}: give exactly one of secret, secret_env, secret_file"
+                ));
+                String::new()
+            }
+        };
+        if raw.domain.is_empty() || raw.domain.contains(['@', '/', '*']) {
+            errors.push(format!("{here}.domain: `{}` is not a domain", raw.domain));
+        }
+        if !raw.server.contains(':') {
+            errors.push(format!("{here}.server: `{}` is not HOST:PORT", raw.server));
+        }
+        let dur = |t: Option<String>, d: Duration, key: &str, errors: &mut Vec<String>| match t {
+            None => d,
+            Some(t) => crate::config::parse_duration(&t).unwrap_or_else(|e| {
+                errors.push(format!("{here}.{key}: {e}"));
+                d
+            }),
+        };
+        let reconnect_initial = dur(
+            raw.reconnect_initial,
+            Duration::from_millis(200),
+            "reconnect_initial",
+            &mut errors,
+        );
+        let reconnect_max = dur(
+            raw.reconnect_max,
+            Duration::from_secs(30),
+            "reconnect_max",
+            &mut errors,
+        );
+        let dead_letter = raw.dead_letter.unwrap_or_else(|| format!("dead.{name}"));
+        if let Err(e) = crate::core::validate_name(&dead_letter) {
+            errors.push(format!("{here}.dead_letter: `{dead_letter}`: {e}"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            server: raw.server,
+            domain: raw.domain,
+            secret,
+            max_pending: raw.max_pending.unwrap_or(100_000).max(1),
+            dead_letter,
+            reconnect_initial,
+            reconnect_max: reconnect_max.max(reconnect_initial),
+        })
+    }
+}

@@ -1,0 +1,161 @@
+"""XMPP link scenarios: slixmpp (an independent XMPP client) as the IM user on a real Prosody,
+stomp.py on the router's side. The Rust test (tests/xmpp.rs) writes the routes, starts the router
+(its component serves bridge.localhost) and runs one scenario.
+
+Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid USER@localhost --password PW SCENARIO
+"""
+
+import asyncio
+import json
+import os
+import ssl
+import sys
+import threading
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+
+import slixmpp  # noqa: E402
+import stomp  # noqa: E402
+
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
+                             p.add_argument("--admin-port", type=int, required=True),
+                             p.add_argument("--jid", required=True), p.add_argument("--password", required=True)))
+P = args.prefix
+T = args.timeout
+BRIDGE = "bridge.localhost"
+
+
+def links():
+    with urllib.request.urlopen(f"http://127.0.0.1:{args.admin_port}/links", timeout=5) as r:
+        return {l["name"]: l for l in json.load(r)}
+
+
+class Collector(stomp.ConnectionListener):
+    def __init__(self):
+        self.messages, self.receipts = [], []
+
+    def on_message(self, frame):
+        self.messages.append(frame)
+
+    def on_receipt(self, frame):
+        self.receipts.append(frame.headers.get("receipt-id"))
+
+
+def stomp_conn():
+    c = stomp.Connection12([("127.0.0.1", args.port)], heartbeats=(0, 0))
+    col = Collector()
+    c.set_listener("c", col)
+    c.connect(wait=True)
+    return c, col
+
+
+class User(slixmpp.ClientXMPP):
+    """An IM user: records every message and receipt it gets."""
+
+    def __init__(self):
+        super().__init__(args.jid, args.password)
+        # Prosody's test certificate is self-signed: no verification on loopback.
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in ("xep_0030", "xep_0184", "xep_0199"):
+            self.register_plugin(p)
+        self.plugin["xep_0184"].auto_request = True
+        self.plugin["xep_0184"].auto_ack = True
+        self.messages, self.receipts, self.errors = [], [], []
+        self.online = asyncio.Event()
+        self.add_event_handler("session_start", self._start)
+        self.add_event_handler("message", self._message)
+        self.add_event_handler("message_error", lambda m: self.errors.append(m))
+        self.add_event_handler("receipt_received", lambda m: self.receipts.append(m["receipt"]))
+
+    async def _start(self, _event):
+        self.send_presence()
+        await self.get_roster()
+        self.online.set()
+
+    def _message(self, m):
+        if m["type"] != "error":
+            self.messages.append(m)
+
+    async def wait(self, pred, what, timeout=T):
+        deadline = asyncio.get_event_loop().time() + timeout
+        while not pred():
+            if asyncio.get_event_loop().time() > deadline:
+                fail(f"timed out: {what}")
+            await asyncio.sleep(0.05)
+
+
+async def login():
+    u = User()
+    u.connect("127.0.0.1", 5222)
+    await asyncio.wait_for(u.online.wait(), T)
+    return u
+
+
+async def chat_roundtrip():
+    """A chat to orders@bridge reaches a STOMP consumer with thread, reply address and SHIM-free
+    headers; the receipt comes only after the router took it; the STOMP reply comes back to the
+    user's full JID from orders@bridge in the same thread; an address no route serves gets an
+    item-not-found error; service discovery lists the JIDs and features."""
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.orders", id="1", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    u = await login()
+    m = u.make_message(mto=f"orders@{BRIDGE}", mbody="status 42", mtype="chat")
+    m["thread"] = "th-1"
+    m["id"] = "req-1"
+    m.send()
+    await u.wait(lambda: col.messages, "STOMP got the chat")
+    f = col.messages[0]
+    expect(f.body == "status 42", f"body {f.body!r}")
+    h = f.headers
+    for k, v in {"correlation-id": "th-1", "x-xmpp-thread": "th-1", "x-xmpp-type": "chat",
+                 "x-xmpp-to": f"orders@{BRIDGE}"}.items():
+        expect(h.get(k) == v, f"header {k}: {h.get(k)!r} in {h}")
+    expect(h.get("x-xmpp-from", "").startswith(args.jid + "/"), f"full JID in {h}")
+    await u.wait(lambda: "req-1" in u.receipts, "receipt for req-1")
+    s.send(h["reply-to"], "shipped", headers={"correlation-id": h["correlation-id"]})
+    await u.wait(lambda: u.messages, "the reply")
+    r = u.messages[0]
+    expect(str(r["from"]) == f"orders@{BRIDGE}" and r["body"] == "shipped" and r["thread"] == "th-1",
+           f"reply {r}")
+    # An address no route serves: an error stanza, not silence.
+    u.make_message(mto=f"nobody@{BRIDGE}", mbody="hello?", mtype="chat").send()
+    await u.wait(lambda: u.errors, "error stanza")
+    e = u.errors[0]
+    expect(e["error"]["condition"] == "item-not-found" and "routes nowhere" in e["error"]["text"],
+           f"error {e['error']}")
+    info = await u.plugin["xep_0030"].get_info(jid=BRIDGE, timeout=T)
+    feats = info["disco_info"]["features"]
+    expect("urn:xmpp:receipts" in feats and "http://jabber.org/protocol/shim" in feats, f"features {feats}")
+    items = await u.plugin["xep_0030"].get_items(jid=BRIDGE, timeout=T)
+    jids = [str(i[0]) for i in items["disco_items"]["items"]]
+    expect(f"orders@{BRIDGE}" in jids, f"items {jids}")
+    st = links()["im"]["counters"]
+    expect(st["received"] >= 1 and st["rejected"] >= 1 and st["published"] >= 1, f"{st}")
+    u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+async def notify():
+    """STOMP → route → headline from alerts@bridge to the user, with SHIM headers."""
+    u = await login()
+    s, col = stomp_conn()
+    for i in range(3):
+        s.send(f"/queue/{P}.notify", f"disk {i}", headers={"user": args.jid, "severity": "high"})
+    await u.wait(lambda: len(u.messages) >= 3, "three headlines")
+    got = [(str(m["from"]), m["type"], m["body"]) for m in u.messages]
+    expect(got == [(f"alerts@{BRIDGE}", "headline", f"disk {i}") for i in range(3)], f"{got}")
+    expect("severity" in str(u.messages[0]), f"SHIM header in {u.messages[0]}")
+    u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify]}
+if args.scenario not in SCENARIOS:
+    fail(f"unknown scenario {args.scenario}")
+asyncio.run(SCENARIOS[args.scenario]())

@@ -1,0 +1,141 @@
+//! The XMPP link against a real Prosody (scripts/setup prosody starts one: component
+//! `bridge.localhost` on 127.0.0.1:5347, secret `bridgesecret`), with slixmpp as the IM
+//! user and stomp.py on the router's side (tests/py/xmpp_scenarios.py).
+//!
+//! Prosody lets one connection serve a component domain, so these tests hold an
+//! exclusive lock and run one at a time.
+
+mod common;
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Daemon, http_json, python, wait_until};
+
+const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh");
+
+struct ProsodyLock(#[allow(dead_code)] File);
+
+fn prosody() -> ProsodyLock {
+    // Lock first: another test may be restarting Prosody right now.
+    let f = File::create(std::env::temp_dir().join("switchboard-tests-prosody.lock")).unwrap();
+    f.lock().unwrap();
+    assert!(
+        TcpStream::connect_timeout(&"127.0.0.1:5347".parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "Prosody's component port 127.0.0.1:5347 is not answering: run scripts/setup prosody"
+    );
+    ProsodyLock(f)
+}
+
+fn prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}{name}{nanos:x}", std::process::id())
+}
+
+/// A fresh Prosody account; returns (jid, password).
+fn user(p: &str) -> (String, String) {
+    let jid = format!("{}@localhost", p.to_lowercase());
+    let ok = Command::new(CTL)
+        .args(["adduser", &jid, "pw"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prosody-ctl.sh adduser {jid}");
+    (jid, "pw".into())
+}
+
+fn router(p: &str, routes: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(dir.path().join("secret"), "bridgesecret\n").unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.yaml"),
+        "links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret_file: secret\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("routes/xmpp.yaml"),
+        routes.replace("PFX", p),
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    wait_until(Duration::from_secs(20), "XMPP link connected", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    d
+}
+
+fn scenario(d: &Daemon, p: &str, jid: &(String, String), name: &str) {
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/xmpp_scenarios.py"
+        ))
+        .args(["--port", &d.addr("stomp").port().to_string()])
+        .args(["--admin-port", &d.addr("admin").port().to_string()])
+        .args(["--prefix", p, "--jid", &jid.0, "--password", &jid.1])
+        .args(["--timeout", "15", name])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
+
+const ROUTES: &str = r#"
+routes:
+  - name: PFX-orders
+    from: {xmpp: {link: im, jid: "orders@bridge.localhost"}}
+    to: [{stomp: /queue/PFX.orders}]
+  - name: PFX-notify
+    from: {stomp: /queue/PFX.notify}
+    to: [{xmpp: {link: im, to: "{header:user}", from: "alerts@bridge.localhost", type: headline}}]
+"#;
+
+#[test]
+fn chat_to_a_queue_and_the_reply_back_with_receipts_errors_and_disco() {
+    let _l = prosody();
+    let p = prefix("chat");
+    let u = user(&p);
+    let d = router(&p, ROUTES);
+    scenario(&d, &p, &u, "chat_roundtrip");
+}
+
+#[test]
+fn a_queue_routed_to_xmpp_reaches_the_user_and_survives_a_prosody_restart() {
+    let _l = prosody();
+    let p = prefix("ntf");
+    let u = user(&p);
+    let d = router(&p, ROUTES);
+    scenario(&d, &p, &u, "notify");
+    // Restart Prosody: the link notices, retries, reconnects, and works again.
+    assert!(Command::new(CTL).arg("stop").status().unwrap().success());
+    wait_until(Duration::from_secs(15), "link lost", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] != "connected").then_some(())
+    });
+    assert!(Command::new(CTL).arg("start").status().unwrap().success());
+    wait_until(Duration::from_secs(30), "link back", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected" && v[0]["counters"]["reconnects"].as_u64() >= Some(1))
+            .then_some(())
+    });
+    scenario(&d, &p, &u, "notify");
+    assert!(
+        d.log().contains("XMPP link lost; reconnecting"),
+        "{}",
+        d.log()
+    );
+}
