@@ -96,11 +96,12 @@ impl Router {
         &self,
         link: &str,
         to: &str,
+        presence: bool,
         message: Message,
     ) -> Result<Option<usize>, RouterError> {
         let legs = {
             let table = self.table.load();
-            match table.resolve_xmpp(link, to, message) {
+            match table.resolve_xmpp(link, to, presence, message) {
                 None => return Ok(None),
                 Some(legs) => legs?,
             }

@@ -139,3 +139,23 @@ fn a_queue_routed_to_xmpp_reaches_the_user_and_survives_a_prosody_restart() {
         d.log()
     );
 }
+
+#[test]
+fn presence_becomes_events_and_drives_push_to_subscribed_users() {
+    let _l = prosody();
+    let p = prefix("prs");
+    let u = user(&p);
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: PFX-alerts
+    from: {xmpp: {link: im, jid: "alerts@bridge.localhost"}}
+    to: [{topic: PFX.alerts}]
+  - name: PFX-presence
+    from: {xmpp: {link: im, presence: "*@localhost"}}
+    to: [{topic: "PFX.presence.{1}"}]
+"#,
+    );
+    scenario(&d, &p, &u, "presence_and_push");
+}

@@ -575,13 +575,12 @@ impl Compiler<'_> {
                     }
                     _ if !link_ok => None,
                     _ => {
-                        let jid_pattern = match x.jid.as_deref().map(JidPattern::parse) {
+                        let text = x.jid.as_deref().or(x.presence.as_deref());
+                        let jid_pattern = match text.map(JidPattern::parse) {
                             Some(Ok(p)) => Some(p),
                             Some(Err(e)) => {
-                                let msg = format!(
-                                    "invalid JID pattern `{}`: {e}",
-                                    x.jid.as_deref().unwrap_or("")
-                                );
+                                let msg =
+                                    format!("invalid JID pattern `{}`: {e}", text.unwrap_or(""));
                                 self.err(file, at, route, msg);
                                 return None;
                             }

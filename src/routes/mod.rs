@@ -36,7 +36,7 @@ pub enum Source {
         link: String,
         jid: Option<String>,
         presence: Option<String>,
-        /// `jid` compiled.
+        /// `jid` (or `presence`) compiled.
         jid_pattern: Option<jid_pattern::JidPattern>,
     },
 }
@@ -417,10 +417,14 @@ impl RouteTable {
     /// Routes a message an XMPP link received for the JID `to`: every route of the link
     /// whose `jid` pattern matches, in table order. `None` when no route's pattern
     /// matches `to`; an empty list when routes match but their filters refused it.
+    ///
+    /// With `presence`, the routes are the `presence` sources and `to` is the bare JID
+    /// of the user whose presence the message reports.
     pub fn resolve_xmpp(
         &self,
         link: &str,
         to: &str,
+        presence: bool,
         m: Message,
     ) -> Option<Result<Vec<Leg>, RoutingError>> {
         let mut hits = Vec::new();
@@ -429,12 +433,13 @@ impl RouteTable {
             let Source::Xmpp {
                 link: l,
                 jid_pattern: Some(p),
+                presence: pres,
                 ..
             } = &r.source
             else {
                 continue;
             };
-            if l != link {
+            if l != link || pres.is_some() != presence {
                 continue;
             }
             let Some(caps) = p.captures(to) else {
@@ -465,6 +470,7 @@ impl RouteTable {
                 Source::Xmpp {
                     link: l,
                     jid_pattern: Some(p),
+                    presence: None,
                     ..
                 } if l == link => p.literal(),
                 _ => None,
@@ -473,6 +479,31 @@ impl RouteTable {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The internal destination messages to the JID `jid` are routed to (the first
+    /// internal target of the first route serving it whose targets render without
+    /// message headers): what a user who subscribes to that JID's presence is pushed.
+    pub fn xmpp_destination(&self, link: &str, jid: &str) -> Option<Destination> {
+        let probe = Message::new("");
+        self.routes.iter().find_map(|r| match &r.source {
+            Source::Xmpp {
+                link: l,
+                jid_pattern: Some(p),
+                presence: None,
+                ..
+            } if l == link => {
+                let caps = p.captures(jid)?;
+                r.render_targets(&caps, &probe)
+                    .ok()?
+                    .into_iter()
+                    .find_map(|t| match t {
+                        Rendered::Internal(d) => Some(d),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        })
     }
 
     /// Routes a message an AMQP link consumed from `key` (its routing key gives the

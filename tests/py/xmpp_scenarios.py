@@ -155,7 +155,51 @@ async def notify():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify]}
+async def presence_and_push():
+    """Presence changes become JSON events on an internal topic; a user subscribed to
+    alerts@bridge gets the alerts topic pushed while online, and what was published while
+    they were offline once they come back."""
+    s, col = stomp_conn()
+    s.subscribe(f"/topic/{P}.presence.#", id="p", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    local = args.jid.split("@")[0]
+
+    def events():
+        return [json.loads(m.body) for m in col.messages]
+
+    u = await login()
+    u.send_presence_subscription(pto=f"alerts@{BRIDGE}")
+    await u.wait(lambda: any(e["available"] for e in events()), "an available event")
+    e = [e for e in events() if e["available"]][0]
+    expect(e["user"] == args.jid and e["show"] == "available" and e["jid"].startswith(args.jid + "/"), f"event {e}")
+    expect(all(m.headers["destination"] == f"/topic/{P}.presence.{local}" for m in col.messages),
+           f"{[m.headers['destination'] for m in col.messages]}")
+    # Pushed while online.
+    await asyncio.sleep(0.3)
+    s.send(f"/topic/{P}.alerts", "a1")
+    await u.wait(lambda: u.messages, "pushed a1")
+    m = u.messages[0]
+    expect(str(m["from"]) == f"alerts@{BRIDGE}" and m["body"] == "a1", f"push {m}")
+    u.send_presence(pshow="away", pstatus="lunch")
+    await u.wait(lambda: any(e.get("show") == "away" for e in events()), "away event")
+    away = [e for e in events() if e.get("show") == "away"][0]
+    expect(away["status"] == "lunch" and away["available"], f"away {away}")
+    before = len(events())
+    u.disconnect()
+    await u.wait(lambda: any(not e["available"] for e in events()[before:]), "unavailable event")
+    # Offline: these wait in the user's subscription.
+    for i in (2, 3):
+        s.send(f"/topic/{P}.alerts", f"a{i}")
+    await asyncio.sleep(0.5)
+    u2 = await login()
+    await u2.wait(lambda: len(u2.messages) >= 2, "a2 and a3 after coming back")
+    expect([m["body"] for m in u2.messages] == ["a2", "a3"], f"{[m['body'] for m in u2.messages]}")
+    u2.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

@@ -11,11 +11,14 @@
 //! accepted it, and with an error stanza when it cannot be routed — never silence.
 
 pub mod convert;
+mod presence;
 pub mod settings;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_xmpp::connect::DnsConfig;
@@ -44,6 +47,31 @@ struct LinkCtx {
     settings: XmppLinkSettings,
     router: Router,
     status: Arc<LinkStatus>,
+    /// Presence-driven push: (user's bare JID, our JID) → what is pushed. Kept across
+    /// reconnects (in memory; durable storage is the durability issue's).
+    subs: Mutex<BTreeMap<(String, String), Sub>>,
+}
+
+/// A user's subscription to one of our JIDs' presence: while the user is online, the
+/// messages of that JID's destination are pushed to them.
+#[derive(Debug, Clone)]
+struct Sub {
+    dest: Destination,
+    /// For a topic: the durable subscription queue that collects while they are away.
+    queue: Option<String>,
+}
+
+/// One connected session's state.
+struct Session {
+    /// Users with at least one available resource, and their resources.
+    online: HashMap<String, BTreeSet<String>>,
+    /// Running pushes by (user, our JID).
+    pushes: HashMap<(String, String), CancellationToken>,
+    /// Last presence event published per full JID (so one change is one event even
+    /// though a user subscribed to several of our JIDs sends it to each).
+    last_event: HashMap<String, String>,
+    out: mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
+    cancel: CancellationToken,
 }
 
 /// Starts a link's supervisor.
@@ -74,6 +102,7 @@ pub fn spawn(
         settings,
         router,
         status,
+        subs: Mutex::new(BTreeMap::new()),
     });
     tracker.spawn(supervise(ctx, cancel).instrument(span));
 }
@@ -126,11 +155,45 @@ type Sink = futures::stream::SplitSink<Component<tokio_xmpp::connect::TcpServerC
 
 /// One connected session; returns why it ended.
 async fn session(
-    ctx: &LinkCtx,
+    ctx: &Arc<LinkCtx>,
     component: Component<tokio_xmpp::connect::TcpServerConnector>,
     cancel: &CancellationToken,
 ) -> String {
     let (mut sink, mut stream) = component.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<(Stanza, oneshot::Sender<bool>)>(64);
+    let mut st = Session {
+        online: HashMap::new(),
+        pushes: HashMap::new(),
+        last_event: HashMap::new(),
+        out: out_tx,
+        cancel: cancel.child_token(),
+    };
+    let reason = session_loop(ctx, &mut sink, &mut stream, &mut out_rx, &mut st, cancel).await;
+    st.cancel.cancel();
+    reason
+}
+
+async fn session_loop(
+    ctx: &Arc<LinkCtx>,
+    sink: &mut Sink,
+    stream: &mut futures::stream::SplitStream<Component<tokio_xmpp::connect::TcpServerConnector>>,
+    out_rx: &mut mpsc::Receiver<(Stanza, oneshot::Sender<bool>)>,
+    st: &mut Session,
+    cancel: &CancellationToken,
+) -> String {
+    // After a (re)connect, ask every subscribed user's server for their presence: the
+    // answers restart the pushes of those who are online.
+    let subs: Vec<(String, String)> = lock(&ctx.subs).keys().cloned().collect();
+    for (user, ours) in subs {
+        if let (Ok(user), Ok(ours)) = (user.parse::<Jid>(), ours.parse::<Jid>()) {
+            let mut probe = Presence::new(PresenceType::Probe);
+            probe.from = Some(ours);
+            probe.to = Some(user);
+            if let Err(e) = sink.send(Stanza::Presence(probe)).await {
+                return format!("send failed: {e}");
+            }
+        }
+    }
     let consumer = match ctx
         .router
         .core()
@@ -145,9 +208,18 @@ async fn session(
                 let _ = sink.close().await;
                 return "shutdown".into();
             }
+            pushed = out_rx.recv() => {
+                if let Some((stanza, ack)) = pushed {
+                    let sent = sink.send(stanza).await;
+                    let _ = ack.send(sent.is_ok());
+                    if let Err(e) = sent {
+                        return format!("send failed: {e}");
+                    }
+                }
+            }
             stanza = stream.next() => match stanza {
-                Some(st) => {
-                    if let Err(e) = incoming(ctx, &mut sink, st).await {
+                Some(stanza) => {
+                    if let Err(e) = incoming(ctx, sink, st, stanza).await {
                         return format!("send failed: {e}");
                     }
                 }
@@ -156,7 +228,7 @@ async fn session(
             d = consumer.recv() => match d {
                 Some(d) => {
                     let tag = d.tag;
-                    match outgoing(ctx, &mut sink, d).await {
+                    match outgoing(ctx, sink, d).await {
                         Ok(()) => {
                             consumer.ack(tag);
                         }
@@ -232,12 +304,21 @@ async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) {
 }
 
 /// A stanza from the server.
-async fn incoming(ctx: &LinkCtx, sink: &mut Sink, st: Stanza) -> Result<(), tokio_xmpp::Error> {
-    match st {
+async fn incoming(
+    ctx: &Arc<LinkCtx>,
+    sink: &mut Sink,
+    st: &mut Session,
+    stanza: Stanza,
+) -> Result<(), tokio_xmpp::Error> {
+    match stanza {
         Stanza::Message(m) => message(ctx, sink, m).await,
-        Stanza::Presence(p) => presence(sink, p).await,
+        Stanza::Presence(p) => presence::handle(ctx, sink, st, p).await,
         Stanza::Iq(iq) => self::iq(ctx, sink, iq).await,
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), tokio_xmpp::Error> {
@@ -252,7 +333,11 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     let c = &ctx.status.counters;
     let mut m = convert::from_stanza(&s);
     m.reply_to = Some(xmpp_reply_address(link, &from.to_string(), &to.to_string()));
-    let refused = match ctx.router.publish_from_xmpp(link, &to.to_string(), m).await {
+    let refused = match ctx
+        .router
+        .publish_from_xmpp(link, &to.to_string(), false, m)
+        .await
+    {
         Ok(Some(n)) if n > 0 => None,
         Ok(Some(_)) => Some((
             DefinedCondition::NotAcceptable,
@@ -287,34 +372,6 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
                 .push(StanzaError::new(ErrorType::Cancel, condition, "en", text).into());
             sink.send(Stanza::Message(e)).await?;
         }
-    }
-    Ok(())
-}
-
-/// Presence: subscriptions to any JID of the domain are accepted, and each answers
-/// probes and subscriptions with its own availability.
-async fn presence(sink: &mut Sink, p: Presence) -> Result<(), tokio_xmpp::Error> {
-    let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
-        return Ok(());
-    };
-    let reply = |t: PresenceType| {
-        let mut r = Presence::new(t);
-        r.from = Some(to.clone());
-        r.to = Some(from.to_bare().into());
-        r
-    };
-    match p.type_ {
-        PresenceType::Subscribe => {
-            sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
-                .await?;
-            sink.send(Stanza::Presence(reply(PresenceType::None)))
-                .await?;
-        }
-        PresenceType::Probe => {
-            sink.send(Stanza::Presence(reply(PresenceType::None)))
-                .await?;
-        }
-        _ => {}
     }
     Ok(())
 }

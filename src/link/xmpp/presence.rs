@@ -1,0 +1,261 @@
+//! Presence: users' availability as events on internal topics (per `presence` routes),
+//! subscriptions to our JIDs accepted, and presence-driven push — a user subscribed to
+//! one of our JIDs gets that JID's messages while online; while offline they wait in a
+//! bounded durable subscription.
+
+use std::sync::Arc;
+
+use futures::SinkExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::Stanza;
+use tracing::Instrument;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
+
+use super::{LinkCtx, Session, Sink, Sub, convert, lock};
+use crate::core::{ConsumeOptions, Destination, Message};
+use crate::link::LinkStatus;
+use crate::translate::escape::escape_level;
+
+/// Prefix of the durable subscription queues of presence-driven push.
+pub const PUSH_PREFIX: &str = "$sb.push.";
+
+pub(super) async fn handle(
+    ctx: &Arc<LinkCtx>,
+    sink: &mut Sink,
+    st: &mut Session,
+    p: Presence,
+) -> Result<(), tokio_xmpp::Error> {
+    let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
+        return Ok(());
+    };
+    let user = from.to_bare().to_string();
+    let ours = to.to_bare().to_string();
+    let reply = |t: PresenceType| {
+        let mut r = Presence::new(t);
+        r.from = Some(to.clone());
+        r.to = Some(from.to_bare().into());
+        r
+    };
+    match p.type_ {
+        PresenceType::Subscribe => {
+            sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
+                .await?;
+            sink.send(Stanza::Presence(reply(PresenceType::None)))
+                .await?;
+            subscribe(ctx, &user, &ours);
+            // Ask for theirs in return (as gateways do): a component has no roster of
+            // its own, so only a mutual subscription makes the user's server send us
+            // their presence — which is what starts and stops the push.
+            sink.send(Stanza::Presence(reply(PresenceType::Subscribe)))
+                .await?;
+        }
+        PresenceType::Probe => {
+            sink.send(Stanza::Presence(reply(PresenceType::None)))
+                .await?;
+        }
+        PresenceType::Unsubscribe | PresenceType::Unsubscribed => {
+            unsubscribe(ctx, st, &user, &ours);
+        }
+        PresenceType::None => {
+            event(ctx, st, &from, &p).await;
+            st.online
+                .entry(user.clone())
+                .or_default()
+                .insert(from.to_string());
+            start_pushes(ctx, st, &user);
+        }
+        PresenceType::Unavailable => {
+            event(ctx, st, &from, &p).await;
+            let gone = st.online.get_mut(&user).is_some_and(|r| {
+                r.remove(&from.to_string());
+                r.is_empty()
+            });
+            if gone {
+                st.online.remove(&user);
+                stop_pushes(st, &user);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Publishes a presence change as a JSON event through the `presence` routes.
+async fn event(ctx: &LinkCtx, st: &mut Session, from: &Jid, p: &Presence) {
+    let available = p.type_ == PresenceType::None;
+    let show = p.show.as_ref().map(|s| match s {
+        Show::Away => "away",
+        Show::Chat => "chat",
+        Show::Dnd => "dnd",
+        Show::Xa => "xa",
+    });
+    let status = p.statuses.values().next().cloned();
+    let body = serde_json::json!({
+        "jid": from.to_string(),
+        "user": from.to_bare().to_string(),
+        "available": available,
+        "show": if available { show.or(Some("available")) } else { Some("unavailable") },
+        "status": status,
+        "priority": i64::from(p.priority.0),
+    })
+    .to_string();
+    let full = from.to_string();
+    if st.last_event.get(&full) == Some(&body) {
+        return; // the same presence, sent to another of our JIDs
+    }
+    st.last_event.insert(full.clone(), body.clone());
+    let mut m = Message::new(body).with_content_type("application/json");
+    m.origin = crate::core::Origin::new("xmpp", &full);
+    m.headers.set(convert::FROM_HEADER, full.as_str());
+    let user = from.to_bare().to_string();
+    match ctx
+        .router
+        .publish_from_xmpp(&ctx.settings.name, &user, true, m)
+        .await
+    {
+        Ok(Some(_)) => LinkStatus::bump(&ctx.status.counters.received),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(user, error = %e, "cannot publish a presence event"),
+    }
+}
+
+/// Records a subscription and creates what collects its messages.
+fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
+    let table = ctx.router.table();
+    let Some(dest) = table.xmpp_destination(&ctx.settings.name, ours) else {
+        tracing::info!(
+            user,
+            jid = ours,
+            "presence subscription accepted; this JID routes to no internal destination, so nothing is pushed"
+        );
+        return;
+    };
+    let queue = match &dest {
+        Destination::Topic(t) => {
+            let name = format!(
+                "{PUSH_PREFIX}{}.{}.{}",
+                ctx.settings.name,
+                escape_level(user),
+                escape_level(ours)
+            );
+            // A durable subscription: it collects (bounded) while nobody consumes it.
+            match ctx
+                .router
+                .core()
+                .subscribe_durable(&name, &[t], ConsumeOptions::manual(1))
+            {
+                Ok(_consumer) => Some(name),
+                Err(e) => {
+                    tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
+                    return;
+                }
+            }
+        }
+        Destination::Queue(_) => None,
+    };
+    tracing::info!(user, jid = ours, destination = %dest, "presence subscription: pushing this destination while the user is online");
+    lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), Sub { dest, queue });
+}
+
+fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
+    let key = (user.to_owned(), ours.to_owned());
+    if let Some(stop) = st.pushes.remove(&key) {
+        stop.cancel();
+    }
+    if let Some(sub) = lock(&ctx.subs).remove(&key) {
+        if let Some(q) = sub.queue {
+            ctx.router.core().delete_queue(&q);
+        }
+        tracing::info!(
+            user,
+            jid = ours,
+            "presence subscription ended; push removed"
+        );
+    }
+}
+
+fn stop_pushes(st: &mut Session, user: &str) {
+    st.pushes.retain(|(u, _), stop| {
+        let keep = u != user;
+        if !keep {
+            stop.cancel();
+        }
+        keep
+    });
+}
+
+/// Starts a push for each of the user's subscriptions not already running.
+fn start_pushes(ctx: &Arc<LinkCtx>, st: &mut Session, user: &str) {
+    let subs: Vec<((String, String), Sub)> = lock(&ctx.subs)
+        .iter()
+        .filter(|((u, _), _)| u == user)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, sub) in subs {
+        if st.pushes.contains_key(&key) {
+            continue;
+        }
+        let stop = st.cancel.child_token();
+        st.pushes.insert(key.clone(), stop.clone());
+        let span = tracing::info_span!("xmpp_push", user = %key.0, jid = %key.1);
+        tokio::spawn(push(Arc::clone(ctx), key, sub, st.out.clone(), stop).instrument(span));
+    }
+}
+
+/// Sends the destination's messages to the user, one at a time, acking each in the
+/// core once written; on stop, what is unacked goes back to the queue.
+async fn push(
+    ctx: Arc<LinkCtx>,
+    (user, ours): (String, String),
+    sub: Sub,
+    out: tokio::sync::mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
+    stop: CancellationToken,
+) {
+    let core = ctx.router.core();
+    let consumer = match (&sub.queue, &sub.dest) {
+        (Some(q), Destination::Topic(t)) => {
+            core.subscribe_durable(q, &[t], ConsumeOptions::manual(16))
+        }
+        (_, d) => core.consume(d.name(), ConsumeOptions::manual(16)),
+    };
+    let consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the push");
+            return;
+        }
+    };
+    tracing::info!("user online: pushing");
+    loop {
+        let d = tokio::select! {
+            _ = stop.cancelled() => break,
+            d = consumer.recv() => match d {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        let stanza = match convert::to_stanza(&d.message, &user, &ours, "chat", |k| {
+            k == crate::router::LINK_TARGET_HEADER
+        }) {
+            Ok(s) => Stanza::Message(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot push a message as a stanza; rejected");
+                consumer.nack(d.tag, false);
+                continue;
+            }
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if out.send((stanza, ack_tx)).await.is_err() {
+            break;
+        }
+        if ack_rx.await.unwrap_or(false) {
+            consumer.ack(d.tag);
+            LinkStatus::bump(&ctx.status.counters.published);
+        } else {
+            break;
+        }
+    }
+    tracing::info!("push stopped");
+}
