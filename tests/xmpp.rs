@@ -51,12 +51,17 @@ fn user(p: &str) -> (String, String) {
 }
 
 fn router(p: &str, routes: &str) -> Daemon {
+    router_with(p, routes, "")
+}
+
+/// As [`router`], with extra lines for the link's settings (indented 6 spaces).
+fn router_with(p: &str, routes: &str, link_extra: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     std::fs::write(dir.path().join("secret"), "bridgesecret\n").unwrap();
     std::fs::write(
         dir.path().join("switchboard.yaml"),
-        "links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret_file: secret\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n",
+        format!("links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret_file: secret\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n{}", link_extra.replace("PFX", p)),
     )
     .unwrap();
     std::fs::write(
@@ -158,4 +163,37 @@ routes:
 "#,
     );
     scenario(&d, &p, &u, "presence_and_push");
+}
+
+#[test]
+fn a_room_and_a_topic_exchange_messages_both_ways_without_echo_and_after_a_restart() {
+    let _l = prosody();
+    let p = prefix("muc");
+    let u = user(&p);
+    let d = router_with(
+        &p,
+        r#"
+routes:
+  - name: PFX-room-in
+    from: {xmpp: {link: im, jid: "ops-bot@bridge.localhost"}}
+    to: [{topic: PFX.room}]
+  - name: PFX-room-out
+    from: {topic: PFX.say}
+    to: [{xmpp: {link: im, to: "PFX@conference.localhost", from: "ops-bot@bridge.localhost", type: groupchat}}]
+"#,
+        "      rooms:\n        - {room: \"PFX@conference.localhost\", nick: switchboard, jid: ops-bot@bridge.localhost}\n",
+    );
+    scenario(&d, &p, &u, "room");
+    assert!(Command::new(CTL).arg("stop").status().unwrap().success());
+    wait_until(Duration::from_secs(15), "link lost", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] != "connected").then_some(())
+    });
+    assert!(Command::new(CTL).arg("start").status().unwrap().success());
+    wait_until(Duration::from_secs(30), "link back", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    // The router rejoined on its own: the room works again.
+    scenario(&d, &p, &u, "room");
 }

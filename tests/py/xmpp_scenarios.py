@@ -59,7 +59,7 @@ class User(slixmpp.ClientXMPP):
         # Prosody's test certificate is self-signed: no verification on loopback.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0030", "xep_0184", "xep_0199"):
+        for p in ("xep_0030", "xep_0045", "xep_0184", "xep_0199"):
             self.register_plugin(p)
         self.plugin["xep_0184"].auto_request = True
         self.plugin["xep_0184"].auto_ack = True
@@ -199,7 +199,36 @@ async def presence_and_push():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push]}
+async def room():
+    """The user and the router share a room: what the user says reaches an internal topic (once:
+    the router's own messages are not routed back), what is published to another topic is said in
+    the room by the router."""
+    room_jid = f"{P}@conference.localhost"
+    s, col = stomp_conn()
+    s.subscribe(f"/topic/{P}.room", id="r", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    u = await login()
+    said = []
+    u.add_event_handler("groupchat_message", lambda m: said.append(m))
+    await u.plugin["xep_0045"].join_muc_wait(room_jid, "alice", maxstanzas=0, timeout=T)
+    # Wait until the router is in the room too (it joins on connect).
+    await u.wait(lambda: "switchboard" in u.plugin["xep_0045"].get_roster(room_jid), "router in the room")
+    u.send_message(mto=room_jid, mbody="hello room", mtype="groupchat")
+    await u.wait(lambda: col.messages, "the room message on the topic")
+    expect(col.messages[0].body == "hello room", f"{[f.body for f in col.messages]}")
+    expect(col.messages[0].headers.get("x-xmpp-from") == f"{room_jid}/alice", f"{col.messages[0].headers}")
+    s.send(f"/topic/{P}.say", "hello from the router")
+    await u.wait(lambda: any(m["body"] == "hello from the router" for m in said), "the router's message in the room")
+    m = [m for m in said if m["body"] == "hello from the router"][0]
+    expect(str(m["from"]) == f"{room_jid}/switchboard", f"from {m['from']}")
+    await asyncio.sleep(0.5)
+    expect(len(col.messages) == 1, f"no echo: the topic got {[f.body for f in col.messages]}")
+    u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

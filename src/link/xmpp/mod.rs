@@ -42,6 +42,9 @@ use crate::router::{LINK_TARGET_HEADER, Router, RouterError, xmpp_reply_address}
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
+const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 
 struct LinkCtx {
     settings: XmppLinkSettings,
@@ -181,6 +184,35 @@ async fn session_loop(
     st: &mut Session,
     cancel: &CancellationToken,
 ) -> String {
+    // Join the configured rooms (again, after a reconnect), without their history: what
+    // was said before is not news, and replaying it would re-route old messages.
+    for r in &ctx.settings.rooms {
+        let (Ok(occupant), Ok(ours)) = (
+            format!("{}/{}", r.room, r.nick).parse::<Jid>(),
+            r.jid.parse::<Jid>(),
+        ) else {
+            continue;
+        };
+        let mut join = Presence::new(PresenceType::None);
+        join.from = Some(ours);
+        join.to = Some(occupant);
+        join.payloads.push(
+            Element::builder("x", NS_MUC)
+                .append(
+                    Element::builder("history", NS_MUC)
+                        .attr(
+                            tokio_xmpp::minidom::rxml::xml_ncname!("maxstanzas").into(),
+                            "0",
+                        )
+                        .build(),
+                )
+                .build(),
+        );
+        if let Err(e) = sink.send(Stanza::Presence(join)).await {
+            return format!("send failed: {e}");
+        }
+        tracing::info!(room = %r.room, nick = %r.nick, "joining room");
+    }
     // After a (re)connect, ask every subscribed user's server for their presence: the
     // answers restart the pushes of those who are online.
     let subs: Vec<(String, String)> = lock(&ctx.subs).keys().cloned().collect();
@@ -312,9 +344,43 @@ async fn incoming(
 ) -> Result<(), tokio_xmpp::Error> {
     match stanza {
         Stanza::Message(m) => message(ctx, sink, m).await,
-        Stanza::Presence(p) => presence::handle(ctx, sink, st, p).await,
+        Stanza::Presence(p) => {
+            if let Some(unlock) = instant_room(ctx, &p) {
+                sink.send(Stanza::Iq(unlock)).await?;
+            }
+            presence::handle(ctx, sink, st, p).await
+        }
         Stanza::Iq(iq) => self::iq(ctx, sink, iq).await,
     }
+}
+
+/// When our join created a room (status 201), it stays locked until its owner (we)
+/// accepts the default configuration: an "instant room" (XEP-0045 §10.1.2).
+fn instant_room(ctx: &LinkCtx, p: &Presence) -> Option<Iq> {
+    let from = p.from.as_ref()?;
+    let room = ctx.settings.rooms.iter().find(|r| {
+        r.room.eq_ignore_ascii_case(&from.to_bare().to_string())
+            && from.resource().is_some_and(|n| n.as_str() == r.nick)
+    })?;
+    let created = p.payloads.iter().any(|x| {
+        x.is("x", NS_MUC_USER)
+            && x
+                .children()
+                .any(|c| c.is("status", NS_MUC_USER) && c.attr("code") == Some("201"))
+    });
+    if !created {
+        return None;
+    }
+    tracing::info!(room = %room.room, "created the room; configuring it as an instant room");
+    let form = Element::builder("x", "jabber:x:data")
+        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("type").into(), "submit")
+        .build();
+    Some(Iq::Set {
+        from: room.jid.parse().ok(),
+        to: room.room.parse().ok(),
+        id: format!("sb-room-{}", room.nick),
+        payload: Element::builder("query", NS_MUC_OWNER).append(form).build(),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -329,6 +395,23 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {
         return Ok(());
     };
+    let groupchat = s.type_ == MessageType::Groupchat;
+    if groupchat {
+        let room = from.to_bare().to_string();
+        let nick = from.resource().map(|r| r.to_string()).unwrap_or_default();
+        let joined = ctx
+            .settings
+            .rooms
+            .iter()
+            .find(|r| r.room.eq_ignore_ascii_case(&room));
+        match joined {
+            // The room reflects what we said back to us: routing it again would loop.
+            Some(r) if r.nick == nick => return Ok(()),
+            // The room's subject, and messages from the room itself, are not chat.
+            _ if nick.is_empty() || s.bodies.is_empty() => return Ok(()),
+            _ => {}
+        }
+    }
     let link = ctx.settings.name.as_str();
     let c = &ctx.status.counters;
     let mut m = convert::from_stanza(&s);
@@ -356,11 +439,17 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     match refused {
         None => {
             LinkStatus::bump(&c.received);
-            if convert::wants_receipt(&s)
+            if !groupchat
+                && convert::wants_receipt(&s)
                 && let Some(r) = convert::receipt(&s)
             {
                 sink.send(Stanza::Message(r)).await?;
             }
+        }
+        Some((_, text)) if groupchat => {
+            // Never answer a room with errors: everyone would see them.
+            LinkStatus::bump(&c.rejected);
+            tracing::info!(from = %from, to = %to, reason = %text, "room message not routed");
         }
         Some((condition, text)) => {
             LinkStatus::bump(&c.rejected);

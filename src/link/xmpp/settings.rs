@@ -22,6 +22,29 @@ pub struct RawXmppLink {
     pub dead_letter: Option<String>,
     pub reconnect_initial: Option<String>,
     pub reconnect_max: Option<String>,
+    /// Multi-user chat rooms (XEP-0045) to join on every connect.
+    #[serde(default)]
+    pub rooms: Vec<RawRoom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoom {
+    /// The room's bare JID, e.g. `ops@conference.example.org`.
+    pub room: String,
+    /// The nickname to join with.
+    pub nick: String,
+    /// The JID of ours that joins (default `NICK@DOMAIN`): the room's messages arrive
+    /// addressed to it, so routes take them with `jid: <this JID>`.
+    pub jid: Option<String>,
+}
+
+/// A room to join.
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub room: String,
+    pub nick: String,
+    pub jid: String,
 }
 
 #[derive(Clone)]
@@ -34,6 +57,7 @@ pub struct XmppLinkSettings {
     pub dead_letter: String,
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    pub rooms: Vec<Room>,
 }
 
 impl std::fmt::Debug for XmppLinkSettings {
@@ -106,10 +130,32 @@ impl XmppLinkSettings {
         if let Err(e) = crate::core::validate_name(&dead_letter) {
             errors.push(format!("{here}.dead_letter: `{dead_letter}`: {e}"));
         }
+        let mut rooms = Vec::new();
+        for r in raw.rooms {
+            let jid = r
+                .jid
+                .unwrap_or_else(|| format!("{}@{}", r.nick.to_lowercase(), raw.domain));
+            let in_domain = jid
+                .split_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&raw.domain));
+            if !r.room.contains('@') || r.room.contains('/') || r.nick.is_empty() || !in_domain {
+                errors.push(format!(
+                    "{here}.rooms: `{}` as `{}` from `{jid}`: give a room's bare JID, a nickname, and a JID in {}",
+                    r.room, r.nick, raw.domain
+                ));
+                continue;
+            }
+            rooms.push(Room {
+                room: r.room,
+                nick: r.nick,
+                jid,
+            });
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
+            rooms,
             name: name.to_owned(),
             server: raw.server,
             domain: raw.domain,
