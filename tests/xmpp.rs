@@ -197,3 +197,30 @@ routes:
     // The router rejoined on its own: the room works again.
     scenario(&d, &p, &u, "room");
 }
+
+#[test]
+fn a_chat_request_is_answered_by_an_amqp_worker_in_the_same_thread() {
+    let _l = prosody();
+    // RabbitMQ too: share the AMQP tests' lock, so no RabbitMQ restart overlaps.
+    let rabbit =
+        File::create(std::env::temp_dir().join("switchboard-tests-rabbitmq.lock")).unwrap();
+    rabbit.lock_shared().unwrap();
+    assert!(
+        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
+            .is_ok(),
+        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
+    );
+    let p = prefix("rpc");
+    let u = user(&p);
+    let d = router_with(
+        &p,
+        r#"
+routes:
+  - name: PFX-rpc
+    from: {xmpp: {link: im, jid: "rpc@bridge.localhost"}}
+    to: [{amqp: {link: rabbit, routing_key: PFX.work}}]
+"#,
+        "  rabbit:\n    amqp:\n      uri: \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n",
+    );
+    scenario(&d, &p, &u, "rpc_amqp");
+}

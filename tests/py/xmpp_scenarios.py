@@ -228,7 +228,47 @@ async def room():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room]}
+async def rpc_amqp():
+    """A chat user's request reaches a pika worker on RabbitMQ through the router; the worker's
+    reply (to reply_to, with the correlation id) comes back to the user in the same thread."""
+    import pika
+    params = pika.ConnectionParameters("127.0.0.1", 5672, "/", pika.PlainCredentials("guest", "guest"))
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def worker():
+        c = pika.BlockingConnection(params)
+        ch = c.channel()
+        ch.queue_declare(f"{P}.work", arguments={"x-expires": 600000})
+        ready.set()
+        for method, props, body in ch.consume(f"{P}.work", inactivity_timeout=0.1):
+            if stop.is_set():
+                break
+            if method is None:
+                continue
+            ch.basic_publish("", props.reply_to, b"order " + body.split()[-1] + b": shipped",
+                             pika.BasicProperties(correlation_id=props.correlation_id))
+            ch.basic_ack(method.delivery_tag)
+        c.close()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    expect(ready.wait(T), "worker ready")
+    u = await login()
+    m = u.make_message(mto=f"rpc@{BRIDGE}", mbody="status 42", mtype="chat")
+    m["thread"] = "conv-7"
+    m.send()
+    await u.wait(lambda: u.messages, "the worker's reply")
+    r = u.messages[0]
+    expect(r["body"] == "order 42: shipped" and r["thread"] == "conv-7" and str(r["from"]) == f"rpc@{BRIDGE}",
+           f"reply {r}")
+    stop.set()
+    t.join(5)
+    u.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())
