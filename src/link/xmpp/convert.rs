@@ -94,6 +94,14 @@ pub fn from_stanza(s: &Stanza) -> Message {
     if !kept.is_empty() {
         m.headers.set(PAYLOADS_HEADER, kept);
     }
+    // A binary body another Switchboard (or anyone following the same convention) sent.
+    if m.headers.get(ENCODING_HEADER) == Some("base64")
+        && let Ok(raw) = B64.decode(m.body.trim_ascii())
+    {
+        m.body = Bytes::from(raw);
+        m.content_type = None;
+        m.headers.remove(ENCODING_HEADER);
+    }
     m.headers.set(TYPE_HEADER, type_name(&s.type_));
     if let Some((_, subject)) = s.get_best_subject(vec![]) {
         m.headers.set(SUBJECT_HEADER, subject.as_str());
@@ -348,6 +356,9 @@ mod tests {
             .find(|p| p.is("headers", NS_SHIM))
             .unwrap();
         assert!(String::from(shim).contains("base64"));
+        let back = from_stanza(&s);
+        assert_eq!(&back.body[..], &[0u8, 255, 1]);
+        assert_eq!(back.headers.get(ENCODING_HEADER), None);
     }
 
     #[test]

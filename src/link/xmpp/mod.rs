@@ -56,12 +56,12 @@ struct LinkCtx {
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
-/// messages of that JID's destination are pushed to them.
+/// messages of that JID's destination (a topic) are pushed to them.
 #[derive(Debug, Clone)]
 struct Sub {
     dest: Destination,
-    /// For a topic: the durable subscription queue that collects while they are away.
-    queue: Option<String>,
+    /// The durable subscription queue that collects while they are away.
+    queue: String,
 }
 
 /// One connected session's state.
@@ -234,11 +234,30 @@ async fn session_loop(
         Ok(c) => c,
         Err(e) => return format!("cannot consume the link queue: {e}"),
     };
+    // tokio-xmpp ends a component stream that has been silent for a minute (its soft
+    // read timeout surfaces as the end of the stream). A ping to our own domain every
+    // 25 s comes back through the server and keeps a quiet link up.
+    let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(25));
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let domain: Option<Jid> = ctx.settings.domain.parse().ok();
+    let mut pings = 0u64;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 let _ = sink.close().await;
                 return "shutdown".into();
+            }
+            _ = keepalive.tick() => {
+                pings += 1;
+                let ping = Iq::Get {
+                    from: domain.clone(),
+                    to: domain.clone(),
+                    id: format!("sb-keepalive-{pings}"),
+                    payload: Element::builder("ping", NS_PING).build(),
+                };
+                if let Err(e) = sink.send(Stanza::Iq(ping)).await {
+                    return format!("send failed: {e}");
+                }
             }
             pushed = out_rx.recv() => {
                 if let Some((stanza, ack)) = pushed {
@@ -261,8 +280,12 @@ async fn session_loop(
                 Some(d) => {
                     let tag = d.tag;
                     match outgoing(ctx, sink, d).await {
-                        Ok(()) => {
+                        Ok(true) => {
                             consumer.ack(tag);
+                        }
+                        Ok(false) => {
+                            consumer.nack(tag, true);
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
                         Err(e) => {
                             consumer.nack(tag, true);
@@ -277,7 +300,8 @@ async fn session_loop(
 }
 
 /// A message for XMPP: stanza out, or the dead-letter queue if it cannot be one.
-async fn outgoing(ctx: &LinkCtx, sink: &mut Sink, d: Delivery) -> Result<(), tokio_xmpp::Error> {
+/// `Ok(false)`: neither worked; leave it in the link queue.
+async fn outgoing(ctx: &LinkCtx, sink: &mut Sink, d: Delivery) -> Result<bool, tokio_xmpp::Error> {
     let m = &d.message;
     let target = m
         .headers
@@ -292,29 +316,29 @@ async fn outgoing(ctx: &LinkCtx, sink: &mut Sink, d: Delivery) -> Result<(), tok
     };
     let domain = &ctx.settings.domain;
     let (Some(to), from, kind) = (field("to"), field("from"), field("type")) else {
-        dead_letter(ctx, &d, "bad-target", "no XMPP address on the message").await;
-        return Ok(());
+        return Ok(dead_letter(ctx, &d, "bad-target", "no XMPP address on the message").await);
     };
     let from = from.unwrap_or_else(|| domain.clone());
-    let from_domain = from.split_once('@').map_or(from.as_str(), |(_, d)| d);
-    let from_domain = from_domain.split('/').next().unwrap_or_default();
-    if !from_domain.eq_ignore_ascii_case(domain) {
+    let in_domain = from
+        .parse::<Jid>()
+        .is_ok_and(|j| j.domain().as_str().eq_ignore_ascii_case(domain));
+    if !in_domain {
         let why = format!("`from` {from} is outside the component's domain {domain}");
-        dead_letter(ctx, &d, "bad-target", &why).await;
-        return Ok(());
+        return Ok(dead_letter(ctx, &d, "bad-target", &why).await);
     }
     let kind = kind.unwrap_or_else(|| "chat".into());
     match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
         Ok(s) => {
             sink.send(Stanza::Message(s)).await?;
             LinkStatus::bump(&ctx.status.counters.published);
+            Ok(true)
         }
-        Err(e) => dead_letter(ctx, &d, "untranslatable", &e.to_string()).await,
+        Err(e) => Ok(dead_letter(ctx, &d, "untranslatable", &e.to_string()).await),
     }
-    Ok(())
 }
 
-async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) {
+/// Gives up on a message; `false` if even that failed (then it stays in the link queue).
+async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) -> bool {
     let s = &ctx.settings;
     tracing::warn!(reason, detail, dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
     let mut m = (*d.message).clone();
@@ -329,9 +353,11 @@ async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) {
         .publish(&Destination::queue(&s.dead_letter), m)
         .await
     {
-        tracing::error!(error = %e, "cannot dead-letter an XMPP message; dropped");
+        tracing::error!(error = %e, "cannot dead-letter an XMPP message; it stays in the link queue");
+        false
     } else {
         LinkStatus::bump(&ctx.status.counters.dead_lettered);
+        true
     }
 }
 
@@ -364,8 +390,7 @@ fn instant_room(ctx: &LinkCtx, p: &Presence) -> Option<Iq> {
     })?;
     let created = p.payloads.iter().any(|x| {
         x.is("x", NS_MUC_USER)
-            && x
-                .children()
+            && x.children()
                 .any(|c| c.is("status", NS_MUC_USER) && c.attr("code") == Some("201"))
     });
     if !created {
@@ -373,7 +398,10 @@ fn instant_room(ctx: &LinkCtx, p: &Presence) -> Option<Iq> {
     }
     tracing::info!(room = %room.room, "created the room; configuring it as an instant room");
     let form = Element::builder("x", "jabber:x:data")
-        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("type").into(), "submit")
+        .attr(
+            tokio_xmpp::minidom::rxml::xml_ncname!("type").into(),
+            "submit",
+        )
         .build();
     Some(Iq::Set {
         from: room.jid.parse().ok(),

@@ -133,6 +133,12 @@ fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
         return;
     };
     let queue = match &dest {
+        Destination::Queue(q) => {
+            // Pushing a queue would make the user a competing consumer, taking work
+            // meant for its workers: only topics are pushed.
+            tracing::info!(user, jid = ours, queue = %q, "presence subscription accepted; this JID routes to a queue, which is not pushed (only topics are)");
+            return;
+        }
         Destination::Topic(t) => {
             let name = format!(
                 "{PUSH_PREFIX}{}.{}.{}",
@@ -146,14 +152,13 @@ fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
                 .core()
                 .subscribe_durable(&name, &[t], ConsumeOptions::manual(1))
             {
-                Ok(_consumer) => Some(name),
+                Ok(_consumer) => name,
                 Err(e) => {
                     tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
                     return;
                 }
             }
         }
-        Destination::Queue(_) => None,
     };
     tracing::info!(user, jid = ours, destination = %dest, "presence subscription: pushing this destination while the user is online");
     lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), Sub { dest, queue });
@@ -165,9 +170,7 @@ fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
         stop.cancel();
     }
     if let Some(sub) = lock(&ctx.subs).remove(&key) {
-        if let Some(q) = sub.queue {
-            ctx.router.core().delete_queue(&q);
-        }
+        ctx.router.core().delete_queue(&sub.queue);
         tracing::info!(
             user,
             jid = ours,
@@ -214,12 +217,8 @@ async fn push(
     stop: CancellationToken,
 ) {
     let core = ctx.router.core();
-    let consumer = match (&sub.queue, &sub.dest) {
-        (Some(q), Destination::Topic(t)) => {
-            core.subscribe_durable(q, &[t], ConsumeOptions::manual(16))
-        }
-        (_, d) => core.consume(d.name(), ConsumeOptions::manual(16)),
-    };
+    let consumer =
+        core.subscribe_durable(&sub.queue, &[sub.dest.name()], ConsumeOptions::manual(16));
     let consumer = match consumer {
         Ok(c) => c,
         Err(e) => {

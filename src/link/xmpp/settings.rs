@@ -104,8 +104,16 @@ impl XmppLinkSettings {
         if raw.domain.is_empty() || raw.domain.contains(['@', '/', '*']) {
             errors.push(format!("{here}.domain: `{}` is not a domain", raw.domain));
         }
-        if !raw.server.contains(':') {
-            errors.push(format!("{here}.server: `{}` is not HOST:PORT", raw.server));
+        // tokio-xmpp's component connector takes a socket address (name resolution
+        // would need its DNS feature, which this build leaves out).
+        if raw.server.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(format!(
+                "{here}.server: `{}` is not IP:PORT (a host name is not resolved here)",
+                raw.server
+            ));
+        }
+        if raw.max_pending == Some(0) {
+            errors.push(format!("{here}.max_pending: must be at least 1"));
         }
         let dur = |t: Option<String>, d: Duration, key: &str, errors: &mut Vec<String>| match t {
             None => d,

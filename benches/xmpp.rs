@@ -1,0 +1,88 @@
+//! XMPP link benchmark (not a test): an XMPP user's messages through Prosody and the
+//! router's component into a queue and out to a STOMP consumer, against Prosody's own
+//! c2s → c2s rate on the same machine as the ceiling; slixmpp sends on both paths, one
+//! run each; prints both figures and the ratio. Needs Prosody (`scripts/bench xmpp`
+//! starts it) and the test venv. `XMPP_BENCH_COUNT` (default 20000).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh");
+
+fn main() {
+    let count: usize = std::env::var("XMPP_BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let tag = format!("bench{}", std::process::id());
+    let (a, b) = (format!("{tag}a@localhost"), format!("{tag}b@localhost"));
+    for u in [&a, &b] {
+        let ok = Command::new(CTL)
+            .args(["adduser", u, "pw"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("prosody-ctl.sh");
+        assert!(ok.success(), "adduser {u}");
+    }
+    let settings = "links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret: bridgesecret\n";
+    let routes = format!(
+        "routes:\n  - name: bench\n    from: {{xmpp: {{link: im, jid: \"bench@bridge.localhost\"}}}}\n    to: [{{queue: {tag}.q}}]\n"
+    );
+    let (router, stomp) = common::start_router_with_routes("stomp", settings, &routes);
+    // The component needs a moment to log in to Prosody.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        if std::fs::read_to_string(format!("/proc/{}/status", router.0.id())).is_ok() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let python = std::env::var("SWITCHBOARD_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/xmpp_bench.py"
+        ))
+        .args(["--stomp-port", &stomp.port().to_string()])
+        .args(["--a", &a, "--b", &b, "--password", "pw"])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--queue",
+            &format!("{tag}.q"),
+        ])
+        .output()
+        .expect("run benches/xmpp_bench.py (scripts/setup python)");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rates = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("bench output");
+        println!(
+            "{:<8} {:>6} messages in {:>7.2} s: {:>6} msgs/s",
+            v["path"].as_str().unwrap_or(""),
+            v["messages"],
+            v["seconds"].as_f64().unwrap_or(0.0),
+            v["msgs_per_s"]
+        );
+        rates.insert(
+            v["path"].as_str().unwrap_or("").to_owned(),
+            v["msgs_per_s"].as_f64().unwrap_or(0.0),
+        );
+    }
+    if let (Some(c), Some(r)) = (rates.get("ceiling"), rates.get("router")) {
+        println!(
+            "router / ceiling = {:.2}x (goal >= 0.9x); router RSS {} KiB",
+            r / c,
+            common::rss_kb(router.0.id())
+        );
+    }
+}
