@@ -224,3 +224,16 @@ routes:
     );
     scenario(&d, &p, &u, "rpc_amqp");
 }
+
+#[test]
+fn subscriptions_from_other_domains_are_refused_when_a_policy_is_set() {
+    let _l = prosody();
+    let p = prefix("pol");
+    let u = user(&p);
+    let d = router_with(
+        &p,
+        "routes:\n  - name: PFX-a\n    from: {xmpp: {link: im, jid: \"alerts@bridge.localhost\"}}\n    to: [{topic: PFX.alerts}]\n",
+        "      subscriptions_from: [example.org]\n",
+    );
+    scenario(&d, &p, &u, "subscription_refused");
+}

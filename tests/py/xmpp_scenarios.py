@@ -268,7 +268,20 @@ async def rpc_amqp():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp]}
+async def subscription_refused():
+    """With subscriptions_from not naming the user's domain, a subscription is refused."""
+    u = await login()
+    refused = []
+    u.add_event_handler("presence_unsubscribed", lambda p: refused.append(str(p["from"])))
+    u.send_presence_subscription(pto=f"alerts@{BRIDGE}")
+    await u.wait(lambda: refused, "unsubscribed from alerts@")
+    expect(refused[0] == f"alerts@{BRIDGE}", f"{refused}")
+    u.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp,
+                                     subscription_refused]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

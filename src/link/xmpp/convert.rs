@@ -29,6 +29,7 @@ pub const NS_SHIM: &str = "http://jabber.org/protocol/shim";
 pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
 pub const NS_JSON: &str = "urn:xmpp:json:0";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
 
 /// Stanza type (`chat`, `normal`, `headline`, `groupchat`).
 pub const TYPE_HEADER: &str = "x-xmpp-type";
@@ -66,8 +67,15 @@ pub fn from_stanza(s: &Stanza) -> Message {
     };
     let from = s.from.as_ref().map(Jid::to_string).unwrap_or_default();
     m.origin = Origin::new("xmpp", &from);
-    if let Some(id) = &s.id {
-        m.id = MessageId::given(&id.0);
+    // The sender's own id (XEP-0359 origin-id) outlives the stanza id, which servers
+    // may rewrite; prefer it.
+    let origin_id = s
+        .payloads
+        .iter()
+        .find(|p| p.is("origin-id", NS_SID))
+        .and_then(|p| p.attr("id"));
+    if let Some(id) = origin_id.or(s.id.as_ref().map(|i| i.0.as_str())) {
+        m.id = MessageId::given(id);
     }
     let mut kept = String::new();
     for p in &s.payloads {
@@ -281,12 +289,13 @@ mod tests {
                <headers xmlns='http://jabber.org/protocol/shim'><header name='priority-class'>high</header><header name='k'>1</header><header name='k'>2</header></headers>\
                <delay xmlns='urn:xmpp:delay' stamp='2024-01-02T03:04:05Z'/>\
                <active xmlns='http://jabber.org/protocol/chatstates'/>\
+               <origin-id xmlns='urn:xmpp:sid:0' id='oid-1'/>\
              </message>",
         );
         assert!(wants_receipt(&s));
         let m = from_stanza(&s);
         assert_eq!(&m.body[..], b"status 42");
-        assert_eq!(m.id.to_string(), "m1");
+        assert_eq!(m.id.to_string(), "oid-1", "origin-id preferred");
         assert_eq!(m.correlation_id.as_deref(), Some("t-9"));
         assert_eq!(m.headers.get("priority-class"), Some("high"));
         assert_eq!(m.headers.get_all("k").collect::<Vec<_>>(), vec!["1", "2"]);

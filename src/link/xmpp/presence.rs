@@ -39,6 +39,19 @@ pub(super) async fn handle(
         r
     };
     match p.type_ {
+        PresenceType::Subscribe
+            if !ctx
+                .settings
+                .accepts_subscription_from(from.domain().as_str()) =>
+        {
+            tracing::info!(
+                user,
+                jid = ours,
+                "presence subscription refused: the user's domain is not in subscriptions_from"
+            );
+            sink.send(Stanza::Presence(reply(PresenceType::Unsubscribed)))
+                .await?;
+        }
         PresenceType::Subscribe => {
             sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
                 .await?;

@@ -25,6 +25,8 @@ pub struct RawXmppLink {
     /// Multi-user chat rooms (XEP-0045) to join on every connect.
     #[serde(default)]
     pub rooms: Vec<RawRoom>,
+    /// Domains whose users may subscribe to our JIDs' presence (default: any).
+    pub subscriptions_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +60,17 @@ pub struct XmppLinkSettings {
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub rooms: Vec<Room>,
+    /// Lowercased; `None` accepts subscriptions from any domain.
+    pub subscriptions_from: Option<Vec<String>>,
+}
+
+impl XmppLinkSettings {
+    /// Whether a user of `domain` may subscribe to our presence.
+    pub fn accepts_subscription_from(&self, domain: &str) -> bool {
+        self.subscriptions_from
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+    }
 }
 
 impl std::fmt::Debug for XmppLinkSettings {
@@ -164,6 +177,9 @@ impl XmppLinkSettings {
         }
         Ok(Self {
             rooms,
+            subscriptions_from: raw
+                .subscriptions_from
+                .map(|l| l.into_iter().map(|d| d.to_lowercase()).collect()),
             name: name.to_owned(),
             server: raw.server,
             domain: raw.domain,
