@@ -151,6 +151,24 @@ routes:
 }
 
 #[test]
+fn publishes_rabbitmq_nacks_are_retried_then_dead_lettered() {
+    let _l = rabbit(false);
+    let p = prefix("nk");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-fill
+    from: {stomp: /queue/P.fill}
+    to: [{amqp: {link: rabbit, routing_key: P.full}}]
+    declare:
+      queues: [{name: P.full, durable: false, arguments: {x-max-length: 1, x-overflow: reject-publish, x-expires: 600000}}]
+"#,
+    );
+    scenario(&d, &p, "nacked");
+}
+
+#[test]
 fn properties_and_typed_headers_survive_amqp_to_amqp() {
     let _l = rabbit(false);
     let p = prefix("rt");

@@ -202,6 +202,25 @@ def outbound():
     print("ok")
 
 
+def nacked():
+    """RabbitMQ nacks publishes to a full queue with x-overflow reject-publish: each is retried
+    (bounded), then dead-lettered with reason `nacked`; the one that fits is published."""
+    wait_for(lambda: queue_exists(f"{P}.full"), T, "topology")
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.dead", id="d", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    for i in range(3):
+        s.send(f"/queue/{P}.fill", f"f{i}")
+    col.wait_messages(2, "dead-lettered", timeout=T)
+    reasons = sorted((m.body, m.headers.get("x-death-reason")) for m in col.messages)
+    expect(reasons == [("f1", "nacked"), ("f2", "nacked")], f"dead letters {reasons}")
+    expect(queue_depth(f"{P}.full") == 1, "the first fits")
+    st = links()["rabbit"]["counters"]
+    expect(st["published"] == 1 and st["dead_lettered"] == 2 and st["publish_failures"] == 6, f"{st}")
+    s.disconnect()
+    print("ok")
+
+
 def roundtrip():
     """AMQP → router → AMQP: every property and typed header (nested tables, arrays, widths) survives."""
     wait_for(lambda: queue_exists(f"{P}.rt_in") and queue_exists(f"{P}.rt_out"), T, "topology")
@@ -482,7 +501,7 @@ def tls_publish():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [inbound, outbound, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
+SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
                                      after_reload, restart_under_load, blocked, tls_publish]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
