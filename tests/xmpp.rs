@@ -237,3 +237,32 @@ fn subscriptions_from_other_domains_are_refused_when_a_policy_is_set() {
     );
     scenario(&d, &p, &u, "subscription_refused");
 }
+
+#[test]
+fn a_stream_error_is_reported_with_its_condition() {
+    let _l = prosody();
+    let p = prefix("err");
+    let first = router(&p, ROUTES);
+    // A second router for the same component domain: Prosody refuses it with a
+    // <conflict/> stream error, which the link reports as such.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(
+        dir.path().join("switchboard.yaml"),
+        "links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret: bridgesecret\n      reconnect_initial: 100ms\n      reconnect_max: 500ms\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let second = Daemon::start_in(dir, &["--config", &cfg]);
+    let v = wait_until(Duration::from_secs(15), "the conflict reported", || {
+        let (_, v) = http_json(second.addr("admin"), "GET", "/links");
+        v[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("conflict"))
+            .then_some(v)
+    });
+    assert_eq!(v[0]["state"], "retrying", "{v}");
+    // The first one is unharmed.
+    let (_, v) = http_json(first.addr("admin"), "GET", "/links");
+    assert_eq!(v[0]["state"], "connected", "{v}");
+}

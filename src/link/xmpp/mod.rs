@@ -1,9 +1,10 @@
 //! The XMPP link: an external component (XEP-0114) that serves a domain, so that every
 //! JID in it (`orders@bridge.example.org`) is an address the route table maps.
 //!
-//! tokio-xmpp's `Component` ends its stream silently on any error and never
-//! reconnects; the supervisor here owns that: it reconnects with capped, jittered
-//! backoff, while messages for XMPP wait in the link's core queue (bounded).
+//! The connection is ours ([`stream`], on tokio-xmpp's XML stream): stream errors are
+//! logged with their condition, a stanza that does not parse is skipped, a quiet
+//! stream is pinged. A supervisor reconnects with capped, jittered backoff, while
+//! messages for XMPP wait in the link's core queue (bounded).
 //!
 //! Delivery: XEP-0114 has no acknowledgements, so a message counts as sent once the
 //! component stream has written it; it is acked in the core then. A message from an
@@ -13,18 +14,16 @@
 pub mod convert;
 mod presence;
 pub mod settings;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::Stanza;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Component, Stanza};
 use tracing::Instrument;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
@@ -34,6 +33,8 @@ use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 pub use settings::{RawXmppLink, XmppLinkSettings};
+
+use stream::Incoming;
 
 use super::{Backoff, LinkState, LinkStatus, Links, link_queue};
 use crate::core::{ConsumeOptions, Delivery, Destination, Overflow, QueueOptions};
@@ -118,7 +119,7 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
         ctx.status.set_state(LinkState::Connecting);
         let attempt = tokio::select! {
             _ = cancel.cancelled() => break,
-            c = Component::new_plaintext(&s.domain, &s.secret, DnsConfig::addr(&s.server), Timeouts::tight()) => c,
+            c = stream::connect(&s.server, &s.domain, &s.secret) => c,
         };
         match attempt {
             Ok(component) => {
@@ -154,15 +155,10 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
     tracing::info!("XMPP link stopped");
 }
 
-type Sink = futures::stream::SplitSink<Component<tokio_xmpp::connect::TcpServerConnector>, Stanza>;
+type Sink = stream::Conn;
 
 /// One connected session; returns why it ended.
-async fn session(
-    ctx: &Arc<LinkCtx>,
-    component: Component<tokio_xmpp::connect::TcpServerConnector>,
-    cancel: &CancellationToken,
-) -> String {
-    let (mut sink, mut stream) = component.split();
+async fn session(ctx: &Arc<LinkCtx>, mut conn: stream::Conn, cancel: &CancellationToken) -> String {
     let (out_tx, mut out_rx) = mpsc::channel::<(Stanza, oneshot::Sender<bool>)>(64);
     let mut st = Session {
         online: HashMap::new(),
@@ -171,7 +167,7 @@ async fn session(
         out: out_tx,
         cancel: cancel.child_token(),
     };
-    let reason = session_loop(ctx, &mut sink, &mut stream, &mut out_rx, &mut st, cancel).await;
+    let reason = session_loop(ctx, &mut conn, &mut out_rx, &mut st, cancel).await;
     st.cancel.cancel();
     reason
 }
@@ -179,7 +175,6 @@ async fn session(
 async fn session_loop(
     ctx: &Arc<LinkCtx>,
     sink: &mut Sink,
-    stream: &mut futures::stream::SplitStream<Component<tokio_xmpp::connect::TcpServerConnector>>,
     out_rx: &mut mpsc::Receiver<(Stanza, oneshot::Sender<bool>)>,
     st: &mut Session,
     cancel: &CancellationToken,
@@ -234,11 +229,6 @@ async fn session_loop(
         Ok(c) => c,
         Err(e) => return format!("cannot consume the link queue: {e}"),
     };
-    // tokio-xmpp ends a component stream that has been silent for a minute (its soft
-    // read timeout surfaces as the end of the stream). A ping to our own domain every
-    // 25 s comes back through the server and keeps a quiet link up.
-    let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(25));
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let domain: Option<Jid> = ctx.settings.domain.parse().ok();
     let mut pings = 0u64;
     loop {
@@ -246,18 +236,6 @@ async fn session_loop(
             _ = cancel.cancelled() => {
                 let _ = sink.close().await;
                 return "shutdown".into();
-            }
-            _ = keepalive.tick() => {
-                pings += 1;
-                let ping = Iq::Get {
-                    from: domain.clone(),
-                    to: domain.clone(),
-                    id: format!("sb-keepalive-{pings}"),
-                    payload: Element::builder("ping", NS_PING).build(),
-                };
-                if let Err(e) = sink.send(Stanza::Iq(ping)).await {
-                    return format!("send failed: {e}");
-                }
             }
             pushed = out_rx.recv() => {
                 if let Some((stanza, ack)) = pushed {
@@ -268,13 +246,30 @@ async fn session_loop(
                     }
                 }
             }
-            stanza = stream.next() => match stanza {
-                Some(stanza) => {
-                    if let Err(e) = incoming(ctx, sink, st, stanza).await {
+            read = sink.next() => match read {
+                Incoming::Stanza(stanza) => {
+                    if let Err(e) = incoming(ctx, sink, st, *stanza).await {
                         return format!("send failed: {e}");
                     }
                 }
-                None => return "the server closed the component stream (or it failed to parse)".into(),
+                Incoming::Skipped(why) => {
+                    tracing::warn!(reason = %why, "skipped something the server sent that is not a usable stanza");
+                }
+                Incoming::Quiet => {
+                    // A quiet stream: a ping to our own domain comes back through the
+                    // server, so the stream hears something before it times out.
+                    pings += 1;
+                    let ping = Iq::Get {
+                        from: domain.clone(),
+                        to: domain.clone(),
+                        id: format!("sb-keepalive-{pings}"),
+                        payload: Element::builder("ping", NS_PING).build(),
+                    };
+                    if let Err(e) = sink.send(Stanza::Iq(ping)).await {
+                        return format!("send failed: {e}");
+                    }
+                }
+                Incoming::Ended(reason) => return reason,
             },
             d = consumer.recv() => match d {
                 Some(d) => {

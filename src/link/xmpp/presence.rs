@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use futures::SinkExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::Stanza;
