@@ -140,8 +140,40 @@ pub const AMQP_REPLY_PREFIX: &str = "$sb.reply.amqp.";
 pub fn amqp_reply_address(link: &str, reply_to: &str) -> Destination {
     Destination::queue(&format!(
         "{AMQP_REPLY_PREFIX}{link}.{}",
-        crate::translate::escape::escape_level(reply_to)
+        encode_part(reply_to)
     ))
+}
+
+/// Encodes a foreign address (an AMQP queue name, a JID) as one level of a reply
+/// address: every byte outside a small safe set becomes `%XX`, so whitespace, `.` and
+/// wildcard characters can never break the internal name. Only [`decode_part`] reads it.
+fn encode_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@' | b'~' | b'=' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_part(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Prefix of internal reply addresses for XMPP users:
@@ -152,11 +184,10 @@ pub const XMPP_REPLY_PREFIX: &str = "$sb.reply.xmpp.";
 
 /// The internal reply address for an XMPP message from `user` to `ours` on `link`.
 pub fn xmpp_reply_address(link: &str, user: &str, ours: &str) -> Destination {
-    use crate::translate::escape::escape_level;
     Destination::queue(&format!(
         "{XMPP_REPLY_PREFIX}{link}.{}.{}",
-        escape_level(user),
-        escape_level(ours)
+        encode_part(user),
+        encode_part(ours)
     ))
 }
 
@@ -166,13 +197,12 @@ pub fn reply_target(dest: &Destination) -> Option<Rendered> {
         return None;
     };
     if let Some(rest) = name.strip_prefix(XMPP_REPLY_PREFIX) {
-        use crate::translate::escape::unescape_level;
         let mut parts = rest.splitn(3, '.');
         let (link, user, ours) = (parts.next()?, parts.next()?, parts.next()?);
         return Some(Rendered::Xmpp {
             link: link.to_owned(),
-            to: unescape_level(user),
-            from: Some(unescape_level(ours)),
+            to: decode_part(user)?,
+            from: Some(decode_part(ours)?),
             kind: "chat".into(),
         });
     }
@@ -181,7 +211,7 @@ pub fn reply_target(dest: &Destination) -> Option<Rendered> {
     Some(Rendered::Amqp {
         link: link.to_owned(),
         exchange: String::new(),
-        routing_key: crate::translate::escape::unescape_level(queue),
+        routing_key: decode_part(queue)?,
     })
 }
 
@@ -197,5 +227,41 @@ fn link_address_json(r: &Rendered) -> String {
             serde_json::json!({"to": to, "from": from, "type": kind}).to_string()
         }
         Rendered::Internal(d) => serde_json::json!({"destination": d.to_string()}).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_addresses_round_trip_any_address() {
+        let jid = "alice@example.org/My Phone.2 *#+%/ü";
+        let d = xmpp_reply_address("im", jid, "orders@bridge.example.org");
+        crate::core::validate_name(d.name()).unwrap();
+        assert_eq!(
+            reply_target(&d),
+            Some(Rendered::Xmpp {
+                link: "im".into(),
+                to: jid.into(),
+                from: Some("orders@bridge.example.org".into()),
+                kind: "chat".into(),
+            })
+        );
+        let q = "amq.rabbitmq.reply-to.g1h2AA==/x+y z";
+        let d = amqp_reply_address("rabbit", q);
+        crate::core::validate_name(d.name()).unwrap();
+        assert_eq!(
+            reply_target(&d),
+            Some(Rendered::Amqp {
+                link: "rabbit".into(),
+                exchange: String::new(),
+                routing_key: q.into(),
+            })
+        );
+        assert_eq!(
+            reply_target(&Destination::queue("$sb.reply.amqp.x.%zz")),
+            None
+        );
     }
 }
