@@ -266,3 +266,16 @@ fn a_stream_error_is_reported_with_its_condition() {
     let (_, v) = http_json(first.addr("admin"), "GET", "/links");
     assert_eq!(v[0]["state"], "connected", "{v}");
 }
+
+#[test]
+fn a_full_destination_is_refused_with_resource_constraint_without_stalling_the_link() {
+    let _l = prosody();
+    let p = prefix("full");
+    let u = user(&p);
+    let d = router_with(
+        &p,
+        ROUTES,
+        "queues:\n  named:\n    PFX.orders: {max_length: 1, overflow: block}\n",
+    );
+    scenario(&d, &p, &u, "full_destination");
+}

@@ -280,8 +280,26 @@ async def subscription_refused():
     print("ok")
 
 
+async def full_destination():
+    """A destination full with `block` overflow: the first message is taken (receipt), the second
+    is refused with resource-constraint after a short wait, and the link keeps serving."""
+    u = await login()
+    for i in range(2):
+        m = u.make_message(mto=f"orders@{BRIDGE}", mbody=f"m{i}", mtype="chat")
+        m["id"] = f"f{i}"
+        m.send()
+    await u.wait(lambda: u.errors, "resource-constraint", timeout=T + 10)
+    e = u.errors[0]
+    expect(e["error"]["condition"] == "resource-constraint" and e["id"] == "f1", f"error {e}")
+    expect("f0" in u.receipts, f"receipts {u.receipts}")
+    info = await u.plugin["xep_0030"].get_info(jid=BRIDGE, timeout=T)
+    expect(info["disco_info"]["features"], "the link still answers")
+    u.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp,
-                                     subscription_refused]}
+                                     subscription_refused, full_destination]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

@@ -43,6 +43,8 @@ use crate::router::{LINK_TARGET_HEADER, Router, RouterError, xmpp_reply_address}
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
+/// How long a message from XMPP may wait for room in a full destination.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
@@ -439,11 +441,31 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     let c = &ctx.status.counters;
     let mut m = convert::from_stanza(&s);
     m.reply_to = Some(xmpp_reply_address(link, &from.to_string(), &to.to_string()));
-    let refused = match ctx
-        .router
-        .publish_from_xmpp(link, &to.to_string(), false, m)
-        .await
-    {
+    // A full destination makes the publish wait; the link must not stall for long (it
+    // also sends, pings and pushes), so the sender is told to try again later instead.
+    let to_text = to.to_string();
+    let publish = ctx.router.publish_from_xmpp(link, &to_text, false, m);
+    let Ok(routed) = tokio::time::timeout(PUBLISH_WAIT, publish).await else {
+        LinkStatus::bump(&c.rejected);
+        tracing::warn!(from = %from, to = %to, "destination full: message refused with resource-constraint");
+        if !groupchat {
+            let mut e = XMessage::new_with_type(MessageType::Error, Some(from));
+            e.from = Some(to);
+            e.id = s.id.clone();
+            e.payloads.push(
+                StanzaError::new(
+                    ErrorType::Wait,
+                    DefinedCondition::ResourceConstraint,
+                    "en",
+                    "the destination is full; try again later",
+                )
+                .into(),
+            );
+            sink.send(Stanza::Message(e)).await?;
+        }
+        return Ok(());
+    };
+    let refused = match routed {
         Ok(Some(n)) if n > 0 => None,
         Ok(Some(_)) => Some((
             DefinedCondition::NotAcceptable,
