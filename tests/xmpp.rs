@@ -279,3 +279,13 @@ fn a_full_destination_is_refused_with_resource_constraint_without_stalling_the_l
     );
     scenario(&d, &p, &u, "full_destination");
 }
+
+#[test]
+fn an_oversized_stanza_is_stopped_by_the_server_and_the_link_carries_on() {
+    let _l = prosody();
+    let p = prefix("big");
+    let u = user(&p);
+    let d = router(&p, ROUTES);
+    scenario(&d, &p, &u, "oversize");
+    assert!(!d.log().contains("XMPP link lost"), "{}", d.log());
+}

@@ -298,8 +298,29 @@ async def full_destination():
     print("ok")
 
 
+async def oversize():
+    """A 300 KiB stanza: the server's size limit (Prosody: 256 KiB for c2s) ends that user's
+    stream; the router's link is unaffected and the next user's message goes through."""
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.orders", id="1", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    u = await login()
+    gone = asyncio.Event()
+    u.add_event_handler("disconnected", lambda _e: gone.set())
+    u.make_message(mto=f"orders@{BRIDGE}", mbody="x" * (300 * 1024), mtype="chat").send()
+    await asyncio.wait_for(gone.wait(), T)
+    expect(links()["im"]["state"] == "connected", f"link {links()['im']}")
+    u2 = await login()
+    u2.make_message(mto=f"orders@{BRIDGE}", mbody="small", mtype="chat").send()
+    await u2.wait(lambda: col.messages, "the small message")
+    expect([f.body for f in col.messages] == ["small"], f"{[len(f.body) for f in col.messages]}")
+    u2.disconnect()
+    s.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp,
-                                     subscription_refused, full_destination]}
+                                     subscription_refused, full_destination, oversize]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())
