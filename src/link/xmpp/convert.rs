@@ -13,7 +13,7 @@
 //! `Content-Transfer-Encoding: base64`.
 
 use std::collections::BTreeMap;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -224,6 +224,27 @@ pub fn to_stanza(
             id: t,
         });
     }
+    // A message that waited (offline push, a reconnect, another protocol's timestamp)
+    // says when it was sent (XEP-0203), unless it already carries a delay of its own.
+    let age = SystemTime::now()
+        .duration_since(m.timestamp)
+        .unwrap_or_default();
+    let kept_delay = m
+        .headers
+        .get(PAYLOADS_HEADER)
+        .is_some_and(|p| p.contains(NS_DELAY));
+    if age >= DELAY_AFTER && !kept_delay {
+        let secs = m
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        s.payloads.push(
+            Element::builder("delay", NS_DELAY)
+                .attr(xml_ncname!("stamp").into(), rfc3339(secs))
+                .build(),
+        );
+    }
     if let Some(p) = m.headers.get(PAYLOADS_HEADER) {
         // The payloads were one or more sibling elements: parse them inside a wrapper.
         let wrapped: Element = format!("<w xmlns='urn:switchboard:payloads'>{p}</w>")
@@ -252,6 +273,31 @@ pub fn to_stanza(
         s.payloads.push(headers.build());
     }
     Ok(s)
+}
+
+/// Messages older than this when sent get a `<delay/>`.
+const DELAY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (XEP-0082).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A receipt (XEP-0184) for a message that asked for one.
@@ -368,6 +414,21 @@ mod tests {
         let back = from_stanza(&s);
         assert_eq!(&back.body[..], &[0u8, 255, 1]);
         assert_eq!(back.headers.get(ENCODING_HEADER), None);
+    }
+
+    #[test]
+    fn old_messages_carry_a_delay_both_ways() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_704_164_645), "2024-01-02T03:04:05Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let mut m = Message::new("late");
+        m.timestamp = UNIX_EPOCH + std::time::Duration::from_secs(1_704_164_645);
+        let s = to_stanza(&m, "a@l", "x@b", "chat", |_| false).unwrap();
+        let d = s.payloads.iter().find(|p| p.is("delay", NS_DELAY)).unwrap();
+        assert_eq!(d.attr("stamp"), Some("2024-01-02T03:04:05Z"));
+        assert_eq!(from_stanza(&s).timestamp, m.timestamp);
+        let fresh = to_stanza(&Message::new("now"), "a@l", "x@b", "chat", |_| false).unwrap();
+        assert!(!fresh.payloads.iter().any(|p| p.is("delay", NS_DELAY)));
     }
 
     #[test]
