@@ -174,8 +174,7 @@ async def presence_and_push():
     expect(e["user"] == args.jid and e["show"] == "available" and e["jid"].startswith(args.jid + "/"), f"event {e}")
     expect(all(m.headers["destination"] == f"/topic/{P}.presence.{local}" for m in col.messages),
            f"{[m.headers['destination'] for m in col.messages]}")
-    # Pushed while online.
-    await asyncio.sleep(0.3)
+    # Pushed while online (the subscription collects from the moment it was accepted).
     s.send(f"/topic/{P}.alerts", "a1")
     await u.wait(lambda: u.messages, "pushed a1")
     m = u.messages[0]
@@ -189,8 +188,8 @@ async def presence_and_push():
     await u.wait(lambda: any(not e["available"] for e in events()[before:]), "unavailable event")
     # Offline: these wait in the user's subscription.
     for i in (2, 3):
-        s.send(f"/topic/{P}.alerts", f"a{i}")
-    await asyncio.sleep(0.5)
+        s.send(f"/topic/{P}.alerts", f"a{i}", receipt=f"r{i}")
+    await u.wait(lambda: "r3" in col.receipts, "the offline messages accepted")
     u2 = await login()
     await u2.wait(lambda: len(u2.messages) >= 2, "a2 and a3 after coming back")
     expect([m["body"] for m in u2.messages] == ["a2", "a3"], f"{[m['body'] for m in u2.messages]}")

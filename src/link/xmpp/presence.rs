@@ -79,7 +79,8 @@ pub(super) async fn handle(
             start_pushes(ctx, st, &user);
         }
         PresenceType::Unavailable => {
-            event(ctx, st, &from, &p).await;
+            // Stop pushing before telling anyone they left: whoever reacts to the event
+            // by publishing must find the message kept for later, not sent into the void.
             let gone = st.online.get_mut(&user).is_some_and(|r| {
                 r.remove(&from.to_string());
                 r.is_empty()
@@ -88,6 +89,7 @@ pub(super) async fn handle(
                 st.online.remove(&user);
                 stop_pushes(st, &user);
             }
+            event(ctx, st, &from, &p).await;
         }
         _ => {}
     }
