@@ -12,6 +12,7 @@ import ssl
 import sys
 import threading
 import urllib.request
+import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
@@ -103,12 +104,17 @@ async def chat_roundtrip():
     s.subscribe(f"/queue/{P}.orders", id="1", ack="auto", receipt="sub")
     wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
     u = await login()
+    # A chat-state notification first ("typing…"): it has no body and must not be routed.
+    cs = u.make_message(mto=f"orders@{BRIDGE}", mtype="chat")
+    cs.xml.append(ET.Element("{http://jabber.org/protocol/chatstates}composing"))
+    cs.send()
     m = u.make_message(mto=f"orders@{BRIDGE}", mbody="status 42", mtype="chat")
     m["thread"] = "th-1"
     m["id"] = "req-1"
     m.send()
     await u.wait(lambda: col.messages, "STOMP got the chat")
     f = col.messages[0]
+    expect(len(col.messages) == 1, f"only the chat, not the chat state: {[x.body for x in col.messages]}")
     expect(f.body == "status 42", f"body {f.body!r}")
     h = f.headers
     for k, v in {"correlation-id": "th-1", "x-xmpp-thread": "th-1", "x-xmpp-type": "chat",

@@ -420,6 +420,12 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {
         return Ok(());
     };
+    // Chat states ("typing…"), receipts for what we sent, read markers: no body, no
+    // JSON payload — nothing to route. Routing them would fill queues with empty messages.
+    if s.bodies.is_empty() && !s.payloads.iter().any(|p| p.is("json", convert::NS_JSON)) {
+        tracing::debug!(from = ?s.from.as_ref().map(ToString::to_string), "message without content (chat state, receipt, marker) not routed");
+        return Ok(());
+    }
     let groupchat = s.type_ == MessageType::Groupchat;
     if groupchat {
         let room = from.to_bare().to_string();
