@@ -8,5 +8,6 @@ pub mod link;
 pub mod listener;
 pub mod router;
 pub mod routes;
+pub mod store;
 pub mod tls;
 pub mod translate;
