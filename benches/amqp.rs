@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -35,37 +34,18 @@ fn main() {
         assert!(Instant::now() < deadline, "AMQP link did not connect");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let python = std::env::var("SWITCHBOARD_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
-    let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/amqp_bridge.py"
-        ))
-        .args(["--count", &count.to_string(), "--size", &size.to_string()])
-        .args(["--prefix", &prefix])
-        .output()
-        .expect("run benches/amqp_bridge.py (scripts/setup python)");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    println!("{size}-byte messages:");
+    let rates = common::python_paths(
+        "amqp_bridge.py",
+        &[
+            "--count".into(),
+            count.to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--prefix".into(),
+            prefix.clone(),
+        ],
     );
-    let mut rates = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("bench output");
-        println!(
-            "{:<8} {:>7} messages of {size} B in {:>7.2} s: {:>7} msgs/s",
-            v["path"].as_str().unwrap_or(""),
-            v["messages"],
-            v["seconds"].as_f64().unwrap_or(0.0),
-            v["msgs_per_s"]
-        );
-        rates.insert(
-            v["path"].as_str().unwrap_or("").to_owned(),
-            v["msgs_per_s"].as_f64().unwrap_or(0.0),
-        );
-    }
     if let (Some(d), Some(b)) = (rates.get("direct"), rates.get("bridged")) {
         println!(
             "bridged / direct = {:.2}x (goal >= 0.8x); router RSS {} KiB, CPU {:.2} s for {count} messages",

@@ -41,43 +41,23 @@ fn main() {
         }
     }
     std::thread::sleep(Duration::from_secs(1));
-    let python = std::env::var("SWITCHBOARD_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
-    let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/xmpp_bench.py"
-        ))
-        .args(["--stomp-port", &stomp.port().to_string()])
-        .args(["--a", &a, "--b", &b, "--password", "pw"])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--queue",
-            &format!("{tag}.q"),
-        ])
-        .output()
-        .expect("run benches/xmpp_bench.py (scripts/setup python)");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let rates = common::python_paths(
+        "xmpp_bench.py",
+        &[
+            "--stomp-port".into(),
+            stomp.port().to_string(),
+            "--a".into(),
+            a.clone(),
+            "--b".into(),
+            b.clone(),
+            "--password".into(),
+            "pw".into(),
+            "--count".into(),
+            count.to_string(),
+            "--queue".into(),
+            format!("{tag}.q"),
+        ],
     );
-    let mut rates = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("bench output");
-        println!(
-            "{:<8} {:>6} messages in {:>7.2} s: {:>6} msgs/s",
-            v["path"].as_str().unwrap_or(""),
-            v["messages"],
-            v["seconds"].as_f64().unwrap_or(0.0),
-            v["msgs_per_s"]
-        );
-        rates.insert(
-            v["path"].as_str().unwrap_or("").to_owned(),
-            v["msgs_per_s"].as_f64().unwrap_or(0.0),
-        );
-    }
     if let (Some(c), Some(r)) = (rates.get("ceiling"), rates.get("router")) {
         println!(
             "router / ceiling = {:.2}x (goal >= 0.9x); router RSS {} KiB",

@@ -8,41 +8,25 @@
 
 mod common;
 
-use std::fs::File;
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{Daemon, http_json, python, wait_until};
 
 const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/rabbitmq-ctl.sh");
 
-/// Held for the test's duration: shared, or exclusive for tests that restart RabbitMQ.
-struct RabbitLock(#[allow(dead_code)] File);
-
-fn rabbit(exclusive: bool) -> RabbitLock {
-    // Lock first: another test may be restarting RabbitMQ right now.
-    let f = File::create(std::env::temp_dir().join("switchboard-tests-rabbitmq.lock")).unwrap();
-    if exclusive {
-        f.lock().unwrap();
-    } else {
-        f.lock_shared().unwrap();
-    }
-    assert!(
-        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
-            .is_ok(),
-        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
-    );
-    RabbitLock(f)
+/// Shared, or exclusive for tests that restart RabbitMQ or raise its memory alarm.
+fn rabbit(exclusive: bool) -> common::PeerLock {
+    common::peer_lock(
+        "rabbitmq",
+        exclusive,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
+    )
 }
 
-/// A prefix no other test run uses.
 fn prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("t{}{name}{nanos:x}", std::process::id())
+    common::unique_prefix(name)
 }
 
 /// Starts the router with one AMQP link `rabbit` (password from a file) and `routes`

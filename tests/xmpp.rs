@@ -7,35 +7,35 @@
 
 mod common;
 
-use std::fs::File;
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::{Daemon, http_json, python, wait_until};
 
 const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh");
 
-struct ProsodyLock(#[allow(dead_code)] File);
-
-fn prosody() -> ProsodyLock {
-    // Lock first: another test may be restarting Prosody right now.
-    let f = File::create(std::env::temp_dir().join("switchboard-tests-prosody.lock")).unwrap();
-    f.lock().unwrap();
-    assert!(
-        TcpStream::connect_timeout(&"127.0.0.1:5347".parse().unwrap(), Duration::from_secs(2))
-            .is_ok(),
-        "Prosody's component port 127.0.0.1:5347 is not answering: run scripts/setup prosody"
-    );
-    ProsodyLock(f)
+/// Always exclusive: Prosody lets one connection serve a component domain.
+fn prosody() -> common::PeerLock {
+    common::peer_lock("prosody", true, "127.0.0.1:5347", "scripts/setup prosody")
 }
 
 fn prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("t{}{name}{nanos:x}", std::process::id())
+    common::unique_prefix(name)
+}
+
+/// Stops and starts Prosody; returns once the router's link has noticed and reconnected.
+fn restart_prosody(d: &Daemon) {
+    assert!(Command::new(CTL).arg("stop").status().unwrap().success());
+    wait_until(Duration::from_secs(15), "link lost", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] != "connected").then_some(())
+    });
+    assert!(Command::new(CTL).arg("start").status().unwrap().success());
+    wait_until(Duration::from_secs(30), "link back", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected" && v[0]["counters"]["reconnects"].as_u64() >= Some(1))
+            .then_some(())
+    });
 }
 
 /// A fresh Prosody account; returns (jid, password).
@@ -126,17 +126,7 @@ fn a_queue_routed_to_xmpp_reaches_the_user_and_survives_a_prosody_restart() {
     let d = router(&p, ROUTES);
     scenario(&d, &p, &u, "notify");
     // Restart Prosody: the link notices, retries, reconnects, and works again.
-    assert!(Command::new(CTL).arg("stop").status().unwrap().success());
-    wait_until(Duration::from_secs(15), "link lost", || {
-        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-        (v[0]["state"] != "connected").then_some(())
-    });
-    assert!(Command::new(CTL).arg("start").status().unwrap().success());
-    wait_until(Duration::from_secs(30), "link back", || {
-        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-        (v[0]["state"] == "connected" && v[0]["counters"]["reconnects"].as_u64() >= Some(1))
-            .then_some(())
-    });
+    restart_prosody(&d);
     scenario(&d, &p, &u, "notify");
     assert!(
         d.log().contains("XMPP link lost; reconnecting"),
@@ -184,16 +174,7 @@ routes:
         "      rooms:\n        - {room: \"PFX@conference.localhost\", nick: switchboard, jid: ops-bot@bridge.localhost}\n",
     );
     scenario(&d, &p, &u, "room");
-    assert!(Command::new(CTL).arg("stop").status().unwrap().success());
-    wait_until(Duration::from_secs(15), "link lost", || {
-        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-        (v[0]["state"] != "connected").then_some(())
-    });
-    assert!(Command::new(CTL).arg("start").status().unwrap().success());
-    wait_until(Duration::from_secs(30), "link back", || {
-        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-        (v[0]["state"] == "connected").then_some(())
-    });
+    restart_prosody(&d);
     // The router rejoined on its own: the room works again.
     scenario(&d, &p, &u, "room");
 }
@@ -202,13 +183,11 @@ routes:
 fn a_chat_request_is_answered_by_an_amqp_worker_in_the_same_thread() {
     let _l = prosody();
     // RabbitMQ too: share the AMQP tests' lock, so no RabbitMQ restart overlaps.
-    let rabbit =
-        File::create(std::env::temp_dir().join("switchboard-tests-rabbitmq.lock")).unwrap();
-    rabbit.lock_shared().unwrap();
-    assert!(
-        TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2))
-            .is_ok(),
-        "RabbitMQ is not answering on 127.0.0.1:5672: run scripts/setup rabbitmq"
+    let _r = common::peer_lock(
+        "rabbitmq",
+        false,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
     );
     let p = prefix("rpc");
     let u = user(&p);

@@ -174,6 +174,130 @@ pub fn link_queue(link: &str) -> String {
     format!("{}{link}", crate::router::LINK_QUEUE_PREFIX)
 }
 
+/// Declares a link's two core queues: its outbound buffer (bounded; publishers wait,
+/// not lose, when it is full) and its dead-letter queue (up front, so giving up on a
+/// message never depends on queue auto-creation).
+pub fn declare_link_queues(
+    core: &crate::core::Core,
+    link: &str,
+    max_pending: usize,
+    dead_letter: &str,
+) {
+    let options = crate::core::QueueOptions {
+        max_length: max_pending,
+        overflow: crate::core::Overflow::Block,
+        ..crate::core::QueueOptions::default()
+    };
+    if let Err(e) = core.declare_queue(&link_queue(link), Some(options)) {
+        tracing::error!(link, error = %e, "cannot declare the link queue");
+    }
+    if let Err(e) = core.declare_queue(dead_letter, None) {
+        tracing::error!(link, error = %e, "cannot declare the dead-letter queue");
+    }
+}
+
+/// Between connection attempts: marks the link `retrying`, waits the next backoff
+/// delay. `false` when shutdown came first.
+pub async fn retry_pause(
+    status: &LinkStatus,
+    backoff: &mut Backoff,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    status.set_state(LinkState::Retrying);
+    let delay = backoff.next_delay();
+    tracing::info!(
+        kind = status.kind,
+        in_ms = delay.as_millis() as u64,
+        "link retrying"
+    );
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// Settings every link kind shares, checked alike; problems go to `errors` as
+/// `HERE.KEY: …`.
+pub(crate) struct SettingsCheck<'a> {
+    pub here: String,
+    pub errors: &'a mut Vec<String>,
+}
+
+impl SettingsCheck<'_> {
+    /// A duration setting (`200ms`, `30s`, `5m`), or its default.
+    pub fn duration(
+        &mut self,
+        key: &str,
+        text: Option<String>,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        match text {
+            None => default,
+            Some(t) => crate::config::parse_duration(&t).unwrap_or_else(|e| {
+                self.errors.push(format!("{}.{key}: {e}", self.here));
+                default
+            }),
+        }
+    }
+
+    /// A count that must be at least 1, or its default.
+    pub fn count(&mut self, key: &str, v: Option<usize>, default: usize) -> usize {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            self.errors
+                .push(format!("{}.{key}: must be at least 1", self.here));
+        }
+        v.max(1)
+    }
+
+    /// The dead-letter queue's name: given, or `dead.LINK`.
+    pub fn dead_letter(&mut self, link: &str, given: Option<String>) -> String {
+        let name = given.unwrap_or_else(|| format!("dead.{link}"));
+        if let Err(e) = crate::core::validate_name(&name) {
+            self.errors
+                .push(format!("{}.dead_letter: `{name}`: {e}", self.here));
+        }
+        name
+    }
+
+    /// A secret given inline, by environment variable, or by file (relative to the
+    /// settings file): at most one of them, else `conflict` is reported. `keys` names
+    /// the env and file keys.
+    pub fn secret(
+        &mut self,
+        keys: [&str; 2],
+        given: (Option<String>, Option<String>, Option<String>),
+        base: &std::path::Path,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+        conflict: &str,
+    ) -> Option<String> {
+        let here = self.here.clone();
+        match given {
+            (None, None, None) => None,
+            (Some(s), None, None) => Some(s),
+            (None, Some(var), None) => lookup_env(&var).or_else(|| {
+                self.errors.push(format!(
+                    "{here}.{}: environment variable `{var}` is not set",
+                    keys[0]
+                ));
+                None
+            }),
+            (None, None, Some(f)) => match std::fs::read_to_string(base.join(&f)) {
+                Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) => {
+                    self.errors
+                        .push(format!("{here}.{}: cannot read `{f}`: {e}", keys[1]));
+                    None
+                }
+            },
+            _ => {
+                self.errors.push(format!("{here}: {conflict}"));
+                None
+            }
+        }
+    }
+}
+
 /// Capped exponential backoff with jitter: each delay is random between half and all of
 /// `min(cap, initial·2^n)`, so many routers restarting together do not stampede, and no
 /// delay is ever zero.

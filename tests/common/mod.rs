@@ -277,3 +277,35 @@ pub fn self_signed(dir: &Path) {
         .expect("openssl");
     assert!(status.success());
 }
+
+/// Held for a test's duration: keeps tests that share a real peer (RabbitMQ, Prosody)
+/// from overlapping with one that restarts or disturbs it. A file lock, so it works
+/// across cargo-nextest's processes and cargo test's threads alike.
+pub struct PeerLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the lock for `peer` (shared or exclusive), then checks that the peer answers
+/// on `addr` (locking first: another test may be restarting it right now).
+pub fn peer_lock(peer: &str, exclusive: bool, addr: &str, setup_hint: &str) -> PeerLock {
+    let f =
+        std::fs::File::create(std::env::temp_dir().join(format!("switchboard-tests-{peer}.lock")))
+            .unwrap();
+    if exclusive {
+        f.lock().unwrap();
+    } else {
+        f.lock_shared().unwrap();
+    }
+    assert!(
+        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)).is_ok(),
+        "{peer} is not answering on {addr}: run {setup_hint}"
+    );
+    PeerLock(f)
+}
+
+/// A prefix for names in a shared peer that no other test run uses.
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}{name}{nanos:x}", std::process::id())
+}

@@ -34,7 +34,6 @@ use tracing::Instrument;
 pub use settings::{AmqpLinkSettings, RawAmqpLink};
 
 use super::{Backoff, LinkState, LinkStatus, Links};
-use crate::core::{Overflow, QueueOptions};
 use crate::router::Router;
 use crate::routes::AmqpSourceKey;
 
@@ -60,20 +59,12 @@ pub fn spawn(
         settings.shown_uri(),
     ));
     links.insert(Arc::clone(&status));
-    let queue = super::link_queue(&settings.name);
-    // The link's outbound buffer: bounded, and publishers wait (not lose) when it is full.
-    let options = QueueOptions {
-        max_length: settings.max_pending,
-        overflow: Overflow::Block,
-        ..QueueOptions::default()
-    };
-    if let Err(e) = router.core().declare_queue(&queue, Some(options)) {
-        tracing::error!(link = %settings.name, error = %e, "cannot declare the link queue");
-    }
-    // Declared up front, so giving up on a message never depends on queue auto-creation.
-    if let Err(e) = router.core().declare_queue(&settings.dead_letter, None) {
-        tracing::error!(link = %settings.name, error = %e, "cannot declare the dead-letter queue");
-    }
+    super::declare_link_queues(
+        router.core(),
+        &settings.name,
+        settings.max_pending,
+        &settings.dead_letter,
+    );
     let span = tracing::info_span!("amqp_link", link = %settings.name);
     let ctx = Arc::new(LinkCtx {
         settings,
@@ -124,12 +115,8 @@ async fn supervise(
                 ctx.status.set_error(e);
             }
         }
-        ctx.status.set_state(LinkState::Retrying);
-        let delay = backoff.next_delay();
-        tracing::info!(in_ms = delay.as_millis() as u64, "AMQP link retrying");
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        if !super::retry_pause(&ctx.status, &mut backoff, &cancel).await {
+            break;
         }
     }
     ctx.status.set_state(LinkState::Stopped);

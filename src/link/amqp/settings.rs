@@ -7,6 +7,8 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 use serde::Deserialize;
 
+use crate::link::SettingsCheck;
+
 /// The settings file's form.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,56 +112,38 @@ impl AmqpLinkSettings {
         if let Some(u) = raw.username {
             uri.authority.userinfo.username = u;
         }
-        match (raw.password_env, raw.password_file) {
-            (Some(_), Some(_)) => errors.push(format!(
-                "{here}: give password_env or password_file, not both"
-            )),
-            (Some(var), None) => match lookup_env(&var) {
-                Some(p) => uri.authority.userinfo.password = p,
-                None => errors.push(format!(
-                    "{here}.password_env: environment variable `{var}` is not set"
-                )),
-            },
-            (None, Some(file)) => match std::fs::read_to_string(base.join(&file)) {
-                Ok(p) => {
-                    uri.authority.userinfo.password = p.trim_end_matches(['\n', '\r']).to_owned()
-                }
-                Err(e) => errors.push(format!("{here}.password_file: cannot read `{file}`: {e}")),
-            },
-            (None, None) => {}
+        let mut check = SettingsCheck {
+            here: here.clone(),
+            errors: &mut errors,
+        };
+        if let Some(p) = check.secret(
+            ["password_env", "password_file"],
+            (None, raw.password_env, raw.password_file),
+            base,
+            lookup_env,
+            "give password_env or password_file, not both",
+        ) {
+            uri.authority.userinfo.password = p;
         }
         uri.query.heartbeat = Some(raw.heartbeat.unwrap_or(30));
-        let dur = |text: Option<String>, default: Duration, key: &str, errors: &mut Vec<String>| {
-            match text {
-                None => default,
-                Some(t) => crate::config::parse_duration(&t).unwrap_or_else(|e| {
-                    errors.push(format!("{here}.{key}: {e}"));
-                    default
-                }),
-            }
-        };
-        let reconnect_initial = dur(
+        let reconnect_initial = check.duration(
+            "reconnect_initial",
             raw.reconnect_initial,
             Duration::from_millis(200),
-            "reconnect_initial",
-            &mut errors,
         );
-        let reconnect_max = dur(
-            raw.reconnect_max,
-            Duration::from_secs(30),
-            "reconnect_max",
-            &mut errors,
-        );
-        let reply_timeout = dur(
-            raw.reply_timeout,
-            Duration::from_secs(300),
-            "reply_timeout",
-            &mut errors,
-        );
-        let dead_letter = raw.dead_letter.unwrap_or_else(|| format!("dead.{name}"));
-        if let Err(e) = crate::core::validate_name(&dead_letter) {
-            errors.push(format!("{here}.dead_letter: `{dead_letter}`: {e}"));
-        }
+        let reconnect_max =
+            check.duration("reconnect_max", raw.reconnect_max, Duration::from_secs(30));
+        let reply_timeout =
+            check.duration("reply_timeout", raw.reply_timeout, Duration::from_secs(300));
+        let dead_letter = check.dead_letter(name, raw.dead_letter);
+        let publish_window = check.count("publish_window", raw.publish_window, 256);
+        let max_pending = check.count("max_pending", raw.max_pending, 100_000);
+        let prefetch = check.count("prefetch", raw.prefetch.map(usize::from), 256) as u16;
+        let publish_attempts = check.count(
+            "publish_attempts",
+            raw.publish_attempts.map(|a| a as usize),
+            3,
+        ) as u32;
         let ca_pem = raw
             .ca_file
             .and_then(|f| match std::fs::read_to_string(base.join(&f)) {
@@ -169,22 +153,6 @@ impl AmqpLinkSettings {
                     None
                 }
             });
-        let positive = |v: Option<usize>, d: usize, key: &str, errors: &mut Vec<String>| {
-            let v = v.unwrap_or(d);
-            if v == 0 {
-                errors.push(format!("{here}.{key}: must be at least 1"));
-            }
-            v.max(1)
-        };
-        let publish_window = positive(raw.publish_window, 256, "publish_window", &mut errors);
-        let max_pending = positive(raw.max_pending, 100_000, "max_pending", &mut errors);
-        let prefetch = positive(raw.prefetch.map(usize::from), 256, "prefetch", &mut errors) as u16;
-        let publish_attempts = positive(
-            raw.publish_attempts.map(|a| a as usize),
-            3,
-            "publish_attempts",
-            &mut errors,
-        ) as u32;
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -37,7 +37,7 @@ pub use settings::{RawXmppLink, XmppLinkSettings};
 use stream::Incoming;
 
 use super::{Backoff, LinkState, LinkStatus, Links, link_queue};
-use crate::core::{ConsumeOptions, Delivery, Destination, Overflow, QueueOptions};
+use crate::core::{ConsumeOptions, Delivery, Destination};
 use crate::router::{LINK_TARGET_HEADER, Router, RouterError, xmpp_reply_address};
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -91,18 +91,12 @@ pub fn spawn(
     let peer = format!("xmpp-component://{}@{}", settings.domain, settings.server);
     let status = Arc::new(LinkStatus::new(&settings.name, "xmpp", peer));
     links.insert(Arc::clone(&status));
-    let options = QueueOptions {
-        max_length: settings.max_pending,
-        overflow: Overflow::Block,
-        ..QueueOptions::default()
-    };
-    let core = router.core();
-    if let Err(e) = core.declare_queue(&link_queue(&settings.name), Some(options)) {
-        tracing::error!(link = %settings.name, error = %e, "cannot declare the link queue");
-    }
-    if let Err(e) = core.declare_queue(&settings.dead_letter, None) {
-        tracing::error!(link = %settings.name, error = %e, "cannot declare the dead-letter queue");
-    }
+    super::declare_link_queues(
+        router.core(),
+        &settings.name,
+        settings.max_pending,
+        &settings.dead_letter,
+    );
     let span = tracing::info_span!("xmpp_link", link = %settings.name, domain = %settings.domain);
     let ctx = Arc::new(LinkCtx {
         settings,
@@ -145,12 +139,8 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
                 ctx.status.set_error(e);
             }
         }
-        ctx.status.set_state(LinkState::Retrying);
-        let delay = backoff.next_delay();
-        tracing::info!(in_ms = delay.as_millis() as u64, "XMPP link retrying");
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
+        if !super::retry_pause(&ctx.status, &mut backoff, &cancel).await {
+            break;
         }
     }
     ctx.status.set_state(LinkState::Stopped);

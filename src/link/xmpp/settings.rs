@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::link::SettingsCheck;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawXmppLink {
@@ -92,28 +94,31 @@ impl XmppLinkSettings {
     ) -> Result<Self, Vec<String>> {
         let here = format!("links.{name}.xmpp");
         let mut errors = Vec::new();
-        let secret = match (raw.secret, raw.secret_env, raw.secret_file) {
-            (Some(s), None, None) => s,
-            (None, Some(var), None) => lookup_env(&var).unwrap_or_else(|| {
-                errors.push(format!(
-                    "{here}.secret_env: environment variable `{var}` is not set"
-                ));
-                String::new()
-            }),
-            (None, None, Some(f)) => match std::fs::read_to_string(base.join(&f)) {
-                Ok(s) => s.trim_end_matches(['\n', '\r']).to_owned(),
-                Err(e) => {
-                    errors.push(format!("{here}.secret_file: cannot read `{f}`: {e}"));
-                    String::new()
-                }
-            },
-            _ => {
-                errors.push(format!(
-                    "{here}: give exactly one of secret, secret_env, secret_file"
-                ));
-                String::new()
-            }
+        let mut check = SettingsCheck {
+            here: here.clone(),
+            errors: &mut errors,
         };
+        const EXACTLY_ONE: &str = "give exactly one of secret, secret_env, secret_file";
+        if raw.secret.is_none() && raw.secret_env.is_none() && raw.secret_file.is_none() {
+            check.errors.push(format!("{here}: {EXACTLY_ONE}"));
+        }
+        let secret = check.secret(
+            ["secret_env", "secret_file"],
+            (raw.secret, raw.secret_env, raw.secret_file),
+            base,
+            lookup_env,
+            EXACTLY_ONE,
+        );
+        let secret = secret.unwrap_or_default();
+        let max_pending = check.count("max_pending", raw.max_pending, 100_000);
+        let reconnect_initial = check.duration(
+            "reconnect_initial",
+            raw.reconnect_initial,
+            Duration::from_millis(200),
+        );
+        let reconnect_max =
+            check.duration("reconnect_max", raw.reconnect_max, Duration::from_secs(30));
+        let dead_letter = check.dead_letter(name, raw.dead_letter);
         if raw.domain.is_empty() || raw.domain.contains(['@', '/', '*']) {
             errors.push(format!("{here}.domain: `{}` is not a domain", raw.domain));
         }
@@ -125,32 +130,7 @@ impl XmppLinkSettings {
                 raw.server
             ));
         }
-        if raw.max_pending == Some(0) {
-            errors.push(format!("{here}.max_pending: must be at least 1"));
-        }
-        let dur = |t: Option<String>, d: Duration, key: &str, errors: &mut Vec<String>| match t {
-            None => d,
-            Some(t) => crate::config::parse_duration(&t).unwrap_or_else(|e| {
-                errors.push(format!("{here}.{key}: {e}"));
-                d
-            }),
-        };
-        let reconnect_initial = dur(
-            raw.reconnect_initial,
-            Duration::from_millis(200),
-            "reconnect_initial",
-            &mut errors,
-        );
-        let reconnect_max = dur(
-            raw.reconnect_max,
-            Duration::from_secs(30),
-            "reconnect_max",
-            &mut errors,
-        );
-        let dead_letter = raw.dead_letter.unwrap_or_else(|| format!("dead.{name}"));
-        if let Err(e) = crate::core::validate_name(&dead_letter) {
-            errors.push(format!("{here}.dead_letter: `{dead_letter}`: {e}"));
-        }
+
         let mut rooms = Vec::new();
         for r in raw.rooms {
             let jid = r
@@ -184,7 +164,7 @@ impl XmppLinkSettings {
             server: raw.server,
             domain: raw.domain,
             secret,
-            max_pending: raw.max_pending.unwrap_or(100_000).max(1),
+            max_pending,
             dead_letter,
             reconnect_initial,
             reconnect_max: reconnect_max.max(reconnect_initial),
