@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0} (set another directory with --data-dir DIR)")]
+    Store(String),
     #[error("cannot write the ready file {path}: {source}")]
     ReadyFile {
         path: PathBuf,
@@ -53,8 +55,8 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let core = Core::new(settings.core.clone());
     let store = load_routes(&settings)?;
+    let (core, message_store) = open_core(&settings)?;
     let router = crate::router::Router::new(core.clone(), store.table());
     let tracker = TaskTracker::new();
 
@@ -207,8 +209,30 @@ pub async fn run(
     {
         tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; exiting with tasks still running");
     }
+    if let Some(s) = message_store {
+        // Everything acknowledged or published before this point is written and synced.
+        let _ = tokio::task::spawn_blocking(move || s.close()).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The core, backed by the durable store when a data directory is set, with what the
+/// store held put back.
+fn open_core(settings: &Settings) -> Result<(Core, Option<crate::store::Store>), StartError> {
+    let Some(dir) = &settings.durability.data_dir else {
+        tracing::warn!(
+            "no data directory (--data-dir off): persistent messages are kept in memory only"
+        );
+        return Ok((Core::new(settings.core.clone()), None));
+    };
+    let (store, recovered) = crate::store::Store::open(dir, settings.durability.fsync)
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    if let Err(e) = store.check() {
+        tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
+    }
+    let core = Core::with_store(settings.core.clone(), store.clone(), recovered);
+    Ok((core, Some(store)))
 }
 
 fn load_routes(settings: &Settings) -> Result<Arc<RouteStore>, StartError> {

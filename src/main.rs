@@ -41,6 +41,11 @@ enum Command {
         /// Write the bound listener addresses as JSON to this file once ready.
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// Directory of the durable store (persistent messages, durable queues and
+        /// subscriptions, MQTT sessions and retained messages), relative to the working
+        /// directory; `off` keeps everything in memory.
+        #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR", default_value = switchboard::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
     /// Print an argon2 hash of a password read from standard input, for
     /// `auth.users.NAME.password_hash` in the settings file.
@@ -151,6 +156,7 @@ fn main() -> ExitCode {
             log_format,
             log_level,
             ready_file,
+            data_dir,
         } => {
             let mut settings = match load_settings(config.as_ref()) {
                 Ok(s) => s,
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            settings.durability.data_dir = (data_dir.as_os_str() != "off").then_some(data_dir);
             if let Some(f) = log_format {
                 settings.log_format = f;
             }

@@ -98,6 +98,7 @@ fn refuses_to_start_on_broken_routes_with_every_error() {
     )
     .unwrap();
     let out = Command::new(common::BIN)
+        .env("SWITCHBOARD_DATA_DIR", "off")
         .args(["run", "--listen", "admin=127.0.0.1:0", "--routes"])
         .arg(dir.path().join("routes"))
         .args(common::OTHER_LISTENERS_OFF)
@@ -117,6 +118,7 @@ fn a_taken_port_names_the_listener_and_the_override() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let out = Command::new(common::BIN)
+        .env("SWITCHBOARD_DATA_DIR", "off")
         .args([
             "run",
             "--routes",
@@ -139,6 +141,7 @@ fn a_taken_port_names_the_listener_and_the_override() {
 #[test]
 fn bad_command_lines_are_explained() {
     let out = Command::new(common::BIN)
+        .env("SWITCHBOARD_DATA_DIR", "off")
         .args(["run", "--listen", "smtp=127.0.0.1:25"])
         .output()
         .unwrap();
@@ -195,6 +198,7 @@ fn named_queues_exist_when_auto_create_is_off() {
 #[test]
 fn the_example_settings_file_is_valid() {
     let out = Command::new(common::BIN)
+        .env("SWITCHBOARD_DATA_DIR", "off")
         .args([
             "check",
             "--config",

@@ -97,6 +97,7 @@ fn bad_tls_files_are_a_clear_start_up_error() {
     )
     .unwrap();
     let out = Command::new(common::BIN)
+        .env("SWITCHBOARD_DATA_DIR", "off")
         .args(["run", "--config"])
         .arg(&config)
         .output()

@@ -29,6 +29,7 @@ pub fn start_router_with_routes(
     routes: &str,
 ) -> (Router, SocketAddr) {
     let dir = std::env::temp_dir().join(format!("sb-bench-{listener}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::create_dir_all(dir.join("routes"));
     if !routes.is_empty() {
         std::fs::write(dir.join("routes/bench.yaml"), routes).expect("write routes");
@@ -54,6 +55,8 @@ pub fn start_router_with_routes(
             .arg(dir.join("routes"))
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .env("SWITCHBOARD_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()

@@ -65,6 +65,53 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     /// TLS acceptors by listener name.
     pub tls: BTreeMap<String, crate::tls::Tls>,
+    pub durability: Durability,
+}
+
+/// Where and how persistent messages are kept.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// The store's directory; `None` keeps everything in memory (`--data-dir off`).
+    pub data_dir: Option<PathBuf>,
+    pub fsync: crate::store::FsyncPolicy,
+    /// Bytes of queued messages above which publishers are blocked.
+    pub memory_high_watermark: u64,
+    /// Free bytes on the data directory's disk below which publishers are blocked.
+    pub disk_free_limit: u64,
+}
+
+/// The data directory used when `--data-dir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            fsync: crate::store::FsyncPolicy::Always,
+            memory_high_watermark: 1024 * 1024 * 1024,
+            disk_free_limit: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parses `always` or `interval DURATION`.
+pub fn parse_fsync(s: &str) -> Result<crate::store::FsyncPolicy, String> {
+    let s = s.trim();
+    if s == "always" {
+        return Ok(crate::store::FsyncPolicy::Always);
+    }
+    match s.strip_prefix("interval") {
+        Some(d) => {
+            let d = parse_duration(d)?;
+            if d.is_zero() {
+                return Err("fsync interval must be more than 0".into());
+            }
+            Ok(crate::store::FsyncPolicy::Interval(d))
+        }
+        None => Err(format!(
+            "`{s}`: expected `always` or `interval DURATION` (e.g. interval 10ms)"
+        )),
+    }
 }
 
 /// A configuration error, with the file position when known.
@@ -99,6 +146,7 @@ impl Settings {
             stomp: StompSettings::default(),
             mqtt: MqttSettings::default(),
             tls: BTreeMap::new(),
+            durability: Durability::default(),
         }
     }
 
@@ -255,6 +303,20 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                     "{shown}: listeners.{name}: `{a}` is not HOST:PORT ({e})"
                 ))),
             },
+        }
+    }
+    if let Some(d) = raw.durability {
+        if let Some(f) = &d.fsync {
+            match parse_fsync(f) {
+                Ok(p) => s.durability.fsync = p,
+                Err(e) => errors.push(ConfigError(format!("{shown}: durability.fsync: {e}"))),
+            }
+        }
+        if let Some(v) = d.memory_high_watermark {
+            s.durability.memory_high_watermark = v;
+        }
+        if let Some(v) = d.disk_free_limit {
+            s.durability.disk_free_limit = v;
         }
     }
     let q = raw.queues;

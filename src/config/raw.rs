@@ -28,6 +28,18 @@ pub struct RawSettings {
     pub mqtt: Option<RawMqtt>,
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub durability: Option<RawDurability>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDurability {
+    /// `always`, or `interval DURATION` (e.g. `interval 10ms`).
+    pub fsync: Option<String>,
+    /// Bytes of queued messages above which publishers are blocked.
+    pub memory_high_watermark: Option<u64>,
+    /// Free bytes on the data directory's disk below which publishers are blocked.
+    pub disk_free_limit: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@
 
 pub mod consumer;
 pub mod destination;
+mod durable;
 pub mod message;
 pub mod pattern;
 pub mod queue;
@@ -32,6 +33,7 @@ pub use message::{Delivery, Headers, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 
+use crate::store::StoreWait;
 use queue::{DeadLetter, Entry, OfferError};
 use trie::SubjectTrie;
 
@@ -59,6 +61,9 @@ pub enum PublishError {
     Closed(Destination),
     #[error("invalid destination name: {0}")]
     InvalidName(#[from] NameError),
+    /// The message could not be made durable (disk full, read-only data directory).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Why a core operation other than publish failed.
@@ -138,6 +143,7 @@ struct Inner {
     cache: Mutex<MatchCache>,
     next_id: AtomicU64,
     unrouted: AtomicU64,
+    store: Option<crate::store::Store>,
 }
 
 /// Handle to the broker core; cheap to clone.
@@ -173,6 +179,10 @@ impl Core {
     /// A core with the queues named in `config` already declared (so they exist even
     /// when auto-creation is off).
     pub fn new(config: CoreConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    fn build(config: CoreConfig, store: Option<crate::store::Store>) -> Self {
         let named: Vec<(String, QueueOptions)> = config
             .queues
             .iter()
@@ -187,6 +197,7 @@ impl Core {
                 cache: Mutex::new(MatchCache::default()),
                 next_id: AtomicU64::new(1),
                 unrouted: AtomicU64::new(0),
+                store,
             }),
         };
         for (name, options) in named {
@@ -236,8 +247,14 @@ impl Core {
                 .unwrap_or_else(|| self.inner.config.default_queue.clone())
         });
         let name: Arc<str> = name.into();
-        let q = Arc::new(Queue::new(Arc::clone(&name), options));
+        let q = Arc::new(Queue::new(
+            Arc::clone(&name),
+            options,
+            self.inner.store.clone(),
+        ));
         queues.insert(name, Arc::clone(&q));
+        drop(queues);
+        self.save_queue_meta(&q);
         Ok(q)
     }
 
@@ -246,6 +263,9 @@ impl Core {
     pub fn delete_queue(&self, name: &str) -> Option<usize> {
         let q = write(&self.inner.queues).remove(name)?;
         self.unbind_all(&q);
+        if let Some(s) = q.store() {
+            s.delete(crate::store::META_QUEUE, name);
+        }
         Some(q.close())
     }
 
@@ -326,8 +346,10 @@ impl Core {
             return Ok(());
         }
         bound.push(pattern.clone());
-        topics.trie.insert(&pattern, QueueRef(q));
+        topics.trie.insert(&pattern, QueueRef(Arc::clone(&q)));
         self.inner.generation.fetch_add(1, Ordering::Release);
+        drop(topics);
+        self.save_queue_meta(&q);
         Ok(())
     }
 
@@ -346,6 +368,8 @@ impl Core {
             }
         }
         self.inner.generation.fetch_add(1, Ordering::Release);
+        drop(topics);
+        self.save_queue_meta(&q);
         Ok(removed)
     }
 
@@ -509,7 +533,9 @@ impl Core {
         match destination {
             Destination::Queue(name) => {
                 let q = self.queue_for_publish(name)?;
-                self.offer(&q, destination, message, true).await?;
+                let persist = self.persist_bytes(&q, &message)?;
+                let wait = self.offer(&q, destination, message, persist, true).await?;
+                durable::confirm(wait.into_iter().collect()).await?;
                 Ok(1)
             }
             Destination::Topic(name) => {
@@ -521,13 +547,24 @@ impl Core {
                 // Computed once for the whole fan-out.
                 let now = Instant::now();
                 let size = message.byte_size();
+                let mut persist: Option<bytes::Bytes> = None;
+                let mut waits = Vec::new();
                 let mut n = 0;
                 for q in subs.iter() {
                     let deadline = q.deadline_for(&message, now);
-                    let entry =
+                    let mut entry =
                         Entry::sized(Arc::clone(&message), destination.clone(), deadline, size);
+                    if q.store().is_some() && message.persistent {
+                        if persist.is_none() {
+                            persist = self.persist_bytes(q, &message)?;
+                        }
+                        entry = entry.persisted(persist.clone());
+                    }
                     match self.offer_entry(q, destination, entry, now, true).await {
-                        Ok(()) => n += 1,
+                        Ok(w) => {
+                            n += 1;
+                            waits.extend(w);
+                        }
                         // A subscription that went away meanwhile just misses it.
                         Err(PublishError::Closed(_)) => {}
                         // One subscriber's full buffer must not fail the publish for
@@ -535,6 +572,7 @@ impl Core {
                         Err(e) => self.subscriber_overflow(q, destination, &message, &e),
                     }
                 }
+                durable::confirm(waits).await?;
                 Ok(n)
             }
         }
@@ -565,13 +603,29 @@ impl Core {
         };
         let now = Instant::now();
         let mut reached = 0;
+        let mut waits = Vec::new();
+        // Encoded once, shared by every durable subscription that stores it.
+        let mut persist: Vec<Option<bytes::Bytes>> = Vec::new();
         for q in queues.iter() {
+            if q.store().is_some() && persist.is_empty() {
+                persist = messages
+                    .iter()
+                    .map(|m| self.persist_bytes(q, m))
+                    .collect::<Result<_, _>>()?;
+            }
             let mut entries: std::collections::VecDeque<Entry> = messages
                 .iter()
-                .map(|m| Entry::new(Arc::clone(m), destination.clone(), q.deadline_for(m, now)))
+                .enumerate()
+                .map(|(i, m)| {
+                    let e = Entry::new(Arc::clone(m), destination.clone(), q.deadline_for(m, now));
+                    match q.store() {
+                        Some(_) => e.persisted(persist.get(i).cloned().flatten()),
+                        None => e,
+                    }
+                })
                 .collect();
             let mut dead = Vec::new();
-            reached += q.offer_batch(&mut entries, now, &mut dead);
+            reached += q.offer_batch(&mut entries, now, &mut dead, &mut waits);
             self.forward_dead(q, dead);
             // What did not fit goes the one-by-one way (waiting, refusing or dropping as
             // the queue's policy says).
@@ -581,7 +635,10 @@ impl Core {
                     .offer_entry(q, destination, e, Instant::now(), true)
                     .await
                 {
-                    Ok(()) => reached += 1,
+                    Ok(w) => {
+                        reached += 1;
+                        waits.extend(w);
+                    }
                     Err(PublishError::Closed(_))
                         if matches!(destination, Destination::Topic(_)) => {}
                     Err(err) if matches!(destination, Destination::Topic(_)) => {
@@ -591,6 +648,7 @@ impl Core {
                 }
             }
         }
+        durable::confirm(waits).await?;
         Ok(reached)
     }
 
@@ -656,6 +714,7 @@ impl Core {
                 destination: topic.clone(),
                 reason: DeadReason::Overflow,
                 deliveries: 0,
+                stored: None,
             }],
         );
     }
@@ -669,10 +728,14 @@ impl Core {
     ) -> Result<(), PublishError> {
         let now = Instant::now();
         let deadline = q.deadline_for(&message, now);
+        let persist = self.persist_bytes(q, &message)?;
         let mut dead = Vec::new();
-        let r = q.offer(Entry::new(message, dest.clone(), deadline), now, &mut dead);
+        let entry = Entry::new(message, dest.clone(), deadline).persisted(persist);
+        let r = q.offer(entry, now, &mut dead);
         self.forward_dead_hops(q, dead, hops);
-        r.map_err(|e| self.offer_error(q, dest, e))
+        // Nobody to confirm: the store write completes on its own, ordered before any
+        // later removal of this message.
+        r.map(|_| ()).map_err(|e| self.offer_error(q, dest, e))
     }
 
     fn offer_error(&self, q: &Queue, dest: &Destination, e: OfferError) -> PublishError {
@@ -692,14 +755,15 @@ impl Core {
         q: &Arc<Queue>,
         dest: &Destination,
         message: Arc<Message>,
+        persist: Option<bytes::Bytes>,
         wait: bool,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Option<StoreWait>, PublishError> {
         let now = Instant::now();
         let deadline = q.deadline_for(&message, now);
         self.offer_entry(
             q,
             dest,
-            Entry::new(message, dest.clone(), deadline),
+            Entry::new(message, dest.clone(), deadline).persisted(persist),
             now,
             wait,
         )
@@ -713,13 +777,13 @@ impl Core {
         entry: Entry,
         now: Instant,
         wait: bool,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Option<StoreWait>, PublishError> {
         let mut dead = Vec::new();
         // Fast path: room available, no waiter registration.
         let mut entry = match q.offer(entry, now, &mut dead) {
-            Ok(()) => {
+            Ok(w) => {
                 self.forward_dead(q, dead);
-                return Ok(());
+                return Ok(w);
             }
             Err(OfferError::Full(e)) if wait && q.options().overflow == Overflow::Block => e,
             Err(e) => {
@@ -738,7 +802,7 @@ impl Core {
             let r = q.offer(entry, Instant::now(), &mut dead);
             self.forward_dead(q, dead);
             match r {
-                Ok(()) => return Ok(()),
+                Ok(w) => return Ok(w),
                 Err(OfferError::Full(e)) => {
                     entry = e;
                     notified.await;
@@ -756,58 +820,68 @@ impl Core {
 
     fn forward_dead_hops(&self, from: &Queue, dead: Vec<DeadLetter>, hops: u8) {
         for d in dead {
-            let target = from
-                .options()
-                .dead_letter
-                .as_ref()
-                .filter(|t| !matches!(t, Destination::Queue(n) if **n == *from.name()));
-            if target.is_some() && hops >= MAX_DEAD_LETTER_HOPS {
-                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
-                continue;
+            let stored = d.stored;
+            self.forward_one_dead(from, d, hops);
+            // Only now, after the copy (if any) went to its destination's store: a crash
+            // in between leaves the message in both places, never in neither.
+            if let Some(seq) = stored {
+                from.forget(seq);
             }
-            let Some(target) = target else {
-                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                if d.reason == DeadReason::Expired {
-                    tracing::debug!(queue = from.name(), message_id = %d.message.id, "expired message dropped");
-                } else {
-                    tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), "message dropped: the queue has no dead-letter destination");
-                }
-                continue;
-            };
-            let mut m = (*d.message).clone();
-            m.headers.set("x-death-reason", d.reason.as_str());
-            m.headers.set("x-death-queue", from.name());
-            m.headers
-                .set("x-death-destination", d.destination.to_string());
-            m.headers
-                .set("x-death-deliveries", d.deliveries.to_string());
-            // A dead letter's own expiry no longer applies: it is kept for inspection.
-            m.expiry = None;
-            let result = match target {
-                Destination::Queue(name) => self
-                    .queue_for_publish(name)
-                    .and_then(|q| self.offer_now(&q, target, Arc::new(m), hops + 1)),
-                Destination::Topic(name) => {
-                    // Each hop counts, so a dead-letter topic that feeds a subscription
-                    // dead-lettering into it again cannot recurse without end.
-                    let m = Arc::new(m);
-                    for q in self.match_topic(name).iter() {
-                        if let Err(e) = self.offer_now(q, target, Arc::clone(&m), hops + 1) {
-                            tracing::warn!(queue = q.name(), error = %e, "dead letter not delivered to a subscription of the dead-letter topic");
-                        }
+        }
+    }
+
+    fn forward_one_dead(&self, from: &Queue, d: DeadLetter, hops: u8) {
+        let target = from
+            .options()
+            .dead_letter
+            .as_ref()
+            .filter(|t| !matches!(t, Destination::Queue(n) if **n == *from.name()));
+        if target.is_some() && hops >= MAX_DEAD_LETTER_HOPS {
+            from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
+            return;
+        }
+        let Some(target) = target else {
+            from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if d.reason == DeadReason::Expired {
+                tracing::debug!(queue = from.name(), message_id = %d.message.id, "expired message dropped");
+            } else {
+                tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), "message dropped: the queue has no dead-letter destination");
+            }
+            return;
+        };
+        let mut m = (*d.message).clone();
+        m.headers.set("x-death-reason", d.reason.as_str());
+        m.headers.set("x-death-queue", from.name());
+        m.headers
+            .set("x-death-destination", d.destination.to_string());
+        m.headers
+            .set("x-death-deliveries", d.deliveries.to_string());
+        // A dead letter's own expiry no longer applies: it is kept for inspection.
+        m.expiry = None;
+        let result = match target {
+            Destination::Queue(name) => self
+                .queue_for_publish(name)
+                .and_then(|q| self.offer_now(&q, target, Arc::new(m), hops + 1)),
+            Destination::Topic(name) => {
+                // Each hop counts, so a dead-letter topic that feeds a subscription
+                // dead-lettering into it again cannot recurse without end.
+                let m = Arc::new(m);
+                for q in self.match_topic(name).iter() {
+                    if let Err(e) = self.offer_now(q, target, Arc::clone(&m), hops + 1) {
+                        tracing::warn!(queue = q.name(), error = %e, "dead letter not delivered to a subscription of the dead-letter topic");
                     }
-                    Ok(())
                 }
-            };
-            match result {
-                Ok(()) => {
-                    from.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(queue = from.name(), dead_letter = %target, error = %e, message_id = %d.message.id, "dead-letter destination refused message; dropped");
-                }
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => {
+                from.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = from.name(), dead_letter = %target, error = %e, message_id = %d.message.id, "dead-letter destination refused message; dropped");
             }
         }
     }

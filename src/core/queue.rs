@@ -14,19 +14,23 @@
 //! The queue is synchronous and short-locked (a `std::sync::Mutex`, never held across an
 //! `.await`); waiting for space or for messages is done by the async callers in
 //! [`super::Core`] and [`super::Consumer`] with [`tokio::sync::Notify`].
-//! It is the seam where a durable store will hook in: every transition (enqueue, assign,
-//! ack, requeue, dead-letter) happens in one place here.
+//! It is where the durable store hooks in: every transition happens in one place here,
+//! so a persistent message on a durable queue is appended to the store as it is
+//! admitted (under the lock, so its append is ordered before any removal), marked when
+//! delivered, and removed when it leaves for good (ack, dead-letter, drop, delete).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::destination::Destination;
 use super::message::{Delivery, Message};
+use crate::store::{Store, StoreWait, StoredMessage};
 
 /// What a full queue does with the next publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -129,6 +133,8 @@ pub(crate) struct DeadLetter {
     pub destination: Destination,
     pub reason: DeadReason,
     pub deliveries: u32,
+    /// Its sequence in the store of the queue it leaves, to remove once it is forwarded.
+    pub stored: Option<u64>,
 }
 
 /// A message inside a queue.
@@ -141,6 +147,10 @@ pub(crate) struct Entry {
     redelivered: bool,
     deliveries: u32,
     size: usize,
+    /// The encoded message, to append to the store when admitted (then dropped).
+    persist: Option<Bytes>,
+    /// In the store under (queue, seq).
+    stored: bool,
 }
 
 impl Entry {
@@ -168,7 +178,15 @@ impl Entry {
             redelivered: false,
             deliveries: 0,
             size,
+            persist: None,
+            stored: false,
         }
+    }
+
+    /// To be written to the store (as `bytes`) when a durable queue admits it.
+    pub(crate) fn persisted(mut self, bytes: Option<Bytes>) -> Self {
+        self.persist = bytes;
+        self
     }
 
     fn expired(&self, now: Instant) -> bool {
@@ -185,6 +203,7 @@ impl Entry {
             destination: self.destination,
             reason,
             deliveries: self.deliveries,
+            stored: self.stored.then_some(self.seq),
         }
     }
 }
@@ -276,16 +295,57 @@ pub struct Queue {
     /// Woken when room appears for blocked publishers.
     pub(crate) space: Notify,
     pub(crate) counters: QueueCounters,
+    /// Where persistent messages go: set for durable queues when the core has a store.
+    store: Option<Store>,
 }
 
 impl Queue {
-    pub(crate) fn new(name: Arc<str>, options: QueueOptions) -> Self {
+    pub(crate) fn new(name: Arc<str>, options: QueueOptions, store: Option<Store>) -> Self {
+        let store = store.filter(|_| options.durable);
         Self {
             name,
             options,
             state: Mutex::new(State::default()),
             space: Notify::new(),
             counters: QueueCounters::default(),
+            store,
+        }
+    }
+
+    /// The store persistent messages of this queue go to (durable queues only).
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Removes a message that left for good from the store.
+    pub(crate) fn forget(&self, seq: u64) {
+        if let Some(s) = &self.store {
+            s.remove(&self.name, seq);
+        }
+    }
+
+    fn forget_entry(&self, e: &Entry) {
+        if e.stored {
+            self.forget(e.seq);
+        }
+    }
+
+    /// Puts recovered messages back, in sequence order, before anything new arrives.
+    /// Messages handed out before the restart come back flagged redelivered.
+    pub(crate) fn restore(&self, stored: Vec<StoredMessage>, now: Instant) {
+        let mut st = self.lock();
+        for m in stored {
+            let message = Arc::new(m.message);
+            let deadline = self.deadline_for(&message, now);
+            let destination = Destination::queue(&self.name);
+            let mut e = Entry::new(message, destination, deadline);
+            e.seq = m.seq;
+            e.stored = self.store.is_some();
+            e.deliveries = m.deliveries;
+            e.redelivered = m.deliveries > 0;
+            st.next_seq = st.next_seq.max(m.seq + 1);
+            st.ready_bytes += e.size;
+            st.ready.push_back(e);
         }
     }
 
@@ -324,12 +384,13 @@ impl Queue {
     }
 
     /// Adds a message at the tail, applying the overflow policy, then dispatches.
+    /// Returns the store write to await before confirming the publisher, if any.
     pub(crate) fn offer(
         &self,
         entry: Entry,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(), OfferError> {
+    ) -> Result<Option<StoreWait>, OfferError> {
         if entry.size > self.options.max_bytes {
             return Err(OfferError::TooLarge(entry.size));
         }
@@ -337,9 +398,9 @@ impl Queue {
         if st.deleted {
             return Err(OfferError::Closed);
         }
-        self.admit(&mut st, entry, now, dead)?;
+        let wait = self.admit(&mut st, entry, now, dead)?;
         self.dispatch(&mut st, now, dead);
-        Ok(())
+        Ok(wait)
     }
 
     /// Adds messages from the front of `entries` under one lock, then dispatches once.
@@ -351,6 +412,7 @@ impl Queue {
         entries: &mut VecDeque<Entry>,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
+        waits: &mut Vec<StoreWait>,
     ) -> usize {
         let mut st = self.lock();
         if st.deleted {
@@ -363,7 +425,10 @@ impl Queue {
                 break;
             }
             match self.admit(&mut st, e, now, dead) {
-                Ok(()) => n += 1,
+                Ok(w) => {
+                    n += 1;
+                    waits.extend(w);
+                }
                 Err(OfferError::Full(e)) => {
                     entries.push_front(e);
                     break;
@@ -382,7 +447,7 @@ impl Queue {
         mut entry: Entry,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(), OfferError> {
+    ) -> Result<Option<StoreWait>, OfferError> {
         let fits = |st: &State, size: usize| {
             st.ready.len() < self.options.max_length
                 && st.ready_bytes + size <= self.options.max_bytes
@@ -410,10 +475,17 @@ impl Queue {
         }
         entry.seq = st.next_seq;
         st.next_seq += 1;
+        let wait = match (entry.persist.take(), &self.store) {
+            (Some(bytes), Some(store)) => {
+                entry.stored = true;
+                Some(store.append(&self.name, entry.seq, bytes))
+            }
+            _ => None,
+        };
         st.ready_bytes += entry.size;
         st.ready.push_back(entry);
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(wait)
     }
 
     /// Assigns ready messages to consumers with credit, round-robin, one at a time.
@@ -464,6 +536,7 @@ impl Queue {
             ExpiredAction::DeadLetter => dead.push(entry.into_dead(DeadReason::Expired)),
             ExpiredAction::Drop => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.forget_entry(&entry);
             }
         }
     }
@@ -613,6 +686,20 @@ impl Queue {
                 continue;
             }
             e.deliveries += 1;
+            if e.stored {
+                match slot.ack {
+                    AckMode::Auto => {
+                        if let Some(s) = &self.store {
+                            s.remove(&self.name, e.seq);
+                        }
+                    }
+                    AckMode::Manual => {
+                        if let Some(s) = &self.store {
+                            s.delivered(&self.name, e.seq, e.deliveries);
+                        }
+                    }
+                }
+            }
             let tag = slot.next_tag;
             slot.next_tag += 1;
             got += 1;
@@ -671,13 +758,18 @@ impl Queue {
         let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
             return false;
         };
-        let n = if cumulative {
+        let acked: Vec<Entry> = if cumulative {
             let keep = slot.unacked.split_off(&(tag + 1));
-            let acked = std::mem::replace(&mut slot.unacked, keep);
-            acked.len()
+            std::mem::replace(&mut slot.unacked, keep)
+                .into_values()
+                .collect()
         } else {
-            usize::from(slot.unacked.remove(&tag).is_some())
+            slot.unacked.remove(&tag).into_iter().collect()
         };
+        let n = acked.len();
+        for e in &acked {
+            self.forget_entry(e);
+        }
         self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 {
             self.dispatch(&mut st, now, dead);
@@ -747,6 +839,9 @@ impl Queue {
     pub(crate) fn close(&self) -> usize {
         let mut st = self.lock();
         st.deleted = true;
+        if let Some(s) = &self.store {
+            s.drop_queue(&self.name);
+        }
         let n = st.ready.len();
         st.ready.clear();
         st.ready_bytes = 0;

@@ -111,7 +111,7 @@ fn millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
@@ -126,32 +126,42 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a> {
+/// A bounds-checked cursor over stored bytes.
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        Self { b, at: 0 }
+    }
+    /// Everything not read yet.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let r = &self.b[self.at..];
+        self.at = self.b.len();
+        r
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
         let end = self.at.checked_add(n).ok_or(Corrupt("length overflow"))?;
         let s = self.b.get(self.at..end).ok_or(Corrupt("truncated"))?;
         self.at = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, Corrupt> {
+    pub(crate) fn u8(&mut self) -> Result<u8, Corrupt> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, Corrupt> {
+    pub(crate) fn u32(&mut self) -> Result<u32, Corrupt> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().map_err(|_| Corrupt("u32"))?,
         ))
     }
-    fn u64(&mut self) -> Result<u64, Corrupt> {
+    pub(crate) fn u64(&mut self) -> Result<u64, Corrupt> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().map_err(|_| Corrupt("u64"))?,
         ))
     }
-    fn str(&mut self) -> Result<&'a str, Corrupt> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, Corrupt> {
         let n = self.u32()? as usize;
         std::str::from_utf8(self.take(n)?).map_err(|_| Corrupt("invalid UTF-8"))
     }

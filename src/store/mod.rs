@@ -1,144 +1,295 @@
-//! The durable message store (redb): persistent messages of durable queues are written
-//! here before their publisher is confirmed, and removed once acknowledged.
+//! The durable store: persistent messages of durable queues are written here before
+//! their publisher is confirmed and forgotten once acknowledged; durable queue metadata
+//! (bindings), MQTT sessions and retained messages are kept here too.
 //!
-//! One writer thread owns every write: appends and removals queue up on a channel, and
-//! the writer applies everything waiting in one transaction — a group commit, so many
-//! publishers share one fsync. An append completes once its commit is durable (with
-//! [`FsyncPolicy::Always`]), or at once with [`FsyncPolicy::Interval`], which commits
-//! without fsync and makes everything durable every interval (and so may lose that
-//! interval's writes in a crash, never corrupt the store: redb commits are atomic).
+//! It is a journal of append-only segment files ([`journal`]), as in RabbitMQ's message
+//! store and Artemis's journal: appends, removals and delivery marks are records, and
+//! recovery replays them. One writer thread owns the files: operations queue up on a
+//! channel and the writer writes everything waiting as one batch followed by one fsync —
+//! a group commit, so many publishers share one fsync. An append completes once its
+//! batch is durable ([`FsyncPolicy::Always`]), or at once with [`FsyncPolicy::Interval`],
+//! which fsyncs every interval and so may lose that interval's confirmed writes in a
+//! crash (never corrupt the journal: a torn tail is cut off on the next start).
 //!
-//! This module is the store alone; wiring it into the core's queues is the durability
-//! issue's next step (see `docs/` once it lands).
+//! Space is reclaimed oldest segment first: a sealed segment with nothing live left is
+//! deleted; when the journal holds more than twice the live data, the oldest segment's
+//! live records are copied to the head and it is deleted. Deleting only ever the oldest
+//! segment keeps a removal record from outliving the append it cancels.
+//!
+//! When a write fails (disk full, read-only file system) the batch is cut back off the
+//! file, its publishers get the error, and the store reports itself unhealthy (callers
+//! refuse persistent publishes up front) until a probe write succeeds again.
 
 pub mod codec;
+pub(crate) mod journal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::sync::mpsc;
-
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::core::Message;
-
-/// (queue name, sequence in the queue) → encoded message.
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+use journal::{MAGIC, Record, SEGMENT_MAX};
 
 /// When commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
-    /// Every commit is fsynced before the appends in it complete.
+    /// Every batch is fsynced before the appends in it complete.
     Always,
-    /// Commits are not fsynced; everything is made durable every interval. A crash may
-    /// lose up to that interval of confirmed messages.
+    /// Batches are written at once and fsynced every interval. A crash may lose up to
+    /// that interval of confirmed messages.
     Interval(Duration),
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the store {path}: {reason}")]
+    #[error("cannot open the store in {path}: {reason}")]
     Open { path: PathBuf, reason: String },
     #[error("store write failed: {0}")]
     Write(String),
-    #[error("store read failed: {0}")]
-    Read(String),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Corrupt(#[from] codec::Corrupt),
     #[error("the store is closed")]
     Closed,
 }
 
+/// A stored message as recovered.
+#[derive(Debug)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub message: Message,
+    /// Times it was handed to a consumer without being acknowledged (0: never delivered).
+    pub deliveries: u32,
+}
+
+/// What a start-up replay found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Messages by queue, in sequence order.
+    pub queues: BTreeMap<String, Vec<StoredMessage>>,
+    /// Metadata by namespace and key.
+    pub meta: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Torn or corrupt segment ends found (and cut off), one line each.
+    pub repairs: Vec<String>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
 enum Op {
     Append {
         queue: Arc<str>,
         seq: u64,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         done: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     Remove {
         queue: Arc<str>,
         seq: u64,
     },
-    /// Apply what came before, sync, and stop.
+    Delivered {
+        queue: Arc<str>,
+        seq: u64,
+        count: u32,
+    },
+    DropQueue {
+        queue: Arc<str>,
+    },
+    Put {
+        ns: &'static str,
+        key: String,
+        value: Vec<u8>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    Delete {
+        ns: &'static str,
+        key: String,
+    },
+    /// Write and sync what came before, then stop.
     Shutdown,
+}
+
+/// The outcome of an append or put, to await before confirming a publisher.
+#[derive(Debug)]
+pub enum StoreWait {
+    Done(Result<(), StoreError>),
+    Pending(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl StoreWait {
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self {
+            Self::Done(r) => r,
+            Self::Pending(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    healthy: AtomicBool,
+    error: Mutex<Option<String>>,
+    commits: AtomicU64,
+}
+
+impl Health {
+    fn set(&self, r: &Result<(), String>) {
+        let ok = r.is_ok();
+        let was = self.healthy.swap(ok, Ordering::AcqRel);
+        let mut e = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        match r {
+            Ok(()) if !was => tracing::info!("store writable again; persistent publishes accepted"),
+            Err(reason) if was || e.as_deref() != Some(reason) => {
+                tracing::error!(error = %reason, "store write failed; persistent publishes are refused until it recovers")
+            }
+            _ => {}
+        }
+        *e = r.clone().err();
+    }
 }
 
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Op>,
-    db: Arc<Database>,
-    commits: Arc<AtomicU64>,
+    health: Arc<Health>,
     policy: FsyncPolicy,
-    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    dir: Arc<Path>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// Most operations applied in one transaction.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Most operations written in one batch.
 const MAX_BATCH: usize = 8192;
+/// Most bytes written in one batch.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How often an unhealthy store retries.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl Store {
-    /// Opens (or creates) the store file `dir/messages.redb` and starts its writer.
-    pub fn open(dir: &Path, policy: FsyncPolicy) -> Result<Self, StoreError> {
-        let path = dir.join("messages.redb");
-        let open_err = |reason: String| StoreError::Open {
-            path: path.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
-        // Make sure the table exists, so readers never meet a missing one.
-        let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-        txn.open_table(MESSAGES)
-            .map_err(|e| open_err(e.to_string()))?;
-        txn.commit().map_err(|e| open_err(e.to_string()))?;
-        let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        let thread = {
-            let db = Arc::clone(&db);
-            let commits = Arc::clone(&commits);
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || writer(db, rx, policy, commits))
-                .map_err(|e| open_err(e.to_string()))?
-        };
-        Ok(Self {
-            tx,
-            db,
-            commits,
-            policy,
-            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
-        })
+    /// Opens (or creates) the journal in `dir`, replays it, and starts the writer. A
+    /// directory that can be read but not written still opens: what it holds is
+    /// recovered and the store starts unhealthy (see [`Store::check`]).
+    pub fn open(dir: &Path, policy: FsyncPolicy) -> Result<(Self, Recovered), StoreError> {
+        Self::open_sized(dir, policy, SEGMENT_MAX)
     }
 
-    /// Stores a message; resolves once it is durable under the fsync policy.
-    pub async fn append(&self, queue: &Arc<str>, seq: u64, m: &Message) -> Result<(), StoreError> {
-        let bytes = codec::encode(m);
-        let (done, wait) = oneshot::channel();
-        let done = match self.policy {
-            FsyncPolicy::Always => Some(done),
-            FsyncPolicy::Interval(_) => None,
+    /// [`Store::open`] with another segment size (tests exercise reclaiming with small ones).
+    pub(crate) fn open_sized(
+        dir: &Path,
+        policy: FsyncPolicy,
+        segment_max: u64,
+    ) -> Result<(Self, Recovered), StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.to_owned(),
+            reason,
         };
-        self.tx
-            .send(Op::Append {
-                queue: Arc::clone(queue),
-                seq,
-                bytes,
-                done,
-            })
-            .map_err(|_| StoreError::Closed)?;
+        if let Err(e) = std::fs::create_dir_all(dir)
+            && !dir.is_dir()
+        {
+            return Err(open_err(e.to_string()));
+        }
+        let started = Instant::now();
+        let (mut journal, recovered) = Journal::recover(dir, segment_max).map_err(open_err)?;
+        let health = Arc::new(Health::default());
+        match journal.open_head() {
+            Ok(()) => health.healthy.store(true, Ordering::Release),
+            Err(e) => health.set(&Err(format!("data directory not writable: {e}"))),
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            queues = recovered.queues.len(),
+            messages = recovered.queues.values().map(Vec::len).sum::<usize>(),
+            bytes = recovered.bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store recovered"
+        );
+        for r in &recovered.repairs {
+            tracing::warn!(repair = %r, "store: torn or corrupt journal tail cut off");
+        }
+        let (tx, rx) = mpsc::channel();
+        let thread = {
+            let health = Arc::clone(&health);
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer(journal, rx, policy, health))
+                .map_err(|e| open_err(e.to_string()))?
+        };
+        Ok((
+            Self {
+                tx,
+                health,
+                policy,
+                dir: dir.into(),
+                thread: Arc::new(Mutex::new(Some(thread))),
+            },
+            recovered,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Ok while writes succeed; the last write error otherwise.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.health.healthy.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let e = self
+            .health
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Err(StoreError::Unavailable(
+            e.unwrap_or_else(|| "not writable".into()),
+        ))
+    }
+
+    fn waiter(&self) -> (Option<oneshot::Sender<Result<(), StoreError>>>, StoreWait) {
         match self.policy {
-            FsyncPolicy::Always => wait.await.unwrap_or(Err(StoreError::Closed)),
-            FsyncPolicy::Interval(_) => Ok(()),
+            FsyncPolicy::Always => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), StoreWait::Pending(rx))
+            }
+            FsyncPolicy::Interval(_) => (None, StoreWait::Done(Ok(()))),
         }
     }
 
-    /// Forgets an acknowledged message (ordered after every earlier append).
+    /// Stores an encoded message (see [`codec::encode`]) under `queue` and `seq`. Ordered
+    /// before every later operation on this store, so a removal sent after it can never
+    /// be applied before it.
+    pub fn append(&self, queue: &Arc<str>, seq: u64, bytes: Bytes) -> StoreWait {
+        let (done, wait) = self.waiter();
+        let op = Op::Append {
+            queue: Arc::clone(queue),
+            seq,
+            bytes,
+            done,
+        };
+        match self.tx.send(op) {
+            Ok(()) => wait,
+            Err(_) => StoreWait::Done(Err(StoreError::Closed)),
+        }
+    }
+
+    /// Forgets an acknowledged (or dead-lettered, expired, dropped) message.
     pub fn remove(&self, queue: &Arc<str>, seq: u64) {
         let _ = self.tx.send(Op::Remove {
             queue: Arc::clone(queue),
@@ -146,220 +297,672 @@ impl Store {
         });
     }
 
-    /// Every stored message, by queue, in sequence order.
-    pub fn recover(&self) -> Result<BTreeMap<String, Vec<(u64, Message)>>, StoreError> {
-        let read = |e: &dyn std::fmt::Display| StoreError::Read(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(MESSAGES).map_err(|e| read(&e))?;
-        let mut out: BTreeMap<String, Vec<(u64, Message)>> = BTreeMap::new();
-        for item in table.iter().map_err(|e| read(&e))? {
-            let (k, v) = item.map_err(|e| read(&e))?;
-            let (queue, seq) = k.value();
-            let m = codec::decode(v.value())?;
-            out.entry(queue.to_owned()).or_default().push((seq, m));
-        }
-        Ok(out)
+    /// Records that a message was handed to a consumer `count` times, so a restart
+    /// redelivers it flagged as redelivered.
+    pub fn delivered(&self, queue: &Arc<str>, seq: u64, count: u32) {
+        let _ = self.tx.send(Op::Delivered {
+            queue: Arc::clone(queue),
+            seq,
+            count,
+        });
     }
 
-    /// Applies everything sent before, makes it durable, and stops the writer; later
-    /// appends through any handle fail with [`StoreError::Closed`]. Blocks until done.
-    pub fn close(self) {
+    /// Forgets every message of a deleted queue.
+    pub fn drop_queue(&self, queue: &Arc<str>) {
+        let _ = self.tx.send(Op::DropQueue {
+            queue: Arc::clone(queue),
+        });
+    }
+
+    /// Stores a metadata value (replacing the key's earlier one).
+    pub fn put(&self, ns: &'static str, key: &str, value: Vec<u8>) -> StoreWait {
+        let (done, wait) = self.waiter();
+        let op = Op::Put {
+            ns,
+            key: key.to_owned(),
+            value,
+            done,
+        };
+        match self.tx.send(op) {
+            Ok(()) => wait,
+            Err(_) => StoreWait::Done(Err(StoreError::Closed)),
+        }
+    }
+
+    pub fn delete(&self, ns: &'static str, key: &str) {
+        let _ = self.tx.send(Op::Delete {
+            ns,
+            key: key.to_owned(),
+        });
+    }
+
+    /// Writes and syncs everything sent before and stops the writer; later operations
+    /// through any handle fail with [`StoreError::Closed`]. Blocks until done.
+    pub fn close(&self) {
         let _ = self.tx.send(Op::Shutdown);
         let handle = self
             .thread
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(h) = handle {
             let _ = h.join();
         }
     }
 
-    /// Commits made so far (group commit makes this far fewer than appends).
+    /// Batches written so far (group commit makes this far fewer than appends).
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.health.commits.load(Ordering::Relaxed)
     }
 }
 
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>, policy: FsyncPolicy, commits: Arc<AtomicU64>) {
-    let mut batch = Vec::with_capacity(256);
-    let mut last_sync = Instant::now();
-    let mut unsynced = false;
-    loop {
-        let first = match policy {
-            FsyncPolicy::Always => rx.recv().ok(),
-            FsyncPolicy::Interval(every) => loop {
-                // Wake by the end of the interval to make pending commits durable.
-                if unsynced && last_sync.elapsed() >= every {
-                    if sync(&db).is_ok() {
-                        unsynced = false;
-                    }
-                    last_sync = Instant::now();
-                }
-                let wait = if unsynced {
-                    every.saturating_sub(last_sync.elapsed())
+/// Where a live record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    seg: u64,
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveMessage {
+    loc: Loc,
+    deliveries: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SegStat {
+    size: u64,
+    live: u64,
+}
+
+/// The writer's view of the journal: segment files and where every live record is.
+struct Journal {
+    dir: PathBuf,
+    segment_max: u64,
+    segs: BTreeMap<u64, SegStat>,
+    head: Option<File>,
+    head_id: u64,
+    messages: HashMap<Arc<str>, BTreeMap<u64, LiveMessage>>,
+    meta: HashMap<(String, String), Loc>,
+    live: u64,
+    total: u64,
+}
+
+/// A message seen in replay: its encoded bytes, delivery count and place.
+type Replayed = (Vec<u8>, u32, Loc);
+
+/// Replay state: the latest bytes of every live message and metadata key.
+#[derive(Default)]
+struct Replay {
+    messages: HashMap<Arc<str>, BTreeMap<u64, Replayed>>,
+    meta: HashMap<(String, String), (Vec<u8>, Loc)>,
+}
+
+impl Journal {
+    fn recover(dir: &Path, segment_max: u64) -> Result<(Self, Recovered), String> {
+        let ids = journal::segment_ids(dir).map_err(|e| e.to_string())?;
+        let mut replay = Replay::default();
+        let mut out = Recovered::default();
+        let mut segs = BTreeMap::new();
+        let last = ids.last().copied();
+        for id in &ids {
+            let path = journal::segment_path(dir, *id);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.bytes += bytes.len() as u64;
+            let torn = journal::scan(&bytes, |rec, offset, len| {
+                replay.apply(
+                    rec,
+                    Loc {
+                        seg: *id,
+                        offset,
+                        len,
+                    },
+                )
+            });
+            let mut size = bytes.len() as u64;
+            if let Some(t) = torn {
+                let cut = bytes.len() as u64 - t.offset;
+                let what = if Some(*id) == last {
+                    "torn tail"
                 } else {
-                    every
+                    "corrupt segment end"
                 };
-                match rx.recv_timeout(wait) {
-                    Ok(op) => break Some(op),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break None,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                out.repairs.push(format!(
+                    "{what} in {}: {} at offset {}, {cut} bytes discarded",
+                    path.display(),
+                    t.reason,
+                    t.offset
+                ));
+                // Cut it off so the head appends after complete records only. A
+                // read-only directory keeps the bytes; replay skips them again.
+                let offset = t.offset.max(MAGIC.len() as u64);
+                let cut_ok = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| {
+                        if t.offset == 0 {
+                            f.set_len(0)?;
+                            (&f).write_all(MAGIC)?;
+                        } else {
+                            f.set_len(offset)?;
+                        }
+                        f.sync_all()
+                    })
+                    .is_ok();
+                if cut_ok {
+                    size = offset;
                 }
-            },
-        };
-        let Some(first) = first else {
-            if unsynced {
-                let _ = sync(&db);
             }
-            return;
+            segs.insert(*id, SegStat { size, live: 0 });
+        }
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            segment_max,
+            head_id: last.unwrap_or(0),
+            segs,
+            head: None,
+            messages: HashMap::new(),
+            meta: HashMap::new(),
+            live: 0,
+            total: 0,
         };
-        let mut stop = matches!(first, Op::Shutdown);
-        batch.push(first);
-        while !stop && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => {
-                    stop = matches!(op, Op::Shutdown);
-                    batch.push(op);
+        journal.total = journal.segs.values().map(|s| s.size).sum();
+        for (queue, entries) in replay.messages {
+            let mut list = Vec::with_capacity(entries.len());
+            let live = journal.messages.entry(Arc::clone(&queue)).or_default();
+            for (seq, (bytes, deliveries, loc)) in entries {
+                match codec::decode(&bytes) {
+                    Ok(message) => {
+                        live.insert(seq, LiveMessage { loc, deliveries });
+                        list.push(StoredMessage {
+                            seq,
+                            message,
+                            deliveries,
+                        });
+                    }
+                    Err(e) => out.repairs.push(format!(
+                        "message {seq} of queue {queue} skipped: {e} (segment {:016x}, offset {})",
+                        loc.seg, loc.offset
+                    )),
                 }
-                Err(_) => break,
+            }
+            if !list.is_empty() {
+                out.queues.insert(queue.to_string(), list);
             }
         }
-        let durable = matches!(policy, FsyncPolicy::Always);
-        let result = apply(&db, &batch, durable);
-        commits.fetch_add(1, Ordering::Relaxed);
-        if result.is_ok() && !durable {
-            unsynced = true;
+        for ((ns, key), (value, loc)) in replay.meta {
+            journal.meta.insert((ns.clone(), key.clone()), loc);
+            out.meta.entry(ns).or_default().insert(key, value);
         }
-        for op in batch.drain(..) {
-            if let Op::Append {
-                done: Some(done), ..
-            } = op
-            {
-                let _ = done.send(result.clone());
-            }
+        let locs: Vec<Loc> = journal
+            .messages
+            .values()
+            .flat_map(|m| m.values().map(|l| l.loc))
+            .chain(journal.meta.values().copied())
+            .collect();
+        for loc in locs {
+            journal.add_live(loc);
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store commit failed; the publishers in it are refused");
-        }
-        if stop {
-            if unsynced {
-                let _ = sync(&db);
-            }
-            return;
-        }
+        Ok((journal, out))
     }
-}
 
-fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<(), StoreError> {
-    let w = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
-    let mut txn = db.begin_write().map_err(|e| w(&e))?;
-    if !durable {
-        txn.set_durability(Durability::None).map_err(|e| w(&e))?;
+    fn add_live(&mut self, loc: Loc) {
+        self.segs.entry(loc.seg).or_default().live += u64::from(loc.len);
+        self.live += u64::from(loc.len);
     }
-    {
-        let mut table = txn.open_table(MESSAGES).map_err(|e| w(&e))?;
-        for op in batch {
+
+    fn sub_live(&mut self, loc: Loc) {
+        if let Some(s) = self.segs.get_mut(&loc.seg) {
+            s.live = s.live.saturating_sub(u64::from(loc.len));
+        }
+        self.live = self.live.saturating_sub(u64::from(loc.len));
+    }
+
+    /// Opens the newest segment for appending (or starts one).
+    fn open_head(&mut self) -> Result<(), String> {
+        let reuse = self
+            .segs
+            .last_key_value()
+            .filter(|(_, s)| s.size >= MAGIC.len() as u64 && s.size < self.segment_max)
+            .map(|(id, _)| *id);
+        match reuse {
+            Some(id) => {
+                let path = journal::segment_path(&self.dir, id);
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                self.head = Some(f);
+                self.head_id = id;
+                Ok(())
+            }
+            None => self.new_head(),
+        }
+    }
+
+    fn new_head(&mut self) -> Result<(), String> {
+        let id = self.segs.last_key_value().map_or(1, |(id, _)| id + 1);
+        let path = journal::segment_path(&self.dir, id);
+        let made = (|| {
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(MAGIC)?;
+            f.sync_all()?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok::<_, std::io::Error>(f)
+        })();
+        match made {
+            Ok(f) => {
+                if let Some(old) = self.head.take() {
+                    let _ = old.sync_all();
+                }
+                self.head = Some(f);
+                self.head_id = id;
+                self.segs.insert(
+                    id,
+                    SegStat {
+                        size: MAGIC.len() as u64,
+                        live: 0,
+                    },
+                );
+                self.total += MAGIC.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!("{}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// Writes `buf` at the head's end (and fsyncs it when `sync`). On failure the head
+    /// is cut back to where it was, so no partial batch stays in the journal.
+    fn write(&mut self, buf: &[u8], sync: bool) -> Result<u64, String> {
+        if self.head.is_none() {
+            self.open_head()?;
+        }
+        let id = self.head_id;
+        let at = self.segs.get(&id).map_or(0, |s| s.size);
+        let Some(f) = self.head.as_mut() else {
+            return Err("no journal segment open".into());
+        };
+        let written = f
+            .write_all(buf)
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            if f.set_len(at).is_err() {
+                // Cannot even cut it back: leave this segment and start a new one later.
+                self.head = None;
+                self.segs.entry(id).or_default().size = self.segment_max;
+            }
+            return Err(e.to_string());
+        }
+        if let Some(s) = self.segs.get_mut(&id) {
+            s.size += buf.len() as u64;
+        }
+        self.total += buf.len() as u64;
+        Ok(at)
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        match &self.head {
+            Some(f) => f.sync_data().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a written batch to the live index; `base` is where the batch starts.
+    fn index(&mut self, ops: &[(Op, u64, u32)], base: u64) {
+        let seg = self.head_id;
+        for (op, rel, len) in ops {
+            let loc = Loc {
+                seg,
+                offset: base + rel,
+                len: *len,
+            };
             match op {
-                Op::Append {
-                    queue, seq, bytes, ..
-                } => {
-                    table
-                        .insert((&**queue, *seq), bytes.as_slice())
-                        .map_err(|e| w(&e))?;
+                Op::Append { queue, seq, .. } => {
+                    let old = self
+                        .messages
+                        .entry(Arc::clone(queue))
+                        .or_default()
+                        .insert(*seq, LiveMessage { loc, deliveries: 0 });
+                    if let Some(old) = old {
+                        self.sub_live(old.loc);
+                    }
+                    self.add_live(loc);
                 }
                 Op::Remove { queue, seq } => {
-                    table.remove((&**queue, *seq)).map_err(|e| w(&e))?;
+                    let gone = self.messages.get_mut(queue).and_then(|m| m.remove(seq));
+                    if let Some(old) = gone {
+                        self.sub_live(old.loc);
+                    }
+                }
+                Op::Delivered { queue, seq, count } => {
+                    if let Some(m) = self.messages.get_mut(queue).and_then(|m| m.get_mut(seq)) {
+                        m.deliveries = *count;
+                    }
+                }
+                Op::DropQueue { queue } => {
+                    if let Some(all) = self.messages.remove(queue) {
+                        for m in all.into_values() {
+                            self.sub_live(m.loc);
+                        }
+                    }
+                }
+                Op::Put { ns, key, .. } => {
+                    if let Some(old) = self.meta.insert((ns.to_string(), key.clone()), loc) {
+                        self.sub_live(old);
+                    }
+                    self.add_live(loc);
+                }
+                Op::Delete { ns, key } => {
+                    if let Some(old) = self.meta.remove(&(ns.to_string(), key.clone())) {
+                        self.sub_live(old);
+                    }
                 }
                 Op::Shutdown => {}
             }
         }
+        if self
+            .segs
+            .get(&seg)
+            .is_some_and(|s| s.size >= self.segment_max)
+        {
+            let _ = self.sync();
+            self.head = None;
+            let _ = self.new_head();
+        }
     }
-    txn.commit().map_err(|e| w(&e))
+
+    /// Reclaims the oldest sealed segment when it holds nothing live, or when the
+    /// journal is more than twice the live data: its live records move to the head.
+    fn reclaim(&mut self) {
+        let Some((&oldest, stat)) = self.segs.first_key_value() else {
+            return;
+        };
+        if oldest == self.head_id || self.head.is_none() {
+            return;
+        }
+        let stat = *stat;
+        if stat.live > 0 && self.total <= 2 * self.live + self.segment_max {
+            return;
+        }
+        let path = journal::segment_path(&self.dir, oldest);
+        if stat.live > 0 {
+            let Ok(bytes) = std::fs::read(&path) else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut moved: Vec<(Op, u64, u32)> = Vec::new();
+            journal::scan(&bytes, |rec, offset, _| {
+                let here = |l: &Loc| l.seg == oldest && l.offset == offset;
+                match rec {
+                    Record::Append { queue, seq, .. } => {
+                        let Some(live) = self.messages.get(queue).and_then(|m| m.get(&seq)) else {
+                            return;
+                        };
+                        if !here(&live.loc) {
+                            return;
+                        }
+                        let rel = buf.len() as u64;
+                        let len = rec.frame(&mut buf);
+                        let queue: Arc<str> = self
+                            .messages
+                            .get_key_value(queue)
+                            .map(|(k, _)| Arc::clone(k))
+                            .unwrap_or_else(|| queue.into());
+                        let deliveries = live.deliveries;
+                        moved.push((
+                            Op::Append {
+                                queue: Arc::clone(&queue),
+                                seq,
+                                bytes: Bytes::new(),
+                                done: None,
+                            },
+                            rel,
+                            len,
+                        ));
+                        if deliveries > 0 {
+                            let rel = buf.len() as u64;
+                            let len = Record::Delivered {
+                                queue: &queue,
+                                seq,
+                                count: deliveries,
+                            }
+                            .frame(&mut buf);
+                            moved.push((
+                                Op::Delivered {
+                                    queue,
+                                    seq,
+                                    count: deliveries,
+                                },
+                                rel,
+                                len,
+                            ));
+                        }
+                    }
+                    Record::Put { ns, key, .. } => {
+                        let k = (ns.to_owned(), key.to_owned());
+                        if self.meta.get(&k).is_some_and(here) {
+                            let rel = buf.len() as u64;
+                            let len = rec.frame(&mut buf);
+                            moved.push((
+                                Op::Put {
+                                    ns: intern_ns(ns),
+                                    key: key.to_owned(),
+                                    value: Vec::new(),
+                                    done: None,
+                                },
+                                rel,
+                                len,
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            });
+            match self.write(&buf, true) {
+                Ok(base) => self.index(&moved, base),
+                Err(e) => {
+                    tracing::warn!(error = %e, segment = oldest, "store: compaction write failed; retried later");
+                    return;
+                }
+            }
+        }
+        if std::fs::remove_file(&path).is_ok() || !path.exists() {
+            if let Some(s) = self.segs.remove(&oldest) {
+                self.total = self.total.saturating_sub(s.size);
+                self.live = self.live.saturating_sub(s.live);
+            }
+            tracing::debug!(segment = oldest, "store: segment reclaimed");
+        }
+    }
 }
 
-/// An empty durable commit: makes every earlier non-durable commit durable.
-fn sync(db: &Database) -> Result<(), StoreError> {
-    let w = |e: &dyn std::fmt::Display| StoreError::Write(e.to_string());
-    let txn = db.begin_write().map_err(|e| w(&e))?;
-    txn.commit().map_err(|e| w(&e))
+/// Namespaces are a small fixed set; compaction maps a stored one back to its static name.
+fn intern_ns(ns: &str) -> &'static str {
+    const KNOWN: &[&str] = &[META_QUEUE, META_MQTT_SESSION, META_MQTT_RETAINED];
+    KNOWN.iter().copied().find(|k| *k == ns).unwrap_or("other")
+}
+
+/// Namespace of durable queue metadata (options and bindings), keyed by queue name.
+pub const META_QUEUE: &str = "queue";
+/// Namespace of persistent MQTT sessions, keyed by client id.
+pub const META_MQTT_SESSION: &str = "mqtt-session";
+/// Namespace of MQTT retained messages, keyed by topic.
+pub const META_MQTT_RETAINED: &str = "mqtt-retained";
+
+impl Replay {
+    fn apply(&mut self, rec: Record<'_>, loc: Loc) {
+        match rec {
+            Record::Nop => {}
+            Record::Append {
+                queue,
+                seq,
+                message,
+            } => {
+                let q = match self.messages.get_key_value(queue) {
+                    Some((k, _)) => Arc::clone(k),
+                    None => queue.into(),
+                };
+                let prior = self
+                    .messages
+                    .entry(q)
+                    .or_default()
+                    .insert(seq, (message.to_vec(), 0, loc));
+                // A copy moved by compaction keeps the delivery count it was moved with.
+                if let Some((_, d, _)) = prior
+                    && let Some(e) = self.messages.get_mut(queue).and_then(|m| m.get_mut(&seq))
+                {
+                    e.1 = e.1.max(d);
+                }
+            }
+            Record::Remove { queue, seq } => {
+                if let Some(m) = self.messages.get_mut(queue) {
+                    m.remove(&seq);
+                }
+            }
+            Record::Delivered { queue, seq, count } => {
+                if let Some(e) = self.messages.get_mut(queue).and_then(|m| m.get_mut(&seq)) {
+                    e.1 = count;
+                }
+            }
+            Record::DropQueue { queue } => {
+                self.messages.remove(queue);
+            }
+            Record::Put { ns, key, value } => {
+                self.meta
+                    .insert((ns.to_owned(), key.to_owned()), (value.to_vec(), loc));
+            }
+            Record::Delete { ns, key } => {
+                self.meta.remove(&(ns.to_owned(), key.to_owned()));
+            }
+        }
+    }
+}
+
+fn frame_op(op: &Op, buf: &mut Vec<u8>) -> u32 {
+    match op {
+        Op::Append {
+            queue, seq, bytes, ..
+        } => Record::Append {
+            queue,
+            seq: *seq,
+            message: bytes,
+        }
+        .frame(buf),
+        Op::Remove { queue, seq } => Record::Remove { queue, seq: *seq }.frame(buf),
+        Op::Delivered { queue, seq, count } => Record::Delivered {
+            queue,
+            seq: *seq,
+            count: *count,
+        }
+        .frame(buf),
+        Op::DropQueue { queue } => Record::DropQueue { queue }.frame(buf),
+        Op::Put { ns, key, value, .. } => Record::Put { ns, key, value }.frame(buf),
+        Op::Delete { ns, key } => Record::Delete { ns, key }.frame(buf),
+        Op::Shutdown => 0,
+    }
+}
+
+fn writer(mut j: Journal, rx: mpsc::Receiver<Op>, policy: FsyncPolicy, health: Arc<Health>) {
+    let mut ops: Vec<(Op, u64, u32)> = Vec::with_capacity(256);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let healthy = health.healthy.load(Ordering::Acquire);
+        let mut wait = if healthy {
+            Duration::from_secs(3600)
+        } else {
+            PROBE_EVERY
+        };
+        if let FsyncPolicy::Interval(every) = policy
+            && unsynced
+        {
+            wait = wait.min(every.saturating_sub(last_sync.elapsed()));
+        }
+        let first = match rx.recv_timeout(wait) {
+            Ok(op) => Some(op),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if unsynced && let FsyncPolicy::Interval(every) = policy {
+                    if last_sync.elapsed() >= every {
+                        let r = j.sync();
+                        unsynced = r.is_err();
+                        last_sync = Instant::now();
+                        health.set(&r);
+                    }
+                } else if !healthy {
+                    // Probe: can we write again?
+                    buf.clear();
+                    Record::Nop.frame(&mut buf);
+                    let r = j.write(&buf, true).map(|_| ());
+                    health.set(&r);
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else {
+            let _ = j.sync();
+            return;
+        };
+        let mut stop = matches!(first, Op::Shutdown);
+        buf.clear();
+        let len = frame_op(&first, &mut buf);
+        ops.push((first, 0, len));
+        while !stop && ops.len() < MAX_BATCH && buf.len() < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(op) => {
+                    stop = matches!(op, Op::Shutdown);
+                    let rel = buf.len() as u64;
+                    let len = frame_op(&op, &mut buf);
+                    ops.push((op, rel, len));
+                }
+                Err(_) => break,
+            }
+        }
+        let sync = matches!(policy, FsyncPolicy::Always) || stop;
+        let result = if buf.is_empty() {
+            Ok(0)
+        } else {
+            j.write(&buf, sync)
+        };
+        health.commits.fetch_add(1, Ordering::Relaxed);
+        if let Ok(base) = &result {
+            if !sync {
+                unsynced = true;
+            } else {
+                last_sync = Instant::now();
+                unsynced = false;
+            }
+            j.index(&ops, *base);
+        }
+        health.set(&result.as_ref().map(|_| ()).map_err(Clone::clone));
+        let reply = result
+            .map(|_| ())
+            .map_err(|e| StoreError::Write(format!("{e} (in {})", j.dir.display())));
+        for (op, _, _) in ops.drain(..) {
+            match op {
+                Op::Append { done: Some(d), .. } | Op::Put { done: Some(d), .. } => {
+                    let _ = d.send(reply.clone());
+                }
+                _ => {}
+            }
+        }
+        if stop {
+            let _ = j.sync();
+            return;
+        }
+        if reply.is_ok() {
+            j.reclaim();
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn q(name: &str) -> Arc<str> {
-        name.into()
-    }
-
-    #[tokio::test]
-    async fn appends_survive_reopening_in_order_and_removals_stick() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
-            for i in 0..10u64 {
-                s.append(&q("orders"), i, &Message::new(format!("m{i}")))
-                    .await
-                    .unwrap();
-            }
-            s.append(&q("other"), 1, &Message::new("x")).await.unwrap();
-            s.remove(&q("orders"), 3);
-            s.remove(&q("orders"), 7);
-            // A later append is ordered after the removals: once it is durable, so are they.
-            s.append(&q("other"), 2, &Message::new("y")).await.unwrap();
-            s.close();
-        }
-        let s = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
-        let all = s.recover().unwrap();
-        let orders: Vec<(u64, String)> = all["orders"]
-            .iter()
-            .map(|(seq, m)| (*seq, String::from_utf8(m.body.to_vec()).unwrap()))
-            .collect();
-        let want: Vec<(u64, String)> = (0..10u64)
-            .filter(|i| *i != 3 && *i != 7)
-            .map(|i| (i, format!("m{i}")))
-            .collect();
-        assert_eq!(orders, want);
-        assert_eq!(all["other"].len(), 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_publishers_share_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
-        let mut tasks = Vec::new();
-        for p in 0..50u64 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..20u64 {
-                    s.append(&q("load"), p * 1000 + i, &Message::new(vec![0u8; 1024]))
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(s.recover().unwrap()["load"].len(), 1000);
-        // 1000 durable appends from 50 publishers at once: far fewer than 1000 commits.
-        assert!(s.commits() < 500, "commits: {}", s.commits());
-    }
-
-    #[tokio::test]
-    async fn interval_policy_confirms_at_once_and_syncs_later() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s =
-                Store::open(dir.path(), FsyncPolicy::Interval(Duration::from_millis(20))).unwrap();
-            for i in 0..5u64 {
-                s.append(&q("fast"), i, &Message::new("f")).await.unwrap();
-            }
-            // Closing syncs what is pending.
-            s.close();
-        }
-        let s = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
-        assert_eq!(s.recover().unwrap()["fast"].len(), 5);
-    }
-}
+mod tests;

@@ -64,6 +64,8 @@ impl Daemon {
             "mqtt-ws=127.0.0.1:0".into(),
             "--ready-file".into(),
             ready.display().to_string(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
         ];
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let child = Command::new(BIN)
