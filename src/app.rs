@@ -157,11 +157,13 @@ pub async fn run(
             }
             "mqtt" | "mqtt-ws" => {
                 let state = Arc::clone(mqtt_state.get_or_insert_with(|| {
-                    Arc::new(crate::listener::mqtt::state::MqttState::new(
+                    let state = Arc::new(crate::listener::mqtt::state::MqttState::new(
                         router.clone(),
                         Arc::clone(&settings.auth),
                         settings.mqtt.clone(),
-                    ))
+                    ));
+                    crate::listener::mqtt::persist::restore(&state);
+                    state
                 }));
                 let loopback = local.ip().is_loopback();
                 let cancel = shutdown.clone();

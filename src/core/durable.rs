@@ -70,8 +70,9 @@ impl Core {
     /// their original order, those handed out before flagged redelivered.
     pub fn with_store(config: super::CoreConfig, store: Store, recovered: Recovered) -> Self {
         let core = Self::build(config, Some(store));
-        let metas = recovered.meta.get(META_QUEUE);
-        for (name, bytes) in metas.into_iter().flatten() {
+        let mut meta = recovered.meta;
+        let metas = meta.remove(META_QUEUE);
+        for (name, bytes) in metas.iter().flatten() {
             let meta: QueueMeta = match serde_json::from_slice(bytes) {
                 Ok(m) => m,
                 Err(e) => {
@@ -115,7 +116,23 @@ impl Core {
                 "stored messages restored to their queues"
             );
         }
+        *core
+            .inner
+            .recovered_meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
         core
+    }
+
+    /// What the store recovered under an edge's namespace (key → value); empty the
+    /// second time.
+    pub fn take_recovered(&self, ns: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.inner
+            .recovered_meta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(ns)
+            .unwrap_or_default()
     }
 
     pub fn store(&self) -> Option<&Store> {
@@ -140,12 +157,13 @@ impl Core {
     pub(crate) fn persist_bytes(
         &self,
         q: &super::Queue,
+        destination: &Destination,
         m: &super::Message,
     ) -> Result<Option<bytes::Bytes>, PublishError> {
         match q.store() {
             Some(store) if m.persistent => {
                 store.check()?;
-                Ok(Some(codec::encode(m).into()))
+                Ok(Some(codec::encode_queued(destination, m).into()))
             }
             _ => Ok(None),
         }

@@ -144,6 +144,9 @@ struct Inner {
     next_id: AtomicU64,
     unrouted: AtomicU64,
     store: Option<crate::store::Store>,
+    /// Metadata the store recovered for the edges (by namespace), taken once by each.
+    recovered_meta:
+        Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
 }
 
 /// Handle to the broker core; cheap to clone.
@@ -198,6 +201,7 @@ impl Core {
                 next_id: AtomicU64::new(1),
                 unrouted: AtomicU64::new(0),
                 store,
+                recovered_meta: Mutex::default(),
             }),
         };
         for (name, options) in named {
@@ -533,7 +537,7 @@ impl Core {
         match destination {
             Destination::Queue(name) => {
                 let q = self.queue_for_publish(name)?;
-                let persist = self.persist_bytes(&q, &message)?;
+                let persist = self.persist_bytes(&q, destination, &message)?;
                 let wait = self.offer(&q, destination, message, persist, true).await?;
                 durable::confirm(wait.into_iter().collect()).await?;
                 Ok(1)
@@ -556,7 +560,7 @@ impl Core {
                         Entry::sized(Arc::clone(&message), destination.clone(), deadline, size);
                     if q.store().is_some() && message.persistent {
                         if persist.is_none() {
-                            persist = self.persist_bytes(q, &message)?;
+                            persist = self.persist_bytes(q, destination, &message)?;
                         }
                         entry = entry.persisted(persist.clone());
                     }
@@ -610,7 +614,7 @@ impl Core {
             if q.store().is_some() && persist.is_empty() {
                 persist = messages
                     .iter()
-                    .map(|m| self.persist_bytes(q, m))
+                    .map(|m| self.persist_bytes(q, destination, m))
                     .collect::<Result<_, _>>()?;
             }
             let mut entries: std::collections::VecDeque<Entry> = messages
@@ -728,7 +732,7 @@ impl Core {
     ) -> Result<(), PublishError> {
         let now = Instant::now();
         let deadline = q.deadline_for(&message, now);
-        let persist = self.persist_bytes(q, &message)?;
+        let persist = self.persist_bytes(q, dest, &message)?;
         let mut dead = Vec::new();
         let entry = Entry::new(message, dest.clone(), deadline).persisted(persist);
         let r = q.offer(entry, now, &mut dead);

@@ -337,8 +337,7 @@ impl Queue {
         for m in stored {
             let message = Arc::new(m.message);
             let deadline = self.deadline_for(&message, now);
-            let destination = Destination::queue(&self.name);
-            let mut e = Entry::new(message, destination, deadline);
+            let mut e = Entry::new(message, m.destination, deadline);
             e.seq = m.seq;
             e.stored = self.store.is_some();
             e.deliveries = m.deliveries;

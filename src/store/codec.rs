@@ -61,6 +61,41 @@ pub fn encode(m: &Message) -> Vec<u8> {
     out
 }
 
+/// A queued message as stored: the destination its consumer sees (for a topic
+/// subscription, the concrete topic it was published to), then the message.
+pub fn encode_queued(destination: &Destination, m: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + m.body.len() + m.headers.byte_size());
+    put_destination(&mut out, destination);
+    out.extend_from_slice(&encode(m));
+    out
+}
+
+/// Reads what [`encode_queued`] wrote.
+pub fn decode_queued(b: &[u8]) -> Result<(Destination, Message), Corrupt> {
+    let mut r = Reader::new(b);
+    let kind = r.u8()?;
+    let name = r.str()?;
+    let d = match kind {
+        1 => Destination::queue(name),
+        2 => Destination::topic(name),
+        _ => return Err(Corrupt("bad destination kind")),
+    };
+    Ok((d, decode(r.rest())?))
+}
+
+fn put_destination(out: &mut Vec<u8>, d: &Destination) {
+    match d {
+        Destination::Queue(q) => {
+            out.push(1);
+            put_str(out, q);
+        }
+        Destination::Topic(t) => {
+            out.push(2);
+            put_str(out, t);
+        }
+    }
+}
+
 pub fn decode(b: &[u8]) -> Result<Message, Corrupt> {
     let mut r = Reader { b, at: 0 };
     if r.u8()? != VERSION {

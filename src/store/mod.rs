@@ -65,6 +65,8 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct StoredMessage {
     pub seq: u64,
+    /// What its consumer sees as where it was published.
+    pub destination: crate::core::Destination,
     pub message: Message,
     /// Times it was handed to a consumer without being acknowledged (0: never delivered).
     pub deliveries: u32,
@@ -272,7 +274,7 @@ impl Store {
         }
     }
 
-    /// Stores an encoded message (see [`codec::encode`]) under `queue` and `seq`. Ordered
+    /// Stores an encoded message (see [`codec::encode_queued`]) under `queue` and `seq`. Ordered
     /// before every later operation on this store, so a removal sent after it can never
     /// be applied before it.
     pub fn append(&self, queue: &Arc<str>, seq: u64, bytes: Bytes) -> StoreWait {
@@ -472,11 +474,12 @@ impl Journal {
             let mut list = Vec::with_capacity(entries.len());
             let live = journal.messages.entry(Arc::clone(&queue)).or_default();
             for (seq, (bytes, deliveries, loc)) in entries {
-                match codec::decode(&bytes) {
-                    Ok(message) => {
+                match codec::decode_queued(&bytes) {
+                    Ok((destination, message)) => {
                         live.insert(seq, LiveMessage { loc, deliveries });
                         list.push(StoredMessage {
                             seq,
+                            destination,
                             message,
                             deliveries,
                         });

@@ -5,7 +5,8 @@ fn q(name: &str) -> Arc<str> {
 }
 
 fn enc(body: &str) -> Bytes {
-    codec::encode(&Message::new(body.to_owned())).into()
+    let d = crate::core::Destination::queue("q");
+    codec::encode_queued(&d, &Message::new(body.to_owned())).into()
 }
 
 fn bodies(r: &Recovered, queue: &str) -> Vec<(u64, String)> {
@@ -95,7 +96,7 @@ async fn concurrent_publishers_share_commits() {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20u64 {
-                let body: Bytes = codec::encode(&Message::new(vec![0u8; 1024])).into();
+                let body = enc(&"x".repeat(1024));
                 s.append(&q("load"), p * 1000 + i, body)
                     .wait()
                     .await

@@ -112,7 +112,15 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The daemon's log, earlier runs' first (see `kill_and_restart`).
     pub fn log(&self) -> String {
+        let earlier =
+            std::fs::read_to_string(self.dir.path().join("earlier.log")).unwrap_or_default();
+        earlier + &std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log of the current run only.
+    pub fn current_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -123,6 +131,34 @@ impl Daemon {
             .unwrap()
             .success();
         assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGKILL (no chance to flush anything), then a new daemon over the same
+    /// directory: routes, data directory and log file (appended to).
+    pub fn kill_and_restart(self, extra_args: &[&str]) -> Daemon {
+        self.kill_change_restart(|_| {}, extra_args)
+    }
+
+    /// As `kill_and_restart`, calling `between` with the directory while it is down.
+    pub fn kill_change_restart(
+        mut self,
+        between: impl FnOnce(&Path),
+        extra_args: &[&str],
+    ) -> Daemon {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let previous = self.log();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        drop(self);
+        let _ = std::fs::remove_file(dir.path().join("ready.json"));
+        // Keep the earlier runs' logs readable in failure messages (see `log`).
+        std::fs::write(
+            dir.path().join("earlier.log"),
+            format!("{previous}\n===== killed and restarted =====\n"),
+        )
+        .ok();
+        between(dir.path());
+        Daemon::start_in(dir, extra_args)
     }
 
     /// SIGTERM, then wait for the exit status.

@@ -5,6 +5,7 @@
 //! `session` runs one connection.
 
 pub mod codec;
+pub mod persist;
 pub mod server;
 pub mod session;
 pub mod state;

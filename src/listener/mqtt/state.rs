@@ -78,6 +78,10 @@ pub struct SessionData {
     pub sent_pids: HashMap<crate::core::MessageId, u16>,
 }
 
+/// The retained set is at `max_retained`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetainedFull;
+
 /// The connection currently holding a session.
 #[derive(Debug, Clone)]
 pub struct Holder {
@@ -174,19 +178,23 @@ impl MqttState {
         self.retained.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores (or, for an empty payload, clears) the retained message of a topic.
-    /// False when the store is full.
-    pub fn retain(&self, topic: &str, m: Arc<Message>) -> bool {
+    /// Stores (or, for an empty payload, clears) the retained message of a topic, also
+    /// in the durable store: the returned write is what a QoS 1/2 publisher's
+    /// acknowledgement waits for. `Err` when the retained set is full.
+    pub fn retain(
+        &self,
+        topic: &str,
+        m: Arc<Message>,
+    ) -> Result<Option<crate::store::StoreWait>, RetainedFull> {
         let mut r = self.retained();
         if m.body.is_empty() {
             r.remove(topic);
-            return true;
+        } else if r.len() >= self.settings.max_retained && !r.contains_key(topic) {
+            return Err(RetainedFull);
+        } else {
+            r.insert(topic.to_owned(), Arc::clone(&m));
         }
-        if r.len() >= self.settings.max_retained && !r.contains_key(topic) {
-            return false;
-        }
-        r.insert(topic.to_owned(), m);
-        true
+        Ok(super::persist::save_retained(self, topic, &m))
     }
 
     /// Retained messages whose topic matches `pattern`, expired ones skipped.

@@ -318,8 +318,14 @@ async fn connect_session<T: Transport>(
         // A clean start discards the previous session's queue (its shared and queue
         // subscriptions were per-session consumers, gone with the old connection).
         core.delete_queue(&queue);
+        super::persist::forget_session(state, &client_id);
     }
     let persistent = c.session_expiry > 0;
+    if persistent {
+        // Online now: the stored session no longer carries an expiry deadline.
+        let d = data.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = super::persist::save_session(state, &client_id, &d, c.session_expiry, None);
+    }
     let opts = QueueOptions {
         max_length: state.settings.max_queued,
         overflow: crate::core::Overflow::DropHead,
@@ -533,8 +539,17 @@ impl<T: Transport> Session<T> {
                     }
                     // A session that was persistent and now ends with expiry 0 goes too.
                     state.router.core().delete_queue(&queue);
+                    super::persist::forget_session(&state, &client_id);
                 } else {
                     entry.pending = Some(pending.clone());
+                    let d = entry.data.lock().unwrap_or_else(PoisonError::into_inner);
+                    let _ = super::persist::save_session(
+                        &state,
+                        &client_id,
+                        &d,
+                        expiry,
+                        Some(std::time::SystemTime::now()),
+                    );
                 }
             }
         }
@@ -558,24 +573,13 @@ impl<T: Transport> Session<T> {
             });
         }
         if expiry != 0 && expiry != u32::MAX {
-            let st = Arc::clone(&state);
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = pending.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {
-                        let mut sessions = st.sessions();
-                        if sessions.get(&client_id).is_some_and(|e| e.holder.is_none()) {
-                            let gone = sessions.remove(&client_id);
-                            drop(sessions);
-                            if let Some(e) = gone {
-                                st.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
-                            }
-                            st.router.core().delete_queue(&queue);
-                            tracing::info!(client_id, "session expired");
-                        }
-                    }
-                }
-            });
+            spawn_expiry(
+                state,
+                client_id,
+                queue,
+                pending,
+                Duration::from_secs(u64::from(expiry)),
+            );
         }
     }
 
@@ -722,10 +726,18 @@ impl<T: Transport> Session<T> {
             let retained = p.retain.then(|| Arc::new(message.clone()));
             match self.publish(dest.clone(), message).await {
                 Ok(n) => {
-                    if let (Some(m), Destination::Topic(t)) = (retained, &dest)
-                        && !self.state.retain(t, m)
-                    {
-                        tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained");
+                    if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
+                        match self.state.retain(t, m) {
+                            Err(_) => {
+                                tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained")
+                            }
+                            Ok(Some(w)) if p.qos > 0 => {
+                                if let Err(e) = w.wait().await {
+                                    tracing::warn!(topic = %p.topic, error = %e, "retained message delivered but not stored durably");
+                                }
+                            }
+                            Ok(_) => {}
+                        }
                     }
                     if n == 0 {
                         rc::NO_MATCHING_SUBSCRIBERS
@@ -804,6 +816,35 @@ impl<T: Transport> Session<T> {
     }
 }
 
+/// Ends an offline session after `after` unless a client takes it first (`pending`
+/// cancelled).
+pub(in crate::listener::mqtt) fn spawn_expiry(
+    state: Arc<MqttState>,
+    client_id: String,
+    queue: String,
+    pending: CancellationToken,
+    after: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = pending.cancelled() => {}
+            _ = tokio::time::sleep(after) => {
+                let mut sessions = state.sessions();
+                if sessions.get(&client_id).is_some_and(|e| e.holder.is_none()) {
+                    let gone = sessions.remove(&client_id);
+                    drop(sessions);
+                    if let Some(e) = gone {
+                        state.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
+                    }
+                    state.router.core().delete_queue(&queue);
+                    super::persist::forget_session(&state, &client_id);
+                    tracing::info!(client_id, "session expired");
+                }
+            }
+        }
+    });
+}
+
 async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish) {
     let dest = publish_destination(&w.topic);
     if !principal.can_publish(&dest) {
@@ -815,7 +856,7 @@ async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish)
         Ok(n) => {
             tracing::info!(topic = %w.topic, subscribers = n, "will published");
             if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
-                state.retain(t, m);
+                let _ = state.retain(t, m);
             }
         }
         Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),

@@ -28,6 +28,11 @@ impl<T: Transport> Session<T> {
             };
             codes.push(code);
         }
+        if let Some(w) = self.save_session()
+            && let Err(e) = w.wait().await
+        {
+            tracing::warn!(error = %e, "session subscriptions not stored durably");
+        }
         self.send(Out::SubAck {
             packet_id: pid,
             codes,
@@ -209,11 +214,32 @@ impl<T: Transport> Session<T> {
                 }
             });
         }
+        if let Some(w) = self.save_session()
+            && let Err(e) = w.wait().await
+        {
+            tracing::warn!(error = %e, "session subscriptions not stored durably");
+        }
         self.send(Out::UnsubAck {
             packet_id: pid,
             codes,
         })
         .await?;
         self.flush().await
+    }
+
+    /// The store write making a persistent session's subscriptions durable; awaited
+    /// before they are acknowledged.
+    fn save_session(&self) -> Option<crate::store::StoreWait> {
+        if self.session_expiry == 0 {
+            return None;
+        }
+        let d = self.data();
+        super::super::persist::save_session(
+            &self.state,
+            &self.client_id,
+            &d,
+            self.session_expiry,
+            None,
+        )
     }
 }

@@ -1,0 +1,195 @@
+//! What of MQTT outlives a restart, besides the messages themselves (those live in the
+//! session's durable core queue `$mqtt.s.<client id>`, which the core restores with its
+//! bindings): each persistent session's subscriptions and expiry, and the retained
+//! messages. Both are kept in the durable store under their own namespaces.
+//!
+//! Not kept: the packet ids of inbound QoS 2 messages between PUBREC and PUBREL. After
+//! a restart a PUBREL for an unknown id is completed anyway (as MQTT 5 §4.3.3 allows),
+//! so the message is not lost; a client that resends the PUBLISH itself may cause one
+//! duplicate.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::codec::SubOpts;
+use super::state::{MqttState, SessionData, SessionEntry, Sub, session_queue};
+use crate::core::{Message, Pattern};
+use crate::store::{META_MQTT_RETAINED, META_MQTT_SESSION, StoreWait, codec};
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredSub {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    pattern: String,
+    shared_queue: Option<String>,
+    subscription_id: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredSession {
+    /// Session expiry interval, seconds (`u32::MAX`: never).
+    expiry: u32,
+    /// When an offline session expires (ms since the epoch); `None` while connected or
+    /// when it never expires.
+    expires_at_ms: Option<u64>,
+    subs: Vec<StoredSub>,
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records a persistent session's subscriptions and expiry. `offline_since` is set when
+/// the client just left (the expiry clock runs from then).
+pub fn save_session(
+    state: &MqttState,
+    client_id: &str,
+    data: &SessionData,
+    expiry: u32,
+    offline_since: Option<SystemTime>,
+) -> Option<StoreWait> {
+    let store = state.router.core().store()?;
+    let stored = StoredSession {
+        expiry,
+        expires_at_ms: offline_since
+            .filter(|_| expiry != u32::MAX)
+            .map(|t| millis(t + Duration::from_secs(u64::from(expiry)))),
+        subs: data
+            .subs
+            .iter()
+            .map(|(filter, s)| StoredSub {
+                filter: filter.clone(),
+                qos: s.opts.qos,
+                no_local: s.opts.no_local,
+                retain_as_published: s.opts.retain_as_published,
+                retain_handling: s.opts.retain_handling,
+                pattern: s.pattern.as_str().to_owned(),
+                shared_queue: s.shared_queue.clone(),
+                subscription_id: s.subscription_id,
+            })
+            .collect(),
+    };
+    match serde_json::to_vec(&stored) {
+        Ok(v) => Some(store.put(META_MQTT_SESSION, client_id, v)),
+        Err(e) => {
+            tracing::warn!(client_id, error = %e, "session not stored");
+            None
+        }
+    }
+}
+
+/// Forgets a session that ended for good.
+pub fn forget_session(state: &MqttState, client_id: &str) {
+    if let Some(store) = state.router.core().store() {
+        store.delete(META_MQTT_SESSION, client_id);
+    }
+}
+
+/// Records (or, for an empty payload, forgets) a topic's retained message.
+pub fn save_retained(state: &MqttState, topic: &str, m: &Message) -> Option<StoreWait> {
+    let store = state.router.core().store()?;
+    if m.body.is_empty() {
+        store.delete(META_MQTT_RETAINED, topic);
+        return None;
+    }
+    Some(store.put(META_MQTT_RETAINED, topic, codec::encode(m)))
+}
+
+/// Puts back the stored sessions (with their expiry timers) and retained messages.
+/// Called once, when the MQTT state is created.
+pub fn restore(state: &Arc<MqttState>) {
+    let core = state.router.core().clone();
+    let now = SystemTime::now();
+    let mut retained = 0usize;
+    for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
+        match codec::decode(&bytes) {
+            Ok(m) if m.expiry.is_none_or(|e| e > now) => {
+                state.retained().insert(topic, Arc::new(m));
+                retained += 1;
+            }
+            Ok(_) => forget_retained(state, &topic),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "stored retained message unreadable; dropped")
+            }
+        }
+    }
+    let mut sessions = 0usize;
+    for (client_id, bytes) in core.take_recovered(META_MQTT_SESSION) {
+        let stored: StoredSession = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client_id, error = %e, "stored MQTT session unreadable; dropped");
+                continue;
+            }
+        };
+        let queue = session_queue(&client_id);
+        let left = match stored.expires_at_ms {
+            None => None,
+            Some(at) => Some(Duration::from_millis(at.saturating_sub(millis(now)))),
+        };
+        if left.is_some_and(|l| l.is_zero()) || core.queue(&queue).is_none() {
+            core.delete_queue(&queue);
+            forget_session(state, &client_id);
+            tracing::info!(
+                client_id,
+                "stored session expired while the router was down"
+            );
+            continue;
+        }
+        let mut data = SessionData::default();
+        for s in stored.subs {
+            let Ok(pattern) = Pattern::parse(&s.pattern) else {
+                continue;
+            };
+            if let Some(q) = &s.shared_queue
+                && super::state::is_share_queue(q)
+            {
+                state.share_join(q);
+            }
+            data.subs.insert(
+                s.filter,
+                Sub {
+                    opts: SubOpts {
+                        qos: s.qos,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling: s.retain_handling,
+                    },
+                    pattern,
+                    shared_queue: s.shared_queue,
+                    subscription_id: s.subscription_id,
+                },
+            );
+        }
+        let pending = tokio_util::sync::CancellationToken::new();
+        state.sessions().insert(
+            client_id.clone(),
+            SessionEntry {
+                data: Arc::new(Mutex::new(data)),
+                holder: None,
+                pending: Some(pending.clone()),
+            },
+        );
+        if let Some(left) = left {
+            super::session::spawn_expiry(Arc::clone(state), client_id, queue, pending, left);
+        }
+        sessions += 1;
+    }
+    if sessions + retained > 0 {
+        tracing::info!(
+            sessions,
+            retained,
+            "MQTT sessions and retained messages restored"
+        );
+    }
+}
+
+fn forget_retained(state: &MqttState, topic: &str) {
+    if let Some(store) = state.router.core().store() {
+        store.delete(META_MQTT_RETAINED, topic);
+    }
+}

@@ -1,0 +1,229 @@
+"""Durability scenarios with stomp.py and paho-mqtt, in phases around a daemon restart.
+
+Usage: durable_scenarios.py --port STOMP_PORT --mqtt-port MQTT_PORT SCENARIO
+The Rust test (tests/durability.rs) runs a `*_before` phase, kills and restarts the daemon
+over the same data directory, then runs the matching `*_after` phase.
+"""
+
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sbtest import expect, parse_args, wait_for  # noqa: E402
+
+import paho.mqtt.client as mqtt  # noqa: E402
+import stomp  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--mqtt-port", type=int)))
+HP = [(args.host, args.port)]
+T = args.timeout
+
+
+class Collector(stomp.ConnectionListener):
+    def __init__(self):
+        self.messages, self.errors, self.receipts = [], [], []
+        self.lock = threading.Lock()
+
+    def on_message(self, frame):
+        with self.lock:
+            self.messages.append(frame)
+
+    def on_error(self, frame):
+        with self.lock:
+            self.errors.append(frame)
+
+    def on_receipt(self, frame):
+        with self.lock:
+            self.receipts.append(frame.headers.get("receipt-id"))
+
+    def wait_receipt(self, r):
+        wait_for(lambda: r in self.receipts, T, lambda: f"no RECEIPT {r}; errors {[(e.headers, e.body) for e in self.errors]}")
+
+    def wait_messages(self, n):
+        wait_for(lambda: len(self.messages) >= n, T, lambda: f"got {len(self.messages)} of {n}: {[m.body for m in self.messages]}")
+
+
+def stomp_conn():
+    c = stomp.Connection12(HP, heartbeats=(0, 0))
+    col = Collector()
+    c.set_listener("c", col)
+    c.connect(wait=True)
+    return c, col
+
+
+def send(c, col, dest, body, persistent=True, rid=None):
+    rid = rid or f"r-{body}"
+    headers = {"receipt": rid}
+    if persistent:
+        headers["persistent"] = "true"
+    c.send(dest, body, headers=headers)
+    col.wait_receipt(rid)
+
+
+class M:
+    """A paho MQTT 5 client recording messages and PUBACK reason codes."""
+
+    def __init__(self, cid, clean=True, expiry=0):
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        self.msgs, self.acks, self.subacks = [], {}, {}
+        self.connack = None
+        self.c.on_message = lambda c, u, m: self.msgs.append(m)
+        self.c.on_publish = lambda c, u, mid, rc, props: self.acks.__setitem__(mid, rc)
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.__setitem__(mid, rcs)
+        self.c.on_connect = lambda c, u, flags, rc, props: setattr(self, "connack", (flags, rc))
+        props = None
+        if expiry:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+        self.c.connect(args.host, args.mqtt_port, clean_start=clean, properties=props)
+        self.c.loop_start()
+        wait_for(lambda: self.connack, T, f"{cid}: no CONNACK")
+
+    def sub(self, topic, qos=1):
+        _, mid = self.c.subscribe(topic, qos)
+        wait_for(lambda: mid in self.subacks, T, f"no SUBACK for {topic}")
+
+    def pub(self, topic, payload, qos=1, retain=False):
+        info = self.c.publish(topic, payload, qos=qos, retain=retain)
+        wait_for(lambda: info.mid in self.acks, T, f"no PUBACK for {topic}")
+        return self.acks[info.mid]
+
+    def bye(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def stomp_before():
+    """Persistent messages on a queue, two of them delivered and left unacknowledged, one
+    acked; a transient one; a durable topic subscription that is away when a message
+    arrives for it."""
+    c, col = stomp_conn()
+    for i in range(10):
+        send(c, col, "/queue/dur.q", f"p{i}")
+    send(c, col, "/queue/dur.q", "transient", persistent=False)
+    c.subscribe("/queue/dur.q", id="1", ack="client-individual", headers={"prefetch-count": "3"})
+    col.wait_messages(3)
+    time.sleep(0.2)
+    expect([m.body for m in col.messages] == ["p0", "p1", "p2"], f"got {[m.body for m in col.messages]}")
+    c.ack(col.messages[0].headers["ack"], receipt="acked")
+    col.wait_receipt("acked")
+    # The ack freed credit: p3 is delivered too (and so comes back flagged).
+    col.wait_messages(4)
+    c.subscribe("/topic/dur.alerts", id="2", ack="client-individual", headers={"durable": "true", "subscription-name": "alerts"})
+    c.unsubscribe(id="2")  # leaves the durable subscription in place (no durable header)
+    send(c, col, "/topic/dur.alerts", "t1")
+    # Leave without acknowledging p1, p2: the kill finds them unacknowledged.
+    c.disconnect()
+
+
+def stomp_after():
+    c, col = stomp_conn()
+    c.subscribe("/queue/dur.q", id="1", ack="client-individual")
+    col.wait_messages(9)
+    time.sleep(0.3)
+    got = [(m.body, m.headers.get("redelivered") == "true") for m in col.messages]
+    want = [("p1", True), ("p2", True), ("p3", True)] + [(f"p{i}", False) for i in range(4, 10)]
+    expect(got == want, f"after restart: {got}")
+    for m in col.messages:
+        c.ack(m.headers["ack"])
+    c.subscribe("/topic/dur.alerts", id="2", ack="auto", headers={"durable": "true", "subscription-name": "alerts"})
+    col.wait_messages(10)
+    expect(col.messages[9].body == "t1", f"durable subscription: {col.messages[9].body}")
+    c.disconnect()
+
+
+def mqtt_before():
+    """A persistent session with a subscription, away when a QoS 1 message arrives; a
+    retained message."""
+    s = M("dur-session", clean=False, expiry=3600)
+    s.sub("dur/+/x", qos=1)
+    s.bye()
+    p = M("dur-pub")
+    expect(p.pub("dur/a/x", "m1") == 0, "PUBACK")
+    expect(not p.pub("dur/retained", "r1", retain=True).is_failure, "PUBACK retained")
+    p.bye()
+
+
+def mqtt_after():
+    s = M("dur-session", clean=False, expiry=3600)
+    expect(s.connack[0].session_present, "session present after restart")
+    wait_for(lambda: len(s.msgs) >= 1, T, "queued message after restart")
+    expect(s.msgs[0].payload == b"m1" and s.msgs[0].qos == 1, f"got {s.msgs[0].payload} qos {s.msgs[0].qos}")
+    p = M("dur-pub2")
+    p.pub("dur/b/x", "m2")
+    wait_for(lambda: len(s.msgs) >= 2, T, "the restored subscription still routes")
+    expect(s.msgs[1].payload == b"m2", f"got {s.msgs[1].payload}")
+    r = M("dur-reader")
+    r.sub("dur/retained")
+    wait_for(lambda: r.msgs, T, "retained message after restart")
+    expect(r.msgs[0].payload == b"r1" and r.msgs[0].retain, f"retained: {r.msgs[0].payload}")
+    for c in (s, p, r):
+        c.bye()
+
+
+def torn_before():
+    c, col = stomp_conn()
+    for i in range(5):
+        send(c, col, "/queue/torn.q", f"t{i}")
+    c.disconnect()
+
+
+def torn_after():
+    """The last message's record was cut in half: the four before it are intact."""
+    c, col = stomp_conn()
+    c.subscribe("/queue/torn.q", id="1", ack="auto")
+    col.wait_messages(4)
+    time.sleep(0.5)
+    got = [m.body for m in col.messages]
+    expect(got == ["t0", "t1", "t2", "t3"], f"after the torn tail: {got}")
+    send(c, col, "/queue/torn.q", "t5")
+    col.wait_messages(5)
+    c.disconnect()
+
+
+def full_refuses():
+    """The store cannot write: persistent STOMP SEND gets an ERROR naming the cause, MQTT 5
+    QoS 1 gets a failure PUBACK; transient messages still flow."""
+    c, col = stomp_conn()
+    send(c, col, "/queue/ro.q", "transient-ok", persistent=False)
+    c.send("/queue/ro.q", "refused", headers={"persistent": "true", "receipt": "r-refused"})
+    wait_for(lambda: col.errors, T, "an ERROR frame for the refused persistent SEND")
+    msg = col.errors[0].headers.get("message", "") + " " + col.errors[0].body
+    expect("store" in msg, f"ERROR says why: {msg!r}")
+    expect("r-refused" not in col.receipts, "no RECEIPT for the refused message")
+    m = M("ro-pub")
+    rc = m.pub("$queue/ro.q", "mqtt-refused")
+    expect(rc.is_failure, f"MQTT PUBACK reason code: {rc}")
+    m.bye()
+    print(f"refusal: {msg.strip()!r}; MQTT: {rc}", file=sys.stderr)
+
+
+def full_recovers():
+    """Writable again: persistent publishes are accepted again (within the probe period)."""
+    def attempt():
+        c, col = stomp_conn()
+        c.send("/queue/ro.q", "accepted", headers={"persistent": "true", "receipt": "r-acc"})
+        ok = wait_for(lambda: "r-acc" in col.receipts or col.errors, T)
+        c.disconnect()
+        return ok and "r-acc" in col.receipts
+    wait_for(attempt, 10, "persistent publishes accepted again")
+
+
+def count_queue():
+    """Prints how many messages /queue/ro.q holds (drains it)."""
+    c, col = stomp_conn()
+    c.subscribe("/queue/ro.q", id="1", ack="auto")
+    time.sleep(1.0)
+    print(f"count {len(col.messages)} {[m.body for m in col.messages]}", file=sys.stderr)
+    c.disconnect()
+
+
+globals()[args.scenario]()
+print("ok")
