@@ -127,10 +127,9 @@ pub fn restore(state: &Arc<MqttState>) {
             }
         };
         let queue = session_queue(&client_id);
-        let left = match stored.expires_at_ms {
-            None => None,
-            Some(at) => Some(Duration::from_millis(at.saturating_sub(millis(now)))),
-        };
+        let left = stored
+            .expires_at_ms
+            .map(|at| Duration::from_millis(at.saturating_sub(millis(now))));
         if left.is_some_and(|l| l.is_zero()) || core.queue(&queue).is_none() {
             core.delete_queue(&queue);
             forget_session(state, &client_id);
