@@ -69,6 +69,16 @@ pub async fn run(
         }
     });
 
+    tracker.spawn(crate::watermark::run(
+        core.clone(),
+        crate::watermark::Watermarks {
+            memory_high: settings.durability.memory_high_watermark,
+            disk_free_limit: settings.durability.disk_free_limit,
+            data_dir: settings.durability.data_dir.clone(),
+        },
+        shutdown.clone(),
+    ));
+
     if store.dir().is_dir() {
         match store.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
             Ok(h) => {

@@ -11,3 +11,4 @@ pub mod routes;
 pub mod store;
 pub mod tls;
 pub mod translate;
+pub mod watermark;

@@ -113,6 +113,8 @@ impl Router {
 
     /// Hands resolved legs to the core; link legs go to their link's queue.
     async fn publish_legs(&self, legs: Vec<Leg>) -> Result<usize, RouterError> {
+        // Above a watermark every edge's publish waits here (its flow control).
+        self.core.flow().wait_open().await;
         let mut reached = 0;
         for leg in legs {
             let (dest, message) = match &leg.target {

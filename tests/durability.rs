@@ -105,3 +105,151 @@ fn a_torn_journal_tail_is_recovered_and_logged() {
     );
     durable_scenario(&d, "torn_after");
 }
+
+/// Publishers block above the memory watermark and resume once consumers drain the
+/// queues; both transitions are logged.
+#[test]
+fn the_memory_watermark_blocks_and_releases_publishers() {
+    let d = common::daemon_with_config("durability:\n  memory_high_watermark: 200000\n");
+    durable_scenario(&d, "memory_watermark");
+    let log = d.log();
+    assert!(
+        log.contains("publishers blocked") && log.contains("memory watermark"),
+        "{log}"
+    );
+    assert!(log.contains("publishers resumed"), "{log}");
+}
+
+/// A small tmpfs mounted over the data directory, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        mount(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"], at);
+        Tmpfs(at.to_owned())
+    }
+
+    fn remount(&self, how: &str) {
+        mount(&["-o", &format!("remount,{how}")], &self.0);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount(args: &[&str], at: &std::path::Path) {
+    let out = Command::new("mount").args(args).arg(at).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mount {args:?} {} failed (these tests need root to mount a tmpfs): {}",
+        at.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Fills the file system at `dir` with a file until it is full.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.write_all(&chunk[..1]);
+    path
+}
+
+/// A full or read-only data directory: persistent publishes are refused with a clear
+/// error at each protocol's level (STOMP ERROR, MQTT 5 PUBACK failure code), transient
+/// ones still flow, and once the disk is writable again persistent publishes are
+/// accepted; nothing accepted is lost (kill -9 and a restart on the directory mounted
+/// read-only, which still recovers and serves what it holds).
+#[test]
+fn read_only_and_full_disks_refuse_persistent_publishes_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let cfg = dir.path().join("sb.yaml");
+    // The disk watermark would block first on a small disk: off here.
+    std::fs::write(&cfg, "durability:\n  disk_free_limit: 0\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let fs = Tmpfs::mount(&dir.path().join("data"), "4m");
+    let d = common::Daemon::start_in(dir, &["--config", &cfg]);
+    durable_scenario(&d, "before");
+
+    let filler = fill(&d.dir.path().join("data"));
+    let said = durable_scenario(&d, "full_refuses");
+    assert!(said.contains("No space left on device"), "{said}");
+    std::fs::remove_file(&filler).unwrap();
+    durable_scenario(&d, "full_recovers");
+    let log = d.log();
+    assert!(log.contains("store write failed"), "{log}");
+    assert!(log.contains("store writable again"), "{log}");
+
+    // Restart on a read-only directory (a file system remounted read-only): it starts,
+    // says so, refuses persistent publishes and serves what it holds.
+    let d = d.kill_change_restart(|_| fs.remount("ro"), &["--config", &cfg]);
+    assert!(
+        d.current_log().contains("cannot be written"),
+        "{}",
+        d.current_log()
+    );
+    let said = durable_scenario(&d, "full_refuses");
+    assert!(said.contains("Read-only file system"), "{said}");
+    durable_scenario(&d, "expect_accepted");
+    // Writable again: accepted again, without a restart.
+    fs.remount("rw");
+    durable_scenario(&d, "full_recovers");
+    drop(d);
+    drop(fs);
+}
+
+/// Below the disk free-space limit publishers wait; freeing space lets them through.
+#[test]
+fn the_disk_watermark_blocks_and_releases_publishers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let cfg = dir.path().join("sb.yaml");
+    std::fs::write(&cfg, "durability:\n  disk_free_limit: 8388608\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let fs = Tmpfs::mount(&dir.path().join("data"), "16m");
+    let d = common::Daemon::start_in(dir, &["--config", &cfg]);
+    durable_scenario(&d, "before");
+    let filler = d.dir.path().join("data/filler");
+    std::fs::write(&filler, vec![0u8; 10 * 1024 * 1024]).unwrap();
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the disk watermark is logged",
+        || d.log().contains("disk watermark").then_some(()),
+    );
+    let waiter = {
+        let stomp = d.addr("stomp").port().to_string();
+        let mqtt = d.addr("mqtt").port().to_string();
+        std::thread::spawn(move || {
+            Command::new(python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/py/durable_scenarios.py"
+                ))
+                .args(["--port", &stomp, "--mqtt-port", &mqtt, "--timeout", "20"])
+                .arg("blocked_then_resumes")
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::remove_file(&filler).unwrap();
+    let out = waiter.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    assert!(d.log().contains("publishers resumed"), "{}", d.log());
+    drop(d);
+    drop(fs);
+}

@@ -89,7 +89,7 @@ impl Default for Durability {
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             fsync: crate::store::FsyncPolicy::Always,
             memory_high_watermark: 1024 * 1024 * 1024,
-            disk_free_limit: 256 * 1024 * 1024,
+            disk_free_limit: 50 * 1024 * 1024,
         }
     }
 }

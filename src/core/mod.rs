@@ -13,6 +13,7 @@
 pub mod consumer;
 pub mod destination;
 mod durable;
+pub mod flow;
 pub mod message;
 pub mod pattern;
 pub mod queue;
@@ -145,6 +146,7 @@ struct Inner {
     unrouted: AtomicU64,
     store: Option<crate::store::Store>,
     /// Metadata the store recovered for the edges (by namespace), taken once by each.
+    flow: flow::Flow,
     recovered_meta:
         Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
 }
@@ -162,6 +164,8 @@ pub struct CoreStats {
     pub bindings: usize,
     /// Topic publishes that matched no subscription.
     pub unrouted: u64,
+    /// Why publishers are blocked (a watermark), when they are.
+    pub publishers_blocked: Option<String>,
 }
 
 impl Default for Core {
@@ -201,6 +205,7 @@ impl Core {
                 next_id: AtomicU64::new(1),
                 unrouted: AtomicU64::new(0),
                 store,
+                flow: flow::Flow::default(),
                 recovered_meta: Mutex::default(),
             }),
         };
@@ -932,7 +937,19 @@ impl Core {
             queues,
             bindings: read(&self.inner.topics).trie.len(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
+            publishers_blocked: self.inner.flow.blocked(),
         }
+    }
+
+    /// The publish gate the watermarks close and open.
+    pub fn flow(&self) -> &flow::Flow {
+        &self.inner.flow
+    }
+
+    /// Bytes held by ready messages in every queue (what the memory watermark measures).
+    pub fn queued_bytes(&self) -> u64 {
+        let queues: Vec<Arc<Queue>> = read(&self.inner.queues).values().cloned().collect();
+        queues.iter().map(|q| q.ready_bytes() as u64).sum()
     }
 
     pub fn queue_names(&self) -> Vec<String> {

@@ -860,6 +860,11 @@ impl Queue {
         self.lock().consumers.len()
     }
 
+    /// Bytes held by ready messages.
+    pub fn ready_bytes(&self) -> usize {
+        self.lock().ready_bytes
+    }
+
     /// Ready (unassigned) message count.
     pub fn len(&self) -> usize {
         self.lock().ready.len()
