@@ -2,6 +2,8 @@
 //! process memory.
 #![allow(dead_code)]
 
+pub mod stomp_client;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
