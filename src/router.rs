@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::core::{Core, Destination, Message, PublishError};
+use crate::core::{Confirmation, Core, Destination, Message, PublishError};
 use crate::routes::{AmqpSourceKey, Leg, Rendered, RouteTable, RoutingError};
 
 /// Prefix of the internal queues that hold messages for an external link; the link
@@ -54,9 +54,23 @@ impl Router {
     /// Routes and publishes a message addressed to `dest`. Waits while a destination
     /// applies backpressure. Returns the number of queues (and link queues) it reached.
     pub async fn publish(&self, dest: Destination, message: Message) -> Result<usize, RouterError> {
+        let (n, confirmation) = self.publish_unconfirmed(dest, message).await?;
+        confirmation.wait().await?;
+        Ok(n)
+    }
+
+    /// [`Router::publish`] that returns before the message is durable, with the
+    /// [`Confirmation`] its publisher's acknowledgement must wait for.
+    pub async fn publish_unconfirmed(
+        &self,
+        dest: Destination,
+        message: Message,
+    ) -> Result<(usize, Confirmation), RouterError> {
         // A reply address of a link goes straight back out through that link.
         if let Some(target) = reply_target(&dest) {
-            return self.publish_legs(vec![Leg { target, message }]).await;
+            return self
+                .publish_legs_unconfirmed(vec![Leg { target, message }])
+                .await;
         }
         // One snapshot for the whole publish: a concurrent reload never splits a message
         // between two tables.
@@ -64,7 +78,7 @@ impl Router {
             let table = self.table.load();
             table.resolve(dest, message)?
         };
-        self.publish_legs(legs).await
+        self.publish_legs_unconfirmed(legs).await
     }
 
     /// Routes a message an AMQP link consumed from `key`; returns how many legs it
@@ -113,8 +127,18 @@ impl Router {
 
     /// Hands resolved legs to the core; link legs go to their link's queue.
     async fn publish_legs(&self, legs: Vec<Leg>) -> Result<usize, RouterError> {
+        let (n, confirmation) = self.publish_legs_unconfirmed(legs).await?;
+        confirmation.wait().await?;
+        Ok(n)
+    }
+
+    async fn publish_legs_unconfirmed(
+        &self,
+        legs: Vec<Leg>,
+    ) -> Result<(usize, Confirmation), RouterError> {
         // Above a watermark every edge's publish waits here (its flow control).
         self.core.flow().wait_open().await;
+        let mut confirmation = Confirmation::default();
         let mut reached = 0;
         for leg in legs {
             let (dest, message) = match &leg.target {
@@ -126,9 +150,14 @@ impl Router {
                     (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{link}")), m)
                 }
             };
-            reached += self.core.publish(&dest, message).await?;
+            let (n, c) = self
+                .core
+                .publish_unconfirmed(&dest, std::sync::Arc::new(message))
+                .await?;
+            reached += n;
+            confirmation.extend(c);
         }
-        Ok(reached)
+        Ok((reached, confirmation))
     }
 }
 

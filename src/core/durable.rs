@@ -177,3 +177,30 @@ pub(crate) async fn confirm(waits: Vec<crate::store::StoreWait>) -> Result<(), P
     }
     Ok(())
 }
+
+/// What a publish still owes its publisher: the store writes that must be durable
+/// before it is confirmed. An edge that pipelines (a STOMP client with many SENDs in
+/// flight) keeps reading while earlier ones become durable, so its messages share
+/// fsyncs instead of waiting for one each; it confirms them in order as they resolve.
+#[derive(Debug, Default)]
+pub struct Confirmation(Vec<crate::store::StoreWait>);
+
+impl Confirmation {
+    pub(crate) fn new(waits: Vec<crate::store::StoreWait>) -> Self {
+        Self(waits)
+    }
+
+    /// Nothing to wait for (nothing stored, or an fsync policy that does not wait).
+    pub fn is_ready(&self) -> bool {
+        self.0.iter().all(crate::store::StoreWait::is_done_ok)
+    }
+
+    pub fn extend(&mut self, other: Confirmation) {
+        self.0.extend(other.0);
+    }
+
+    /// Resolves once every write is durable; the first failure otherwise.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        confirm(self.0).await
+    }
+}

@@ -32,6 +32,7 @@ pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
 pub use message::{Delivery, Headers, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
+pub use durable::Confirmation;
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 
 use crate::store::StoreWait;
@@ -539,19 +540,31 @@ impl Core {
         destination: &Destination,
         message: Arc<Message>,
     ) -> Result<usize, PublishError> {
+        let (n, confirmation) = self.publish_unconfirmed(destination, message).await?;
+        confirmation.wait().await?;
+        Ok(n)
+    }
+
+    /// Publishes and returns at once with what must still become durable before the
+    /// publisher may be confirmed (see [`Confirmation`]). The message is already in
+    /// its queues (and may be delivered) when this returns.
+    pub async fn publish_unconfirmed(
+        &self,
+        destination: &Destination,
+        message: Arc<Message>,
+    ) -> Result<(usize, Confirmation), PublishError> {
         match destination {
             Destination::Queue(name) => {
                 let q = self.queue_for_publish(name)?;
                 let persist = self.persist_bytes(&q, destination, &message)?;
                 let wait = self.offer(&q, destination, message, persist, true).await?;
-                durable::confirm(wait.into_iter().collect()).await?;
-                Ok(1)
+                Ok((1, Confirmation::new(wait.into_iter().collect())))
             }
             Destination::Topic(name) => {
                 let subs = self.match_topic(name);
                 if subs.is_empty() {
                     self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(0);
+                    return Ok((0, Confirmation::default()));
                 }
                 // Computed once for the whole fan-out.
                 let now = Instant::now();
@@ -581,8 +594,7 @@ impl Core {
                         Err(e) => self.subscriber_overflow(q, destination, &message, &e),
                     }
                 }
-                durable::confirm(waits).await?;
-                Ok(n)
+                Ok((n, Confirmation::new(waits)))
             }
         }
     }

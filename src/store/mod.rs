@@ -132,6 +132,11 @@ impl StoreWait {
             Self::Pending(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
         }
     }
+
+    /// True when it needs no waiting and succeeded.
+    pub fn is_done_ok(&self) -> bool {
+        matches!(self, Self::Done(Ok(())))
+    }
 }
 
 #[derive(Debug, Default)]

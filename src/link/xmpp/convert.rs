@@ -67,6 +67,9 @@ pub fn from_stanza(s: &Stanza) -> Message {
     };
     let from = s.from.as_ref().map(Jid::to_string).unwrap_or_default();
     m.origin = Origin::new("xmpp", &from);
+    // An IM user expects a message the router accepted (and acknowledged with a
+    // receipt) to survive a restart when it waits in a durable queue.
+    m.persistent = true;
     // The sender's own id (XEP-0359 origin-id) outlives the stanza id, which servers
     // may rewrite; prefer it.
     let origin_id = s

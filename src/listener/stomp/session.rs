@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesOrdered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -168,7 +169,21 @@ struct Session<T: Transport> {
     recv_within: Option<Duration>,
     last_sent: Instant,
     last_recv: Instant,
+    /// SENDs published but not yet durable, in order, to hand to the serve loop.
+    unconfirmed: Vec<Unconfirmed>,
+    /// How many the serve loop is waiting on.
+    confirming: usize,
 }
+
+/// A SEND whose RECEIPT waits for its message to be durable.
+struct Unconfirmed {
+    receipt: Option<String>,
+    dest_text: String,
+    confirmation: crate::core::Confirmation,
+}
+
+/// Most SENDs awaiting durability per connection before the session stops reading.
+const MAX_UNCONFIRMED: usize = 4096;
 
 /// Serves one connection until it ends.
 pub async fn run<T: Transport>(
@@ -195,6 +210,8 @@ pub async fn run<T: Transport>(
         recv_within: None,
         last_sent: Instant::now(),
         last_recv: Instant::now(),
+        unconfirmed: Vec::new(),
+        confirming: 0,
     };
     let result = s.serve(&cancel).await;
     match result {
@@ -228,6 +245,9 @@ impl<T: Transport> Session<T> {
             },
         };
         self.connect(first).await?;
+        // Receipts of SENDs whose messages are not durable yet, in arrival order: the
+        // session keeps reading meanwhile, so a pipelining client's messages share fsyncs.
+        let mut confirming = FuturesOrdered::new();
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
@@ -237,9 +257,28 @@ impl<T: Transport> Session<T> {
                 _ = cancel.cancelled() => {
                     return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
                 }
-                frame = self.next_frame() => {
+                Some((receipt, dest_text, r)) = confirming.next(), if !confirming.is_empty() => {
+                    self.confirming = confirming.len();
+                    self.confirmed(receipt, dest_text, r).await?;
+                }
+                frame = self.next_frame(), if confirming.len() < MAX_UNCONFIRMED => {
                     let Some(frame) = frame else { return Ok(()) };
-                    match self.handle(frame?).await? {
+                    let frame = frame?;
+                    if frame.command != Command::Send {
+                        // Every earlier SEND is confirmed before any other frame is
+                        // answered, so receipts come back in the order asked.
+                        while let Some((receipt, dest_text, r)) = confirming.next().await {
+                            self.confirmed(receipt, dest_text, r).await?;
+                        }
+                    }
+                    let flow = self.handle(frame).await?;
+                    for u in self.unconfirmed.drain(..) {
+                        confirming.push_back(async move {
+                            (u.receipt, u.dest_text, u.confirmation.wait().await)
+                        });
+                    }
+                    self.confirming = confirming.len();
+                    match flow {
                         Flow::Continue => {}
                         Flow::Close => return Ok(()),
                     }
@@ -290,6 +329,31 @@ impl<T: Transport> Session<T> {
             .flush()
             .await
             .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    /// A SEND's message is durable (or could not be made so).
+    async fn confirmed(
+        &mut self,
+        receipt: Option<String>,
+        dest_text: String,
+        r: Result<(), crate::core::PublishError>,
+    ) -> Result<(), Fatal> {
+        match r {
+            Ok(()) => {
+                if let Some(r) = receipt {
+                    let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
+                    self.write(Outgoing::Frame(f)).await?;
+                    self.flush().await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(destination = %dest_text, error = %e, "publish refused");
+                let mut f = fatal("message refused", format!("{dest_text}: {e}"));
+                f.receipt = receipt;
+                Err(f)
+            }
+        }
     }
 
     async fn receipt(&mut self, frame: &Frame) -> Result<(), Fatal> {
@@ -462,17 +526,42 @@ impl<T: Transport> Session<T> {
             }
             ops.push(TxOp::Send(dest, message, dest_text));
         } else {
-            self.publish(dest, message, &dest_text).await?;
+            let confirmation = self
+                .publish_unconfirmed(dest, message, &dest_text)
+                .await?;
+            if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
+                self.unconfirmed.push(Unconfirmed {
+                    receipt: f.header("receipt").map(str::to_owned),
+                    dest_text,
+                    confirmation,
+                });
+                return Ok(());
+            }
         }
         self.receipt(&f).await
     }
 
+    /// Publishes and waits until the message is durable (transactions).
     async fn publish(
         &mut self,
         dest: Destination,
         message: Message,
         dest_text: &str,
     ) -> Result<(), Fatal> {
+        let confirmation = self.publish_unconfirmed(dest, message, dest_text).await?;
+        confirmation.wait().await.map_err(|e| {
+            tracing::warn!(destination = %dest_text, error = %e, "publish refused");
+            fatal("message refused", format!("{dest_text}: {e}"))
+        })
+    }
+
+    /// Publishes; returns what the SEND's receipt must wait for.
+    async fn publish_unconfirmed(
+        &mut self,
+        dest: Destination,
+        message: Message,
+        dest_text: &str,
+    ) -> Result<crate::core::Confirmation, Fatal> {
         if let Destination::Queue(n) = &dest
             && n.starts_with(PRIVATE_PREFIX)
             && crate::router::reply_target(&dest).is_none()
@@ -480,16 +569,16 @@ impl<T: Transport> Session<T> {
         {
             // A reply to a temporary queue whose owner has gone: nobody can receive it.
             tracing::warn!(destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
-            return Ok(());
+            return Ok(crate::core::Confirmation::default());
         }
         let router = self.shared.router.clone();
-        let fut = router.publish(dest, message);
+        let fut = router.publish_unconfirmed(dest, message);
         tokio::pin!(fut);
         let notify = Arc::clone(&self.notify);
         loop {
             tokio::select! {
                 r = &mut fut => {
-                    return r.map(|_| ()).map_err(|e| {
+                    return r.map(|(_, c)| c).map_err(|e| {
                         tracing::warn!(destination = %dest_text, error = %e, "publish refused");
                         fatal("message refused", format!("{dest_text}: {e}"))
                     });
