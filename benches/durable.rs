@@ -11,7 +11,8 @@
 //! 2. Recovery: a journal of 1,000,000 stored 1 KiB messages, and the time from starting
 //!    the daemon on it to its listeners being ready (every message back in its queue).
 //!
-//! Run with `scripts/bench durable` (starts RabbitMQ when it is not answering).
+//! Run with `scripts/bench durable` (starts RabbitMQ when it is not answering);
+//! `ONLY_RECOVERY=1` skips the throughput part.
 
 mod common;
 
@@ -173,7 +174,7 @@ fn recovery(count: usize) {
     if let Ok(log) = std::fs::read_to_string(dir.join("recovery.log")) {
         for line in log
             .lines()
-            .filter(|l| l.contains("recovered") || l.contains("restored"))
+            .filter(|l| l.contains("recovered") || l.contains("restored") || l.contains("PHASE"))
         {
             println!("  {line}");
         }

@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
+pub use durable::Confirmation;
 pub use message::{Delivery, Headers, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
-pub use durable::Confirmation;
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 
 use crate::store::StoreWait;

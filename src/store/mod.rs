@@ -413,12 +413,14 @@ impl Journal {
         let mut replay = Replay::default();
         let mut out = Recovered::default();
         let mut segs = BTreeMap::new();
-        // Segments stay in memory until the survivors are decoded from them.
-        let mut buffers: HashMap<u64, Vec<u8>> = HashMap::new();
+        // One buffer, reused for every segment: replay reads each segment twice (first
+        // to find what survives, then to decode just that), so recovery never holds the
+        // whole journal in memory next to the messages it restores.
+        let mut bytes = Vec::new();
         let last = ids.last().copied();
         for id in &ids {
             let path = journal::segment_path(dir, *id);
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            read_segment(&path, &mut bytes)?;
             out.bytes += bytes.len() as u64;
             let base = bytes.as_ptr() as usize;
             let torn = journal::scan(&bytes, |rec, offset, len| {
@@ -474,7 +476,6 @@ impl Journal {
                 }
             }
             segs.insert(*id, SegStat { size, live: 0 });
-            buffers.insert(*id, bytes);
         }
         let mut journal = Journal {
             dir: dir.to_owned(),
@@ -488,33 +489,58 @@ impl Journal {
             total: 0,
         };
         journal.total = journal.segs.values().map(|s| s.size).sum();
+        // Second pass: the survivors, segment by segment, decoded on every core.
+        let mut by_segment: BTreeMap<u64, Vec<Survivor>> = BTreeMap::new();
         for (queue, entries) in replay.messages {
-            let entries: Vec<(u64, Replayed)> = entries.into_iter().collect();
-            let decoded = decode_all(&entries, &buffers);
-            let mut list = Vec::with_capacity(entries.len());
-            let live = journal.messages.entry(Arc::clone(&queue)).or_default();
-            for ((seq, (_, deliveries, loc)), d) in entries.into_iter().zip(decoded) {
+            for (seq, (range, deliveries, loc)) in entries {
+                by_segment.entry(loc.seg).or_default().push(Survivor {
+                    queue: Arc::clone(&queue),
+                    seq,
+                    deliveries,
+                    loc,
+                    range,
+                });
+            }
+        }
+        let mut lists: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
+        for (seg, survivors) in by_segment {
+            let path = journal::segment_path(dir, seg);
+            read_segment(&path, &mut bytes)?;
+            let decoded = decode_all(&survivors, &bytes);
+            for (sv, d) in survivors.into_iter().zip(decoded) {
                 match d {
                     Ok((destination, message)) => {
-                        live.insert(seq, LiveMessage { loc, deliveries });
-                        list.push(StoredMessage {
-                            seq,
+                        journal
+                            .messages
+                            .entry(Arc::clone(&sv.queue))
+                            .or_default()
+                            .insert(
+                                sv.seq,
+                                LiveMessage {
+                                    loc: sv.loc,
+                                    deliveries: sv.deliveries,
+                                },
+                            );
+                        lists.entry(sv.queue).or_default().push(StoredMessage {
+                            seq: sv.seq,
                             destination,
                             message,
-                            deliveries,
+                            deliveries: sv.deliveries,
                         });
                     }
                     Err(e) => out.repairs.push(format!(
-                        "message {seq} of queue {queue} skipped: {e} (segment {:016x}, offset {})",
-                        loc.seg, loc.offset
+                        "message {} of queue {} skipped: {e} (segment {:016x}, offset {})",
+                        sv.seq, sv.queue, sv.loc.seg, sv.loc.offset
                     )),
                 }
             }
-            if !list.is_empty() {
-                out.queues.insert(queue.to_string(), list);
-            }
         }
-        drop(buffers);
+        drop(bytes);
+        for (queue, mut list) in lists {
+            // Compaction may have moved older messages into newer segments.
+            list.sort_unstable_by_key(|m| m.seq);
+            out.queues.insert(queue.to_string(), list);
+        }
         for ((ns, key), (value, loc)) in replay.meta {
             journal.meta.insert((ns.clone(), key.clone()), loc);
             out.meta.entry(ns).or_default().insert(key, value);
@@ -807,26 +833,44 @@ impl Journal {
     }
 }
 
-/// Decodes replayed messages from their segments' buffers, on every core (a million
-/// stored messages must be back in seconds).
+/// A stored message that survived replay: where to decode it from.
+struct Survivor {
+    queue: Arc<str>,
+    seq: u64,
+    deliveries: u32,
+    loc: Loc,
+    range: std::ops::Range<usize>,
+}
+
+/// Reads a segment file into `buf` (reusing its allocation).
+fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<(), String> {
+    use std::io::Read;
+    buf.clear();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Decodes survivors from their segment's bytes, on every core (a million stored
+/// messages must be back in seconds).
 fn decode_all(
-    entries: &[(u64, Replayed)],
-    buffers: &HashMap<u64, Vec<u8>>,
+    survivors: &[Survivor],
+    bytes: &[u8],
 ) -> Vec<Result<(crate::core::Destination, Message), codec::Corrupt>> {
-    let decode = |(_, (range, _, loc)): &(u64, Replayed)| {
-        let bytes = buffers
-            .get(&loc.seg)
-            .and_then(|b| b.get(range.clone()))
+    let decode = |sv: &Survivor| {
+        let b = bytes
+            .get(sv.range.clone())
             .ok_or(codec::Corrupt("message outside its segment"))?;
-        codec::decode_queued(bytes)
+        codec::decode_queued(b)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || entries.len() < 10_000 {
-        return entries.iter().map(decode).collect();
+    if threads < 2 || survivors.len() < 10_000 {
+        return survivors.iter().map(decode).collect();
     }
-    let chunk = entries.len().div_ceil(threads);
+    let chunk = survivors.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let parts: Vec<_> = entries
+        let parts: Vec<_> = survivors
             .chunks(chunk)
             .map(|part| {
                 (

@@ -526,9 +526,7 @@ impl<T: Transport> Session<T> {
             }
             ops.push(TxOp::Send(dest, message, dest_text));
         } else {
-            let confirmation = self
-                .publish_unconfirmed(dest, message, &dest_text)
-                .await?;
+            let confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
             if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
                 self.unconfirmed.push(Unconfirmed {
                     receipt: f.header("receipt").map(str::to_owned),
