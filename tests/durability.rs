@@ -253,3 +253,22 @@ fn the_disk_watermark_blocks_and_releases_publishers() {
     drop(d);
     drop(fs);
 }
+
+/// Two routers never share a journal: the second one refuses to start, saying why.
+#[test]
+fn a_data_directory_in_use_is_refused() {
+    let d = common::Daemon::start(&[], &[]);
+    let out = Command::new(BIN)
+        .args(["run", "--routes", "/nonexistent", "--data-dir"])
+        .arg(d.dir.path().join("data"))
+        .args(common::OTHER_LISTENERS_OFF)
+        .args(["--listen", "admin=127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another switchboard process") && err.contains("--data-dir"),
+        "{err}"
+    );
+}

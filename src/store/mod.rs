@@ -170,6 +170,40 @@ pub struct Store {
     policy: FsyncPolicy,
     dir: Arc<Path>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Holds the data directory's lock for as long as any handle lives.
+    lock: Arc<Mutex<Option<File>>>,
+}
+
+/// Takes an exclusive lock on `dir/lock`, so two routers never write one journal.
+/// A directory where the lock file cannot even be created (read-only) is not locked:
+/// nothing will be written to it.
+fn lock_dir(dir: &Path) -> Result<Option<File>, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(_) => match File::open(&path) {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
+        },
+    };
+    // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            "the data directory is in use by another switchboard process".into()
+        } else {
+            format!("cannot lock {}: {e}", path.display())
+        });
+    }
+    Ok(Some(file))
 }
 
 impl std::fmt::Debug for Store {
@@ -211,6 +245,7 @@ impl Store {
         {
             return Err(open_err(e.to_string()));
         }
+        let lock = lock_dir(dir).map_err(open_err)?;
         let started = Instant::now();
         let (mut journal, recovered) = Journal::recover(dir, segment_max).map_err(open_err)?;
         let health = Arc::new(Health::default());
@@ -244,6 +279,7 @@ impl Store {
                 policy,
                 dir: dir.into(),
                 thread: Arc::new(Mutex::new(Some(thread))),
+                lock: Arc::new(Mutex::new(lock)),
             },
             recovered,
         ))
@@ -355,6 +391,11 @@ impl Store {
         if let Some(h) = handle {
             let _ = h.join();
         }
+        // Done with the directory: another store (or router) may open it now.
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Batches written so far (group commit makes this far fewer than appends).
