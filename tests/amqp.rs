@@ -111,6 +111,32 @@ routes:
     assert!(d.log().contains("rejected without requeue"), "{}", d.log());
 }
 
+/// The link acks a consumed persistent message only once it is in the router's journal:
+/// kill -9 after RabbitMQ's queue drained, restart, and every persistent message is there.
+#[test]
+fn persistent_messages_acked_by_the_link_survive_kill_9() {
+    let _l = rabbit(false);
+    let p = prefix("dur");
+    let routes = r#"
+routes:
+  - name: P-in
+    from: {amqp: {link: rabbit, queue: P.in}}
+    to: [{stomp: /queue/P.out}]
+    declare:
+      exchanges:
+        - {name: P.x, type: topic, durable: false, auto_delete: true}
+      queues:
+        - {name: P.in, durable: false, arguments: {x-expires: 600000}}
+      bindings:
+        - {exchange: P.x, queue: P.in, routing_key: "order.#"}
+"#;
+    let d = router(&p, routes);
+    scenario(&d, &p, "durable_before");
+    let cfg = d.dir.path().join("switchboard.yaml").display().to_string();
+    let d = d.kill_and_restart(&["--config", &cfg]);
+    scenario(&d, &p, "durable_after");
+}
+
 #[test]
 fn outbound_confirms_and_dead_letters_what_rabbitmq_cannot_route() {
     let _l = rabbit(false);

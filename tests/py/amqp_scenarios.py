@@ -158,6 +158,35 @@ def inbound():
     print("ok")
 
 
+def durable_before():
+    """Persistent (delivery_mode 2) and transient messages consumed by the link into a
+    router queue nobody reads: RabbitMQ's queue drains, i.e. the link acked every one,
+    which it does only once the router has them (the persistent ones on disk)."""
+    wait_for(lambda: queue_exists(f"{P}.in"), T, "route topology declared")
+    c, ch = amqp()
+    ch.confirm_delivery()
+    for i in range(100):
+        ch.basic_publish(f"{P}.x", "order.created", f"p{i}".encode(), pika.BasicProperties(delivery_mode=2))
+    for i in range(10):
+        ch.basic_publish(f"{P}.x", "order.created", f"t{i}".encode(), pika.BasicProperties(delivery_mode=1))
+    wait_for(lambda: queue_depth(f"{P}.in") == 0, T, "every message acked by the link")
+    c.close()
+    print("ok")
+
+
+def durable_after():
+    """After kill -9 and a restart: the 100 persistent messages, in order; the transient
+    ones were in memory only."""
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.out", id="1", ack="auto")
+    col.wait_messages(100)
+    time.sleep(0.5)
+    bodies = col.bodies()
+    expect(bodies == [f"p{i}" for i in range(100)], f"after restart: {bodies[:5]}… ({len(bodies)})")
+    s.disconnect()
+    print("ok")
+
+
 def outbound():
     """STOMP → router → exchange + templated routing key with confirms; properties mapped; an unroutable
     message (mandatory return) and one for a missing exchange end in the internal dead-letter queue."""
@@ -502,7 +531,7 @@ def tls_publish():
 
 
 SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
-                                     after_reload, restart_under_load, blocked, tls_publish]}
+                                     after_reload, restart_under_load, blocked, tls_publish, durable_before, durable_after]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()
