@@ -118,6 +118,24 @@ fn chat_to_a_queue_and_the_reply_back_with_receipts_errors_and_disco() {
     scenario(&d, &p, &u, "chat_roundtrip");
 }
 
+/// A chat's receipt is sent only once the message is in the journal: kill -9 the router
+/// after the receipts, restart it, and every receipted chat is delivered.
+#[test]
+fn receipted_chats_survive_kill_9() {
+    let _l = prosody();
+    let p = prefix("dur");
+    let u = user(&p);
+    let d = router(&p, ROUTES);
+    scenario(&d, &p, &u, "durable_before");
+    let cfg = d.dir.path().join("switchboard.yaml").display().to_string();
+    let d = d.kill_and_restart(&["--config", &cfg]);
+    wait_until(Duration::from_secs(20), "XMPP link connected again", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    scenario(&d, &p, &u, "durable_after");
+}
+
 #[test]
 fn a_queue_routed_to_xmpp_reaches_the_user_and_survives_a_prosody_restart() {
     let _l = prosody();

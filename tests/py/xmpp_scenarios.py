@@ -146,6 +146,31 @@ async def chat_roundtrip():
     print("ok")
 
 
+async def durable_before():
+    """Chats to orders@bridge nobody consumes yet: each receipt comes only once the
+    message is in the router's journal."""
+    u = await login()
+    for i in range(5):
+        m = u.make_message(mto=f"orders@{BRIDGE}", mbody=f"d{i}", mtype="chat")
+        m["id"] = f"dur-{i}"
+        m.send()
+    await u.wait(lambda: all(f"dur-{i}" in u.receipts for i in range(5)), "five receipts")
+    u.disconnect()
+    print("ok")
+
+
+async def durable_after():
+    """After kill -9 and a restart the receipted chats are all there, in order."""
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.orders", id="1", ack="auto")
+    wait_for(lambda: len(col.messages) >= 5, T, lambda: f"got {[m.body for m in col.messages]}")
+    await asyncio.sleep(0.3)
+    got = [m.body for m in col.messages]
+    expect(got == [f"d{i}" for i in range(5)], f"after restart: {got}")
+    s.disconnect()
+    print("ok")
+
+
 async def notify():
     """STOMP → route → headline from alerts@bridge to the user, with SHIM headers."""
     u = await login()
@@ -324,7 +349,7 @@ async def oversize():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, notify, presence_and_push, room, rpc_amqp,
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, durable_before, durable_after, notify, presence_and_push, room, rpc_amqp,
                                      subscription_refused, full_destination, oversize]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
