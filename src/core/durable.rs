@@ -199,6 +199,11 @@ impl Confirmation {
         self.0.extend(other.0);
     }
 
+    /// Adds one more store write to wait for (an MQTT retained copy).
+    pub fn push(&mut self, wait: crate::store::StoreWait) {
+        self.0.push(wait);
+    }
+
     /// Resolves once every write is durable; the first failure otherwise.
     pub async fn wait(self) -> Result<(), PublishError> {
         confirm(self.0).await

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::stream::FuturesOrdered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -126,7 +127,23 @@ struct Session<T: Transport> {
     last_recv: Instant,
     will: Option<super::codec::Will>,
     session_expiry: u32,
+    /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
+    unconfirmed: Vec<Unconfirmed>,
+    /// How many the serve loop is waiting on.
+    confirming: usize,
 }
+
+/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable.
+struct Unconfirmed {
+    packet_id: u16,
+    qos: u8,
+    /// Queues reached (0: no matching subscribers).
+    reached: usize,
+    confirmation: crate::core::Confirmation,
+}
+
+/// Most PUBLISHes awaiting durability per connection before the session stops reading.
+const MAX_UNCONFIRMED: usize = 4096;
 
 /// Serves one connection until it ends.
 pub async fn run<T: Transport>(
@@ -422,6 +439,8 @@ async fn connect_session<T: Transport>(
         last_recv: Instant::now(),
         will: c.will,
         session_expiry: c.session_expiry,
+        unconfirmed: Vec::new(),
+        confirming: 0,
     };
     // Finish QoS 2 deliveries the previous connection left half done.
     let rel: Vec<u16> = s.data().pending_rel.iter().copied().collect();
@@ -471,6 +490,10 @@ impl<T: Transport> Session<T> {
         if let Err(e) = self.deliver().await {
             return e;
         }
+        // Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet, in
+        // arrival order (MQTT §4.6): the session keeps reading meanwhile, so a client with
+        // many messages in flight shares fsyncs instead of waiting for one each.
+        let mut confirming = FuturesOrdered::new();
         loop {
             let deadline = self.keep_alive.map(|k| self.last_recv + k);
             let notify = Arc::clone(&self.notify);
@@ -478,7 +501,11 @@ impl<T: Transport> Session<T> {
                 biased;
                 _ = cancel.cancelled() => Err(end(rc::SERVER_SHUTTING_DOWN, "server shutting down")),
                 _ = kick.cancelled() => Err(end(rc::SESSION_TAKEN_OVER, "session taken over by a new connection")),
-                p = self.t.next() => match p {
+                Some((u, r)) = confirming.next(), if !confirming.is_empty() => {
+                    self.confirming = confirming.len();
+                    Box::pin(self.confirmed(u, r)).await
+                }
+                p = self.t.next(), if confirming.len() < MAX_UNCONFIRMED => match p {
                     None => Err(End { code: None, reason: "connection closed by the client".into(), will: true }),
                     Some(Err(CodecError::Io(e))) => Err(End { code: None, reason: format!("read error: {e}"), will: true }),
                     Some(Err(e)) => {
@@ -487,7 +514,13 @@ impl<T: Transport> Session<T> {
                     }
                     Some(Ok(p)) => {
                         self.last_recv = Instant::now();
-                        Box::pin(self.handle(p)).await
+                        let r = Box::pin(self.handle(p)).await;
+                        for mut u in self.unconfirmed.drain(..) {
+                            let c = std::mem::take(&mut u.confirmation);
+                            confirming.push_back(async move { (u, c.wait().await) });
+                        }
+                        self.confirming = confirming.len();
+                        r
                     }
                 },
                 _ = notify.notified() => Box::pin(self.deliver()).await,
@@ -725,19 +758,32 @@ impl<T: Transport> Session<T> {
             let message = publish_to_message(&p, Origin::new("mqtt", &self.client_id));
             let retained = p.retain.then(|| Arc::new(message.clone()));
             match self.publish(dest.clone(), message).await {
-                Ok(n) => {
+                Ok((n, mut confirmation)) => {
                     if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
                         match self.state.retain(t, m) {
                             Err(_) => {
                                 tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained")
                             }
-                            Ok(Some(w)) if p.qos > 0 => {
-                                if let Err(e) = w.wait().await {
-                                    tracing::warn!(topic = %p.topic, error = %e, "retained message delivered but not stored durably");
-                                }
-                            }
+                            Ok(Some(w)) if p.qos > 0 => confirmation.push(w),
                             Ok(_) => {}
                         }
+                    }
+                    if p.qos > 0
+                        && (!confirmation.is_ready()
+                            || self.confirming > 0
+                            || !self.unconfirmed.is_empty())
+                    {
+                        if p.qos == 2 {
+                            // Known from now on: a resent PUBLISH is not published twice.
+                            self.data().incoming_qos2.insert(pid);
+                        }
+                        self.unconfirmed.push(Unconfirmed {
+                            packet_id: pid,
+                            qos: p.qos,
+                            reached: n,
+                            confirmation,
+                        });
+                        return Ok(());
                     }
                     if n == 0 {
                         rc::NO_MATCHING_SUBSCRIBERS
@@ -748,7 +794,33 @@ impl<T: Transport> Session<T> {
                 Err(code) => code,
             }
         };
-        match (p.qos, self.version) {
+        self.acknowledge(pid, p.qos, code).await
+    }
+
+    /// A QoS 1/2 PUBLISH's message is durable (or could not be made so): acknowledge.
+    async fn confirmed(
+        &mut self,
+        u: Unconfirmed,
+        r: Result<(), crate::core::PublishError>,
+    ) -> Result<(), End> {
+        let code = match r {
+            Ok(()) if u.reached == 0 => rc::NO_MATCHING_SUBSCRIBERS,
+            Ok(()) => rc::SUCCESS,
+            Err(e) => {
+                tracing::warn!(error = %e, "publish refused");
+                if u.qos == 2 {
+                    self.data().incoming_qos2.remove(&u.packet_id);
+                }
+                rc::UNSPECIFIED
+            }
+        };
+        self.acknowledge(u.packet_id, u.qos, code).await
+    }
+
+    /// Sends a PUBLISH's acknowledgement (none for QoS 0), or ends a 3.1.1 connection
+    /// that cannot be told of a refusal.
+    async fn acknowledge(&mut self, pid: u16, qos: u8, code: u8) -> Result<(), End> {
+        match (qos, self.version) {
             (0, _) => Ok(()),
             // 3.1.1 cannot refuse a message: dropping the connection makes the client
             // resend it later rather than believe it delivered.
@@ -790,9 +862,14 @@ impl<T: Transport> Session<T> {
     }
 
     /// Publishes through the router, delivering meanwhile; maps refusals to reason codes.
-    async fn publish(&mut self, dest: Destination, m: Message) -> Result<usize, u8> {
+    /// Returns what the acknowledgement must wait for.
+    async fn publish(
+        &mut self,
+        dest: Destination,
+        m: Message,
+    ) -> Result<(usize, crate::core::Confirmation), u8> {
         let router = self.state.router.clone();
-        let fut = router.publish(dest, m);
+        let fut = router.publish_unconfirmed(dest, m);
         tokio::pin!(fut);
         let notify = Arc::clone(&self.notify);
         loop {
