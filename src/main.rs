@@ -50,6 +50,34 @@ enum Command {
     /// Print an argon2 hash of a password read from standard input, for
     /// `auth.users.NAME.password_hash` in the settings file.
     Passwd,
+    /// Explain what the routes do with a message sent to an address: the internal
+    /// destination it means, every route it passes (file:line, captures, filter,
+    /// transform) and where it is delivered, in each protocol's spelling. Uses the same
+    /// compiled table the daemon does.
+    ///
+    /// ADDRESS: `stomp /queue/NAME` | `mqtt a/b/c` | `internal topic:a.b` |
+    /// `amqp LINK queue NAME` | `amqp LINK exchange NAME ROUTING_KEY` |
+    /// `xmpp LINK JID` | `xmpp LINK presence JID`
+    Explain {
+        /// Routes directory [default: ./routes, or the settings file's routes_dir].
+        #[arg(long)]
+        routes: Option<PathBuf>,
+        /// Settings file, for the links the routes name.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A header of the sample message (filters and templates read them); repeatable.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// Body of the sample message.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Content type of the sample message.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The protocol and address.
+        #[arg(required = true, num_args = 2..)]
+        address: Vec<String>,
+    },
     /// Validate route files: print every error (file:line:column) and exit 1, or a
     /// one-line summary and exit 0. Same code path as a live reload.
     Check {
@@ -114,6 +142,51 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain {
+            routes,
+            config,
+            headers,
+            body,
+            content_type,
+            address,
+        } => {
+            let settings = match load_settings(config.as_ref()) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let query = match switchboard::routes::explain::parse_query(&address) {
+                Ok(q) => q,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut message = switchboard::core::Message::new(body);
+            message.content_type = content_type;
+            for h in &headers {
+                let Some((k, v)) = h.split_once('=') else {
+                    eprintln!("error: --header `{h}`: expected NAME=VALUE");
+                    return ExitCode::from(2);
+                };
+                message.headers.append(k, v);
+            }
+            let dir = routes.unwrap_or(settings.routes_dir.clone());
+            match switchboard::routes::load_dir(&dir, &settings.compile_context()) {
+                Ok(table) => {
+                    print!(
+                        "{}",
+                        switchboard::routes::explain::explain(&table, &query, message)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
                     ExitCode::FAILURE
                 }
             }

@@ -3,6 +3,7 @@
 //! message is routed entirely by one table even while a reload happens.
 
 pub mod compile;
+pub mod explain;
 pub mod jid_pattern;
 pub mod reload;
 pub mod spec;
@@ -322,6 +323,14 @@ impl RouteTable {
     /// Routes whose source matches `dest` and whose filter accepts `m`, in table order,
     /// with the source's wildcard captures.
     pub fn matching(&self, dest: &Destination, m: &Message) -> Vec<(&CompiledRoute, Vec<Capture>)> {
+        self.source_matches(dest)
+            .into_iter()
+            .filter(|(r, _)| r.when.as_ref().is_none_or(|w| w.matches(m)))
+            .collect()
+    }
+
+    /// Routes whose source matches `dest`, filters not applied, in table order.
+    fn source_matches(&self, dest: &Destination) -> Vec<(&CompiledRoute, Vec<Capture>)> {
         let mut hits: Vec<(usize, Vec<Capture>)> = match dest {
             Destination::Queue(q) => self
                 .by_queue
@@ -347,7 +356,6 @@ impl RouteTable {
         hits.sort_by_key(|(i, _)| *i);
         hits.into_iter()
             .map(|(i, c)| (&self.routes[i], c))
-            .filter(|(r, _)| r.when.as_ref().is_none_or(|w| w.matches(m)))
             .collect()
     }
 
@@ -356,19 +364,28 @@ impl RouteTable {
     /// A destination no route claims is delivered as addressed.
     pub fn resolve(&self, dest: Destination, m: Message) -> Result<Vec<Leg>, RoutingError> {
         let mut out = Vec::with_capacity(1);
-        self.resolve_into(dest, m, 0, &mut out)?;
+        self.resolve_into(dest, m, 0, &mut out, &mut explain::NoTrace)?;
         Ok(out)
     }
 
-    fn resolve_into(
+    fn resolve_into<T: explain::Trace>(
         &self,
         dest: Destination,
         m: Message,
         depth: usize,
         out: &mut Vec<Leg>,
+        trace: &mut T,
     ) -> Result<(), RoutingError> {
         let hits = self.matching(&dest, &m);
+        if T::ON {
+            for (r, _) in self.source_matches(&dest) {
+                if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                    trace.refused(depth, r);
+                }
+            }
+        }
         if hits.is_empty() {
+            trace.addressed(depth, &dest, false);
             out.push(Leg {
                 target: Rendered::Internal(dest),
                 message: m,
@@ -380,9 +397,10 @@ impl RouteTable {
         }
         let passthrough = hits.iter().any(|(r, _)| r.passthrough);
         for (route, caps) in &hits {
-            self.apply_route(route, caps, &m, depth, out)?;
+            self.apply_route(route, caps, &m, depth, out, trace)?;
         }
         if passthrough {
+            trace.addressed(depth, &dest, true);
             out.push(Leg {
                 target: Rendered::Internal(dest),
                 message: m,
@@ -427,6 +445,17 @@ impl RouteTable {
         presence: bool,
         m: Message,
     ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        self.resolve_xmpp_traced(link, to, presence, m, &mut explain::NoTrace)
+    }
+
+    pub(crate) fn resolve_xmpp_traced<T: explain::Trace>(
+        &self,
+        link: &str,
+        to: &str,
+        presence: bool,
+        m: Message,
+        trace: &mut T,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
         let mut hits = Vec::new();
         let mut any = false;
         for r in &self.routes {
@@ -448,6 +477,8 @@ impl RouteTable {
             any = true;
             if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
                 hits.push((r, caps));
+            } else {
+                trace.refused(0, r);
             }
         }
         if !any {
@@ -456,7 +487,7 @@ impl RouteTable {
         let mut out = Vec::new();
         let result = hits
             .iter()
-            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out));
+            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out, trace));
         Some(result.map(|()| out))
     }
 
@@ -517,6 +548,17 @@ impl RouteTable {
         routing_key: &str,
         m: Message,
     ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        self.resolve_amqp_traced(link, key, routing_key, m, &mut explain::NoTrace)
+    }
+
+    pub(crate) fn resolve_amqp_traced<T: explain::Trace>(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        m: Message,
+        trace: &mut T,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
         let mut hits = Vec::new();
         let mut any = false;
         for r in &self.routes {
@@ -525,6 +567,7 @@ impl RouteTable {
             }
             any = true;
             if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                trace.refused(0, r);
                 continue;
             }
             let caps = match &r.source {
@@ -541,25 +584,29 @@ impl RouteTable {
         let mut out = Vec::new();
         let result = hits
             .iter()
-            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out));
+            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out, trace));
         Some(result.map(|()| out))
     }
 
     /// One matched route: render its targets, transform, follow internal targets.
-    fn apply_route(
+    fn apply_route<T: explain::Trace>(
         &self,
         route: &CompiledRoute,
         caps: &[Capture],
         m: &Message,
         depth: usize,
         out: &mut Vec<Leg>,
+        trace: &mut T,
     ) -> Result<(), RoutingError> {
         let targets = route.render_targets(caps, m)?;
         let mut changed = m.clone();
         route.transform.apply(&route.name, &mut changed, caps)?;
+        trace.route(depth, route, caps, &targets, m, &changed);
         for t in targets {
             match t {
-                Rendered::Internal(d) => self.resolve_into(d, changed.clone(), depth + 1, out)?,
+                Rendered::Internal(d) => {
+                    self.resolve_into(d, changed.clone(), depth + 1, out, trace)?
+                }
                 other => out.push(Leg {
                     target: other,
                     message: changed.clone(),
