@@ -22,3 +22,32 @@ fn live_route_edit_loses_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/dashboard/run.sh"
+    ))
+    .arg("--check")
+    .env("SWITCHBOARD_BIN", common::BIN)
+    .env("SWITCHBOARD_PYTHON", common::python())
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("\"ok\":true"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let sensors: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sensor"].as_str().unwrap())
+        .collect();
+    for s in ["kitchen", "hall", "garage"] {
+        assert!(sensors.contains(&s), "{v}");
+    }
+}
