@@ -51,3 +51,26 @@ fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
         assert!(sensors.contains(&s), "{v}");
     }
 }
+
+#[test]
+fn iot_devices_feed_an_amqp_exchange_with_wills() {
+    // Shared: never while an AMQP test restarts RabbitMQ.
+    let _l = common::peer_lock(
+        "rabbitmq",
+        false,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
+    );
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/iot/run.sh"))
+        .arg("--check")
+        .env("SWITCHBOARD_BIN", common::BIN)
+        .env("SWITCHBOARD_PYTHON", common::python())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all telemetry and d2's will arrived"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
