@@ -74,3 +74,31 @@ fn iot_devices_feed_an_amqp_exchange_with_wills() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn chat_ops_an_xmpp_user_asks_an_amqp_worker() {
+    // Prosody lets one connection serve the component domain: exclusive with the XMPP
+    // tests; RabbitMQ shared (never during an AMQP test's RabbitMQ restart).
+    let _p = common::peer_lock("prosody", true, "127.0.0.1:5347", "scripts/setup prosody");
+    let _r = common::peer_lock(
+        "rabbitmq",
+        false,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
+    );
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/chatops/run.sh"
+    ))
+    .arg("--check")
+    .env("SWITCHBOARD_BIN", common::BIN)
+    .env("SWITCHBOARD_PYTHON", common::python())
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("every question answered in its own thread"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
