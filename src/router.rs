@@ -91,6 +91,27 @@ impl Router {
         routing_key: &str,
         message: Message,
     ) -> Result<Option<usize>, RouterError> {
+        match self
+            .publish_from_amqp_unconfirmed(link, key, routing_key, message)
+            .await?
+        {
+            None => Ok(None),
+            Some((n, confirmation)) => {
+                confirmation.wait().await?;
+                Ok(Some(n))
+            }
+        }
+    }
+
+    /// [`Router::publish_from_amqp`] that returns before the message is durable, with
+    /// the [`Confirmation`] the link's ack to RabbitMQ must wait for.
+    pub async fn publish_from_amqp_unconfirmed(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<Option<(usize, Confirmation)>, RouterError> {
         let legs = {
             let table = self.table.load();
             match table.resolve_amqp(link, key, routing_key, message) {
@@ -99,8 +120,8 @@ impl Router {
             }
         };
         let n = legs.len();
-        self.publish_legs(legs).await?;
-        Ok(Some(n))
+        let (_, confirmation) = self.publish_legs_unconfirmed(legs).await?;
+        Ok(Some((n, confirmation)))
     }
 
     /// Routes a message an XMPP link received for the JID `to`; returns how many legs
@@ -113,6 +134,27 @@ impl Router {
         presence: bool,
         message: Message,
     ) -> Result<Option<usize>, RouterError> {
+        match self
+            .publish_from_xmpp_unconfirmed(link, to, presence, message)
+            .await?
+        {
+            None => Ok(None),
+            Some((n, confirmation)) => {
+                confirmation.wait().await?;
+                Ok(Some(n))
+            }
+        }
+    }
+
+    /// [`Router::publish_from_xmpp`] that returns before the message is durable, with
+    /// the [`Confirmation`] the link's receipt must wait for.
+    pub async fn publish_from_xmpp_unconfirmed(
+        &self,
+        link: &str,
+        to: &str,
+        presence: bool,
+        message: Message,
+    ) -> Result<Option<(usize, Confirmation)>, RouterError> {
         let legs = {
             let table = self.table.load();
             match table.resolve_xmpp(link, to, presence, message) {
@@ -121,17 +163,13 @@ impl Router {
             }
         };
         let n = legs.len();
-        self.publish_legs(legs).await?;
-        Ok(Some(n))
+        let (_, confirmation) = self.publish_legs_unconfirmed(legs).await?;
+        Ok(Some((n, confirmation)))
     }
 
-    /// Hands resolved legs to the core; link legs go to their link's queue.
-    async fn publish_legs(&self, legs: Vec<Leg>) -> Result<usize, RouterError> {
-        let (n, confirmation) = self.publish_legs_unconfirmed(legs).await?;
-        confirmation.wait().await?;
-        Ok(n)
-    }
-
+    /// Hands resolved legs to the core (link legs go to their link's queue); returns
+    /// how many queues they reached and what must become durable before the publisher
+    /// is confirmed.
     async fn publish_legs_unconfirmed(
         &self,
         legs: Vec<Leg>,

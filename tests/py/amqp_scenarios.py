@@ -169,9 +169,19 @@ def durable_before():
         ch.basic_publish(f"{P}.x", "order.created", f"p{i}".encode(), pika.BasicProperties(delivery_mode=2))
     for i in range(10):
         ch.basic_publish(f"{P}.x", "order.created", f"t{i}".encode(), pika.BasicProperties(delivery_mode=1))
-    wait_for(lambda: queue_depth(f"{P}.in") == 0, T, "every message acked by the link")
+    # Ready *and* unacknowledged: zero once the link has acked every one.
+    wait_for(lambda: queue_total(f"{P}.in") == 0, T, "every message acked by the link")
     c.close()
     print("ok")
+
+
+def queue_total(name):
+    """Messages in a queue, ready and unacknowledged (rabbitmqctl's `messages`)."""
+    for line in ctl("list_queues", "-q", "name", "messages").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return int(parts[1])
+    return None
 
 
 def durable_after():
@@ -423,6 +433,7 @@ def after_reload():
 def ctl(*a):
     r = subprocess.run([args.ctl, "ctl", *a], capture_output=True, text=True, timeout=120)
     expect(r.returncode == 0, f"rabbitmqctl {a}: {r.stdout} {r.stderr}")
+    return r.stdout
 
 
 def restart_under_load():

@@ -127,8 +127,9 @@ async fn consume(
             d = consumer.next() => d,
         };
         // Handle this delivery and every one already waiting, then ack them together
-        // (`multiple`): one frame instead of one per message.
-        let mut pending = None;
+        // (`multiple`): one frame instead of one per message, once they are all durable
+        // (their store writes share fsyncs).
+        let mut pending = Pending::default();
         let mut next = next;
         loop {
             match next {
@@ -149,15 +150,38 @@ async fn consume(
     Ok(())
 }
 
-/// Acks everything up to the last accepted delivery.
-async fn flush(pending: &mut Option<Acker>) -> Result<(), String> {
-    match pending.take() {
-        Some(a) => a
+/// Accepted deliveries not yet acked: the last one's acker (acks cover every earlier
+/// one) and what must be durable first.
+#[derive(Default)]
+struct Pending {
+    acker: Option<Acker>,
+    confirmation: crate::core::Confirmation,
+}
+
+/// Acks everything up to the last accepted delivery once it is all durable. When the
+/// store refused (disk full), everything pending goes back to RabbitMQ instead.
+async fn flush(pending: &mut Pending) -> Result<(), String> {
+    let confirmation = std::mem::take(&mut pending.confirmation);
+    let Some(a) = pending.acker.take() else {
+        return Ok(());
+    };
+    match confirmation.wait().await {
+        Ok(()) => a
             .ack(BasicAckOptions { multiple: true })
             .await
             .map(drop)
             .map_err(|e| format!("ack: {e}")),
-        None => Ok(()),
+        Err(err) => {
+            tracing::warn!(reason = %err, "the core could not store the messages: requeued in RabbitMQ");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            a.nack(BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            })
+            .await
+            .map(drop)
+            .map_err(|e| format!("nack: {e}"))
+        }
     }
 }
 
@@ -168,7 +192,7 @@ async fn handle(
     ctx: &LinkCtx,
     key: &AmqpSourceKey,
     d: Delivery,
-    pending: &mut Option<Acker>,
+    pending: &mut Pending,
 ) -> Result<(), String> {
     let c = &ctx.status.counters;
     let link = ctx.settings.name.as_str();
@@ -196,17 +220,22 @@ async fn handle(
     let routed = match message {
         Ok(m) => Ok(ctx
             .router
-            .publish_from_amqp(link, key, &routing_key, m)
+            .publish_from_amqp_unconfirmed(link, key, &routing_key, m)
             .await),
         Err(e) => Err(e),
     };
-    if let Ok(Ok(Some(n))) = &routed
-        && *n > 0
-    {
-        LinkStatus::bump(&c.received);
-        *pending = Some(acker);
-        return Ok(());
-    }
+    let routed = match routed {
+        Ok(Ok(Some((n, confirmation)))) if n > 0 => {
+            LinkStatus::bump(&c.received);
+            pending.acker = Some(acker);
+            pending.confirmation.extend(confirmation);
+            return Ok(());
+        }
+        Ok(Ok(Some((n, _)))) => Ok(Ok(Some(n))),
+        Ok(Ok(None)) => Ok(Ok(None)),
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
     flush(pending).await?;
     let routed = match routed {
         Ok(r) => r,

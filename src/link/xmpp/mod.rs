@@ -19,6 +19,9 @@ mod stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,6 +81,47 @@ struct Session {
     last_event: HashMap<String, String>,
     out: mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
     cancel: CancellationToken,
+    /// Receipts of accepted chats waiting for their messages to be durable; the session
+    /// loop sends them as they resolve and keeps reading meanwhile.
+    confirming: FuturesUnordered<Confirming>,
+}
+
+/// A deferred receipt: what to send once the message is durable, or instead if it
+/// could not be stored.
+type Confirming = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Option<XMessage>,
+                    Option<XMessage>,
+                    Result<(), crate::core::PublishError>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// Sends a deferred receipt (or the refusal, when the store failed).
+async fn settle_receipt(
+    ctx: &LinkCtx,
+    sink: &mut Sink,
+    (receipt, refusal, r): (
+        Option<XMessage>,
+        Option<XMessage>,
+        Result<(), crate::core::PublishError>,
+    ),
+) -> Result<(), tokio_xmpp::Error> {
+    let reply = match r {
+        Ok(()) => receipt,
+        Err(e) => {
+            LinkStatus::bump(&ctx.status.counters.rejected);
+            tracing::warn!(error = %e, "accepted chat could not be stored: refused");
+            refusal
+        }
+    };
+    match reply {
+        Some(m) => sink.send(Stanza::Message(m)).await,
+        None => Ok(()),
+    }
 }
 
 /// Starts a link's supervisor.
@@ -158,6 +202,7 @@ async fn session(ctx: &Arc<LinkCtx>, mut conn: stream::Conn, cancel: &Cancellati
         last_event: HashMap::new(),
         out: out_tx,
         cancel: cancel.child_token(),
+        confirming: FuturesUnordered::new(),
     };
     let reason = session_loop(ctx, &mut conn, &mut out_rx, &mut st, cancel).await;
     st.cancel.cancel();
@@ -228,6 +273,11 @@ async fn session_loop(
             _ = cancel.cancelled() => {
                 let _ = sink.close().await;
                 return "shutdown".into();
+            }
+            Some(done) = st.confirming.next(), if !st.confirming.is_empty() => {
+                if let Err(e) = settle_receipt(ctx, sink, done).await {
+                    return format!("send failed: {e}");
+                }
             }
             pushed = out_rx.recv() => {
                 if let Some((stanza, ack)) = pushed {
@@ -356,7 +406,7 @@ async fn incoming(
     stanza: Stanza,
 ) -> Result<(), tokio_xmpp::Error> {
     match stanza {
-        Stanza::Message(m) => message(ctx, sink, m).await,
+        Stanza::Message(m) => message(ctx, sink, st, m).await,
         Stanza::Presence(p) => {
             if let Some(unlock) = instant_room(ctx, &p) {
                 sink.send(Stanza::Iq(unlock)).await?;
@@ -402,7 +452,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), tokio_xmpp::Error> {
+async fn message(
+    ctx: &LinkCtx,
+    sink: &mut Sink,
+    st: &mut Session,
+    s: XMessage,
+) -> Result<(), tokio_xmpp::Error> {
     if s.type_ == MessageType::Error {
         tracing::info!(from = ?s.from.as_ref().map(ToString::to_string), "error stanza received");
         return Ok(());
@@ -440,8 +495,22 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     // A full destination makes the publish wait; the link must not stall for long (it
     // also sends, pings and pushes), so the sender is told to try again later instead.
     let to_text = to.to_string();
-    let publish = ctx.router.publish_from_xmpp(link, &to_text, false, m);
-    let Ok(routed) = tokio::time::timeout(PUBLISH_WAIT, publish).await else {
+    let publish = ctx
+        .router
+        .publish_from_xmpp_unconfirmed(link, &to_text, false, m);
+    tokio::pin!(publish);
+    let routed = match futures::poll!(&mut publish) {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => {
+            // Held back (a full destination, a watermark): settle the receipts already
+            // owed first, so earlier senders are not kept waiting behind this one.
+            while let Some(done) = st.confirming.next().await {
+                settle_receipt(ctx, sink, done).await?;
+            }
+            tokio::time::timeout(PUBLISH_WAIT, publish).await
+        }
+    };
+    let Ok(routed) = routed else {
         LinkStatus::bump(&c.rejected);
         tracing::warn!(from = %from, to = %to, "destination full: message refused with resource-constraint");
         if !groupchat {
@@ -461,8 +530,12 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
         }
         return Ok(());
     };
+    let mut confirmation = None;
     let refused = match routed {
-        Ok(Some(n)) if n > 0 => None,
+        Ok(Some((n, c))) if n > 0 => {
+            confirmation = Some(c);
+            None
+        }
         Ok(Some(_)) => Some((
             DefinedCondition::NotAcceptable,
             format!("no route for {to} accepted this message"),
@@ -480,11 +553,33 @@ async fn message(ctx: &LinkCtx, sink: &mut Sink, s: XMessage) -> Result<(), toki
     match refused {
         None => {
             LinkStatus::bump(&c.received);
-            if !groupchat
-                && convert::wants_receipt(&s)
-                && let Some(r) = convert::receipt(&s)
-            {
-                sink.send(Stanza::Message(r)).await?;
+            let receipt = (!groupchat && convert::wants_receipt(&s))
+                .then(|| convert::receipt(&s))
+                .flatten();
+            let confirmation = confirmation.unwrap_or_default();
+            if confirmation.is_ready() {
+                if let Some(r) = receipt {
+                    sink.send(Stanza::Message(r)).await?;
+                }
+            } else {
+                let refusal = (!groupchat).then(|| {
+                    let mut e = XMessage::new_with_type(MessageType::Error, Some(from.clone()));
+                    e.from = Some(to.clone());
+                    e.id = s.id.clone();
+                    e.payloads.push(
+                        StanzaError::new(
+                            ErrorType::Wait,
+                            DefinedCondition::ServiceUnavailable,
+                            "en",
+                            "the message could not be stored; try again later",
+                        )
+                        .into(),
+                    );
+                    e
+                });
+                st.confirming.push(Box::pin(async move {
+                    (receipt, refusal, confirmation.wait().await)
+                }));
             }
         }
         Some((_, text)) if groupchat => {
