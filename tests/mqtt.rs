@@ -46,6 +46,23 @@ fn cross_protocol() {
     );
 }
 
+/// Request/reply STOMP → MQTT 5 and MQTT 5 → MQTT 5 (MQTT 5 → STOMP is in
+/// `cross_protocol`; STOMP → STOMP in tests/stomp.rs).
+#[test]
+fn request_reply_with_mqtt5_responders() {
+    let d = Daemon::start(&[], &[]);
+    let stomp = d.addr("stomp").port().to_string();
+    for name in ["rpc_stomp_to_mqtt5", "rpc_mqtt5_to_mqtt5"] {
+        python_scenario(
+            &d,
+            "mqtt_scenarios.py",
+            "mqtt",
+            name,
+            &["--stomp-port", &stomp],
+        );
+    }
+}
+
 #[test]
 fn auth() {
     let hash = password_hash("pw");

@@ -565,6 +565,60 @@ def cross_protocol():
     print("ok")
 
 
+def rpc_stomp_to_mqtt5():
+    """A STOMP requester (reply-to /temp-queue/…) and an MQTT 5 responder: the responder sees a
+    response topic and correlation data it can publish to; the reply reaches the requester's
+    temporary queue with the correlation id."""
+    import stomp
+    svc = t("svc")
+    replies = []
+
+    class L(stomp.ConnectionListener):
+        def on_message(self, f):
+            replies.append(f)
+    sc = stomp.Connection12([(H, args.stomp_port)])
+    sc.set_listener("l", L())
+    sc.connect(wait=True)
+    r = C(V5)
+    r.sub(svc)
+    sc.send(f"/topic/{svc.replace('/', '.')}", "ping", headers={"reply-to": "/temp-queue/rpc", "correlation-id": "c-7"})
+    req = r.wait(1)[0]
+    rt, cd = req.properties.ResponseTopic, req.properties.CorrelationData
+    expect(rt and rt.startswith("$queue/"), f"a response topic to publish to: {rt!r}")
+    expect(cd == b"c-7", f"correlation data {cd!r}")
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = cd
+    r.pub(rt, "pong", props=props)
+    wait_for(lambda: replies, T, "the reply on the temporary queue")
+    expect(replies[0].body == "pong" and replies[0].headers.get("correlation-id") == "c-7", f"{replies[0].headers} {replies[0].body}")
+    sc.disconnect()
+    r.bye()
+    print("ok")
+
+
+def rpc_mqtt5_to_mqtt5():
+    """MQTT 5 request/reply between two clients: response topic and binary correlation data
+    arrive intact and the reply comes back on the response topic."""
+    svc, back = t("svc"), t("back")
+    resp, req = C(V5), C(V5)
+    resp.sub(svc)
+    req.sub(back)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = back
+    props.CorrelationData = b"\x00\x01bin"
+    req.pub(svc, "question", props=props)
+    m = resp.wait(1)[0]
+    expect(m.properties.ResponseTopic == back and m.properties.CorrelationData == b"\x00\x01bin", f"{m.properties}")
+    p2 = Properties(PacketTypes.PUBLISH)
+    p2.CorrelationData = m.properties.CorrelationData
+    resp.pub(m.properties.ResponseTopic, "answer", props=p2)
+    a = req.wait(1)[0]
+    expect(a.payload == b"answer" and a.properties.CorrelationData == b"\x00\x01bin", f"{a.payload} {a.properties}")
+    resp.bye()
+    req.bye()
+    print("ok")
+
+
 def private_queues():
     """$queue/NAME reaches internal queues, but never the router's own ($-named) ones."""
     victim = C(V5, client_id=f"victim-{uuid.uuid4().hex[:6]}", clean=False)
@@ -668,7 +722,7 @@ def retained_tracked():
 
 SCENARIOS = {f.__name__: f for f in [qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, private_queues, tls, wss, server_keep_alive, retained_tracked]}
+                                     auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()
