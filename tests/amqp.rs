@@ -235,7 +235,7 @@ routes:
 }
 
 #[test]
-fn amqp_requester_with_direct_reply_to_gets_the_reply_of_a_stomp_responder() {
+fn amqp_requester_with_direct_reply_to_gets_replies_from_stomp_and_mqtt5_responders() {
     let _l = rabbit(false);
     let p = prefix("rpa");
     let d = router(
@@ -250,6 +250,7 @@ routes:
 "#,
     );
     scenario(&d, &p, "rpc_amqp_to_stomp");
+    scenario(&d, &p, "rpc_amqp_to_mqtt5");
 }
 
 #[test]

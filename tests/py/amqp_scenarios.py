@@ -398,6 +398,45 @@ def rpc_amqp_to_stomp():
     print("ok")
 
 
+def rpc_amqp_to_mqtt5():
+    """A pika requester using direct reply-to reaches an MQTT 5 responder through the router: the
+    responder gets a response topic and correlation data, publishes its answer there, and pika
+    gets it with its correlation id."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    wait_for(lambda: queue_exists(f"{P}.req"), T, "topology")
+    resp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-resp", protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+
+    def on_message(c, _u, m):
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = m.properties.CorrelationData
+        c.publish(m.properties.ResponseTopic, b"done:" + m.payload, qos=1, properties=props)
+
+    resp.on_message = on_message
+    resp.on_subscribe = lambda *a: subscribed.set()
+    resp.connect("127.0.0.1", args.mqtt_port)
+    resp.loop_start()
+    resp.subscribe(f"$queue/{P}.jobs", qos=1)
+    expect(subscribed.wait(T), "SUBACK")
+    c, ch = amqp()
+    replies = []
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
+                     auto_ack=True)
+    for i in range(10):
+        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
+                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
+    deadline = time.monotonic() + T
+    while len(replies) < 10 and time.monotonic() < deadline:
+        c.process_data_events(time_limit=0.1)
+    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(10)), f"replies {replies}")
+    c.close()
+    resp.loop_stop()
+    resp.disconnect()
+    print("ok")
+
+
 def topology():
     """A conflicting declaration (PRECONDITION_FAILED) is reported with its route and does not stop the
     link's other routes; a reload declares the new route's topology."""
@@ -541,7 +580,7 @@ def tls_publish():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, topology,
+SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, rpc_amqp_to_mqtt5, topology,
                                      after_reload, restart_under_load, blocked, tls_publish, durable_before, durable_after]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
