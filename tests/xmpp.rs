@@ -87,6 +87,7 @@ fn scenario(d: &Daemon, p: &str, jid: &(String, String), name: &str) {
         .args(["--port", &d.addr("stomp").port().to_string()])
         .args(["--admin-port", &d.addr("admin").port().to_string()])
         .args(["--prefix", p, "--jid", &jid.0, "--password", &jid.1])
+        .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
         .args(["--timeout", "15", name])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
@@ -116,6 +117,25 @@ fn chat_to_a_queue_and_the_reply_back_with_receipts_errors_and_disco() {
     let u = user(&p);
     let d = router(&p, ROUTES);
     scenario(&d, &p, &u, "chat_roundtrip");
+}
+
+/// Request/reply from a chat to an MQTT 5 responder (response topic + correlation data)
+/// and back into the chat's thread.
+#[test]
+fn a_chat_request_is_answered_by_an_mqtt5_responder_in_the_same_thread() {
+    let _l = prosody();
+    let p = prefix("rpm");
+    let u = user(&p);
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: PFX-ask
+    from: {xmpp: {link: im, jid: "ask@bridge.localhost"}}
+    to: [{mqtt: "PFX/ask"}]
+"#,
+    );
+    scenario(&d, &p, &u, "rpc_mqtt5");
 }
 
 /// A chat's receipt is sent only once the message is in the journal: kill -9 the router

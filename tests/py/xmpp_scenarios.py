@@ -22,7 +22,8 @@ import stomp  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--admin-port", type=int, required=True),
-                             p.add_argument("--jid", required=True), p.add_argument("--password", required=True)))
+                             p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
+                             p.add_argument("--mqtt-port", type=int)))
 P = args.prefix
 T = args.timeout
 BRIDGE = "bridge.localhost"
@@ -168,6 +169,40 @@ async def durable_after():
     got = [m.body for m in col.messages]
     expect(got == [f"d{i}" for i in range(5)], f"after restart: {got}")
     s.disconnect()
+    print("ok")
+
+
+async def rpc_mqtt5():
+    """A chat to ask@bridge reaches an MQTT 5 responder with a response topic and correlation
+    data; its answer comes back to the user from ask@bridge in the chat's thread."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    resp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-resp", protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+
+    def on_message(c, _u, m):
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = m.properties.CorrelationData
+        c.publish(m.properties.ResponseTopic, b"answer to " + m.payload, qos=1, properties=props)
+
+    resp.on_message = on_message
+    resp.on_subscribe = lambda *a: subscribed.set()
+    resp.connect("127.0.0.1", args.mqtt_port)
+    resp.loop_start()
+    resp.subscribe(f"{P}/ask", qos=1)
+    expect(subscribed.wait(T), "SUBACK")
+    u = await login()
+    m = u.make_message(mto=f"ask@{BRIDGE}", mbody="how many?", mtype="chat")
+    m["thread"] = "t-mqtt"
+    m.send()
+    await u.wait(lambda: u.messages, "the MQTT responder's answer")
+    r = u.messages[0]
+    expect(r["body"] == "answer to how many?" and r["thread"] == "t-mqtt" and str(r["from"]) == f"ask@{BRIDGE}",
+           f"reply {r}")
+    resp.loop_stop()
+    resp.disconnect()
+    u.disconnect()
     print("ok")
 
 
@@ -349,7 +384,7 @@ async def oversize():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, durable_before, durable_after, notify, presence_and_push, room, rpc_amqp,
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, durable_before, durable_after, rpc_mqtt5, notify, presence_and_push, room, rpc_amqp,
                                      subscription_refused, full_destination, oversize]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
