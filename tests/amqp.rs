@@ -253,6 +253,28 @@ routes:
     scenario(&d, &p, "rpc_amqp_to_mqtt5");
 }
 
+/// AMQP requester → router → AMQP worker on another queue → reply back through the
+/// router to the requester's direct reply-to.
+#[test]
+fn amqp_requester_gets_the_reply_of_an_amqp_worker_through_the_router() {
+    let _l = rabbit(false);
+    let p = prefix("raa");
+    let d = router(
+        &p,
+        r#"
+routes:
+  - name: P-req
+    from: {amqp: {link: rabbit, queue: P.req}}
+    to: [{amqp: {link: rabbit, routing_key: P.work}}]
+    declare:
+      queues:
+        - {name: P.req, durable: false, arguments: {x-expires: 600000}}
+        - {name: P.work, durable: false, arguments: {x-expires: 600000}}
+"#,
+    );
+    scenario(&d, &p, "rpc_amqp_to_amqp");
+}
+
 #[test]
 fn a_topology_conflict_costs_only_its_route_and_reload_declares_new_topology() {
     let _l = rabbit(false);

@@ -437,6 +437,42 @@ def rpc_amqp_to_mqtt5():
     print("ok")
 
 
+def rpc_amqp_to_amqp():
+    """A pika requester (direct reply-to) and a pika worker on different queues, the router in
+    between: the worker replies to the reply_to it got (the router's), the requester gets it."""
+    wait_for(lambda: queue_exists(f"{P}.req") and queue_exists(f"{P}.work"), T, "topology")
+    stop = threading.Event()
+
+    def worker():
+        wc, wch = amqp()
+        for method, props, body in wch.consume(f"{P}.work", inactivity_timeout=0.1):
+            if stop.is_set():
+                break
+            if method is None:
+                continue
+            wch.basic_publish("", props.reply_to, b"done:" + body, pika.BasicProperties(correlation_id=props.correlation_id))
+            wch.basic_ack(method.delivery_tag)
+        wc.close()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    c, ch = amqp()
+    replies = []
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
+                     auto_ack=True)
+    for i in range(10):
+        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
+                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
+    deadline = time.monotonic() + T
+    while len(replies) < 10 and time.monotonic() < deadline:
+        c.process_data_events(time_limit=0.1)
+    stop.set()
+    t.join(5)
+    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(10)), f"replies {replies}")
+    c.close()
+    print("ok")
+
+
 def topology():
     """A conflicting declaration (PRECONDITION_FAILED) is reported with its route and does not stop the
     link's other routes; a reload declares the new route's topology."""
@@ -580,7 +616,7 @@ def tls_publish():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, rpc_amqp_to_mqtt5, topology,
+SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, rpc_amqp_to_mqtt5, rpc_amqp_to_amqp, topology,
                                      after_reload, restart_under_load, blocked, tls_publish, durable_before, durable_after]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
