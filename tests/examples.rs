@@ -5,41 +5,43 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn live_route_edit_loses_nothing() {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/live-edit/run.sh"
-    ))
-    .env("SWITCHBOARD_BIN", common::BIN)
-    .env("SWITCHBOARD_PYTHON", common::python())
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `examples/NAME/run.sh ARGS…`; asserts it succeeded and printed `expect`;
+/// returns its standard output.
+fn run_example(name: &str, args: &[&str], expect: &str) -> String {
+    let script = format!("{}/examples/{name}/run.sh", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&script)
+        .args(args)
+        .env("SWITCHBOARD_BIN", common::BIN)
+        .env("SWITCHBOARD_PYTHON", common::python())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        out.status.success() && stdout.contains("none lost, none duplicated"),
-        "stdout:\n{stdout}\nstderr:\n{}",
+        out.status.success() && stdout.contains(expect),
+        "{name}: expected `{expect}`\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// Shared: never while an AMQP test restarts RabbitMQ.
+fn rabbit() -> common::PeerLock {
+    common::peer_lock(
+        "rabbitmq",
+        false,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
+    )
+}
+
+#[test]
+fn live_route_edit_loses_nothing() {
+    run_example("live-edit", &[], "none lost, none duplicated");
 }
 
 #[test]
 fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/dashboard/run.sh"
-    ))
-    .arg("--check")
-    .env("SWITCHBOARD_BIN", common::BIN)
-    .env("SWITCHBOARD_PYTHON", common::python())
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("\"ok\":true"),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_example("dashboard", &["--check"], "\"ok\":true");
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     let sensors: Vec<&str> = v["rows"]
         .as_array()
@@ -54,51 +56,19 @@ fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
 
 #[test]
 fn iot_devices_feed_an_amqp_exchange_with_wills() {
-    // Shared: never while an AMQP test restarts RabbitMQ.
-    let _l = common::peer_lock(
-        "rabbitmq",
-        false,
-        "127.0.0.1:5672",
-        "scripts/setup rabbitmq",
-    );
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/iot/run.sh"))
-        .arg("--check")
-        .env("SWITCHBOARD_BIN", common::BIN)
-        .env("SWITCHBOARD_PYTHON", common::python())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all telemetry and d2's will arrived"),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let _l = rabbit();
+    run_example("iot", &["--check"], "all telemetry and d2's will arrived");
 }
 
 #[test]
 fn chat_ops_an_xmpp_user_asks_an_amqp_worker() {
     // Prosody lets one connection serve the component domain: exclusive with the XMPP
-    // tests; RabbitMQ shared (never during an AMQP test's RabbitMQ restart).
+    // tests.
     let _p = common::peer_lock("prosody", true, "127.0.0.1:5347", "scripts/setup prosody");
-    let _r = common::peer_lock(
-        "rabbitmq",
-        false,
-        "127.0.0.1:5672",
-        "scripts/setup rabbitmq",
-    );
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/chatops/run.sh"
-    ))
-    .arg("--check")
-    .env("SWITCHBOARD_BIN", common::BIN)
-    .env("SWITCHBOARD_PYTHON", common::python())
-    .output()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("every question answered in its own thread"),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let _r = rabbit();
+    run_example(
+        "chatops",
+        &["--check"],
+        "every question answered in its own thread",
     );
 }

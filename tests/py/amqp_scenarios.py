@@ -17,7 +17,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+from sbtest import expect, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
+from stomptest import Collector  # noqa: E402
 
 import pika  # noqa: E402
 import stomp  # noqa: E402
@@ -64,38 +65,9 @@ def queue_depth(name):
         c.close()
 
 
-class Collector(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages, self.errors, self.receipts = [], [], []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame):
-        with self.lock:
-            self.messages.append(frame)
-
-    def on_error(self, frame):
-        with self.lock:
-            self.errors.append(frame)
-
-    def on_receipt(self, frame):
-        with self.lock:
-            self.receipts.append(frame.headers.get("receipt-id"))
-
-    def bodies(self):
-        with self.lock:
-            return [m.body for m in self.messages]
-
-    def wait_messages(self, n, what="messages", timeout=None):
-        wait_for(lambda: len(self.messages) >= n, timeout or T,
-                 lambda: f"{what}: got {len(self.messages)} of {n}: {self.bodies()[:20]!r}; errors {[e.headers for e in self.errors]}")
-
-    def wait_receipt(self, r):
-        wait_for(lambda: r in self.receipts, T, lambda: f"no RECEIPT {r}; errors {[e.headers for e in self.errors]}")
-
-
 def stomp_conn():
     c = stomp.Connection12([("127.0.0.1", args.port)], heartbeats=(0, 0))
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     c.connect(wait=True)
     return c, col
@@ -369,6 +341,23 @@ def rpc_mqtt5_to_amqp():
     print("ok")
 
 
+def direct_reply_requests(n=10):
+    """pika sends n requests `jobI` to P.req with direct reply-to and correlation ids `rI`;
+    every reply must come back as `done:jobI` with its correlation id."""
+    c, ch = amqp()
+    replies = []
+    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
+                     auto_ack=True)
+    for i in range(n):
+        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
+                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
+    deadline = time.monotonic() + T
+    while len(replies) < n and time.monotonic() < deadline:
+        c.process_data_events(time_limit=0.1)
+    c.close()
+    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(n)), f"replies {replies}")
+
+
 def rpc_amqp_to_stomp():
     """A pika requester using direct reply-to reaches a STOMP responder through the router; the
     responder replies to the reply-to header it got; pika gets the reply with its correlation id."""
@@ -382,18 +371,7 @@ def rpc_amqp_to_stomp():
                    headers={"correlation-id": frame.headers.get("correlation-id", "")})
 
     s.set_listener("r", Responder())
-    c, ch = amqp()
-    replies = []
-    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
-                     auto_ack=True)
-    for i in range(10):
-        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
-                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
-    deadline = time.monotonic() + T
-    while len(replies) < 10 and time.monotonic() < deadline:
-        c.process_data_events(time_limit=0.1)
-    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(10)), f"replies {replies}")
-    c.close()
+    direct_reply_requests()
     s.disconnect()
     print("ok")
 
@@ -402,36 +380,9 @@ def rpc_amqp_to_mqtt5():
     """A pika requester using direct reply-to reaches an MQTT 5 responder through the router: the
     responder gets a response topic and correlation data, publishes its answer there, and pika
     gets it with its correlation id."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
     wait_for(lambda: queue_exists(f"{P}.req"), T, "topology")
-    resp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-resp", protocol=mqtt.MQTTv5)
-    subscribed = threading.Event()
-
-    def on_message(c, _u, m):
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = m.properties.CorrelationData
-        c.publish(m.properties.ResponseTopic, b"done:" + m.payload, qos=1, properties=props)
-
-    resp.on_message = on_message
-    resp.on_subscribe = lambda *a: subscribed.set()
-    resp.connect("127.0.0.1", args.mqtt_port)
-    resp.loop_start()
-    resp.subscribe(f"$queue/{P}.jobs", qos=1)
-    expect(subscribed.wait(T), "SUBACK")
-    c, ch = amqp()
-    replies = []
-    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
-                     auto_ack=True)
-    for i in range(10):
-        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
-                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
-    deadline = time.monotonic() + T
-    while len(replies) < 10 and time.monotonic() < deadline:
-        c.process_data_events(time_limit=0.1)
-    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(10)), f"replies {replies}")
-    c.close()
+    resp = mqtt5_responder(args.mqtt_port, f"$queue/{P}.jobs", lambda body: b"done:" + body, T)
+    direct_reply_requests()
     resp.loop_stop()
     resp.disconnect()
     print("ok")
@@ -456,20 +407,11 @@ def rpc_amqp_to_amqp():
 
     t = threading.Thread(target=worker, daemon=True)
     t.start()
-    c, ch = amqp()
-    replies = []
-    ch.basic_consume("amq.rabbitmq.reply-to", lambda _c, _m, p, b: replies.append((p.correlation_id, b)),
-                     auto_ack=True)
-    for i in range(10):
-        ch.basic_publish("", f"{P}.req", f"job{i}".encode(),
-                         pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id=f"r{i}"))
-    deadline = time.monotonic() + T
-    while len(replies) < 10 and time.monotonic() < deadline:
-        c.process_data_events(time_limit=0.1)
-    stop.set()
-    t.join(5)
-    expect(sorted(replies) == sorted((f"r{i}", f"done:job{i}".encode()) for i in range(10)), f"replies {replies}")
-    c.close()
+    try:
+        direct_reply_requests()
+    finally:
+        stop.set()
+        t.join(5)
     print("ok")
 
 

@@ -12,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, parse_args, wait_for  # noqa: E402
+from stomptest import Collector  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 import stomp  # noqa: E402
@@ -23,33 +24,9 @@ HP = [(args.host, args.port)]
 T = args.timeout
 
 
-class Collector(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages, self.errors, self.receipts = [], [], []
-        self.lock = threading.Lock()
-
-    def on_message(self, frame):
-        with self.lock:
-            self.messages.append(frame)
-
-    def on_error(self, frame):
-        with self.lock:
-            self.errors.append(frame)
-
-    def on_receipt(self, frame):
-        with self.lock:
-            self.receipts.append(frame.headers.get("receipt-id"))
-
-    def wait_receipt(self, r):
-        wait_for(lambda: r in self.receipts, T, lambda: f"no RECEIPT {r}; errors {[(e.headers, e.body) for e in self.errors]}")
-
-    def wait_messages(self, n):
-        wait_for(lambda: len(self.messages) >= n, T, lambda: f"got {len(self.messages)} of {n}: {[m.body for m in self.messages]}")
-
-
 def stomp_conn():
     c = stomp.Connection12(HP, heartbeats=(0, 0))
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     c.connect(wait=True)
     return c, col

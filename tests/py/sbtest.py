@@ -63,3 +63,30 @@ def wait_for(predicate, timeout=10.0, msg=None, interval=0.05):
                 fail(f"timed out after {timeout:g} s: {msg() if callable(msg) else msg}")
             return None
         time.sleep(interval)
+
+
+def mqtt5_responder(port, topic, answer, timeout=10.0):
+    """An MQTT 5 responder (paho): subscribes to `topic` and answers every request by
+    publishing answer(payload) to its response topic with its correlation data. Returns the
+    running client (loop_stop() and disconnect() it when done)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    resp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+
+    def on_message(c, _u, m):
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = m.properties.CorrelationData
+        c.publish(m.properties.ResponseTopic, answer(m.payload), qos=1, properties=props)
+
+    resp.on_message = on_message
+    resp.on_subscribe = lambda *a: subscribed.set()
+    resp.connect("127.0.0.1", port)
+    resp.loop_start()
+    resp.subscribe(topic, qos=1)
+    expect(subscribed.wait(timeout), f"SUBACK for {topic}")
+    return resp

@@ -12,6 +12,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+from stomptest import Collector  # noqa: E402
 
 import stomp  # noqa: E402
 from stomp.exception import ConnectFailedException  # noqa: E402
@@ -21,42 +22,10 @@ HP = [(args.host, args.port)]
 T = args.timeout
 
 
-class Collector(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages, self.errors, self.receipts = [], [], []
-        self.disconnected = threading.Event()
-        self.lock = threading.Lock()
-
-    def on_message(self, frame):
-        with self.lock:
-            self.messages.append(frame)
-
-    def on_error(self, frame):
-        with self.lock:
-            self.errors.append(frame)
-
-    def on_receipt(self, frame):
-        with self.lock:
-            self.receipts.append(frame.headers.get("receipt-id"))
-
-    def on_disconnected(self):
-        self.disconnected.set()
-
-    def bodies(self):
-        with self.lock:
-            return [m.body for m in self.messages]
-
-    def wait_messages(self, n, what="messages"):
-        wait_for(lambda: len(self.messages) >= n, T, lambda: f"{what}: got {len(self.messages)} of {n}: {self.bodies()!r}; errors {[e.headers for e in self.errors]}")
-
-    def wait_receipt(self, r):
-        wait_for(lambda: r in self.receipts, T, lambda: f"no RECEIPT {r}; have {self.receipts}; errors {[e.headers for e in self.errors]}")
-
-
 def conn(version="1.2", heartbeats=(0, 0), user=None, password=None, **kw):
     cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
     c = cls(HP, heartbeats=heartbeats, **kw) if version != "1.0" else cls(HP, **kw)
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     c.connect(user, password, wait=True)
     return c, col
@@ -310,7 +279,7 @@ def competing_consumers():
 def auth():
     """With users configured and anonymous refused: bad creds → ERROR; good → CONNECTED; permissions enforced."""
     c = stomp.Connection12(HP)
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     try:
         c.connect(None, None, wait=True)
@@ -320,7 +289,7 @@ def auth():
     wait_for(lambda: col.errors, T, "ERROR frame for anonymous")
     expect(col.errors[0].headers.get("message") == "access refused", f"{col.errors[0].headers}")
     c2 = stomp.Connection12(HP)
-    col2 = Collector()
+    col2 = Collector(T)
     c2.set_listener("c", col2)
     try:
         c2.connect(args.user, "wrong", wait=True)
@@ -347,7 +316,7 @@ def tls():
     """STOMP over TLS, the certificate verified against the test CA."""
     c = stomp.Connection12(HP)
     c.set_ssl(for_hosts=HP, ca_certs=args.ca)
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     c.connect(wait=True)
     q = f"/queue/{uniq('tls')}"

@@ -15,7 +15,8 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sbtest import expect, fail, parse_args, wait_for  # noqa: E402
+from sbtest import expect, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
+from stomptest import Collector  # noqa: E402
 
 import slixmpp  # noqa: E402
 import stomp  # noqa: E402
@@ -34,20 +35,9 @@ def links():
         return {l["name"]: l for l in json.load(r)}
 
 
-class Collector(stomp.ConnectionListener):
-    def __init__(self):
-        self.messages, self.receipts = [], []
-
-    def on_message(self, frame):
-        self.messages.append(frame)
-
-    def on_receipt(self, frame):
-        self.receipts.append(frame.headers.get("receipt-id"))
-
-
 def stomp_conn():
     c = stomp.Connection12([("127.0.0.1", args.port)], heartbeats=(0, 0))
-    col = Collector()
+    col = Collector(T)
     c.set_listener("c", col)
     c.connect(wait=True)
     return c, col
@@ -175,23 +165,7 @@ async def durable_after():
 async def rpc_mqtt5():
     """A chat to ask@bridge reaches an MQTT 5 responder with a response topic and correlation
     data; its answer comes back to the user from ask@bridge in the chat's thread."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-    resp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-resp", protocol=mqtt.MQTTv5)
-    subscribed = threading.Event()
-
-    def on_message(c, _u, m):
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = m.properties.CorrelationData
-        c.publish(m.properties.ResponseTopic, b"answer to " + m.payload, qos=1, properties=props)
-
-    resp.on_message = on_message
-    resp.on_subscribe = lambda *a: subscribed.set()
-    resp.connect("127.0.0.1", args.mqtt_port)
-    resp.loop_start()
-    resp.subscribe(f"{P}/ask", qos=1)
-    expect(subscribed.wait(T), "SUBACK")
+    resp = mqtt5_responder(args.mqtt_port, f"{P}/ask", lambda body: b"answer to " + body, T)
     u = await login()
     m = u.make_message(mto=f"ask@{BRIDGE}", mbody="how many?", mtype="chat")
     m["thread"] = "t-mqtt"
