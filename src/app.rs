@@ -56,7 +56,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let store = load_routes(&settings)?;
-    let (core, message_store) = open_core(&settings)?;
+    // Replaying the journal reads files (seconds for a million messages): off the runtime.
+    let (core, message_store) = {
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || open_core(&s))
+            .await
+            .map_err(|e| StartError::Store(format!("store recovery failed: {e}")))??
+    };
     let router = crate::router::Router::new(core.clone(), store.table());
     let tracker = TaskTracker::new();
 

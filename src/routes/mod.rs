@@ -481,14 +481,7 @@ impl RouteTable {
                 trace.refused(0, r);
             }
         }
-        if !any {
-            return None;
-        }
-        let mut out = Vec::new();
-        let result = hits
-            .iter()
-            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out, trace));
-        Some(result.map(|()| out))
+        any.then(|| self.apply_all(&hits, &m, trace))
     }
 
     /// JIDs the routes of an XMPP link name without wildcards (service discovery lists
@@ -578,14 +571,21 @@ impl RouteTable {
             };
             hits.push((r, caps));
         }
-        if !any {
-            return None;
-        }
+        any.then(|| self.apply_all(&hits, &m, trace))
+    }
+
+    /// Applies the routes a link source matched, in order; the legs of them all.
+    fn apply_all<T: explain::Trace>(
+        &self,
+        hits: &[(&CompiledRoute, Vec<Capture>)],
+        m: &Message,
+        trace: &mut T,
+    ) -> Result<Vec<Leg>, RoutingError> {
         let mut out = Vec::new();
-        let result = hits
-            .iter()
-            .try_for_each(|(r, caps)| self.apply_route(r, caps, &m, 0, &mut out, trace));
-        Some(result.map(|()| out))
+        for (r, caps) in hits {
+            self.apply_route(r, caps, m, 0, &mut out, trace)?;
+        }
+        Ok(out)
     }
 
     /// One matched route: render its targets, transform, follow internal targets.
