@@ -224,28 +224,31 @@ fn the_disk_watermark_blocks_and_releases_publishers() {
         "the disk watermark is logged",
         || d.log().contains("disk watermark").then_some(()),
     );
-    let waiter = {
-        let stomp = d.addr("stomp").port().to_string();
-        let mqtt = d.addr("mqtt").port().to_string();
-        std::thread::spawn(move || {
-            Command::new(python())
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/py/durable_scenarios.py"
-                ))
-                .args(["--port", &stomp, "--mqtt-port", &mqtt, "--timeout", "20"])
-                .arg("blocked_then_resumes")
-                .output()
-                .unwrap()
-        })
-    };
+    let mut waiter = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/durable_scenarios.py"
+        ))
+        .args(["--port", &d.addr("stomp").port().to_string()])
+        .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
+        .args(["--timeout", "20", "blocked_then_resumes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Free the disk only once the publish is out (and has had time to be held back).
+    let mut stdout = std::io::BufReader::new(waiter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "sent", "the scenario's first line");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     std::fs::remove_file(&filler).unwrap();
-    let out = waiter.join().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = waiter.wait_with_output().unwrap();
     assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        out.status.success() && rest.trim_end().ends_with("ok"),
+        "{rest}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         d.log()
     );

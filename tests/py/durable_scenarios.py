@@ -198,7 +198,8 @@ def expect_accepted():
     """After a restart: exactly the persistent messages that were accepted."""
     c, col = stomp_conn()
     c.subscribe("/queue/ro.q", id="1", ack="auto")
-    time.sleep(1.0)
+    col.wait_messages(2)
+    time.sleep(0.3)  # nothing more may come
     # (A transient message sent in this run may be there too.)
     got = [m.body for m in col.messages if m.body != "transient-ok"]
     expect(got == ["before", "accepted"], f"after restart: {got}")
@@ -221,7 +222,7 @@ def memory_watermark():
     while n < 5000:
         rid = f"w{n}"
         c.send("/queue/wm.q", body, headers={"receipt": rid})
-        if not wait_for(lambda: rid in col.receipts, 1.5):
+        if not wait_for(lambda: rid in col.receipts, 3.0):
             stalled = rid
             break
         n += 1
@@ -243,6 +244,8 @@ def blocked_then_resumes():
     c, col = stomp_conn()
     t0 = time.monotonic()
     c.send("/queue/disk.q", "waited", headers={"receipt": "r-w", "persistent": "true"})
+    # Tells the test the publish is out: it frees the disk a while after this line.
+    print("sent", flush=True)
     col.wait_receipt("r-w")
     took = time.monotonic() - t0
     expect(took >= 1.0, f"the publish was not held back (took {took:.2f}s)")
