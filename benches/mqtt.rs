@@ -213,7 +213,8 @@ fn main() {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     let mosq_up = std::net::TcpStream::connect_timeout(&mosq, Duration::from_secs(1)).is_ok();
-    let (router, addr) = common::start_router(
+    // Memory only, like the Mosquitto it is compared with (`persistence false`).
+    let (router, addr) = common::start_router_memory_only(
         "mqtt",
         "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
     );
@@ -230,10 +231,19 @@ fn main() {
             " (NOT RUNNING: ratios omitted)"
         }
     );
+    // `MQTT_BENCH=memory` runs only the memory figure; any other value runs only the
+    // scenarios whose name contains it (`MQTT_BENCH="QoS 1"`).
+    let only = std::env::var("MQTT_BENCH").ok();
+    let memory = only.as_deref().is_none_or(|o| o == "memory");
     // Memory first, while both servers are fresh (freed message buffers would hide it).
     let n = 10_000;
-    let sb_kb = rt.block_on(idle_memory(addr, router.0.id(), n));
-    match (mosq_up, mosq_pid) {
+    let sb_kb = if memory {
+        rt.block_on(idle_memory(addr, router.0.id(), n))
+    } else {
+        0.0
+    };
+    match (mosq_up && memory, mosq_pid) {
+        _ if !memory => {}
         (true, Some(pid)) => {
             let mq_kb = rt.block_on(idle_memory(mosq, pid, n));
             println!(
@@ -244,7 +254,7 @@ fn main() {
         _ => println!("RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB"),
     }
     // `MQTT_BENCH=memory` stops here (a quick check while working on memory).
-    if std::env::var("MQTT_BENCH").as_deref() == Ok("memory") {
+    if only.as_deref() == Some("memory") {
         return;
     }
     println!(
@@ -266,6 +276,9 @@ fn main() {
         ),
     ];
     for (i, (name, qos, subs, size, n, rate)) in cases.iter().enumerate() {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let tag = format!("{i}-{}", std::process::id());
         let sb = rt.block_on(scenario(addr, *qos, *subs, *size, *n, *rate, &tag));
         let line = format!("{:>12.0} {:>9.0} {:>9.0}", sb.rate, sb.p50_us, sb.p99_us);

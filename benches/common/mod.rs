@@ -30,6 +30,16 @@ pub fn start_router_with_routes(
     settings: &str,
     routes: &str,
 ) -> (Router, SocketAddr) {
+    start(listener, settings, routes, true)
+}
+
+/// As [`start_router`], without a data directory (`--data-dir off`): the like-for-like
+/// setting against a broker that does not persist (Mosquitto's `persistence false`).
+pub fn start_router_memory_only(listener: &str, settings: &str) -> (Router, SocketAddr) {
+    start(listener, settings, "", false)
+}
+
+fn start(listener: &str, settings: &str, routes: &str, durable: bool) -> (Router, SocketAddr) {
     let dir = std::env::temp_dir().join(format!("sb-bench-{listener}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::create_dir_all(dir.join("routes"));
@@ -58,7 +68,11 @@ pub fn start_router_with_routes(
             .arg("--ready-file")
             .arg(&ready)
             .arg("--data-dir")
-            .arg(dir.join("data"))
+            .arg(if durable {
+                dir.join("data")
+            } else {
+                "off".into()
+            })
             .env("SWITCHBOARD_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()

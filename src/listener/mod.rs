@@ -3,6 +3,7 @@
 //! span per connection, and shutdown by one cancellation token.
 
 pub mod mqtt;
+pub mod packet_io;
 pub mod stomp;
 pub mod ws;
 

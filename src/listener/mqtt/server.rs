@@ -9,7 +9,6 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -17,6 +16,7 @@ use tracing::Instrument;
 use super::codec::Codec;
 use super::session;
 use super::state::MqttState;
+use crate::listener::packet_io::PacketIo;
 use crate::listener::ws::WsFramed;
 use crate::listener::{accept_loop, next_connection_id};
 
@@ -44,28 +44,24 @@ pub async fn serve_tcp(
             async move {
                 // Over the limit: close at once (MQTT has nothing to say before CONNECT).
                 let Some(_permit) = permit else { return };
-                // Small initial buffers: most connections are idle or carry small packets;
-                // the buffers grow when a large packet comes.
                 let codec = Codec::new(state.settings.max_packet_size);
                 let Some(acceptor) = tls else {
-                    let framed = Framed::with_capacity(stream, codec, 2048);
-                    return session::run(framed, state, id, loopback, cancel).await;
+                    return session::run(PacketIo::new(stream, codec), state, id, loopback, cancel)
+                        .await;
                 };
-                let timeout = state.settings.connect_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => {
-                        session::run(
-                            Framed::with_capacity(s, codec, 2048),
-                            state,
-                            id,
-                            loopback,
-                            cancel,
-                        )
-                        .await
+                // Boxed: a TLS stream is large, and a plain connection's task would
+                // otherwise be sized for it too.
+                Box::pin(async move {
+                    let timeout = state.settings.connect_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            session::run(PacketIo::new(s, codec), state, id, loopback, cancel).await
+                        }
+                        Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!("TLS handshake timed out"),
                     }
-                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!("TLS handshake timed out"),
-                }
+                })
+                .await
             }
         },
     )

@@ -17,7 +17,6 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Codec, CodecError, Connect, In, Out, Publish, SubOpts, Version};
@@ -26,13 +25,14 @@ use crate::auth::{AuthError, Kind, Principal};
 use crate::core::{
     ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
 };
+use crate::listener::packet_io::PacketIo;
 use crate::translate::mqtt::{
     RETAIN_HEADER, RETAINED_HEADER, delivery_topic, message_to_publish, publish_destination,
     publish_to_message,
 };
 use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
 
-/// A bidirectional MQTT packet stream (TCP `Framed` or a WebSocket adapter).
+/// A bidirectional MQTT packet stream (TCP `PacketIo` or a WebSocket adapter).
 pub trait Transport:
     Stream<Item = Result<In, CodecError>> + Sink<Out, Error = CodecError> + Unpin + Send
 {
@@ -40,7 +40,7 @@ pub trait Transport:
     fn set_max_outbound(&mut self, max: u32);
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, Codec> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for PacketIo<T, Codec> {
     fn set_max_outbound(&mut self, max: u32) {
         self.codec_mut().set_max_outbound(max);
     }
@@ -114,7 +114,8 @@ struct Session<T: Transport> {
     principal: Principal,
     data: Arc<Mutex<SessionData>>,
     queue: String,
-    queue_options: QueueOptions,
+    /// Boxed, like `will`: rarely used, and every idle connection would carry them.
+    queue_options: Box<QueueOptions>,
     /// Index 0: the session queue; then shared / `$queue/` subscriptions.
     consumers: Vec<(Source, Consumer)>,
     notify: Arc<Notify>,
@@ -125,13 +126,18 @@ struct Session<T: Transport> {
     aliases: HashMap<u16, String>,
     keep_alive: Option<Duration>,
     last_recv: Instant,
-    will: Option<super::codec::Will>,
+    will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
     confirming: usize,
+    /// Flushes asked for since the last write (see [`Session::flush`]).
+    unflushed: u32,
 }
+
+/// Most flushes put off while more work is ready.
+const FLUSH_EVERY: u32 = 64;
 
 /// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable.
 struct Unconfirmed {
@@ -147,21 +153,50 @@ const MAX_UNCONFIRMED: usize = 4096;
 
 /// Serves one connection until it ends.
 pub async fn run<T: Transport>(
-    mut t: T,
+    t: T,
     state: Arc<MqttState>,
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
 ) {
+    // Every phase but the serve loop runs once: boxed, their (large) futures do not
+    // make every idle connection's task bigger.
+    let Some((t, connect)) = Box::pin(read_connect(t, &state, &cancel)).await else {
+        return;
+    };
+    let Some(mut s) = Box::pin(connect_session(t, &state, conn, connect, loopback)).await else {
+        return;
+    };
+    let kick = {
+        let sessions = state.sessions();
+        sessions
+            .get(&s.client_id)
+            .and_then(|e| e.holder.as_ref())
+            .filter(|h| h.conn == conn)
+            .map(|h| (h.kick.clone(), h.gone.clone()))
+    };
+    let Some((kick, gone)) = kick else {
+        return;
+    };
+    let ended = s.serve(&cancel, &kick).await;
+    Box::pin(s.finish(ended, gone)).await;
+}
+
+/// Waits for the first packet, which must be CONNECT; refuses anything else.
+async fn read_connect<T: Transport>(
+    mut t: T,
+    state: &Arc<MqttState>,
+    cancel: &CancellationToken,
+) -> Option<(T, Connect)> {
     let first = tokio::select! {
-        _ = cancel.cancelled() => return,
+        _ = cancel.cancelled() => return None,
         r = tokio::time::timeout(state.settings.connect_timeout, t.next()) => r,
     };
     let connect = match first {
-        Ok(Some(Ok(In::Connect(c)))) => c,
+        Ok(Some(Ok(In::Connect(c)))) => *c,
         Ok(Some(Ok(other))) => {
             tracing::warn!(packet = ?std::mem::discriminant(&other), "first packet is not CONNECT; closing");
-            return;
+            return None;
         }
         Ok(Some(Err(e))) => {
             tracing::warn!(error = %e, "bad CONNECT; closing");
@@ -189,28 +224,11 @@ pub async fn run<T: Transport>(
                     })
                     .await;
             }
-            return;
+            return None;
         }
-        Ok(None) | Err(_) => return,
+        Ok(None) | Err(_) => return None,
     };
-    // CONNECT handling and the final clean-up run once: boxed, their (large) futures do
-    // not make every idle connection's task bigger.
-    let Some(mut s) = Box::pin(connect_session(t, &state, conn, *connect, loopback)).await else {
-        return;
-    };
-    let kick = {
-        let sessions = state.sessions();
-        sessions
-            .get(&s.client_id)
-            .and_then(|e| e.holder.as_ref())
-            .filter(|h| h.conn == conn)
-            .map(|h| (h.kick.clone(), h.gone.clone()))
-    };
-    let Some((kick, gone)) = kick else {
-        return;
-    };
-    let ended = s.serve(&cancel, &kick).await;
-    Box::pin(s.finish(ended, gone)).await;
+    Some((t, connect))
 }
 
 async fn connect_session<T: Transport>(
@@ -427,7 +445,7 @@ async fn connect_session<T: Transport>(
         principal,
         data,
         queue,
-        queue_options: opts,
+        queue_options: Box::new(opts),
         consumers,
         notify,
         inflight: BTreeMap::new(),
@@ -437,10 +455,11 @@ async fn connect_session<T: Transport>(
         aliases: HashMap::new(),
         keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         last_recv: Instant::now(),
-        will: c.will,
+        will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
         confirming: 0,
+        unflushed: 0,
     };
     // Finish QoS 2 deliveries the previous connection left half done.
     let rel: Vec<u16> = s.data().pending_rel.iter().copied().collect();
@@ -478,7 +497,19 @@ impl<T: Transport> Session<T> {
         })
     }
 
+    /// Asks for what was fed to be written. The write happens when the serve loop has
+    /// nothing else ready, so a burst of packets (acknowledgements, deliveries) goes out
+    /// in one system call instead of one each; at the latest after `FLUSH_EVERY` asks.
     async fn flush(&mut self) -> Result<(), End> {
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY {
+            return self.flush_now().await;
+        }
+        Ok(())
+    }
+
+    async fn flush_now(&mut self) -> Result<(), End> {
+        self.unflushed = 0;
         self.t.flush().await.map_err(|e| End {
             code: None,
             reason: format!("write failed: {e}"),
@@ -487,7 +518,7 @@ impl<T: Transport> Session<T> {
     }
 
     async fn serve(&mut self, cancel: &CancellationToken, kick: &CancellationToken) -> End {
-        if let Err(e) = self.deliver().await {
+        if let Err(e) = Box::pin(self.deliver()).await {
             return e;
         }
         // Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet, in
@@ -525,6 +556,8 @@ impl<T: Transport> Session<T> {
                 },
                 _ = notify.notified() => Box::pin(self.deliver()).await,
                 _ = sleep_opt(deadline) => Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout")),
+                // Last (biased): only when nothing else is ready.
+                _ = std::future::ready(()), if self.unflushed > 0 => self.flush_now().await,
             };
             if let Err(e) = r {
                 return e;
@@ -874,6 +907,7 @@ impl<T: Transport> Session<T> {
         let notify = Arc::clone(&self.notify);
         loop {
             tokio::select! {
+                biased;
                 r = &mut fut => {
                     return r.map_err(|e| {
                         tracing::warn!(error = %e, "publish refused");
@@ -885,6 +919,12 @@ impl<T: Transport> Session<T> {
                 }
                 _ = notify.notified() => {
                     if self.deliver().await.is_err() {
+                        return Err(rc::UNSPECIFIED);
+                    }
+                }
+                // Waiting at the flow gate: what is owed to the client goes out meanwhile.
+                _ = std::future::ready(()), if self.unflushed > 0 => {
+                    if self.flush_now().await.is_err() {
                         return Err(rc::UNSPECIFIED);
                     }
                 }

@@ -109,7 +109,7 @@ impl<T: Transport> Session<T> {
                     .any(|(s, _)| matches!(s, Source::Session))
                 {
                     let c = core
-                        .declare_queue(&self.queue, Some(self.queue_options.clone()))
+                        .declare_queue(&self.queue, Some((*self.queue_options).clone()))
                         .and_then(|_| {
                             core.consume(
                                 &self.queue,
