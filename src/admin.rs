@@ -36,6 +36,10 @@ pub fn router(core: Core, routes: Arc<RouteStore>, links: Links) -> Http {
         .route("/routes/reload", post(reload))
         .route("/queues", get(queues))
         .route("/links", get(links_status))
+        .route(
+            "/loss",
+            get(|| async { Json(crate::translate::loss::snapshot()) }),
+        )
         .with_state(AdminState {
             core,
             routes,

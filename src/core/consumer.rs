@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Core;
 use super::message::Delivery;
-use super::queue::{AckMode, Queue, Take};
+use super::queue::{AckMode, DeadReason, Queue, Take};
 
 /// Options for attaching a consumer.
 #[derive(Debug, Clone)]
@@ -132,12 +132,20 @@ impl Consumer {
 
     /// Negatively acknowledges one delivery (see [`Queue`] for `requeue`).
     pub fn nack(&self, tag: u64, requeue: bool) -> bool {
-        self.settle(|q, now, dead| q.nack(self.id, tag, false, requeue, now, dead))
+        let reason = (!requeue).then_some(DeadReason::Rejected);
+        self.settle(|q, now, dead| q.nack(self.id, tag, false, reason, now, dead))
+    }
+
+    /// Dead-letters one delivery with `reason` (dropped and counted when the queue has
+    /// no dead-letter destination).
+    pub fn dead_letter(&self, tag: u64, reason: DeadReason) -> bool {
+        self.settle(|q, now, dead| q.nack(self.id, tag, false, Some(reason), now, dead))
     }
 
     /// Negatively acknowledges every delivery up to and including `tag`.
     pub fn nack_through(&self, tag: u64, requeue: bool) -> bool {
-        self.settle(|q, now, dead| q.nack(self.id, tag, true, requeue, now, dead))
+        let reason = (!requeue).then_some(DeadReason::Rejected);
+        self.settle(|q, now, dead| q.nack(self.id, tag, true, reason, now, dead))
     }
 
     /// Changes the credit window.

@@ -167,6 +167,35 @@ pub struct Message {
     pub qos: u8,
     /// Who published it.
     pub origin: Origin,
+    /// What an edge does with fields its protocol cannot carry (set by a route).
+    pub loss: Loss,
+}
+
+/// What an edge does with the fields of a message that its protocol cannot carry (an
+/// MQTT 3.1.1 subscriber has no headers, an XMPP stanza no reply address, …). A route
+/// chooses it (`loss:` in the route file); the message carries it to whichever edge
+/// delivers it, since a route sending to an internal destination cannot know which
+/// protocols will consume from there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Loss {
+    /// Leave them out; each one is counted.
+    #[default]
+    Drop,
+    /// Carry them in what the target does have: headers, user properties, SHIM headers,
+    /// or (MQTT 3.1.1) a JSON envelope as the payload.
+    Encode,
+    /// Do not deliver the message: dead-letter it with the reason `untranslatable`.
+    Reject,
+}
+
+impl Loss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loss::Drop => "drop",
+            Loss::Encode => "encode",
+            Loss::Reject => "reject",
+        }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -246,6 +275,7 @@ impl Message {
             persistent: false,
             qos: 1,
             origin: Origin::internal(),
+            loss: Loss::Drop,
         }
     }
 

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
 pub use durable::Confirmation;
-pub use message::{Delivery, Headers, Message, MessageId, Origin};
+pub use message::{Delivery, Headers, Loss, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 

@@ -113,6 +113,8 @@ pub enum DeadReason {
     Rejected,
     MaxDeliveries,
     Overflow,
+    /// An edge could not carry it as its route's loss policy asks (`loss: reject`).
+    Untranslatable,
 }
 
 impl DeadReason {
@@ -122,6 +124,7 @@ impl DeadReason {
             Self::Rejected => "rejected",
             Self::MaxDeliveries => "max-deliveries",
             Self::Overflow => "overflow",
+            Self::Untranslatable => "untranslatable",
         }
     }
 }
@@ -776,15 +779,15 @@ impl Queue {
         n > 0
     }
 
-    /// Negatively acknowledges: `requeue` puts the message back in its place (or
-    /// dead-letters it after `max_deliveries`); otherwise it is dead-lettered as
-    /// rejected (or dropped, counted, when the queue has no dead-letter destination).
+    /// Negatively acknowledges: `None` puts the message back in its place (or
+    /// dead-letters it after `max_deliveries`); `Some(reason)` dead-letters it with that
+    /// reason (or drops and counts it when the queue has no dead-letter destination).
     pub(crate) fn nack(
         &self,
         id: u64,
         tag: u64,
         cumulative: bool,
-        requeue: bool,
+        requeue: Option<DeadReason>,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
     ) -> bool {
@@ -805,8 +808,8 @@ impl Queue {
         }
         let mut back = Vec::new();
         for e in taken {
-            if !requeue {
-                dead.push(e.into_dead(DeadReason::Rejected));
+            if let Some(reason) = requeue {
+                dead.push(e.into_dead(reason));
             } else if self.over_delivered(&e) {
                 dead.push(e.into_dead(DeadReason::MaxDeliveries));
             } else {

@@ -297,6 +297,7 @@ impl Compiler<'_> {
             targets,
             transform,
             passthrough: r.passthrough,
+            loss: r.loss.map(Into::into),
             declare,
         });
     }

@@ -171,6 +171,13 @@ impl Trace for Recorder {
         for t in targets {
             let _ = writeln!(self.out, "{pad}  → {}", target_text(t));
         }
+        if let Some(loss) = route.loss {
+            let _ = writeln!(
+                self.out,
+                "{pad}  fields a target cannot carry: {}",
+                loss.as_str()
+            );
+        }
         if route.passthrough {
             let _ = writeln!(
                 self.out,

@@ -187,6 +187,8 @@ pub struct CompiledRoute {
     pub targets: Vec<Target>,
     pub transform: Transform,
     pub passthrough: bool,
+    /// The loss policy the route gives its copies (`None`: left as it is).
+    pub loss: Option<crate::core::Loss>,
     /// AMQP topology the route declares.
     pub declare: Option<Declare>,
 }
@@ -601,6 +603,9 @@ impl RouteTable {
         let targets = route.render_targets(caps, m)?;
         let mut changed = m.clone();
         route.transform.apply(&route.name, &mut changed, caps)?;
+        if let Some(loss) = route.loss {
+            changed.loss = loss;
+        }
         trace.route(depth, route, caps, &targets, m, &changed);
         for t in targets {
             match t {

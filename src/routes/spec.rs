@@ -37,10 +37,33 @@ pub struct RouteSpec {
     /// Also deliver the (untransformed) message to the source's own destination.
     #[serde(default)]
     pub passthrough: bool,
+    /// What edges do with fields their protocol cannot carry (`drop`, `encode`,
+    /// `reject`); unset: whatever the message already carries (`drop` by default).
+    #[serde(default)]
+    pub loss: Option<LossSpec>,
     /// AMQP topology this route needs, declared on its link on connect and on every
     /// reload.
     #[serde(default)]
     pub declare: Option<Spanned<DeclareSpec>>,
+}
+
+/// `loss:` as written.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossSpec {
+    Drop,
+    Encode,
+    Reject,
+}
+
+impl From<LossSpec> for crate::core::Loss {
+    fn from(l: LossSpec) -> Self {
+        match l {
+            LossSpec::Drop => crate::core::Loss::Drop,
+            LossSpec::Encode => crate::core::Loss::Encode,
+            LossSpec::Reject => crate::core::Loss::Reject,
+        }
+    }
 }
 
 /// Exchanges, queues and bindings a route declares on an AMQP link. Declaring is

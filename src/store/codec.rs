@@ -6,13 +6,14 @@
 //! per process), body (u32 length + bytes), content type (`0u8` | `1u8 str`), header count
 //! u32 and (`str`, `str`) pairs, correlation id (opt `str`), reply-to (`0u8` |
 //! `1u8 str` queue | `2u8 str` topic), timestamp ms u64, expiry (`0u8` | `1u8 u64` ms),
-//! priority u8, persistent u8, qos u8, origin protocol `str`, origin peer `str`.
+//! priority u8, persistent u8, qos u8, origin protocol `str`, origin peer `str`, and
+//! the loss policy u8 (1 encode, 2 reject) only when it is not `drop`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::core::{Destination, Headers, Message, MessageId, Origin};
+use crate::core::{Destination, Headers, Loss, Message, MessageId, Origin};
 
 const VERSION: u8 = 1;
 
@@ -58,6 +59,10 @@ pub fn encode(m: &Message) -> Vec<u8> {
     out.push(m.qos);
     put_str(&mut out, &m.origin.protocol);
     put_str(&mut out, &m.origin.peer);
+    // Added after version 1 shipped its first journals: absent = `drop`.
+    if m.loss != Loss::Drop {
+        out.push(m.loss as u8);
+    }
     out
 }
 
@@ -134,6 +139,13 @@ pub fn decode(b: &[u8]) -> Result<Message, Corrupt> {
     let protocol = r.str()?;
     let peer = r.str()?;
     m.origin = Origin::new(protocol, peer);
+    if r.at < b.len() {
+        m.loss = match r.u8()? {
+            1 => Loss::Encode,
+            2 => Loss::Reject,
+            _ => return Err(Corrupt("bad loss policy")),
+        };
+    }
     if r.at != b.len() {
         return Err(Corrupt("trailing bytes"));
     }
@@ -238,6 +250,11 @@ mod tests {
         let mut expect = m.clone();
         expect.id = MessageId::given(&m.id.to_string());
         assert_eq!(back, expect);
+        for loss in [Loss::Encode, Loss::Reject] {
+            let mut m = full();
+            m.loss = loss;
+            assert_eq!(decode(&encode(&m)).unwrap().loss, loss);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod escape;
+pub mod loss;
 pub mod mqtt;
 pub mod mqtt_names;
 pub mod stomp;

@@ -35,7 +35,8 @@ use lapin::types::{
     AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
 };
 
-use crate::core::{Message, MessageId, Origin};
+use crate::core::{Loss, Message, MessageId, Origin};
+use crate::translate::loss::{Field, Fields};
 
 /// Header listing the AMQP types of non-string headers (JSON object name → tag).
 pub const TYPES_HEADER: &str = "x-amqp-types";
@@ -61,6 +62,10 @@ pub enum ConvertError {
     Header(String, String),
     #[error("{0} is longer than AMQP's 255-byte limit for it")]
     TooLong(String),
+    #[error(
+        "header `{0}` repeats, AMQP carries one value per name, and the route says `loss: reject`"
+    )]
+    Repeated(String),
 }
 
 /// A short string (AMQP's 255-byte names and properties), refused rather than cut.
@@ -161,6 +166,7 @@ pub fn to_amqp(
     username: &str,
     now: SystemTime,
     skip_header: impl Fn(&str) -> bool,
+    lost: &mut Fields,
 ) -> Result<BasicProperties, ConvertError> {
     let mut p = BasicProperties::default()
         .with_delivery_mode(if m.persistent { 2 } else { 1 })
@@ -224,8 +230,25 @@ pub fn to_amqp(
                     k,
                     &format!("header name `{}…`", &k[..k.floor_char_boundary(40)]),
                 )?;
-                // Repeated names: the first wins, as for lookups.
-                if table.inner().contains_key(&key) {
+                // Repeated names: AMQP holds one value per name. The first wins, as for
+                // lookups, unless the message's loss policy says otherwise.
+                if let Some(first) = table.inner().get(&key).cloned() {
+                    lost.add(Field::Headers);
+                    match (m.loss, first) {
+                        (Loss::Reject, _) => return Err(ConvertError::Repeated(k.to_owned())),
+                        (Loss::Encode, AMQPValue::LongString(f)) if !types.contains_key(k) => {
+                            let a = FieldArray::from(vec![
+                                AMQPValue::LongString(f),
+                                AMQPValue::LongString(v.into()),
+                            ]);
+                            table.insert(key, AMQPValue::FieldArray(a));
+                        }
+                        (Loss::Encode, AMQPValue::FieldArray(mut a)) if !types.contains_key(k) => {
+                            a.push(AMQPValue::LongString(v.into()));
+                            table.insert(key, AMQPValue::FieldArray(a));
+                        }
+                        _ => {}
+                    }
                     continue;
                 }
                 let value = match types.get(k) {
@@ -422,6 +445,39 @@ pub fn arguments(args: &BTreeMap<String, serde_json::Value>) -> FieldTable {
 mod tests {
     use super::*;
 
+    fn out(m: &Message, user: &str, now: SystemTime) -> Result<BasicProperties, ConvertError> {
+        to_amqp(
+            m,
+            ReplyTo::None,
+            user,
+            now,
+            |_| false,
+            &mut Fields::default(),
+        )
+    }
+
+    #[test]
+    fn a_repeated_header_follows_the_loss_policy() {
+        let mut m = Message::new("x")
+            .with_header("k", "1")
+            .with_header("k", "2");
+        let now = SystemTime::now();
+        let mut lost = Fields::default();
+        let p = to_amqp(&m, ReplyTo::None, "u", now, |_| false, &mut lost).unwrap();
+        assert_eq!(lost.names(), "headers");
+        let k = |p: &BasicProperties| p.headers().as_ref().unwrap().inner()["k"].clone();
+        assert_eq!(k(&p), AMQPValue::LongString("1".into()));
+        m.loss = Loss::Encode;
+        let p = out(&m, "u", now).unwrap();
+        let both = vec![
+            AMQPValue::LongString("1".into()),
+            AMQPValue::LongString("2".into()),
+        ];
+        assert_eq!(k(&p), AMQPValue::FieldArray(both.into()));
+        m.loss = Loss::Reject;
+        assert!(matches!(out(&m, "u", now), Err(ConvertError::Repeated(_))));
+    }
+
     fn all_types() -> FieldTable {
         let mut nested = FieldTable::default();
         nested.insert("s".into(), AMQPValue::LongString("x".into()));
@@ -498,7 +554,7 @@ mod tests {
         assert_eq!(m.headers.get("i32"), Some("-32"));
         assert_eq!(m.headers.get("ts"), Some("1600000000"));
         assert_eq!(m.headers.get("bytes"), Some("AQID"));
-        let back = to_amqp(&m, ReplyTo::None, "guest", now, |_| false).unwrap();
+        let back = out(&m, "guest", now).unwrap();
         assert_eq!(back.headers().as_ref().unwrap(), &all_types());
     }
 
@@ -525,10 +581,10 @@ mod tests {
         assert_eq!(m.expiry, Some(now + Duration::from_secs(60)));
         assert_eq!(m.headers.get(TYPE_HEADER), Some("order.created"));
         assert_eq!(m.headers.get(ROUTING_KEY_HEADER), Some("k.1"));
-        let back = to_amqp(&m, ReplyTo::None, "guest", now, |_| false).unwrap();
+        let back = out(&m, "guest", now).unwrap();
         assert_eq!(back, props);
         // Another user's id stays a header: RabbitMQ would refuse it.
-        let back = to_amqp(&m, ReplyTo::None, "someone", now, |_| false).unwrap();
+        let back = out(&m, "someone", now).unwrap();
         assert_eq!(back.user_id(), &None);
         let h = back.headers().as_ref().unwrap();
         assert_eq!(
@@ -562,7 +618,7 @@ mod tests {
         let m = Message::new("x")
             .with_header("n", "forty")
             .with_header(TYPES_HEADER, r#"{"n":"i32"}"#);
-        assert!(to_amqp(&m, ReplyTo::None, "", SystemTime::now(), |_| false).is_err());
+        assert!(out(&m, "", SystemTime::now()).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::core::{ConsumeOptions, Delivery, Destination, Message};
 use crate::link::{LinkStatus, link_queue};
 use crate::router::{LINK_TARGET_HEADER, reply_target};
 use crate::routes::Rendered;
+use crate::translate::loss::{self, Fields};
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Most requests awaiting a reply at once; the oldest is forgotten beyond it.
@@ -273,16 +274,26 @@ impl<'a> Publisher<'a> {
                 },
             },
         };
+        let mut lost = Fields::default();
         let props = match convert::to_amqp(
             &m,
             reply,
             self.ctx.settings.username(),
             SystemTime::now(),
             |k| k == LINK_TARGET_HEADER,
+            &mut lost,
         ) {
             Ok(p) => p,
-            Err(e) => return self.dead_letter(job, "untranslatable", e.to_string()).await,
+            Err(e) => {
+                if !lost.is_empty() {
+                    loss::record(loss::Edge::Amqp, lost, m.loss);
+                }
+                return self.dead_letter(job, "untranslatable", e.to_string()).await;
+            }
         };
+        if !lost.is_empty() && job.attempt == 1 {
+            loss::record(loss::Edge::Amqp, lost, m.loss);
+        }
         let message_id = props
             .message_id()
             .as_ref()

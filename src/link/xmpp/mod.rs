@@ -40,8 +40,9 @@ pub use settings::{RawXmppLink, XmppLinkSettings};
 use stream::Incoming;
 
 use super::{Backoff, LinkState, LinkStatus, Links, link_queue};
-use crate::core::{ConsumeOptions, Delivery, Destination};
+use crate::core::{ConsumeOptions, Delivery, Destination, Loss};
 use crate::router::{LINK_TARGET_HEADER, Router, RouterError, xmpp_reply_address};
+use crate::translate::loss;
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -364,6 +365,32 @@ async fn outgoing(ctx: &LinkCtx, sink: &mut Sink, d: Delivery) -> Result<bool, t
         return Ok(dead_letter(ctx, &d, "bad-target", &why).await);
     }
     let kind = kind.unwrap_or_else(|| "chat".into());
+    // Fields a stanza cannot carry, as the route's loss policy says.
+    let lost = loss::lost_to_xmpp(m);
+    let encoded;
+    let m = if lost.is_empty() {
+        m
+    } else {
+        loss::record(loss::Edge::Xmpp, lost, m.loss);
+        match m.loss {
+            Loss::Drop => m,
+            Loss::Encode => {
+                let mut c = (**m).clone();
+                for (k, v) in loss::as_headers(m, lost, ToString::to_string) {
+                    c.headers.append(&k, &v);
+                }
+                encoded = c;
+                &encoded
+            }
+            Loss::Reject => {
+                let why = format!(
+                    "a stanza cannot carry its {}; its route says `loss: reject`",
+                    lost.names()
+                );
+                return Ok(dead_letter(ctx, &d, "untranslatable", &why).await);
+            }
+        }
+    };
     match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
         Ok(s) => {
             sink.send(Stanza::Message(s)).await?;

@@ -2,6 +2,8 @@
 //! and sending deliveries within the client's in-flight window.
 
 use super::*;
+use crate::core::{DeadReason, Loss};
+use crate::translate::loss::{self, Edge};
 
 impl<T: Transport> Session<T> {
     pub(super) fn alloc_pid(&mut self) -> u16 {
@@ -86,10 +88,29 @@ impl<T: Transport> Session<T> {
         let retain = d.message.headers.get(RETAINED_HEADER) == Some("1")
             || (rap && d.message.headers.get(RETAIN_HEADER) == Some("1"));
         let mut p = message_to_publish(&d.message, delivery_topic(&d), qos, retain);
-        if self.version == Version::V5 {
+        let (edge, lost) = if self.version == Version::V5 {
             p.props.subscription_ids = ids;
+            (Edge::Mqtt5, loss::lost_to_mqtt5(&d.message))
         } else {
             p.props = Default::default();
+            (Edge::Mqtt311, loss::lost_to_mqtt311(&d.message))
+        };
+        if !lost.is_empty() {
+            let m = &d.message;
+            loss::record(edge, lost, m.loss);
+            let topic = crate::translate::mqtt_names::destination_to_topic;
+            match (m.loss, edge) {
+                (Loss::Drop, _) => {}
+                (Loss::Encode, Edge::Mqtt311) => p.payload = loss::mqtt311_envelope(m, lost, topic),
+                (Loss::Encode, _) => p.props.user.extend(loss::as_headers(m, lost, topic)),
+                (Loss::Reject, _) => {
+                    tracing::warn!(topic = %p.topic, fields = %lost.names(), "message not delivered: this MQTT version cannot carry some of its fields and its route says `loss: reject`");
+                    self.consumers[source]
+                        .1
+                        .dead_letter(d.tag, DeadReason::Untranslatable);
+                    return Ok(false);
+                }
+            }
         }
         if let Some(max) = self.client_max_packet
             && publish_size_bound(&p) > u64::from(max)
