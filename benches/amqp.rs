@@ -47,6 +47,14 @@ fn main() {
         ],
     );
     if let (Some(d), Some(b)) = (rates.get("direct"), rates.get("bridged")) {
+        common::row(
+            "AMQP",
+            &format!("bridged queue → queue, {size} B (pika)"),
+            "msg/s",
+            common::Fig::value(*b),
+            Some(("RabbitMQ direct", common::Fig::value(*d))),
+            Some(router.0.id()),
+        );
         println!(
             "bridged / direct = {:.2}x (goal >= 0.8x); router RSS {} KiB, CPU {:.2} s for {count} messages",
             b / d,

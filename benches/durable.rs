@@ -163,6 +163,14 @@ fn recovery(count: usize) {
         assert!(t.elapsed() < Duration::from_secs(120), "not ready");
     }
     let took = t.elapsed();
+    common::row(
+        "durable",
+        &format!("recovery of {count} stored messages, start to ready"),
+        "s",
+        common::Fig::value(took.as_secs_f64()),
+        None,
+        Some(child.id()),
+    );
     println!(
         "recovery of {count} stored messages: start to ready in {:.2} s (goal < 5 s); RSS {} MiB",
         took.as_secs_f64(),
@@ -188,7 +196,7 @@ fn main() {
         .parse()
         .unwrap();
     let rabbit_up = std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
-    let (_router, addr) = common::start_router("stomp", "");
+    let (router, addr) = common::start_router("stomp", "");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -231,6 +239,14 @@ fn main() {
             ));
             rabbit_purge(&tag, *publishers);
             println!("{name:<28} {sb:>12.0} {rq:>12.0} {:>7.2}×", sb / rq);
+            common::row(
+                "durable",
+                &format!("persistent 1 KiB, {publishers} publishers × {window} in flight"),
+                "msg/s",
+                common::Fig::value(sb),
+                Some(("RabbitMQ STOMP", common::Fig::value(rq))),
+                Some(router.0.id()),
+            );
         } else {
             println!("{name:<28} {sb:>12.0}");
         }

@@ -9,79 +9,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use rmqtt_codec::types::{Protocol, Publish, QoS};
-use rmqtt_codec::v3::{Codec, Connect, Packet};
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use rmqtt_codec::types::QoS;
+use rmqtt_codec::v3::Packet;
 
-type Conn = Framed<TcpStream, Codec>;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-async fn connect(addr: SocketAddr, id: &str) -> Conn {
-    let s = TcpStream::connect(addr).await.expect("connect");
-    s.set_nodelay(true).ok();
-    let mut c = Framed::new(s, Codec::new(16 * 1024 * 1024));
-    let connect = Connect {
-        protocol: Protocol::default(),
-        clean_session: true,
-        keep_alive: 0,
-        client_id: id.into(),
-        ..Connect::default()
-    };
-    c.send(Packet::Connect(Box::new(connect)))
-        .await
-        .expect("CONNECT");
-    match c.next().await {
-        Some(Ok((Packet::ConnectAck(a), _)))
-            if a.return_code == rmqtt_codec::v3::ConnectAckReason::ConnectionAccepted =>
-        {
-            c
-        }
-        other => panic!("no CONNACK: {other:?}"),
-    }
-}
-
-async fn subscribe(c: &mut Conn, filter: &str, qos: QoS) {
-    c.send(Packet::Subscribe {
-        packet_id: NonZeroU16::MIN,
-        topic_filters: vec![(filter.into(), qos)],
-    })
-    .await
-    .unwrap();
-    loop {
-        match c.next().await {
-            Some(Ok((Packet::SubscribeAck { .. }, _))) => return,
-            Some(Ok(_)) => {}
-            other => panic!("no SUBACK: {other:?}"),
-        }
-    }
-}
-
-fn publish(topic: &str, qos: QoS, pid: u16, body: &Bytes) -> Packet {
-    let mut payload = Vec::with_capacity(body.len());
-    payload.extend_from_slice(&now_ns().to_be_bytes());
-    payload.extend_from_slice(&body[8.min(body.len())..]);
-    Packet::Publish(Box::new(Publish {
-        dup: false,
-        retain: false,
-        qos,
-        topic: topic.into(),
-        packet_id: NonZeroU16::new(pid),
-        payload: payload.into(),
-        properties: None,
-    }))
-}
+use common::mqtt_client::{connect, now_ns, publish, subscribe};
 
 struct Outcome {
     rate: f64,
@@ -250,6 +185,14 @@ fn main() {
                 "RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB, mosquitto {mq_kb:.1} KiB, ratio {:.2}×",
                 sb_kb / mq_kb.max(0.01)
             );
+            common::row(
+                "MQTT",
+                "RSS per idle connection, 10,000 connections",
+                "KiB",
+                common::Fig::value(sb_kb),
+                Some(("Mosquitto", common::Fig::value(mq_kb))),
+                None,
+            );
         }
         _ => println!("RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB"),
     }
@@ -290,6 +233,17 @@ fn main() {
                 mq.p50_us,
                 mq.p99_us,
                 sb.rate / mq.rate
+            );
+            common::row(
+                "MQTT",
+                name,
+                "msg/s",
+                common::Fig::rate(sb.rate, sb.p50_us, sb.p99_us),
+                Some((
+                    "Mosquitto",
+                    common::Fig::rate(mq.rate, mq.p50_us, mq.p99_us),
+                )),
+                Some(router.0.id()),
             );
         } else {
             println!("{name:<24} {line}");

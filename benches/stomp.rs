@@ -173,6 +173,17 @@ fn main() {
                 rq.p99_us,
                 sb.msgs_per_s / rq.msgs_per_s
             );
+            common::row(
+                "STOMP",
+                name,
+                "msg/s",
+                common::Fig::rate(sb.msgs_per_s, sb.p50_us, sb.p99_us),
+                Some((
+                    "RabbitMQ STOMP",
+                    common::Fig::rate(rq.msgs_per_s, rq.p50_us, rq.p99_us),
+                )),
+                Some(router.0.id()),
+            );
         } else {
             println!("{name:<22} {line_sb}");
         }

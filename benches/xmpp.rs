@@ -59,6 +59,14 @@ fn main() {
         ],
     );
     if let (Some(c), Some(r)) = (rates.get("ceiling"), rates.get("router")) {
+        common::row(
+            "XMPP",
+            "XMPP chat → queue → STOMP (slixmpp)",
+            "msg/s",
+            common::Fig::value(*r),
+            Some(("Prosody c2s → c2s", common::Fig::value(*c))),
+            Some(router.0.id()),
+        );
         println!(
             "router / ceiling = {:.2}x (goal >= 0.9x); router RSS {} KiB",
             r / c,

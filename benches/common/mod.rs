@@ -2,6 +2,7 @@
 //! process memory.
 #![allow(dead_code)]
 
+pub mod mqtt_client;
 pub mod stomp_client;
 
 use std::net::SocketAddr;
@@ -40,7 +41,23 @@ pub fn start_router_memory_only(listener: &str, settings: &str) -> (Router, Sock
 }
 
 fn start(listener: &str, settings: &str, routes: &str, durable: bool) -> (Router, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("sb-bench-{listener}-{}", std::process::id()));
+    let (r, addrs) = start_listeners(&[listener], settings, routes, durable);
+    (r, addrs[0])
+}
+
+/// The release router with the named listeners on loopback port 0 (the others off), the
+/// given settings and one route file; returns the listeners' addresses in that order.
+pub fn start_listeners(
+    listeners: &[&str],
+    settings: &str,
+    routes: &str,
+    durable: bool,
+) -> (Router, Vec<SocketAddr>) {
+    let dir = std::env::temp_dir().join(format!(
+        "sb-bench-{}-{}",
+        listeners.join("-"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::create_dir_all(dir.join("routes"));
     if !routes.is_empty() {
@@ -53,7 +70,7 @@ fn start(listener: &str, settings: &str, routes: &str, durable: bool) -> (Router
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("run");
     for name in ["admin", "stomp", "stomp-ws", "mqtt", "mqtt-ws"] {
-        let value = if name == listener {
+        let value = if listeners.contains(&name) {
             "127.0.0.1:0"
         } else {
             "off"
@@ -82,12 +99,17 @@ fn start(listener: &str, settings: &str, routes: &str, durable: bool) -> (Router
     loop {
         if let Ok(t) = std::fs::read_to_string(&ready) {
             let v: serde_json::Value = serde_json::from_str(&t).expect("ready file");
-            let addr = v["listeners"][listener]
-                .as_str()
-                .expect("listener")
-                .parse()
-                .expect("address");
-            return (router, addr);
+            let addrs = listeners
+                .iter()
+                .map(|l| {
+                    v["listeners"][*l]
+                        .as_str()
+                        .expect("listener")
+                        .parse()
+                        .expect("address")
+                })
+                .collect();
+            return (router, addrs);
         }
         assert!(Instant::now() < deadline, "switchboard did not start");
         std::thread::sleep(Duration::from_millis(20));
@@ -135,4 +157,65 @@ pub fn python_paths(script: &str, args: &[String]) -> std::collections::BTreeMap
         rates.insert(path, v["msgs_per_s"].as_f64().unwrap_or(0.0));
     }
     rates
+}
+
+/// One figure of a benchmark row: a value in `unit`, and latency percentiles when the
+/// scenario measures them.
+#[derive(Clone, Copy)]
+pub struct Fig {
+    pub value: f64,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+}
+
+impl Fig {
+    pub fn rate(value: f64, p50_us: f64, p99_us: f64) -> Fig {
+        Fig {
+            value,
+            p50_us: Some(p50_us),
+            p99_us: Some(p99_us),
+        }
+    }
+
+    pub fn value(value: f64) -> Fig {
+        Fig {
+            value,
+            p50_us: None,
+            p99_us: None,
+        }
+    }
+}
+
+/// Records one row for the suite's table (`scripts/bench suite`): a JSON line appended to
+/// the file named by `SB_BENCH_ROWS`; nothing when it is not set. `unit` is `msg/s`
+/// (more is better) or a size or time (less is better); `router_pid` gives the router's
+/// RSS at that moment.
+pub fn row(
+    group: &str,
+    scenario: &str,
+    unit: &str,
+    sb: Fig,
+    peer: Option<(&str, Fig)>,
+    router_pid: Option<u32>,
+) {
+    let Some(path) = std::env::var_os("SB_BENCH_ROWS") else {
+        return;
+    };
+    let fig =
+        |f: Fig| serde_json::json!({"value": f.value, "p50_us": f.p50_us, "p99_us": f.p99_us});
+    let line = serde_json::json!({
+        "group": group,
+        "scenario": scenario,
+        "unit": unit,
+        "switchboard": fig(sb),
+        "peer": peer.map(|(name, f)| serde_json::json!({"name": name, "figure": fig(f)})),
+        "router_rss_mib": router_pid.map(|p| rss_kb(p) as f64 / 1024.0),
+    });
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("SB_BENCH_ROWS file");
+    writeln!(f, "{line}").expect("write row");
 }

@@ -1,0 +1,77 @@
+//! A minimal MQTT 3.1.1 client over `rmqtt-codec`, for load generators that must speak to
+//! Switchboard, Mosquitto and RabbitMQ's MQTT plugin alike.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rmqtt_codec::types::{Protocol, Publish, QoS};
+use rmqtt_codec::v3::{Codec, Connect, Packet};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+pub type Conn = Framed<TcpStream, Codec>;
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub async fn connect(addr: SocketAddr, id: &str) -> Conn {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    s.set_nodelay(true).ok();
+    let mut c = Framed::new(s, Codec::new(16 * 1024 * 1024));
+    let connect = Connect {
+        protocol: Protocol::default(),
+        clean_session: true,
+        keep_alive: 0,
+        client_id: id.into(),
+        ..Connect::default()
+    };
+    c.send(Packet::Connect(Box::new(connect)))
+        .await
+        .expect("CONNECT");
+    match c.next().await {
+        Some(Ok((Packet::ConnectAck(a), _)))
+            if a.return_code == rmqtt_codec::v3::ConnectAckReason::ConnectionAccepted =>
+        {
+            c
+        }
+        other => panic!("no CONNACK: {other:?}"),
+    }
+}
+
+pub async fn subscribe(c: &mut Conn, filter: &str, qos: QoS) {
+    c.send(Packet::Subscribe {
+        packet_id: NonZeroU16::MIN,
+        topic_filters: vec![(filter.into(), qos)],
+    })
+    .await
+    .unwrap();
+    loop {
+        match c.next().await {
+            Some(Ok((Packet::SubscribeAck { .. }, _))) => return,
+            Some(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+}
+
+pub fn publish(topic: &str, qos: QoS, pid: u16, body: &Bytes) -> Packet {
+    let mut payload = Vec::with_capacity(body.len());
+    payload.extend_from_slice(&now_ns().to_be_bytes());
+    payload.extend_from_slice(&body[8.min(body.len())..]);
+    Packet::Publish(Box::new(Publish {
+        dup: false,
+        retain: false,
+        qos,
+        topic: topic.into(),
+        packet_id: NonZeroU16::new(pid),
+        payload: payload.into(),
+        properties: None,
+    }))
+}
