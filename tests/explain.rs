@@ -29,6 +29,7 @@ routes:
   - name: dash-to-chat
     from: { topic: "dash.*" }
     to: [ { xmpp: { link: im, to: "ops@localhost", from: "dash@bridge.localhost", type: headline } } ]
+    loss: encode
   - name: chat-orders
     from: { xmpp: { link: im, jid: "orders@bridge.localhost" } }
     to: [ { stomp: /queue/orders } ]
@@ -80,6 +81,7 @@ fn an_mqtt_publish_through_two_routes_to_amqp_and_xmpp() {
         "→ topic:dash.k1   (STOMP /topic/dash.k1, MQTT dash/k1)",
         "route `dash-to-chat`",
         "→ XMPP link `im`: headline to ops@localhost from dash@bridge.localhost",
+        "fields a target cannot carry: encode",
         "delivered to 2 destinations:",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");

@@ -86,12 +86,17 @@ fn every_error_is_reported_with_its_position() {
             "e.yaml",
             "routes:\n  - name: t\n    from: { topic: a }\n    to: [ { queue: \"q.{1\" } ]\n    transform: { body: yaml }\n",
         ),
+        (
+            "f.yaml",
+            "routes:\n  - name: l\n    from: { topic: a }\n    to: [ { queue: b } ]\n    loss: sometimes\n",
+        ),
     ]);
     assert_eq!(code, 1);
     let expected = "\
 c.yaml:3:13: unknown variant `queu`, expected one of queue, topic, stomp, mqtt, amqp, xmpp
 d.yaml:3:5: unknown field `colour`, expected one of name, description, from, when, to, transform, passthrough, loss, declare
 e.yaml:5:24: unknown variant `yaml`, expected one of text, json, xml
+f.yaml:5:11: unknown variant `sometimes`, expected one of drop, encode, reject
 a.yaml:5:9: route `dup`: template `out.{2}` uses {2} but the source pattern has 1 wildcard
 a.yaml:6:9: route `dup`: unknown link `rabbit` (no links are configured)
 a.yaml:7:11: route `dup`: duplicate route name (first defined at a.yaml:2)
@@ -99,7 +104,7 @@ b.yaml:9:11: route `bad`: `#` must be the last level on its own in `a/#/b`
 b.yaml:10:11: route `bad`: invalid queue name `has space`: destination name contains a control or whitespace character
 b.yaml:10:35: route `bad`: STOMP target `/exchange/e` must start with /queue/ or /topic/
 b.yaml:2:5: route `loop-a`: routing loop: loop-a → loop-b → loop-a
-10 errors
+11 errors
 ";
     assert_eq!(out, expected);
 }
