@@ -4,6 +4,7 @@
 
 pub mod mqtt_client;
 pub mod stomp_client;
+pub mod xmpp_client;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -126,37 +127,6 @@ pub fn rss_kb(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Runs a Python benchmark driver (`benches/SCRIPT`, with the test venv's Python) that
-/// prints one JSON line per path (`path`, `messages`, `seconds`, `msgs_per_s`); prints
-/// each and returns msgs/s by path.
-pub fn python_paths(script: &str, args: &[String]) -> std::collections::BTreeMap<String, f64> {
-    let python = std::env::var("SWITCHBOARD_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
-    let out = Command::new(python)
-        .arg(format!("{}/benches/{script}", env!("CARGO_MANIFEST_DIR")))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run benches/{script} (scripts/setup python): {e}"));
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rates = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("bench output");
-        let path = v["path"].as_str().unwrap_or("").to_owned();
-        println!(
-            "{path:<8} {:>7} messages in {:>7.2} s: {:>7} msgs/s",
-            v["messages"],
-            v["seconds"].as_f64().unwrap_or(0.0),
-            v["msgs_per_s"]
-        );
-        rates.insert(path, v["msgs_per_s"].as_f64().unwrap_or(0.0));
-    }
-    rates
 }
 
 /// One figure of a benchmark row: a value in `unit`, and latency percentiles when the
