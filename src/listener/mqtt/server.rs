@@ -1,13 +1,16 @@
 //! Starting the MQTT listeners: TCP and WebSocket (`/mqtt`, subprotocol `mqtt`).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::future::Either;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +33,9 @@ pub async fn serve_tcp(
     tracker: TaskTracker,
 ) {
     let max = state.settings.max_connections;
+    // Sessions do not watch `cancel` themselves (it would make every idle connection
+    // bigger): they are kicked when it fires.
+    state.kick_all_on(cancel.clone());
     let c2 = cancel.clone();
     accept_loop(
         listener,
@@ -40,18 +46,20 @@ pub async fn serve_tcp(
         move |stream, _peer, id, permit| {
             let state = Arc::clone(&state);
             let cancel = c2.clone();
-            let tls = tls.clone();
-            async move {
+            let codec = Codec::new(state.settings.max_packet_size);
+            // Built here, not in an `async` block: one would keep its captured stream,
+            // codec and settings in every connection's task for the connection's life.
+            match (permit, tls.clone()) {
                 // Over the limit: close at once (MQTT has nothing to say before CONNECT).
-                let Some(_permit) = permit else { return };
-                let codec = Codec::new(state.settings.max_packet_size);
-                let Some(acceptor) = tls else {
-                    return session::run(PacketIo::new(stream, codec), state, id, loopback, cancel)
-                        .await;
-                };
+                (None, _) => Either::Left(Either::Left(std::future::ready(()))),
+                (Some(permit), None) => Either::Left(Either::Right(Holding {
+                    fut: session::run(PacketIo::new(stream, codec), state, id, loopback, cancel),
+                    _permit: permit,
+                })),
                 // Boxed: a TLS stream is large, and a plain connection's task would
                 // otherwise be sized for it too.
-                Box::pin(async move {
+                (Some(permit), Some(acceptor)) => Either::Right(Box::pin(async move {
+                    let _permit = permit;
                     let timeout = state.settings.connect_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
@@ -60,12 +68,28 @@ pub async fn serve_tcp(
                         Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!("TLS handshake timed out"),
                     }
-                })
-                .await
+                })),
             }
         },
     )
     .await;
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future with its connection-limit permit, held until it ends.
+    struct Holding<F> {
+        #[pin]
+        fut: F,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().fut.poll(cx)
+    }
 }
 
 #[derive(Clone)]
@@ -87,6 +111,7 @@ pub async fn serve_ws(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    state.kick_all_on(cancel.clone());
     let st = WsState {
         state,
         loopback,

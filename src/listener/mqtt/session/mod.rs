@@ -8,19 +8,25 @@
 //! tracked in the session), so a connection lost mid-flight gives the message back to
 //! the session queue, redelivered with DUP on the next connection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep_until};
+
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Codec, CodecError, Connect, In, Out, Publish, SubOpts, Version};
-use super::state::{Holder, MqttState, SessionData, Sub, session_queue, shared_queue};
+use super::state::{
+    Handoff, Holder, Leave, MqttState, SessionData, Sub, session_queue, shared_queue,
+};
 use crate::auth::{AuthError, Kind, Principal};
 use crate::core::{
     ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
@@ -113,9 +119,10 @@ struct Session<T: Transport> {
     client_id: String,
     principal: Principal,
     data: Arc<Mutex<SessionData>>,
-    queue: String,
-    /// Boxed, like `will`: rarely used, and every idle connection would carry them.
-    queue_options: Box<QueueOptions>,
+    /// Whether the session outlives the connection (session expiry > 0 at CONNECT):
+    /// decides the session queue's options. The queue's name and options are derived
+    /// when needed rather than kept: every idle connection would carry them.
+    persistent: bool,
     /// Index 0: the session queue; then shared / `$queue/` subscriptions.
     consumers: Vec<(Source, Consumer)>,
     notify: Arc<Notify>,
@@ -123,15 +130,22 @@ struct Session<T: Transport> {
     next_pid: u16,
     client_receive_max: u16,
     client_max_packet: Option<u32>,
-    aliases: HashMap<u16, String>,
-    keep_alive: Option<Duration>,
+    /// A BTreeMap, not a HashMap: empty, it costs no allocation and no hasher state.
+    aliases: BTreeMap<u16, String>,
+    /// 1.5 × the keep-alive in force, in milliseconds; 0: none. Not a `Duration`: with
+    /// the other small fields it packs into what one would take.
+    keep_alive_ms: u32,
     last_recv: Instant,
+    /// Fires at the earliest the keep-alive could expire; re-armed from `last_recv`
+    /// then, not on every packet. Boxed: only connections with a keep-alive carry it.
+    keep_alive_timer: Option<Pin<Box<Sleep>>>,
+    handoff: Arc<Handoff>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
-    confirming: usize,
+    confirming: u32,
     /// Flushes asked for since the last write (see [`Session::flush`]).
     unflushed: u32,
 }
@@ -148,38 +162,69 @@ struct Unconfirmed {
     confirmation: crate::core::Confirmation,
 }
 
+/// What woke the serve loop.
+enum Event {
+    Packet(In),
+    Confirmed(Unconfirmed, Result<(), crate::core::PublishError>),
+    Deliver,
+    KeepAlive,
+    Flush,
+    End(End),
+}
+
 /// Most PUBLISHes awaiting durability per connection before the session stops reading.
-const MAX_UNCONFIRMED: usize = 4096;
+const MAX_UNCONFIRMED: u32 = 4096;
 
 /// Serves one connection until it ends.
-pub async fn run<T: Transport>(
+///
+/// Not an `async fn`: its arguments would stay in the connection's task for its whole
+/// life. Everything before the serve loop runs once, in a boxed future freed when the
+/// session starts, so an idle connection's task holds little more than its `Session`.
+pub fn run<T: Transport + 'static>(
     t: T,
     state: Arc<MqttState>,
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
-) {
-    // Every phase but the serve loop runs once: boxed, their (large) futures do not
-    // make every idle connection's task bigger.
-    let Some((t, connect)) = Box::pin(read_connect(t, &state, &cancel)).await else {
-        return;
-    };
-    let Some(mut s) = Box::pin(connect_session(t, &state, conn, connect, loopback)).await else {
-        return;
-    };
-    let kick = {
-        let sessions = state.sessions();
-        sessions
-            .get(&s.client_id)
-            .and_then(|e| e.holder.as_ref())
-            .filter(|h| h.conn == conn)
-            .map(|h| (h.kick.clone(), h.gone.clone()))
-    };
-    let Some((kick, gone)) = kick else {
-        return;
-    };
-    let ended = s.serve(&cancel, &kick).await;
-    Box::pin(s.finish(ended, gone)).await;
+) -> impl Future<Output = ()> + Send {
+    let start = Box::pin(start(t, state, conn, loopback, cancel));
+    async move {
+        let Some(mut s) = start.await else {
+            return;
+        };
+        let ended = s.serve().await;
+        Box::pin(s.finish(ended)).await;
+    }
+}
+
+/// CONNECT and the session it opens (or takes over).
+async fn start<T: Transport>(
+    t: T,
+    state: Arc<MqttState>,
+    conn: u64,
+    loopback: bool,
+    cancel: CancellationToken,
+) -> Option<Session<T>> {
+    let (t, connect) = read_connect(t, &state, &cancel).await?;
+    let s = connect_session(t, &state, conn, connect, loopback).await?;
+    // Registered as the holder before this check: a shutdown from now on kicks it.
+    if cancel.is_cancelled() {
+        s.handoff.gone.notify_one();
+        return None;
+    }
+    Some(s)
+}
+
+/// Options of a session's queue: bounded by `mqtt.max_queued`, oldest dropped first;
+/// durable for a persistent session, deleted with the last consumer for a clean one.
+fn session_queue_options(state: &MqttState, persistent: bool) -> QueueOptions {
+    QueueOptions {
+        max_length: state.settings.max_queued,
+        overflow: crate::core::Overflow::DropHead,
+        durable: persistent,
+        auto_delete: !persistent,
+        ..state.router.core().config().default_subscription.clone()
+    }
 }
 
 /// Waits for the first packet, which must be CONNECT; refuses anything else.
@@ -322,8 +367,8 @@ async fn connect_session<T: Transport>(
         let mut sessions = state.sessions();
         let entry = sessions.entry(client_id.clone()).or_default();
         let wait_gone = entry.holder.take().map(|h| {
-            h.kick.cancel();
-            h.gone
+            h.kick(Leave::TakenOver);
+            h.handoff
         });
         if let Some(p) = entry.pending.take() {
             p.cancel();
@@ -345,7 +390,7 @@ async fn connect_session<T: Transport>(
     };
     if let Some(gone) = wait_gone {
         tracing::info!(client_id, "session taken over from an earlier connection");
-        let _ = tokio::time::timeout(Duration::from_secs(5), gone.cancelled()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), gone.gone.notified()).await;
     }
     let core = state.router.core().clone();
     let queue = session_queue(&client_id);
@@ -361,13 +406,7 @@ async fn connect_session<T: Transport>(
         let d = data.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = super::persist::save_session(state, &client_id, &d, c.session_expiry, None);
     }
-    let opts = QueueOptions {
-        max_length: state.settings.max_queued,
-        overflow: crate::core::Overflow::DropHead,
-        durable: persistent,
-        auto_delete: !persistent,
-        ..core.config().default_subscription.clone()
-    };
+    let opts = session_queue_options(state, persistent);
     let receive_max = c.receive_max.clamp(1, state.settings.max_inflight.max(1));
     let notify = Arc::new(Notify::new());
     let attach = |name: &str, opts: Option<QueueOptions>| -> Result<Consumer, String> {
@@ -407,16 +446,15 @@ async fn connect_session<T: Transport>(
             }
         }
     }
-    let kick = CancellationToken::new();
-    let gone = CancellationToken::new();
+    let handoff = Arc::new(Handoff::default());
     state
         .sessions()
         .entry(client_id.clone())
         .or_default()
         .holder = Some(Holder {
         conn,
-        kick: kick.clone(),
-        gone: gone.clone(),
+        notify: Arc::clone(&notify),
+        handoff: Arc::clone(&handoff),
     });
     let ack = Out::ConnAck {
         session_present,
@@ -429,7 +467,7 @@ async fn connect_session<T: Transport>(
         reason: None,
     };
     if t.send(ack).await.is_err() {
-        gone.cancel();
+        handoff.gone.notify_one();
         return None;
     }
     if let Some(max) = c.max_packet_size {
@@ -444,17 +482,18 @@ async fn connect_session<T: Transport>(
         client_id,
         principal,
         data,
-        queue,
-        queue_options: Box::new(opts),
+        persistent,
         consumers,
         notify,
         inflight: BTreeMap::new(),
         next_pid: 1,
         client_receive_max: receive_max,
         client_max_packet: c.max_packet_size,
-        aliases: HashMap::new(),
-        keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        aliases: BTreeMap::new(),
+        keep_alive_ms: u32::from(keep_alive) * 1500,
         last_recv: Instant::now(),
+        keep_alive_timer: None,
+        handoff,
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
@@ -517,47 +556,53 @@ impl<T: Transport> Session<T> {
         })
     }
 
-    async fn serve(&mut self, cancel: &CancellationToken, kick: &CancellationToken) -> End {
+    async fn serve(&mut self) -> End {
         if let Err(e) = Box::pin(self.deliver()).await {
             return e;
         }
         // Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet, in
         // arrival order (MQTT §4.6): the session keeps reading meanwhile, so a client with
-        // many messages in flight shares fsyncs instead of waiting for one each.
-        let mut confirming = FuturesOrdered::new();
+        // many messages in flight shares fsyncs instead of waiting for one each. Created
+        // when needed and dropped when drained: an empty `FuturesOrdered` still holds a
+        // ~0.5 KiB allocation, which every idle connection would carry; boxed, so the
+        // connection's task does not carry its ~64 bytes either.
+        let mut confirming: Option<Box<FuturesOrdered<_>>> = None;
+        if let Some(k) = self.keep_alive() {
+            self.keep_alive_timer = Some(Box::pin(sleep_until(self.last_recv + k)));
+        }
         loop {
-            let deadline = self.keep_alive.map(|k| self.last_recv + k);
-            let notify = Arc::clone(&self.notify);
-            let r = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(end(rc::SERVER_SHUTTING_DOWN, "server shutting down")),
-                _ = kick.cancelled() => Err(end(rc::SESSION_TAKEN_OVER, "session taken over by a new connection")),
-                Some((u, r)) = confirming.next(), if !confirming.is_empty() => {
-                    self.confirming = confirming.len();
-                    Box::pin(self.confirmed(u, r)).await
+            // Told to leave (takeover or shutdown) through the notifier: checked on every
+            // turn, since a wake-up may have been taken by the flow-gate wait in `publish`.
+            match self.handoff.leave() {
+                None => {}
+                Some(Leave::Shutdown) => {
+                    return end(rc::SERVER_SHUTTING_DOWN, "server shutting down");
                 }
-                p = self.t.next(), if confirming.len() < MAX_UNCONFIRMED => match p {
-                    None => Err(End { code: None, reason: "connection closed by the client".into(), will: true }),
-                    Some(Err(CodecError::Io(e))) => Err(End { code: None, reason: format!("read error: {e}"), will: true }),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "malformed packet");
-                        Err(end(e.reason_code(), e.to_string()))
-                    }
-                    Some(Ok(p)) => {
-                        self.last_recv = Instant::now();
-                        let r = Box::pin(self.handle(p)).await;
+                Some(Leave::TakenOver) => {
+                    return end(
+                        rc::SESSION_TAKEN_OVER,
+                        "session taken over by a new connection",
+                    );
+                }
+            }
+            let event = self.next_event(&mut confirming).await;
+            let r = match event {
+                Event::End(e) => return e,
+                Event::KeepAlive => self.keep_alive_check(),
+                // Boxed: the handlers' futures are large and this loop's state is what an
+                // idle connection's task carries. One allocation per event, as before.
+                event => {
+                    let r = Box::pin(self.on_event(event)).await;
+                    if !self.unconfirmed.is_empty() {
+                        let set = confirming.get_or_insert_with(|| Box::new(FuturesOrdered::new()));
                         for mut u in self.unconfirmed.drain(..) {
                             let c = std::mem::take(&mut u.confirmation);
-                            confirming.push_back(async move { (u, c.wait().await) });
+                            set.push_back(async move { (u, c.wait().await) });
                         }
-                        self.confirming = confirming.len();
-                        r
+                        self.confirming = set.len() as u32;
                     }
-                },
-                _ = notify.notified() => Box::pin(self.deliver()).await,
-                _ = sleep_opt(deadline) => Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout")),
-                // Last (biased): only when nothing else is ready.
-                _ = std::future::ready(()), if self.unflushed > 0 => self.flush_now().await,
+                    r
+                }
             };
             if let Err(e) = r {
                 return e;
@@ -565,7 +610,81 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    async fn finish(mut self, ended: End, gone: CancellationToken) {
+    /// Does what an event from [`Session::next_event`] asks.
+    async fn on_event(&mut self, event: Event) -> Result<(), End> {
+        match event {
+            Event::End(e) => Err(e),
+            Event::KeepAlive => self.keep_alive_check(),
+            Event::Confirmed(u, r) => self.confirmed(u, r).await,
+            Event::Deliver => self.deliver().await,
+            Event::Flush => self.flush_now().await,
+            Event::Packet(p) => self.handle(p).await,
+        }
+    }
+
+    /// Waits for the next thing the serve loop must do.
+    async fn next_event<F>(&mut self, confirming: &mut Option<Box<FuturesOrdered<F>>>) -> Event
+    where
+        F: Future<Output = (Unconfirmed, Result<(), crate::core::PublishError>)>,
+    {
+        // The select only picks what happened; the work is done after it, so the
+        // connection's task does not keep the select's futures and a handler's state
+        // side by side (it is sized for the largest of them while idle).
+        tokio::select! {
+            biased;
+            // `poll_fn`s rather than `async fn`s: they keep only a reference each.
+            Some((u, r)) = poll_fn(|cx| match confirming.as_mut() {
+                Some(set) => set.poll_next_unpin(cx),
+                None => Poll::Pending,
+            }), if self.confirming > 0 => {
+                self.confirming = confirming.as_ref().map_or(0, |c| c.len() as u32);
+                if self.confirming == 0 {
+                    *confirming = None;
+                }
+                Event::Confirmed(u, r)
+            }
+            p = self.t.next(), if self.confirming < MAX_UNCONFIRMED => match p {
+                None => Event::End(End { code: None, reason: "connection closed by the client".into(), will: true }),
+                Some(Err(CodecError::Io(e))) => Event::End(End { code: None, reason: format!("read error: {e}"), will: true }),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "malformed packet");
+                    Event::End(end(e.reason_code(), e.to_string()))
+                }
+                Some(Ok(p)) => {
+                    self.last_recv = Instant::now();
+                    Event::Packet(p)
+                }
+            },
+            _ = self.notify.notified() => Event::Deliver,
+            _ = poll_fn(|cx| match self.keep_alive_timer.as_mut() {
+                Some(timer) => timer.as_mut().poll(cx),
+                None => Poll::Pending,
+            }) => Event::KeepAlive,
+            // Last (biased): only when nothing else is ready.
+            _ = std::future::ready(()), if self.unflushed > 0 => Event::Flush,
+        }
+    }
+
+    /// The keep-alive timer fired: the connection ends if nothing arrived for the
+    /// keep-alive period (1.5 × what the client asked), else the timer is re-armed.
+    fn keep_alive_check(&mut self) -> Result<(), End> {
+        let (Some(k), Some(timer)) = (self.keep_alive(), self.keep_alive_timer.as_mut()) else {
+            return Ok(());
+        };
+        let deadline = self.last_recv + k;
+        if Instant::now() >= deadline {
+            return Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
+        }
+        timer.as_mut().reset(deadline);
+        Ok(())
+    }
+
+    /// The keep-alive period enforced (1.5 × the one in force), if any.
+    fn keep_alive(&self) -> Option<Duration> {
+        (self.keep_alive_ms > 0).then(|| Duration::from_millis(u64::from(self.keep_alive_ms)))
+    }
+
+    async fn finish(mut self, ended: End) {
         tracing::info!(client_id = %self.client_id, reason = %ended.reason, "disconnected");
         if let (Some(code), Version::V5) = (ended.code, self.version) {
             let _ = self
@@ -588,7 +707,7 @@ impl<T: Transport> Session<T> {
         };
         let state = Arc::clone(&self.state);
         let client_id = self.client_id.clone();
-        let queue = self.queue.clone();
+        let queue = session_queue(&self.client_id);
         let expiry = self.session_expiry;
         let pending = CancellationToken::new();
         {
@@ -619,7 +738,7 @@ impl<T: Transport> Session<T> {
                 }
             }
         }
-        gone.cancel();
+        self.handoff.gone.notify_one();
         if let Some(w) = will {
             let delay = Duration::from_secs(u64::from(w.delay.min(expiry)));
             let st = Arc::clone(&state);
@@ -977,12 +1096,5 @@ async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish)
             }
         }
         Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),
-    }
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

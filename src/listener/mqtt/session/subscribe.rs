@@ -41,10 +41,11 @@ impl<T: Transport> Session<T> {
         // Retained messages go through the session's own queue, after the SUBACK, so they
         // are flow-controlled, acknowledged and resent like any other delivery.
         let core = self.state.router.core().clone();
+        let queue = session_queue(&self.client_id);
         for (topic, m, _granted, _opts) in retained {
             let mut copy = (*m).clone();
             copy.headers.set(RETAINED_HEADER, "1");
-            if let Err(e) = core.enqueue(&self.queue, &Destination::topic(&topic), Arc::new(copy)) {
+            if let Err(e) = core.enqueue(&queue, &Destination::topic(&topic), Arc::new(copy)) {
                 tracing::warn!(topic = %topic, error = %e, "retained message not queued for the subscriber");
             }
         }
@@ -103,16 +104,18 @@ impl<T: Transport> Session<T> {
         let existed = self.data().subs.contains_key(filter);
         match &shared_queue {
             None => {
+                let queue = session_queue(&self.client_id);
                 if !self
                     .consumers
                     .iter()
                     .any(|(s, _)| matches!(s, Source::Session))
                 {
+                    let opts = super::session_queue_options(&self.state, self.persistent);
                     let c = core
-                        .declare_queue(&self.queue, Some((*self.queue_options).clone()))
+                        .declare_queue(&queue, Some(opts))
                         .and_then(|_| {
                             core.consume(
-                                &self.queue,
+                                &queue,
                                 ConsumeOptions::manual(usize::from(self.client_receive_max))
                                     .with_notify(Arc::clone(&self.notify)),
                             )
@@ -120,7 +123,7 @@ impl<T: Transport> Session<T> {
                         .map_err(|_| rc::UNSPECIFIED)?;
                     self.consumers.insert(0, (Source::Session, c));
                 }
-                core.bind(&self.queue, pattern.as_str())
+                core.bind(&queue, pattern.as_str())
                     .map_err(|_| rc::UNSPECIFIED)?;
             }
             Some(q) => {
@@ -199,7 +202,7 @@ impl<T: Transport> Session<T> {
                                     .state
                                     .router
                                     .core()
-                                    .unbind(&self.queue, sub.pattern.as_str());
+                                    .unbind(&session_queue(&self.client_id), sub.pattern.as_str());
                             }
                         }
                         Some(q) => {
