@@ -133,7 +133,9 @@ async fn idle_memory(addr: SocketAddr, pid: u32, n: usize) -> f64 {
             conns.push(b.await.unwrap());
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle past `mqtt.park_idle_after` (2 s): Switchboard's connections wait in its
+    // idle-connection poller by then; Mosquitto's figure does not change with time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let after = common::rss_kb(pid);
     drop(conns);
     (after.saturating_sub(before)) as f64 / n as f64

@@ -7,6 +7,8 @@
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors |
 //! | GET | `/queues` | per-queue counters |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
+//! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
+//! | GET | `/mqtt` | MQTT connections: how many wait parked in the idle-connection poller |
 
 use std::sync::Arc;
 
@@ -39,6 +41,12 @@ pub fn router(core: Core, routes: Arc<RouteStore>, links: Links) -> Http {
         .route(
             "/loss",
             get(|| async { Json(crate::translate::loss::snapshot()) }),
+        )
+        .route(
+            "/mqtt",
+            get(|| async {
+                Json(json!({ "parked": crate::listener::mqtt::session::park::parked_now() }))
+            }),
         )
         .with_state(AdminState {
             core,

@@ -33,6 +33,20 @@ mqtt_scenarios!(
     retained_tracked,
 );
 
+/// Idle connections parked in the shared poller (after 300 ms) behave as live ones.
+#[test]
+fn parked_connections() {
+    let d = daemon_with_config("mqtt:\n  park_idle_after: 300ms\n");
+    let admin = d.addr("admin").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "parked",
+        &["--admin-port", &admin],
+    );
+}
+
 #[test]
 fn cross_protocol() {
     let d = Daemon::start(&[], &[]);

@@ -504,6 +504,17 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         if let Some(v) = m.max_keep_alive {
             d.max_keep_alive = v;
         }
+        match m.park_idle_after.as_deref().map(str::trim) {
+            None => {}
+            Some("off") => d.park_idle_after = None,
+            Some(v) => match parse_duration(v) {
+                Ok(t) if !t.is_zero() => d.park_idle_after = Some(t),
+                Ok(_) => errors.push(ConfigError(format!(
+                    "{shown}: mqtt.park_idle_after must be more than 0 (or `off`)"
+                ))),
+                Err(e) => errors.push(ConfigError(format!("{shown}: mqtt.park_idle_after: {e}"))),
+            },
+        }
     }
     if let Some(l) = raw.log {
         if let Some(f) = l.format {
@@ -569,5 +580,26 @@ mod tests {
             "{}",
             unknown[0]
         );
+    }
+
+    #[test]
+    fn park_idle_after_is_a_duration_or_off() {
+        let parse = |v: &str| {
+            Settings::from_yaml(
+                &format!("mqtt:\n  park_idle_after: {v}\n"),
+                "t.yaml",
+                Path::new("."),
+            )
+        };
+        let park = |v: &str| parse(v).unwrap().mqtt.park_idle_after;
+        assert_eq!(park("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(park("off"), None);
+        for bad in ["0s", "soon"] {
+            let errs = parse(bad).unwrap_err();
+            assert!(
+                errs[0].0.contains("mqtt.park_idle_after"),
+                "{bad}: {errs:?}"
+            );
+        }
     }
 }

@@ -137,4 +137,7 @@ pub struct RawMqtt {
     pub max_connections: Option<usize>,
     /// Longest keep-alive accepted, seconds (0: any).
     pub max_keep_alive: Option<u16>,
+    /// Idle time after which a plain TCP connection waits in the shared poller
+    /// (a duration, or `off`).
+    pub park_idle_after: Option<String>,
 }

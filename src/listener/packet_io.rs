@@ -45,8 +45,24 @@ impl<S, C> PacketIo<S, C> {
         }
     }
 
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     pub fn codec_mut(&mut self) -> &mut C {
         &mut self.codec
+    }
+
+    /// Nothing buffered either way and not at end of stream: the connection can be
+    /// handed elsewhere (the codec goes with it, so a packet cut between two reads stays
+    /// cut in the same place).
+    pub fn is_idle(&self) -> bool {
+        self.rbuf.is_empty() && self.wbuf.is_empty() && !self.eof
+    }
+
+    /// The stream and the codec, for a connection that [`PacketIo::is_idle`].
+    pub fn into_parts(self) -> (S, C) {
+        (self.io, self.codec)
     }
 }
 

@@ -1,8 +1,6 @@
 //! Starting the MQTT listeners: TCP and WebSocket (`/mqtt`, subprotocol `mqtt`).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
@@ -10,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::Either;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,6 +34,7 @@ pub async fn serve_tcp(
     // Sessions do not watch `cancel` themselves (it would make every idle connection
     // bigger): they are kicked when it fires.
     state.kick_all_on(cancel.clone());
+    state.start_parker(&tracker, &cancel);
     let c2 = cancel.clone();
     accept_loop(
         listener,
@@ -52,10 +51,15 @@ pub async fn serve_tcp(
             match (permit, tls.clone()) {
                 // Over the limit: close at once (MQTT has nothing to say before CONNECT).
                 (None, _) => Either::Left(Either::Left(std::future::ready(()))),
-                (Some(permit), None) => Either::Left(Either::Right(Holding {
-                    fut: session::run(PacketIo::new(stream, codec), state, id, loopback, cancel),
-                    _permit: permit,
-                })),
+                // The permit goes with the session: a parked one holds it too.
+                (Some(permit), None) => Either::Left(Either::Right(session::run(
+                    PacketIo::new(stream, codec),
+                    state,
+                    id,
+                    loopback,
+                    cancel,
+                    Some(permit),
+                ))),
                 // Boxed: a TLS stream is large, and a plain connection's task would
                 // otherwise be sized for it too.
                 (Some(permit), Some(acceptor)) => Either::Right(Box::pin(async move {
@@ -63,7 +67,8 @@ pub async fn serve_tcp(
                     let timeout = state.settings.connect_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            session::run(PacketIo::new(s, codec), state, id, loopback, cancel).await
+                            session::run(PacketIo::new(s, codec), state, id, loopback, cancel, None)
+                                .await
                         }
                         Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!("TLS handshake timed out"),
@@ -73,23 +78,6 @@ pub async fn serve_tcp(
         },
     )
     .await;
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's future with its connection-limit permit, held until it ends.
-    struct Holding<F> {
-        #[pin]
-        fut: F,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl<F: Future> Future for Holding<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().fut.poll(cx)
-    }
 }
 
 #[derive(Clone)]
@@ -141,7 +129,7 @@ async fn upgrade(
         let fut = async move {
             let Some(_permit) = permit else { return };
             let t = WsFramed::new(socket, Codec::new(state.settings.max_packet_size), false);
-            session::run(t, state, id, loopback, cancel).await;
+            session::run(t, state, id, loopback, cancel, None).await;
         }
         .instrument(span);
         let handle = st.tracker.spawn(fut);

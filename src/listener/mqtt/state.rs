@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::codec::SubOpts;
 use crate::auth::Auth;
@@ -38,6 +39,9 @@ pub struct MqttSettings {
     pub topic_alias_max: u16,
     /// Longest keep-alive accepted, seconds (0: whatever the client asks, even none).
     pub max_keep_alive: u16,
+    /// How long a plain TCP connection may be idle before it waits in the shared poller
+    /// instead of a task of its own (`None`: never).
+    pub park_idle_after: Option<std::time::Duration>,
 }
 
 impl Default for MqttSettings {
@@ -51,6 +55,7 @@ impl Default for MqttSettings {
             connect_timeout: std::time::Duration::from_secs(10),
             topic_alias_max: 16,
             max_keep_alive: 0,
+            park_idle_after: Some(std::time::Duration::from_secs(2)),
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct MqttState {
     /// Sessions holding each `$share` group queue; the queue goes with the last one
     /// (MQTT 5 §4.8.2: a shared subscription lives while a session holds it).
     pub shared_members: Mutex<HashMap<String, usize>>,
+    /// Where idle TCP connections wait (started by the first TCP listener).
+    pub parker: super::session::park::ParkerCell,
 }
 
 impl MqttState {
@@ -166,6 +173,27 @@ impl MqttState {
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(BTreeMap::new()),
             shared_members: Mutex::new(HashMap::new()),
+            parker: Default::default(),
+        }
+    }
+
+    /// The idle-connection poller, once a TCP listener started it.
+    pub fn parker(&self) -> Option<&super::session::park::Parker> {
+        self.parker.get()
+    }
+
+    /// Starts the idle-connection poller unless it runs or parking is off.
+    pub fn start_parker(&self, tracker: &TaskTracker, cancel: &CancellationToken) {
+        if self.settings.park_idle_after.is_none() || self.parker.get().is_some() {
+            return;
+        }
+        match super::session::park::Parker::start(tracker, cancel.clone()) {
+            Ok(p) => {
+                let _ = self.parker.set(p);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no idle-connection poller: idle MQTT connections keep their tasks")
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -42,13 +42,71 @@ use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
 pub trait Transport:
     Stream<Item = Result<In, CodecError>> + Sink<Out, Error = CodecError> + Unpin + Send
 {
+    /// Whether a connection on this transport can wait in the [`park`] poller while
+    /// idle: a plain TCP socket can; TLS and WebSocket keep state outside the socket.
+    const PARKS: bool = false;
+
     /// Limits outbound packets to the client's Maximum Packet Size.
     fn set_max_outbound(&mut self, max: u32);
+
+    /// The socket, when the connection can be parked right now (nothing buffered).
+    fn park_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Gives the socket and codec up for parking; only called after `park_fd` said yes.
+    fn detach(self) -> std::io::Result<park::Detached>
+    where
+        Self: Sized,
+    {
+        Err(std::io::Error::other("this transport cannot be parked"))
+    }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for PacketIo<T, Codec> {
+/// A byte stream under `PacketIo`: whether it is a plain socket that can be parked.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {
+    const PARKS: bool;
+    fn raw_fd(&self) -> std::os::fd::RawFd;
+    fn into_std(self) -> std::io::Result<std::net::TcpStream>;
+}
+
+impl Socket for tokio::net::TcpStream {
+    const PARKS: bool = true;
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+    fn into_std(self) -> std::io::Result<std::net::TcpStream> {
+        tokio::net::TcpStream::into_std(self)
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    const PARKS: bool = false;
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self.get_ref().0)
+    }
+    fn into_std(self) -> std::io::Result<std::net::TcpStream> {
+        Err(std::io::Error::other("a TLS connection cannot be parked"))
+    }
+}
+
+impl<S: Socket> Transport for PacketIo<S, Codec> {
+    const PARKS: bool = S::PARKS;
+
     fn set_max_outbound(&mut self, max: u32) {
         self.codec_mut().set_max_outbound(max);
+    }
+
+    fn park_fd(&self) -> Option<std::os::fd::RawFd> {
+        (S::PARKS && self.is_idle()).then(|| self.get_ref().raw_fd())
+    }
+
+    fn detach(self) -> std::io::Result<park::Detached> {
+        let (io, codec) = self.into_parts();
+        Ok(park::Detached {
+            stream: io.into_std()?,
+            codec,
+        })
     }
 }
 
@@ -111,7 +169,9 @@ struct Inflight {
     tag: u64,
 }
 
-struct Session<T: Transport> {
+/// `T` is the transport: a live connection's ([`Transport`]), or [`park::Detached`]
+/// while it waits in the poller.
+struct Session<T> {
     t: T,
     state: Arc<MqttState>,
     conn: u64,
@@ -136,10 +196,16 @@ struct Session<T: Transport> {
     /// the other small fields it packs into what one would take.
     keep_alive_ms: u32,
     last_recv: Instant,
-    /// Fires at the earliest the keep-alive could expire; re-armed from `last_recv`
-    /// then, not on every packet. Boxed: only connections with a keep-alive carry it.
-    keep_alive_timer: Option<Pin<Box<Sleep>>>,
+    /// When the serve loop last had something to do: idle for `mqtt.park_idle_after`,
+    /// a plain TCP connection is parked (see [`park`]).
+    last_active: Instant,
+    /// Fires at the earliest the keep-alive could expire or the connection could be
+    /// parked; re-armed then, not on every packet. Boxed: only connections with a
+    /// keep-alive or that can be parked carry it, and a parked one carries none.
+    timer: Option<Pin<Box<Sleep>>>,
     handoff: Arc<Handoff>,
+    /// The connection-limit permit, held while the connection lives (parked or not).
+    permit: Option<OwnedSemaphorePermit>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
@@ -167,9 +233,17 @@ enum Event {
     Packet(In),
     Confirmed(Unconfirmed, Result<(), crate::core::PublishError>),
     Deliver,
-    KeepAlive,
+    /// The keep-alive or park deadline may have passed.
+    Timer,
     Flush,
     End(End),
+}
+
+/// Why the serve loop returned.
+enum Stop {
+    End(End),
+    /// Idle long enough to wait in the poller instead of a task of its own.
+    Park,
 }
 
 /// Most PUBLISHes awaiting durability per connection before the session stops reading.
@@ -180,20 +254,43 @@ const MAX_UNCONFIRMED: u32 = 4096;
 /// Not an `async fn`: its arguments would stay in the connection's task for its whole
 /// life. Everything before the serve loop runs once, in a boxed future freed when the
 /// session starts, so an idle connection's task holds little more than its `Session`.
+///
+/// `permit` (the connection-limit permit) stays with the session, parked or not; a
+/// caller holding the permit itself passes `None`.
 pub fn run<T: Transport + 'static>(
     t: T,
     state: Arc<MqttState>,
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> impl Future<Output = ()> + Send {
-    let start = Box::pin(start(t, state, conn, loopback, cancel));
+    let start = Box::pin(start(t, state, conn, loopback, cancel, permit));
     async move {
-        let Some(mut s) = start.await else {
-            return;
-        };
-        let ended = s.serve().await;
-        Box::pin(s.finish(ended)).await;
+        if let Some(s) = start.await {
+            live(s).await;
+        }
+    }
+}
+
+/// Serves a connected session until it ends or is parked.
+async fn live<T: Transport + 'static>(mut s: Session<T>) {
+    loop {
+        match s.serve().await {
+            Stop::End(ended) => return Box::pin(s.finish(ended)).await,
+            Stop::Park => match park::park(s) {
+                park::Parking::Parked => return,
+                park::Parking::Kept(back) => s = back,
+                park::Parking::Lost(gone, e) => {
+                    let ended = End {
+                        code: None,
+                        reason: format!("connection lost while parking: {e}"),
+                        will: true,
+                    };
+                    return Box::pin(gone.finish(ended)).await;
+                }
+            },
+        }
     }
 }
 
@@ -204,9 +301,10 @@ async fn start<T: Transport>(
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Session<T>> {
     let (t, connect) = read_connect(t, &state, &cancel).await?;
-    let s = connect_session(t, &state, conn, connect, loopback).await?;
+    let s = connect_session(t, &state, conn, connect, loopback, permit).await?;
     // Registered as the holder before this check: a shutdown from now on kicks it.
     if cancel.is_cancelled() {
         s.handoff.gone.notify_one();
@@ -282,6 +380,7 @@ async fn connect_session<T: Transport>(
     conn: u64,
     c: Connect,
     loopback: bool,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Session<T>> {
     let v5 = c.version == Version::V5;
     let connack = |code: u8, reason: Option<String>| Out::ConnAck {
@@ -492,8 +591,10 @@ async fn connect_session<T: Transport>(
         aliases: BTreeMap::new(),
         keep_alive_ms: u32::from(keep_alive) * 1500,
         last_recv: Instant::now(),
-        keep_alive_timer: None,
+        last_active: Instant::now(),
+        timer: None,
         handoff,
+        permit,
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
@@ -521,7 +622,49 @@ async fn connect_session<T: Transport>(
 }
 
 mod outbound;
+pub mod park;
 mod subscribe;
+
+impl<T> Session<T> {
+    /// The same session on another transport (parking and reviving it), and the one
+    /// it had.
+    fn swap_transport<U>(self, t: U) -> (T, Session<U>) {
+        let s = Session {
+            t,
+            state: self.state,
+            conn: self.conn,
+            version: self.version,
+            client_id: self.client_id,
+            principal: self.principal,
+            data: self.data,
+            persistent: self.persistent,
+            consumers: self.consumers,
+            notify: self.notify,
+            inflight: self.inflight,
+            next_pid: self.next_pid,
+            client_receive_max: self.client_receive_max,
+            client_max_packet: self.client_max_packet,
+            aliases: self.aliases,
+            keep_alive_ms: self.keep_alive_ms,
+            last_recv: self.last_recv,
+            last_active: self.last_active,
+            timer: self.timer,
+            handoff: self.handoff,
+            permit: self.permit,
+            will: self.will,
+            session_expiry: self.session_expiry,
+            unconfirmed: self.unconfirmed,
+            confirming: self.confirming,
+            unflushed: self.unflushed,
+        };
+        (self.t, s)
+    }
+
+    /// The keep-alive period enforced (1.5 × the one in force), if any.
+    fn keep_alive(&self) -> Option<Duration> {
+        (self.keep_alive_ms > 0).then(|| Duration::from_millis(u64::from(self.keep_alive_ms)))
+    }
+}
 
 impl<T: Transport> Session<T> {
     fn data(&self) -> std::sync::MutexGuard<'_, SessionData> {
@@ -556,9 +699,9 @@ impl<T: Transport> Session<T> {
         })
     }
 
-    async fn serve(&mut self) -> End {
+    async fn serve(&mut self) -> Stop {
         if let Err(e) = Box::pin(self.deliver()).await {
-            return e;
+            return Stop::End(e);
         }
         // Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet, in
         // arrival order (MQTT §4.6): the session keeps reading meanwhile, so a client with
@@ -567,8 +710,9 @@ impl<T: Transport> Session<T> {
         // ~0.5 KiB allocation, which every idle connection would carry; boxed, so the
         // connection's task does not carry its ~64 bytes either.
         let mut confirming: Option<Box<FuturesOrdered<_>>> = None;
-        if let Some(k) = self.keep_alive() {
-            self.keep_alive_timer = Some(Box::pin(sleep_until(self.last_recv + k)));
+        self.last_active = Instant::now();
+        if let Some(at) = self.next_deadline() {
+            self.timer = Some(Box::pin(sleep_until(at)));
         }
         loop {
             // Told to leave (takeover or shutdown) through the notifier: checked on every
@@ -576,22 +720,30 @@ impl<T: Transport> Session<T> {
             match self.handoff.leave() {
                 None => {}
                 Some(Leave::Shutdown) => {
-                    return end(rc::SERVER_SHUTTING_DOWN, "server shutting down");
+                    return Stop::End(end(rc::SERVER_SHUTTING_DOWN, "server shutting down"));
                 }
                 Some(Leave::TakenOver) => {
-                    return end(
+                    return Stop::End(end(
                         rc::SESSION_TAKEN_OVER,
                         "session taken over by a new connection",
-                    );
+                    ));
                 }
             }
             let event = self.next_event(&mut confirming).await;
             let r = match event {
-                Event::End(e) => return e,
-                Event::KeepAlive => self.keep_alive_check(),
+                Event::End(e) => return Stop::End(e),
+                Event::Timer => match self.timer_check() {
+                    Ok(true) => {
+                        self.timer = None;
+                        return Stop::Park;
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 // Boxed: the handlers' futures are large and this loop's state is what an
                 // idle connection's task carries. One allocation per event, as before.
                 event => {
+                    self.last_active = Instant::now();
                     let r = Box::pin(self.on_event(event)).await;
                     if !self.unconfirmed.is_empty() {
                         let set = confirming.get_or_insert_with(|| Box::new(FuturesOrdered::new()));
@@ -605,7 +757,7 @@ impl<T: Transport> Session<T> {
                 }
             };
             if let Err(e) = r {
-                return e;
+                return Stop::End(e);
             }
         }
     }
@@ -614,7 +766,7 @@ impl<T: Transport> Session<T> {
     async fn on_event(&mut self, event: Event) -> Result<(), End> {
         match event {
             Event::End(e) => Err(e),
-            Event::KeepAlive => self.keep_alive_check(),
+            Event::Timer => self.timer_check().map(|_| ()),
             Event::Confirmed(u, r) => self.confirmed(u, r).await,
             Event::Deliver => self.deliver().await,
             Event::Flush => self.flush_now().await,
@@ -656,32 +808,61 @@ impl<T: Transport> Session<T> {
                 }
             },
             _ = self.notify.notified() => Event::Deliver,
-            _ = poll_fn(|cx| match self.keep_alive_timer.as_mut() {
+            _ = poll_fn(|cx| match self.timer.as_mut() {
                 Some(timer) => timer.as_mut().poll(cx),
                 None => Poll::Pending,
-            }) => Event::KeepAlive,
+            }) => Event::Timer,
             // Last (biased): only when nothing else is ready.
             _ = std::future::ready(()), if self.unflushed > 0 => Event::Flush,
         }
     }
 
-    /// The keep-alive timer fired: the connection ends if nothing arrived for the
-    /// keep-alive period (1.5 × what the client asked), else the timer is re-armed.
-    fn keep_alive_check(&mut self) -> Result<(), End> {
-        let (Some(k), Some(timer)) = (self.keep_alive(), self.keep_alive_timer.as_mut()) else {
-            return Ok(());
-        };
-        let deadline = self.last_recv + k;
-        if Instant::now() >= deadline {
+    /// The timer fired: the connection ends if nothing arrived for the keep-alive
+    /// period (1.5 × what the client asked); `Ok(true)` if it has been idle long enough
+    /// to be parked and nothing is in the way; else the timer is re-armed.
+    fn timer_check(&mut self) -> Result<bool, End> {
+        let now = Instant::now();
+        if let Some(k) = self.keep_alive()
+            && now >= self.last_recv + k
+        {
             return Err(end(rc::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
         }
-        timer.as_mut().reset(deadline);
-        Ok(())
+        if let Some(after) = self.park_after()
+            && now >= self.last_active + after
+        {
+            // Parked, it waits for its socket, its notifier and its keep-alive deadline
+            // only: nothing may be owed to the client or waiting for the store.
+            if self.confirming == 0
+                && self.unconfirmed.is_empty()
+                && self.unflushed == 0
+                && self.t.park_fd().is_some()
+            {
+                return Ok(true);
+            }
+            self.last_active = now;
+        }
+        if let (Some(at), Some(timer)) = (self.next_deadline(), self.timer.as_mut()) {
+            timer.as_mut().reset(at);
+        }
+        Ok(false)
     }
 
-    /// The keep-alive period enforced (1.5 × the one in force), if any.
-    fn keep_alive(&self) -> Option<Duration> {
-        (self.keep_alive_ms > 0).then(|| Duration::from_millis(u64::from(self.keep_alive_ms)))
+    /// How long this connection may be idle before it is parked (`None`: never).
+    fn park_after(&self) -> Option<Duration> {
+        self.state
+            .settings
+            .park_idle_after
+            .filter(|_| T::PARKS && self.state.parker().is_some())
+    }
+
+    /// The earliest of the keep-alive and park deadlines.
+    fn next_deadline(&self) -> Option<Instant> {
+        let ka = self.keep_alive().map(|k| self.last_recv + k);
+        let park = self.park_after().map(|p| self.last_active + p);
+        match (ka, park) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     async fn finish(mut self, ended: End) {
