@@ -214,7 +214,7 @@ fn id_prefix() -> &'static str {
 /// A message id: the publisher's own (any text), or one the router generated. Generated
 /// ids are a process-start prefix (unique across restarts) and a counter, rendered as
 /// text only when an edge needs it, so publishing costs no formatting or allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MessageId {
     Generated(u64),
     Given(Arc<str>),

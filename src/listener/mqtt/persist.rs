@@ -165,8 +165,9 @@ pub fn restore(state: &Arc<MqttState>) {
             );
         }
         let pending = tokio_util::sync::CancellationToken::new();
+        let client_id: Arc<str> = client_id.into();
         state.sessions().insert(
-            client_id.clone(),
+            Arc::clone(&client_id),
             SessionEntry {
                 data: Arc::new(Mutex::new(data)),
                 holder: None,

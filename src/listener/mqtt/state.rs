@@ -83,7 +83,8 @@ pub struct SessionData {
     /// Packet ids of QoS 1/2 messages sent and not yet acknowledged, by message id: a
     /// message sent again after a reconnect keeps its packet id (MQTT 3.1.1 §4.4,
     /// 5.0 §4.4), so a client that had it already recognises the duplicate.
-    pub sent_pids: HashMap<crate::core::MessageId, u16>,
+    /// A BTreeMap, not a HashMap: empty, it costs no hasher state in every session.
+    pub sent_pids: BTreeMap<crate::core::MessageId, u16>,
 }
 
 /// The retained set is at `max_retained`.
@@ -155,7 +156,7 @@ pub struct MqttState {
     pub router: Router,
     pub auth: Arc<Auth>,
     pub settings: MqttSettings,
-    pub sessions: Mutex<HashMap<String, SessionEntry>>,
+    pub sessions: Mutex<HashMap<Arc<str>, SessionEntry>>,
     pub retained: Mutex<BTreeMap<String, Arc<Message>>>,
     /// Sessions holding each `$share` group queue; the queue goes with the last one
     /// (MQTT 5 §4.8.2: a shared subscription lives while a session holds it).
@@ -261,7 +262,7 @@ impl MqttState {
         });
     }
 
-    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, SessionEntry>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

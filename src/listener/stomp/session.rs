@@ -706,7 +706,7 @@ impl<T: Transport> Session<T> {
                     return Err(refused());
                 }
                 if f.header("durable") == Some("true") || f.header("persistent") == Some("true") {
-                    let owner = principal.user.clone().unwrap_or_else(|| "anonymous".into());
+                    let owner = principal.name().to_owned();
                     let name = match f.header("subscription-name") {
                         Some(n) => format!("stomp.{owner}.{n}"),
                         None => format!("stomp.{owner}.{id}"),

@@ -176,7 +176,8 @@ struct Session<T> {
     state: Arc<MqttState>,
     conn: u64,
     version: Version,
-    client_id: String,
+    /// Shared with the session registry's key: one allocation, not two.
+    client_id: Arc<str>,
     principal: Principal,
     data: Arc<Mutex<SessionData>>,
     /// Whether the session outlives the connection (session expiry > 0 at CONNECT):
@@ -205,7 +206,7 @@ struct Session<T> {
     timer: Option<Pin<Box<Sleep>>>,
     handoff: Arc<Handoff>,
     /// The connection-limit permit, held while the connection lives (parked or not).
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Slot>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
@@ -214,6 +215,30 @@ struct Session<T> {
     confirming: u32,
     /// Flushes asked for since the last write (see [`Session::flush`]).
     unflushed: u32,
+}
+
+/// One connection-limit permit, kept as its semaphore alone (8 bytes, not the permit's
+/// 16: every parked connection holds one) and given back when dropped.
+struct Slot(Arc<tokio::sync::Semaphore>);
+
+impl Slot {
+    fn new(p: OwnedSemaphorePermit) -> Self {
+        let sem = Arc::clone(p.semaphore());
+        let n = p.num_permits();
+        p.forget();
+        // The listeners take one permit per connection; more would be given back
+        // here, and only one kept.
+        if n > 1 {
+            sem.add_permits(n - 1);
+        }
+        Slot(sem)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.add_permits(1);
+    }
 }
 
 /// Most flushes put off while more work is ready.
@@ -395,7 +420,7 @@ async fn connect_session<T: Transport>(
     };
     // Client id: an empty one is assigned (3.1.1 only with a clean session).
     let mut assigned = None;
-    let client_id = if c.client_id.is_empty() {
+    let client_id: Arc<str> = if c.client_id.is_empty() {
         if !v5 && !c.clean_start {
             let _ = t.send(connack(rc::CLIENT_ID_INVALID, None)).await;
             tracing::info!("empty client id with a persistent session refused");
@@ -403,11 +428,11 @@ async fn connect_session<T: Transport>(
         }
         let id = format!("sb-{conn}-{}", std::process::id());
         assigned = Some(id.clone());
-        id
+        id.into()
     } else {
-        c.client_id.clone()
+        c.client_id.as_str().into()
     };
-    tracing::Span::current().record("client_id", client_id.as_str());
+    tracing::Span::current().record("client_id", &*client_id);
     let password = c
         .password
         .as_ref()
@@ -419,7 +444,7 @@ async fn connect_session<T: Transport>(
     {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(client_id, user = c.username.as_deref().unwrap_or(""), error = %e, "login refused");
+            tracing::warn!(client_id = &*client_id, user = c.username.as_deref().unwrap_or(""), error = %e, "login refused");
             let code = match e {
                 AuthError::BadCredentials => rc::BAD_CREDENTIALS,
                 AuthError::AnonymousRefused => rc::NOT_AUTHORIZED,
@@ -432,7 +457,7 @@ async fn connect_session<T: Transport>(
     if let Some(w) = &c.will
         && !principal.can_publish(&publish_destination(&w.publish.topic))
     {
-        tracing::warn!(client_id, topic = %w.publish.topic, "will topic not allowed");
+        tracing::warn!(client_id = &*client_id, topic = %w.publish.topic, "will topic not allowed");
         let _ = t
             .send(connack(
                 rc::NOT_AUTHORIZED,
@@ -449,7 +474,7 @@ async fn connect_session<T: Transport>(
     let keep_alive = if max_ka > 0 && (c.keep_alive == 0 || c.keep_alive > max_ka) {
         if !v5 {
             tracing::info!(
-                client_id,
+                client_id = &*client_id,
                 keep_alive = c.keep_alive,
                 max = max_ka,
                 "keep-alive above the maximum refused"
@@ -488,7 +513,10 @@ async fn connect_session<T: Transport>(
         (Arc::clone(&entry.data), present, wait_gone)
     };
     if let Some(gone) = wait_gone {
-        tracing::info!(client_id, "session taken over from an earlier connection");
+        tracing::info!(
+            client_id = &*client_id,
+            "session taken over from an earlier connection"
+        );
         let _ = tokio::time::timeout(Duration::from_secs(5), gone.gone.notified()).await;
     }
     let core = state.router.core().clone();
@@ -523,7 +551,7 @@ async fn connect_session<T: Transport>(
         match attach(&queue, Some(opts.clone())) {
             Ok(c) => consumers.push((Source::Session, c)),
             Err(e) => {
-                tracing::error!(client_id, error = %e, "cannot attach the session queue");
+                tracing::error!(client_id = &*client_id, error = %e, "cannot attach the session queue");
                 let _ = t.send(connack(rc::UNSPECIFIED, Some(e))).await;
                 return None;
             }
@@ -541,7 +569,7 @@ async fn connect_session<T: Transport>(
         match attach(&q, None) {
             Ok(c) => consumers.push((Source::Shared(q), c)),
             Err(e) => {
-                tracing::warn!(client_id, queue = %q, error = %e, "cannot resume a shared subscription")
+                tracing::warn!(client_id = &*client_id, queue = %q, error = %e, "cannot resume a shared subscription")
             }
         }
     }
@@ -572,7 +600,7 @@ async fn connect_session<T: Transport>(
     if let Some(max) = c.max_packet_size {
         t.set_max_outbound(max);
     }
-    tracing::debug!(client_id, version = ?c.version, session_present, persistent, "connected");
+    tracing::debug!(client_id = &*client_id, version = ?c.version, session_present, persistent, "connected");
     let mut s = Session {
         t,
         state: Arc::clone(state),
@@ -594,7 +622,7 @@ async fn connect_session<T: Transport>(
         last_active: Instant::now(),
         timer: None,
         handoff,
-        permit,
+        permit: permit.map(Slot::new),
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
@@ -1237,7 +1265,7 @@ impl<T: Transport> Session<T> {
 /// cancelled).
 pub(in crate::listener::mqtt) fn spawn_expiry(
     state: Arc<MqttState>,
-    client_id: String,
+    client_id: Arc<str>,
     queue: String,
     pending: CancellationToken,
     after: Duration,
@@ -1247,15 +1275,15 @@ pub(in crate::listener::mqtt) fn spawn_expiry(
             _ = pending.cancelled() => {}
             _ = tokio::time::sleep(after) => {
                 let mut sessions = state.sessions();
-                if sessions.get(&client_id).is_some_and(|e| e.holder.is_none()) {
-                    let gone = sessions.remove(&client_id);
+                if sessions.get(&*client_id).is_some_and(|e| e.holder.is_none()) {
+                    let gone = sessions.remove(&*client_id);
                     drop(sessions);
                     if let Some(e) = gone {
                         state.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
                     }
                     state.router.core().delete_queue(&queue);
                     super::persist::forget_session(&state, &client_id);
-                    tracing::info!(client_id, "session expired");
+                    tracing::info!(client_id = &*client_id, "session expired");
                 }
             }
         }

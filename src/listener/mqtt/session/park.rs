@@ -91,7 +91,12 @@ struct Parked {
     session: Session<Detached>,
     /// Registered with the session's notifier; its waker rings this key.
     _notified: Pin<Box<OwnedNotified>>,
-    deadline: Option<Instant>,
+}
+
+/// A parked session's keep-alive deadline: not kept with it (every parked connection
+/// would carry 16 bytes more); its inputs do not change while it is parked.
+fn deadline<T>(s: &Session<T>) -> Option<Instant> {
+    s.keep_alive().map(|k| s.last_recv + k)
 }
 
 /// The waker a parked session's notifier holds.
@@ -189,7 +194,7 @@ pub(super) fn park<T: Transport>(s: Session<T>) -> Parking<T> {
     };
     let (Gone, mut session) = s.swap_transport(detached);
     session.timer = None;
-    let deadline = session.keep_alive().map(|k| session.last_recv + k);
+    let deadline = deadline(&session);
     let mut notified = Box::pin(Arc::clone(&session.notify).notified_owned());
     let bell = Waker::from(Arc::new(Bell {
         key,
@@ -209,7 +214,6 @@ pub(super) fn park<T: Transport>(s: Session<T>) -> Parking<T> {
     inner.parked.insert(Box::new(Parked {
         session,
         _notified: notified,
-        deadline,
     }));
     drop(inner);
     PARKED.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +309,7 @@ fn revive(shared: &Shared, tracker: &TaskTracker, key: usize) {
         let Some(p) = inner.parked.try_remove(key) else {
             return;
         };
-        if let Some(d) = p.deadline {
+        if let Some(d) = deadline(&p.session) {
             inner.deadlines.remove(&(d, key));
         }
         p
@@ -324,7 +328,7 @@ fn revive(shared: &Shared, tracker: &TaskTracker, key: usize) {
         protocol = "mqtt",
         id = session.conn,
         peer,
-        client_id = session.client_id.as_str(),
+        client_id = &*session.client_id,
         user = session.principal.name()
     );
     match tokio::net::TcpStream::from_std(stream) {
