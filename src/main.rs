@@ -8,13 +8,6 @@ use switchboard::app::{self, RunOptions};
 use switchboard::config::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc, not glibc's malloc: a connect burst leaves freed task memory between the
-/// small objects that outlive it (parked MQTT sessions), and glibc keeps those pages
-/// resident; mimalloc groups objects by size and gives emptied pages back
-/// (docs/benchmarks.md, MQTT memory).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Switchboard: a message router with its own queues and topics, STOMP and MQTT
 /// listeners, AMQP and XMPP links, and live-reloadable YAML routing tables.
 #[derive(Debug, Parser)]
