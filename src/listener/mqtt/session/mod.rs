@@ -305,7 +305,13 @@ async fn live<T: Transport + 'static>(mut s: Session<T>) {
             Stop::End(ended) => return Box::pin(s.finish(ended)).await,
             Stop::Park => match park::park(s) {
                 park::Parking::Parked => return,
-                park::Parking::Kept(back) => s = back,
+                park::Parking::Kept(back) => {
+                    // Tried again only after another idle period: a poller that cannot
+                    // take it now (shutting down, out of descriptors) is not asked at
+                    // every turn of the loop.
+                    s = back;
+                    s.last_active = Instant::now();
+                }
                 park::Parking::Lost(gone, e) => {
                     let ended = End {
                         code: None,
