@@ -91,6 +91,36 @@ async fn prefetch_limits_unacked_and_ack_frees_credit() {
 }
 
 #[tokio::test]
+async fn acking_a_batch_settles_each_tag_once_and_refills() {
+    let core = Core::default();
+    let c = core
+        .consume("batch-ack", ConsumeOptions::manual(4))
+        .unwrap();
+    publish_n(&core, &q("batch-ack"), 10).await;
+    let first = drain(&c);
+    assert_eq!(first.len(), 4);
+    let tags: Vec<u64> = first.iter().map(|d| d.tag).collect();
+    // Three of the four, one twice, and a tag never handed out.
+    assert_eq!(c.ack_many(&[tags[0], tags[2], tags[2], tags[3], 999]), 3);
+    assert_eq!(c.ack_many(&[]), 0);
+    let next: Vec<String> = drain(&c).iter().map(body).collect();
+    assert_eq!(
+        next,
+        ["m4", "m5", "m6"],
+        "credit freed by the batch refills at once"
+    );
+    let stats = core.queue("batch-ack").unwrap().stats();
+    assert_eq!((stats.acked, stats.unacked), (3, 4));
+    // The one left unacknowledged comes back first when the consumer goes.
+    drop(c);
+    let again = core
+        .consume("batch-ack", ConsumeOptions::auto_ack(100))
+        .unwrap();
+    let rest: Vec<String> = drain(&again).iter().map(body).collect();
+    assert_eq!(rest, ["m1", "m4", "m5", "m6", "m7", "m8", "m9"]);
+}
+
+#[tokio::test]
 async fn a_busy_consumer_does_not_get_more_than_its_credit() {
     let core = Core::default();
     let slow = core.consume("fair", ConsumeOptions::manual(1)).unwrap();

@@ -125,6 +125,20 @@ impl Consumer {
         self.settle(|q, now, dead| q.ack(self.id, tag, false, now, dead))
     }
 
+    /// Acknowledges several deliveries at once (one lock, one refill); returns how many
+    /// tags were known.
+    pub fn ack_many(&self, tags: &[u64]) -> usize {
+        if tags.is_empty() {
+            return 0;
+        }
+        let mut n = 0;
+        self.settle(|q, now, dead| {
+            n = q.ack_many(self.id, tags, now, dead);
+            n > 0
+        });
+        n
+    }
+
     /// Acknowledges every delivery up to and including `tag`.
     pub fn ack_through(&self, tag: u64) -> bool {
         self.settle(|q, now, dead| q.ack(self.id, tag, true, now, dead))

@@ -779,6 +779,33 @@ impl Queue {
         n > 0
     }
 
+    /// Acknowledges several deliveries under one lock, then refills once (a session
+    /// settling a batch of at-most-once deliveries). Returns how many were known.
+    pub(crate) fn ack_many(
+        &self,
+        id: u64,
+        tags: &[u64],
+        now: Instant,
+        dead: &mut Vec<DeadLetter>,
+    ) -> usize {
+        let mut st = self.lock();
+        let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
+            return 0;
+        };
+        let mut n = 0;
+        for tag in tags {
+            if let Some(e) = slot.unacked.remove(tag) {
+                n += 1;
+                self.forget_entry(&e);
+            }
+        }
+        self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            self.dispatch(&mut st, now, dead);
+        }
+        n
+    }
+
     /// Negatively acknowledges: `None` puts the message back in its place (or
     /// dead-letters it after `max_deliveries`); `Some(reason)` dead-letters it with that
     /// reason (or drops and counts it when the queue has no dead-letter destination).

@@ -49,6 +49,9 @@ impl<T: Transport> Session<T> {
 
     pub(super) async fn deliver(&mut self) -> Result<(), End> {
         let mut buf = Vec::new();
+        // Deliveries settled as soon as they are sent or skipped (at-most-once ones):
+        // acknowledged together after each batch, under one lock of their queue.
+        let mut settled = Vec::new();
         let mut sent = false;
         for i in 0..self.consumers.len() {
             loop {
@@ -61,9 +64,20 @@ impl<T: Transport> Session<T> {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                for d in std::mem::take(&mut buf) {
-                    sent |= self.deliver_one(i, d).await?;
-                }
+                let mut batch = std::mem::take(&mut buf).into_iter();
+                let result = loop {
+                    let Some(d) = batch.next() else { break Ok(()) };
+                    match self.deliver_one(i, d, &mut settled).await {
+                        Ok(s) => sent |= s,
+                        Err(e) => break Err(e),
+                    }
+                };
+                // Also when the connection failed: what was sent or skipped is settled
+                // (at most once); the rest of the batch goes back to the queue with the
+                // consumer.
+                self.consumers[i].1.ack_many(&settled);
+                settled.clear();
+                result?;
             }
         }
         if sent {
@@ -72,16 +86,22 @@ impl<T: Transport> Session<T> {
         Ok(())
     }
 
-    async fn deliver_one(&mut self, source: usize, d: Delivery) -> Result<bool, End> {
-        let consumer_ack = |s: &Self| s.consumers[source].1.ack(d.tag);
+    /// Sends one delivery; the tags of those settled without waiting for the client
+    /// (QoS 0, or not sent at all) go into `settled` for the caller to acknowledge.
+    async fn deliver_one(
+        &mut self,
+        source: usize,
+        d: Delivery,
+        settled: &mut Vec<u64>,
+    ) -> Result<bool, End> {
         let Some((sub_qos, rap, ids)) = self.matching(&d, source) else {
             // No subscription wants it any more (unsubscribed meanwhile, or no-local).
-            consumer_ack(self);
+            settled.push(d.tag);
             return Ok(false);
         };
         if !self.principal.can_read(&d.destination) {
             tracing::warn!(topic = %d.destination, "delivery refused by permissions");
-            consumer_ack(self);
+            settled.push(d.tag);
             return Ok(false);
         }
         let qos = sub_qos.min(d.message.qos);
@@ -116,7 +136,7 @@ impl<T: Transport> Session<T> {
             && publish_size_bound(&p) > u64::from(max)
         {
             tracing::warn!(topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
-            consumer_ack(self);
+            settled.push(d.tag);
             return Ok(false);
         }
         if qos > 0 {
@@ -134,7 +154,7 @@ impl<T: Transport> Session<T> {
             let queue = self.consumers[source].1.queue_name().into();
             self.inflight.insert(pid, Inflight { queue, tag: d.tag });
         } else {
-            consumer_ack(self);
+            settled.push(d.tag);
         }
         self.send(Out::Publish(Box::new(p))).await?;
         Ok(true)
