@@ -1,5 +1,6 @@
 //! Switchboard: a multi-protocol message router.
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod auth;
 pub mod config;

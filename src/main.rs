@@ -8,6 +8,10 @@ use switchboard::app::{self, RunOptions};
 use switchboard::config::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, purging at once (see `switchboard::alloc`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchboard: a message router with its own queues and topics, STOMP and MQTT
 /// listeners, AMQP and XMPP links, and live-reloadable YAML routing tables.
 #[derive(Debug, Parser)]
@@ -119,6 +123,7 @@ fn init_tracing(format: LogFormat, level: &str) {
 }
 
 fn main() -> ExitCode {
+    switchboard::alloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Passwd => {

@@ -356,7 +356,14 @@ impl<'a> Publisher<'a> {
                 self.returned.entry(owner).or_default().push(detail);
             } else if let Some(i) = self.recent.iter().position(|j| j.key == owner) {
                 // Already confirmed (and acked in the core): publish it again from here.
+                // It was counted as published when its confirm came first; its return
+                // came with a later confirm of the same batch: it was not published.
                 if let Some(other) = self.recent.remove(i) {
+                    self.ctx
+                        .status
+                        .counters
+                        .published
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     self.failed(other, "unroutable", detail).await?;
                 }
             } else {

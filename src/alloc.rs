@@ -1,0 +1,57 @@
+//! The daemon's memory allocator: mimalloc, tuned to give freed memory back at once.
+//!
+//! A broker's memory is mostly its idle connections, and they arrive in bursts: ten
+//! thousand clients connecting at once allocate ten thousand tasks and read buffers,
+//! then go idle, and their tasks end (idle MQTT connections wait in one poller, see
+//! `listener::mqtt::session::park`). With glibc's allocator the pages those tasks
+//! freed stayed resident between the small session objects that outlive them: 2.0 KiB
+//! per idle connection. mimalloc keeps objects of one size together, so those pages
+//! empty completely; purged at once rather than 10 ms later (when the allocator next
+//! runs on that thread, which for an idle daemon may be never), they leave the process:
+//! 1.0–1.1 KiB per idle connection (docs/benchmarks.md, MQTT memory).
+//!
+//! The binary installs it (`#[global_allocator]` in `main.rs`); tests and embedders
+//! keep their own allocator.
+
+/// mimalloc v2's `mi_option_purge_delay`: position 15 of `mi_option_e` in its
+/// `mimalloc.h`, which the Rust bindings name no constant for (the test below checks
+/// the position against the compiled library's defaults).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc return emptied memory to the system at once. Call first thing in
+/// `main`; harmless when mimalloc is not the global allocator.
+pub fn tune() {
+    // SAFETY: mi_option_set only stores an option value; any thread may call it.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_where_we_set_it() {
+        // SAFETY: reading option values.
+        let (eager_commit_delay, purge_delay) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(libmimalloc_sys::mi_option_eager_commit_delay),
+                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+            )
+        };
+        // mimalloc's defaults: the option before it is 1, the purge delay 10 ms (or
+        // what MIMALLOC_PURGE_DELAY says).
+        assert_eq!(
+            libmimalloc_sys::mi_option_eager_commit_delay + 1,
+            MI_OPTION_PURGE_DELAY
+        );
+        assert_eq!(eager_commit_delay, 1);
+        let want = std::env::var("MIMALLOC_PURGE_DELAY").map_or(10, |v| v.parse().unwrap());
+        assert_eq!(purge_delay, want);
+        tune();
+        // SAFETY: reading an option value.
+        assert_eq!(
+            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+            0
+        );
+    }
+}
