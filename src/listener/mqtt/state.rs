@@ -106,9 +106,14 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Makes the holder leave; `handoff.gone` tells when it has.
+    /// Makes the holder leave; [`MqttState::wait_gone`] tells when it has.
     pub fn kick(&self, why: Leave) {
-        self.handoff.leave.store(why as u8, Ordering::Release);
+        let _ = self
+            .handoff
+            .flags
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |f| {
+                Some((f & GONE) | why as u8)
+            });
         self.notify.notify_one();
     }
 }
@@ -123,22 +128,39 @@ pub enum Leave {
 }
 
 /// Between the connection holding a session and whoever makes it leave.
+///
+/// One byte: every connection holds one, parked ones too. Whoever waits for the
+/// holder to be gone waits on the daemon's one [`MqttState::wait_gone`] notifier, not
+/// on a notifier of each connection's own (a takeover is rare; 32 bytes a connection
+/// are not).
 #[derive(Debug, Default)]
 pub struct Handoff {
-    /// A [`Leave`] once the holder must leave, 0 before.
-    leave: AtomicU8,
-    /// Notified (once, a stored permit) when the holder has left and saved the session.
-    pub gone: Notify,
+    /// A [`Leave`] once the holder must leave (0 before), and [`GONE`] once it has left
+    /// and saved the session.
+    flags: AtomicU8,
 }
+
+/// [`Handoff`]: the holder has left.
+const GONE: u8 = 0x80;
 
 impl Handoff {
     /// Whether, and why, the holder must leave.
     pub fn leave(&self) -> Option<Leave> {
-        match self.leave.load(Ordering::Acquire) {
+        match self.flags.load(Ordering::Acquire) & !GONE {
             1 => Some(Leave::TakenOver),
             2 => Some(Leave::Shutdown),
             _ => None,
         }
+    }
+
+    fn is_gone(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & GONE != 0
+    }
+
+    /// The holder has left and saved the session: wakes whoever waits for that.
+    pub fn set_gone(&self, state: &MqttState) {
+        self.flags.fetch_or(GONE, Ordering::Release);
+        state.holder_gone.notify_waiters();
     }
 }
 
@@ -163,6 +185,8 @@ pub struct MqttState {
     pub shared_members: Mutex<HashMap<String, usize>>,
     /// Where idle TCP connections wait (started by the first TCP listener).
     pub parker: super::session::park::ParkerCell,
+    /// Woken whenever a session's holder has left (see [`Handoff`]).
+    holder_gone: Notify,
 }
 
 impl MqttState {
@@ -174,7 +198,22 @@ impl MqttState {
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(BTreeMap::new()),
             shared_members: Mutex::new(HashMap::new()),
+            holder_gone: Notify::new(),
             parker: Default::default(),
+        }
+    }
+
+    /// Waits until the holder behind `handoff` has left and saved its session.
+    pub async fn wait_gone(&self, handoff: &Handoff) {
+        loop {
+            let woken = self.holder_gone.notified();
+            tokio::pin!(woken);
+            // Registered before the check: a holder leaving in between still wakes it.
+            woken.as_mut().enable();
+            if handoff.is_gone() {
+                return;
+            }
+            woken.await;
         }
     }
 

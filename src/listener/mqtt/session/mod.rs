@@ -338,7 +338,7 @@ async fn start<T: Transport>(
     let s = connect_session(t, &state, conn, connect, loopback, permit).await?;
     // Registered as the holder before this check: a shutdown from now on kicks it.
     if cancel.is_cancelled() {
-        s.handoff.gone.notify_one();
+        s.handoff.set_gone(&state);
         return None;
     }
     Some(s)
@@ -523,7 +523,7 @@ async fn connect_session<T: Transport>(
             client_id = &*client_id,
             "session taken over from an earlier connection"
         );
-        let _ = tokio::time::timeout(Duration::from_secs(5), gone.gone.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.wait_gone(&gone)).await;
     }
     let core = state.router.core().clone();
     let queue = session_queue(&client_id);
@@ -600,7 +600,7 @@ async fn connect_session<T: Transport>(
         reason: None,
     };
     if t.send(ack).await.is_err() {
-        handoff.gone.notify_one();
+        handoff.set_gone(state);
         return None;
     }
     if let Some(max) = c.max_packet_size {
@@ -953,7 +953,7 @@ impl<T: Transport> Session<T> {
                 }
             }
         }
-        self.handoff.gone.notify_one();
+        self.handoff.set_gone(&state);
         if let Some(w) = will {
             let delay = Duration::from_secs(u64::from(w.delay.min(expiry)));
             let st = Arc::clone(&state);
