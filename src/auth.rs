@@ -125,6 +125,15 @@ impl Principal {
         self.user.as_deref().unwrap_or("anonymous")
     }
 
+    /// [`Principal::name`], shared: what an edge stamps on every message it publishes.
+    pub fn name_shared(&self) -> Arc<str> {
+        static ANONYMOUS: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        match &self.user {
+            Some(u) => Arc::clone(u),
+            None => Arc::clone(ANONYMOUS.get_or_init(|| "anonymous".into())),
+        }
+    }
+
     pub fn can_publish(&self, d: &Destination) -> bool {
         let k = kind_of(d);
         self.perms

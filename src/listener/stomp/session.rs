@@ -505,7 +505,7 @@ impl<T: Transport> Session<T> {
             ),
             None => None,
         };
-        let origin = Origin::new("stomp", self.principal()?.name());
+        let origin = Origin::shared("stomp", self.principal()?.name_shared());
         let message = send_to_message(&f, origin, reply_to)
             .map_err(|e| fatal("invalid header", e.to_string()))?;
         if let Some(tx) = f.header("transaction") {

@@ -1122,7 +1122,8 @@ impl<T: Transport> Session<T> {
             tracing::warn!(topic = %p.topic, "publish refused by permissions");
             rc::NOT_AUTHORIZED
         } else {
-            let message = publish_to_message(&p, Origin::new("mqtt", &self.client_id));
+            let message =
+                publish_to_message(&p, Origin::shared("mqtt", Arc::clone(&self.client_id)));
             let retained = p.retain.then(|| Arc::new(message.clone()));
             match self.publish(dest.clone(), message).await {
                 Ok((n, mut confirmation)) => {
