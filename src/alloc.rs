@@ -8,7 +8,7 @@
 //! per idle connection. mimalloc keeps objects of one size together, so those pages
 //! empty completely; purged at once rather than 10 ms later (when the allocator next
 //! runs on that thread, which for an idle daemon may be never), they leave the process:
-//! 1.0–1.1 KiB per idle connection (docs/benchmarks.md, MQTT memory).
+//! 0.9–1.0 KiB per idle connection (docs/benchmarks.md, MQTT memory).
 //!
 //! The binary installs it (`#[global_allocator]` in `main.rs`); tests and embedders
 //! keep their own allocator.

@@ -756,27 +756,19 @@ impl Queue {
         now: Instant,
         dead: &mut Vec<DeadLetter>,
     ) -> bool {
+        if !cumulative {
+            return self.ack_many(id, &[tag], now, dead) > 0;
+        }
         let mut st = self.lock();
         let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
             return false;
         };
-        let acked: Vec<Entry> = if cumulative {
-            let keep = slot.unacked.split_off(&(tag + 1));
-            std::mem::replace(&mut slot.unacked, keep)
-                .into_values()
-                .collect()
-        } else {
-            slot.unacked.remove(&tag).into_iter().collect()
-        };
-        let n = acked.len();
-        for e in &acked {
+        let keep = slot.unacked.split_off(&(tag + 1));
+        let acked = std::mem::replace(&mut slot.unacked, keep);
+        for e in acked.values() {
             self.forget_entry(e);
         }
-        self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
-        if n > 0 {
-            self.dispatch(&mut st, now, dead);
-        }
-        n > 0
+        self.acked_locked(&mut st, acked.len(), now, dead) > 0
     }
 
     /// Acknowledges several deliveries under one lock, then refills once (a session
@@ -799,9 +791,20 @@ impl Queue {
                 self.forget_entry(&e);
             }
         }
+        self.acked_locked(&mut st, n, now, dead)
+    }
+
+    /// After `n` deliveries were acknowledged: counts them and refills the consumers.
+    fn acked_locked(
+        &self,
+        st: &mut State,
+        n: usize,
+        now: Instant,
+        dead: &mut Vec<DeadLetter>,
+    ) -> usize {
         self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 {
-            self.dispatch(&mut st, now, dead);
+            self.dispatch(st, now, dead);
         }
         n
     }

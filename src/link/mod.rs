@@ -123,6 +123,11 @@ impl LinkStatus {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes back one count that turned out wrong (a publish confirmed, then returned).
+    pub fn unbump(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The status as JSON, for the admin API.
     pub fn to_json(&self) -> serde_json::Value {
         let i = self.lock().clone();

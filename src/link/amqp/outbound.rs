@@ -359,11 +359,7 @@ impl<'a> Publisher<'a> {
                 // It was counted as published when its confirm came first; its return
                 // came with a later confirm of the same batch: it was not published.
                 if let Some(other) = self.recent.remove(i) {
-                    self.ctx
-                        .status
-                        .counters
-                        .published
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    LinkStatus::unbump(&self.ctx.status.counters.published);
                     self.failed(other, "unroutable", detail).await?;
                 }
             } else {
