@@ -1,0 +1,12 @@
+//! Hostile and buggy clients (issue 19): every internal name has an owner, every byte a
+//! client can make the router hold is bounded, and an honest client keeps being served
+//! while a hostile one runs. One submodule per area; real clients (stomp.py, paho-mqtt,
+//! raw sockets, headless Chromium) against the real daemon.
+
+#[path = "common/mod.rs"]
+mod common;
+
+mod admin;
+mod connections;
+mod memory;
+mod ownership;

@@ -1,0 +1,1 @@
+//! The admin API's authentication and cross-site checks, WebSocket origins.

@@ -1,0 +1,1 @@
+//! Connection limits: per peer address, connect rate, idle STOMP connections.

@@ -1,0 +1,1 @@
+//! Memory bounds: unacknowledged bytes, transactions, retained messages, route fan-out.

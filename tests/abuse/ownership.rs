@@ -1,0 +1,1 @@
+//! Internal names and their owners: session, subscription and temporary queues.
