@@ -8,7 +8,7 @@
 //! | GET | `/queues` | per-queue counters |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
-//! | GET | `/mqtt` | MQTT connections: how many wait parked in the idle-connection poller |
+//! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |
 
 use std::sync::Arc;
 
@@ -45,7 +45,12 @@ pub fn router(core: Core, routes: Arc<RouteStore>, links: Links) -> Http {
         .route(
             "/mqtt",
             get(|| async {
-                Json(json!({ "parked": crate::listener::mqtt::session::park::parked_now() }))
+                use crate::listener::mqtt::session as mqtt;
+                Json(json!({
+                    "parked": mqtt::park::parked_now(),
+                    "oversize_dropped": mqtt::oversize_dropped(),
+                    "topic_alias_bytes_saved": mqtt::alias::bytes_saved(),
+                }))
             }),
         )
         .with_state(AdminState {

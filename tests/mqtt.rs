@@ -174,3 +174,27 @@ fn server_keep_alive() {
     let d = daemon_with_config("mqtt:\n  max_keep_alive: 5\n");
     python_scenario(&d, "mqtt_scenarios.py", "mqtt", "server_keep_alive", &[]);
 }
+
+/// MQTT 5 conformance (issue 24): session resume without a Session Expiry Interval,
+/// exact Maximum Packet Size, outbound topic aliases, assigned client ids, Server Keep
+/// Alive by default.
+#[test]
+fn mqtt5_conformance() {
+    for name in [
+        "resume_without_expiry",
+        "max_packet_size_exact",
+        "outbound_topic_aliases",
+        "assigned_client_id",
+        "server_keep_alive_default",
+    ] {
+        let d = Daemon::start(&[], &[]);
+        let admin = d.addr("admin").port().to_string();
+        python_scenario(
+            &d,
+            "mqtt_scenarios.py",
+            "mqtt",
+            name,
+            &["--admin-port", &admin],
+        );
+    }
+}

@@ -29,7 +29,8 @@ V3, V5 = mqtt.MQTTv311, mqtt.MQTTv5
 class C:
     """A paho client that records what it gets."""
 
-    def __init__(self, version=V5, client_id=None, clean=True, user=None, password=None, will=None, keepalive=30, connect=True):
+    def __init__(self, version=V5, client_id=None, clean=True, user=None, password=None, will=None, keepalive=30, connect=True,
+                 expiry=3600):
         self.cid = client_id or f"t-{uuid.uuid4().hex[:8]}"
         kw = {} if version == V5 else {"clean_session": clean}
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cid, protocol=version, **kw)
@@ -48,6 +49,7 @@ class C:
         if will:
             self.c.will_set(*will)
         self.clean = clean
+        self.expiry = expiry  # 5.0 Session Expiry Interval sent when not clean (None: no property)
         self.keepalive = keepalive
         if connect:
             self.connect()
@@ -70,9 +72,9 @@ class C:
         self.connected.clear()
         kw = {"clean_start": self.clean} if self.version == V5 else {}
         props = None
-        if self.version == V5 and not self.clean:
+        if self.version == V5 and not self.clean and self.expiry is not None:
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 3600
+            props.SessionExpiryInterval = self.expiry
         self.c.connect(H, P, keepalive=self.keepalive, properties=props, **kw)
         self.c.loop_start()
         expect(self.connected.wait(T), f"{self.cid}: no CONNACK")
@@ -803,9 +805,236 @@ def parked():
     print("ok")
 
 
+# ---- MQTT 5 conformance (issue 24), with raw 5.0 packets where exact bytes matter -------
+
+def raw5_connect(cid, props=b"", clean=True, keepalive=30, expect_ok=True):
+    """A raw 5.0 CONNECT; returns the socket and the CONNACK (flags, code, properties)."""
+    s = socket.create_connection((H, P), timeout=T)
+    body = enc_str("MQTT") + bytes([5, 0x02 if clean else 0]) + struct.pack("!H", keepalive)
+    s.sendall(packet(0x10, body + enc_len(len(props)) + props + enc_str(cid)))
+    ack = read_packet(s)
+    expect(ack is not None and ack[0] == 0x20, f"CONNACK: {ack}")
+    flags, code = ack[1][0], ack[1][1]
+    if expect_ok:
+        expect(code == 0, f"CONNACK code {code:#x}: {ack}")
+    return s, (flags, code, parse_props5(ack[1][2:])[0])
+
+
+def raw5_subscribe(s, pid, filt, qos=0):
+    s.sendall(packet(0x82, struct.pack("!H", pid) + b"\x00" + enc_str(filt) + bytes([qos])))
+    ack = read_packet(s)
+    expect(ack is not None and ack[0] == 0x90 and ack[1][-1] == qos, f"SUBACK {ack}")
+
+
+def var_int(b, i):
+    n, mult = 0, 1
+    while True:
+        n += (b[i] & 0x7F) * mult
+        mult *= 128
+        i += 1
+        if not b[i - 1] & 0x80:
+            return n, i
+
+
+def parse_props5(b):
+    """5.0 properties at the start of b: ({id: value, 0x26: [(k, v)...]}, bytes consumed)."""
+    n, i = var_int(b, 0)
+    end, props = i + n, {}
+    while i < end:
+        pid = b[i]
+        i += 1
+        if pid in (0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A):
+            props[pid] = b[i]
+            i += 1
+        elif pid in (0x13, 0x21, 0x22, 0x23):
+            props[pid] = struct.unpack("!H", b[i:i + 2])[0]
+            i += 2
+        elif pid in (0x02, 0x11, 0x18, 0x27):
+            props[pid] = struct.unpack("!I", b[i:i + 4])[0]
+            i += 4
+        elif pid == 0x0B:
+            props.setdefault(pid, []).append(var_int(b, i)[0])
+            i = var_int(b, i)[1]
+        elif pid == 0x26:
+            kl = struct.unpack("!H", b[i:i + 2])[0]
+            k = b[i + 2:i + 2 + kl].decode()
+            i += 2 + kl
+            vl = struct.unpack("!H", b[i:i + 2])[0]
+            props.setdefault(pid, []).append((k, b[i + 2:i + 2 + vl].decode()))
+            i += 2 + vl
+        else:  # strings and binary data: two-byte length
+            ln = struct.unpack("!H", b[i:i + 2])[0]
+            props[pid] = b[i + 2:i + 2 + ln]
+            i += 2 + ln
+    return props, end
+
+
+def read_publish5(s):
+    """The next PUBLISH (5.0): topic, alias, properties, payload and its size on the wire."""
+    pk = read_packet(s)
+    expect(pk is not None and pk[0] >> 4 == 3, f"expected PUBLISH, got {pk}")
+    first, body = pk
+    qos = (first >> 1) & 3
+    tl = struct.unpack("!H", body[:2])[0]
+    rest = body[2 + tl:]
+    pid = None
+    if qos:
+        pid = struct.unpack("!H", rest[:2])[0]
+        rest = rest[2:]
+    props, used = parse_props5(rest)
+    return {"topic": body[2:2 + tl].decode(), "alias": props.get(0x23), "props": props, "qos": qos, "pid": pid,
+            "payload": rest[used:], "size": 1 + len(enc_len(len(body))) + len(body)}
+
+
+def admin_json(path):
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{args.admin_port}{path}", timeout=T) as r:
+        return json.loads(r.read())
+
+
+def resume_without_expiry():
+    """MQTT 5: a session resumed with clean start 0 and NO Session Expiry Interval gets
+    the messages queued while it was away (with the remaining message expiry) and the
+    ones published while it is connected; the session then ends with that connection."""
+    top = t("resume")
+    cid = f"re-{uuid.uuid4().hex[:8]}"
+    a = C(V5, client_id=cid, clean=False)
+    a.sub(f"{top}/#", qos=1)
+    a.bye()
+    p = C(V5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 60
+    p.pub(f"{top}/x", "m0", qos=1, props=props)
+    p.pub(f"{top}/x", "m1", qos=1)
+    b = C(V5, client_id=cid, clean=False, expiry=None, connect=False)
+    expect(b.connect()[0].session_present, "session present on resume")
+    got = b.wait(2, "messages queued while away")
+    expect([m.payload for m in got[:2]] == [b"m0", b"m1"], f"queued: {[m.payload for m in got]}")
+    left = getattr(got[0].properties, "MessageExpiryInterval", None)
+    expect(left is not None and 0 < left <= 60, f"remaining message expiry: {left}")
+    p.pub(f"{top}/x", "m2", qos=1)
+    b.wait(3, "a message published while connected")
+    b.none_more(3)
+    b.bye()
+    p.pub(f"{top}/x", "m3", qos=1)
+    c = C(V5, client_id=cid, clean=False, expiry=None, connect=False)
+    expect(not c.connect()[0].session_present, "the session ended with the expiry-0 connection")
+    c.none_more(0)
+    c.bye()
+    p.bye()
+    print("ok")
+
+
+def max_packet_size_exact():
+    """MQTT 5 Maximum Packet Size 64: a PUBLISH of exactly 64 bytes is delivered, one of
+    65 is not (and counted), and delivery goes on after it."""
+    top = t("mps")
+    s, _ = raw5_connect(f"mps-{uuid.uuid4().hex[:6]}", props=b"\x27" + struct.pack("!I", 64))
+    raw5_subscribe(s, 1, top, 0)
+    p = C(V5)
+    p.pub(top, b"x" * 10, qos=0)
+    small = read_publish5(s)
+    overhead = small["size"] - 10
+    fits = 64 - overhead
+    expect(fits > 10, f"overhead {overhead}")
+    p.pub(top, b"a" * fits, qos=0)
+    p.pub(top, b"b" * (fits + 1), qos=0)
+    p.pub(top, b"end", qos=0)
+    got = read_publish5(s)
+    expect(got["payload"] == b"a" * fits and got["size"] == 64, f"the 64-byte PUBLISH: {got}")
+    got = read_publish5(s)
+    expect(got["payload"] == b"end", f"the 65-byte PUBLISH was skipped, delivery went on: {got}")
+    expect(admin_json("/mqtt")["oversize_dropped"] == 1, f"counted: {admin_json('/mqtt')}")
+    s.close()
+    p.bye()
+    print("ok")
+
+
+def outbound_topic_aliases():
+    """MQTT 5 Topic Alias Maximum 2: the router names a topic once, then sends its alias;
+    when both are taken the least recently used one is reassigned. MQTT.js (which
+    resolves aliases; libmosquitto 2.0 does not) sees every topic right."""
+    import subprocess
+    top = t("ta")
+    s, _ = raw5_connect(f"ta-{uuid.uuid4().hex[:6]}", props=b"\x22" + struct.pack("!H", 2))
+    raw5_subscribe(s, 1, f"{top}/#", 0)
+    node_dir = os.environ.get("SWITCHBOARD_NODE_DIR", os.path.join(os.path.dirname(__file__), "..", "browser"))
+    sub = subprocess.Popen(["node", os.path.join(node_dir, "mqtt_subscriber.mjs"), str(P), f"{top}/#"],
+                           stdout=subprocess.PIPE, text=True)
+    lines = []
+    threading.Thread(target=lambda: [lines.append(ln.rstrip("\n")) for ln in sub.stdout], daemon=True).start()
+    try:
+        wait_for(lambda: "subscribed" in lines, T, lambda: f"MQTT.js subscribed: {lines}")
+        p = C(V5)
+        sent = ["aa", "aa", "bb", "cc", "bb", "aa"]
+        for name in sent:
+            p.pub(f"{top}/{name}", name, qos=1)
+        got = [read_publish5(s) for _ in sent]
+        want = [(f"{top}/aa", 1), ("", 1), (f"{top}/bb", 2), (f"{top}/cc", 1), ("", 2), (f"{top}/aa", 1)]
+        expect([(g["topic"], g["alias"]) for g in got] == want,
+               f"topics and aliases: {[(g['topic'], g['alias']) for g in got]}")
+        expect([g["payload"].decode() for g in got] == sent, "payloads in order")
+        wait_for(lambda: len(lines) > len(sent), T, lambda: f"MQTT.js printed {lines!r}")
+        expect(lines[1:] == [f"{top}/{n} {n}" for n in sent], f"MQTT.js printed {lines!r}")
+        expect(admin_json("/mqtt")["topic_alias_bytes_saved"] > 0, f"bytes saved: {admin_json('/mqtt')}")
+    finally:
+        sub.terminate()
+    s.close()
+    p.bye()
+    print("ok")
+
+
+def assigned_client_id():
+    """MQTT 5: an empty client id with clean start 0 gets an assigned, random id (CONNACK
+    Assigned Client Identifier) and a session that can be resumed with it; 3.1.1 still
+    refuses it with 0x02 as its specification requires."""
+    expiry = b"\x11" + struct.pack("!I", 3600)
+    s, (_, _, props) = raw5_connect("", props=expiry, clean=False)
+    cid = props.get(0x12, b"").decode()
+    expect(cid.startswith("sb-") and len(cid) == 27, f"assigned client id: {props}")
+    s2, (_, _, props2) = raw5_connect("", props=expiry, clean=False)
+    expect(props2.get(0x12, b"").decode() not in ("", cid), "each connection gets its own id")
+    s2.close()
+    top = t("assigned")
+    raw5_subscribe(s, 1, top, 1)
+    s.sendall(b"\xe0\x00")
+    s.close()
+    p = C(V5)
+    p.pub(top, "kept", qos=1)
+    s, (flags, _, _) = raw5_connect(cid, props=expiry, clean=False)
+    expect(flags & 1 == 1, "session present with the assigned id")
+    got = read_publish5(s)
+    expect(got["payload"] == b"kept", f"queued message: {got}")
+    s.close()
+    p.bye()
+    v3 = socket.create_connection((H, P), timeout=T)
+    v3.sendall(packet(0x10, enc_str("MQTT") + bytes([4, 0]) + struct.pack("!H", 30) + enc_str("")))
+    ack = read_packet(v3)
+    expect(ack is not None and ack[1][1] == 2, f"3.1.1 empty id, persistent: {ack}")
+    print("ok")
+
+
+def server_keep_alive_default():
+    """Default mqtt.max_keep_alive (65535): a 5.0 client asking for no keep-alive is told
+    65535 s; one asking 30 s is told 30 s (always announced); a 3.1.1 client asking for
+    none is accepted."""
+    s, (_, _, props) = raw5_connect(f"ka-{uuid.uuid4().hex[:6]}", keepalive=0)
+    expect(props.get(0x13) == 65535, f"server keep alive for 0: {props}")
+    s.close()
+    s, (_, _, props) = raw5_connect(f"ka-{uuid.uuid4().hex[:6]}", keepalive=30)
+    expect(props.get(0x13) == 30, f"server keep alive for 30: {props}")
+    s.close()
+    s, _ = raw_connect(f"ka-{uuid.uuid4().hex[:6]}", True, keepalive=0)
+    s.close()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
-                                     auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked]}
+                                     auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked,
+                                     resume_without_expiry, max_packet_size_exact, outbound_topic_aliases, assigned_client_id,
+                                     server_keep_alive_default]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

@@ -207,6 +207,10 @@ impl From<rmqtt_codec::error::DecodeError> for CodecError {
 pub struct Codec {
     inner: MqttCodec,
     max_in: u32,
+    /// A 5.0 CONNECT is expected next (see [`patch_empty_client_id`]).
+    awaiting_v5_connect: bool,
+    /// The CONNECT just decoded had its clean-start flag set by us: give it back.
+    restore_persistent: bool,
 }
 
 impl Codec {
@@ -215,6 +219,8 @@ impl Codec {
         Self {
             inner: MqttCodec::Version(VersionCodec),
             max_in,
+            awaiting_v5_connect: false,
+            restore_persistent: false,
         }
     }
 
@@ -226,10 +232,14 @@ impl Codec {
         }
     }
 
-    /// Largest packet the client accepts (5.0 Maximum Packet Size).
+    /// Largest packet the client accepts (5.0 Maximum Packet Size). The session checks
+    /// each PUBLISH's exact size first ([`publish_wire_size`]); this is the backstop for
+    /// other packets. The crate subtracts 5 bytes for the fixed header whatever its real
+    /// size and compares the rest, so it is given 5 more: a packet of exactly `max`
+    /// bytes is not refused.
     pub fn set_max_outbound(&mut self, max: u32) {
         if let MqttCodec::V5(c) = &mut self.inner {
-            c.set_max_outbound_size(max);
+            c.set_max_outbound_size(max.saturating_add(5));
         }
     }
 }
@@ -633,14 +643,30 @@ impl Decoder for Codec {
             };
             self.inner = match version {
                 ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(self.max_in)),
-                ProtocolVersion::MQTT5 => MqttCodec::V5(v5::Codec::new(self.max_in, 0)),
+                ProtocolVersion::MQTT5 => {
+                    self.awaiting_v5_connect = true;
+                    MqttCodec::V5(v5::Codec::new(self.max_in, 0))
+                }
             };
         }
-        Ok(match self.inner.decode(src)? {
+        if self.awaiting_v5_connect {
+            match patch_empty_client_id(src, self.max_in) {
+                None => return Ok(None),
+                Some(patched) => self.restore_persistent = patched,
+            }
+            self.awaiting_v5_connect = false;
+        }
+        let mut packet = match self.inner.decode(src)? {
             Some((MqttPacket::V3(p), _)) => Some(v3_in(p)),
             Some((MqttPacket::V5(p), _)) => Some(v5_in(p)),
             Some((MqttPacket::Version(_), _)) | None => None,
-        })
+        };
+        if let Some(In::Connect(c)) = &mut packet
+            && std::mem::take(&mut self.restore_persistent)
+        {
+            c.clean_start = false;
+        }
+        Ok(packet)
     }
 }
 
@@ -663,5 +689,205 @@ impl Encoder<Out> for Codec {
         self.inner
             .encode(packet, dst)
             .map_err(|e| CodecError::Encode(e.to_string()))
+    }
+}
+
+/// MQTT 5 allows an empty client id with clean start 0: the server assigns one and says
+/// so in CONNACK (§3.1.3-6, as Mosquitto does). `rmqtt-codec` refuses that CONNECT while
+/// decoding, so before it sees the packet this sets the clean-start bit of such a
+/// CONNECT (the decoder undoes it on the decoded value). Looks only at a whole packet:
+/// `None` while more bytes are needed; `Some(true)` when it set the bit; `Some(false)`
+/// otherwise, malformed packets included (the decoder then reports them).
+fn patch_empty_client_id(buf: &mut BytesMut, max_in: u32) -> Option<bool> {
+    fn var_int(b: &[u8]) -> Option<Option<(usize, usize)>> {
+        let mut n = 0usize;
+        for i in 0..4 {
+            let Some(&byte) = b.get(i) else {
+                return Some(None); // incomplete
+            };
+            n |= usize::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(Some((n, i + 1)));
+            }
+        }
+        None // malformed
+    }
+    if buf.len() < 2 {
+        return None;
+    }
+    let (rem, vlen) = match var_int(&buf[1..]) {
+        Some(Some(v)) => v,
+        Some(None) => return None,
+        None => return Some(false),
+    };
+    if buf[0] != 0x10 || (max_in != 0 && rem > max_in as usize) {
+        return Some(false);
+    }
+    let start = 1 + vlen;
+    if buf.len() < start + rem {
+        return None;
+    }
+    let body = &buf[start..start + rem];
+    // Protocol name (2 + 4), level, flags, keep-alive, then the properties.
+    if body.len() < 11 || body[..6] != *b"\x00\x04MQTT" {
+        return Some(false);
+    }
+    let flags = body[7];
+    let Some(Some((plen, pvlen))) = var_int(&body[10..]) else {
+        return Some(false);
+    };
+    let id = 10 + pvlen + plen;
+    let empty_id = body.get(id..id + 2) == Some(&[0, 0][..]);
+    if empty_id && flags & 0x02 == 0 {
+        buf[start + 7] = flags | 0x02;
+        return Some(true);
+    }
+    Some(false)
+}
+
+/// The exact size in bytes of a PUBLISH on the wire, fixed header and (5.0) properties
+/// included, computed as the MQTT specification lays the packet out, so a message is
+/// withheld only when it really exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
+pub fn publish_wire_size(p: &Publish, v5: bool) -> u64 {
+    fn var_int_len(n: usize) -> usize {
+        match n {
+            0..=127 => 1,
+            128..=16_383 => 2,
+            16_384..=2_097_151 => 3,
+            _ => 4,
+        }
+    }
+    let string = |s: &str| 2 + s.len();
+    let mut rem = string(&p.topic) + p.payload.len();
+    if p.qos > 0 {
+        rem += 2;
+    }
+    if v5 {
+        let pr = &p.props;
+        let mut props = 0;
+        if pr.topic_alias.is_some_and(|a| a != 0) {
+            props += 3;
+        }
+        if let Some(c) = &pr.correlation_data {
+            props += 1 + 2 + c.len();
+        }
+        if pr.expiry.is_some_and(|e| e != 0) {
+            props += 5;
+        }
+        if let Some(c) = &pr.content_type {
+            props += 1 + string(c);
+        }
+        if pr.utf8 {
+            props += 2;
+        }
+        if let Some(r) = &pr.response_topic {
+            props += 1 + string(r);
+        }
+        for &id in pr.subscription_ids.iter().filter(|&&id| id != 0) {
+            props += 1 + var_int_len(id as usize);
+        }
+        for (k, v) in &pr.user {
+            props += 1 + string(k) + string(v);
+        }
+        rem += var_int_len(props) + props;
+    }
+    (1 + var_int_len(rem) + rem) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(codec: &mut Codec, p: &Publish) -> usize {
+        let mut buf = BytesMut::new();
+        codec
+            .encode(Out::Publish(Box::new(p.clone())), &mut buf)
+            .unwrap();
+        buf.len()
+    }
+
+    fn codec(version: u8) -> Codec {
+        let mut c = Codec::new(1 << 20);
+        let mut connect = BytesMut::from(if version == 5 {
+            &b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01a"[..]
+        } else {
+            &b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a"[..]
+        });
+        assert!(matches!(c.decode(&mut connect), Ok(Some(In::Connect(_)))));
+        c
+    }
+
+    #[test]
+    fn publish_wire_size_is_the_encoded_size() {
+        let (mut v3, mut v5) = (codec(4), codec(5));
+        let mut n = 0;
+        for payload in [0usize, 1, 40, 127, 128, 16_383, 16_384, 70_000] {
+            for qos in 0..=2u8 {
+                for props in 0..4 {
+                    let mut p = Publish {
+                        dup: false,
+                        retain: false,
+                        qos,
+                        topic: "a/b".repeat(payload % 7 + 1),
+                        packet_id: (qos > 0).then_some(7),
+                        payload: Bytes::from(vec![b'x'; payload]),
+                        props: Props::default(),
+                    };
+                    if props >= 1 {
+                        p.props.utf8 = true;
+                        p.props.expiry = Some(30);
+                        p.props.subscription_ids = vec![1, 200, 3_000_000];
+                    }
+                    if props >= 2 {
+                        p.props.content_type = Some("text/plain".into());
+                        p.props.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
+                        p.props.response_topic = Some("reply/here".into());
+                        p.props.topic_alias = Some(3);
+                    }
+                    if props >= 3 {
+                        p.props.user = (0..40).map(|i| (format!("k{i}"), "v".repeat(i))).collect();
+                    }
+                    assert_eq!(
+                        publish_wire_size(&p, true),
+                        encoded(&mut v5, &p) as u64,
+                        "{p:?}"
+                    );
+                    let mut p3 = p.clone();
+                    p3.props = Props::default();
+                    assert_eq!(publish_wire_size(&p3, false), encoded(&mut v3, &p3) as u64);
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 8 * 3 * 4);
+    }
+
+    #[test]
+    fn v5_empty_client_id_with_a_persistent_session_decodes() {
+        // clean start 0, session expiry 3600, empty client id.
+        let raw = b"\x10\x12\x00\x04MQTT\x05\x00\x00\x3c\x05\x11\x00\x00\x0e\x10\x00\x00";
+        let mut c = Codec::new(1 << 20);
+        // Byte by byte: nothing is decoded (or patched) before the packet is whole.
+        let mut buf = BytesMut::new();
+        for (i, b) in raw.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = c.decode(&mut buf).unwrap();
+            if i + 1 < raw.len() {
+                assert!(got.is_none(), "decoded at byte {i}");
+            } else {
+                let Some(In::Connect(connect)) = got else {
+                    panic!("no CONNECT: {got:?}")
+                };
+                assert!(!connect.clean_start);
+                assert!(connect.client_id.is_empty());
+                assert_eq!(connect.session_expiry, 3600);
+            }
+        }
+        // 3.1.1 keeps refusing it (its specification requires identifier rejected).
+        let mut v3 = BytesMut::from(&b"\x10\x0c\x00\x04MQTT\x04\x00\x00\x3c\x00\x00"[..]);
+        assert!(matches!(
+            Codec::new(1 << 20).decode(&mut v3),
+            Err(CodecError::ClientId)
+        ));
     }
 }

@@ -38,6 +38,8 @@ pub struct MqttSettings {
     /// Topic aliases a 5.0 client may use towards us.
     pub topic_alias_max: u16,
     /// Longest keep-alive accepted, seconds (0: whatever the client asks, even none).
+    /// The default, 65535 as in Mosquitto, still gives a 5.0 client asking for none a
+    /// Server Keep Alive, so no 5.0 connection is kept forever without a sign of life.
     pub max_keep_alive: u16,
     /// How long a plain TCP connection may be idle before it waits in the shared poller
     /// instead of a task of its own (`None`: never).
@@ -54,7 +56,7 @@ impl Default for MqttSettings {
             max_connections: 10_000,
             connect_timeout: std::time::Duration::from_secs(10),
             topic_alias_max: 16,
-            max_keep_alive: 0,
+            max_keep_alive: u16::MAX,
             park_idle_after: Some(std::time::Duration::from_secs(2)),
         }
     }

@@ -116,6 +116,26 @@ impl Transport for crate::listener::ws::WsFramed<Codec> {
     }
 }
 
+/// A client id for a client that sent none: `sb-` and 24 random hex digits (96 bits).
+fn assigned_client_id() -> String {
+    let mut bytes = [0u8; 12];
+    // The OS generator does not fail on Linux once booted; if it did, the id would still
+    // be unique enough for one daemon through the clock.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes.copy_from_slice(&t.to_le_bytes()[..12]);
+    }
+    let mut id = String::with_capacity(27);
+    id.push_str("sb-");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 /// Reason codes used here (MQTT 5 §2.4).
 mod rc {
     pub const SUCCESS: u8 = 0x00;
@@ -193,6 +213,8 @@ struct Session<T> {
     client_max_packet: Option<u32>,
     /// A BTreeMap, not a HashMap: empty, it costs no allocation and no hasher state.
     aliases: BTreeMap<u16, String>,
+    /// Topic aliases towards the client (5.0 clients that accept them only).
+    out_aliases: Option<Box<alias::OutAliases>>,
     /// 1.5 × the keep-alive in force, in milliseconds; 0: none. Not a `Duration`: with
     /// the other small fields it packs into what one would take.
     keep_alive_ms: u32,
@@ -432,7 +454,9 @@ async fn connect_session<T: Transport>(
             tracing::info!("empty client id with a persistent session refused");
             return None;
         }
-        let id = format!("sb-{conn}-{}", std::process::id());
+        // Random, not a counter: a persistent session outlives the daemon's counters,
+        // and an id another client could predict is one it could take.
+        let id = assigned_client_id();
         assigned = Some(id.clone());
         id.into()
     } else {
@@ -474,11 +498,14 @@ async fn connect_session<T: Transport>(
     }
 
     // Keep-alive: a 5.0 client asking for more than `mqtt.max_keep_alive` (or for none)
-    // is told the server's value in the CONNACK; a 3.1.1 client cannot be told, so it is
-    // refused, as Mosquitto does.
+    // is told the server's value in the CONNACK; a 3.1.1 client cannot be told, so one
+    // asking for more is refused, as Mosquitto does. A 3.1.1 client asking for none is
+    // refused only under a maximum the operator lowered from the default (65535 s).
     let max_ka = state.settings.max_keep_alive;
     let keep_alive = if max_ka > 0 && (c.keep_alive == 0 || c.keep_alive > max_ka) {
-        if !v5 {
+        if !v5 && c.keep_alive == 0 && max_ka == u16::MAX {
+            0
+        } else if !v5 {
             tracing::info!(
                 client_id = &*client_id,
                 keep_alive = c.keep_alive,
@@ -487,8 +514,9 @@ async fn connect_session<T: Transport>(
             );
             let _ = t.send(connack(rc::CLIENT_ID_INVALID, None)).await;
             return None;
+        } else {
+            max_ka
         }
-        max_ka
     } else {
         c.keep_alive
     };
@@ -539,6 +567,11 @@ async fn connect_session<T: Transport>(
         let d = data.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = super::persist::save_session(state, &client_id, &d, c.session_expiry, None);
     }
+    // The session queue is attached now when the session outlives this connection, and
+    // also when an earlier session is resumed: a client that resumes without a Session
+    // Expiry Interval (MQTT 5: 0, the session ends with this connection) still gets what
+    // was queued and what its subscriptions bring while it is connected.
+    let attach_now = persistent || session_present;
     let opts = session_queue_options(state, persistent);
     let receive_max = c.receive_max.clamp(1, state.settings.max_inflight.max(1));
     let notify = Arc::new(Notify::new());
@@ -553,7 +586,7 @@ async fn connect_session<T: Transport>(
     // A clean session gets its queue at its first subscription (a publish-only client,
     // the common IoT case, then costs no queue at all); a persistent one needs it now.
     let mut consumers = Vec::new();
-    if persistent {
+    if attach_now {
         match attach(&queue, Some(opts.clone())) {
             Ok(c) => consumers.push((Source::Session, c)),
             Err(e) => {
@@ -593,7 +626,8 @@ async fn connect_session<T: Transport>(
         session_present,
         code: rc::SUCCESS,
         assigned_client_id: assigned.filter(|_| v5),
-        server_keep_alive: (keep_alive != c.keep_alive).then_some(keep_alive),
+        // Announced to every 5.0 client (what it must use), not only when lowered.
+        server_keep_alive: Some(keep_alive),
         receive_max: state.settings.max_inflight,
         max_packet_size: Some(state.settings.max_packet_size),
         session_expiry: None,
@@ -623,6 +657,11 @@ async fn connect_session<T: Transport>(
         client_receive_max: receive_max,
         client_max_packet: c.max_packet_size,
         aliases: BTreeMap::new(),
+        out_aliases: if v5 {
+            alias::OutAliases::new(c.topic_alias_max)
+        } else {
+            None
+        },
         keep_alive_ms: u32::from(keep_alive) * 1500,
         last_recv: Instant::now(),
         last_active: Instant::now(),
@@ -655,7 +694,9 @@ async fn connect_session<T: Transport>(
     Some(s)
 }
 
+pub mod alias;
 mod outbound;
+pub use outbound::oversize_dropped;
 pub mod park;
 mod subscribe;
 
@@ -679,6 +720,7 @@ impl<T> Session<T> {
             client_receive_max: self.client_receive_max,
             client_max_packet: self.client_max_packet,
             aliases: self.aliases,
+            out_aliases: self.out_aliases,
             keep_alive_ms: self.keep_alive_ms,
             last_recv: self.last_recv,
             last_active: self.last_active,

@@ -1,8 +1,12 @@
 //! The outbound half of a session: packet ids, which subscriptions a delivery answers,
 //! and sending deliveries within the client's in-flight window.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::alias::Plan;
 use super::*;
 use crate::core::{DeadReason, Loss};
+use crate::listener::mqtt::codec::publish_wire_size;
 use crate::translate::loss::{self, Edge};
 
 impl<T: Transport> Session<T> {
@@ -132,12 +136,33 @@ impl<T: Transport> Session<T> {
                 }
             }
         }
-        if let Some(max) = self.client_max_packet
-            && publish_size_bound(&p) > u64::from(max)
-        {
-            tracing::warn!(topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
-            settled.push(d.tag);
-            return Ok(false);
+        let plan = match &self.out_aliases {
+            Some(a) => a.plan(&p.topic),
+            None => Plan::Topic,
+        };
+        let topic = match plan {
+            Plan::Topic => None,
+            Plan::Assign(alias) => {
+                p.props.topic_alias = Some(alias);
+                None
+            }
+            Plan::Known(alias) => {
+                p.props.topic_alias = Some(alias);
+                Some(std::mem::take(&mut p.topic))
+            }
+        };
+        if let Some(max) = self.client_max_packet {
+            let size = publish_wire_size(&p, self.version == Version::V5);
+            if size > u64::from(max) {
+                // MQTT-3.1.2-25: discard it and behave as if it had been sent.
+                OVERSIZE_DROPPED.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(topic = %d.destination, size, max, "message larger than the client's Maximum Packet Size; not sent");
+                settled.push(d.tag);
+                return Ok(false);
+            }
+        }
+        if let Some(a) = &mut self.out_aliases {
+            a.sent(topic.as_deref().unwrap_or(&p.topic), plan);
         }
         if qos > 0 {
             let known = self.data().sent_pids.get(&d.message.id).copied();
@@ -161,20 +186,10 @@ impl<T: Transport> Session<T> {
     }
 }
 
-/// An upper bound of a PUBLISH's encoded size, properties included (each property's
-/// identifier, length prefixes and the packet's fixed header counted generously), so a
-/// message over the client's Maximum Packet Size is skipped rather than failing to encode.
-fn publish_size_bound(p: &Publish) -> u64 {
-    let pr = &p.props;
-    let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 3);
-    let props = opt(&pr.content_type)
-        + opt(&pr.response_topic)
-        + pr.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
-        + pr.user
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 5)
-            .sum::<usize>()
-        + pr.subscription_ids.len() * 5
-        + 16;
-    (p.payload.len() + p.topic.len() + props + 16) as u64
+/// Deliveries not sent because they exceeded the client's Maximum Packet Size, since
+/// start (`GET /mqtt`).
+static OVERSIZE_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+pub fn oversize_dropped() -> u64 {
+    OVERSIZE_DROPPED.load(Ordering::Relaxed)
 }
