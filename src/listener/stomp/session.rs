@@ -31,7 +31,9 @@ use crate::core::{
     QueueOptions,
 };
 use crate::router::Router;
-use crate::translate::stomp::{MessageFrameInfo, delivery_to_frame, error_frame, send_to_message};
+use crate::translate::stomp::{
+    MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
+};
 use crate::translate::stomp_names::{self, StompDest};
 
 /// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection).
@@ -124,7 +126,8 @@ struct Outstanding {
 
 enum TxOp {
     Send(Destination, Message, String),
-    Ack(Frame),
+    /// An ACK or NACK, with its `requeue` read when it arrived.
+    Ack(Frame, bool),
 }
 
 /// A fatal protocol error: sent as ERROR, then the connection closes.
@@ -145,6 +148,34 @@ fn fatal(message: impl Into<String>, detail: impl Into<String>) -> Fatal {
         receipt: None,
         headers: Vec::new(),
     }
+}
+
+/// A header the session interprets has a value it cannot read: ERROR `message` naming the
+/// header and the value, and one log line. Never a silent default: a client that wrote
+/// `requeue:maybe` or `durable:yes` meant something, and guessing loses messages.
+fn invalid_header(message: &str, header: &str, value: &str, expected: &str) -> Fatal {
+    tracing::warn!(header, %value, "invalid header value");
+    fatal(
+        message,
+        format!("invalid `{header}` header `{value}`: {expected}"),
+    )
+}
+
+/// A boolean header: `true`/`false` in any case, `default` when absent, ERROR otherwise.
+fn bool_header(f: &Frame, name: &str, default: bool) -> Result<bool, Fatal> {
+    match f.header(name) {
+        None => Ok(default),
+        Some(v) => parse_bool(v)
+            .ok_or_else(|| invalid_header("invalid header", name, v, "expected true or false")),
+    }
+}
+
+/// Whether a SUBSCRIBE or UNSUBSCRIBE asks for a durable subscription (`durable` or
+/// `persistent`); both headers are read, so a bad value in either is an ERROR.
+fn durable_header(f: &Frame) -> Result<bool, Fatal> {
+    let durable = bool_header(f, "durable", false)?;
+    let persistent = bool_header(f, "persistent", false)?;
+    Ok(durable || persistent)
 }
 
 enum Flow {
@@ -383,6 +414,18 @@ impl<T: Transport> Session<T> {
             return Err(e);
         };
         self.version = version;
+        // Heart-beats: cx,cy from the client (read before the login, which is slow).
+        let (cx, cy) = match f.header("heart-beat").filter(|_| version >= Version::V1_1) {
+            None => (0, 0),
+            Some(h) => parse_heart_beat(h).ok_or_else(|| {
+                invalid_header(
+                    "invalid header",
+                    "heart-beat",
+                    h,
+                    "expected `CX,CY`, two whole numbers of milliseconds",
+                )
+            })?,
+        };
         let principal = self
             .shared
             .auth
@@ -395,15 +438,7 @@ impl<T: Transport> Session<T> {
         tracing::Span::current().record("user", principal.name());
         self.principal = Some(principal);
 
-        // Heart-beats: cx,cy from the client; sx,sy offered by us.
-        let (cx, cy) = f
-            .header("heart-beat")
-            .filter(|_| version >= Version::V1_1)
-            .and_then(|h| {
-                let (a, b) = h.split_once(',')?;
-                Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
-            })
-            .unwrap_or((0, 0));
+        // sx,sy offered by us.
         let (sx, sy) = self.shared.settings.heart_beat;
         let out = if sx != 0 && cy != 0 { sx.max(cy) } else { 0 };
         let inn = if cx != 0 && sy != 0 { cx.max(sy) } else { 0 };
@@ -506,8 +541,11 @@ impl<T: Transport> Session<T> {
             None => None,
         };
         let origin = Origin::shared("stomp", self.principal()?.name_shared());
-        let message = send_to_message(&f, origin, reply_to)
-            .map_err(|e| fatal("invalid header", e.to_string()))?;
+        let message = send_to_message(&f, origin, reply_to).map_err(|e| {
+            let SendError::BadHeader { header, value, .. } = &e;
+            tracing::warn!(header, %value, "invalid header value");
+            fatal("invalid header", e.to_string())
+        })?;
         if let Some(tx) = f.header("transaction") {
             let ops = self.txs.get_mut(tx).ok_or_else(|| {
                 fatal(
@@ -655,19 +693,23 @@ impl<T: Transport> Session<T> {
             "client" => AckMode::Client,
             "client-individual" if self.version >= Version::V1_1 => AckMode::ClientIndividual,
             other => {
-                return Err(fatal(
-                    "invalid ack mode",
-                    format!("ack mode `{other}` is not one of auto, client, client-individual"),
-                ));
+                let expected = if self.version >= Version::V1_1 {
+                    "expected auto, client or client-individual"
+                } else {
+                    "expected auto or client (STOMP 1.0)"
+                };
+                return Err(invalid_header("invalid ack mode", "ack", other, expected));
             }
         };
         let prefetch = match f.header("prefetch-count") {
             Some(p) => match p.parse::<usize>() {
                 Ok(n) if (1..=65_535).contains(&n) => n,
                 _ => {
-                    return Err(fatal(
+                    return Err(invalid_header(
                         "invalid prefetch-count",
-                        format!("prefetch-count `{p}` must be 1 to 65535"),
+                        "prefetch-count",
+                        p,
+                        "expected 1 to 65535",
                     ));
                 }
             },
@@ -679,6 +721,7 @@ impl<T: Transport> Session<T> {
             ConsumeOptions::manual(prefetch)
         }
         .with_notify(Arc::clone(&self.notify));
+        let wants_durable = durable_header(&f)?;
         let core = self.shared.router.core().clone();
         let principal = self.principal()?.clone();
         let refused = || {
@@ -705,7 +748,7 @@ impl<T: Transport> Session<T> {
                 if !principal.can_subscribe(Kind::Topic, &pat) {
                     return Err(refused());
                 }
-                if f.header("durable") == Some("true") || f.header("persistent") == Some("true") {
+                if wants_durable {
                     let owner = principal.name().to_owned();
                     let name = match f.header("subscription-name") {
                         Some(n) => format!("stomp.{owner}.{n}"),
@@ -751,6 +794,7 @@ impl<T: Transport> Session<T> {
                 ));
             }
         };
+        let delete_durable = durable_header(&f)?;
         let sub = self
             .subs
             .remove(&id)
@@ -759,7 +803,7 @@ impl<T: Transport> Session<T> {
         let durable = sub.durable.clone();
         drop(sub);
         if let Some(name) = durable
-            && (f.header("durable") == Some("true") || f.header("persistent") == Some("true"))
+            && delete_durable
         {
             self.shared.router.core().delete_queue(&name);
         }
@@ -801,6 +845,12 @@ impl<T: Transport> Session<T> {
 
     async fn on_ack(&mut self, f: Frame) -> Result<(), Fatal> {
         let token = self.find_ack(&f)?;
+        // `requeue` means something on NACK only (RabbitMQ's extension; default requeue).
+        let requeue = if f.command == Command::Nack {
+            bool_header(&f, "requeue", true)?
+        } else {
+            true
+        };
         if let Some(tx) = f.header("transaction") {
             let ops = self.txs.get_mut(tx).ok_or_else(|| {
                 fatal(
@@ -814,14 +864,10 @@ impl<T: Transport> Session<T> {
                     "too many frames in one transaction",
                 ));
             }
-            ops.push(TxOp::Ack(f.clone()));
+            ops.push(TxOp::Ack(f.clone(), requeue));
             return self.receipt(&f).await;
         }
-        self.settle(
-            token,
-            f.command == Command::Ack,
-            f.header("requeue") != Some("false"),
-        );
+        self.settle(token, f.command == Command::Ack, requeue);
         self.receipt(&f).await
     }
 
@@ -875,13 +921,9 @@ impl<T: Transport> Session<T> {
                 for op in ops {
                     match op {
                         TxOp::Send(dest, m, text) => self.publish(dest, m, &text).await?,
-                        TxOp::Ack(a) => {
+                        TxOp::Ack(a, requeue) => {
                             if let Ok(token) = self.find_ack(&a) {
-                                self.settle(
-                                    token,
-                                    a.command == Command::Ack,
-                                    a.header("requeue") != Some("false"),
-                                );
+                                self.settle(token, a.command == Command::Ack, requeue);
                             }
                         }
                     }
@@ -967,6 +1009,12 @@ impl<T: Transport> Session<T> {
         }
         Ok(())
     }
+}
+
+/// `CX,CY` of a CONNECT `heart-beat` header.
+fn parse_heart_beat(h: &str) -> Option<(u64, u64)> {
+    let (a, b) = h.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 async fn sleep_opt(at: Option<Instant>) {
