@@ -75,6 +75,10 @@ pub struct StompSettings {
     pub max_transactions: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
+    /// How long a connection that sends no heart-beats may stay without traffic either way
+    /// before it is closed (`None`: forever). Without it, connections that negotiated
+    /// `heart-beat:0,0` hold listener slots for good.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for StompSettings {
@@ -88,6 +92,7 @@ impl Default for StompSettings {
             max_transaction_frames: 10_000,
             max_transactions: 64,
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -200,6 +205,9 @@ struct Session<T: Transport> {
     recv_within: Option<Duration>,
     last_sent: Instant,
     last_recv: Instant,
+    /// Last frame or EOL received, or frame sent (heart-beats sent do not count): what
+    /// `idle_timeout` measures.
+    last_active: Instant,
     /// SENDs published but not yet durable, in order, to hand to the serve loop.
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
@@ -241,6 +249,7 @@ pub async fn run<T: Transport>(
         recv_within: None,
         last_sent: Instant::now(),
         last_recv: Instant::now(),
+        last_active: Instant::now(),
         unconfirmed: Vec::new(),
         confirming: 0,
     };
@@ -282,6 +291,13 @@ impl<T: Transport> Session<T> {
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
+            // Only connections the heart-beat check does not cover.
+            let idle = self
+                .shared
+                .settings
+                .idle_timeout
+                .filter(|_| self.recv_within.is_none());
+            let idle_at = idle.map(|d| self.last_active + d);
             let notify = Arc::clone(&self.notify);
             tokio::select! {
                 biased;
@@ -323,6 +339,14 @@ impl<T: Transport> Session<T> {
                     tracing::info!("heart-beat timeout: closing");
                     return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
                 }
+                _ = sleep_opt(idle_at) => {
+                    let after = idle.unwrap_or_default();
+                    tracing::info!(?after, "idle timeout: closing a connection without heart-beats");
+                    return Err(fatal(
+                        "idle timeout",
+                        format!("nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"),
+                    ));
+                }
             }
         }
     }
@@ -332,6 +356,7 @@ impl<T: Transport> Session<T> {
         loop {
             let item = self.t.next().await?;
             self.last_recv = Instant::now();
+            self.last_active = self.last_recv;
             match item {
                 Ok(Incoming::HeartBeat) => continue,
                 Ok(Incoming::Frame(f)) => return Some(Ok(f)),
@@ -349,6 +374,9 @@ impl<T: Transport> Session<T> {
 
     async fn write(&mut self, o: Outgoing) -> Result<(), Fatal> {
         self.last_sent = Instant::now();
+        if matches!(o, Outgoing::Frame(_)) {
+            self.last_active = self.last_sent;
+        }
         self.t
             .feed(o)
             .await
