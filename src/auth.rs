@@ -207,6 +207,11 @@ pub enum AuthError {
 
 impl Auth {
     /// Checks credentials. `loopback` tells whether the listener is bound to loopback.
+    ///
+    /// Credentials sent to a router that has no users at all (the embedded default) are
+    /// accepted as anonymous on a loopback listener where anonymous clients are welcome:
+    /// RabbitMQ tutorials and client defaults send guest/guest, and refusing them there
+    /// protects nothing (a client without them gets in). Logged at INFO, once per login.
     pub async fn login(
         &self,
         login: Option<&str>,
@@ -214,21 +219,29 @@ impl Auth {
         loopback: bool,
     ) -> Result<Principal, AuthError> {
         let login = login.filter(|l| !l.is_empty());
+        let anonymous_ok = match self.anonymous {
+            Anonymous::Always => true,
+            Anonymous::Never => false,
+            Anonymous::Loopback => loopback,
+        };
+        let anonymous = || Principal {
+            user: None,
+            perms: Arc::clone(&self.anonymous_perms),
+        };
         let Some(login) = login else {
-            let ok = match self.anonymous {
-                Anonymous::Always => true,
-                Anonymous::Never => false,
-                Anonymous::Loopback => loopback,
-            };
-            return if ok {
-                Ok(Principal {
-                    user: None,
-                    perms: Arc::clone(&self.anonymous_perms),
-                })
+            return if anonymous_ok {
+                Ok(anonymous())
             } else {
                 Err(AuthError::AnonymousRefused)
             };
         };
+        if self.users.is_empty() && loopback && anonymous_ok {
+            tracing::info!(
+                %login,
+                "no users are configured: credentials ignored, accepted as anonymous on a loopback listener"
+            );
+            return Ok(anonymous());
+        }
         let Some(user) = self.users.get(login) else {
             // Spend the same time as a real check so user names cannot be probed.
             let _ = verify_blocking(DUMMY_HASH.to_owned(), passcode.unwrap_or("").to_owned()).await;
@@ -334,6 +347,41 @@ mod tests {
         );
         assert_eq!(
             auth.login(Some("bob"), Some("pw"), true).await.unwrap_err(),
+            AuthError::BadCredentials
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_without_users_are_anonymous_on_loopback_only() {
+        let mut auth = Auth::default();
+        let guest = auth
+            .login(Some("guest"), Some("guest"), true)
+            .await
+            .unwrap();
+        assert_eq!(guest.name(), "anonymous");
+        assert!(guest.user.is_none());
+        // Not on loopback: nothing changes.
+        assert_eq!(
+            auth.login(Some("guest"), Some("guest"), false)
+                .await
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        // Where anonymous clients are refused, so are credentials nobody can check.
+        auth.anonymous = Anonymous::Never;
+        assert_eq!(
+            auth.login(Some("guest"), Some("guest"), true)
+                .await
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
+        // `always` does not extend it beyond loopback.
+        auth.anonymous = Anonymous::Always;
+        assert!(auth.login(Some("guest"), None, true).await.is_ok());
+        assert_eq!(
+            auth.login(Some("guest"), Some("guest"), false)
+                .await
+                .unwrap_err(),
             AuthError::BadCredentials
         );
     }

@@ -93,6 +93,21 @@ fn auth() {
     assert!(d.log().contains("publish refused by permissions"));
 }
 
+/// guest/guest on a loopback router without users: anonymous, logged once per connection
+/// (issue 24); with users configured an unknown user still gets "bad user name or
+/// password" (the `auth` test above).
+#[test]
+fn guest_login_without_users() {
+    let d = Daemon::start(&[], &[]);
+    python_scenario(&d, "mqtt_scenarios.py", "mqtt", "guest_login", &[]);
+    let log = d.log();
+    assert_eq!(
+        log.matches("no users are configured").count(),
+        2,
+        "one INFO line per connection:\n{log}"
+    );
+}
+
 #[test]
 fn mosquitto_clients_both_versions() {
     let d = Daemon::start(&[], &[]);

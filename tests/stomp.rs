@@ -32,7 +32,49 @@ stomp_scenarios!(
     temp_reply_queue,
     topics,
     competing_consumers,
+    redelivered_false_first,
+    requeue_any_case,
 );
+
+/// RabbitMQ tutorials log in as guest/guest: on a loopback listener of a router without
+/// users, the credentials are accepted as anonymous (logged once); with users configured,
+/// an unknown user is still refused.
+#[test]
+fn guest_login_without_users() {
+    let d = Daemon::start(&[], &[]);
+    scenario(&d, "guest_login", &[]);
+    let log = d.log();
+    assert!(
+        log.contains("no users are configured") && log.contains("login=guest"),
+        "the INFO line says why guest was let in:\n{log}"
+    );
+
+    let hash = common::password_hash("pw");
+    let d = common::daemon_with_config(&format!(
+        "auth:\n  users:\n    alice:\n      password_hash: \"{hash}\"\n"
+    ));
+    let reply = raw_connect(
+        &d,
+        "CONNECT\naccept-version:1.2\nlogin:guest\npasscode:guest\n\n\0",
+    );
+    assert!(
+        reply.starts_with("ERROR\n") && reply.contains("bad credentials"),
+        "unknown user refused where users exist: {reply}"
+    );
+}
+
+/// Sends `frame` on a fresh connection and returns everything the server answered
+/// before closing (or within 5 s).
+fn raw_connect(d: &Daemon, frame: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr("stomp")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(frame.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
 
 #[test]
 fn auth() {

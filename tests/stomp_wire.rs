@@ -349,3 +349,84 @@ fn a_slow_consumer_neither_slows_others_nor_grows_memory() {
     assert!(d.log().contains("message dropped"), "drops are logged");
     drop(slow);
 }
+
+/// A header the router reads with a value it cannot read is an ERROR naming the header
+/// and the value, with a log line, never a silent default (issue 24: `requeue:maybe` was
+/// a requeue, `durable:yes` a non-durable subscription, `heart-beat:x` no heart-beats).
+#[test]
+fn unreadable_header_values_are_errors() {
+    let d = Daemon::start(&[], &[]);
+    let held = b"SUBSCRIBE\nid:s\ndestination:/queue/hv\nack:client-individual\n\n\0SEND\ndestination:/queue/hv\n\nx\0";
+    let cases: &[(&str, &[u8], &[u8], &str)] = &[
+        // (what, frames before, the bad frame, expected body text)
+        ("NACK requeue", held, b"NACK\nid:1\nrequeue:maybe\n\n\0", "`requeue` header `maybe`"),
+        (
+            "NACK requeue in a transaction",
+            b"SUBSCRIBE\nid:s\ndestination:/queue/hvt\nack:client-individual\n\n\0SEND\ndestination:/queue/hvt\n\nx\0",
+            b"BEGIN\ntransaction:t\n\n\0NACK\nid:1\ntransaction:t\nrequeue:no\n\n\0",
+            "`requeue` header `no`",
+        ),
+        (
+            "SUBSCRIBE durable",
+            b"",
+            b"SUBSCRIBE\nid:d\ndestination:/topic/hv\ndurable:yes\n\n\0",
+            "`durable` header `yes`",
+        ),
+        (
+            "SUBSCRIBE persistent",
+            b"",
+            b"SUBSCRIBE\nid:d\ndestination:/topic/hv\npersistent:1\n\n\0",
+            "`persistent` header `1`",
+        ),
+        (
+            "UNSUBSCRIBE durable",
+            b"SUBSCRIBE\nid:d\ndestination:/topic/hv\n\n\0",
+            b"UNSUBSCRIBE\nid:d\ndurable:maybe\n\n\0",
+            "`durable` header `maybe`",
+        ),
+        (
+            "SEND persistent",
+            b"",
+            b"SEND\ndestination:/queue/hv2\npersistent:yes\n\nx\0",
+            "`persistent` header `yes`",
+        ),
+    ];
+    for (what, before, bad, body) in cases {
+        let mut r = Raw::login(&d, "0,0");
+        r.send(before);
+        if !before.is_empty() && before.starts_with(b"SUBSCRIBE\nid:s") {
+            let m = r.frame(Duration::from_secs(5)).expect("MESSAGE");
+            assert!(m.starts_with("MESSAGE\n"), "{what}: {m}");
+        }
+        r.send(bad);
+        let f = r.frame(Duration::from_secs(5)).expect("ERROR frame");
+        assert!(f.starts_with("ERROR\n"), "{what}: {f}");
+        assert_eq!(header(&f, "message"), Some("invalid header"), "{what}: {f}");
+        assert!(
+            f.contains(body),
+            "{what}: the ERROR names header and value: {f}"
+        );
+        r.expect_closed(Duration::from_secs(5));
+    }
+    // CONNECT's heart-beat: no silent `0,0`.
+    let mut r = Raw::connect(&d);
+    r.send(b"CONNECT\naccept-version:1.2\nheart-beat:often\n\n\0");
+    let f = r.frame(Duration::from_secs(5)).expect("ERROR frame");
+    assert_eq!(header(&f, "message"), Some("invalid header"), "{f}");
+    assert!(f.contains("`heart-beat` header `often`"), "{f}");
+    r.expect_closed(Duration::from_secs(5));
+    // Each refusal is logged with the header and the value.
+    let log = d.log();
+    for v in ["maybe", "no", "yes", "1", "often"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("invalid header value") && l.contains(&format!("value={v}"))),
+            "log line for `{v}`:\n{log}"
+        );
+    }
+    // The requeue:maybe message was not settled: it comes back, redelivered.
+    let mut other = Raw::login(&d, "0,0");
+    other.send(b"SUBSCRIBE\nid:s\ndestination:/queue/hv\n\n\0");
+    let f = other.frame(Duration::from_secs(5)).unwrap();
+    assert_eq!(header(&f, "redelivered"), Some("true"), "{f}");
+}

@@ -483,6 +483,17 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         if let Some(v) = st.prefetch {
             d.default_prefetch = v.max(1);
         }
+        match st.idle_timeout.as_deref().map(str::trim) {
+            None => {}
+            Some("off") => d.idle_timeout = None,
+            Some(v) => match parse_duration(v) {
+                Ok(t) if !t.is_zero() => d.idle_timeout = Some(t),
+                Ok(_) => errors.push(ConfigError(format!(
+                    "{shown}: stomp.idle_timeout must be more than 0 (or `off`)"
+                ))),
+                Err(e) => errors.push(ConfigError(format!("{shown}: stomp.idle_timeout: {e}"))),
+            },
+        }
     }
     if let Some(m) = raw.mqtt {
         let d = &mut s.mqtt;
@@ -600,6 +611,31 @@ mod tests {
                 errs[0].0.contains("mqtt.park_idle_after"),
                 "{bad}: {errs:?}"
             );
+        }
+    }
+
+    #[test]
+    fn stomp_idle_timeout_is_on_by_default_a_duration_or_off() {
+        let parse = |v: &str| {
+            Settings::from_yaml(
+                &format!("stomp:\n  idle_timeout: {v}\n"),
+                "t.yaml",
+                Path::new("."),
+            )
+        };
+        let idle = |v: &str| parse(v).unwrap().stomp.idle_timeout;
+        assert_eq!(
+            Settings::from_yaml("{}", "t.yaml", Path::new("."))
+                .unwrap()
+                .stomp
+                .idle_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(idle("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(idle("off"), None);
+        for bad in ["0s", "soon"] {
+            let errs = parse(bad).unwrap_err();
+            assert!(errs[0].0.contains("stomp.idle_timeout"), "{bad}: {errs:?}");
         }
     }
 }

@@ -114,6 +114,8 @@ pub struct RawStomp {
     pub max_connections: Option<usize>,
     /// Prefetch of subscriptions without a `prefetch-count` header.
     pub prefetch: Option<usize>,
+    /// A duration (`5m`) or `off`: how long a connection without heart-beats may idle.
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@
 //! | `content-type` | `content_type` |
 //! | `correlation-id` | `correlation_id` |
 //! | `reply-to` | `reply_to` (resolved by the session: `/queue/…`, `/topic/…`, `/temp-queue/…`) |
-//! | `persistent` (`true`/`false`) | `persistent` |
+//! | `persistent` (`true`/`false`, any case) | `persistent` |
 //! | `expires` (ms since the epoch, `0` = never) | `expiry` |
 //! | `priority` (`0`–`9`) | `priority` |
 //! | `message-id` on SEND | `id` |
@@ -67,6 +67,19 @@ fn bad(header: &'static str, value: &str, reason: &'static str) -> SendError {
     }
 }
 
+/// A boolean header: `true` or `false` in any case (RabbitMQ clients written in Python
+/// send `True`/`False`); `None` for anything else, which the caller must refuse rather
+/// than read as a default.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 fn epoch_ms(v: &str, header: &'static str) -> Result<u64, SendError> {
     v.trim()
         .parse::<u64>()
@@ -98,11 +111,8 @@ pub fn send_to_message(
             "content-type" => m.content_type = Some(v.clone()),
             "correlation-id" => m.correlation_id = Some(v.clone()),
             "persistent" => {
-                m.persistent = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad("persistent", v, "expected true or false")),
-                }
+                m.persistent =
+                    parse_bool(v).ok_or_else(|| bad("persistent", v, "expected true or false"))?
             }
             "expires" => {
                 let ms = epoch_ms(v, "expires")?;
@@ -175,9 +185,9 @@ pub fn delivery_to_frame(d: &Delivery, info: MessageFrameInfo<'_>) -> Frame {
         f = f.with_header("priority", m.priority.to_string());
     }
     f = f.with_header("timestamp", ms_since_epoch(m.timestamp).to_string());
-    if d.redelivered {
-        f = f.with_header("redelivered", "true");
-    }
+    // Always present, as RabbitMQ sends it: clients read `redelivered:false` to know that a
+    // message is a first delivery.
+    f = f.with_header("redelivered", if d.redelivered { "true" } else { "false" });
     f.headers.extend(outgoing_headers(&m.headers));
     f.body = m.body.clone();
     f
@@ -281,5 +291,46 @@ mod tests {
         assert_eq!(f.header("persistent"), Some("true"));
         assert_eq!(f.header("reply-to"), Some("/queue/r"));
         assert_eq!(f.header("correlation-id"), Some("c"));
+        let first = Delivery {
+            redelivered: false,
+            ..d
+        };
+        let f = delivery_to_frame(
+            &first,
+            MessageFrameInfo {
+                subscription: "s1",
+                ack: None,
+                destination: "/queue/q",
+                reply_to: None,
+            },
+        );
+        assert_eq!(
+            f.header("redelivered"),
+            Some("false"),
+            "as RabbitMQ sends it"
+        );
+    }
+
+    #[test]
+    fn booleans_in_any_case_and_nothing_else() {
+        assert_eq!(parse_bool("False"), Some(false));
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("true"), Some(true));
+        assert_eq!(parse_bool("no"), None);
+        assert_eq!(parse_bool(""), None);
+        assert_eq!(parse_bool(" true"), None);
+        let f = Frame::new(Command::Send).with_header("persistent", "True");
+        assert!(
+            send_to_message(&f, Origin::internal(), None)
+                .unwrap()
+                .persistent
+        );
+        let f = Frame::new(Command::Send).with_header("persistent", "yes");
+        assert_eq!(
+            send_to_message(&f, Origin::internal(), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid `persistent` header `yes`: expected true or false"
+        );
     }
 }

@@ -475,6 +475,9 @@ def auth():
     anon = C(V5, connect=False)
     ack = anon.connect(expect_ok=False)
     expect(ack[1].value == 0x87, f"anonymous: {ack[1]}")
+    guest = C(V5, user="guest", password="guest", connect=False)
+    ack = guest.connect(expect_ok=False)
+    expect(ack[1].value == 0x86, f"unknown user where users are configured: {ack[1]}")
     ok = C(V5, user=args.user, password=args.password)
     rcs = ok.sub("allowed/#")
     expect(not rcs[0].is_failure, f"allowed subscribe: {rcs}")
@@ -1030,11 +1033,24 @@ def server_keep_alive_default():
     print("ok")
 
 
+def guest_login():
+    """guest/guest on a loopback router without users (RabbitMQ tutorials): accepted as anonymous, 5.0 and 3.1.1."""
+    for v in (V5, V3):
+        c = C(v, user="guest", password="guest")
+        topic = t(f"guest{v}")
+        c.sub(f"{topic}/#")
+        c.pub(f"{topic}/x", "hi")
+        got = c.wait(1)
+        expect(got[0].payload == b"hi", f"{got[0].payload}")
+        c.bye()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
                                      auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked,
                                      resume_without_expiry, max_packet_size_exact, outbound_topic_aliases, assigned_client_id,
-                                     server_keep_alive_default]}
+                                     server_keep_alive_default, guest_login]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

@@ -346,8 +346,88 @@ def wss():
     print("ok")
 
 
+# ---- what RabbitMQ users send (issue 24) ------------------------------------------------
+
+
+def guest_login():
+    """guest/guest (the RabbitMQ tutorials' credentials) on a loopback router without users: accepted as anonymous."""
+    c, col = conn("1.2", user="guest", password="guest")
+    q = f"/queue/{uniq('guest')}"
+    c.subscribe(q, id="s", ack="auto")
+    c.send(q, "hello guest", receipt="r")
+    col.wait_receipt("r")
+    col.wait_messages(1)
+    expect(col.bodies() == ["hello guest"], f"{col.bodies()}")
+    # Durable subscriptions of such a client belong to `anonymous`, like any anonymous one's.
+    c.subscribe(f"/topic/{uniq('g')}", id="d", ack="auto", headers={"durable": "true", "subscription-name": "gd"}, receipt="d")
+    col.wait_receipt("d")
+    c.unsubscribe("d", headers={"durable": "true"}, receipt="u")
+    col.wait_receipt("u")
+    c.disconnect()
+    print("ok")
+
+
+def redelivered_false_first():
+    """A first delivery says redelivered:false (RabbitMQ does; clients read it); a redelivery says true."""
+    c, col = conn("1.2")
+    q = f"/queue/{uniq('redel')}"
+    c.subscribe(q, id="s", ack="client-individual")
+    c.send(q, "once")
+    col.wait_messages(1)
+    expect(col.messages[0].headers.get("redelivered") == "false", f"first delivery: {col.messages[0].headers}")
+    c.nack(col.messages[0].headers["ack"])
+    col.wait_messages(2)
+    expect(col.messages[1].headers.get("redelivered") == "true", f"redelivery: {col.messages[1].headers}")
+    c.ack(col.messages[1].headers["ack"], receipt="r")
+    col.wait_receipt("r")
+    # auto subscriptions and topics too.
+    t = f"/topic/{uniq('redelt')}"
+    c.subscribe(t, id="t", ack="auto", receipt="st")
+    col.wait_receipt("st")
+    c.send(t, "topic")
+    col.wait_messages(3)
+    expect(col.messages[2].headers.get("redelivered") == "false", f"topic delivery: {col.messages[2].headers}")
+    c.disconnect()
+    print("ok")
+
+
+def requeue_any_case():
+    """NACK requeue:False / FALSE rejects (not requeues); requeue:TRUE requeues; SEND persistent:True is persistent."""
+    c, col = conn("1.2")
+    q = f"/queue/{uniq('rq')}"
+    c.subscribe(q, id="s", ack="client-individual", headers={"prefetch-count": "1"})
+    for body in ["a", "b", "c"]:
+        c.send(q, body, headers={"persistent": "True"})
+    col.wait_messages(1)
+    expect(col.messages[0].headers.get("persistent") == "true", f"persistent:True: {col.messages[0].headers}")
+    c.nack(col.messages[0].headers["ack"], requeue="False")
+    col.wait_messages(2)
+    expect(col.messages[1].body == "b", f"requeue:False rejected `a`: {col.bodies()}")
+    c.nack(col.messages[1].headers["ack"], requeue="FALSE")
+    col.wait_messages(3)
+    expect(col.messages[2].body == "c", f"requeue:FALSE rejected `b`: {col.bodies()}")
+    c.nack(col.messages[2].headers["ack"], requeue="TRUE")
+    col.wait_messages(4)
+    expect(col.messages[3].body == "c" and col.messages[3].headers.get("redelivered") == "true",
+           f"requeue:TRUE requeued `c`: {col.bodies()} {col.messages[3].headers}")
+    c.ack(col.messages[3].headers["ack"], receipt="r")
+    col.wait_receipt("r")
+    nothing_more(col, 4)
+    # In a transaction too.
+    c.send(q, "d")
+    col.wait_messages(5)
+    tx = c.begin()
+    c.nack(col.messages[4].headers["ack"], transaction=tx, requeue="False")
+    c.commit(tx, receipt="done")
+    col.wait_receipt("done")
+    nothing_more(col, 5)
+    c.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
-                                     transactions, temp_reply_queue, topics, competing_consumers, auth, tls, wss]}
+                                     transactions, temp_reply_queue, topics, competing_consumers, auth, tls, wss,
+                                     guest_login, redelivered_false_first, requeue_any_case]}
 
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}; known: {', '.join(SCENARIOS)}")

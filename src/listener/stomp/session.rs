@@ -31,7 +31,9 @@ use crate::core::{
     QueueOptions,
 };
 use crate::router::Router;
-use crate::translate::stomp::{MessageFrameInfo, delivery_to_frame, error_frame, send_to_message};
+use crate::translate::stomp::{
+    MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
+};
 use crate::translate::stomp_names::{self, StompDest};
 
 /// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection).
@@ -73,6 +75,10 @@ pub struct StompSettings {
     pub max_transactions: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
+    /// How long a connection that sends no heart-beats may stay without traffic either way
+    /// before it is closed (`None`: forever). Without it, connections that negotiated
+    /// `heart-beat:0,0` hold listener slots for good.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for StompSettings {
@@ -86,6 +92,7 @@ impl Default for StompSettings {
             max_transaction_frames: 10_000,
             max_transactions: 64,
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -124,7 +131,8 @@ struct Outstanding {
 
 enum TxOp {
     Send(Destination, Message, String),
-    Ack(Frame),
+    /// An ACK or NACK, with its `requeue` read when it arrived.
+    Ack(Frame, bool),
 }
 
 /// A fatal protocol error: sent as ERROR, then the connection closes.
@@ -145,6 +153,34 @@ fn fatal(message: impl Into<String>, detail: impl Into<String>) -> Fatal {
         receipt: None,
         headers: Vec::new(),
     }
+}
+
+/// A header the session interprets has a value it cannot read: ERROR `message` naming the
+/// header and the value, and one log line. Never a silent default: a client that wrote
+/// `requeue:maybe` or `durable:yes` meant something, and guessing loses messages.
+fn invalid_header(message: &str, header: &str, value: &str, expected: &str) -> Fatal {
+    tracing::warn!(header, %value, "invalid header value");
+    fatal(
+        message,
+        format!("invalid `{header}` header `{value}`: {expected}"),
+    )
+}
+
+/// A boolean header: `true`/`false` in any case, `default` when absent, ERROR otherwise.
+fn bool_header(f: &Frame, name: &str, default: bool) -> Result<bool, Fatal> {
+    match f.header(name) {
+        None => Ok(default),
+        Some(v) => parse_bool(v)
+            .ok_or_else(|| invalid_header("invalid header", name, v, "expected true or false")),
+    }
+}
+
+/// Whether a SUBSCRIBE or UNSUBSCRIBE asks for a durable subscription (`durable` or
+/// `persistent`); both headers are read, so a bad value in either is an ERROR.
+fn durable_header(f: &Frame) -> Result<bool, Fatal> {
+    let durable = bool_header(f, "durable", false)?;
+    let persistent = bool_header(f, "persistent", false)?;
+    Ok(durable || persistent)
 }
 
 enum Flow {
@@ -169,6 +205,9 @@ struct Session<T: Transport> {
     recv_within: Option<Duration>,
     last_sent: Instant,
     last_recv: Instant,
+    /// Last frame or EOL received, or frame sent (heart-beats sent do not count): what
+    /// `idle_timeout` measures.
+    last_active: Instant,
     /// SENDs published but not yet durable, in order, to hand to the serve loop.
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
@@ -210,6 +249,7 @@ pub async fn run<T: Transport>(
         recv_within: None,
         last_sent: Instant::now(),
         last_recv: Instant::now(),
+        last_active: Instant::now(),
         unconfirmed: Vec::new(),
         confirming: 0,
     };
@@ -251,6 +291,13 @@ impl<T: Transport> Session<T> {
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
+            // Only connections the heart-beat check does not cover.
+            let idle = self
+                .shared
+                .settings
+                .idle_timeout
+                .filter(|_| self.recv_within.is_none());
+            let idle_at = idle.map(|d| self.last_active + d);
             let notify = Arc::clone(&self.notify);
             tokio::select! {
                 biased;
@@ -292,6 +339,14 @@ impl<T: Transport> Session<T> {
                     tracing::info!("heart-beat timeout: closing");
                     return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
                 }
+                _ = sleep_opt(idle_at) => {
+                    let after = idle.unwrap_or_default();
+                    tracing::info!(?after, "idle timeout: closing a connection without heart-beats");
+                    return Err(fatal(
+                        "idle timeout",
+                        format!("nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"),
+                    ));
+                }
             }
         }
     }
@@ -301,6 +356,7 @@ impl<T: Transport> Session<T> {
         loop {
             let item = self.t.next().await?;
             self.last_recv = Instant::now();
+            self.last_active = self.last_recv;
             match item {
                 Ok(Incoming::HeartBeat) => continue,
                 Ok(Incoming::Frame(f)) => return Some(Ok(f)),
@@ -318,6 +374,9 @@ impl<T: Transport> Session<T> {
 
     async fn write(&mut self, o: Outgoing) -> Result<(), Fatal> {
         self.last_sent = Instant::now();
+        if matches!(o, Outgoing::Frame(_)) {
+            self.last_active = self.last_sent;
+        }
         self.t
             .feed(o)
             .await
@@ -383,6 +442,18 @@ impl<T: Transport> Session<T> {
             return Err(e);
         };
         self.version = version;
+        // Heart-beats: cx,cy from the client (read before the login, which is slow).
+        let (cx, cy) = match f.header("heart-beat").filter(|_| version >= Version::V1_1) {
+            None => (0, 0),
+            Some(h) => parse_heart_beat(h).ok_or_else(|| {
+                invalid_header(
+                    "invalid header",
+                    "heart-beat",
+                    h,
+                    "expected `CX,CY`, two whole numbers of milliseconds",
+                )
+            })?,
+        };
         let principal = self
             .shared
             .auth
@@ -395,15 +466,7 @@ impl<T: Transport> Session<T> {
         tracing::Span::current().record("user", principal.name());
         self.principal = Some(principal);
 
-        // Heart-beats: cx,cy from the client; sx,sy offered by us.
-        let (cx, cy) = f
-            .header("heart-beat")
-            .filter(|_| version >= Version::V1_1)
-            .and_then(|h| {
-                let (a, b) = h.split_once(',')?;
-                Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
-            })
-            .unwrap_or((0, 0));
+        // sx,sy offered by us.
         let (sx, sy) = self.shared.settings.heart_beat;
         let out = if sx != 0 && cy != 0 { sx.max(cy) } else { 0 };
         let inn = if cx != 0 && sy != 0 { cx.max(sy) } else { 0 };
@@ -506,8 +569,11 @@ impl<T: Transport> Session<T> {
             None => None,
         };
         let origin = Origin::shared("stomp", self.principal()?.name_shared());
-        let message = send_to_message(&f, origin, reply_to)
-            .map_err(|e| fatal("invalid header", e.to_string()))?;
+        let message = send_to_message(&f, origin, reply_to).map_err(|e| {
+            let SendError::BadHeader { header, value, .. } = &e;
+            tracing::warn!(header, %value, "invalid header value");
+            fatal("invalid header", e.to_string())
+        })?;
         if let Some(tx) = f.header("transaction") {
             let ops = self.txs.get_mut(tx).ok_or_else(|| {
                 fatal(
@@ -655,19 +721,23 @@ impl<T: Transport> Session<T> {
             "client" => AckMode::Client,
             "client-individual" if self.version >= Version::V1_1 => AckMode::ClientIndividual,
             other => {
-                return Err(fatal(
-                    "invalid ack mode",
-                    format!("ack mode `{other}` is not one of auto, client, client-individual"),
-                ));
+                let expected = if self.version >= Version::V1_1 {
+                    "expected auto, client or client-individual"
+                } else {
+                    "expected auto or client (STOMP 1.0)"
+                };
+                return Err(invalid_header("invalid ack mode", "ack", other, expected));
             }
         };
         let prefetch = match f.header("prefetch-count") {
             Some(p) => match p.parse::<usize>() {
                 Ok(n) if (1..=65_535).contains(&n) => n,
                 _ => {
-                    return Err(fatal(
+                    return Err(invalid_header(
                         "invalid prefetch-count",
-                        format!("prefetch-count `{p}` must be 1 to 65535"),
+                        "prefetch-count",
+                        p,
+                        "expected 1 to 65535",
                     ));
                 }
             },
@@ -679,6 +749,7 @@ impl<T: Transport> Session<T> {
             ConsumeOptions::manual(prefetch)
         }
         .with_notify(Arc::clone(&self.notify));
+        let wants_durable = durable_header(&f)?;
         let core = self.shared.router.core().clone();
         let principal = self.principal()?.clone();
         let refused = || {
@@ -705,7 +776,7 @@ impl<T: Transport> Session<T> {
                 if !principal.can_subscribe(Kind::Topic, &pat) {
                     return Err(refused());
                 }
-                if f.header("durable") == Some("true") || f.header("persistent") == Some("true") {
+                if wants_durable {
                     let owner = principal.name().to_owned();
                     let name = match f.header("subscription-name") {
                         Some(n) => format!("stomp.{owner}.{n}"),
@@ -751,6 +822,7 @@ impl<T: Transport> Session<T> {
                 ));
             }
         };
+        let delete_durable = durable_header(&f)?;
         let sub = self
             .subs
             .remove(&id)
@@ -759,7 +831,7 @@ impl<T: Transport> Session<T> {
         let durable = sub.durable.clone();
         drop(sub);
         if let Some(name) = durable
-            && (f.header("durable") == Some("true") || f.header("persistent") == Some("true"))
+            && delete_durable
         {
             self.shared.router.core().delete_queue(&name);
         }
@@ -801,6 +873,12 @@ impl<T: Transport> Session<T> {
 
     async fn on_ack(&mut self, f: Frame) -> Result<(), Fatal> {
         let token = self.find_ack(&f)?;
+        // `requeue` means something on NACK only (RabbitMQ's extension; default requeue).
+        let requeue = if f.command == Command::Nack {
+            bool_header(&f, "requeue", true)?
+        } else {
+            true
+        };
         if let Some(tx) = f.header("transaction") {
             let ops = self.txs.get_mut(tx).ok_or_else(|| {
                 fatal(
@@ -814,14 +892,10 @@ impl<T: Transport> Session<T> {
                     "too many frames in one transaction",
                 ));
             }
-            ops.push(TxOp::Ack(f.clone()));
+            ops.push(TxOp::Ack(f.clone(), requeue));
             return self.receipt(&f).await;
         }
-        self.settle(
-            token,
-            f.command == Command::Ack,
-            f.header("requeue") != Some("false"),
-        );
+        self.settle(token, f.command == Command::Ack, requeue);
         self.receipt(&f).await
     }
 
@@ -875,13 +949,9 @@ impl<T: Transport> Session<T> {
                 for op in ops {
                     match op {
                         TxOp::Send(dest, m, text) => self.publish(dest, m, &text).await?,
-                        TxOp::Ack(a) => {
+                        TxOp::Ack(a, requeue) => {
                             if let Ok(token) = self.find_ack(&a) {
-                                self.settle(
-                                    token,
-                                    a.command == Command::Ack,
-                                    a.header("requeue") != Some("false"),
-                                );
+                                self.settle(token, a.command == Command::Ack, requeue);
                             }
                         }
                     }
@@ -967,6 +1037,12 @@ impl<T: Transport> Session<T> {
         }
         Ok(())
     }
+}
+
+/// `CX,CY` of a CONNECT `heart-beat` header.
+fn parse_heart_beat(h: &str) -> Option<(u64, u64)> {
+    let (a, b) = h.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 async fn sleep_opt(at: Option<Instant>) {
