@@ -1,8 +1,11 @@
-"""XMPP link scenarios: slixmpp (an independent XMPP client) as the IM user on a real Prosody,
-stomp.py on the router's side. The Rust test (tests/xmpp.rs) writes the routes, starts the router
-(its component serves bridge.localhost) and runs one scenario.
+"""XMPP link scenarios: slixmpp (an independent XMPP client) as the IM user on a real XMPP server
+(Prosody or ejabberd: both serve the domain localhost, the component bridge.localhost and the MUC
+service conference.localhost; only their ports differ), stomp.py on the router's side. The Rust test
+(tests/xmpp.rs) writes the routes, starts the router (its component serves bridge.localhost) and runs
+one scenario.
 
-Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid USER@localhost --password PW SCENARIO
+Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid USER@localhost --password PW
+                         [--c2s-port 5222] SCENARIO
 """
 
 import asyncio
@@ -24,7 +27,8 @@ import stomp  # noqa: E402
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--admin-port", type=int, required=True),
                              p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
-                             p.add_argument("--mqtt-port", type=int)))
+                             p.add_argument("--mqtt-port", type=int),
+                             p.add_argument("--c2s-port", type=int, default=5222)))
 P = args.prefix
 T = args.timeout
 BRIDGE = "bridge.localhost"
@@ -48,7 +52,7 @@ class User(slixmpp.ClientXMPP):
 
     def __init__(self):
         super().__init__(args.jid, args.password)
-        # Prosody's test certificate is self-signed: no verification on loopback.
+        # The servers' test certificates are self-signed: no verification on loopback.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         for p in ("xep_0030", "xep_0045", "xep_0184", "xep_0199"):
@@ -81,7 +85,7 @@ class User(slixmpp.ClientXMPP):
 
 async def login():
     u = User()
-    u.connect("127.0.0.1", 5222)
+    u.connect("127.0.0.1", args.c2s_port)
     await asyncio.wait_for(u.online.wait(), T)
     return u
 

@@ -91,9 +91,50 @@ pub(super) async fn handle(
             }
             event(ctx, st, &from, &p).await;
         }
-        _ => {}
+        PresenceType::Error => refused(ctx, &from, &p),
+        PresenceType::Subscribed => {}
     }
     Ok(())
+}
+
+/// A presence of ours the server or a room refused — a room join, most likely: never
+/// silent, since the room then stays without us (joins are retried on the next connect).
+fn refused(ctx: &LinkCtx, from: &Jid, p: &Presence) {
+    let (condition, text) = error_of(p);
+    let bare = from.to_bare().to_string();
+    match ctx
+        .settings
+        .rooms
+        .iter()
+        .find(|r| r.room.eq_ignore_ascii_case(&bare))
+    {
+        Some(r) => tracing::warn!(
+            room = %r.room,
+            nick = %r.nick,
+            condition,
+            text,
+            "cannot join the room: refused (if it does not exist yet, may the component's JIDs create rooms? see docs/xmpp.md#rooms-muc)"
+        ),
+        None => tracing::info!(from = %from, condition, text, "presence error received"),
+    }
+}
+
+/// The condition and text of an error stanza's `<error/>`, as far as it has them.
+fn error_of(p: &Presence) -> (String, String) {
+    const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    let Some(e) = p.payloads.iter().find(|e| e.name() == "error") else {
+        return ("(no <error/>)".into(), String::new());
+    };
+    let condition = e
+        .children()
+        .find(|c| c.ns() == NS_STANZAS && c.name() != "text")
+        .map_or_else(|| "(no condition)".to_owned(), |c| c.name().to_owned());
+    let text = e
+        .children()
+        .find(|c| c.is("text", NS_STANZAS))
+        .map(|t| t.text())
+        .unwrap_or_default();
+    (condition, text)
 }
 
 /// Publishes a presence change as a JSON event through the `presence` routes.
