@@ -59,6 +59,8 @@ on_both_servers!(
     receipted_chats_survive_kill_9,
     a_queue_routed_to_xmpp_reaches_the_user_and_survives_a_server_restart,
     presence_becomes_events_and_drives_push_to_subscribed_users,
+    subscribing_while_online_gives_no_offline_event,
+    a_resource_leaving_is_not_offline_while_another_is_online,
     a_room_and_a_topic_exchange_messages_both_ways_without_echo_and_after_a_restart,
     a_chat_request_is_answered_by_an_amqp_worker_in_the_same_thread,
     subscriptions_from_other_domains_are_refused_when_a_policy_is_set,
@@ -281,6 +283,26 @@ routes:
     from: {xmpp: {link: im, presence: "*@localhost"}}
     to: [{topic: "PFX.presence.{1}"}]
 "#;
+
+/// Subscribing while online: the server's presences around the subscription handshake
+/// (Prosody sends an unavailable presence from the user's bare JID) are no "offline"
+/// event; the user's events are online, away, offline.
+fn subscribing_while_online_gives_no_offline_event(s: &Server) {
+    let _l = s.lock();
+    let p = prefix("prsol");
+    let u = s.user(&p);
+    let d = router(s, &p, PRESENCE_ROUTES);
+    scenario(s, &d, &p, &u, "presence_online_without_a_stray_offline");
+}
+
+/// Two resources: one leaving is not "offline" (and the push goes on), the last is.
+fn a_resource_leaving_is_not_offline_while_another_is_online(s: &Server) {
+    let _l = s.lock();
+    let p = prefix("prs2");
+    let u = s.user(&p);
+    let d = router(s, &p, PRESENCE_ROUTES);
+    scenario(s, &d, &p, &u, "presence_two_resources");
+}
 
 fn a_room_and_a_topic_exchange_messages_both_ways_without_echo_and_after_a_restart(s: &Server) {
     let _l = s.lock();
