@@ -417,7 +417,7 @@ async def full_destination():
 
 
 async def oversize():
-    """A 300 KiB stanza: the server's size limit (Prosody: 256 KiB for c2s) ends that user's
+    """A 300 KiB stanza: the server's size limit (256 KiB for c2s on both test servers) ends that user's
     stream; the router's link is unaffected and the next user's message goes through."""
     s, col = stomp_conn()
     s.subscribe(f"/queue/{P}.orders", id="1", ack="auto", receipt="sub")
