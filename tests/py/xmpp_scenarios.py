@@ -1,8 +1,11 @@
-"""XMPP link scenarios: slixmpp (an independent XMPP client) as the IM user on a real Prosody,
-stomp.py on the router's side. The Rust test (tests/xmpp.rs) writes the routes, starts the router
-(its component serves bridge.localhost) and runs one scenario.
+"""XMPP link scenarios: slixmpp (an independent XMPP client) as the IM user on a real XMPP server
+(Prosody or ejabberd: both serve the domain localhost, the component bridge.localhost and the MUC
+service conference.localhost; only their ports differ), stomp.py on the router's side. The Rust test
+(tests/xmpp.rs) writes the routes, starts the router (its component serves bridge.localhost) and runs
+one scenario.
 
-Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid USER@localhost --password PW SCENARIO
+Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid USER@localhost --password PW
+                         [--c2s-port 5222] SCENARIO
 """
 
 import asyncio
@@ -24,7 +27,8 @@ import stomp  # noqa: E402
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--admin-port", type=int, required=True),
                              p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
-                             p.add_argument("--mqtt-port", type=int)))
+                             p.add_argument("--mqtt-port", type=int),
+                             p.add_argument("--c2s-port", type=int, default=5222)))
 P = args.prefix
 T = args.timeout
 BRIDGE = "bridge.localhost"
@@ -48,7 +52,7 @@ class User(slixmpp.ClientXMPP):
 
     def __init__(self):
         super().__init__(args.jid, args.password)
-        # Prosody's test certificate is self-signed: no verification on loopback.
+        # The servers' test certificates are self-signed: no verification on loopback.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         for p in ("xep_0030", "xep_0045", "xep_0184", "xep_0199"):
@@ -81,7 +85,7 @@ class User(slixmpp.ClientXMPP):
 
 async def login():
     u = User()
-    u.connect("127.0.0.1", 5222)
+    u.connect("127.0.0.1", args.c2s_port)
     await asyncio.wait_for(u.online.wait(), T)
     return u
 
@@ -238,6 +242,81 @@ async def presence_and_push():
     print("ok")
 
 
+class PresenceEvents:
+    """The presence events the router publishes on P.presence.#, as a STOMP subscriber sees them."""
+
+    def __init__(self):
+        self.stomp, self.col = stomp_conn()
+        self.stomp.subscribe(f"/topic/{P}.presence.#", id="p", ack="auto", receipt="sub")
+        wait_for(lambda: "sub" in self.col.receipts, T, "SUBSCRIBE receipt")
+
+    def all(self):
+        return [json.loads(m.body) for m in self.col.messages]
+
+    def brief(self):
+        """(jid, available, show) per event, for failure messages."""
+        return [(e["jid"], e["available"], e["show"]) for e in self.all()]
+
+    async def wait(self, u, pred, what):
+        """The first event matching pred, waiting for it."""
+        await u.wait(lambda: any(pred(e) for e in self.all()), f"{what}; events so far: {self.brief()}")
+        return [e for e in self.all() if pred(e)][0]
+
+
+async def presence_online_without_a_stray_offline():
+    """A user who subscribes to one of our JIDs while online: the server answers the subscription
+    handshake with presences of its own (one of them an unavailable presence from the user's bare
+    JID), but the user never went offline, so the events say online, then away — and nothing else."""
+    ev = PresenceEvents()
+    u = await login()
+    me = str(u.boundjid.full)
+    u.send_presence_subscription(pto=f"alerts@{BRIDGE}")
+    await ev.wait(u, lambda e: e["jid"] == me and e["available"], "the online event")
+    # A change of our own as a barrier: the server's handshake presences came before it.
+    u.send_presence(pshow="away", pstatus="lunch")
+    await ev.wait(u, lambda e: e["show"] == "away", "the away event")
+    got = ev.brief()
+    expect(got == [(me, True, "available"), (me, True, "away")], f"events while online: {got}")
+    for e in ev.all():
+        expect(e["user"] == args.jid and e["resources"] == [me], f"event {e}")
+    u.disconnect()
+    off = await ev.wait(u, lambda e: not e["available"], "the offline event")
+    expect(off["jid"] == me and off["show"] == "unavailable" and off["resources"] == [], f"offline {off}")
+    expect(len(ev.all()) == 3, f"events: {ev.brief()}")
+    ev.stomp.disconnect()
+    print("ok")
+
+
+async def presence_two_resources():
+    """The user online with two resources: the second one leaving is an event for that resource
+    but not "offline" (the user is still available, and the push goes on); the last one leaving is."""
+    ev = PresenceEvents()
+    s, _ = stomp_conn()
+    a = await login()
+    ja = str(a.boundjid.full)
+    a.send_presence_subscription(pto=f"alerts@{BRIDGE}")
+    await ev.wait(a, lambda e: e["jid"] == ja and e["available"], "resource A online")
+    b = await login()
+    jb = str(b.boundjid.full)
+    expect(ja != jb, f"two resources: {ja} {jb}")
+    both = await ev.wait(a, lambda e: e["jid"] == jb and e["available"], "resource B online")
+    expect(both["resources"] == sorted([ja, jb]), f"event {both}")
+    b.disconnect()
+    left = await ev.wait(a, lambda e: e["jid"] == jb and e["show"] == "unavailable", "resource B gone")
+    expect(left["available"] and left["resources"] == [ja], f"B left while A stays: {left}")
+    expect(all(e["available"] for e in ev.all()), f"no offline event while A is online: {ev.brief()}")
+    # A is still online: the push goes on.
+    s.send(f"/topic/{P}.alerts", "still here")
+    await a.wait(lambda: any(m["body"] == "still here" for m in a.messages), "pushed to A after B left")
+    a.disconnect()
+    off = await ev.wait(a, lambda e: not e["available"], "the offline event")
+    expect(off["jid"] == ja and off["resources"] == [], f"offline {off}")
+    expect([e["available"] for e in ev.all()] == [True, True, True, False], f"events: {ev.brief()}")
+    s.disconnect()
+    ev.stomp.disconnect()
+    print("ok")
+
+
 async def room():
     """The user and the router share a room: what the user says reaches an internal topic (once:
     the router's own messages are not routed back), what is published to another topic is said in
@@ -338,7 +417,7 @@ async def full_destination():
 
 
 async def oversize():
-    """A 300 KiB stanza: the server's size limit (Prosody: 256 KiB for c2s) ends that user's
+    """A 300 KiB stanza: the server's size limit (256 KiB for c2s on both test servers) ends that user's
     stream; the router's link is unaffected and the next user's message goes through."""
     s, col = stomp_conn()
     s.subscribe(f"/queue/{P}.orders", id="1", ack="auto", receipt="sub")
@@ -358,7 +437,8 @@ async def oversize():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [chat_roundtrip, durable_before, durable_after, rpc_mqtt5, notify, presence_and_push, room, rpc_amqp,
+SCENARIOS = {f.__name__: f for f in [chat_roundtrip, durable_before, durable_after, rpc_mqtt5, notify, presence_and_push,
+                                     presence_online_without_a_stray_offline, presence_two_resources, room, rpc_amqp,
                                      subscription_refused, full_destination, oversize]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")

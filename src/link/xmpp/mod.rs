@@ -11,12 +11,13 @@
 //! XMPP user is answered with a receipt (XEP-0184, when asked for) only after the core
 //! accepted it, and with an error stanza when it cannot be routed — never silence.
 
+mod availability;
 pub mod convert;
 mod presence;
 pub mod settings;
 mod stream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -74,12 +75,9 @@ struct Sub {
 /// One connected session's state.
 struct Session {
     /// Users with at least one available resource, and their resources.
-    online: HashMap<String, BTreeSet<String>>,
+    presence: availability::Availability,
     /// Running pushes by (user, our JID).
     pushes: HashMap<(String, String), CancellationToken>,
-    /// Last presence event published per full JID (so one change is one event even
-    /// though a user subscribed to several of our JIDs sends it to each).
-    last_event: HashMap<String, String>,
     out: mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
     cancel: CancellationToken,
     /// Receipts of accepted chats waiting for their messages to be durable; the session
@@ -156,6 +154,8 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
     let s = &ctx.settings;
     let mut backoff = Backoff::new(s.reconnect_initial, s.reconnect_max);
     let mut connected_before = false;
+    // Who was online, carried from one session to the next (see Availability::after).
+    let mut presence = availability::Availability::default();
     loop {
         ctx.status.set_state(LinkState::Connecting);
         let attempt = tokio::select! {
@@ -171,7 +171,8 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
                 connected_before = true;
                 ctx.status.set_state(LinkState::Connected);
                 tracing::info!(server = %s.server, "XMPP component connected");
-                let reason = session(&ctx, component, &cancel).await;
+                let (reason, known) = session(&ctx, component, &cancel, presence).await;
+                presence = availability::Availability::after(known);
                 if cancel.is_cancelled() {
                     break;
                 }
@@ -194,20 +195,24 @@ async fn supervise(ctx: Arc<LinkCtx>, cancel: CancellationToken) {
 
 type Sink = stream::Conn;
 
-/// One connected session; returns why it ended.
-async fn session(ctx: &Arc<LinkCtx>, mut conn: stream::Conn, cancel: &CancellationToken) -> String {
+/// One connected session; returns why it ended, and who was online then.
+async fn session(
+    ctx: &Arc<LinkCtx>,
+    mut conn: stream::Conn,
+    cancel: &CancellationToken,
+    presence: availability::Availability,
+) -> (String, availability::Availability) {
     let (out_tx, mut out_rx) = mpsc::channel::<(Stanza, oneshot::Sender<bool>)>(64);
     let mut st = Session {
-        online: HashMap::new(),
+        presence,
         pushes: HashMap::new(),
-        last_event: HashMap::new(),
         out: out_tx,
         cancel: cancel.child_token(),
         confirming: FuturesUnordered::new(),
     };
     let reason = session_loop(ctx, &mut conn, &mut out_rx, &mut st, cancel).await;
     st.cancel.cancel();
-    reason
+    (reason, st.presence)
 }
 
 async fn session_loop(

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
 
+use super::availability::{Change, Shown};
 use super::{LinkCtx, Session, Sink, Sub, convert, lock};
 use crate::core::{ConsumeOptions, Destination, Message};
 use crate::link::LinkStatus;
@@ -71,62 +72,108 @@ pub(super) async fn handle(
             unsubscribe(ctx, st, &user, &ours);
         }
         PresenceType::None => {
-            event(ctx, st, &from, &p).await;
-            st.online
-                .entry(user.clone())
-                .or_default()
-                .insert(from.to_string());
+            let shown = Shown {
+                show: match p.show {
+                    None => "available",
+                    Some(Show::Away) => "away",
+                    Some(Show::Chat) => "chat",
+                    Some(Show::Dnd) => "dnd",
+                    Some(Show::Xa) => "xa",
+                },
+                status: status_of(&p),
+                priority: p.priority.0,
+            };
+            if let Some(change) = st.presence.available(&from, shown) {
+                event(ctx, &change).await;
+            }
             start_pushes(ctx, st, &user);
         }
         PresenceType::Unavailable => {
+            let Some(change) = st.presence.unavailable(&from, status_of(&p), p.priority.0) else {
+                tracing::debug!(
+                    jid = %from,
+                    online = st.presence.is_online(&user),
+                    "unavailable presence that changes nothing (a resource not known as available, or the bare JID): no event"
+                );
+                return Ok(());
+            };
             // Stop pushing before telling anyone they left: whoever reacts to the event
             // by publishing must find the message kept for later, not sent into the void.
-            let gone = st.online.get_mut(&user).is_some_and(|r| {
-                r.remove(&from.to_string());
-                r.is_empty()
-            });
-            if gone {
-                st.online.remove(&user);
+            if !change.available {
                 stop_pushes(st, &user);
             }
-            event(ctx, st, &from, &p).await;
+            event(ctx, &change).await;
         }
-        _ => {}
+        PresenceType::Error => refused(ctx, &from, &p),
+        PresenceType::Subscribed => {}
     }
     Ok(())
 }
 
+/// A presence of ours the server or a room refused — a room join, most likely: never
+/// silent, since the room then stays without us (joins are retried on the next connect).
+fn refused(ctx: &LinkCtx, from: &Jid, p: &Presence) {
+    let (condition, text) = error_of(p);
+    let bare = from.to_bare().to_string();
+    match ctx
+        .settings
+        .rooms
+        .iter()
+        .find(|r| r.room.eq_ignore_ascii_case(&bare))
+    {
+        Some(r) => tracing::warn!(
+            room = %r.room,
+            nick = %r.nick,
+            condition,
+            text,
+            "cannot join the room: refused (if it does not exist yet, may the component's JIDs create rooms? see docs/xmpp.md#rooms-muc)"
+        ),
+        None => tracing::info!(from = %from, condition, text, "presence error received"),
+    }
+}
+
+/// The condition and text of an error stanza's `<error/>`, as far as it has them.
+fn error_of(p: &Presence) -> (String, String) {
+    const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    let Some(e) = p.payloads.iter().find(|e| e.name() == "error") else {
+        return ("(no <error/>)".into(), String::new());
+    };
+    let condition = e
+        .children()
+        .find(|c| c.ns() == NS_STANZAS && c.name() != "text")
+        .map_or_else(|| "(no condition)".to_owned(), |c| c.name().to_owned());
+    let text = e
+        .children()
+        .find(|c| c.is("text", NS_STANZAS))
+        .map(|t| t.text())
+        .unwrap_or_default();
+    (condition, text)
+}
+
+/// The first status text of a presence, if any.
+fn status_of(p: &Presence) -> Option<String> {
+    p.statuses.values().next().cloned()
+}
+
 /// Publishes a presence change as a JSON event through the `presence` routes.
-async fn event(ctx: &LinkCtx, st: &mut Session, from: &Jid, p: &Presence) {
-    let available = p.type_ == PresenceType::None;
-    let show = p.show.as_ref().map(|s| match s {
-        Show::Away => "away",
-        Show::Chat => "chat",
-        Show::Dnd => "dnd",
-        Show::Xa => "xa",
-    });
-    let status = p.statuses.values().next().cloned();
+async fn event(ctx: &LinkCtx, c: &Change) {
     let body = serde_json::json!({
-        "jid": from.to_string(),
-        "user": from.to_bare().to_string(),
-        "available": available,
-        "show": if available { show.or(Some("available")) } else { Some("unavailable") },
-        "status": status,
-        "priority": i64::from(p.priority.0),
+        "jid": c.jid,
+        "user": c.user,
+        "available": c.available,
+        "show": c.shown.show,
+        "status": c.shown.status,
+        "priority": i64::from(c.shown.priority),
+        "resources": c.resources,
     })
     .to_string();
-    let full = from.to_string();
-    if st.last_event.get(&full) == Some(&body) {
-        return; // the same presence, sent to another of our JIDs
-    }
-    st.last_event.insert(full.clone(), body.clone());
     let mut m = Message::new(body).with_content_type("application/json");
-    m.origin = crate::core::Origin::new("xmpp", &full);
-    m.headers.set(convert::FROM_HEADER, full.as_str());
-    let user = from.to_bare().to_string();
+    m.origin = crate::core::Origin::new("xmpp", &c.jid);
+    m.headers.set(convert::FROM_HEADER, c.jid.as_str());
+    let user = c.user.as_str();
     match ctx
         .router
-        .publish_from_xmpp(&ctx.settings.name, &user, true, m)
+        .publish_from_xmpp(&ctx.settings.name, user, true, m)
         .await
     {
         Ok(Some(_)) => LinkStatus::bump(&ctx.status.counters.received),
