@@ -37,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let (whole, whole_err) = decode_all(input, max, input.len().max(1));
     let chunk = usize::from(control & 0x1f) + 1;
     let (pieces, pieces_err) = decode_all(input, max, chunk);
-    assert_eq!(whole_err, pieces_err, "chunking changed whether decoding fails");
+    assert_eq!(
+        whole_err, pieces_err,
+        "chunking changed whether decoding fails"
+    );
     assert_eq!(whole, pieces, "chunking changed the packets");
 });

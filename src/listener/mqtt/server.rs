@@ -98,19 +98,31 @@ pub async fn serve_ws(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
     state.kick_all_on(cancel.clone());
+    let app = ws_app(state, loopback, cancel.clone(), tracker.clone());
+    crate::listener::serve_ws_router(listener, app, tls, "mqtt-ws", cancel, tracker).await;
+}
+
+/// The WebSocket listener's HTTP app (`/mqtt`; handlers need `ConnectInfo<SocketAddr>`).
+/// Public for the session fuzz targets, which serve it over in-memory streams.
+#[doc(hidden)]
+pub fn ws_app(
+    state: Arc<MqttState>,
+    loopback: bool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> axum::Router {
+    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
     let st = WsState {
         state,
         loopback,
-        cancel: cancel.clone(),
-        tracker: tracker.clone(),
+        cancel,
+        tracker,
         limit,
     };
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/mqtt", get(upgrade))
-        .with_state(st);
-    crate::listener::serve_ws_router(listener, app, tls, "mqtt-ws", cancel, tracker).await;
+        .with_state(st)
 }
 
 async fn upgrade(

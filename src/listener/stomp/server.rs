@@ -92,17 +92,28 @@ pub async fn serve_ws(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let app = ws_app(shared, cancel.clone(), tracker.clone());
+    crate::listener::serve_ws_router(listener, app, tls, "stomp-ws", cancel, tracker).await;
+}
+
+/// The WebSocket listener's HTTP app (`/ws`; handlers need `ConnectInfo<SocketAddr>`).
+/// Public for the session fuzz targets, which serve it over in-memory streams.
+#[doc(hidden)]
+pub fn ws_app(
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> axum::Router {
     let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let state = WsState {
         shared,
-        cancel: cancel.clone(),
-        tracker: tracker.clone(),
+        cancel,
+        tracker,
         limit,
     };
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/ws", get(upgrade))
-        .with_state(state);
-    crate::listener::serve_ws_router(listener, app, tls, "stomp-ws", cancel, tracker).await;
+        .with_state(state)
 }
 
 async fn upgrade(
