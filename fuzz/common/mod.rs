@@ -170,6 +170,13 @@ impl Client {
     }
 }
 
+/// `FUZZ_TRACE=1`: what the server sends is printed to stderr (escaped), to see how far
+/// an input gets (`TARGET -runs=0 CORPUS_DIR` replays a corpus).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some_and(|v| v == "1"))
+}
+
 async fn drain(mut r: ReadHalf<DuplexStream>, seen: Option<Seen>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut line = Vec::new();
@@ -177,6 +184,9 @@ async fn drain(mut r: ReadHalf<DuplexStream>, seen: Option<Seen>) {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if trace() {
+                    eprintln!("server> {}", buf[..n].escape_ascii());
+                }
                 let Some(seen) = &seen else { continue };
                 for &b in &buf[..n] {
                     if b != b'\n' && b != 0 {
