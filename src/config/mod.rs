@@ -409,6 +409,14 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             .unwrap_or(all.subscribe.clone()),
         });
         for (name, u) in a.users {
+            // What anonymous clients own (durable subscriptions, MQTT client ids) is
+            // owned as `anonymous`: a user of that name would own it too.
+            if name == "anonymous" {
+                errors.push(ConfigError(format!(
+                    "{shown}: auth.users.anonymous: the name `anonymous` is reserved for clients without a login"
+                )));
+                continue;
+            }
             if !u.password_hash.starts_with("$argon2") {
                 errors.push(ConfigError(format!(
                     "{shown}: auth.users.{name}.password_hash: not an argon2 hash (make one with `switchboard passwd`)"
