@@ -270,11 +270,11 @@ def temp_queues():
 
 
 def link_queues():
-    """The router's own queues ($sb.…: links, subscriptions, XMPP push) are nobody's to use."""
-    for thief in THIEVES:
-        for q in ["$sb.link.rabbit", "$sb.sub.1", "$sb.push.im.x"]:
-            refused_subscribe(thief, f"/queue/{q}")
-            refused_send(thief, f"/queue/{q}")
+    """The router's own queues ($sb.…: links, subscriptions, XMPP push) are nobody's to use,
+    not even a user allowed everything (mallory's `#` does not reach `$` names at all)."""
+    for q in ["$sb.link.rabbit", "$sb.sub.1", "$sb.push.im.x"]:
+        refused_subscribe("root", f"/queue/{q}")
+        refused_send("root", f"/queue/{q}")
     print("ok")
 
 
@@ -334,7 +334,13 @@ def narrow_check():
     p, pcol = sconn()
     p.send("/topic/news.x", "stomp-secret", headers={"receipt": "p"})
     pcol.wait_receipt("p")
+    # The client id is still alice's after the restart (its owner is stored).
+    thief = M("alice-narrow", user="mallory", clean=False, connect=False)
+    ack = thief.connect(expect_ok=False)
+    expect(ack[1].value == 0x87, f"mallory with alice's client id after a restart: {ack[1]}")
+    thief.c.loop_stop()
     a = M("alice-narrow", user="alice", clean=False)
+    expect(a.connack[0].session_present, "alice's session survived the restart")
     c, col = sconn("alice")
     c.subscribe("/topic/public.#", id="d", ack="auto", headers={"durable": "true", "subscription-name": "feed"})
     dcol.wait_messages(2, "dead letters")
