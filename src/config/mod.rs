@@ -559,6 +559,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn anonymous_is_no_user_name() {
+        let yaml = "auth:\n  users:\n    anonymous:\n      password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw\"\n";
+        let errors = Settings::from_yaml(yaml, "t.yaml", Path::new(".")).unwrap_err();
+        assert!(
+            errors[0].to_string().contains("`anonymous` is reserved"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
