@@ -409,6 +409,14 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             .unwrap_or(all.subscribe.clone()),
         });
         for (name, u) in a.users {
+            // What anonymous clients own (durable subscriptions, MQTT client ids) is
+            // owned as `anonymous`: a user of that name would own it too.
+            if name == "anonymous" {
+                errors.push(ConfigError(format!(
+                    "{shown}: auth.users.anonymous: the name `anonymous` is reserved for clients without a login"
+                )));
+                continue;
+            }
             if !u.password_hash.starts_with("$argon2") {
                 errors.push(ConfigError(format!(
                     "{shown}: auth.users.{name}.password_hash: not an argon2 hash (make one with `switchboard passwd`)"
@@ -560,6 +568,16 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_is_no_user_name() {
+        let yaml = "auth:\n  users:\n    anonymous:\n      password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw\"\n";
+        let errors = Settings::from_yaml(yaml, "t.yaml", Path::new(".")).unwrap_err();
+        assert!(
+            errors[0].to_string().contains("`anonymous` is reserved"),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn durations() {

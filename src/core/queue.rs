@@ -115,6 +115,9 @@ pub enum DeadReason {
     Overflow,
     /// An edge could not carry it as its route's loss policy asks (`loss: reject`).
     Untranslatable,
+    /// The consumer's user may not read it (an edge's per-delivery permission check):
+    /// never handed over, and never counted as acknowledged.
+    Forbidden,
 }
 
 impl DeadReason {
@@ -125,6 +128,7 @@ impl DeadReason {
             Self::MaxDeliveries => "max-deliveries",
             Self::Overflow => "overflow",
             Self::Untranslatable => "untranslatable",
+            Self::Forbidden => "forbidden",
         }
     }
 }

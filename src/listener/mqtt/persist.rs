@@ -30,6 +30,10 @@ struct StoredSub {
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoredSession {
+    /// The user the session (and so its client id) belongs to; absent in sessions
+    /// stored before owners were kept.
+    #[serde(default)]
+    owner: Option<String>,
     /// Session expiry interval, seconds (`u32::MAX`: never).
     expiry: u32,
     /// When an offline session expires (ms since the epoch); `None` while connected or
@@ -43,17 +47,19 @@ fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Records a persistent session's subscriptions and expiry. `offline_since` is set when
-/// the client just left (the expiry clock runs from then).
+/// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
+/// set when the client just left (the expiry clock runs from then).
 pub fn save_session(
     state: &MqttState,
     client_id: &str,
+    owner: &str,
     data: &SessionData,
     expiry: u32,
     offline_since: Option<SystemTime>,
 ) -> Option<StoreWait> {
     let store = state.router.core().store()?;
     let stored = StoredSession {
+        owner: Some(owner.to_owned()),
         expiry,
         expires_at_ms: offline_since
             .filter(|_| expiry != u32::MAX)
@@ -169,6 +175,7 @@ pub fn restore(state: &Arc<MqttState>) {
         state.sessions().insert(
             Arc::clone(&client_id),
             SessionEntry {
+                owner: stored.owner.map(Arc::from),
                 data: Arc::new(Mutex::new(data)),
                 holder: None,
                 pending: Some(pending.clone()),

@@ -168,6 +168,10 @@ impl Handoff {
 
 #[derive(Debug, Default)]
 pub struct SessionEntry {
+    /// The user whose session this is (a login, or `anonymous`): the client id is theirs
+    /// while the session lives, and stored with it. `None` only for a session stored
+    /// before owners were kept; the first user to connect with its client id adopts it.
+    pub owner: Option<Arc<str>>,
     pub data: Arc<Mutex<SessionData>>,
     pub holder: Option<Holder>,
     /// Pending delayed will or session expiry; cancelled when a client takes the session.
@@ -202,6 +206,22 @@ impl MqttState {
             shared_members: Mutex::new(HashMap::new()),
             holder_gone: Notify::new(),
             parker: Default::default(),
+        }
+    }
+
+    /// Claims `client_id` for `user` before a connection takes its session: a client id
+    /// whose session (live, or persistent and offline) belongs to another user is
+    /// refused (`Err` with the owner), so that user never gets, drains or discards it.
+    /// Otherwise the session is `user`'s from now on (made if there is none).
+    pub fn claim_client_id(&self, client_id: &Arc<str>, user: &Arc<str>) -> Result<(), Arc<str>> {
+        let mut sessions = self.sessions();
+        let entry = sessions.entry(Arc::clone(client_id)).or_default();
+        match &entry.owner {
+            Some(o) if o != user => Err(Arc::clone(o)),
+            _ => {
+                entry.owner = Some(Arc::clone(user));
+                Ok(())
+            }
         }
     }
 
@@ -341,10 +361,14 @@ impl MqttState {
     }
 }
 
+/// Prefix of the core queues the MQTT listener names (sessions, shared groups): they
+/// belong to sessions, never to be named by a client ([`crate::auth::owner`]).
+pub const MQTT_QUEUE_PREFIX: &str = "$mqtt.";
+
 /// The core queue name of a client's session: the client id with anything outside a
 /// safe set percent-encoded, so every client id gives a valid, distinct name.
 pub fn session_queue(client_id: &str) -> String {
-    let mut out = String::from("$mqtt.s.");
+    let mut out = format!("{MQTT_QUEUE_PREFIX}s.");
     for b in client_id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
             out.push(b as char);
@@ -357,11 +381,12 @@ pub fn session_queue(client_id: &str) -> String {
 
 /// Is this the queue of a `$share` group (as opposed to a `$queue/NAME` subscription)?
 pub fn is_share_queue(name: &str) -> bool {
-    name.starts_with("$mqtt.share.")
+    name.strip_prefix(MQTT_QUEUE_PREFIX)
+        .is_some_and(|r| r.starts_with("share."))
 }
 
 /// The core queue of a shared subscription `$share/GROUP/FILTER`.
 pub fn shared_queue(group: &str, filter: &str) -> String {
     let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("$mqtt.share.{}.{}", hex(group), hex(filter))
+    format!("{MQTT_QUEUE_PREFIX}share.{}.{}", hex(group), hex(filter))
 }

@@ -27,8 +27,8 @@ use super::codec::{CodecError, Incoming, Limits, Outgoing, StompCodec};
 use super::frame::{Command, Frame, Version};
 use crate::auth::{Auth, Kind, Principal};
 use crate::core::{
-    ConsumeOptions, Consumer, Destination, Message, MessageId, Origin, PRIVATE_PREFIX, Pattern,
-    QueueOptions,
+    ConsumeOptions, Consumer, DeadReason, Destination, Message, MessageId, Origin, PRIVATE_PREFIX,
+    Pattern, QueueOptions,
 };
 use crate::router::Router;
 use crate::translate::stomp::{
@@ -36,8 +36,29 @@ use crate::translate::stomp::{
 };
 use crate::translate::stomp_names::{self, StompDest};
 
-/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection).
+/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection):
+/// `$sb.tmp.TOKEN.NAME`, TOKEN being 128 random bits in hex. Whoever holds the address
+/// may reply to it, so it must not be guessable; only the connection consumes it.
 pub const TEMP_PREFIX: &str = "$sb.tmp.";
+
+/// Prefix of durable subscription queues: `stomp.USER.NAME`, USER escaped so that a
+/// login with a `.` cannot pose as another user's ([`crate::auth::owner`]).
+pub const DURABLE_PREFIX: &str = "stomp.";
+
+/// The queue of `user`'s durable subscription `name`.
+pub fn durable_queue(user: &str, name: &str) -> String {
+    format!(
+        "{DURABLE_PREFIX}{}.{name}",
+        crate::translate::escape::escape_level(user)
+    )
+}
+
+/// A temporary queue's unguessable token: 128 random bits from the OS, in hex.
+fn temp_token() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
 
 /// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
 pub trait Transport:
@@ -551,9 +572,9 @@ impl<T: Transport> Session<T> {
     async fn on_send(&mut self, f: Frame) -> Result<(), Fatal> {
         let dest_text = Self::header(&f, "destination")?.to_owned();
         let dest = self.send_destination(&dest_text).await?;
-        // Replies to a temporary queue are allowed to whoever was handed its address.
-        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(TEMP_PREFIX));
-        if !is_reply && !self.principal()?.can_publish(&dest) {
+        // Replies to a temporary queue are allowed to whoever was handed its address
+        // (`can_publish` says so); other owned queues only to their owner.
+        if !self.principal()?.can_publish(&dest) {
             tracing::warn!(destination = %dest_text, "publish refused by permissions");
             return Err(fatal(
                 "access refused",
@@ -658,7 +679,14 @@ impl<T: Transport> Session<T> {
             return Ok(q.clone());
         }
         let core = self.shared.router.core().clone();
-        let internal = format!("{TEMP_PREFIX}{}.{name}", self.id);
+        let token = temp_token().map_err(|e| {
+            tracing::error!(error = %e, "no randomness for a temporary queue name");
+            fatal(
+                "temporary queue unavailable",
+                "the server could not create a temporary queue",
+            )
+        })?;
+        let internal = format!("{TEMP_PREFIX}{token}.{name}");
         let opts = QueueOptions {
             durable: false,
             auto_delete: true,
@@ -743,12 +771,11 @@ impl<T: Transport> Session<T> {
             },
             None => self.shared.settings.default_prefetch,
         };
-        let opts = if ack == AckMode::Auto {
-            ConsumeOptions::auto_ack(prefetch)
-        } else {
-            ConsumeOptions::manual(prefetch)
-        }
-        .with_notify(Arc::clone(&self.notify));
+        // Manual in the core even in `auto` mode: each delivery is checked against the
+        // user's read rights first ([`Session::deliver`]), and one refused must be
+        // dead-lettered, not counted as acknowledged; the allowed ones are acknowledged
+        // once written.
+        let opts = ConsumeOptions::manual(prefetch).with_notify(Arc::clone(&self.notify));
         let wants_durable = durable_header(&f)?;
         let core = self.shared.router.core().clone();
         let principal = self.principal()?.clone();
@@ -765,7 +792,8 @@ impl<T: Transport> Session<T> {
             StompDest::Queue(n) => {
                 let p =
                     Pattern::parse(&n).map_err(|e| fatal("invalid destination", e.to_string()))?;
-                if n.starts_with(PRIVATE_PREFIX) || !principal.can_subscribe(Kind::Queue, &p) {
+                // Owned queues (sessions', users', the router's) too: Principal checks.
+                if !principal.can_subscribe(Kind::Queue, &p) {
                     return Err(refused());
                 }
                 core.consume(&n, opts)
@@ -777,11 +805,10 @@ impl<T: Transport> Session<T> {
                     return Err(refused());
                 }
                 if wants_durable {
-                    let owner = principal.name().to_owned();
-                    let name = match f.header("subscription-name") {
-                        Some(n) => format!("stomp.{owner}.{n}"),
-                        None => format!("stomp.{owner}.{id}"),
-                    };
+                    let name = durable_queue(
+                        principal.name(),
+                        f.header("subscription-name").unwrap_or(&id),
+                    );
                     durable = Some(name.clone());
                     core.subscribe_durable(&name, &[&p], opts)
                 } else {
@@ -973,18 +1000,39 @@ impl<T: Transport> Session<T> {
 
     /// Sends what the subscriptions have, a bounded batch per subscription; re-arms the
     /// wake-up when more is waiting so frames from the client are not starved.
+    ///
+    /// Every delivery is checked against the user's read rights first, as the MQTT
+    /// listener does (the rules may have changed since the subscription was made, and a
+    /// durable subscription keeps what it collected): one refused is dead-lettered with
+    /// reason `forbidden`, never sent and never counted as acknowledged. A connection's
+    /// own temporary queue needs no check. `auto` deliveries are acknowledged to the core
+    /// once written.
     async fn deliver(&mut self) -> Result<(), Fatal> {
         const BATCH: usize = 256;
+        let Some(principal) = self.principal.as_ref() else {
+            return Ok(());
+        };
         let mut frames = Vec::new();
         let mut more = false;
         let mut closed = Vec::new();
         let mut buf = Vec::new();
+        let mut written: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut refused = 0usize;
         for (id, sub) in &self.subs {
             match sub.consumer.try_recv_many(BATCH, &mut buf) {
                 Ok(n) => more |= n == BATCH,
                 Err(_) => closed.push(id.clone()),
             }
+            let mut auto_tags = Vec::new();
             for d in buf.drain(..) {
+                if !sub.temp && !principal.can_read(&d.destination) {
+                    refused += 1;
+                    sub.consumer.dead_letter(d.tag, DeadReason::Forbidden);
+                    continue;
+                }
+                if sub.ack == AckMode::Auto && !sub.temp {
+                    auto_tags.push(d.tag);
+                }
                 let token = (sub.ack != AckMode::Auto).then(|| {
                     let t = self.next_ack;
                     self.next_ack += 1;
@@ -1020,6 +1068,15 @@ impl<T: Transport> Session<T> {
                 );
                 frames.push(frame);
             }
+            if !auto_tags.is_empty() {
+                written.push((id.clone(), auto_tags));
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "deliveries refused by permissions: dead-lettered (reason `forbidden`)"
+            );
         }
         for id in closed {
             tracing::info!(subscription = %id, "queue deleted under subscription");
@@ -1032,6 +1089,13 @@ impl<T: Transport> Session<T> {
             self.write(Outgoing::Frame(f)).await?;
         }
         self.flush().await?;
+        // Written: `auto` deliveries are done. (Had the write failed, the session would
+        // end and they would go back to their queues, marked redelivered.)
+        for (id, tags) in written {
+            if let Some(sub) = self.subs.get(&id) {
+                sub.consumer.ack_many(&tags);
+            }
+        }
         if more {
             self.notify.notify_one();
         }

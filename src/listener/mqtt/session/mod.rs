@@ -520,10 +520,31 @@ async fn connect_session<T: Transport>(
     } else {
         c.keep_alive
     };
+    // ---- Client-id ownership (issue 19) ----
+    // A client id whose session belongs to another user is refused before anything of
+    // that session is touched: not taken over, not drained, not discarded.
+    if let Err(owner) = state.claim_client_id(&client_id, &principal.owner_id()) {
+        tracing::warn!(
+            client_id = &*client_id,
+            owner = &*owner,
+            "client id belongs to another user: connection refused"
+        );
+        let _ = t
+            .send(connack(
+                rc::NOT_AUTHORIZED,
+                Some("this client id belongs to another user".into()),
+            ))
+            .await;
+        return None;
+    }
+    // ---- end of client-id ownership ----
+
     // Take the session over: make any current holder leave and wait until it has.
     let (data, session_present, wait_gone) = {
         let mut sessions = state.sessions();
         let entry = sessions.entry(client_id.clone()).or_default();
+        // Claimed above; set again in case the entry went and came back in between.
+        entry.owner.get_or_insert_with(|| principal.owner_id());
         let wait_gone = entry.holder.take().map(|h| {
             h.kick(Leave::TakenOver);
             h.handoff
@@ -565,7 +586,14 @@ async fn connect_session<T: Transport>(
     if persistent {
         // Online now: the stored session no longer carries an expiry deadline.
         let d = data.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = super::persist::save_session(state, &client_id, &d, c.session_expiry, None);
+        let _ = super::persist::save_session(
+            state,
+            &client_id,
+            principal.name(),
+            &d,
+            c.session_expiry,
+            None,
+        );
     }
     // The session queue is attached now when the session outlives this connection, and
     // also when an earlier session is resumed: a client that resumes without a Session
@@ -988,6 +1016,7 @@ impl<T: Transport> Session<T> {
                     let _ = super::persist::save_session(
                         &state,
                         &client_id,
+                        self.principal.name(),
                         &d,
                         expiry,
                         Some(std::time::SystemTime::now()),
@@ -1158,9 +1187,9 @@ impl<T: Transport> Session<T> {
             ));
         }
         let dest = publish_destination(&p.topic);
-        // Replies to a STOMP temporary queue are allowed to whoever was handed its address.
-        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(crate::listener::stomp::session::TEMP_PREFIX));
-        let code = if !is_reply && !self.principal.can_publish(&dest) {
+        // Replies to a STOMP temporary queue are allowed to whoever was handed its
+        // address (`can_publish` says so); other owned queues only to their owner.
+        let code = if !self.principal.can_publish(&dest) {
             tracing::warn!(topic = %p.topic, "publish refused by permissions");
             rc::NOT_AUTHORIZED
         } else {

@@ -104,8 +104,12 @@ impl<T: Transport> Session<T> {
             return Ok(false);
         };
         if !self.principal.can_read(&d.destination) {
-            tracing::warn!(topic = %d.destination, "delivery refused by permissions");
-            settled.push(d.tag);
+            // Never counted as delivered: dead-lettered with its reason (dropped and
+            // counted when the queue has no dead-letter destination).
+            tracing::warn!(topic = %d.destination, "delivery refused by permissions; dead-lettered (reason `forbidden`)");
+            self.consumers[source]
+                .1
+                .dead_letter(d.tag, DeadReason::Forbidden);
             return Ok(false);
         }
         let qos = sub_qos.min(d.message.qos);

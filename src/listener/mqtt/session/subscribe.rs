@@ -240,6 +240,7 @@ impl<T: Transport> Session<T> {
         super::super::persist::save_session(
             &self.state,
             &self.client_id,
+            self.principal.name(),
             &d,
             self.session_expiry,
             None,
