@@ -124,7 +124,7 @@ impl<T: Transport> Session<T> {
                 (Loss::Encode, Edge::Mqtt311) => p.payload = loss::mqtt311_envelope(m, lost, topic),
                 (Loss::Encode, _) => p.props.user.extend(loss::as_headers(m, lost, topic)),
                 (Loss::Reject, _) => {
-                    tracing::warn!(topic = %p.topic, fields = %lost.names(), "message not delivered: this MQTT version cannot carry some of its fields and its route says `loss: reject`");
+                    crate::rate_warn!(LOSS_REJECT, topic = %p.topic, fields = %lost.names(), "message not delivered: this MQTT version cannot carry some of its fields and its route says `loss: reject`");
                     self.consumers[source]
                         .1
                         .dead_letter(d.tag, DeadReason::Untranslatable);
@@ -135,7 +135,7 @@ impl<T: Transport> Session<T> {
         if let Some(max) = self.client_max_packet
             && publish_size_bound(&p) > u64::from(max)
         {
-            tracing::warn!(topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
+            crate::rate_warn!(TOO_LARGE, topic = %p.topic, size = p.payload.len(), max, "message larger than the client's maximum packet size; not sent");
             settled.push(d.tag);
             return Ok(false);
         }
@@ -164,6 +164,10 @@ impl<T: Transport> Session<T> {
 /// An upper bound of a PUBLISH's encoded size, properties included (each property's
 /// identifier, length prefixes and the packet's fixed header counted generously), so a
 /// message over the client's Maximum Packet Size is skipped rather than failing to encode.
+/// Deliveries not made, counted and logged at most once a second (see [`crate::ratelog`]).
+static LOSS_REJECT: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.loss_reject");
+static TOO_LARGE: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.larger_than_client_max");
+
 fn publish_size_bound(p: &Publish) -> u64 {
     let pr = &p.props;
     let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| s.len() + 3);
