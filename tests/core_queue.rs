@@ -557,5 +557,8 @@ async fn a_byte_budget_shared_by_consumers_of_two_queues() {
     );
     assert!(budget.take_starved());
     b.refill();
-    assert!(drain(&b).len() > 0, "had {before_b}; more after the refill");
+    assert!(
+        !drain(&b).is_empty(),
+        "had {before_b}; more after the refill"
+    );
 }
