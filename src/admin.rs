@@ -9,6 +9,7 @@
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
 //! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |
+//! | GET | `/memory` | bytes the memory watermark counts, by kind, and how often each limit was hit |
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub fn router(core: Core, routes: Arc<RouteStore>, links: Links) -> Http {
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
         .route("/queues", get(queues))
+        .route("/memory", get(memory))
         .route("/links", get(links_status))
         .route(
             "/loss",
@@ -91,6 +93,27 @@ async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn queues(State(s): State<AdminState>) -> impl IntoResponse {
     Json(json!(s.core.stats()))
+}
+
+/// What the memory watermark counts, by kind, and the counters of drops, refusals and
+/// limit hits (the causes of [`crate::ratelog`]).
+async fn memory(State(s): State<AdminState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
+    let (ready, unacked) = s.core.queue_bytes();
+    let held = s.core.held();
+    let retained = held.retained.load(Ordering::Relaxed);
+    let transactions = held.transactions.load(Ordering::Relaxed);
+    Json(json!({
+        "held": {
+            "ready": ready,
+            "unacked": unacked,
+            "retained": retained,
+            "transactions": transactions,
+            "total": ready + unacked + retained + transactions,
+        },
+        "publishers_blocked": s.core.flow().blocked(),
+        "limits": crate::ratelog::snapshot(),
+    }))
 }
 
 async fn links_status(State(s): State<AdminState>) -> impl IntoResponse {

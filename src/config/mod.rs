@@ -66,6 +66,9 @@ pub struct Settings {
     /// TLS acceptors by listener name.
     pub tls: BTreeMap<String, crate::tls::Tls>,
     pub durability: Durability,
+    /// Most legs one publish may turn into through the route table, worst case
+    /// (`routes.max_fanout`; 0: no limit).
+    pub max_fanout: u64,
 }
 
 /// Where and how persistent messages are kept.
@@ -147,6 +150,7 @@ impl Settings {
             mqtt: MqttSettings::default(),
             tls: BTreeMap::new(),
             durability: Durability::default(),
+            max_fanout: crate::routes::DEFAULT_MAX_FANOUT,
         }
     }
 
@@ -202,6 +206,7 @@ impl Settings {
             links: self.links.clone(),
             known_queues: (!self.core.auto_create_queues)
                 .then(|| self.core.queues.keys().cloned().collect::<BTreeSet<_>>()),
+            max_fanout: self.max_fanout,
         }
     }
 }
@@ -502,6 +507,15 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                 Err(e) => errors.push(ConfigError(format!("{shown}: stomp.idle_timeout: {e}"))),
             },
         }
+        if let Some(v) = st.max_unacked_bytes {
+            d.max_unacked_bytes = v;
+        }
+        if let Some(v) = st.max_transaction_bytes {
+            d.max_transaction_bytes = v;
+        }
+        if let Some(v) = st.max_transactions {
+            d.max_transactions = v;
+        }
     }
     if let Some(m) = raw.mqtt {
         let d = &mut s.mqtt;
@@ -516,6 +530,9 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         }
         if let Some(v) = m.max_retained {
             d.max_retained = v;
+        }
+        if let Some(v) = m.max_retained_bytes {
+            d.max_retained_bytes = v;
         }
         if let Some(v) = m.max_connections {
             d.max_connections = v;
@@ -534,6 +551,11 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                 Err(e) => errors.push(ConfigError(format!("{shown}: mqtt.park_idle_after: {e}"))),
             },
         }
+    }
+    if let Some(r) = raw.routes
+        && let Some(v) = r.max_fanout
+    {
+        s.max_fanout = v;
     }
     if let Some(l) = raw.log {
         if let Some(f) = l.format {

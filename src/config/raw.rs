@@ -29,6 +29,15 @@ pub struct RawSettings {
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
     pub durability: Option<RawDurability>,
+    /// Limits on the route table (the route files themselves hold only routes).
+    pub routes: Option<RawRoutes>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutes {
+    /// Most legs one publish may turn into, worst case (0: no limit).
+    pub max_fanout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +125,12 @@ pub struct RawStomp {
     pub prefetch: Option<usize>,
     /// A duration (`5m`) or `off`: how long a connection without heart-beats may idle.
     pub idle_timeout: Option<String>,
+    /// Most unacknowledged bytes per connection.
+    pub max_unacked_bytes: Option<usize>,
+    /// Most bytes buffered in a connection's open transactions.
+    pub max_transaction_bytes: Option<usize>,
+    /// Most open transactions per connection.
+    pub max_transactions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +151,8 @@ pub struct RawMqtt {
     /// Messages kept per session while the client is offline or slow.
     pub max_queued: Option<usize>,
     pub max_retained: Option<usize>,
+    /// Most bytes of retained messages in all.
+    pub max_retained_bytes: Option<u64>,
     pub max_connections: Option<usize>,
     /// Longest keep-alive accepted, seconds (0: any).
     pub max_keep_alive: Option<u16>,

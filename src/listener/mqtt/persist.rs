@@ -111,17 +111,33 @@ pub fn restore(state: &Arc<MqttState>) {
     let core = state.router.core().clone();
     let now = SystemTime::now();
     let mut retained = 0usize;
+    let mut over = 0usize;
     for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
         match codec::decode(&bytes) {
             Ok(m) if m.expiry.is_none_or(|e| e > now) => {
-                state.retained().insert(topic, Arc::new(m));
-                retained += 1;
+                // The limits hold after a restart too (they may have been lowered):
+                // what does not fit is forgotten, as a refused publish would have been.
+                if state.restore_retained(topic.clone(), m) {
+                    retained += 1;
+                } else {
+                    forget_retained(state, &topic);
+                    over += 1;
+                }
             }
             Ok(_) => forget_retained(state, &topic),
             Err(e) => {
                 tracing::warn!(topic, error = %e, "stored retained message unreadable; dropped")
             }
         }
+    }
+    if over > 0 {
+        tracing::warn!(
+            dropped = over,
+            kept = retained,
+            max_retained = state.settings.max_retained,
+            max_retained_bytes = state.settings.max_retained_bytes,
+            "retained messages over the byte limit not restored (mqtt.max_retained / mqtt.max_retained_bytes)"
+        );
     }
     let mut sessions = 0usize;
     for (client_id, bytes) in core.take_recovered(META_MQTT_SESSION) {

@@ -27,9 +27,10 @@ use super::codec::{CodecError, Incoming, Limits, Outgoing, StompCodec};
 use super::frame::{Command, Frame, Version};
 use crate::auth::{Auth, Kind, Principal};
 use crate::core::{
-    ConsumeOptions, Consumer, DeadReason, Destination, Message, MessageId, Origin, PRIVATE_PREFIX,
-    Pattern, QueueOptions,
+    ByteBudget, ConsumeOptions, Consumer, DeadReason, Destination, Held, Message, MessageId,
+    Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
 };
+use crate::ratelog::Cause;
 use crate::router::Router;
 use crate::translate::stomp::{
     MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
@@ -94,6 +95,11 @@ pub struct StompSettings {
     pub max_transaction_frames: usize,
     /// Most open transactions per connection.
     pub max_transactions: usize,
+    /// Most bytes buffered in the open transactions of one connection (all together).
+    pub max_transaction_bytes: usize,
+    /// Most bytes of messages delivered (or assigned) to one connection and not yet
+    /// acknowledged, over all its subscriptions; beyond it deliveries are withheld.
+    pub max_unacked_bytes: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
     /// How long a connection that sends no heart-beats may stay without traffic either way
@@ -112,6 +118,8 @@ impl Default for StompSettings {
             default_prefetch: 100,
             max_transaction_frames: 10_000,
             max_transactions: 64,
+            max_transaction_bytes: 16 * 1024 * 1024,
+            max_unacked_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
         }
@@ -154,6 +162,55 @@ enum TxOp {
     Send(Destination, Message, String),
     /// An ACK or NACK, with its `requeue` read when it arrived.
     Ack(Frame, bool),
+}
+
+/// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
+static UNACKED_BYTES: Cause = Cause::new("stomp.unacked_bytes");
+static TRANSACTION_BYTES: Cause = Cause::new("stomp.transaction_bytes");
+static REPLY_DROPPED: Cause = Cause::new("stomp.reply_to_gone");
+
+/// The bytes buffered in a connection's open transactions, reported to the core (the
+/// memory watermark counts them) and given back when the transactions end, however the
+/// connection ends.
+struct TxBytes {
+    core: crate::core::Core,
+    bytes: usize,
+}
+
+impl TxBytes {
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        Held::add(&self.core.held().transactions, n);
+    }
+
+    fn sub(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        Held::sub(&self.core.held().transactions, n);
+    }
+}
+
+impl Drop for TxBytes {
+    fn drop(&mut self) {
+        Held::sub(&self.core.held().transactions, self.bytes);
+    }
+}
+
+/// An open transaction: its frames and their size.
+#[derive(Default)]
+struct Tx {
+    ops: Vec<TxOp>,
+    bytes: usize,
+}
+
+/// Approximate bytes a buffered frame holds.
+fn frame_bytes(f: &Frame) -> usize {
+    f.body.len()
+        + f.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+        + 64
 }
 
 /// A fatal protocol error: sent as ERROR, then the connection closes.
@@ -220,7 +277,10 @@ struct Session<T: Transport> {
     notify: Arc<Notify>,
     outstanding: BTreeMap<u64, Outstanding>,
     next_ack: u64,
-    txs: HashMap<String, Vec<TxOp>>,
+    txs: HashMap<String, Tx>,
+    tx_bytes: TxBytes,
+    /// Caps the unacknowledged bytes of every subscription of this connection.
+    budget: Arc<ByteBudget>,
     temp: HashMap<String, String>,
     send_every: Option<Duration>,
     recv_within: Option<Duration>,
@@ -253,6 +313,11 @@ pub async fn run<T: Transport>(
     peer: String,
     cancel: CancellationToken,
 ) {
+    let tx_bytes = TxBytes {
+        core: shared.router.core().clone(),
+        bytes: 0,
+    };
+    let budget = ByteBudget::new(shared.settings.max_unacked_bytes, &UNACKED_BYTES);
     let mut s = Session {
         t,
         shared,
@@ -265,6 +330,8 @@ pub async fn run<T: Transport>(
         outstanding: BTreeMap::new(),
         next_ack: 1,
         txs: HashMap::new(),
+        tx_bytes,
+        budget,
         temp: HashMap::new(),
         send_every: None,
         recv_within: None,
@@ -596,22 +663,8 @@ impl<T: Transport> Session<T> {
             fatal("invalid header", e.to_string())
         })?;
         if let Some(tx) = f.header("transaction") {
-            let ops = self.txs.get_mut(tx).ok_or_else(|| {
-                fatal(
-                    "unknown transaction",
-                    format!("transaction `{tx}` was not begun"),
-                )
-            })?;
-            if ops.len() >= self.shared.settings.max_transaction_frames {
-                return Err(fatal(
-                    "transaction too large",
-                    format!(
-                        "more than {} frames in one transaction",
-                        self.shared.settings.max_transaction_frames
-                    ),
-                ));
-            }
-            ops.push(TxOp::Send(dest, message, dest_text));
+            let size = message.byte_size();
+            self.buffer_tx(tx, size, TxOp::Send(dest, message, dest_text))?;
         } else {
             let confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
             if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
@@ -653,7 +706,7 @@ impl<T: Transport> Session<T> {
             && self.shared.router.core().queue(n).is_none()
         {
             // A reply to a temporary queue whose owner has gone: nobody can receive it.
-            tracing::warn!(destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
+            crate::rate_warn!(REPLY_DROPPED, destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
             return Ok(crate::core::Confirmation::default());
         }
         let router = self.shared.router.clone();
@@ -698,7 +751,8 @@ impl<T: Transport> Session<T> {
             .consume(
                 &internal,
                 ConsumeOptions::auto_ack(self.shared.settings.default_prefetch)
-                    .with_notify(Arc::clone(&self.notify)),
+                    .with_notify(Arc::clone(&self.notify))
+                    .with_budget(Arc::clone(&self.budget)),
             )
             .map_err(|e| fatal("invalid destination", e.to_string()))?;
         let sub_id = format!("/temp-queue/{name}");
@@ -775,7 +829,9 @@ impl<T: Transport> Session<T> {
         // user's read rights first ([`Session::deliver`]), and one refused must be
         // dead-lettered, not counted as acknowledged; the allowed ones are acknowledged
         // once written.
-        let opts = ConsumeOptions::manual(prefetch).with_notify(Arc::clone(&self.notify));
+        let opts = ConsumeOptions::manual(prefetch)
+            .with_notify(Arc::clone(&self.notify))
+            .with_budget(Arc::clone(&self.budget));
         let wants_durable = durable_header(&f)?;
         let core = self.shared.router.core().clone();
         let principal = self.principal()?.clone();
@@ -857,6 +913,7 @@ impl<T: Transport> Session<T> {
         self.outstanding.retain(|_, o| o.sub != id);
         let durable = sub.durable.clone();
         drop(sub);
+        self.refill_if_starved();
         if let Some(name) = durable
             && delete_durable
         {
@@ -907,19 +964,7 @@ impl<T: Transport> Session<T> {
             true
         };
         if let Some(tx) = f.header("transaction") {
-            let ops = self.txs.get_mut(tx).ok_or_else(|| {
-                fatal(
-                    "unknown transaction",
-                    format!("transaction `{tx}` was not begun"),
-                )
-            })?;
-            if ops.len() >= self.shared.settings.max_transaction_frames {
-                return Err(fatal(
-                    "transaction too large",
-                    "too many frames in one transaction",
-                ));
-            }
-            ops.push(TxOp::Ack(f.clone(), requeue));
+            self.buffer_tx(tx, frame_bytes(&f), TxOp::Ack(f.clone(), requeue))?;
             return self.receipt(&f).await;
         }
         self.settle(token, f.command == Command::Ack, requeue);
@@ -949,6 +994,58 @@ impl<T: Transport> Session<T> {
         } else {
             self.outstanding.remove(&token);
         }
+        self.refill_if_starved();
+    }
+
+    /// Room appeared in the connection's byte budget after a queue withheld deliveries
+    /// for lack of it: let every subscription take what now fits (the room may have
+    /// come from another subscription's queue).
+    fn refill_if_starved(&self) {
+        if self.budget.take_starved() {
+            for sub in self.subs.values() {
+                sub.consumer.refill();
+            }
+        }
+    }
+
+    /// Buffers one frame of transaction `tx`, within the frame and byte limits; over
+    /// them, the connection ends with an ERROR (and its buffers are freed).
+    fn buffer_tx(&mut self, tx: &str, size: usize, op: TxOp) -> Result<(), Fatal> {
+        let settings = &self.shared.settings;
+        let t = self.txs.get_mut(tx).ok_or_else(|| {
+            fatal(
+                "unknown transaction",
+                format!("transaction `{tx}` was not begun"),
+            )
+        })?;
+        if t.ops.len() >= settings.max_transaction_frames {
+            return Err(fatal(
+                "transaction too large",
+                format!(
+                    "more than {} frames in one transaction",
+                    settings.max_transaction_frames
+                ),
+            ));
+        }
+        if self.tx_bytes.bytes + size > settings.max_transaction_bytes {
+            crate::rate_warn!(
+                TRANSACTION_BYTES,
+                peer = %self.peer,
+                limit = settings.max_transaction_bytes,
+                "STOMP transactions over the byte limit: connection closed"
+            );
+            return Err(fatal(
+                "transaction too large",
+                format!(
+                    "the open transactions of this connection would buffer more than {} bytes (stomp.max_transaction_bytes)",
+                    settings.max_transaction_bytes
+                ),
+            ));
+        }
+        t.ops.push(op);
+        t.bytes += size;
+        self.tx_bytes.add(size);
+        Ok(())
     }
 
     async fn on_tx(&mut self, f: Frame) -> Result<(), Fatal> {
@@ -964,15 +1061,16 @@ impl<T: Transport> Session<T> {
                 if self.txs.len() >= self.shared.settings.max_transactions {
                     return Err(fatal("too many transactions", "too many open transactions"));
                 }
-                self.txs.insert(tx, Vec::new());
+                self.txs.insert(tx, Tx::default());
             }
             Command::Commit => {
-                let ops = self.txs.remove(&tx).ok_or_else(|| {
+                let Tx { ops, bytes } = self.txs.remove(&tx).ok_or_else(|| {
                     fatal(
                         "unknown transaction",
                         format!("transaction `{tx}` was not begun"),
                     )
                 })?;
+                self.tx_bytes.sub(bytes);
                 for op in ops {
                     match op {
                         TxOp::Send(dest, m, text) => self.publish(dest, m, &text).await?,
@@ -985,12 +1083,13 @@ impl<T: Transport> Session<T> {
                 }
             }
             _ => {
-                self.txs.remove(&tx).ok_or_else(|| {
+                let aborted = self.txs.remove(&tx).ok_or_else(|| {
                     fatal(
                         "unknown transaction",
                         format!("transaction `{tx}` was not begun"),
                     )
                 })?;
+                self.tx_bytes.sub(aborted.bytes);
             }
         }
         self.receipt(&f).await
@@ -1082,6 +1181,8 @@ impl<T: Transport> Session<T> {
             tracing::info!(subscription = %id, "queue deleted under subscription");
             self.subs.remove(&id);
         }
+        // Auto-acknowledged deliveries taken above released their bytes.
+        self.refill_if_starved();
         if frames.is_empty() {
             return Ok(());
         }

@@ -137,6 +137,9 @@ fn assigned_client_id() -> String {
 }
 
 /// Reason codes used here (MQTT 5 §2.4).
+/// Retained publishes refused or not retained for lack of room (see [`crate::ratelog`]).
+static RETAINED_FULL: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.retained_full");
+
 mod rc {
     pub const SUCCESS: u8 = 0x00;
     pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
@@ -1190,18 +1193,28 @@ impl<T: Transport> Session<T> {
         // Replies to a STOMP temporary queue are allowed to whoever was handed its
         // address (`can_publish` says so); other owned queues only to their owner.
         let code = if !self.principal.can_publish(&dest) {
-            tracing::warn!(topic = %p.topic, "publish refused by permissions");
+            crate::rate_warn!(PUBLISH_DENIED, topic = %p.topic, "publish refused by permissions");
             rc::NOT_AUTHORIZED
         } else {
             let message =
                 publish_to_message(&p, Origin::shared("mqtt", Arc::clone(&self.client_id)));
+            // A retained publish the retained store has no room for is refused whole
+            // (not delivered either): 0x97 in MQTT 5; a 3.1.1 connection is closed.
+            let over = match (&dest, p.retain) {
+                (Destination::Topic(t), true) => self.state.retained_fits(t, &message).err(),
+                _ => None,
+            };
             let retained = p.retain.then(|| Arc::new(message.clone()));
+            if let Some(full) = over {
+                crate::rate_warn!(RETAINED_FULL, topic = %p.topic, limit = ?full, "retained publish refused: the retained store is at its limit (mqtt.max_retained / mqtt.max_retained_bytes)");
+                return self.acknowledge(pid, p.qos, rc::QUOTA_EXCEEDED).await;
+            }
             match self.publish(dest.clone(), message).await {
                 Ok((n, mut confirmation)) => {
                     if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
                         match self.state.retain(t, m) {
-                            Err(_) => {
-                                tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained")
+                            Err(full) => {
+                                crate::rate_warn!(RETAINED_FULL, topic = %p.topic, limit = ?full, "retained store full: message delivered but not retained")
                             }
                             Ok(Some(w)) if p.qos > 0 => confirmation.push(w),
                             Ok(_) => {}
@@ -1246,7 +1259,7 @@ impl<T: Transport> Session<T> {
             Ok(()) if u.reached == 0 => rc::NO_MATCHING_SUBSCRIBERS,
             Ok(()) => rc::SUCCESS,
             Err(e) => {
-                tracing::warn!(error = %e, "publish refused");
+                crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                 if u.qos == 2 {
                     self.data().incoming_qos2.remove(&u.packet_id);
                 }
@@ -1316,7 +1329,7 @@ impl<T: Transport> Session<T> {
                 biased;
                 r = &mut fut => {
                     return r.map_err(|e| {
-                        tracing::warn!(error = %e, "publish refused");
+                        crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                         match e {
                             crate::router::RouterError::Publish(crate::core::PublishError::Full(_)) => rc::QUOTA_EXCEEDED,
                             _ => rc::UNSPECIFIED,
@@ -1385,3 +1398,7 @@ async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish)
         Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),
     }
 }
+
+/// Publishes refused, counted and logged at most once a second (see [`crate::ratelog`]).
+static PUBLISH_DENIED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.publish_denied");
+static PUBLISH_REFUSED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.publish_refused");
