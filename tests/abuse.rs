@@ -6,7 +6,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "abuse/admin.rs"]
 mod admin;
+#[path = "abuse/connections.rs"]
 mod connections;
+#[path = "abuse/memory.rs"]
 mod memory;
+#[path = "abuse/ownership.rs"]
 mod ownership;
