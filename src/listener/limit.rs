@@ -143,6 +143,9 @@ pub struct Gate {
     admitted: AtomicU64,
     refused: [AtomicU64; 3],
     logs: [LogEvery; 3],
+    /// WebSocket upgrades refused for their `Origin` (see [`super::origin`]).
+    origin_refused: AtomicU64,
+    origin_log: LogEvery,
     /// Refusals being said (a protocol-level answer, then a short drain): bounded, so
     /// a flood is closed without an answer rather than holding sockets.
     refusing: Arc<Semaphore>,
@@ -173,6 +176,8 @@ impl Gate {
             admitted: AtomicU64::new(0),
             refused: Default::default(),
             logs: Default::default(),
+            origin_refused: AtomicU64::new(0),
+            origin_log: LogEvery::default(),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
         })
     }
@@ -256,6 +261,21 @@ impl Gate {
         });
     }
 
+    /// Counts a WebSocket upgrade refused for its origin; logs it at most once per
+    /// second (a page can retry in a loop).
+    pub fn origin_refused(&self, peer: std::net::SocketAddr, origin: &str) {
+        self.origin_refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.origin_log.hit() {
+            tracing::warn!(
+                listener = %self.listener,
+                %peer,
+                origin,
+                count,
+                "WebSocket upgrade refused: origin not allowed (see ws_allowed_origins; count: since the last such line)"
+            );
+        }
+    }
+
     /// A permit to answer a refused connection, if not too many are being answered.
     pub fn refusing(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.refusing).try_acquire_owned().ok()
@@ -278,6 +298,7 @@ impl Gate {
                 "listener_limit": refused(Refusal::Listener),
                 "per_ip": refused(Refusal::PerIp),
                 "rate": refused(Refusal::Rate),
+                "origin": self.origin_refused.load(Ordering::Relaxed),
             },
             "max_per_ip": self.limits.max_per_ip,
             "connect_rate": self.limits.connect_rate,

@@ -114,14 +114,10 @@ pub fn host_is_loopback_name(host: &str) -> bool {
     matches!(h, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-/// Refuses an upgrade from an origin the listener does not accept: 403 and a log line.
-pub fn refuse(protocol: &str, peer: std::net::SocketAddr, origin: &str) -> Response {
-    tracing::warn!(
-        protocol,
-        %peer,
-        origin,
-        "WebSocket upgrade refused: origin not allowed (see ws_allowed_origins)"
-    );
+/// Refuses an upgrade from an origin the listener does not accept: 403, counted and
+/// logged by the listener's gate.
+pub fn refuse(gate: &super::limit::Gate, peer: std::net::SocketAddr, origin: &str) -> Response {
+    gate.origin_refused(peer, origin);
     (
         axum::http::StatusCode::FORBIDDEN,
         "origin not allowed on this WebSocket listener\n",

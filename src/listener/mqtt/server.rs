@@ -95,6 +95,7 @@ struct WsState {
     state: Arc<MqttState>,
     loopback: bool,
     policy: Arc<WsPolicy>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -116,6 +117,7 @@ pub async fn serve_ws(
         state,
         loopback,
         policy: Arc::new(policy),
+        gate: Arc::clone(&gate),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };
@@ -137,7 +139,7 @@ async fn upgrade(
         Ok(Client::NotBrowser) => st.loopback,
         Ok(Client::Browser) => st.loopback && st.policy.anonymous_browsers,
         Err(origin) => {
-            return crate::listener::origin::refuse("mqtt-ws", peer, &origin);
+            return crate::listener::origin::refuse(&st.gate, peer, &origin);
         }
     };
     let max = st.state.settings.max_packet_size as usize + 16;

@@ -93,6 +93,7 @@ struct WsState {
     /// grant unless `stomp.ws_allow_anonymous_browsers`.
     browser_shared: Arc<Shared>,
     policy: Arc<WsPolicy>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -113,6 +114,7 @@ pub async fn serve_ws(
         shared,
         browser_shared,
         policy: Arc::new(policy),
+        gate: Arc::clone(&gate),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };
@@ -132,7 +134,7 @@ async fn upgrade(
     let shared = match st.policy.check(&headers, st.shared.loopback) {
         Ok(Client::NotBrowser) => Arc::clone(&st.shared),
         Ok(Client::Browser) => Arc::clone(&st.browser_shared),
-        Err(origin) => return crate::listener::origin::refuse("stomp-ws", peer, &origin),
+        Err(origin) => return crate::listener::origin::refuse(&st.gate, peer, &origin),
     };
     let max_frame = shared.settings.limits.max_frame_size + 64 * 1024;
     let slot = hold.take();
