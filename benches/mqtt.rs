@@ -234,7 +234,7 @@ fn main() {
     // Memory only, like the Mosquitto it is compared with (`persistence false`).
     let (router, addr) = common::start_router_memory_only(
         "mqtt",
-        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
+        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\nconnections:\n  max_per_ip: 0\n  connect_rate: 0\n",
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -5,11 +5,20 @@ mod common;
 
 use std::process::Command;
 
-use common::Daemon;
+use common::{Daemon, daemon_with_config};
+
+/// The harness serves its page from another port of 127.0.0.1: a foreign origin to the
+/// WebSocket listeners, which refuse those by default (and give browsers no anonymous
+/// rights); these tests are about the protocols, so every origin is let in.
+fn daemon_for_browsers() -> Daemon {
+    daemon_with_config(
+        "stomp:\n  ws_allowed_origins: [\"*\"]\n  ws_allow_anonymous_browsers: true\nmqtt:\n  ws_allowed_origins: [\"*\"]\n  ws_allow_anonymous_browsers: true\n",
+    )
+}
 
 #[test]
 fn stompjs_in_chromium_over_websocket() {
-    let d = Daemon::start(&[], &[]);
+    let d = daemon_for_browsers();
     let url = format!("ws://{}/ws", d.addr("stomp-ws"));
     let dir = std::env::var("SWITCHBOARD_NODE_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
@@ -38,7 +47,7 @@ fn stompjs_in_chromium_over_websocket() {
 
 #[test]
 fn mqttjs_in_chromium_over_websocket() {
-    let d = Daemon::start(&[], &[]);
+    let d = daemon_for_browsers();
     let url = format!("ws://{}/mqtt", d.addr("mqtt-ws"));
     let dir = std::env::var("SWITCHBOARD_NODE_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());

@@ -18,7 +18,9 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
+
+use crate::listener::limit::ConnSlot;
 
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -230,8 +232,9 @@ struct Session<T> {
     /// keep-alive or that can be parked carry it, and a parked one carries none.
     timer: Option<Pin<Box<Sleep>>>,
     handoff: Arc<Handoff>,
-    /// The connection-limit permit, held while the connection lives (parked or not).
-    permit: Option<Slot>,
+    /// The connection's admission slot (listener and peer-address counts; 8 bytes),
+    /// held while the connection lives (parked or not).
+    permit: Option<ConnSlot>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
@@ -240,30 +243,6 @@ struct Session<T> {
     confirming: u32,
     /// Flushes asked for since the last write (see [`Session::flush`]).
     unflushed: u32,
-}
-
-/// One connection-limit permit, kept as its semaphore alone (8 bytes, not the permit's
-/// 16: every parked connection holds one) and given back when dropped.
-struct Slot(Arc<tokio::sync::Semaphore>);
-
-impl Slot {
-    fn new(p: OwnedSemaphorePermit) -> Self {
-        let sem = Arc::clone(p.semaphore());
-        let n = p.num_permits();
-        p.forget();
-        // The listeners take one permit per connection; more would be given back
-        // here, and only one kept.
-        if n > 1 {
-            sem.add_permits(n - 1);
-        }
-        Slot(sem)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.add_permits(1);
-    }
 }
 
 /// Most flushes put off while more work is ready.
@@ -305,7 +284,7 @@ const MAX_UNCONFIRMED: u32 = 4096;
 /// life. Everything before the serve loop runs once, in a boxed future freed when the
 /// session starts, so an idle connection's task holds little more than its `Session`.
 ///
-/// `permit` (the connection-limit permit) stays with the session, parked or not; a
+/// `permit` (the connection's admission slot) stays with the session, parked or not; a
 /// caller holding the permit itself passes `None`.
 pub fn run<T: Transport + 'static>(
     t: T,
@@ -313,7 +292,7 @@ pub fn run<T: Transport + 'static>(
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> impl Future<Output = ()> + Send {
     let start = Box::pin(start(t, state, conn, loopback, cancel, permit));
     async move {
@@ -357,7 +336,7 @@ async fn start<T: Transport>(
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> Option<Session<T>> {
     let (t, connect) = read_connect(t, &state, &cancel).await?;
     let s = connect_session(t, &state, conn, connect, loopback, permit).await?;
@@ -436,7 +415,7 @@ async fn connect_session<T: Transport>(
     conn: u64,
     c: Connect,
     loopback: bool,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> Option<Session<T>> {
     let v5 = c.version == Version::V5;
     let connack = |code: u8, reason: Option<String>| Out::ConnAck {
@@ -698,7 +677,7 @@ async fn connect_session<T: Transport>(
         last_active: Instant::now(),
         timer: None,
         handoff,
-        permit: permit.map(Slot::new),
+        permit,
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
