@@ -211,7 +211,12 @@ async fn bytes_per_message(addr: SocketAddr, alias_max: u16, n: usize, tag: &str
     });
     for i in 0..n {
         publisher
-            .feed(publish(&topics[i % topics.len()], QoS::AtMostOnce, 0, &payload))
+            .feed(publish(
+                &topics[i % topics.len()],
+                QoS::AtMostOnce,
+                0,
+                &payload,
+            ))
             .await
             .unwrap();
         if i % 256 == 255 {
@@ -294,7 +299,9 @@ fn main() {
         println!(
             "bytes per message, 16 B payload, 60 B topics: switchboard {aliased:.1} with topic aliases, {plain:.1} without ({:.0}% saved){}",
             100.0 * (1.0 - aliased / plain),
-            mq.map_or(String::new(), |m| format!(", mosquitto {m:.1} (it sends no aliases)"))
+            mq.map_or(String::new(), |m| format!(
+                ", mosquitto {m:.1} (it sends no aliases)"
+            ))
         );
         common::row(
             "MQTT",

@@ -158,7 +158,6 @@ fn connect_rate_refuses_a_burst_and_an_honest_client_connects_after() {
     );
 }
 
-
 // ---- idle STOMP connections (issue 19) ---------------------------------------------
 
 /// A STOMP connection that negotiated no heart-beats and sends nothing holds a slot
