@@ -55,15 +55,30 @@ fn durable_scenario(d: &common::Daemon, name: &str) -> String {
     stderr
 }
 
-/// STOMP: a persistent queue (acked gone, unacked redelivered flagged, never-delivered
-/// unflagged, transient gone, order kept) and a durable topic subscription that
-/// collected while away, across kill -9.
+/// STOMP: a persistent queue (acked gone, the rest flagged redelivered since a crash
+/// may have lost delivery marks, transient gone, order kept) and a durable topic
+/// subscription that collected while away, across kill -9.
 #[test]
 fn stomp_queues_and_durable_subscriptions_survive_kill_9() {
     let d = common::Daemon::start(&[], &[]);
     durable_scenario(&d, "stomp_before");
     let d = d.kill_and_restart(&[]);
     durable_scenario(&d, "stomp_after");
+}
+
+/// The same across an orderly stop (SIGTERM): the delivery marks are complete, so only
+/// the messages that were handed out come back flagged redelivered.
+#[test]
+fn stomp_queues_survive_an_orderly_restart_with_exact_redelivered_flags() {
+    let d = common::Daemon::start(&[], &[]);
+    durable_scenario(&d, "stomp_before");
+    let d = d.stop_and_restart(&[]);
+    assert!(
+        d.current_log().contains("clean=true"),
+        "the journal was closed cleanly:\n{}",
+        d.current_log()
+    );
+    durable_scenario(&d, "stomp_after_clean");
 }
 
 /// MQTT: a persistent session (subscription, queued QoS 1 message) and a retained
@@ -198,7 +213,9 @@ fn read_only_and_full_disks_refuse_persistent_publishes_clearly() {
     );
     let said = durable_scenario(&d, "full_refuses");
     assert!(said.contains("Read-only file system"), "{said}");
-    durable_scenario(&d, "expect_accepted");
+    let said = durable_scenario(&d, "ack_refused");
+    assert!(said.contains("Read-only file system"), "{said}");
+    durable_scenario(&d, "expect_accepted_but_acked");
     // Writable again: accepted again, without a restart.
     fs.remount("rw");
     durable_scenario(&d, "full_recovers");
