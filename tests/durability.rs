@@ -9,7 +9,9 @@ use common::{BIN, python};
 
 /// Under persistent load from STOMP and MQTT publishers, SIGKILL at random moments (20
 /// times), restart each time: every confirmed message arrives at least once, in order
-/// per queue (tests/py/crash_load.py checks and prints the duplicate count).
+/// per queue; no message whose ACK was confirmed with a RECEIPT comes back; every
+/// redelivery carries `redelivered:true` (STOMP) or DUP (MQTT QoS 1)
+/// (tests/py/crash_load.py checks and prints the duplicate count).
 #[test]
 fn kill_9_under_load_loses_no_confirmed_message() {
     let dir = tempfile::tempdir().unwrap();
