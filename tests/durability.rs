@@ -9,7 +9,9 @@ use common::{BIN, python};
 
 /// Under persistent load from STOMP and MQTT publishers, SIGKILL at random moments (20
 /// times), restart each time: every confirmed message arrives at least once, in order
-/// per queue (tests/py/crash_load.py checks and prints the duplicate count).
+/// per queue; no message whose ACK was confirmed with a RECEIPT comes back; every
+/// redelivery carries `redelivered:true` (STOMP) or DUP (MQTT QoS 1)
+/// (tests/py/crash_load.py checks and prints the duplicate count).
 #[test]
 fn kill_9_under_load_loses_no_confirmed_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,15 +57,30 @@ fn durable_scenario(d: &common::Daemon, name: &str) -> String {
     stderr
 }
 
-/// STOMP: a persistent queue (acked gone, unacked redelivered flagged, never-delivered
-/// unflagged, transient gone, order kept) and a durable topic subscription that
-/// collected while away, across kill -9.
+/// STOMP: a persistent queue (acked gone, the rest flagged redelivered since a crash
+/// may have lost delivery marks, transient gone, order kept) and a durable topic
+/// subscription that collected while away, across kill -9.
 #[test]
 fn stomp_queues_and_durable_subscriptions_survive_kill_9() {
     let d = common::Daemon::start(&[], &[]);
     durable_scenario(&d, "stomp_before");
     let d = d.kill_and_restart(&[]);
     durable_scenario(&d, "stomp_after");
+}
+
+/// The same across an orderly stop (SIGTERM): the delivery marks are complete, so only
+/// the messages that were handed out come back flagged redelivered.
+#[test]
+fn stomp_queues_survive_an_orderly_restart_with_exact_redelivered_flags() {
+    let d = common::Daemon::start(&[], &[]);
+    durable_scenario(&d, "stomp_before");
+    let d = d.stop_and_restart(&[]);
+    assert!(
+        d.current_log().contains("clean=true"),
+        "the journal was closed cleanly:\n{}",
+        d.current_log()
+    );
+    durable_scenario(&d, "stomp_after_clean");
 }
 
 /// MQTT: a persistent session (subscription, queued QoS 1 message) and a retained
@@ -198,7 +215,9 @@ fn read_only_and_full_disks_refuse_persistent_publishes_clearly() {
     );
     let said = durable_scenario(&d, "full_refuses");
     assert!(said.contains("Read-only file system"), "{said}");
-    durable_scenario(&d, "expect_accepted");
+    let said = durable_scenario(&d, "ack_refused");
+    assert!(said.contains("Read-only file system"), "{said}");
+    durable_scenario(&d, "expect_accepted_but_acked");
     // Writable again: accepted again, without a restart.
     fs.remount("rw");
     durable_scenario(&d, "full_recovers");

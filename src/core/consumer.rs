@@ -202,6 +202,12 @@ impl Consumer {
         r
     }
 
+    /// Its queue keeps persistent messages in the store, so settling a delivery may
+    /// write there (see [`Core::settlements_durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.queue.store().is_some()
+    }
+
     /// Acknowledges mode of the consumer's queue slot is fixed at attach time; this tells
     /// whether deliveries need settling.
     pub fn is_closed(&self) -> bool {

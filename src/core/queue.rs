@@ -357,7 +357,8 @@ impl Queue {
     }
 
     /// Puts recovered messages back, in sequence order, before anything new arrives.
-    /// Messages handed out before the restart come back flagged redelivered.
+    /// Messages that may have been handed out before the restart (see
+    /// [`StoredMessage::redelivered`]) come back flagged redelivered.
     pub(crate) fn restore(&self, stored: Vec<StoredMessage>, now: Instant) {
         let mut st = self.lock();
         for m in stored {
@@ -367,7 +368,7 @@ impl Queue {
             e.seq = m.seq;
             e.stored = self.store.is_some();
             e.deliveries = m.deliveries;
-            e.redelivered = m.deliveries > 0;
+            e.redelivered = m.redelivered;
             st.next_seq = st.next_seq.max(m.seq + 1);
             st.ready_bytes += e.size;
             st.ready.push_back(e);

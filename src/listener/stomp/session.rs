@@ -293,14 +293,25 @@ struct Session<T: Transport> {
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
     confirming: usize,
+    /// An ACK or NACK settled a delivery of a durable queue since the last RECEIPT: the
+    /// next RECEIPT waits until what it wrote to the store (a removal, a dead-letter
+    /// copy) is durable, so a RECEIPT confirms every earlier settlement.
+    settled_durable: bool,
 }
 
-/// A SEND whose RECEIPT waits for its message to be durable.
+/// A SEND whose RECEIPT waits for its message to be durable, or an ACK/NACK whose
+/// RECEIPT waits for the settlement to be.
 struct Unconfirmed {
     receipt: Option<String>,
+    /// What the ERROR says when it cannot be made durable.
+    refused: &'static str,
+    /// The destination (SEND) or the message (ACK/NACK), for the ERROR and the log.
     dest_text: String,
     confirmation: crate::core::Confirmation,
 }
+
+/// The ERROR title of a settlement that could not be made durable.
+const SETTLE_REFUSED: &str = "acknowledgement not stored";
 
 /// Most SENDs awaiting durability per connection before the session stops reading.
 const MAX_UNCONFIRMED: usize = 4096;
@@ -340,6 +351,7 @@ pub async fn run<T: Transport>(
         last_active: Instant::now(),
         unconfirmed: Vec::new(),
         confirming: 0,
+        settled_durable: false,
     };
     let result = s.serve(&cancel).await;
     match result {
@@ -392,24 +404,27 @@ impl<T: Transport> Session<T> {
                 _ = cancel.cancelled() => {
                     return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
                 }
-                Some((receipt, dest_text, r)) = confirming.next(), if !confirming.is_empty() => {
+                Some((u, r)) = confirming.next(), if !confirming.is_empty() => {
                     self.confirming = confirming.len();
-                    self.confirmed(receipt, dest_text, r).await?;
+                    self.confirmed(u, r).await?;
                 }
                 frame = self.next_frame(), if confirming.len() < MAX_UNCONFIRMED => {
                     let Some(frame) = frame else { return Ok(()) };
                     let frame = frame?;
-                    if frame.command != Command::Send {
-                        // Every earlier SEND is confirmed before any other frame is
-                        // answered, so receipts come back in the order asked.
-                        while let Some((receipt, dest_text, r)) = confirming.next().await {
-                            self.confirmed(receipt, dest_text, r).await?;
+                    if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
+                        // Every earlier SEND, ACK and NACK is confirmed before any other
+                        // frame is answered, so receipts come back in the order asked.
+                        // SENDs, ACKs and NACKs queue their receipts behind the earlier
+                        // ones instead (see `answer`).
+                        while let Some((u, r)) = confirming.next().await {
+                            self.confirmed(u, r).await?;
                         }
                     }
                     let flow = self.handle(frame).await?;
-                    for u in self.unconfirmed.drain(..) {
+                    for mut u in self.unconfirmed.drain(..) {
                         confirming.push_back(async move {
-                            (u.receipt, u.dest_text, u.confirmation.wait().await)
+                            let r = std::mem::take(&mut u.confirmation).wait().await;
+                            (u, r)
                         });
                     }
                     self.confirming = confirming.len();
@@ -478,16 +493,15 @@ impl<T: Transport> Session<T> {
             .map_err(|e| fatal("write failed", e.to_string()))
     }
 
-    /// A SEND's message is durable (or could not be made so).
+    /// A SEND's message, or an ACK/NACK's settlement, is durable (or could not be made so).
     async fn confirmed(
         &mut self,
-        receipt: Option<String>,
-        dest_text: String,
+        u: Unconfirmed,
         r: Result<(), crate::core::PublishError>,
     ) -> Result<(), Fatal> {
         match r {
             Ok(()) => {
-                if let Some(r) = receipt {
+                if let Some(r) = u.receipt {
                     let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
                     self.write(Outgoing::Frame(f)).await?;
                     self.flush().await?;
@@ -495,16 +509,35 @@ impl<T: Transport> Session<T> {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(destination = %dest_text, error = %e, "publish refused");
-                let mut f = fatal("message refused", format!("{dest_text}: {e}"));
-                f.receipt = receipt;
+                tracing::warn!(what = %u.dest_text, error = %e, "{}", u.refused);
+                let mut f = fatal(u.refused, format!("{}: {e}", u.dest_text));
+                f.receipt = u.receipt;
                 Err(f)
             }
         }
     }
 
+    /// What a RECEIPT must wait for besides its own frame's work: the settlements since
+    /// the last RECEIPT, when one of them wrote to the store.
+    fn settlements_owed(&mut self) -> crate::core::Confirmation {
+        if std::mem::take(&mut self.settled_durable) {
+            self.shared.router.core().settlements_durable()
+        } else {
+            crate::core::Confirmation::default()
+        }
+    }
+
+    /// Answers a frame handled at once (no pipelining): its RECEIPT, if it asked for
+    /// one, once every earlier settlement is durable.
     async fn receipt(&mut self, frame: &Frame) -> Result<(), Fatal> {
         if let Some(r) = frame.header("receipt") {
+            let owed = self.settlements_owed();
+            if !owed.is_ready() {
+                owed.wait().await.map_err(|e| {
+                    tracing::warn!(error = %e, "{SETTLE_REFUSED}");
+                    fatal(SETTLE_REFUSED, format!("earlier ACK or NACK frames: {e}"))
+                })?;
+            }
             let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
             self.write(Outgoing::Frame(f)).await?;
             self.flush().await?;
@@ -666,17 +699,52 @@ impl<T: Transport> Session<T> {
             let size = message.byte_size();
             self.buffer_tx(tx, size, TxOp::Send(dest, message, dest_text))?;
         } else {
-            let confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
+            let mut confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
+            if f.header("receipt").is_some() {
+                confirmation.extend(self.settlements_owed());
+            }
             if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
                 self.unconfirmed.push(Unconfirmed {
                     receipt: f.header("receipt").map(str::to_owned),
+                    refused: "message refused",
                     dest_text,
                     confirmation,
                 });
                 return Ok(());
             }
+            return self.receipt(&f).await;
         }
-        self.receipt(&f).await
+        self.answer(&f, crate::core::Confirmation::default(), String::new())
+            .await
+    }
+
+    /// Answers a SEND, ACK or NACK: handled while earlier receipts may still be waiting,
+    /// its RECEIPT goes behind them (in order), once `confirmation` and every earlier
+    /// settlement are durable.
+    async fn answer(
+        &mut self,
+        f: &Frame,
+        mut confirmation: crate::core::Confirmation,
+        what: String,
+    ) -> Result<(), Fatal> {
+        let Some(receipt) = f.header("receipt") else {
+            return Ok(());
+        };
+        confirmation.extend(self.settlements_owed());
+        if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
+            self.unconfirmed.push(Unconfirmed {
+                receipt: Some(receipt.to_owned()),
+                refused: SETTLE_REFUSED,
+                dest_text: if what.is_empty() {
+                    "earlier ACK or NACK frames".into()
+                } else {
+                    what
+                },
+                confirmation,
+            });
+            return Ok(());
+        }
+        self.receipt(f).await
     }
 
     /// Publishes and waits until the message is durable (transactions).
@@ -965,10 +1033,20 @@ impl<T: Transport> Session<T> {
         };
         if let Some(tx) = f.header("transaction") {
             self.buffer_tx(tx, frame_bytes(&f), TxOp::Ack(f.clone(), requeue))?;
-            return self.receipt(&f).await;
+            return self
+                .answer(&f, crate::core::Confirmation::default(), String::new())
+                .await;
         }
+        // Named in the ERROR should it not be stored; only a frame with a receipt waits.
+        let what = match (f.header("receipt"), self.outstanding.get(&token)) {
+            (Some(_), Some(o)) => format!("{} of message {}", f.command.as_str(), o.message_id),
+            _ => String::new(),
+        };
         self.settle(token, f.command == Command::Ack, requeue);
-        self.receipt(&f).await
+        // Its RECEIPT waits until the settlement is durable: a message whose ACK was
+        // receipted never comes back, even after a crash.
+        self.answer(&f, crate::core::Confirmation::default(), what)
+            .await
     }
 
     fn settle(&mut self, token: u64, ack: bool, requeue: bool) {
@@ -980,6 +1058,7 @@ impl<T: Transport> Session<T> {
         let Some(sub) = self.subs.get(&sub_id) else {
             return;
         };
+        self.settled_durable |= sub.consumer.is_durable();
         // `client` mode is cumulative: it settles every earlier delivery of the subscription.
         let cumulative = sub.ack == AckMode::Client;
         match (ack, cumulative) {

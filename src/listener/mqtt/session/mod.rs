@@ -248,12 +248,16 @@ struct Session<T> {
 /// Most flushes put off while more work is ready.
 const FLUSH_EVERY: u32 = 64;
 
-/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable.
+/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable, or (with
+/// `release`) the PUBREL of an outbound QoS 2 delivery that waits for its
+/// acknowledgement to be durable.
 struct Unconfirmed {
     packet_id: u16,
     qos: u8,
     /// Queues reached (0: no matching subscribers).
     reached: usize,
+    /// A PUBREL owed to the client, not an acknowledgement of its PUBLISH.
+    release: bool,
     confirmation: crate::core::Confirmation,
 }
 
@@ -1047,14 +1051,27 @@ impl<T: Transport> Session<T> {
             }
             In::PubRec(pid) => {
                 // The client has the message: done with the core; finish the handshake.
-                self.settle(pid);
+                let durable = self.settle(pid);
                 self.data().pending_rel.insert(pid);
-                self.send(Out::PubRel {
-                    packet_id: pid,
-                    code: 0,
-                })
-                .await?;
-                self.flush().await?;
+                // Once it has the PUBREL the client forgets the packet id, so it could
+                // not tell the message from a new one if it came back: PUBREL goes out
+                // once the acknowledgement is durable (one group commit, shared).
+                let confirmation = if durable {
+                    self.state.router.core().settlements_durable()
+                } else {
+                    crate::core::Confirmation::default()
+                };
+                if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
+                    self.unconfirmed.push(Unconfirmed {
+                        packet_id: pid,
+                        qos: 2,
+                        reached: 1,
+                        release: true,
+                        confirmation,
+                    });
+                } else {
+                    self.release(pid).await?;
+                }
                 self.deliver().await
             }
             In::PubComp(pid) => {
@@ -1112,7 +1129,9 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn settle(&mut self, pid: u16) {
+    /// Acknowledges the delivery sent as `pid`. True when that may have written to the
+    /// store (its queue is durable).
+    fn settle(&mut self, pid: u16) -> bool {
         self.data().sent_pids.retain(|_, p| *p != pid);
         if let Some(f) = self.inflight.remove(&pid)
             && let Some((_, c)) = self
@@ -1120,8 +1139,19 @@ impl<T: Transport> Session<T> {
                 .iter()
                 .find(|(_, c)| c.queue_name() == &*f.queue)
         {
-            c.ack(f.tag);
+            return c.ack(f.tag) && c.is_durable();
         }
+        false
+    }
+
+    /// Sends the PUBREL of an outbound QoS 2 delivery the client has received.
+    async fn release(&mut self, pid: u16) -> Result<(), End> {
+        self.send(Out::PubRel {
+            packet_id: pid,
+            code: 0,
+        })
+        .await?;
+        self.flush().await
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
@@ -1212,6 +1242,7 @@ impl<T: Transport> Session<T> {
                             packet_id: pid,
                             qos: p.qos,
                             reached: n,
+                            release: false,
                             confirmation,
                         });
                         return Ok(());
@@ -1234,6 +1265,14 @@ impl<T: Transport> Session<T> {
         u: Unconfirmed,
         r: Result<(), crate::core::PublishError>,
     ) -> Result<(), End> {
+        if u.release {
+            if let Err(e) = r {
+                // Withholding it would not make the acknowledgement durable: the client
+                // has the message either way. After a restart it may come back (DUP).
+                tracing::warn!(error = %e, "acknowledgement of a QoS 2 delivery not stored");
+            }
+            return self.release(u.packet_id).await;
+        }
         let code = match r {
             Ok(()) if u.reached == 0 => rc::NO_MATCHING_SUBSCRIBERS,
             Ok(()) => rc::SUCCESS,
