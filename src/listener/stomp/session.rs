@@ -168,6 +168,7 @@ enum TxOp {
 static UNACKED_BYTES: Cause = Cause::new("stomp.unacked_bytes");
 static TRANSACTION_BYTES: Cause = Cause::new("stomp.transaction_bytes");
 static REPLY_DROPPED: Cause = Cause::new("stomp.reply_to_gone");
+static READ_DENIED: Cause = Cause::new("stomp.delivery_forbidden");
 
 /// The bytes buffered in a connection's open transactions, reported to the core (the
 /// memory watermark counts them) and given back when the transactions end, however the
@@ -1251,7 +1252,8 @@ impl<T: Transport> Session<T> {
             }
         }
         if refused > 0 {
-            tracing::warn!(
+            crate::rate_warn!(
+                READ_DENIED,
                 refused,
                 "deliveries refused by permissions: dead-lettered (reason `forbidden`)"
             );

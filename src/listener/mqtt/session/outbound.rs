@@ -106,7 +106,7 @@ impl<T: Transport> Session<T> {
         if !self.principal.can_read(&d.destination) {
             // Never counted as delivered: dead-lettered with its reason (dropped and
             // counted when the queue has no dead-letter destination).
-            tracing::warn!(topic = %d.destination, "delivery refused by permissions; dead-lettered (reason `forbidden`)");
+            crate::rate_warn!(READ_DENIED, topic = %d.destination, "delivery refused by permissions; dead-lettered (reason `forbidden`)");
             self.consumers[source]
                 .1
                 .dead_letter(d.tag, DeadReason::Forbidden);
@@ -201,3 +201,4 @@ pub fn oversize_dropped() -> u64 {
 /// Deliveries not made, counted and logged at most once a second (see [`crate::ratelog`]).
 static LOSS_REJECT: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.loss_reject");
 static TOO_LARGE: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.larger_than_client_max");
+static READ_DENIED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.delivery_forbidden");
