@@ -18,7 +18,8 @@ macro_rules! stomp_scenarios {
         #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
             let d = Daemon::start(&[], &[]);
-            scenario(&d, stringify!($name), &[]);
+            let admin = d.addr("admin").port().to_string();
+            scenario(&d, stringify!($name), &["--admin-port", &admin]);
         }
     )*};
 }
