@@ -17,6 +17,7 @@ fn daemon_for_browsers() -> Daemon {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
 fn stompjs_in_chromium_over_websocket() {
     let d = daemon_for_browsers();
     let url = format!("ws://{}/ws", d.addr("stomp-ws"));
@@ -46,6 +47,7 @@ fn stompjs_in_chromium_over_websocket() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
 fn mqttjs_in_chromium_over_websocket() {
     let d = daemon_for_browsers();
     let url = format!("ws://{}/mqtt", d.addr("mqtt-ws"));

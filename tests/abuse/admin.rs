@@ -362,6 +362,7 @@ fn mqtt_ws_connect(addr: SocketAddr, origin: &str) -> Option<u8> {
 /// line. Headless Chromium on a page from another origin cannot open STOMP over
 /// WebSocket.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
 fn websocket_listeners_refuse_foreign_origins() {
     let config = format!(
         "auth:\n  users:\n    web:\n      password_hash: \"{}\"\n",

@@ -67,6 +67,7 @@ fn hits(d: &Daemon, cause: &str) -> u64 {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn a_consumer_that_never_reads_holds_bounded_unacknowledged_bytes() {
     let d = daemon_with_config(&limits_config(
         "queues:\n  defaults:\n    max_bytes: 4194304\n    overflow: reject-publish\nstomp:\n  max_unacked_bytes: 1048576\n",
@@ -93,6 +94,7 @@ fn a_consumer_that_never_reads_holds_bounded_unacknowledged_bytes() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn one_stomp_transaction_cannot_buffer_more_than_its_limit() {
     let d = daemon_with_config(&limits_config("stomp:\n  max_transaction_bytes: 1048576\n"));
     scenario(&d, "transaction", &[]);
@@ -102,6 +104,7 @@ fn one_stomp_transaction_cannot_buffer_more_than_its_limit() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn retained_messages_are_bounded_in_bytes_also_after_a_restart() {
     let d = daemon_with_config(&limits_config("mqtt:\n  max_retained_bytes: 1048576\n"));
     // 64 KiB each: at most 16 fit in 1 MiB.
@@ -134,6 +137,7 @@ fn retained_messages_are_bounded_in_bytes_also_after_a_restart() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn a_subscriber_overflow_is_logged_once_per_second_with_a_count() {
     let d = daemon_with_config(
         "queues:\n  subscription_defaults:\n    max_length: 10\n    overflow: reject-publish\n",

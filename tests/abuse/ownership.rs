@@ -53,6 +53,7 @@ fn scenario(d: &Daemon, name: &str) {
 /// STOMP and MQTT clients of other users, even allowed everything, can neither consume
 /// nor write an MQTT session's queue or its shared group's queue.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn mqtt_session_queues_belong_to_their_session() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "session_queues");
@@ -60,6 +61,7 @@ fn mqtt_session_queues_belong_to_their_session() {
 
 /// `/queue/stomp.alice.NAME` is alice's durable subscription: nobody else's.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn durable_subscriptions_belong_to_their_user() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "durable_subscriptions");
@@ -67,6 +69,7 @@ fn durable_subscriptions_belong_to_their_user() {
 
 /// A configured `#` does not cover `$SYS…`, over STOMP as over MQTT.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn hash_rule_does_not_cover_dollar_names() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "dollar_topics");
@@ -75,6 +78,7 @@ fn hash_rule_does_not_cover_dollar_names() {
 /// Temporary queues get ≥ 96 random bits in their names; only their connection
 /// consumes them, whoever holds the address may reply.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn temporary_queues_are_unguessable_and_private() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "temp_queues");
@@ -82,6 +86,7 @@ fn temporary_queues_are_unguessable_and_private() {
 
 /// The router's own queues (links, subscriptions, XMPP push) are nobody's to use.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn router_queues_are_nobodys() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "link_queues");
@@ -90,6 +95,7 @@ fn router_queues_are_nobodys() {
 /// Another user connecting with alice's client id is refused (CONNACK 0x87 / 5), and
 /// alice's queued messages are all still there for her.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn mqtt_client_id_belongs_to_its_user() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "client_id_takeover");
@@ -104,6 +110,7 @@ fn mqtt_client_id_belongs_to_its_user() {
 /// dead-lettered with reason `forbidden` (never delivered, never counted as
 /// acknowledged); what she may read still reaches her.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn deliveries_refused_by_permissions_are_dead_lettered() {
     let d = daemon_with_config(&config(None));
     scenario(&d, "narrow_setup");
