@@ -4,7 +4,8 @@
 //! Run with `scripts/bench mqtt` (starts Mosquitto on 127.0.0.1:18830 when it is not
 //! answering). The load generator is a minimal MQTT 3.1.1 client over `rmqtt-codec`.
 //! Scenarios: QoS 0 and QoS 1 1→1, QoS 0 fan-out 1→100 (closed loop), 1→1 at a fixed
-//! rate for latency, and resident memory per idle connection at 10,000 connections.
+//! rate for latency, resident memory per idle connection at 10,000 connections, and bytes
+//! per message to a 5.0 subscriber with outbound topic aliases (`MQTT_BENCH=aliases`).
 
 mod common;
 
@@ -141,6 +142,91 @@ async fn idle_memory(addr: SocketAddr, pid: u32, n: usize) -> f64 {
     (after.saturating_sub(before)) as f64 / n as f64
 }
 
+/// Bytes on the wire per delivered message for a 5.0 subscriber announcing Topic Alias
+/// Maximum `alias_max` (0: none), 16-byte payloads on ten long topics in turn (sensor
+/// traffic). Counts the PUBLISH packets' bytes as read from the socket.
+async fn bytes_per_message(addr: SocketAddr, alias_max: u16, n: usize, tag: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sub = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let id = format!("alias-sub-{tag}-{alias_max}");
+    // CONNECT 5.0, clean start, keep-alive 0, properties: Topic Alias Maximum.
+    let mut body = b"\x00\x04MQTT\x05\x02\x00\x00\x03\x22".to_vec();
+    body.extend_from_slice(&alias_max.to_be_bytes());
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut connect_packet = vec![0x10, body.len() as u8];
+    connect_packet.extend_from_slice(&body);
+    let filter = format!("bench/{tag}/#");
+    let mut subscribe = vec![0x82, (2 + 1 + 2 + filter.len() + 1) as u8, 0, 1, 0];
+    subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    subscribe.extend_from_slice(filter.as_bytes());
+    subscribe.push(0);
+    sub.write_all(&connect_packet).await.unwrap();
+    sub.write_all(&subscribe).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    // Packets from `buf`: (type, total size); None while incomplete.
+    let next = |buf: &[u8]| -> Option<(u8, usize)> {
+        let (mut len, mut i) = (0usize, 1);
+        loop {
+            let b = *buf.get(i)?;
+            len |= usize::from(b & 0x7f) << (7 * (i - 1));
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        (buf.len() >= i + len).then_some((buf[0] >> 4, i + len))
+    };
+    // CONNACK and SUBACK.
+    let mut acks = 0;
+    while acks < 2 {
+        let k = sub.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..k]);
+        while let Some((_, size)) = next(&buf) {
+            buf.drain(..size);
+            acks += 1;
+        }
+    }
+    let mut publisher = connect(addr, &format!("alias-pub-{tag}-{alias_max}")).await;
+    let topics: Vec<String> = (0..10)
+        .map(|i| format!("bench/{tag}/site-eu-west/building-07/floor-03/sensor-{i:02}/temperature"))
+        .collect();
+    let payload = Bytes::from_static(&[7u8; 16]);
+    let reader = tokio::spawn(async move {
+        let (mut got, mut bytes) = (0, 0usize);
+        while got < n {
+            let k = sub.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "subscriber closed");
+            buf.extend_from_slice(&chunk[..k]);
+            while let Some((kind, size)) = next(&buf) {
+                if kind == 3 {
+                    got += 1;
+                    bytes += size;
+                }
+                buf.drain(..size);
+            }
+        }
+        bytes
+    });
+    for i in 0..n {
+        publisher
+            .feed(publish(
+                &topics[i % topics.len()],
+                QoS::AtMostOnce,
+                0,
+                &payload,
+            ))
+            .await
+            .unwrap();
+        if i % 256 == 255 {
+            publisher.flush().await.unwrap();
+        }
+    }
+    publisher.flush().await.unwrap();
+    reader.await.unwrap() as f64 / n as f64
+}
+
 fn main() {
     let mosq: SocketAddr = std::env::var("MOSQUITTO")
         .unwrap_or_else(|_| "127.0.0.1:18830".into())
@@ -153,7 +239,7 @@ fn main() {
     // Memory only, like the Mosquitto it is compared with (`persistence false`).
     let (router, addr) = common::start_router_memory_only(
         "mqtt",
-        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\n",
+        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\nconnections:\n  max_per_ip: 0\n  connect_rate: 0\n",
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,6 +287,33 @@ fn main() {
     // `MQTT_BENCH=memory` stops here (a quick check while working on memory).
     if only.as_deref() == Some("memory") {
         return;
+    }
+    // Outbound topic aliases: bytes per message to a 5.0 subscriber that accepts them,
+    // against one that does not, and against Mosquitto given the same subscriber.
+    if only.as_deref().is_none_or(|o| o == "aliases") {
+        let n = 20_000;
+        let tag = format!("a{}", std::process::id());
+        let plain = rt.block_on(bytes_per_message(addr, 0, n, &tag));
+        let aliased = rt.block_on(bytes_per_message(addr, 64, n, &tag));
+        let mq = mosq_up.then(|| rt.block_on(bytes_per_message(mosq, 64, n, &tag)));
+        println!(
+            "bytes per message, 16 B payload, 60 B topics: switchboard {aliased:.1} with topic aliases, {plain:.1} without ({:.0}% saved){}",
+            100.0 * (1.0 - aliased / plain),
+            mq.map_or(String::new(), |m| format!(
+                ", mosquitto {m:.1} (it sends no aliases)"
+            ))
+        );
+        common::row(
+            "MQTT",
+            "5.0 subscriber with Topic Alias Maximum 64: bytes per 16 B message",
+            "B",
+            common::Fig::value(aliased),
+            mq.map(|m| ("Mosquitto", common::Fig::value(m))),
+            None,
+        );
+        if only.is_some() {
+            return;
+        }
     }
     println!(
         "{:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",

@@ -41,6 +41,9 @@ pub enum StartError {
     },
 }
 
+/// Connections the admin listener serves at once.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// Run-time options that are not settings.
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -121,6 +124,8 @@ pub async fn run(
     }
 
     let mut bound = BTreeMap::new();
+    // Every listener's admission gate, for the admin API's `/limits`.
+    let gates = Arc::new(crate::listener::limit::Gates::default());
     // One MQTT state (sessions, retained messages) shared by the TCP and WebSocket listeners.
     let mut mqtt_state: Option<Arc<crate::listener::mqtt::state::MqttState>> = None;
     for (name, addr) in &settings.listeners {
@@ -139,35 +144,68 @@ pub async fn run(
         let tls = settings.tls.get(name.as_str()).map(|t| t.0.clone());
         tracing::info!(listener = %name, address = %local, tls = tls.is_some(), "listening");
         bound.insert(name.clone(), local);
+        let max_connections = match name.as_str() {
+            "stomp" | "stomp-ws" => settings.stomp.max_connections,
+            "mqtt" | "mqtt-ws" => settings.mqtt.max_connections,
+            _ => ADMIN_MAX_CONNECTIONS,
+        };
+        let gate = crate::listener::limit::Gate::new(name, max_connections, settings.connections);
+        gates.add(Arc::clone(&gate));
         match name.as_str() {
             "admin" => {
-                let app = crate::admin::router(core.clone(), Arc::clone(&store), links.clone());
-                let cancel = shutdown.clone();
-                tracker.spawn(async move {
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { cancel.cancelled().await })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "admin listener failed");
-                    }
+                let app = crate::admin::router(crate::admin::AdminDeps {
+                    core: core.clone(),
+                    routes: Arc::clone(&store),
+                    links: links.clone(),
+                    gates: Arc::clone(&gates),
+                    auth: Arc::clone(&settings.auth),
+                    access: settings.admin.clone(),
+                    local,
                 });
+                tracker.spawn(crate::listener::serve_http(
+                    listener,
+                    app,
+                    None,
+                    gate,
+                    "admin",
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
             }
             "stomp" | "stomp-ws" => {
-                let shared = Arc::new(crate::listener::stomp::session::Shared {
-                    router: router.clone(),
-                    auth: Arc::clone(&settings.auth),
-                    settings: settings.stomp.clone(),
-                    loopback: local.ip().is_loopback(),
-                });
+                let shared = |loopback: bool| {
+                    Arc::new(crate::listener::stomp::session::Shared {
+                        router: router.clone(),
+                        auth: Arc::clone(&settings.auth),
+                        settings: settings.stomp.clone(),
+                        loopback,
+                    })
+                };
+                let loopback = local.ip().is_loopback();
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
                 if name == "stomp" {
                     tracker.spawn(crate::listener::stomp::server::serve_tcp(
-                        listener, shared, tls, cancel, t,
+                        listener,
+                        shared(loopback),
+                        tls,
+                        gate,
+                        cancel,
+                        t,
                     ));
                 } else {
+                    // Browsers get the loopback anonymous grant only when configured.
+                    let policy = settings.stomp_ws.clone();
+                    let browsers = shared(loopback && policy.anonymous_browsers);
                     tracker.spawn(crate::listener::stomp::server::serve_ws(
-                        listener, shared, tls, cancel, t,
+                        listener,
+                        shared(loopback),
+                        browsers,
+                        policy,
+                        tls,
+                        gate,
+                        cancel,
+                        t,
                     ));
                 }
             }
@@ -186,11 +224,18 @@ pub async fn run(
                 let t = tracker.clone();
                 if name == "mqtt" {
                     tracker.spawn(crate::listener::mqtt::server::serve_tcp(
-                        listener, state, loopback, tls, cancel, t,
+                        listener, state, loopback, tls, gate, cancel, t,
                     ));
                 } else {
                     tracker.spawn(crate::listener::mqtt::server::serve_ws(
-                        listener, state, loopback, tls, cancel, t,
+                        listener,
+                        state,
+                        loopback,
+                        settings.mqtt_ws.clone(),
+                        tls,
+                        gate,
+                        cancel,
+                        t,
                     ));
                 }
             }

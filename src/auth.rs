@@ -6,6 +6,13 @@
 //! destination whichever protocol spells it: `orders.#` allows `/queue/orders.eu` in
 //! STOMP and `orders/eu` in MQTT alike. A rule may be restricted to one kind with a
 //! `queue:` or `topic:` prefix.
+//!
+//! On top of the rules, every queue name that belongs to a session, a user, a connection
+//! or the router itself ([`owner`]) is reachable only by its owner, whatever the rules
+//! say (the built-in allow-all included), and configured rules follow the core's `$`
+//! rule: a wildcard first level never covers a name starting with `$`.
+
+pub mod owner;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +22,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 use crate::core::pattern::{Level, Pattern};
 use crate::core::{Destination, NameError};
+use owner::Owner;
 
 /// Which destinations a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +99,25 @@ fn kind_of(d: &Destination) -> Kind {
     }
 }
 
-/// Does `allow` match every name `req` can match?
+/// Does `allow` match every name `req` can match? As in the core's matcher, a wildcard
+/// first level of `allow` does not match names starting with `$`, so it covers no
+/// pattern whose first level is such a name (`#` does not cover `$SYS.#`). A wildcard
+/// first level of `req` matches no `$` name either, so covering it needs no more.
 fn covers(allow: &[Level], req: &[Level]) -> bool {
+    if let Some(Level::Literal(first)) = req.first()
+        && first.starts_with('$')
+        && !matches!(allow.first(), Some(Level::Literal(_)))
+    {
+        return false;
+    }
+    covers_levels(allow, req)
+}
+
+fn covers_levels(allow: &[Level], req: &[Level]) -> bool {
     match (allow.split_first(), req.split_first()) {
         (None, None) => true,
         (Some((Level::Many, rest)), _) => {
-            covers(rest, req) || (!req.is_empty() && covers(allow, &req[1..]))
+            covers_levels(rest, req) || (!req.is_empty() && covers_levels(allow, &req[1..]))
         }
         (None, Some(_)) | (Some(_), None) => false,
         (Some((a, ar)), Some((r, rr))) => {
@@ -106,7 +127,7 @@ fn covers(allow: &[Level], req: &[Level]) -> bool {
                 (Level::Literal(x), Level::Literal(y)) => x == y,
                 _ => false,
             };
-            ok && covers(ar, rr)
+            ok && covers_levels(ar, rr)
         }
     }
 }
@@ -134,7 +155,32 @@ impl Principal {
         }
     }
 
+    /// Is this principal the user a name of [`owner::Owner::User`] belongs to?
+    pub fn owns(&self, o: &Owner<'_>) -> bool {
+        owner::is_user(o, self.name())
+    }
+
+    /// The identity that owns what this principal creates (durable subscriptions, MQTT
+    /// client ids): the login, or `anonymous` (a name no configured user may take).
+    pub fn owner_id(&self) -> Arc<str> {
+        self.name_shared()
+    }
+
+    /// May send to `d`. A queue with an [`owner`] is the router's own (never), a
+    /// temporary queue (whoever holds its unguessable address may reply, rules aside),
+    /// another user's (never), or the principal's own or a link's reply address (the
+    /// rules decide).
     pub fn can_publish(&self, d: &Destination) -> bool {
+        if let Destination::Queue(n) = d
+            && let Some(o) = owner::owner_of(n)
+        {
+            match o {
+                Owner::TempQueue => return true,
+                Owner::Router(_) => return false,
+                Owner::User(_) if !self.owns(&o) => return false,
+                Owner::User(_) | Owner::ReplyAddress => {}
+            }
+        }
         let k = kind_of(d);
         self.perms
             .publish
@@ -143,8 +189,16 @@ impl Principal {
     }
 
     /// May receive a message published to `d` (checked again on every delivery path:
-    /// retained and resumed-session messages included).
+    /// retained and resumed-session messages included). A queue with an [`owner`] is
+    /// readable only by the user it belongs to (a durable subscription: whatever the
+    /// router put in it); the edges skip this check for the queues they consume on a
+    /// client's behalf (a STOMP connection's own temporary queue).
     pub fn can_read(&self, d: &Destination) -> bool {
+        if let Destination::Queue(n) = d
+            && let Some(o) = owner::owner_of(n)
+        {
+            return self.owns(&o);
+        }
         let k = kind_of(d);
         self.perms
             .subscribe
@@ -152,8 +206,16 @@ impl Principal {
             .any(|r| r.kind_ok(k) && r.matches(d.name()))
     }
 
-    /// May subscribe to every name `pattern` (internal grammar) can match.
+    /// May subscribe to every name `pattern` (internal grammar) can match. A queue with
+    /// an [`owner`] only by the user it belongs to, under the rules; the router's own
+    /// queues, MQTT sessions' and temporary queues never by name.
     pub fn can_subscribe(&self, kind: Kind, pattern: &Pattern) -> bool {
+        if kind == Kind::Queue
+            && let Some(o) = owner::owner_of(pattern.as_str())
+            && !self.owns(&o)
+        {
+            return false;
+        }
         self.perms.subscribe.iter().any(|r| {
             r.kind_ok(kind) && (r.everything || covers(r.pattern.levels(), pattern.levels()))
         })
@@ -305,6 +367,63 @@ mod tests {
         assert!(!covers(p("a.*").levels(), p("a.#").levels()));
         assert!(covers(p("a.*").levels(), p("a.*").levels()));
         assert!(!covers(p("a.b").levels(), p("a.*").levels()));
+    }
+
+    #[test]
+    fn configured_wildcards_do_not_cover_dollar_names() {
+        assert!(!covers(p("#").levels(), p("$SYS.#").levels()));
+        assert!(!covers(p("*.#").levels(), p("$SYS.load").levels()));
+        assert!(covers(p("$SYS.#").levels(), p("$SYS.*").levels()));
+        // A wildcard first level of the subscription matches no `$` name anyway.
+        assert!(covers(p("#").levels(), p("*.load").levels()));
+        let mut auth = Auth::default();
+        assert!(auth.users.is_empty());
+        auth.anonymous_perms = Arc::new(Permissions {
+            publish: vec![Rule::parse("#").unwrap()],
+            subscribe: vec![Rule::parse("#").unwrap()],
+        });
+        let anon = Principal {
+            user: None,
+            perms: Arc::clone(&auth.anonymous_perms),
+        };
+        assert!(!anon.can_subscribe(Kind::Topic, &p("$SYS.#")));
+        assert!(!anon.can_read(&Destination::topic("$SYS.load")));
+        assert!(anon.can_read(&Destination::topic("a.load")));
+    }
+
+    #[test]
+    fn owned_names_only_for_their_owner() {
+        let everything = |user: &str| Principal {
+            user: Some(user.into()),
+            perms: Arc::new(Permissions::all()),
+        };
+        let (alice, root) = (everything("alice"), everything("root"));
+        for name in [
+            "$mqtt.s.victim",
+            "$mqtt.share.67.23",
+            "$sb.link.rabbit",
+            "$sb.sub.1",
+            "$sb.tmp.00ff.answers",
+            "$sb.reply.amqp.l.q",
+        ] {
+            assert!(!root.can_subscribe(Kind::Queue, &p(name)), "{name}");
+            assert!(!root.can_read(&Destination::queue(name)), "{name}");
+        }
+        for name in ["$mqtt.s.victim", "$sb.link.rabbit", "$sb.sub.1"] {
+            assert!(!root.can_publish(&Destination::queue(name)), "{name}");
+        }
+        // Replies: a temporary queue by its address, a link's reply address by the rules.
+        assert!(root.can_publish(&Destination::queue("$sb.tmp.00ff.answers")));
+        assert!(root.can_publish(&Destination::queue("$sb.reply.amqp.l.q")));
+        let durable = "stomp.alice.feed";
+        assert!(alice.can_subscribe(Kind::Queue, &p(durable)));
+        assert!(alice.can_publish(&Destination::queue(durable)));
+        assert!(alice.can_read(&Destination::queue(durable)));
+        assert!(!root.can_subscribe(Kind::Queue, &p(durable)));
+        assert!(!root.can_publish(&Destination::queue(durable)));
+        assert!(!root.can_read(&Destination::queue(durable)));
+        // Topics have no owners.
+        assert!(root.can_subscribe(Kind::Topic, &p("$mqtt.s.victim")));
     }
 
     #[test]

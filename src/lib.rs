@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod link;
 pub mod listener;
+pub mod ratelog;
 pub mod router;
 pub mod routes;
 pub mod store;

@@ -1,5 +1,7 @@
 //! The memory and disk watermarks: a task that measures, every [`EVERY`], the bytes
-//! held by queued messages and the free space on the data directory's file system, and
+//! held by messages ([`Core::memory_bytes`]: ready in queues, delivered and not yet
+//! acknowledged, retained by MQTT, buffered in open STOMP transactions) and the free
+//! space on the data directory's file system, and
 //! closes the core's publish gate ([`crate::core::flow::Flow`]) while either is past
 //! its limit.
 
@@ -44,10 +46,10 @@ fn mib(b: u64) -> String {
 /// Why publishing should be blocked now, if it should.
 pub fn check(core: &Core, w: &Watermarks) -> Option<String> {
     if w.memory_high > 0 {
-        let held = core.queued_bytes();
+        let held = core.memory_bytes();
         if held > w.memory_high {
             return Some(format!(
-                "memory watermark: queued messages hold {} (limit {})",
+                "memory watermark: messages hold {} (limit {})",
                 mib(held),
                 mib(w.memory_high)
             ));

@@ -84,6 +84,7 @@ fn scenario(d: &Daemon, p: &str, name: &str) {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn inbound_acks_after_the_core_and_rejects_what_it_cannot_route() {
     let _l = rabbit(false);
     let p = prefix("in");
@@ -114,6 +115,7 @@ routes:
 /// The link acks a consumed persistent message only once it is in the router's journal:
 /// kill -9 after RabbitMQ's queue drained, restart, and every persistent message is there.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn persistent_messages_acked_by_the_link_survive_kill_9() {
     let _l = rabbit(false);
     let p = prefix("dur");
@@ -138,6 +140,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn outbound_confirms_and_dead_letters_what_rabbitmq_cannot_route() {
     let _l = rabbit(false);
     let p = prefix("out");
@@ -161,6 +164,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn publishes_rabbitmq_nacks_are_retried_then_dead_lettered() {
     let _l = rabbit(false);
     let p = prefix("nk");
@@ -179,6 +183,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn properties_and_typed_headers_survive_amqp_to_amqp() {
     let _l = rabbit(false);
     let p = prefix("rt");
@@ -199,6 +204,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn stomp_requester_gets_the_reply_of_an_amqp_worker() {
     let _l = rabbit(false);
     let p = prefix("rpc");
@@ -217,6 +223,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn mqtt5_requester_gets_the_reply_of_an_amqp_worker() {
     let _l = rabbit(false);
     let p = prefix("rpm");
@@ -235,6 +242,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn amqp_requester_with_direct_reply_to_gets_replies_from_stomp_and_mqtt5_responders() {
     let _l = rabbit(false);
     let p = prefix("rpa");
@@ -256,6 +264,7 @@ routes:
 /// AMQP requester → router → AMQP worker on another queue → reply back through the
 /// router to the requester's direct reply-to.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn amqp_requester_gets_the_reply_of_an_amqp_worker_through_the_router() {
     let _l = rabbit(false);
     let p = prefix("raa");
@@ -276,6 +285,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn a_topology_conflict_costs_only_its_route_and_reload_declares_new_topology() {
     let _l = rabbit(false);
     let p = prefix("top");
@@ -321,6 +331,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn rabbitmq_restart_under_load_loses_nothing() {
     let _l = rabbit(true);
     let p = prefix("rs");
@@ -346,6 +357,7 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn a_memory_alarm_holds_messages_instead_of_losing_them() {
     let _l = rabbit(true);
     let p = prefix("bl");
@@ -389,6 +401,7 @@ fn a_link_that_cannot_connect_retries_and_says_why() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn an_amqps_link_verifies_the_broker_against_the_configured_ca() {
     let _l = rabbit(false);
     let ca =

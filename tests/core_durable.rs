@@ -192,3 +192,55 @@ async fn non_durable_queues_keep_nothing() {
     let (core, _store) = open_with(dir.path(), config);
     assert!(core.queue("volatile").unwrap().is_empty());
 }
+
+/// Without an orderly close (a crash), delivery marks may be missing, so everything
+/// recovered comes back flagged redelivered; an acknowledgement confirmed through
+/// `settlements_durable` stays acknowledged, dead-lettering included.
+#[tokio::test]
+async fn after_a_crash_confirmed_settlements_stick_and_everything_else_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "jobs".into(),
+        QueueOptions {
+            dead_letter: Some(Destination::queue("jobs.dead")),
+            ..QueueOptions::default()
+        },
+    );
+    {
+        let (core, store) = open_with(dir.path(), config.clone());
+        for i in 0..5 {
+            core.publish(&Destination::queue("jobs"), persistent(&format!("j{i}")))
+                .await
+                .unwrap();
+        }
+        let c = core.consume("jobs", ConsumeOptions::manual(2)).unwrap();
+        let got = drain(&c);
+        assert!(c.is_durable());
+        // j0 acked, j1 rejected (dead-lettered); j2.. were never delivered.
+        assert!(c.ack(got[0].tag));
+        assert!(c.nack(got[1].tag, false));
+        core.settlements_durable().wait().await.unwrap();
+        // The crash: the store is not closed (detaching writes nothing).
+        drop(c);
+        drop(store);
+        drop(core);
+    }
+    let (core, store) = open_with(dir.path(), config);
+    let c = core.consume("jobs", ConsumeOptions::manual(100)).unwrap();
+    let seen: Vec<(String, bool)> = drain(&c).iter().map(|d| (body(d), d.redelivered)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("j2".to_owned(), true),
+            ("j3".to_owned(), true),
+            ("j4".to_owned(), true),
+        ]
+    );
+    let dead = core
+        .consume("jobs.dead", ConsumeOptions::manual(10))
+        .unwrap();
+    let dead: Vec<String> = drain(&dead).iter().map(body).collect();
+    assert_eq!(dead, vec!["j1".to_owned()]);
+    store.close();
+}

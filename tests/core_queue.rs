@@ -464,3 +464,101 @@ async fn batch_publish_keeps_order_and_applies_backpressure_past_the_limit() {
         "in order, none lost past the limit"
     );
 }
+
+/// Issue 19: what consumers hold unacknowledged counts for the queue's byte limit, and
+/// acknowledging it makes room (waking a blocked publisher).
+#[tokio::test]
+async fn unacknowledged_bytes_count_for_max_bytes_until_acked() {
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "held".into(),
+        QueueOptions {
+            max_bytes: 8 * 1024,
+            ..QueueOptions::default()
+        },
+    );
+    let core = Core::new(config);
+    let c = core
+        .consume("held", ConsumeOptions::manual(10_000))
+        .unwrap();
+    let mut n = 0;
+    while core
+        .try_publish(&q("held"), Message::new(vec![1u8; 1000]))
+        .is_ok()
+    {
+        n += 1;
+        assert!(n < 100, "a consumer that never acks must not make room");
+    }
+    let held = drain(&c);
+    assert_eq!(held.len(), n);
+    let (ready, unacked) = core.queue_bytes();
+    assert_eq!(ready, 0);
+    assert!(unacked > 0 && unacked <= 8 * 1024, "{unacked}");
+    assert_eq!(core.queued_bytes(), unacked, "the watermark counts them");
+    let publisher = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            core.publish(&q("held"), Message::new(vec![2u8; 1000]))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    assert!(!publisher.is_finished(), "full: the publisher waits");
+    assert!(c.ack(held[0].tag));
+    publisher.await.unwrap().unwrap();
+}
+
+/// Issue 19: consumers of several queues sharing a byte budget hold at most its limit
+/// (one message past it never: an oversized one only alone), and settling on one
+/// queue lets another queue's consumer take more after a refill.
+#[tokio::test]
+async fn a_byte_budget_shared_by_consumers_of_two_queues() {
+    static CAUSE: switchboard::ratelog::Cause = switchboard::ratelog::Cause::new("test.budget2");
+    let core = Core::default();
+    let budget = switchboard::core::ByteBudget::new(4096, &CAUSE);
+    let a = core
+        .consume(
+            "ba",
+            ConsumeOptions::manual(1000).with_budget(budget.clone()),
+        )
+        .unwrap();
+    let b = core
+        .consume(
+            "bb",
+            ConsumeOptions::manual(1000).with_budget(budget.clone()),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        core.publish(&q("ba"), Message::new(vec![0u8; 1000]))
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        core.publish(&q("bb"), Message::new(vec![0u8; 1000]))
+            .await
+            .unwrap();
+    }
+    let got_a = drain(&a);
+    let got_b = drain(&b);
+    assert!(budget.held() <= 4096, "{}", budget.held());
+    assert_eq!(got_a.len(), 3);
+    assert!(
+        got_a.len() + got_b.len() <= 4,
+        "{} + {}",
+        got_a.len(),
+        got_b.len()
+    );
+    assert!(budget.hits() >= 1);
+    let before_b = got_b.len();
+    // Room made on queue `ba` goes to `bb` once its consumer is refilled.
+    assert_eq!(
+        a.ack_many(&got_a.iter().map(|d| d.tag).collect::<Vec<_>>()),
+        got_a.len()
+    );
+    assert!(budget.take_starved());
+    b.refill();
+    assert!(
+        !drain(&b).is_empty(),
+        "had {before_b}; more after the refill"
+    );
+}

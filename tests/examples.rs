@@ -35,11 +35,13 @@ fn rabbit() -> common::PeerLock {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn live_route_edit_loses_nothing() {
     run_example("live-edit", &[], "none lost, none duplicated");
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs Python, Node, Chromium: run scripts/test")]
 fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
     let stdout = run_example("dashboard", &["--check"], "\"ok\":true");
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
@@ -55,12 +57,17 @@ fn web_dashboard_shows_mqtt_telemetry_in_a_browser() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
 fn iot_devices_feed_an_amqp_exchange_with_wills() {
     let _l = rabbit();
     run_example("iot", &["--check"], "all telemetry and d2's will arrived");
 }
 
 #[test]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs Prosody, RabbitMQ, Python: run scripts/test"
+)]
 fn chat_ops_an_xmpp_user_asks_an_amqp_worker() {
     // Prosody lets one connection serve the component domain: exclusive with the XMPP
     // tests.

@@ -44,6 +44,10 @@ routes:
 "#;
 
 #[test]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs Prosody, RabbitMQ, Python: run scripts/test"
+)]
 fn every_protocol_to_every_protocol_with_loss_policies() {
     let _p = common::peer_lock("prosody", true, "127.0.0.1:5347", "scripts/setup prosody");
     let _r = common::peer_lock(

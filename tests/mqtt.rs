@@ -10,6 +10,7 @@ use common::{Daemon, daemon_with_config, password_hash, python_scenario};
 macro_rules! mqtt_scenarios {
     ($($name:ident),* $(,)?) => {$(
         #[test]
+        #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
             let d = Daemon::start(&[], &[]);
             python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &[]);
@@ -35,6 +36,7 @@ mqtt_scenarios!(
 
 /// Idle connections parked in the shared poller (after 300 ms) behave as live ones.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn parked_connections() {
     let d = daemon_with_config("mqtt:\n  park_idle_after: 300ms\n");
     let admin = d.addr("admin").port().to_string();
@@ -48,6 +50,7 @@ fn parked_connections() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn cross_protocol() {
     let d = Daemon::start(&[], &[]);
     let stomp = d.addr("stomp").port().to_string();
@@ -63,6 +66,7 @@ fn cross_protocol() {
 /// Request/reply STOMP → MQTT 5 and MQTT 5 → MQTT 5 (MQTT 5 → STOMP is in
 /// `cross_protocol`; STOMP → STOMP in tests/stomp.rs).
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn request_reply_with_mqtt5_responders() {
     let d = Daemon::start(&[], &[]);
     let stomp = d.addr("stomp").port().to_string();
@@ -78,6 +82,7 @@ fn request_reply_with_mqtt5_responders() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn auth() {
     let hash = password_hash("pw");
     let d = daemon_with_config(&format!(
@@ -97,6 +102,7 @@ fn auth() {
 /// (issue 24); with users configured an unknown user still gets "bad user name or
 /// password" (the `auth` test above).
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn guest_login_without_users() {
     let d = Daemon::start(&[], &[]);
     python_scenario(&d, "mqtt_scenarios.py", "mqtt", "guest_login", &[]);
@@ -109,6 +115,7 @@ fn guest_login_without_users() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Mosquitto clients: run scripts/test")]
 fn mosquitto_clients_both_versions() {
     let d = Daemon::start(&[], &[]);
     let port = d.addr("mqtt").port().to_string();
@@ -185,6 +192,7 @@ fn mosquitto_clients_both_versions() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn server_keep_alive() {
     let d = daemon_with_config("mqtt:\n  max_keep_alive: 5\n");
     python_scenario(&d, "mqtt_scenarios.py", "mqtt", "server_keep_alive", &[]);
@@ -194,6 +202,7 @@ fn server_keep_alive() {
 /// exact Maximum Packet Size, outbound topic aliases, assigned client ids, Server Keep
 /// Alive by default.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn mqtt5_conformance() {
     for name in [
         "resume_without_expiry",

@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchboard::core::{ConsumeOptions, Core, Destination, Message};
@@ -39,6 +39,7 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
         .spawn_watcher(Duration::from_millis(10), cancel.clone())
         .unwrap();
     let router = Router::new(Core::default(), store.table());
+    let first_version = store.status().version;
 
     let stop = Arc::new(AtomicBool::new(false));
     // The far side consumes all along (the queue is bounded: without a consumer the
@@ -47,17 +48,26 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
         .core()
         .consume("out", ConsumeOptions::auto_ack(10_000))
         .unwrap();
-    let collector = tokio::spawn(async move {
-        let mut got = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(2), out.recv_many(10_000, &mut got))
-                .await
-            {
-                Ok(Ok(_)) => {}
-                _ => return got,
+    // The table revision of the newest message the far side has seen.
+    let newest_rev = Arc::new(AtomicU64::new(0));
+    let collector = {
+        let newest_rev = Arc::clone(&newest_rev);
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(2), out.recv_many(10_000, &mut got))
+                    .await
+                {
+                    Ok(Ok(_)) => {
+                        if let Some(r) = got.last().and_then(|d| d.message.headers.get("rev")) {
+                            newest_rev.store(r.parse().unwrap(), Ordering::Relaxed);
+                        }
+                    }
+                    _ => return got,
+                }
             }
-        }
-    });
+        })
+    };
     let publisher = {
         let router = router.clone();
         let stop = Arc::clone(&stop);
@@ -100,7 +110,15 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
         wait_status(&store, |s| s.version > before.version).await;
         swaps += 1;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Publish on until the last table has routed a message, then stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while newest_rev.load(Ordering::Relaxed) != rev {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message routed by the last table (rev {rev})"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let published = publisher.await.unwrap();
     cancel.cancel();
@@ -123,9 +141,11 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
         router.core().queue("in").is_none(),
         "nothing took the unrouted path"
     );
+    // The store's own bookkeeping: every good edit swapped the table exactly once, no
+    // broken one did, and each edit was an attempt of its own.
     let st = store.status();
-    assert!(st.version >= 111, "{st:?}");
-    assert!(rejected >= 10);
+    assert_eq!(st.version, first_version + swaps, "{st:?}");
+    assert!(st.attempts > swaps + rejected, "{st:?}");
     eprintln!("published {published} messages across {swaps} swaps and {rejected} rejected edits");
 }
 

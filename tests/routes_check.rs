@@ -163,3 +163,69 @@ w.yaml:4:46: route `w`: invalid queue name `x.#`: wildcard `#` is only allowed i
 "
     );
 }
+
+/// Route `a` sends a publish to `in` to `n` topics, each of which a route sends to `n`
+/// queues: `n * n` deliveries (plus one per topic) from one publish.
+fn fan_table(n: usize) -> String {
+    let mut t = String::from("routes:\n  - name: a\n    from: { queue: in }\n    to:\n");
+    for i in 0..n {
+        t += &format!("      - topic: mid.{i}\n");
+    }
+    for i in 0..n {
+        t += &format!("  - name: b{i}\n    from: {{ topic: mid.{i} }}\n    to:\n");
+        for j in 0..n {
+            t += &format!("      - queue: out.{i}.{j}\n");
+        }
+    }
+    t
+}
+
+#[test]
+fn a_table_over_the_worst_case_fanout_is_refused() {
+    // 40 × 40 = 1600 deliveries from one publish, over the default of 1000.
+    let (code, out) = check(&[("fan.yaml", &fan_table(40))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(
+            "fan.yaml:2:5: route `a`: worst-case fan-out: one publish to queue in can become up to 1641 deliveries, over routes.max_fanout (1000)"
+        ),
+        "{out}"
+    );
+    // 20 × 20 fits.
+    let (code, out) = check(&[("fan.yaml", &fan_table(20))]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn many_routes_on_distinct_sources_do_not_add_up() {
+    // 1500 routes, each from its own queue to 3 queues: any publish makes 4 legs.
+    let mut t = String::from("routes:\n");
+    for i in 0..1500 {
+        t += &format!(
+            "  - name: r{i}\n    from: {{ queue: in.{i} }}\n    to: [ {{ queue: a.{i} }}, {{ queue: b.{i} }}, {{ topic: c.{i} }} ]\n"
+        );
+    }
+    let (code, out) = check(&[("many.yaml", &t)]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn the_fanout_limit_is_a_daemon_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fan.yaml"), fan_table(40)).unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("switchboard.yaml");
+    std::fs::write(&cfg, "routes:\n  max_fanout: 2000\n").unwrap();
+    let out = Command::new(common::BIN)
+        .arg("check")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

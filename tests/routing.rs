@@ -67,7 +67,7 @@ async fn a_route_diverts_and_passthrough_keeps_the_original() {
 async fn mqtt_captures_become_amqp_style_names_with_reversible_escape() {
     let ctx = CompileContext {
         links: [("rabbit".to_string(), LinkKind::Amqp)].into(),
-        known_queues: None,
+        ..CompileContext::default()
     };
     let r = router_ctx(
         "routes:

@@ -15,9 +15,11 @@ fn scenario(d: &Daemon, name: &str, extra: &[&str]) {
 macro_rules! stomp_scenarios {
     ($($name:ident),* $(,)?) => {$(
         #[test]
+        #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
             let d = Daemon::start(&[], &[]);
-            scenario(&d, stringify!($name), &[]);
+            let admin = d.addr("admin").port().to_string();
+            scenario(&d, stringify!($name), &["--admin-port", &admin]);
         }
     )*};
 }
@@ -40,6 +42,7 @@ stomp_scenarios!(
 /// users, the credentials are accepted as anonymous (logged once); with users configured,
 /// an unknown user is still refused.
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn guest_login_without_users() {
     let d = Daemon::start(&[], &[]);
     scenario(&d, "guest_login", &[]);
@@ -77,6 +80,7 @@ fn raw_connect(d: &Daemon, frame: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn auth() {
     let hash = common::password_hash("s3cret");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -99,6 +103,7 @@ fn auth() {
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn tls() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();

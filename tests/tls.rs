@@ -6,6 +6,7 @@ mod common;
 use common::{Daemon, python_scenario, self_signed};
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn every_protocol_listener_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();

@@ -45,10 +45,18 @@ const EJABBERD: Server = Server {
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
         mod prosody {
-            $(#[test] fn $name() { super::$name(&super::PROSODY) })*
+            $(
+                #[test]
+                #[cfg_attr(not(peers), ignore = "needs Prosody and Python: run scripts/test")]
+                fn $name() { super::$name(&super::PROSODY) }
+            )*
         }
         mod ejabberd {
-            $(#[test] fn $name() { super::$name(&super::EJABBERD) })*
+            $(
+                #[test]
+                #[cfg_attr(not(peers), ignore = "needs ejabberd and Python: run scripts/test")]
+                fn $name() { super::$name(&super::EJABBERD) }
+            )*
         }
     };
 }

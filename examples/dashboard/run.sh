@@ -25,7 +25,16 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 cp -r "$here/routes" "$work/routes"
 mkdir "$work/www"
 cp "$here/index.html" "$bundle" "$work/www/"
-"$bin" run --routes "$work/routes" --data-dir "$work/data" --ready-file "$work/ready.json" \
+http_port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The page comes from the example's own web server: an origin the WebSocket listener
+# must be told about (it accepts only its own by default), and whose pages may connect
+# anonymously (loopback only, as any anonymous client here).
+cat >"$work/sb.yaml" <<EOF
+stomp:
+  ws_allowed_origins: ["http://127.0.0.1:$http_port"]
+  ws_allow_anonymous_browsers: true
+EOF
+"$bin" run -c "$work/sb.yaml" --routes "$work/routes" --data-dir "$work/data" --ready-file "$work/ready.json" \
   --listen admin=127.0.0.1:0 --listen stomp=off --listen stomp-ws=127.0.0.1:0 \
   --listen mqtt=127.0.0.1:0 --listen mqtt-ws=off 2>"$work/switchboard.log" &
 pids+=($!)
@@ -34,7 +43,6 @@ for _ in $(seq 200); do [ -s "$work/ready.json" ] && break; sleep 0.05; done
 listener() { "$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['listeners'][sys.argv[2]])" "$work/ready.json" "$1"; }
 ws=$(listener stomp-ws)
 mqtt_port=$(listener mqtt); mqtt_port=${mqtt_port##*:}
-http_port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$py" -m http.server "$http_port" --bind 127.0.0.1 --directory "$work/www" >/dev/null 2>&1 &
 pids+=($!)
 "$py" "$here/sensors.py" --port "$mqtt_port" &

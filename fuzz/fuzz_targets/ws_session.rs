@@ -23,7 +23,10 @@ use std::time::Duration;
 use common::Client;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use switchboard::listener::SlotHold;
+use switchboard::listener::limit::{Gate, PeerLimits};
 use switchboard::listener::mqtt::state::{MqttSettings, MqttState};
+use switchboard::listener::origin::WsPolicy;
 use switchboard::listener::stomp::codec::Limits;
 use switchboard::listener::stomp::session::{Shared, StompSettings};
 use tokio_util::sync::CancellationToken;
@@ -226,6 +229,16 @@ fn request(stomp: bool, subprotocol: bool) -> Vec<u8> {
 
 fn app(stomp: bool, cancel: &CancellationToken, tracker: &TaskTracker) -> axum::Router {
     let router = common::router();
+    // The listener's admission gate without per-address limits; the one connection of
+    // the input holds a slot of it, as `serve_http` would give it.
+    let no_limits = PeerLimits {
+        max_per_ip: 0,
+        connect_rate: 0.0,
+        connect_burst: 1.0,
+    };
+    let gate = Gate::new("fuzz", 1024, no_limits);
+    let peer: SocketAddr = "127.0.0.1:1".parse().expect("address");
+    let slot = gate.admit(peer.ip()).expect("a slot");
     let app = if stomp {
         let shared = Arc::new(Shared {
             router,
@@ -240,17 +253,31 @@ fn app(stomp: bool, cancel: &CancellationToken, tracker: &TaskTracker) -> axum::
             },
             loopback: true,
         });
-        switchboard::listener::stomp::server::ws_app(shared, cancel.clone(), tracker.clone())
+        switchboard::listener::stomp::server::ws_app(
+            Arc::clone(&shared),
+            shared,
+            WsPolicy::default(),
+            Arc::clone(&gate),
+            cancel.clone(),
+            tracker.clone(),
+        )
     } else {
         let settings = MqttSettings {
             max_packet_size: 4096,
             ..MqttSettings::default()
         };
         let state = Arc::new(MqttState::new(router, common::auth(), settings));
-        switchboard::listener::mqtt::server::ws_app(state, true, cancel.clone(), tracker.clone())
+        switchboard::listener::mqtt::server::ws_app(
+            state,
+            true,
+            WsPolicy::default(),
+            Arc::clone(&gate),
+            cancel.clone(),
+            tracker.clone(),
+        )
     };
-    let peer: SocketAddr = "127.0.0.1:1".parse().expect("address");
     app.layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+        .layer(axum::Extension(SlotHold::new(slot)))
 }
 
 fuzz_target!(|input: Input| {

@@ -66,6 +66,17 @@ pub struct Settings {
     /// TLS acceptors by listener name.
     pub tls: BTreeMap<String, crate::tls::Tls>,
     pub durability: Durability,
+    /// Most legs one publish may turn into through the route table, worst case
+    /// (`routes.max_fanout`; 0: no limit).
+    pub max_fanout: u64,
+    /// Per-peer-address admission limits, on every listener.
+    pub connections: crate::listener::limit::PeerLimits,
+    /// Who may use the admin API (admin users, bearer-token digests).
+    pub admin: crate::admin::AdminAccess,
+    /// Origin policy of the `stomp-ws` listener.
+    pub stomp_ws: crate::listener::origin::WsPolicy,
+    /// Origin policy of the `mqtt-ws` listener.
+    pub mqtt_ws: crate::listener::origin::WsPolicy,
 }
 
 /// Where and how persistent messages are kept.
@@ -147,6 +158,11 @@ impl Settings {
             mqtt: MqttSettings::default(),
             tls: BTreeMap::new(),
             durability: Durability::default(),
+            max_fanout: crate::routes::DEFAULT_MAX_FANOUT,
+            connections: Default::default(),
+            admin: Default::default(),
+            stomp_ws: Default::default(),
+            mqtt_ws: Default::default(),
         }
     }
 
@@ -202,6 +218,7 @@ impl Settings {
             links: self.links.clone(),
             known_queues: (!self.core.auto_create_queues)
                 .then(|| self.core.queues.keys().cloned().collect::<BTreeSet<_>>()),
+            max_fanout: self.max_fanout,
         }
     }
 }
@@ -278,6 +295,33 @@ fn queue_options(
         errors.push(ConfigError(format!("{what}.max_length must be at least 1")));
     }
     o
+}
+
+/// A WebSocket listener's origin policy from `ws_allowed_origins` and
+/// `ws_allow_anonymous_browsers` under `what` (`stomp` or `mqtt`).
+fn ws_policy(
+    origins: Option<Vec<String>>,
+    anonymous_browsers: Option<bool>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> crate::listener::origin::WsPolicy {
+    let mut allowed = Vec::new();
+    for o in origins.into_iter().flatten() {
+        if o.trim() == "*" {
+            allowed.push("*".to_owned());
+            continue;
+        }
+        match crate::listener::origin::normalise_origin(&o) {
+            Some(n) => allowed.push(n),
+            None => errors.push(ConfigError(format!(
+                "{what}.ws_allowed_origins: `{o}` is not an origin (`https://host[:port]`, or `*`)"
+            ))),
+        }
+    }
+    crate::listener::origin::WsPolicy {
+        allowed_origins: allowed,
+        anonymous_browsers: anonymous_browsers.unwrap_or(false),
+    }
 }
 
 fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings, Vec<ConfigError>> {
@@ -409,6 +453,14 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
             .unwrap_or(all.subscribe.clone()),
         });
         for (name, u) in a.users {
+            // What anonymous clients own (durable subscriptions, MQTT client ids) is
+            // owned as `anonymous`: a user of that name would own it too.
+            if name == "anonymous" {
+                errors.push(ConfigError(format!(
+                    "{shown}: auth.users.anonymous: the name `anonymous` is reserved for clients without a login"
+                )));
+                continue;
+            }
             if !u.password_hash.starts_with("$argon2") {
                 errors.push(ConfigError(format!(
                     "{shown}: auth.users.{name}.password_hash: not an argon2 hash (make one with `switchboard passwd`)"
@@ -429,6 +481,9 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                 )
                 .unwrap_or(all.subscribe.clone()),
             };
+            if u.admin == Some(true) {
+                s.admin.users.insert(name.clone());
+            }
             auth.users.insert(
                 name,
                 User {
@@ -436,6 +491,12 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                     perms: Arc::new(perms),
                 },
             );
+        }
+        for t in a.admin_tokens.iter().flatten() {
+            match crate::admin::parse_token_digest(t) {
+                Ok(d) => s.admin.tokens.push(d),
+                Err(e) => errors.push(ConfigError(format!("{shown}: auth.admin_tokens: {e}"))),
+            }
         }
         s.auth = Arc::new(auth);
     }
@@ -494,6 +555,21 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                 Err(e) => errors.push(ConfigError(format!("{shown}: stomp.idle_timeout: {e}"))),
             },
         }
+        if let Some(v) = st.max_unacked_bytes {
+            d.max_unacked_bytes = v;
+        }
+        if let Some(v) = st.max_transaction_bytes {
+            d.max_transaction_bytes = v;
+        }
+        if let Some(v) = st.max_transactions {
+            d.max_transactions = v;
+        }
+        s.stomp_ws = ws_policy(
+            st.ws_allowed_origins,
+            st.ws_allow_anonymous_browsers,
+            &format!("{shown}: stomp"),
+            &mut errors,
+        );
     }
     if let Some(m) = raw.mqtt {
         let d = &mut s.mqtt;
@@ -508,6 +584,9 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         }
         if let Some(v) = m.max_retained {
             d.max_retained = v;
+        }
+        if let Some(v) = m.max_retained_bytes {
+            d.max_retained_bytes = v;
         }
         if let Some(v) = m.max_connections {
             d.max_connections = v;
@@ -526,6 +605,39 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
                 Err(e) => errors.push(ConfigError(format!("{shown}: mqtt.park_idle_after: {e}"))),
             },
         }
+        s.mqtt_ws = ws_policy(
+            m.ws_allowed_origins,
+            m.ws_allow_anonymous_browsers,
+            &format!("{shown}: mqtt"),
+            &mut errors,
+        );
+    }
+    if let Some(c) = raw.connections {
+        let d = &mut s.connections;
+        if let Some(v) = c.max_per_ip {
+            d.max_per_ip = v;
+        }
+        if let Some(v) = c.connect_rate {
+            d.connect_rate = v;
+        }
+        if let Some(v) = c.connect_burst {
+            d.connect_burst = v;
+        }
+        if !(d.connect_rate >= 0.0 && d.connect_rate.is_finite()) {
+            errors.push(ConfigError(format!(
+                "{shown}: connections.connect_rate must be 0 (no limit) or more"
+            )));
+        }
+        if d.connect_rate > 0.0 && !(d.connect_burst >= 1.0 && d.connect_burst.is_finite()) {
+            errors.push(ConfigError(format!(
+                "{shown}: connections.connect_burst must be at least 1"
+            )));
+        }
+    }
+    if let Some(r) = raw.routes
+        && let Some(v) = r.max_fanout
+    {
+        s.max_fanout = v;
     }
     if let Some(l) = raw.log {
         if let Some(f) = l.format {
@@ -560,6 +672,16 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_is_no_user_name() {
+        let yaml = "auth:\n  users:\n    anonymous:\n      password_hash: \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw\"\n";
+        let errors = Settings::from_yaml(yaml, "t.yaml", Path::new(".")).unwrap_err();
+        assert!(
+            errors[0].to_string().contains("`anonymous` is reserved"),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn durations() {

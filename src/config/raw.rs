@@ -29,6 +29,28 @@ pub struct RawSettings {
     pub sweep_interval: Option<String>,
     pub shutdown_grace: Option<String>,
     pub durability: Option<RawDurability>,
+    /// Limits on the route table (the route files themselves hold only routes).
+    pub routes: Option<RawRoutes>,
+    pub connections: Option<RawConnections>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutes {
+    /// Most legs one publish may turn into, worst case (0: no limit).
+    pub max_fanout: Option<u64>,
+}
+
+/// Admission limits per peer address, on every listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnections {
+    /// Connections open at once from one address, per listener (0: no limit).
+    pub max_per_ip: Option<u32>,
+    /// New connections per second from one address, per listener (0: no limit).
+    pub connect_rate: Option<f64>,
+    /// Connections one address may open at once before the rate applies.
+    pub connect_burst: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +112,8 @@ pub struct RawAuth {
     pub anonymous_subscribe: Option<Vec<String>>,
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
+    /// Admin API bearer tokens, as `sha256:HEX` digests of the tokens (never the tokens).
+    pub admin_tokens: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +124,8 @@ pub struct RawUser {
     /// Allow-list of patterns (default: everything).
     pub publish: Option<Vec<String>>,
     pub subscribe: Option<Vec<String>>,
+    /// May use the admin API (HTTP Basic with this user's password).
+    pub admin: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +142,17 @@ pub struct RawStomp {
     pub prefetch: Option<usize>,
     /// A duration (`5m`) or `off`: how long a connection without heart-beats may idle.
     pub idle_timeout: Option<String>,
+    /// Most unacknowledged bytes per connection.
+    pub max_unacked_bytes: Option<usize>,
+    /// Most bytes buffered in a connection's open transactions.
+    pub max_transaction_bytes: Option<usize>,
+    /// Most open transactions per connection.
+    pub max_transactions: Option<usize>,
+    /// Origins (`https://app.example.com`) whose pages may open the WebSocket listener,
+    /// besides its own; `*`: any.
+    pub ws_allowed_origins: Option<Vec<String>>,
+    /// Browsers (an upgrade with an `Origin`) may connect anonymously on loopback.
+    pub ws_allow_anonymous_browsers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,10 +173,16 @@ pub struct RawMqtt {
     /// Messages kept per session while the client is offline or slow.
     pub max_queued: Option<usize>,
     pub max_retained: Option<usize>,
+    /// Most bytes of retained messages in all.
+    pub max_retained_bytes: Option<u64>,
     pub max_connections: Option<usize>,
     /// Longest keep-alive accepted, seconds (0: any).
     pub max_keep_alive: Option<u16>,
     /// Idle time after which a plain TCP connection waits in the shared poller
     /// (a duration, or `off`).
     pub park_idle_after: Option<String>,
+    /// As `stomp.ws_allowed_origins`, for the `mqtt-ws` listener.
+    pub ws_allowed_origins: Option<Vec<String>>,
+    /// As `stomp.ws_allow_anonymous_browsers`, for the `mqtt-ws` listener.
+    pub ws_allow_anonymous_browsers: Option<bool>,
 }

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Core;
+use super::budget::ByteBudget;
 use super::message::Delivery;
 use super::queue::{AckMode, DeadReason, Queue, Take};
 
@@ -22,6 +23,9 @@ pub struct ConsumeOptions {
     /// Share one wake-up among several consumers (a session with many subscriptions
     /// waits on one [`Notify`] and then drains each consumer with `try_recv_many`).
     pub notify: Option<Arc<Notify>>,
+    /// Caps the bytes assigned to this consumer and not yet settled, shared with the
+    /// other consumers of the same budget (one STOMP connection's subscriptions).
+    pub budget: Option<Arc<ByteBudget>>,
 }
 
 impl Default for ConsumeOptions {
@@ -30,6 +34,7 @@ impl Default for ConsumeOptions {
             prefetch: 256,
             ack: AckMode::Manual,
             notify: None,
+            budget: None,
         }
     }
 }
@@ -40,6 +45,7 @@ impl ConsumeOptions {
             prefetch,
             ack: AckMode::Auto,
             notify: None,
+            budget: None,
         }
     }
 
@@ -48,7 +54,13 @@ impl ConsumeOptions {
             prefetch,
             ack: AckMode::Manual,
             notify: None,
+            budget: None,
         }
+    }
+
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn with_notify(mut self, notify: Arc<Notify>) -> Self {
@@ -162,6 +174,16 @@ impl Consumer {
         self.settle(|q, now, dead| q.nack(self.id, tag, true, reason, now, dead))
     }
 
+    /// Assigns to this consumer what its credit and budget allow now: call it when room
+    /// appeared in a budget shared with consumers of other queues
+    /// ([`ByteBudget::take_starved`]).
+    pub fn refill(&self) {
+        self.settle(|q, now, dead| {
+            q.refill(now, dead);
+            true
+        });
+    }
+
     /// Changes the credit window.
     pub fn set_prefetch(&self, prefetch: usize) {
         self.settle(|q, now, dead| {
@@ -178,6 +200,12 @@ impl Consumer {
         let r = f(&self.queue, Instant::now(), &mut dead);
         self.core.forward_dead(&self.queue, dead);
         r
+    }
+
+    /// Its queue keeps persistent messages in the store, so settling a delivery may
+    /// write there (see [`Core::settlements_durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.queue.store().is_some()
     }
 
     /// Acknowledges mode of the consumer's queue slot is fixed at attach time; this tells

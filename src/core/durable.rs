@@ -139,6 +139,17 @@ impl Core {
         self.inner.store.as_ref()
     }
 
+    /// What confirming earlier settlements (acks, nacks, dead-letterings) waits for:
+    /// every store write they made (removals, dead-letter copies) durable. Those writes
+    /// are not awaited one by one; this is one [`Store::barrier`] behind them, sharing
+    /// the group commit of whatever else is being written. Ready at once without a store.
+    pub fn settlements_durable(&self) -> Confirmation {
+        match self.store() {
+            Some(s) => Confirmation::new(vec![s.barrier()]),
+            None => Confirmation::default(),
+        }
+    }
+
     /// Records a durable queue's options and current bindings.
     pub(crate) fn save_queue_meta(&self, q: &super::Queue) {
         let Some(store) = q.store() else { return };

@@ -10,6 +10,7 @@
 //! also holds for subscriptions, and a durable subscription is simply a named queue that
 //! stays bound while its subscriber is away.
 
+pub mod budget;
 pub mod consumer;
 pub mod destination;
 mod durable;
@@ -28,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use budget::{ByteBudget, Held};
 pub use consumer::{Closed, ConsumeOptions, Consumer};
 pub use destination::{Destination, NameError, validate_name};
 pub use durable::Confirmation;
@@ -35,6 +37,7 @@ pub use message::{Delivery, Headers, Loss, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
 pub use queue::{AckMode, DeadReason, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
 
+use crate::ratelog::Cause;
 use crate::store::StoreWait;
 use queue::{DeadLetter, Entry, OfferError};
 use trie::SubjectTrie;
@@ -42,6 +45,13 @@ use trie::SubjectTrie;
 /// Prefix of the private queues behind non-durable subscriptions. Edges must not let
 /// clients name queues with it.
 pub const PRIVATE_PREFIX: &str = "$sb.";
+
+/// Per-message drops, counted and logged at most once a second each (see
+/// [`crate::ratelog`]).
+static SUBSCRIPTION_OVERFLOW: Cause = Cause::new("subscription.overflow");
+static DEAD_LETTER_CHAIN: Cause = Cause::new("dead_letter.chain_too_long");
+static DROPPED_NO_DEAD_LETTER: Cause = Cause::new("dead_letter.none");
+static DEAD_LETTER_REFUSED: Cause = Cause::new("dead_letter.refused");
 
 /// Limits dead-letter chains (a dead-letter queue that overflows into another).
 const MAX_DEAD_LETTER_HOPS: u8 = 3;
@@ -148,6 +158,8 @@ struct Inner {
     store: Option<crate::store::Store>,
     /// Metadata the store recovered for the edges (by namespace), taken once by each.
     flow: flow::Flow,
+    /// Bytes the edges hold outside the queues (counted by the memory watermark).
+    held: Held,
     recovered_meta:
         Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
 }
@@ -207,6 +219,7 @@ impl Core {
                 unrouted: AtomicU64::new(0),
                 store,
                 flow: flow::Flow::default(),
+                held: Held::default(),
                 recovered_meta: Mutex::default(),
             }),
         };
@@ -329,6 +342,7 @@ impl Core {
             options.prefetch,
             options.ack,
             Arc::clone(&notify),
+            options.budget,
             Instant::now(),
             &mut dead,
         )
@@ -727,7 +741,7 @@ impl Core {
         message: &Arc<Message>,
         e: &PublishError,
     ) {
-        tracing::warn!(queue = q.name(), error = %e, message_id = %message.id, "subscription buffer full, message not delivered to it");
+        crate::rate_warn!(SUBSCRIPTION_OVERFLOW, queue = q.name(), error = %e, message_id = %message.id, "subscription buffer full, message not delivered to it");
         self.forward_dead(
             q,
             vec![DeadLetter {
@@ -859,7 +873,7 @@ impl Core {
             .filter(|t| !matches!(t, Destination::Queue(n) if **n == *from.name()));
         if target.is_some() && hops >= MAX_DEAD_LETTER_HOPS {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
+            crate::rate_warn!(DEAD_LETTER_CHAIN, queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
             return;
         }
         let Some(target) = target else {
@@ -867,7 +881,7 @@ impl Core {
             if d.reason == DeadReason::Expired {
                 tracing::debug!(queue = from.name(), message_id = %d.message.id, "expired message dropped");
             } else {
-                tracing::warn!(queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), "message dropped: the queue has no dead-letter destination");
+                crate::rate_warn!(DROPPED_NO_DEAD_LETTER, queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), "message dropped: the queue has no dead-letter destination");
             }
             return;
         };
@@ -890,7 +904,7 @@ impl Core {
                 let m = Arc::new(m);
                 for q in self.match_topic(name).iter() {
                     if let Err(e) = self.offer_now(q, target, Arc::clone(&m), hops + 1) {
-                        tracing::warn!(queue = q.name(), error = %e, "dead letter not delivered to a subscription of the dead-letter topic");
+                        crate::rate_warn!(DEAD_LETTER_REFUSED, queue = q.name(), error = %e, "dead letter not delivered to a subscription of the dead-letter topic");
                     }
                 }
                 Ok(())
@@ -902,7 +916,7 @@ impl Core {
             }
             Err(e) => {
                 from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(queue = from.name(), dead_letter = %target, error = %e, message_id = %d.message.id, "dead-letter destination refused message; dropped");
+                crate::rate_warn!(DEAD_LETTER_REFUSED, queue = from.name(), dead_letter = %target, error = %e, message_id = %d.message.id, "dead-letter destination refused message; dropped");
             }
         }
     }
@@ -958,10 +972,30 @@ impl Core {
         &self.inner.flow
     }
 
-    /// Bytes held by ready messages in every queue (what the memory watermark measures).
+    /// Bytes held by messages in every queue: ready, and assigned to consumers but not
+    /// yet settled.
     pub fn queued_bytes(&self) -> u64 {
+        let (ready, unacked) = self.queue_bytes();
+        ready + unacked
+    }
+
+    /// (ready, unacknowledged) bytes summed over every queue.
+    pub fn queue_bytes(&self) -> (u64, u64) {
         let queues: Vec<Arc<Queue>> = read(&self.inner.queues).values().cloned().collect();
-        queues.iter().map(|q| q.ready_bytes() as u64).sum()
+        queues.iter().fold((0, 0), |(r, u), q| {
+            let (qr, qu) = q.bytes();
+            (r + qr as u64, u + qu as u64)
+        })
+    }
+
+    /// Bytes the edges hold outside the queues, which they report here.
+    pub fn held(&self) -> &Held {
+        &self.inner.held
+    }
+
+    /// Everything the memory watermark counts: [`Core::queued_bytes`] and [`Core::held`].
+    pub fn memory_bytes(&self) -> u64 {
+        self.queued_bytes() + self.inner.held.total()
     }
 
     pub fn queue_names(&self) -> Vec<String> {

@@ -9,7 +9,11 @@
 //!   not yet handed over) or a consumer's `unacked` (handed over, awaiting ack).
 //! - A consumer never holds more than its prefetch in `pending` + `unacked`.
 //! - `ready` never exceeds the queue's limits through publishing; only requeues (which
-//!   return messages that were already counted) may temporarily exceed them.
+//!   return messages that were already counted) may temporarily exceed them. The byte
+//!   limit counts what consumers hold (`pending` + `unacked`) as well, so a consumer
+//!   that never acknowledges cannot make a queue hold more than its `max_bytes`.
+//! - A consumer with a [`ByteBudget`] is assigned a message only while the budget has
+//!   room for it; what it holds is reserved in the budget until settled.
 //!
 //! The queue is synchronous and short-locked (a `std::sync::Mutex`, never held across an
 //! `.await`); waiting for space or for messages is done by the async callers in
@@ -28,6 +32,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::budget::ByteBudget;
 use super::destination::Destination;
 use super::message::{Delivery, Message};
 use crate::store::{Store, StoreWait, StoredMessage};
@@ -72,7 +77,8 @@ pub enum AckMode {
 pub struct QueueOptions {
     /// Most ready messages held.
     pub max_length: usize,
-    /// Most ready bytes held (approximate, see [`Message::byte_size`]).
+    /// Most bytes held: ready messages and those assigned to consumers and not yet
+    /// acknowledged (approximate, see [`Message::byte_size`]).
     pub max_bytes: usize,
     pub overflow: Overflow,
     /// Time-to-live applied to every message on enqueue (the shorter of this and the
@@ -115,6 +121,9 @@ pub enum DeadReason {
     Overflow,
     /// An edge could not carry it as its route's loss policy asks (`loss: reject`).
     Untranslatable,
+    /// The consumer's user may not read it (an edge's per-delivery permission check):
+    /// never handed over, and never counted as acknowledged.
+    Forbidden,
 }
 
 impl DeadReason {
@@ -125,6 +134,7 @@ impl DeadReason {
             Self::MaxDeliveries => "max-deliveries",
             Self::Overflow => "overflow",
             Self::Untranslatable => "untranslatable",
+            Self::Forbidden => "forbidden",
         }
     }
 }
@@ -239,6 +249,9 @@ struct ConsumerSlot {
     unacked: BTreeMap<u64, Entry>,
     next_tag: u64,
     notify: Arc<Notify>,
+    /// Bytes in `pending` + `unacked`.
+    held_bytes: usize,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl ConsumerSlot {
@@ -246,12 +259,20 @@ impl ConsumerSlot {
         self.prefetch
             .saturating_sub(self.pending.len() + self.unacked.len())
     }
+
+    /// Whether a message of `size` bytes may be assigned now (reserving it in the
+    /// budget when so).
+    fn reserve(&self, size: usize) -> bool {
+        self.credit() > 0 && self.budget.as_ref().is_none_or(|b| b.try_reserve(size))
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Entry>,
     ready_bytes: usize,
+    /// Bytes assigned to consumers and not yet settled (every slot's `held_bytes`).
+    held_bytes: usize,
     consumers: Vec<ConsumerSlot>,
     rr: usize,
     next_seq: u64,
@@ -279,6 +300,8 @@ pub struct QueueStats {
     pub ready: usize,
     pub ready_bytes: usize,
     pub unacked: usize,
+    /// Bytes of the `unacked` messages (assigned to consumers, not yet settled).
+    pub unacked_bytes: usize,
     pub consumers: usize,
     pub published: u64,
     pub delivered: u64,
@@ -334,7 +357,8 @@ impl Queue {
     }
 
     /// Puts recovered messages back, in sequence order, before anything new arrives.
-    /// Messages handed out before the restart come back flagged redelivered.
+    /// Messages that may have been handed out before the restart (see
+    /// [`StoredMessage::redelivered`]) come back flagged redelivered.
     pub(crate) fn restore(&self, stored: Vec<StoredMessage>, now: Instant) {
         let mut st = self.lock();
         for m in stored {
@@ -344,7 +368,7 @@ impl Queue {
             e.seq = m.seq;
             e.stored = self.store.is_some();
             e.deliveries = m.deliveries;
-            e.redelivered = m.deliveries > 0;
+            e.redelivered = m.redelivered;
             st.next_seq = st.next_seq.max(m.seq + 1);
             st.ready_bytes += e.size;
             st.ready.push_back(e);
@@ -452,7 +476,7 @@ impl Queue {
     ) -> Result<Option<StoreWait>, OfferError> {
         let fits = |st: &State, size: usize| {
             st.ready.len() < self.options.max_length
-                && st.ready_bytes + size <= self.options.max_bytes
+                && st.ready_bytes + st.held_bytes + size <= self.options.max_bytes
         };
         if !fits(st, entry.size) {
             // Expired messages make room before anything else is refused or dropped.
@@ -507,9 +531,10 @@ impl Queue {
                 continue;
             }
             let start = st.rr;
+            let size = front.size;
             let Some(i) = (0..n)
                 .map(|k| (start + k) % n)
-                .find(|&i| st.consumers[i].credit() > 0)
+                .find(|&i| st.consumers[i].reserve(size))
             else {
                 break;
             };
@@ -517,8 +542,11 @@ impl Queue {
                 break;
             };
             st.ready_bytes -= entry.size;
+            st.held_bytes += entry.size;
+            // A ready slot (max_length) is free now; the bytes are still held.
             freed = true;
             let slot = &mut st.consumers[i];
+            slot.held_bytes += entry.size;
             let was_empty = slot.pending.is_empty();
             slot.pending.push_back(entry);
             if was_empty {
@@ -562,6 +590,9 @@ impl Queue {
                 let pending = std::mem::take(&mut st.consumers[i].pending);
                 for e in pending {
                     if e.expired(now) {
+                        release_slot(&mut st.consumers[i], e.size);
+                        st.held_bytes -= e.size;
+                        freed = true;
                         self.expire_one(e, dead);
                     } else {
                         st.consumers[i].pending.push_back(e);
@@ -583,12 +614,14 @@ impl Queue {
     }
 
     /// Attaches a consumer; returns its id.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attach(
         &self,
         id: u64,
         prefetch: usize,
         ack: AckMode,
         notify: Arc<Notify>,
+        budget: Option<Arc<ByteBudget>>,
         now: Instant,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(), OfferError> {
@@ -604,6 +637,8 @@ impl Queue {
             unacked: BTreeMap::new(),
             next_tag: 1,
             notify,
+            held_bytes: 0,
+            budget,
         });
         self.dispatch(&mut st, now, dead);
         Ok(())
@@ -618,8 +653,13 @@ impl Queue {
             return st.consumers.len();
         };
         let slot = st.consumers.remove(pos);
+        let dead_before = dead.len();
         if st.rr >= st.consumers.len() {
             st.rr = 0;
+        }
+        st.held_bytes -= slot.held_bytes;
+        if let Some(b) = &slot.budget {
+            b.release(slot.held_bytes);
         }
         let mut back: Vec<Entry> = slot.pending.into_iter().collect();
         for (_, e) in slot.unacked {
@@ -632,7 +672,25 @@ impl Queue {
         }
         self.requeue_locked(&mut st, back);
         self.dispatch(&mut st, now, dead);
+        if dead_before < dead.len() {
+            Self::room_freed(&mut st, &self.space);
+        }
         st.consumers.len()
+    }
+
+    /// Wakes publishers waiting for room after bytes held by consumers were released.
+    fn room_freed(st: &mut State, space: &Notify) {
+        if st.publisher_waiting {
+            st.publisher_waiting = false;
+            space.notify_waiters();
+        }
+    }
+
+    /// Lets the consumers of this queue take what their credit and budgets allow now
+    /// (after room appeared in a budget shared with other queues).
+    pub(crate) fn refill(&self, now: Instant, dead: &mut Vec<DeadLetter>) {
+        let mut st = self.lock();
+        self.dispatch(&mut st, now, dead);
     }
 
     fn over_delivered(&self, e: &Entry) -> bool {
@@ -679,11 +737,14 @@ impl Queue {
         };
         let mut got = 0;
         let mut expired = Vec::new();
+        // Bytes that leave the consumer's hands now (expired, or handed over in auto mode).
+        let mut released = 0;
         while got < max {
             let Some(mut e) = slot.pending.pop_front() else {
                 break;
             };
             if e.expired(now) {
+                released += e.size;
                 expired.push(e);
                 continue;
             }
@@ -707,13 +768,16 @@ impl Queue {
             got += 1;
             match slot.ack {
                 // Acknowledged by handing it over: move, don't share.
-                AckMode::Auto => out.push(Delivery {
-                    message: e.message,
-                    destination: e.destination,
-                    tag,
-                    redelivered: e.redelivered,
-                    delivery_count: e.deliveries,
-                }),
+                AckMode::Auto => {
+                    released += e.size;
+                    out.push(Delivery {
+                        message: e.message,
+                        destination: e.destination,
+                        tag,
+                        redelivered: e.redelivered,
+                        delivery_count: e.deliveries,
+                    })
+                }
                 AckMode::Manual => {
                     out.push(Delivery {
                         message: Arc::clone(&e.message),
@@ -728,6 +792,11 @@ impl Queue {
             }
         }
         let auto = slot.ack == AckMode::Auto;
+        release_slot(slot, released);
+        st.held_bytes -= released;
+        if released > 0 {
+            Self::room_freed(&mut st, &self.space);
+        }
         for e in expired {
             self.expire_one(e, dead);
         }
@@ -765,9 +834,13 @@ impl Queue {
         };
         let keep = slot.unacked.split_off(&(tag + 1));
         let acked = std::mem::replace(&mut slot.unacked, keep);
+        let mut released = 0;
         for e in acked.values() {
+            released += e.size;
             self.forget_entry(e);
         }
+        release_slot(slot, released);
+        st.held_bytes -= released;
         self.acked_locked(&mut st, acked.len(), now, dead) > 0
     }
 
@@ -785,12 +858,16 @@ impl Queue {
             return 0;
         };
         let mut n = 0;
+        let mut released = 0;
         for tag in tags {
             if let Some(e) = slot.unacked.remove(tag) {
                 n += 1;
+                released += e.size;
                 self.forget_entry(&e);
             }
         }
+        release_slot(slot, released);
+        st.held_bytes -= released;
         self.acked_locked(&mut st, n, now, dead)
     }
 
@@ -804,6 +881,7 @@ impl Queue {
     ) -> usize {
         self.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
         if n > 0 {
+            Self::room_freed(st, &self.space);
             self.dispatch(st, now, dead);
         }
         n
@@ -836,6 +914,10 @@ impl Queue {
         if taken.is_empty() {
             return false;
         }
+        let released = taken.iter().map(|e| e.size).sum();
+        release_slot(slot, released);
+        st.held_bytes -= released;
+        Self::room_freed(&mut st, &self.space);
         let mut back = Vec::new();
         for e in taken {
             if let Some(reason) = requeue {
@@ -898,6 +980,12 @@ impl Queue {
         self.lock().ready_bytes
     }
 
+    /// (ready, assigned-but-unsettled) bytes.
+    pub fn bytes(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.ready_bytes, st.held_bytes)
+    }
+
     /// Ready (unassigned) message count.
     pub fn len(&self) -> usize {
         self.lock().ready.len()
@@ -920,6 +1008,7 @@ impl Queue {
             ready: st.ready.len(),
             ready_bytes: st.ready_bytes,
             unacked,
+            unacked_bytes: st.held_bytes,
             consumers: st.consumers.len(),
             published: c.published.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
@@ -929,5 +1018,17 @@ impl Queue {
             expired: c.expired.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Releases `size` bytes a consumer held (from its slot and its budget); the caller
+/// lowers the queue's `held_bytes`.
+fn release_slot(slot: &mut ConsumerSlot, size: usize) {
+    if size == 0 {
+        return;
+    }
+    slot.held_bytes -= size;
+    if let Some(b) = &slot.budget {
+        b.release(size);
     }
 }

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use super::pattern::{Level, Pattern};
 
-/// Patterns mapped to values. The same value may be inserted under several patterns; a
-/// lookup may then return it more than once (callers dedupe).
+/// Patterns mapped to values. A lookup returns each (pattern, value) entry once. The same
+/// value may be inserted under several patterns; a lookup may then return it once per
+/// matching pattern (callers dedupe).
 #[derive(Debug)]
 pub struct SubjectTrie<T> {
     root: Node<T>,
@@ -88,31 +89,57 @@ impl<T: Clone + PartialEq> SubjectTrie<T> {
         removed
     }
 
-    /// Appends every value whose pattern matches `name` to `out`.
+    /// Appends every value whose pattern matches `name` to `out`, each entry once.
     pub fn matches(&self, name: &str, out: &mut Vec<T>) {
         let levels: Vec<&str> = name.split('.').collect();
         let dollar = name.starts_with('$');
-        collect(&self.root, &levels, 0, dollar, out);
+        let mut walk = Walk {
+            levels: &levels,
+            dollar,
+            ended: Vec::new(),
+            out,
+        };
+        walk.collect(&self.root, 0, 0);
     }
 }
 
-fn collect<T: Clone>(node: &Node<T>, levels: &[&str], i: usize, dollar: bool, out: &mut Vec<T>) {
-    // A leading wildcard never matches a `$` first level (see the pattern module).
-    let wild_ok = !(dollar && i == 0);
-    if wild_ok && let Some(m) = &node.many {
-        for j in i..=levels.len() {
-            collect(m, levels, j, dollar, out);
+/// One lookup. A pattern with two or more `#` can match one name in several ways (`#.#`
+/// on `a.b`: the first `#` takes none, one or both levels), which would reach its node
+/// once per way; `ended` keeps such nodes so their values are given once. With at most one
+/// `#` on the way the split is forced, so the common case never touches `ended`.
+struct Walk<'n, 'a, T> {
+    levels: &'a [&'a str],
+    dollar: bool,
+    ended: Vec<&'n Node<T>>,
+    out: &'a mut Vec<T>,
+}
+
+impl<'n, T: Clone> Walk<'n, '_, T> {
+    fn collect(&mut self, node: &'n Node<T>, i: usize, hashes: u32) {
+        let end = self.levels.len();
+        if i == end && hashes >= 2 {
+            if self.ended.iter().any(|n| std::ptr::eq(*n, node)) {
+                return; // this node at the end of the name was fully explored already
+            }
+            self.ended.push(node);
         }
-    }
-    if i == levels.len() {
-        out.extend(node.values.iter().cloned());
-        return;
-    }
-    if let Some(child) = node.literal.get(levels[i]) {
-        collect(child, levels, i + 1, dollar, out);
-    }
-    if wild_ok && let Some(o) = &node.one {
-        collect(o, levels, i + 1, dollar, out);
+        // A leading wildcard never matches a `$` first level (see the pattern module).
+        let wild_ok = !(self.dollar && i == 0);
+        if wild_ok && let Some(m) = &node.many {
+            for j in i..=end {
+                self.collect(m, j, hashes + 1);
+            }
+        }
+        if i == end {
+            self.out.extend(node.values.iter().cloned());
+            return;
+        }
+        if let Some(child) = node.literal.get(self.levels[i]) {
+            self.collect(child, i + 1, hashes);
+        }
+        if wild_ok && let Some(o) = &node.one {
+            self.collect(o, i + 1, hashes);
+        }
     }
 }
 

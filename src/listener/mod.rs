@@ -1,9 +1,13 @@
-//! Servers that clients connect to. The accept loop is shared: a connection limit (a
-//! semaphore; over it the protocol's refusal is sent and the socket closed), a tracing
-//! span per connection, and shutdown by one cancellation token.
+//! Servers that clients connect to. The accept loops are shared: admission through the
+//! listener's [`limit::Gate`] (its connection limit, and per peer address a connection
+//! limit and a connect rate; over them the protocol's refusal is sent and the socket
+//! closed), a tracing span per connection, and shutdown by one cancellation token.
 
+pub mod limit;
 pub mod mqtt;
+pub mod origin;
 pub mod packet_io;
+pub mod refuse;
 pub mod stomp;
 pub mod ws;
 
@@ -13,10 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+use limit::{ConnSlot, Gate, Refusal};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -25,20 +30,26 @@ pub fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Accepts connections until `cancel` fires. `handle` gets the socket, the peer, a
-/// connection id and the permit (`None` when over the limit: refuse and close).
-pub async fn accept_loop<F, Fut>(
+/// Accepts connections until `cancel` fires. Each goes through `gate`: an admitted one
+/// is handed to `handle` with its slot; one over the listener's own limit is handed with
+/// `None` (the protocol's refusal is said there, after TLS if any); one refused for its
+/// peer address goes to `refuse` (at most [`limit::Gate::refusing`] at once; beyond,
+/// closed without a word).
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_loop<F, Fut, R, RFut>(
     listener: TcpListener,
     protocol: &'static str,
-    max_connections: usize,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     handle: F,
+    refuse: R,
 ) where
-    F: Fn(TcpStream, SocketAddr, u64, Option<OwnedSemaphorePermit>) -> Fut + Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr, u64, Option<ConnSlot>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream, Refusal) -> RFut + Send + Sync + 'static,
+    RFut: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -54,10 +65,20 @@ pub async fn accept_loop<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let permit = Arc::clone(&limit).try_acquire_owned().ok();
-        if permit.is_none() {
-            tracing::warn!(protocol, %peer, max_connections, "connection limit reached; refusing");
-        }
+        let slot = match gate.admit(peer.ip()) {
+            Ok(slot) => Some(slot),
+            Err(Refusal::Listener) => None,
+            Err(why) => {
+                if let Some(p) = gate.refusing() {
+                    let answer = refuse(stream, why);
+                    tracker.spawn(async move {
+                        answer.await;
+                        drop(p);
+                    });
+                }
+                continue;
+            }
+        };
         let id = next_connection_id();
         let span = tracing::info_span!(
             "conn",
@@ -67,17 +88,38 @@ pub async fn accept_loop<F, Fut>(
             client_id = tracing::field::Empty,
             user = tracing::field::Empty
         );
-        tracker.spawn(handle(stream, peer, id, permit).instrument(span));
+        tracker.spawn(handle(stream, peer, id, slot).instrument(span));
     }
 }
 
-/// Serves an HTTP router (a WebSocket listener) over TLS until `cancel` fires: each
-/// connection is TLS-accepted, then served by hyper with upgrades (the WebSocket
-/// handshake) enabled. `axum::serve` speaks plain TCP only.
-pub async fn serve_http_tls(
+/// A connection's admission slot, for a WebSocket upgrade to take into its session: the
+/// HTTP connection ends when it upgrades, the session lives on and keeps the slot.
+#[derive(Debug, Clone, Default)]
+pub struct SlotHold(Arc<std::sync::Mutex<Option<ConnSlot>>>);
+
+impl SlotHold {
+    /// Holds `slot` for a handler to take (public for the WebSocket fuzz target).
+    #[doc(hidden)]
+    pub fn new(slot: ConnSlot) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(slot))))
+    }
+
+    pub fn take(&self) -> Option<ConnSlot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Serves an HTTP router (a WebSocket listener, the admin API) until `cancel` fires,
+/// over TLS when `tls` is set. Each connection goes through `gate` (refused: 429 or 503
+/// on plain HTTP, closed on TLS) and is served by hyper with upgrades (the WebSocket
+/// handshake) enabled; handlers find the peer as `ConnectInfo` and the connection's slot
+/// as a [`SlotHold`] extension. On `cancel`, open connections finish their request and
+/// close.
+pub async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gate: Arc<Gate>,
     protocol: &'static str,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -95,56 +137,71 @@ pub async fn serve_http_tls(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let _ = stream.set_nodelay(true);
+        let slot = match gate.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                if tls.is_none()
+                    && let Some(p) = gate.refusing()
+                {
+                    tracker.spawn(async move {
+                        refuse::answer_and_close(stream, &refuse::http_error(why)).await;
+                        drop(p);
+                    });
+                }
+                continue;
+            }
+        };
+        let hold = SlotHold(Arc::new(std::sync::Mutex::new(Some(slot))));
         let app = app
             .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+            .layer(axum::Extension(hold));
+        let acceptor = tls.clone();
+        let cancel = cancel.clone();
         tracker.spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(protocol, %peer, error = %e, "TLS handshake failed");
-                    return;
+            match acceptor {
+                None => serve_http_conn(stream, app, peer, protocol, cancel).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(s)) => serve_http_conn(s, app, peer, protocol, cancel).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(protocol, %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::info!(protocol, %peer, "TLS handshake timed out"),
+                    }
                 }
-                Err(_) => return,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .with_upgrades()
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(protocol, %peer, error = %e, "HTTP connection ended with an error");
             }
         });
     }
 }
 
-/// Serves a WebSocket listener's router until `cancel` fires: over TLS when `tls` is set,
-/// else plain, with the peer address available to handlers as `ConnectInfo`.
-pub async fn serve_ws_router(
-    listener: TcpListener,
+async fn serve_http_conn<S>(
+    io: S,
     app: axum::Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
     protocol: &'static str,
     cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    if let Some(acceptor) = tls {
-        return serve_http_tls(listener, app, acceptor, protocol, cancel, tracker).await;
-    }
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await;
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = served {
-        tracing::error!(protocol, error = %e, "WebSocket listener failed");
+        tracing::debug!(protocol, %peer, error = %e, "HTTP connection ended with an error");
     }
 }

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
+use super::fanout::{self, Reach};
 use super::jid_pattern::JidPattern;
 use super::spec::{DeclareSpec, RouteFile, RouteSpec, SourceSpec, TargetSpec, TransformSpec};
-use super::template::{Grammar, Template};
+use super::template::Template;
 use super::{CompiledRoute, Declare, RouteTable, Source, Target, Transform, When};
 use crate::core::trie::SubjectTrie;
 use crate::core::{Pattern, validate_name};
@@ -59,12 +60,28 @@ impl LinkKind {
 }
 
 /// What the route compiler must know about the rest of the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CompileContext {
     /// Configured links by name.
     pub links: BTreeMap<String, LinkKind>,
     /// When set (queue auto-creation off), the only queues a route may name.
     pub known_queues: Option<BTreeSet<String>>,
+    /// Most legs one publish may turn into, worst case (`routes.max_fanout` of the
+    /// daemon settings; 0: no limit). See [`super::fanout`].
+    pub max_fanout: u64,
+}
+
+/// `routes.max_fanout` when the settings do not say.
+pub const DEFAULT_MAX_FANOUT: u64 = 1000;
+
+impl Default for CompileContext {
+    fn default() -> Self {
+        Self {
+            links: BTreeMap::new(),
+            known_queues: None,
+            max_fanout: DEFAULT_MAX_FANOUT,
+        }
+    }
 }
 
 /// Reads and compiles every `*.yaml` / `*.yml` file in `dir`.
@@ -150,6 +167,9 @@ pub fn compile_sources(
         }
     }
     c.find_loops();
+    if c.errors.is_empty() {
+        c.check_fanout();
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -788,51 +808,13 @@ impl Compiler<'_> {
     fn find_loops(&mut self) {
         let n = self.routes.len();
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let sources = fanout::source_patterns(&self.routes);
         for (i, r) in self.routes.iter().enumerate() {
-            let many = |k: usize| match &r.source {
-                Source::Topic(p) => p
-                    .levels()
-                    .iter()
-                    .filter(|l| !matches!(l, crate::core::pattern::Level::Literal(_)))
-                    .nth(k - 1)
-                    .is_some_and(|l| *l == crate::core::pattern::Level::Many),
-                _ => false,
-            };
             for t in &r.targets {
                 // A name taken from a header could be anything; such loops are caught at
                 // run time by the depth limit instead of flagging every such route here.
-                let from_header = match t {
-                    Target::Queue(tpl) | Target::Topic(tpl) | Target::Mqtt(tpl) => {
-                        tpl.uses_headers()
-                    }
-                    _ => false,
-                };
-                if from_header {
-                    continue;
-                }
-                let (is_queue, pat) = match t {
-                    Target::Queue(tpl) => (true, tpl.as_pattern(&many, Grammar::Dot)),
-                    Target::Topic(tpl) => (false, tpl.as_pattern(&many, Grammar::Dot)),
-                    Target::Mqtt(tpl) => (
-                        false,
-                        mqtt_names::filter_to_internal(&tpl.as_pattern(&many, Grammar::Slash)),
-                    ),
-                    Target::Amqp { .. } | Target::Xmpp { .. } => continue,
-                };
-                let Ok(tp) = Pattern::parse(&pat) else {
-                    continue;
-                };
-                for (j, other) in self.routes.iter().enumerate() {
-                    let hit = match (&other.source, is_queue) {
-                        (Source::Queue(q), true) => {
-                            Pattern::parse(q).is_ok_and(|qp| tp.overlaps(&qp))
-                        }
-                        (Source::Topic(p), false) => tp.overlaps(p),
-                        _ => false,
-                    };
-                    if hit {
-                        edges[i].push(j);
-                    }
+                if let Reach::Routes(js) = fanout::reach(r, t, &sources) {
+                    edges[i].extend(js);
                 }
             }
         }
@@ -844,6 +826,29 @@ impl Compiler<'_> {
             if color[start] == 0 {
                 self.dfs(start, &edges, &mut color, &mut stack, &mut reported);
             }
+        }
+    }
+
+    /// Refuses a table whose worst-case fan-out is over `routes.max_fanout`.
+    fn check_fanout(&mut self) {
+        let max = self.ctx.max_fanout;
+        if max == 0 {
+            return;
+        }
+        if let Some((legs, at)) = fanout::worst_case(&self.routes)
+            && legs > max
+        {
+            let r = &self.routes[at];
+            self.errors.push(RouteError {
+                file: r.file.clone(),
+                line: r.line,
+                column: r.column,
+                route: Some(r.name.clone()),
+                message: format!(
+                    "worst-case fan-out: one publish to {} can become up to {legs} deliveries, over routes.max_fanout ({max})",
+                    r.source_text
+                ),
+            });
         }
     }
 

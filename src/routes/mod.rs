@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod explain;
+mod fanout;
 pub mod jid_pattern;
 pub mod reload;
 pub mod spec;
@@ -16,7 +17,9 @@ use crate::core::{Capture, Destination, Message, Pattern, validate_name};
 use crate::translate::body::{self, BodyError};
 use crate::translate::mqtt_names;
 
-pub use compile::{CompileContext, LinkKind, RouteError, compile_sources, load_dir};
+pub use compile::{
+    CompileContext, DEFAULT_MAX_FANOUT, LinkKind, RouteError, compile_sources, load_dir,
+};
 pub use spec::BodyFormat;
 use template::{Grammar, RenderError, Template};
 

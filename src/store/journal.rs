@@ -15,6 +15,8 @@
 //! - 4 `DropQueue` queue `str`
 //! - 5 `Put` namespace `str`, key `str`, value (rest)
 //! - 6 `Delete` namespace `str`, key `str`
+//! - 7 `Clean` (empty): written last by an orderly close. A journal whose last record is
+//!   not this one was not closed cleanly (a crash), so delivery marks may be missing.
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +62,7 @@ pub(crate) enum Record<'a> {
         ns: &'a str,
         key: &'a str,
     },
+    Clean,
 }
 
 impl<'a> Record<'a> {
@@ -105,6 +108,7 @@ impl<'a> Record<'a> {
                 put_str(out, ns);
                 put_str(out, key);
             }
+            Record::Clean => out.push(7),
         }
         let body = &out[start + HEADER..];
         let len = body.len() as u32;
@@ -142,6 +146,7 @@ impl<'a> Record<'a> {
                 ns: r.str()?,
                 key: r.str()?,
             },
+            7 => Record::Clean,
             _ => return Err(Corrupt("unknown record kind")),
         };
         if !r.rest().is_empty() {
@@ -247,6 +252,7 @@ mod tests {
         }
         .frame(&mut out);
         Record::Remove { queue: "q", seq: 7 }.frame(&mut out);
+        Record::Clean.frame(&mut out);
         out
     }
 
@@ -255,7 +261,7 @@ mod tests {
         let bytes = sample();
         let mut seen = Vec::new();
         assert_eq!(scan(&bytes, |r, _, _| seen.push(r)), None);
-        assert_eq!(seen.len(), 4);
+        assert_eq!(seen.len(), 5);
         assert_eq!(
             seen[0],
             Record::Append {
@@ -265,6 +271,7 @@ mod tests {
             }
         );
         assert_eq!(seen[3], Record::Remove { queue: "q", seq: 7 });
+        assert_eq!(seen[4], Record::Clean);
     }
 
     #[test]
@@ -288,7 +295,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_stops_the_scan_at_that_record() {
         let mut bytes = sample();
-        let last = bytes.len() - 3;
+        let last = bytes.len() - 12;
         bytes[last] ^= 1;
         let mut n = 0;
         let torn = scan(&bytes, |_, _, _| n += 1).unwrap();

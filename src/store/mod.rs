@@ -19,6 +19,14 @@
 //! When a write fails (disk full, read-only file system) the batch is cut back off the
 //! file, its publishers get the error, and the store reports itself unhealthy (callers
 //! refuse persistent publishes up front) until a probe write succeeds again.
+//!
+//! Removals and delivery marks are not awaited one by one: a confirmation that depends
+//! on them (a STOMP RECEIPT for an ACK) awaits a [`Store::barrier`], which completes
+//! once everything sent before it is durable, in the same group commit. Delivery marks
+//! are written after the delivery may already be on the wire, so after a crash they can
+//! be missing: an orderly close ends the journal with a `Clean` record, and a journal
+//! that does not end with one has every recovered message flagged redelivered
+//! ([`StoredMessage::redelivered`]).
 
 pub mod codec;
 pub(crate) mod journal;
@@ -68,8 +76,13 @@ pub struct StoredMessage {
     /// What its consumer sees as where it was published.
     pub destination: crate::core::Destination,
     pub message: Message,
-    /// Times it was handed to a consumer without being acknowledged (0: never delivered).
+    /// Times it was handed to a consumer without being acknowledged, as recorded (0:
+    /// none recorded).
     pub deliveries: u32,
+    /// It may have been handed to a consumer before: a delivery was recorded, or the
+    /// journal was not closed cleanly (a crash can lose delivery marks, so every message
+    /// is then assumed delivered).
+    pub redelivered: bool,
 }
 
 /// What a start-up replay found.
@@ -83,6 +96,9 @@ pub struct Recovered {
     pub repairs: Vec<String>,
     /// Bytes read.
     pub bytes: u64,
+    /// The journal ended with an orderly close (or was empty): its delivery marks are
+    /// complete.
+    pub clean: bool,
 }
 
 enum Op {
@@ -114,7 +130,11 @@ enum Op {
         ns: &'static str,
         key: String,
     },
-    /// Write and sync what came before, then stop.
+    /// Completes once everything sent before it is durable (writes nothing itself).
+    Barrier {
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Write and sync what came before, mark the journal closed cleanly, then stop.
     Shutdown,
 }
 
@@ -249,12 +269,20 @@ impl Store {
         let started = Instant::now();
         let (mut journal, recovered) = Journal::recover(dir, segment_max).map_err(open_err)?;
         let health = Arc::new(Health::default());
-        match journal.open_head() {
+        // From now on the journal is open: a first record after a `Clean` one means a
+        // crash from here on is seen as one at the next start.
+        let opened = journal.open_head().and_then(|()| {
+            let mut buf = Vec::new();
+            Record::Nop.frame(&mut buf);
+            journal.write(&buf, true).map(|_| ())
+        });
+        match opened {
             Ok(()) => health.healthy.store(true, Ordering::Release),
             Err(e) => health.set(&Err(format!("data directory not writable: {e}"))),
         }
         tracing::info!(
             dir = %dir.display(),
+            clean = recovered.clean,
             queues = recovered.queues.len(),
             messages = recovered.queues.values().map(Vec::len).sum::<usize>(),
             bytes = recovered.bytes,
@@ -348,6 +376,19 @@ impl Store {
             seq,
             count,
         });
+    }
+
+    /// Resolves once every operation sent before it (through any handle) is durable:
+    /// written, and fsynced with [`FsyncPolicy::Always`]. It shares the group commit of
+    /// whatever else is waiting, and costs no write of its own. What a confirmation of
+    /// removals and delivery marks (which are not awaited one by one) waits for. With
+    /// [`FsyncPolicy::Interval`] it waits for the write, not the fsync.
+    pub fn barrier(&self) -> StoreWait {
+        let (done, rx) = oneshot::channel();
+        match self.tx.send(Op::Barrier { done }) {
+            Ok(()) => StoreWait::Pending(rx),
+            Err(_) => StoreWait::Done(Err(StoreError::Closed)),
+        }
     }
 
     /// Forgets every message of a deleted queue.
@@ -459,12 +500,15 @@ impl Journal {
         // whole journal in memory next to the messages it restores.
         let mut bytes = Vec::new();
         let last = ids.last().copied();
+        // An empty journal is clean; otherwise its last record says.
+        let mut clean = true;
         for id in &ids {
             let path = journal::segment_path(dir, *id);
             read_segment(&path, &mut bytes)?;
             out.bytes += bytes.len() as u64;
             let base = bytes.as_ptr() as usize;
             let torn = journal::scan(&bytes, |rec, offset, len| {
+                clean = rec == Record::Clean;
                 let range = match rec {
                     Record::Append { message, .. } => {
                         let start = message.as_ptr() as usize - base;
@@ -484,6 +528,7 @@ impl Journal {
             });
             let mut size = bytes.len() as u64;
             if let Some(t) = torn {
+                clean = false;
                 let cut = bytes.len() as u64 - t.offset;
                 let what = if Some(*id) == last {
                     "torn tail"
@@ -543,6 +588,7 @@ impl Journal {
                 });
             }
         }
+        out.clean = clean;
         let mut lists: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
         for (seg, survivors) in by_segment {
             let path = journal::segment_path(dir, seg);
@@ -567,6 +613,7 @@ impl Journal {
                             destination,
                             message,
                             deliveries: sv.deliveries,
+                            redelivered: sv.deliveries > 0 || !clean,
                         });
                     }
                     Err(e) => out.repairs.push(format!(
@@ -755,7 +802,7 @@ impl Journal {
                         self.sub_live(old);
                     }
                 }
-                Op::Shutdown => {}
+                Op::Barrier { .. } | Op::Shutdown => {}
             }
         }
         if self
@@ -948,7 +995,7 @@ impl Replay {
     /// `range` is where an append's message bytes are in the segment being replayed.
     fn apply(&mut self, rec: Record<'_>, loc: Loc, range: std::ops::Range<usize>) {
         match rec {
-            Record::Nop => {}
+            Record::Nop | Record::Clean => {}
             Record::Append { queue, seq, .. } => {
                 let q = match self.messages.get_key_value(queue) {
                     Some((k, _)) => Arc::clone(k),
@@ -1010,7 +1057,9 @@ fn frame_op(op: &Op, buf: &mut Vec<u8>) -> u32 {
         Op::DropQueue { queue } => Record::DropQueue { queue }.frame(buf),
         Op::Put { ns, key, value, .. } => Record::Put { ns, key, value }.frame(buf),
         Op::Delete { ns, key } => Record::Delete { ns, key }.frame(buf),
-        Op::Shutdown => 0,
+        Op::Barrier { .. } => 0,
+        // Last in its batch: nothing is collected after a shutdown.
+        Op::Shutdown => Record::Clean.frame(buf),
     }
 }
 
@@ -1073,11 +1122,23 @@ fn writer(mut j: Journal, rx: mpsc::Receiver<Op>, policy: FsyncPolicy, health: A
         }
         let sync = matches!(policy, FsyncPolicy::Always) || stop;
         let result = if buf.is_empty() {
-            Ok(0)
+            // Only barriers: everything before them went in earlier batches, durable
+            // unless the store is failing.
+            match health.healthy.load(Ordering::Acquire) {
+                true => Ok(0),
+                false => Err(health
+                    .error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_else(|| "not writable".into())),
+            }
         } else {
             j.write(&buf, sync)
         };
-        health.commits.fetch_add(1, Ordering::Relaxed);
+        if !buf.is_empty() {
+            health.commits.fetch_add(1, Ordering::Relaxed);
+        }
         if let Ok(base) = &result {
             if !sync {
                 unsynced = true;
@@ -1093,7 +1154,9 @@ fn writer(mut j: Journal, rx: mpsc::Receiver<Op>, policy: FsyncPolicy, health: A
             .map_err(|e| StoreError::Write(format!("{e} (in {})", j.dir.display())));
         for (op, _, _) in ops.drain(..) {
             match op {
-                Op::Append { done: Some(d), .. } | Op::Put { done: Some(d), .. } => {
+                Op::Append { done: Some(d), .. }
+                | Op::Put { done: Some(d), .. }
+                | Op::Barrier { done: d } => {
                     let _ = d.send(reply.clone());
                 }
                 _ => {}

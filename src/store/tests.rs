@@ -146,12 +146,12 @@ async fn a_torn_tail_is_cut_back_to_the_last_complete_record() {
     }
     let seg = journal::segment_path(dir.path(), 1);
     let full = std::fs::metadata(&seg).unwrap().len();
-    // Cut 5 bytes into the last record.
+    // Cut 5 bytes into the last append (behind it: the 9-byte `Clean` record).
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
         .unwrap()
-        .set_len(full - 5)
+        .set_len(full - 9 - 5)
         .unwrap();
     {
         let (s, r) = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
@@ -204,4 +204,80 @@ async fn segments_are_reclaimed_and_live_messages_survive_compaction() {
     assert_eq!(r.queues["keep"][0].deliveries, 3);
     assert!(!r.queues.contains_key("churn"));
     assert_eq!(r.meta[META_QUEUE]["keep"], b"meta");
+}
+
+/// Drops every handle without [`Store::close`], as a crash would leave the journal (the
+/// writer stops without its `Clean` record).
+fn crash(s: Store) {
+    drop(s);
+}
+
+fn flags(r: &Recovered, queue: &str) -> Vec<(u64, u32, bool)> {
+    r.queues[queue]
+        .iter()
+        .map(|m| (m.seq, m.deliveries, m.redelivered))
+        .collect()
+}
+
+/// A barrier completes only once the removals sent before it are in the journal, under
+/// either fsync policy: what an ACK's RECEIPT waits for.
+#[tokio::test]
+async fn a_barrier_completes_once_earlier_removals_are_durable() {
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval(Duration::from_secs(3600)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(dir.path(), policy).unwrap();
+            for i in 0..3u64 {
+                s.append(&q("acks"), i, enc(&format!("m{i}")))
+                    .wait()
+                    .await
+                    .unwrap();
+            }
+            s.remove(&q("acks"), 0);
+            s.remove(&q("acks"), 2);
+            s.barrier().wait().await.unwrap();
+            crash(s);
+        }
+        let (s, r) = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert_eq!(bodies(&r, "acks"), vec![(1, "m1".to_owned())], "{policy:?}");
+        s.close();
+        assert!(matches!(s.barrier().wait().await, Err(StoreError::Closed)));
+    }
+}
+
+/// After an orderly close the delivery marks are exact; after a crash they may be
+/// missing (written behind the delivery), so every recovered message is flagged.
+#[tokio::test]
+async fn only_an_orderly_close_keeps_delivery_marks_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, r) = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert!(r.clean, "an empty journal is clean");
+        for i in 0..3u64 {
+            s.append(&q("d"), i, enc("x")).wait().await.unwrap();
+        }
+        s.delivered(&q("d"), 1, 1);
+        s.close();
+    }
+    {
+        let (s, r) = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert!(r.clean);
+        assert_eq!(
+            flags(&r, "d"),
+            vec![(0, 0, false), (1, 1, true), (2, 0, false)]
+        );
+        // Opened again: a crash now, even with nothing else written, is a crash.
+        crash(s);
+    }
+    let (s, r) = Store::open(dir.path(), FsyncPolicy::Always).unwrap();
+    assert!(!r.clean);
+    assert_eq!(
+        flags(&r, "d"),
+        vec![(0, 0, true), (1, 1, true), (2, 0, true)],
+        "the recorded counts are kept; only the flag is conservative"
+    );
+    s.close();
 }

@@ -161,6 +161,22 @@ impl Daemon {
         Daemon::start_in(dir, extra_args)
     }
 
+    /// SIGTERM (an orderly stop), then a new daemon over the same directory, as
+    /// `kill_and_restart`.
+    pub fn stop_and_restart(mut self, extra_args: &[&str]) -> Daemon {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_change_restart(|_| {}, extra_args)
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> (ExitStatus, String) {
         self.signal("TERM");

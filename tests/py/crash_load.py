@@ -1,7 +1,14 @@
 """Crash test: persistent load from STOMP (stomp.py) and MQTT (paho-mqtt) publishers while
 the daemon is killed with SIGKILL at random moments and restarted, with a STOMP consumer
-acknowledging as it goes. At the end every message whose publisher was confirmed (STOMP
-RECEIPT, MQTT PUBACK) must have been received at least once, and in publish order per queue.
+(acknowledging each message with a receipt) and an MQTT QoS 1 consumer (persistent
+session) taking messages as they go. At the end:
+- every message whose publisher was confirmed (STOMP RECEIPT, MQTT PUBACK) was received at
+  least once, in publish order per queue;
+- no message whose ACK was confirmed with a RECEIPT was ever delivered again;
+- every delivery of a message the consumer had already received carried the flag
+  (STOMP `redelivered:true`, MQTT DUP), across restarts too.
+Each send attempt has its own body (`SEQ:TOKEN`), so a publisher's resend is a different
+message and "the same message again" always means a redelivery.
 
 Usage: crash_load.py --bin SWITCHBOARD --dir WORKDIR [--kills N] [--seed S]
 Prints one JSON summary line, then "ok"; exits 1 with a reason otherwise.
@@ -37,10 +44,18 @@ crng = random.Random(seed + 1)
 STOMP_QUEUES = ["crash.s0", "crash.s1"]
 MQTT_QUEUE = "crash.m"
 ALL = STOMP_QUEUES + [MQTT_QUEUE]
+# Who consumes what: STOMP -> STOMP, STOMP -> MQTT, MQTT -> STOMP.
+STOMP_CONSUMED = ["crash.s0", MQTT_QUEUE]
+MQTT_CONSUMED = "crash.s1"
 
 lock = threading.Lock()
 confirmed = {q: [] for q in ALL}   # seqs whose publisher got its confirmation
 received = {q: [] for q in ALL}    # seqs as delivered, duplicates included
+seen = {q: set() for q in ALL}     # bodies delivered so far
+acked = {q: set() for q in ALL}    # bodies whose ACK was confirmed with a RECEIPT
+pending_acks = {}                  # receipt id -> (queue, body) of an ACK sent
+violations = []                    # what broke the crash semantics
+counts = {"redelivered": 0, "acks_receipted": 0}
 stop = threading.Event()
 up = threading.Event()
 addr = {}
@@ -101,8 +116,14 @@ class Listener(stomp.ConnectionListener):
         self.on_msg = None
 
     def on_receipt(self, frame):
+        rid = frame.headers.get("receipt-id")
+        with lock:
+            done = pending_acks.pop(rid, None)
+            if done is not None:
+                acked[done[0]].add(done[1])
+                counts["acks_receipted"] += 1
         with self.cond:
-            self.receipts.add(frame.headers.get("receipt-id"))
+            self.receipts.add(rid)
             self.cond.notify_all()
 
     def on_error(self, frame):
@@ -150,7 +171,8 @@ def stomp_publisher(queue):
             c, lis = stomp_connect()
             while not stop.is_set():
                 rid = f"{tag}-{seq}"
-                c.send(f"/queue/{queue}", str(seq), headers={"persistent": "true", "receipt": rid})
+                body = f"{seq}:{uuid.uuid4().hex[:8]}"
+                c.send(f"/queue/{queue}", body, headers={"persistent": "true", "receipt": rid})
                 if not lis.wait_receipt(rid, 5):
                     break  # resend the same seq on a new connection
                 with lock:
@@ -177,7 +199,7 @@ def mqtt_publisher():
             c.connect(host, port, keepalive=30)
             c.loop_start()
             while not stop.is_set():
-                info = c.publish(f"$queue/{MQTT_QUEUE}", str(seq), qos=1)
+                info = c.publish(f"$queue/{MQTT_QUEUE}", f"{seq}:{uuid.uuid4().hex[:8]}", qos=1)
                 info.wait_for_publish(timeout=5)
                 if not info.is_published():
                     break
@@ -194,6 +216,26 @@ def mqtt_publisher():
                 pass
 
 
+def violation(what):
+    if len(violations) < 20:
+        violations.append(what)
+
+
+def delivered(q, body, flagged, flag):
+    """Records a delivery (under `lock`) and checks the crash semantics."""
+    received[q].append(int(body.split(":")[0]))
+    if body in acked[q]:
+        violation(f"{q}: {body} delivered again after its ACK was confirmed with a RECEIPT ({flag}={flagged})")
+    elif body in seen[q]:
+        counts["redelivered"] += 1
+        if not flagged:
+            violation(f"{q}: {body} delivered again without {flag}")
+    seen[q].add(body)
+
+
+ack_ids = iter(range(1 << 62))
+
+
 def consumer():
     while not stop.is_set() or consumer_more.is_set():
         c = None
@@ -203,11 +245,13 @@ def consumer():
             def on_msg(frame, c=c):
                 q = frame.headers["destination"].rsplit("/", 1)[-1]
                 with lock:
-                    received[q].append(int(frame.body))
-                c.ack(frame.headers["ack"])
+                    delivered(q, frame.body, frame.headers.get("redelivered") == "true", "redelivered:true")
+                    rid = f"ack-{next(ack_ids)}"
+                    pending_acks[rid] = (q, frame.body)
+                c.ack(frame.headers["ack"], receipt=rid)
 
             lis.on_msg = on_msg
-            for i, q in enumerate(ALL):
+            for i, q in enumerate(STOMP_CONSUMED):
                 c.subscribe(f"/queue/{q}", id=str(i), ack="client-individual", headers={"prefetch-count": "50"})
             # Leave now and then with deliveries unacknowledged, and stay away a little,
             # so kills find a backlog and unacknowledged messages, not just empty queues.
@@ -225,6 +269,41 @@ def consumer():
                     pass
 
 
+def mqtt_consumer():
+    """QoS 1 from a persistent session (paho PUBACKs each message after on_message)."""
+    while not stop.is_set() or consumer_more.is_set():
+        up.wait()
+        with lock:
+            host, port = addr["mqtt"]
+        gone = threading.Event()
+        subscribed = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="crash-sub", protocol=mqtt.MQTTv311, clean_session=False, reconnect_on_failure=False)
+
+        def on_message(_c, _u, m):
+            with lock:
+                delivered(MQTT_CONSUMED, m.payload.decode(), m.dup, "DUP")
+
+        c.on_message = on_message
+        c.on_disconnect = lambda *a: gone.set()
+        c.on_subscribe = lambda *a: subscribed.set()
+        try:
+            c.connect(host, port, keepalive=30)
+            c.loop_start()
+            c.subscribe(f"$queue/{MQTT_CONSUMED}", qos=1)
+            # Leave now and then, as the STOMP consumer does.
+            gone.wait(crng.uniform(0.3, 1.5) if consumer_more.is_set() and not stop.is_set() else None)
+        except Exception:
+            time.sleep(0.02)
+        finally:
+            try:
+                c.disconnect()
+                c.loop_stop()
+            except Exception:
+                pass
+            if not gone.is_set() and not stop.is_set():
+                time.sleep(crng.uniform(0.0, 0.5))
+
+
 consumer_more = threading.Event()
 consumer_more.set()
 os.makedirs(os.path.join(args.dir, "routes"), exist_ok=True)
@@ -233,6 +312,7 @@ d.start()
 threads = [threading.Thread(target=stomp_publisher, args=(q,), daemon=True) for q in STOMP_QUEUES]
 threads.append(threading.Thread(target=mqtt_publisher, daemon=True))
 threads.append(threading.Thread(target=consumer, daemon=True))
+threads.append(threading.Thread(target=mqtt_consumer, daemon=True))
 for t in threads:
     t.start()
 
@@ -245,7 +325,7 @@ for k in range(args.kills):
 # Let the last run carry load a little, then stop publishing and drain.
 time.sleep(1.0)
 stop.set()
-for t in threads[:-1]:
+for t in threads[:-2]:
     t.join(15)
 
 
@@ -259,7 +339,7 @@ consumer_more.clear()
 code = d.stop()
 
 with lock:
-    summary = {"seed": seed, "kills": args.kills, "starts": d.starts}
+    summary = {"seed": seed, "kills": args.kills, "starts": d.starts, **counts}
     for q in ALL:
         got = received[q]
         firsts, seen = [], set()
@@ -271,6 +351,7 @@ with lock:
         summary[q] = {"confirmed": len(confirmed[q]), "received": len(got), "duplicates": len(got) - len(seen), "unconfirmed_received": len(seen - set(confirmed[q]))}
     for q in ALL:
         expect(summary[q]["confirmed"] > 20, f"{q}: too little load got through: {summary[q]}")
+    expect(not violations, f"crash semantics broken (seed {seed}, {summary}):\n" + "\n".join(violations))
 with open(log_path) as f:
     text = f.read()
 expect("panicked" not in text, f"the daemon panicked; see {log_path}")

@@ -100,13 +100,16 @@ def stomp_before():
     c.disconnect()
 
 
-def stomp_after():
+def stomp_after(clean=False):
+    """After kill -9 every recovered message may have been delivered (delivery marks are
+    written behind the delivery), so all come back flagged; after an orderly stop
+    (`clean`) only those that were handed out are."""
     c, col = stomp_conn()
     c.subscribe("/queue/dur.q", id="1", ack="client-individual")
     col.wait_messages(9)
     time.sleep(0.3)
     got = [(m.body, m.headers.get("redelivered") == "true") for m in col.messages]
-    want = [("p1", True), ("p2", True), ("p3", True)] + [(f"p{i}", False) for i in range(4, 10)]
+    want = [("p1", True), ("p2", True), ("p3", True)] + [(f"p{i}", not clean) for i in range(4, 10)]
     expect(got == want, f"after restart: {got}")
     for m in col.messages:
         c.ack(m.headers["ack"])
@@ -114,6 +117,10 @@ def stomp_after():
     col.wait_messages(10)
     expect(col.messages[9].body == "t1", f"durable subscription: {col.messages[9].body}")
     c.disconnect()
+
+
+def stomp_after_clean():
+    stomp_after(clean=True)
 
 
 def mqtt_before():
@@ -183,6 +190,21 @@ def full_refuses():
     print(f"refusal: {msg.strip()!r}; MQTT: {rc}", file=sys.stderr)
 
 
+def ack_refused():
+    """The store cannot write: an ACK asking for a receipt gets an ERROR, not a RECEIPT
+    that would promise the message is gone for good."""
+    c, col = stomp_conn()
+    c.subscribe("/queue/ro.q", id="1", ack="client-individual", headers={"prefetch-count": "1"})
+    col.wait_messages(1)
+    c.ack(col.messages[0].headers["ack"], receipt="r-ack")
+    wait_for(lambda: col.errors, T, "an ERROR frame for the ACK that cannot be stored")
+    err = col.errors[0]
+    expect(err.headers.get("message") == "acknowledgement not stored", f"ERROR: {err.headers} {err.body!r}")
+    expect(err.headers.get("receipt-id") == "r-ack", f"the ERROR names the receipt: {err.headers}")
+    expect("r-ack" not in col.receipts, "no RECEIPT for the ACK")
+    print(f"ack refusal: {err.body.strip()!r}", file=sys.stderr)
+
+
 def full_recovers():
     """Writable again: persistent publishes are accepted again (within the probe period)."""
     def attempt():
@@ -194,16 +216,22 @@ def full_recovers():
     wait_for(attempt, 10, "persistent publishes accepted again")
 
 
-def expect_accepted():
+def expect_accepted(want=("before", "accepted")):
     """After a restart: exactly the persistent messages that were accepted."""
     c, col = stomp_conn()
     c.subscribe("/queue/ro.q", id="1", ack="auto")
-    col.wait_messages(2)
+    col.wait_messages(len(want))
     time.sleep(0.3)  # nothing more may come
     # (A transient message sent in this run may be there too.)
     got = [m.body for m in col.messages if m.body != "transient-ok"]
-    expect(got == ["before", "accepted"], f"after restart: {got}")
+    expect(got == list(want), f"after restart: {got}")
     c.disconnect()
+
+
+def expect_accepted_but_acked():
+    """As `expect_accepted` after `ack_refused`: the ACK took effect in memory (the
+    ERROR says it is not stored, so the message may come back after a restart)."""
+    expect_accepted(want=("accepted",))
 
 
 def before():

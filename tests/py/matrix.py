@@ -1,7 +1,8 @@
 """The translation matrix: every source protocol {STOMP, MQTT 3.1.1, MQTT 5, AMQP, XMPP} to every
 target {the same five}, with text, JSON and binary bodies, a custom header, content type,
-correlation id and reply-to, checked against docs/mapping.md; then the loss policies (encode,
-reject) on the fields targets cannot carry, and the /loss counters.
+correlation id and reply-to, checked against docs/mapping.md, each case delivered exactly once
+(copies counted behind a marker per source); then the loss policies (encode, reject) on the
+fields targets cannot carry, and the /loss counters.
 
 Clients: stomp.py, paho-mqtt (3.1.1 and 5), pika on a real RabbitMQ, slixmpp on a real Prosody.
 The Rust test (tests/matrix.rs) writes the routes (see there) and starts the router.
@@ -41,8 +42,8 @@ BODIES = {s: ["text", "json", "binary"] for s in SOURCES}
 BODIES["xmpp"] = ["text", "json"]
 
 
-def body_of(src, kind, policy="drop"):
-    tag = f"{policy}-{src}-{kind}"
+def body_of(src, kind, policy="drop", mark=""):
+    tag = f"{policy}-{src}-{kind}{mark}"
     if kind == "text":
         return f"text {tag} ✓".encode()
     if kind == "json":
@@ -75,14 +76,16 @@ def admin(path):
 
 # ---- targets -------------------------------------------------------------------------------
 
-got = {t: {} for t in SOURCES}   # target → tag → what arrived
+got = {t: {} for t in SOURCES}   # target → tag → what arrived (the first copy)
+copies = {t: {} for t in SOURCES}   # target → tag → how many copies arrived
 lock = threading.Lock()
 
 
 def record(target, tag, what):
     if tag:
         with lock:
-            got[target][tag] = what
+            got[target].setdefault(tag, what)
+            copies[target][tag] = copies[target].get(tag, 0) + 1
 
 
 class StompTarget(Collector):
@@ -160,10 +163,10 @@ def amqp_drain(ch, queue, into="amqp"):
 
 # ---- sources -------------------------------------------------------------------------------
 
-def publish_stomp(conn, policy, kind, extra=None):
+def publish_stomp(conn, policy, kind, extra=None, mark=""):
     h = {"k": "v", "correlation-id": f"c-stomp-{kind}", "reply-to": f"/queue/{P}.replies"}
     h.update(extra or {})
-    conn.send(destination=f"/topic/{P}.{policy}.stomp", body=body_of("stomp", kind, policy),
+    conn.send(destination=f"/topic/{P}.{policy}.stomp", body=body_of("stomp", kind, policy, mark),
               content_type=h.pop("content-type", CT[kind]), headers=h)
 
 
@@ -174,13 +177,13 @@ def mqtt_source(version, name):
     return c
 
 
-def publish_mqtt5(c, policy, kind, user=(("k", "v"),)):
+def publish_mqtt5(c, policy, kind, user=(("k", "v"),), mark=""):
     pr = Properties(PacketTypes.PUBLISH)
     pr.ContentType = CT[kind]
     pr.CorrelationData = f"c-mqtt5-{kind}".encode()
     pr.ResponseTopic = f"{P}/replies"
     pr.UserProperty = list(user)
-    c.publish(f"{P}/{policy}/mqtt5", body_of("mqtt5", kind, policy), qos=1, properties=pr).wait_for_publish(T)
+    c.publish(f"{P}/{policy}/mqtt5", body_of("mqtt5", kind, policy, mark), qos=1, properties=pr).wait_for_publish(T)
 
 
 def main_sync(user_loop_send):
@@ -188,15 +191,16 @@ def main_sync(user_loop_send):
     sc = stomp.Connection12([("127.0.0.1", args.port)], heartbeats=(0, 0), auto_decode=False)
     sc.set_listener("t", stomp_t)
     sc.connect(wait=True)
-    sc.subscribe(f"/topic/{P}.seen.#", id="m", ack="auto")
+    sc.subscribe(f"/topic/{P}.seen.#", id="m", ack="auto", headers={"receipt": "sub-m"})
     dead = Collector(T)
     dc = stomp.Connection12([("127.0.0.1", args.port)], heartbeats=(0, 0), auto_decode=False)
     dc.set_listener("d", dead)
     dc.connect(wait=True)
-    dc.subscribe(f"/queue/{P}.dead", id="d", ack="auto")
-    m3 = mqtt_target(mqtt.MQTTv311, "mqtt3")
+    dc.subscribe(f"/queue/{P}.dead", id="d", ack="auto", headers={"receipt": "sub-d"})
+    m3 = mqtt_target(mqtt.MQTTv311, "mqtt3")   # each waits for its SUBACK
     m5 = mqtt_target(mqtt.MQTTv5, "mqtt5")
-    time.sleep(0.3)   # subscriptions settle (SUBSCRIBE receipts are not awaited by stomp.py)
+    stomp_t.wait_receipt("sub-m")   # the router answers a SUBSCRIBE's receipt once it is bound
+    dead.wait_receipt("sub-d")
 
     pub3 = mqtt_source(mqtt.MQTTv311, "mqtt3")
     pub5 = mqtt_source(mqtt.MQTTv5, "mqtt5")
@@ -211,30 +215,43 @@ def main_sync(user_loop_send):
     publish_mqtt5(pub5, "encode", "text", user=(("k", "v1"), ("k", "v2")))
     publish_mqtt5(pub5, "reject", "text", user=(("k", "v1"), ("k", "v2")))
 
-    for kind in BODIES["stomp"]:
-        publish_stomp(sc, "drop", kind)
-    for kind in BODIES["mqtt3"]:
-        pub3.publish(f"{P}/drop/mqtt3", body_of("mqtt3", kind), qos=1).wait_for_publish(T)
-    for kind in BODIES["mqtt5"]:
-        publish_mqtt5(pub5, "drop", kind)
-    for kind in BODIES["amqp"]:
-        ch.basic_publish("", f"{P}.in", body_of("amqp", kind), pika.BasicProperties(
-            content_type=CT[kind], headers={"k": "v"}, correlation_id=f"c-amqp-{kind}", reply_to=f"{P}.amqp-replies"))
-    for kind in BODIES["xmpp"]:
-        user_loop_send(kind)
+    def publish_drop(kinds, mark=""):
+        for kind in kinds["stomp"]:
+            publish_stomp(sc, "drop", kind, mark=mark)
+        for kind in kinds["mqtt3"]:
+            pub3.publish(f"{P}/drop/mqtt3", body_of("mqtt3", kind, mark=mark), qos=1).wait_for_publish(T)
+        for kind in kinds["mqtt5"]:
+            publish_mqtt5(pub5, "drop", kind, mark=mark)
+        for kind in kinds["amqp"]:
+            ch.basic_publish("", f"{P}.in", body_of("amqp", kind, mark=mark), pika.BasicProperties(
+                content_type=CT[kind], headers={"k": "v"}, correlation_id=f"c-amqp-{kind}", reply_to=f"{P}.amqp-replies"))
+        for kind in kinds["xmpp"]:
+            user_loop_send(kind, mark)
 
-    expected = {t: [f"drop-{s}-{k}" for s in SOURCES for k in BODIES[s]] for t in SOURCES}
-    deadline = time.monotonic() + T
-    while time.monotonic() < deadline:
-        amqp_drain(ch, f"{P}.out")
-        missing = {t: [x for x in tags if x not in got[t]] for t, tags in expected.items()}
-        if not any(missing.values()):
-            break
-        time.sleep(0.1)
-    else:
+    def wait_delivered(kinds, mark=""):
+        expected = {t: [f"drop-{s}-{k}{mark}" for s in SOURCES for k in kinds[s]] for t in SOURCES}
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            amqp_drain(ch, f"{P}.out")
+            missing = {t: [x for x in tags if x not in got[t]] for t, tags in expected.items()}
+            if not any(missing.values()):
+                return
+            time.sleep(0.1)
         fail(f"not delivered (target: cases): { {t: m for t, m in missing.items() if m} }")
-    time.sleep(0.3)
+
+    publish_drop(BODIES)
+    wait_delivered(BODIES)
+    # Then one marker from every source to every target: whatever a path would deliver
+    # twice, or late, arrives before its marker, so once all markers are in the copies can
+    # be counted (no guessed sleep).
+    markers = {s: ["text"] for s in SOURCES}
+    publish_drop(markers, mark="-end")
+    wait_delivered(markers, mark="-end")
     amqp_drain(ch, f"{P}.out")
+    with lock:
+        twice = {t: {tag: n for tag, n in c.items() if n != 1} for t, c in copies.items()}
+    expect(not any(twice.values()), f"delivered more than once (target: case → copies): "
+                                    f"{ {t: d for t, d in twice.items() if d} }")
     check_drop_matrix()
     check_policies(dead)
     ac.close()
@@ -341,9 +358,10 @@ async def main():
     await asyncio.wait_for(user.online.wait(), T)
     loop = asyncio.get_running_loop()
 
-    def send(kind):
+    def send(kind, mark=""):
         def go():
-            m = user.make_message(mto=f"{P.lower()}-in@{BRIDGE}", mbody=body_of("xmpp", kind).decode(), mtype="chat")
+            m = user.make_message(mto=f"{P.lower()}-in@{BRIDGE}", mbody=body_of("xmpp", kind, mark=mark).decode(),
+                                  mtype="chat")
             m["thread"] = f"th-{kind}"
             m["headers"] = {"k": "v"}
             m.send()

@@ -1,13 +1,15 @@
 """STOMP scenarios driven by stomp.py, an independent client, against Switchboard.
 
-Usage: stomp_scenarios.py --port PORT SCENARIO [--user U --password P]
+Usage: stomp_scenarios.py --port PORT SCENARIO [--user U --password P] [--admin-port P]
 Each scenario asserts behaviour and exits 0 on success, 1 with a reason otherwise.
 """
 
+import json
 import os
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -17,7 +19,8 @@ from stomptest import Collector  # noqa: E402
 import stomp  # noqa: E402
 from stomp.exception import ConnectFailedException  # noqa: E402
 
-args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--user"), p.add_argument("--password"), p.add_argument("--ca")))
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--user"), p.add_argument("--password"), p.add_argument("--ca"),
+                             p.add_argument("--admin-port", type=int)))
 HP = [(args.host, args.port)]
 T = args.timeout
 
@@ -29,6 +32,14 @@ def conn(version="1.2", heartbeats=(0, 0), user=None, password=None, **kw):
     c.set_listener("c", col)
     c.connect(user, password, wait=True)
     return c, col
+
+
+def temp_queues():
+    """The router's temporary reply queues, from its admin API (--admin-port): names
+    shown redacted to a non-admin, so only the prefix is compared."""
+    expect(args.admin_port, "this scenario needs --admin-port")
+    with urllib.request.urlopen(f"http://{args.host}:{args.admin_port}/queues", timeout=5) as r:
+        return [q["name"] for q in json.load(r)["queues"] if q["name"].startswith("$sb.tmp.")]
 
 
 def uniq(prefix):
@@ -212,12 +223,15 @@ def temp_reply_queue():
     expect(rep.headers.get("destination") == "/temp-queue/answers", f"{rep.headers}")
     expect(rep.headers.get("subscription") == "/temp-queue/answers", f"{rep.headers}")
     expect(rep.headers.get("correlation-id") == "c-42", f"{rep.headers}")
+    expect(len(temp_queues()) == 1, f"the requester's temp queue is listed: {temp_queues()}")
     requester.disconnect()
-    time.sleep(0.2)
-    # The temp queue went with its owner: a late reply is dropped, not queued forever,
-    # and the responder's connection is not harmed.
+    # The temp queue goes with its owner; a late reply is dropped, not queued forever (no
+    # temp queue comes back for it), and the responder's connection is not harmed.
+    wait_for(lambda: not temp_queues(), T, lambda: f"the temp queue outlived its owner: {temp_queues()}")
     responder.send(reply_to, "late", receipt="late")
     rcol.wait_receipt("late")
+    expect(not temp_queues(), f"the late reply was queued: {temp_queues()}")
+    expect(not rcol.errors, f"the responder got an ERROR: {rcol._errors()}")
     responder.disconnect()
     print("ok")
 

@@ -172,7 +172,7 @@ async fn flush(pending: &mut Pending) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("ack: {e}")),
         Err(err) => {
-            tracing::warn!(reason = %err, "the core could not store the messages: requeued in RabbitMQ");
+            crate::rate_warn!(CORE_REFUSED, reason = %err, "the core could not store the messages: requeued in RabbitMQ");
             tokio::time::sleep(Duration::from_secs(1)).await;
             a.nack(BasicNackOptions {
                 multiple: true,
@@ -241,14 +241,14 @@ async fn handle(
         Ok(r) => r,
         Err(err) => {
             LinkStatus::bump(&c.rejected);
-            tracing::warn!(%exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
+            crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
             return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
         }
     };
     match routed {
         Ok(Some(0)) => {
             LinkStatus::bump(&c.rejected);
-            tracing::info!(%exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
+            crate::rate_info!(FILTERED, %exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
             settle(acker.reject(BasicRejectOptions { requeue: false }).await)
         }
         // Accepted deliveries were parked in `pending` above.
@@ -266,13 +266,13 @@ async fn handle(
         }
         Err(RouterError::Routing(err)) => {
             LinkStatus::bump(&c.rejected);
-            tracing::warn!(%exchange, %routing_key, reason = %err, "the route cannot translate the message: rejected without requeue");
+            crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "the route cannot translate the message: rejected without requeue");
             settle(acker.reject(BasicRejectOptions { requeue: false }).await)
         }
         Err(RouterError::Publish(err)) => {
             // The destination refused it for now (full, or gone): leave it in RabbitMQ
             // and slow down rather than drop it.
-            tracing::warn!(%exchange, %routing_key, reason = %err, "the core refused the message: requeued in RabbitMQ");
+            crate::rate_warn!(CORE_REFUSED, %exchange, %routing_key, reason = %err, "the core refused the message: requeued in RabbitMQ");
             tokio::time::sleep(Duration::from_secs(1)).await;
             settle(
                 acker
@@ -285,3 +285,9 @@ async fn handle(
         }
     }
 }
+
+/// Messages refused on the way in, counted and logged at most once a second (see
+/// [`crate::ratelog`]).
+static UNTRANSLATABLE: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.in_untranslatable");
+static FILTERED: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.in_no_route");
+static CORE_REFUSED: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.in_requeued");

@@ -363,7 +363,7 @@ impl<'a> Publisher<'a> {
                     self.failed(other, "unroutable", detail).await?;
                 }
             } else {
-                tracing::warn!(exchange = %r.delivery.exchange, routing_key = %r.delivery.routing_key, "RabbitMQ returned a message that matches no recent publish");
+                crate::rate_warn!(UNMATCHED_RETURN, exchange = %r.delivery.exchange, routing_key = %r.delivery.routing_key, "RabbitMQ returned a message that matches no recent publish");
             }
         }
         if own_failure.is_none()
@@ -398,7 +398,7 @@ impl<'a> Publisher<'a> {
             return self.dead_letter(job, reason, detail).await;
         }
         let delay = Duration::from_millis(100 << job.attempt.min(8));
-        tracing::warn!(target = %job.shown, reason, %detail, attempt = job.attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
+        crate::rate_warn!(PUBLISH_RETRY, target = %job.shown, reason, %detail, attempt = job.attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
         self.pending.push(Box::pin(async move {
             tokio::time::sleep(delay).await;
             Step::Retry(Job {
@@ -413,7 +413,7 @@ impl<'a> Publisher<'a> {
     /// dead-letter queue, then the original is acked.
     async fn dead_letter(&mut self, job: Job, reason: &str, detail: String) -> Result<(), String> {
         let s = &self.ctx.settings;
-        tracing::warn!(target = %job.shown, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
+        crate::rate_warn!(PUBLISH_GIVEN_UP, target = %job.shown, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
         let mut m = (*job.message).clone();
         m.headers.remove(LINK_TARGET_HEADER);
         m.headers.set("x-death-reason", reason);
@@ -507,7 +507,7 @@ impl<'a> Publisher<'a> {
         let mut m = match convert::from_amqp(&inbound, &r.properties, r.data, SystemTime::now()) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot translate a reply; dropped (direct reply-to has no dead-lettering)");
+                crate::rate_warn!(REPLY_LOST, error = %e, "cannot translate a reply; dropped (direct reply-to has no dead-lettering)");
                 return;
             }
         };
@@ -518,12 +518,12 @@ impl<'a> Publisher<'a> {
                 match self.ctx.router.publish(dest.clone(), m).await {
                     Ok(_) => LinkStatus::bump(&self.ctx.status.counters.replies),
                     Err(e) => {
-                        tracing::warn!(reply_to = %dest, error = %e, "cannot deliver a reply")
+                        crate::rate_warn!(REPLY_LOST, reply_to = %dest, error = %e, "cannot deliver a reply")
                     }
                 }
             }
             None => {
-                tracing::warn!(correlation_id = %token, "a reply matches no waiting request (timed out or unknown): sent to the dead-letter queue");
+                crate::rate_warn!(REPLY_UNMATCHED, correlation_id = %token, "a reply matches no waiting request (timed out or unknown): sent to the dead-letter queue");
                 m.headers.set("x-death-reason", "unmatched-reply");
                 m.headers.set("x-death-queue", DIRECT_REPLY_TO);
                 let _ = core
@@ -562,7 +562,7 @@ impl ReplyMap {
                 break;
             }
             if !answered {
-                tracing::info!(correlation_id = %token, "a request got no reply in time; a late reply will be dead-lettered");
+                crate::rate_info!(REPLY_TIMEOUT, correlation_id = %token, "a request got no reply in time; a late reply will be dead-lettered");
                 self.by_token.remove(token);
             }
             self.order.pop_front();
@@ -584,3 +584,14 @@ impl ReplyMap {
         (at.elapsed() < self.timeout).then_some((dest, corr))
     }
 }
+
+/// Per-message outcomes, counted and logged at most once a second (see
+/// [`crate::ratelog`]).
+static UNMATCHED_RETURN: crate::ratelog::Cause =
+    crate::ratelog::Cause::new("amqp.unmatched_return");
+static PUBLISH_RETRY: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.publish_retry");
+static PUBLISH_GIVEN_UP: crate::ratelog::Cause =
+    crate::ratelog::Cause::new("amqp.publish_given_up");
+static REPLY_LOST: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.reply_lost");
+static REPLY_UNMATCHED: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.reply_unmatched");
+static REPLY_TIMEOUT: crate::ratelog::Cause = crate::ratelog::Cause::new("amqp.reply_timeout");

@@ -30,6 +30,10 @@ struct StoredSub {
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoredSession {
+    /// The user the session (and so its client id) belongs to; absent in sessions
+    /// stored before owners were kept.
+    #[serde(default)]
+    owner: Option<String>,
     /// Session expiry interval, seconds (`u32::MAX`: never).
     expiry: u32,
     /// When an offline session expires (ms since the epoch); `None` while connected or
@@ -43,17 +47,19 @@ fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Records a persistent session's subscriptions and expiry. `offline_since` is set when
-/// the client just left (the expiry clock runs from then).
+/// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
+/// set when the client just left (the expiry clock runs from then).
 pub fn save_session(
     state: &MqttState,
     client_id: &str,
+    owner: &str,
     data: &SessionData,
     expiry: u32,
     offline_since: Option<SystemTime>,
 ) -> Option<StoreWait> {
     let store = state.router.core().store()?;
     let stored = StoredSession {
+        owner: Some(owner.to_owned()),
         expiry,
         expires_at_ms: offline_since
             .filter(|_| expiry != u32::MAX)
@@ -105,17 +111,33 @@ pub fn restore(state: &Arc<MqttState>) {
     let core = state.router.core().clone();
     let now = SystemTime::now();
     let mut retained = 0usize;
+    let mut over = 0usize;
     for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
         match codec::decode(&bytes) {
             Ok(m) if m.expiry.is_none_or(|e| e > now) => {
-                state.retained().insert(topic, Arc::new(m));
-                retained += 1;
+                // The limits hold after a restart too (they may have been lowered):
+                // what does not fit is forgotten, as a refused publish would have been.
+                if state.restore_retained(topic.clone(), m) {
+                    retained += 1;
+                } else {
+                    forget_retained(state, &topic);
+                    over += 1;
+                }
             }
             Ok(_) => forget_retained(state, &topic),
             Err(e) => {
                 tracing::warn!(topic, error = %e, "stored retained message unreadable; dropped")
             }
         }
+    }
+    if over > 0 {
+        tracing::warn!(
+            dropped = over,
+            kept = retained,
+            max_retained = state.settings.max_retained,
+            max_retained_bytes = state.settings.max_retained_bytes,
+            "retained messages over the byte limit not restored (mqtt.max_retained / mqtt.max_retained_bytes)"
+        );
     }
     let mut sessions = 0usize;
     for (client_id, bytes) in core.take_recovered(META_MQTT_SESSION) {
@@ -169,6 +191,7 @@ pub fn restore(state: &Arc<MqttState>) {
         state.sessions().insert(
             Arc::clone(&client_id),
             SessionEntry {
+                owner: stored.owner.map(Arc::from),
                 data: Arc::new(Mutex::new(data)),
                 holder: None,
                 pending: Some(pending.clone()),

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::Either;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,9 +18,11 @@ use tracing::Instrument;
 use super::codec::Codec;
 use super::session;
 use super::state::MqttState;
+use crate::listener::limit::Gate;
+use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::packet_io::PacketIo;
 use crate::listener::ws::WsFramed;
-use crate::listener::{accept_loop, next_connection_id};
+use crate::listener::{SlotHold, accept_loop, next_connection_id, refuse};
 
 /// Serves MQTT over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
@@ -27,19 +30,20 @@ pub async fn serve_tcp(
     state: Arc<MqttState>,
     loopback: bool,
     tls: Option<TlsAcceptor>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let max = state.settings.max_connections;
     // Sessions do not watch `cancel` themselves (it would make every idle connection
     // bigger): they are kicked when it fires.
     state.kick_all_on(cancel.clone());
     state.start_parker(&tracker, &cancel);
     let c2 = cancel.clone();
+    let plain = tls.is_none();
     accept_loop(
         listener,
         "mqtt",
-        max,
+        gate,
         cancel,
         tracker,
         move |stream, _peer, id, permit| {
@@ -76,6 +80,12 @@ pub async fn serve_tcp(
                 })),
             }
         },
+        // A refusal over TLS would cost a handshake: those are closed without a word.
+        move |stream, why| async move {
+            if plain {
+                refuse::mqtt(stream, why).await;
+            }
+        },
     )
     .await;
 }
@@ -84,41 +94,55 @@ pub async fn serve_tcp(
 struct WsState {
     state: Arc<MqttState>,
     loopback: bool,
+    policy: Arc<WsPolicy>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-    limit: Arc<Semaphore>,
 }
 
 /// Serves MQTT over WebSocket on `/mqtt` (over TLS when `tls` is set) until `cancel` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_ws(
     listener: TcpListener,
     state: Arc<MqttState>,
     loopback: bool,
+    policy: WsPolicy,
     tls: Option<TlsAcceptor>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     state.kick_all_on(cancel.clone());
-    let app = ws_app(state, loopback, cancel.clone(), tracker.clone());
-    crate::listener::serve_ws_router(listener, app, tls, "mqtt-ws", cancel, tracker).await;
+    let app = ws_app(
+        state,
+        loopback,
+        policy,
+        Arc::clone(&gate),
+        cancel.clone(),
+        tracker.clone(),
+    );
+    crate::listener::serve_http(listener, app, tls, gate, "mqtt-ws", cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (`/mqtt`; handlers need `ConnectInfo<SocketAddr>`).
-/// Public for the session fuzz targets, which serve it over in-memory streams.
+/// The WebSocket listener's HTTP app (`/mqtt`; handlers need `ConnectInfo<SocketAddr>`
+/// and the connection's [`SlotHold`](crate::listener::SlotHold) as extensions). Public
+/// for the session fuzz targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
     state: Arc<MqttState>,
     loopback: bool,
+    policy: WsPolicy,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> axum::Router {
-    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
     let st = WsState {
         state,
         loopback,
+        policy: Arc::new(policy),
+        gate,
         cancel,
         tracker,
-        limit,
     };
     axum::Router::new()
         .route("/mqtt", get(upgrade))
@@ -129,24 +153,32 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(st): State<WsState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-) -> impl IntoResponse {
+    Extension(hold): Extension<SlotHold>,
+    headers: HeaderMap,
+) -> Response {
+    // A browser never gets the loopback anonymous grant unless configured.
+    let loopback = match st.policy.check(&headers, st.loopback) {
+        Ok(Client::NotBrowser) => st.loopback,
+        Ok(Client::Browser) => st.loopback && st.policy.anonymous_browsers,
+        Err(origin) => {
+            return crate::listener::origin::refuse(&st.gate, peer, &origin);
+        }
+    };
     let max = st.state.settings.max_packet_size as usize + 16;
+    let slot = hold.take();
     ws.protocols(["mqtt", "mqttv3.1"]).max_message_size(max).on_upgrade(move |socket| {
         let id = next_connection_id();
         let span = tracing::info_span!("conn", protocol = "mqtt-ws", id, %peer, client_id = tracing::field::Empty, user = tracing::field::Empty);
-        let permit = Arc::clone(&st.limit).try_acquire_owned().ok();
         let state = Arc::clone(&st.state);
         let cancel = st.cancel.clone();
-        let loopback = st.loopback;
         let fut = async move {
-            let Some(_permit) = permit else { return };
             let t = WsFramed::new(socket, Codec::new(state.settings.max_packet_size), false);
-            session::run(t, state, id, loopback, cancel, None).await;
+            session::run(t, state, id, loopback, cancel, slot).await;
         }
         .instrument(span);
         let handle = st.tracker.spawn(fut);
         async move {
             let _ = handle.await;
         }
-    })
+    }).into_response()
 }

@@ -8,7 +8,7 @@
 //! redelivered (sent again with DUP).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
@@ -32,6 +32,8 @@ pub struct MqttSettings {
     pub max_queued: usize,
     /// Most retained messages kept.
     pub max_retained: usize,
+    /// Most bytes of retained messages kept, all topics together (0: no limit).
+    pub max_retained_bytes: u64,
     pub max_connections: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: std::time::Duration,
@@ -53,6 +55,7 @@ impl Default for MqttSettings {
             max_inflight: 64,
             max_queued: 10_000,
             max_retained: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
             connect_timeout: std::time::Duration::from_secs(10),
             topic_alias_max: 16,
@@ -89,9 +92,17 @@ pub struct SessionData {
     pub sent_pids: BTreeMap<crate::core::MessageId, u16>,
 }
 
-/// The retained set is at `max_retained`.
-#[derive(Debug, Clone, Copy)]
-pub struct RetainedFull;
+/// The retained set is at `max_retained` messages or `max_retained_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainedFull {
+    Count,
+    Bytes,
+}
+
+/// Bytes a retained message counts for: its [`Message::byte_size`] and its topic.
+pub fn retained_size(topic: &str, m: &Message) -> usize {
+    m.byte_size() + topic.len()
+}
 
 /// The connection currently holding a session.
 ///
@@ -168,6 +179,10 @@ impl Handoff {
 
 #[derive(Debug, Default)]
 pub struct SessionEntry {
+    /// The user whose session this is (a login, or `anonymous`): the client id is theirs
+    /// while the session lives, and stored with it. `None` only for a session stored
+    /// before owners were kept; the first user to connect with its client id adopts it.
+    pub owner: Option<Arc<str>>,
     pub data: Arc<Mutex<SessionData>>,
     pub holder: Option<Holder>,
     /// Pending delayed will or session expiry; cancelled when a client takes the session.
@@ -182,6 +197,9 @@ pub struct MqttState {
     pub settings: MqttSettings,
     pub sessions: Mutex<HashMap<Arc<str>, SessionEntry>>,
     pub retained: Mutex<BTreeMap<String, Arc<Message>>>,
+    /// Bytes of the retained messages ([`retained_size`]); changed under the `retained`
+    /// lock, mirrored in the core's [`crate::core::Held::retained`] for the watermark.
+    retained_bytes: AtomicU64,
     /// Sessions holding each `$share` group queue; the queue goes with the last one
     /// (MQTT 5 §4.8.2: a shared subscription lives while a session holds it).
     pub shared_members: Mutex<HashMap<String, usize>>,
@@ -199,9 +217,26 @@ impl MqttState {
             settings,
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(BTreeMap::new()),
+            retained_bytes: AtomicU64::new(0),
             shared_members: Mutex::new(HashMap::new()),
             holder_gone: Notify::new(),
             parker: Default::default(),
+        }
+    }
+
+    /// Claims `client_id` for `user` before a connection takes its session: a client id
+    /// whose session (live, or persistent and offline) belongs to another user is
+    /// refused (`Err` with the owner), so that user never gets, drains or discards it.
+    /// Otherwise the session is `user`'s from now on (made if there is none).
+    pub fn claim_client_id(&self, client_id: &Arc<str>, user: &Arc<str>) -> Result<(), Arc<str>> {
+        let mut sessions = self.sessions();
+        let entry = sessions.entry(Arc::clone(client_id)).or_default();
+        match &entry.owner {
+            Some(o) if o != user => Err(Arc::clone(o)),
+            _ => {
+                entry.owner = Some(Arc::clone(user));
+                Ok(())
+            }
         }
     }
 
@@ -321,13 +356,76 @@ impl MqttState {
     ) -> Result<Option<crate::store::StoreWait>, RetainedFull> {
         let mut r = self.retained();
         if m.body.is_empty() {
-            r.remove(topic);
-        } else if r.len() >= self.settings.max_retained && !r.contains_key(topic) {
-            return Err(RetainedFull);
+            if let Some(old) = r.remove(topic) {
+                self.retained_bytes_sub(retained_size(topic, &old));
+            }
         } else {
-            r.insert(topic.to_owned(), Arc::clone(&m));
+            self.fits(&r, topic, &m)?;
+            let size = retained_size(topic, &m);
+            if let Some(old) = r.insert(topic.to_owned(), Arc::clone(&m)) {
+                self.retained_bytes_sub(retained_size(topic, &old));
+            }
+            self.retained_bytes_add(size);
         }
         Ok(super::persist::save_retained(self, topic, &m))
+    }
+
+    /// Whether retaining `m` on `topic` (replacing what the topic retains) keeps the
+    /// retained set within `max_retained` and `max_retained_bytes`.
+    pub fn retained_fits(&self, topic: &str, m: &Message) -> Result<(), RetainedFull> {
+        if m.body.is_empty() {
+            return Ok(());
+        }
+        self.fits(&self.retained(), topic, m)
+    }
+
+    fn fits(
+        &self,
+        r: &BTreeMap<String, Arc<Message>>,
+        topic: &str,
+        m: &Message,
+    ) -> Result<(), RetainedFull> {
+        let old = r.get(topic).map(|o| retained_size(topic, o));
+        if old.is_none() && r.len() >= self.settings.max_retained {
+            return Err(RetainedFull::Count);
+        }
+        let max = self.settings.max_retained_bytes;
+        let after =
+            self.retained_bytes() - old.unwrap_or(0) as u64 + retained_size(topic, m) as u64;
+        if max > 0 && after > max {
+            return Err(RetainedFull::Bytes);
+        }
+        Ok(())
+    }
+
+    /// Puts back a retained message recovered from the store, within the limits;
+    /// false (and nothing kept) when it does not fit.
+    pub fn restore_retained(&self, topic: String, m: Message) -> bool {
+        let mut r = self.retained();
+        if self.fits(&r, &topic, &m).is_err() {
+            return false;
+        }
+        let size = retained_size(&topic, &m);
+        if let Some(old) = r.insert(topic.clone(), Arc::new(m)) {
+            self.retained_bytes_sub(retained_size(&topic, &old));
+        }
+        self.retained_bytes_add(size);
+        true
+    }
+
+    /// Bytes held by retained messages.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    fn retained_bytes_add(&self, n: usize) {
+        self.retained_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        crate::core::Held::add(&self.router.core().held().retained, n);
+    }
+
+    fn retained_bytes_sub(&self, n: usize) {
+        self.retained_bytes.fetch_sub(n as u64, Ordering::Relaxed);
+        crate::core::Held::sub(&self.router.core().held().retained, n);
     }
 
     /// Retained messages whose topic matches `pattern`, expired ones skipped.
@@ -341,10 +439,14 @@ impl MqttState {
     }
 }
 
+/// Prefix of the core queues the MQTT listener names (sessions, shared groups): they
+/// belong to sessions, never to be named by a client ([`crate::auth::owner`]).
+pub const MQTT_QUEUE_PREFIX: &str = "$mqtt.";
+
 /// The core queue name of a client's session: the client id with anything outside a
 /// safe set percent-encoded, so every client id gives a valid, distinct name.
 pub fn session_queue(client_id: &str) -> String {
-    let mut out = String::from("$mqtt.s.");
+    let mut out = format!("{MQTT_QUEUE_PREFIX}s.");
     for b in client_id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
             out.push(b as char);
@@ -357,11 +459,12 @@ pub fn session_queue(client_id: &str) -> String {
 
 /// Is this the queue of a `$share` group (as opposed to a `$queue/NAME` subscription)?
 pub fn is_share_queue(name: &str) -> bool {
-    name.starts_with("$mqtt.share.")
+    name.strip_prefix(MQTT_QUEUE_PREFIX)
+        .is_some_and(|r| r.starts_with("share."))
 }
 
 /// The core queue of a shared subscription `$share/GROUP/FILTER`.
 pub fn shared_queue(group: &str, filter: &str) -> String {
     let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("$mqtt.share.{}.{}", hex(group), hex(filter))
+    format!("{MQTT_QUEUE_PREFIX}share.{}.{}", hex(group), hex(filter))
 }

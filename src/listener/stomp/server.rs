@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -17,26 +18,29 @@ use tracing::Instrument;
 
 use super::codec::StompCodec;
 use super::session::{self, Shared};
+use crate::listener::limit::{ConnSlot, Gate};
+use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::ws::WsFramed;
-use crate::listener::{accept_loop, next_connection_id};
+use crate::listener::{SlotHold, accept_loop, next_connection_id, refuse};
 
 /// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let max = shared.settings.max_connections;
     let c2 = cancel.clone();
+    let plain = tls.is_none();
     accept_loop(
         listener,
         "stomp",
-        max,
+        gate,
         cancel,
         tracker,
-        move |stream, peer, id, permit| {
+        move |stream, peer, id, slot| {
             let shared = Arc::clone(&shared);
             let cancel = c2.clone();
             let tls = tls.clone();
@@ -44,18 +48,24 @@ pub async fn serve_tcp(
                 let codec = StompCodec::new(shared.settings.limits);
                 let peer = peer.to_string();
                 let Some(acceptor) = tls else {
-                    return serve_one(Framed::new(stream, codec), shared, id, peer, cancel, permit)
+                    return serve_one(Framed::new(stream, codec), shared, id, peer, cancel, slot)
                         .await;
                 };
                 match tokio::time::timeout(shared.settings.connect_timeout, acceptor.accept(stream))
                     .await
                 {
                     Ok(Ok(s)) => {
-                        serve_one(Framed::new(s, codec), shared, id, peer, cancel, permit).await
+                        serve_one(Framed::new(s, codec), shared, id, peer, cancel, slot).await
                     }
                     Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::info!("TLS handshake timed out"),
                 }
+            }
+        },
+        // A refusal over TLS would cost a handshake: those are closed without a word.
+        move |stream, why| async move {
+            if plain {
+                refuse::answer_and_close(stream, &refuse::stomp_error(why)).await;
             }
         },
     )
@@ -68,10 +78,10 @@ async fn serve_one<T: session::Transport>(
     id: u64,
     peer: String,
     cancel: CancellationToken,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<ConnSlot>,
 ) {
-    match permit {
-        Some(_permit) => session::run(t, shared, id, peer, cancel).await,
+    match slot {
+        Some(_slot) => session::run(t, shared, id, peer, cancel).await,
         None => session::refuse(t, "connection limit reached").await,
     }
 }
@@ -79,37 +89,57 @@ async fn serve_one<T: session::Transport>(
 #[derive(Clone)]
 struct WsState {
     shared: Arc<Shared>,
+    /// For clients whose upgrade carried an `Origin` (browsers): no loopback anonymous
+    /// grant unless `stomp.ws_allow_anonymous_browsers`.
+    browser_shared: Arc<Shared>,
+    policy: Arc<WsPolicy>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-    limit: Arc<Semaphore>,
 }
 
 /// Serves STOMP over WebSocket on `/ws` (over TLS when `tls` is set) until `cancel` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_ws(
     listener: TcpListener,
     shared: Arc<Shared>,
+    browser_shared: Arc<Shared>,
+    policy: WsPolicy,
     tls: Option<TlsAcceptor>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let app = ws_app(shared, cancel.clone(), tracker.clone());
-    crate::listener::serve_ws_router(listener, app, tls, "stomp-ws", cancel, tracker).await;
+    let app = ws_app(
+        shared,
+        browser_shared,
+        policy,
+        Arc::clone(&gate),
+        cancel.clone(),
+        tracker.clone(),
+    );
+    crate::listener::serve_http(listener, app, tls, gate, "stomp-ws", cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (`/ws`; handlers need `ConnectInfo<SocketAddr>`).
-/// Public for the session fuzz targets, which serve it over in-memory streams.
+/// The WebSocket listener's HTTP app (`/ws`; handlers need `ConnectInfo<SocketAddr>` and
+/// the connection's [`SlotHold`](crate::listener::SlotHold) as extensions). Public for the
+/// session fuzz targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
     shared: Arc<Shared>,
+    browser_shared: Arc<Shared>,
+    policy: WsPolicy,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> axum::Router {
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections));
     let state = WsState {
         shared,
+        browser_shared,
+        policy: Arc::new(policy),
+        gate,
         cancel,
         tracker,
-        limit,
     };
     axum::Router::new()
         .route("/ws", get(upgrade))
@@ -120,22 +150,25 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(st): State<WsState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-) -> impl IntoResponse {
-    let max_frame = st.shared.settings.limits.max_frame_size + 64 * 1024;
+    Extension(hold): Extension<SlotHold>,
+    headers: HeaderMap,
+) -> Response {
+    let shared = match st.policy.check(&headers, st.shared.loopback) {
+        Ok(Client::NotBrowser) => Arc::clone(&st.shared),
+        Ok(Client::Browser) => Arc::clone(&st.browser_shared),
+        Err(origin) => return crate::listener::origin::refuse(&st.gate, peer, &origin),
+    };
+    let max_frame = shared.settings.limits.max_frame_size + 64 * 1024;
+    let slot = hold.take();
     ws.protocols(["v12.stomp", "v11.stomp", "v10.stomp"])
         .max_message_size(max_frame)
         .on_upgrade(move |socket| {
             let id = next_connection_id();
             let span = tracing::info_span!("conn", protocol = "stomp-ws", id, %peer, user = tracing::field::Empty);
-            let permit = Arc::clone(&st.limit).try_acquire_owned().ok();
-            let shared = Arc::clone(&st.shared);
             let cancel = st.cancel.clone();
             let fut = async move {
                 let t = WsFramed::new(socket, StompCodec::new(shared.settings.limits), true);
-                match permit {
-                    Some(_permit) => session::run(t, shared, id, peer.to_string(), cancel).await,
-                    None => session::refuse(t, "connection limit reached").await,
-                }
+                serve_one(t, shared, id, peer.to_string(), cancel, slot).await
             }
             .instrument(span);
             // Track the session so shutdown waits for it.

@@ -27,17 +27,39 @@ use super::codec::{CodecError, Incoming, Limits, Outgoing, StompCodec};
 use super::frame::{Command, Frame, Version};
 use crate::auth::{Auth, Kind, Principal};
 use crate::core::{
-    ConsumeOptions, Consumer, Destination, Message, MessageId, Origin, PRIVATE_PREFIX, Pattern,
-    QueueOptions,
+    ByteBudget, ConsumeOptions, Consumer, DeadReason, Destination, Held, Message, MessageId,
+    Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
 };
+use crate::ratelog::Cause;
 use crate::router::Router;
 use crate::translate::stomp::{
     MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
 };
 use crate::translate::stomp_names::{self, StompDest};
 
-/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection).
+/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection):
+/// `$sb.tmp.TOKEN.NAME`, TOKEN being 128 random bits in hex. Whoever holds the address
+/// may reply to it, so it must not be guessable; only the connection consumes it.
 pub const TEMP_PREFIX: &str = "$sb.tmp.";
+
+/// Prefix of durable subscription queues: `stomp.USER.NAME`, USER escaped so that a
+/// login with a `.` cannot pose as another user's ([`crate::auth::owner`]).
+pub const DURABLE_PREFIX: &str = "stomp.";
+
+/// The queue of `user`'s durable subscription `name`.
+pub fn durable_queue(user: &str, name: &str) -> String {
+    format!(
+        "{DURABLE_PREFIX}{}.{name}",
+        crate::translate::escape::escape_level(user)
+    )
+}
+
+/// A temporary queue's unguessable token: 128 random bits from the OS, in hex.
+fn temp_token() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
 
 /// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
 pub trait Transport:
@@ -73,6 +95,11 @@ pub struct StompSettings {
     pub max_transaction_frames: usize,
     /// Most open transactions per connection.
     pub max_transactions: usize,
+    /// Most bytes buffered in the open transactions of one connection (all together).
+    pub max_transaction_bytes: usize,
+    /// Most bytes of messages delivered (or assigned) to one connection and not yet
+    /// acknowledged, over all its subscriptions; beyond it deliveries are withheld.
+    pub max_unacked_bytes: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
     /// How long a connection that sends no heart-beats may stay without traffic either way
@@ -91,6 +118,8 @@ impl Default for StompSettings {
             default_prefetch: 100,
             max_transaction_frames: 10_000,
             max_transactions: 64,
+            max_transaction_bytes: 16 * 1024 * 1024,
+            max_unacked_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
         }
@@ -133,6 +162,56 @@ enum TxOp {
     Send(Destination, Message, String),
     /// An ACK or NACK, with its `requeue` read when it arrived.
     Ack(Frame, bool),
+}
+
+/// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
+static UNACKED_BYTES: Cause = Cause::new("stomp.unacked_bytes");
+static TRANSACTION_BYTES: Cause = Cause::new("stomp.transaction_bytes");
+static REPLY_DROPPED: Cause = Cause::new("stomp.reply_to_gone");
+static READ_DENIED: Cause = Cause::new("stomp.delivery_forbidden");
+
+/// The bytes buffered in a connection's open transactions, reported to the core (the
+/// memory watermark counts them) and given back when the transactions end, however the
+/// connection ends.
+struct TxBytes {
+    core: crate::core::Core,
+    bytes: usize,
+}
+
+impl TxBytes {
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        Held::add(&self.core.held().transactions, n);
+    }
+
+    fn sub(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        Held::sub(&self.core.held().transactions, n);
+    }
+}
+
+impl Drop for TxBytes {
+    fn drop(&mut self) {
+        Held::sub(&self.core.held().transactions, self.bytes);
+    }
+}
+
+/// An open transaction: its frames and their size.
+#[derive(Default)]
+struct Tx {
+    ops: Vec<TxOp>,
+    bytes: usize,
+}
+
+/// Approximate bytes a buffered frame holds.
+fn frame_bytes(f: &Frame) -> usize {
+    f.body.len()
+        + f.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
+        + 64
 }
 
 /// A fatal protocol error: sent as ERROR, then the connection closes.
@@ -199,7 +278,10 @@ struct Session<T: Transport> {
     notify: Arc<Notify>,
     outstanding: BTreeMap<u64, Outstanding>,
     next_ack: u64,
-    txs: HashMap<String, Vec<TxOp>>,
+    txs: HashMap<String, Tx>,
+    tx_bytes: TxBytes,
+    /// Caps the unacknowledged bytes of every subscription of this connection.
+    budget: Arc<ByteBudget>,
     temp: HashMap<String, String>,
     send_every: Option<Duration>,
     recv_within: Option<Duration>,
@@ -212,14 +294,25 @@ struct Session<T: Transport> {
     unconfirmed: Vec<Unconfirmed>,
     /// How many the serve loop is waiting on.
     confirming: usize,
+    /// An ACK or NACK settled a delivery of a durable queue since the last RECEIPT: the
+    /// next RECEIPT waits until what it wrote to the store (a removal, a dead-letter
+    /// copy) is durable, so a RECEIPT confirms every earlier settlement.
+    settled_durable: bool,
 }
 
-/// A SEND whose RECEIPT waits for its message to be durable.
+/// A SEND whose RECEIPT waits for its message to be durable, or an ACK/NACK whose
+/// RECEIPT waits for the settlement to be.
 struct Unconfirmed {
     receipt: Option<String>,
+    /// What the ERROR says when it cannot be made durable.
+    refused: &'static str,
+    /// The destination (SEND) or the message (ACK/NACK), for the ERROR and the log.
     dest_text: String,
     confirmation: crate::core::Confirmation,
 }
+
+/// The ERROR title of a settlement that could not be made durable.
+const SETTLE_REFUSED: &str = "acknowledgement not stored";
 
 /// Most SENDs awaiting durability per connection before the session stops reading.
 const MAX_UNCONFIRMED: usize = 4096;
@@ -232,6 +325,11 @@ pub async fn run<T: Transport>(
     peer: String,
     cancel: CancellationToken,
 ) {
+    let tx_bytes = TxBytes {
+        core: shared.router.core().clone(),
+        bytes: 0,
+    };
+    let budget = ByteBudget::new(shared.settings.max_unacked_bytes, &UNACKED_BYTES);
     let mut s = Session {
         t,
         shared,
@@ -244,6 +342,8 @@ pub async fn run<T: Transport>(
         outstanding: BTreeMap::new(),
         next_ack: 1,
         txs: HashMap::new(),
+        tx_bytes,
+        budget,
         temp: HashMap::new(),
         send_every: None,
         recv_within: None,
@@ -252,6 +352,7 @@ pub async fn run<T: Transport>(
         last_active: Instant::now(),
         unconfirmed: Vec::new(),
         confirming: 0,
+        settled_durable: false,
     };
     let result = s.serve(&cancel).await;
     match result {
@@ -304,24 +405,27 @@ impl<T: Transport> Session<T> {
                 _ = cancel.cancelled() => {
                     return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
                 }
-                Some((receipt, dest_text, r)) = confirming.next(), if !confirming.is_empty() => {
+                Some((u, r)) = confirming.next(), if !confirming.is_empty() => {
                     self.confirming = confirming.len();
-                    self.confirmed(receipt, dest_text, r).await?;
+                    self.confirmed(u, r).await?;
                 }
                 frame = self.next_frame(), if confirming.len() < MAX_UNCONFIRMED => {
                     let Some(frame) = frame else { return Ok(()) };
                     let frame = frame?;
-                    if frame.command != Command::Send {
-                        // Every earlier SEND is confirmed before any other frame is
-                        // answered, so receipts come back in the order asked.
-                        while let Some((receipt, dest_text, r)) = confirming.next().await {
-                            self.confirmed(receipt, dest_text, r).await?;
+                    if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
+                        // Every earlier SEND, ACK and NACK is confirmed before any other
+                        // frame is answered, so receipts come back in the order asked.
+                        // SENDs, ACKs and NACKs queue their receipts behind the earlier
+                        // ones instead (see `answer`).
+                        while let Some((u, r)) = confirming.next().await {
+                            self.confirmed(u, r).await?;
                         }
                     }
                     let flow = self.handle(frame).await?;
-                    for u in self.unconfirmed.drain(..) {
+                    for mut u in self.unconfirmed.drain(..) {
                         confirming.push_back(async move {
-                            (u.receipt, u.dest_text, u.confirmation.wait().await)
+                            let r = std::mem::take(&mut u.confirmation).wait().await;
+                            (u, r)
                         });
                     }
                     self.confirming = confirming.len();
@@ -390,16 +494,15 @@ impl<T: Transport> Session<T> {
             .map_err(|e| fatal("write failed", e.to_string()))
     }
 
-    /// A SEND's message is durable (or could not be made so).
+    /// A SEND's message, or an ACK/NACK's settlement, is durable (or could not be made so).
     async fn confirmed(
         &mut self,
-        receipt: Option<String>,
-        dest_text: String,
+        u: Unconfirmed,
         r: Result<(), crate::core::PublishError>,
     ) -> Result<(), Fatal> {
         match r {
             Ok(()) => {
-                if let Some(r) = receipt {
+                if let Some(r) = u.receipt {
                     let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
                     self.write(Outgoing::Frame(f)).await?;
                     self.flush().await?;
@@ -407,16 +510,35 @@ impl<T: Transport> Session<T> {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(destination = %dest_text, error = %e, "publish refused");
-                let mut f = fatal("message refused", format!("{dest_text}: {e}"));
-                f.receipt = receipt;
+                tracing::warn!(what = %u.dest_text, error = %e, "{}", u.refused);
+                let mut f = fatal(u.refused, format!("{}: {e}", u.dest_text));
+                f.receipt = u.receipt;
                 Err(f)
             }
         }
     }
 
+    /// What a RECEIPT must wait for besides its own frame's work: the settlements since
+    /// the last RECEIPT, when one of them wrote to the store.
+    fn settlements_owed(&mut self) -> crate::core::Confirmation {
+        if std::mem::take(&mut self.settled_durable) {
+            self.shared.router.core().settlements_durable()
+        } else {
+            crate::core::Confirmation::default()
+        }
+    }
+
+    /// Answers a frame handled at once (no pipelining): its RECEIPT, if it asked for
+    /// one, once every earlier settlement is durable.
     async fn receipt(&mut self, frame: &Frame) -> Result<(), Fatal> {
         if let Some(r) = frame.header("receipt") {
+            let owed = self.settlements_owed();
+            if !owed.is_ready() {
+                owed.wait().await.map_err(|e| {
+                    tracing::warn!(error = %e, "{SETTLE_REFUSED}");
+                    fatal(SETTLE_REFUSED, format!("earlier ACK or NACK frames: {e}"))
+                })?;
+            }
             let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
             self.write(Outgoing::Frame(f)).await?;
             self.flush().await?;
@@ -551,9 +673,9 @@ impl<T: Transport> Session<T> {
     async fn on_send(&mut self, f: Frame) -> Result<(), Fatal> {
         let dest_text = Self::header(&f, "destination")?.to_owned();
         let dest = self.send_destination(&dest_text).await?;
-        // Replies to a temporary queue are allowed to whoever was handed its address.
-        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(TEMP_PREFIX));
-        if !is_reply && !self.principal()?.can_publish(&dest) {
+        // Replies to a temporary queue are allowed to whoever was handed its address
+        // (`can_publish` says so); other owned queues only to their owner.
+        if !self.principal()?.can_publish(&dest) {
             tracing::warn!(destination = %dest_text, "publish refused by permissions");
             return Err(fatal(
                 "access refused",
@@ -575,34 +697,55 @@ impl<T: Transport> Session<T> {
             fatal("invalid header", e.to_string())
         })?;
         if let Some(tx) = f.header("transaction") {
-            let ops = self.txs.get_mut(tx).ok_or_else(|| {
-                fatal(
-                    "unknown transaction",
-                    format!("transaction `{tx}` was not begun"),
-                )
-            })?;
-            if ops.len() >= self.shared.settings.max_transaction_frames {
-                return Err(fatal(
-                    "transaction too large",
-                    format!(
-                        "more than {} frames in one transaction",
-                        self.shared.settings.max_transaction_frames
-                    ),
-                ));
-            }
-            ops.push(TxOp::Send(dest, message, dest_text));
+            let size = message.byte_size();
+            self.buffer_tx(tx, size, TxOp::Send(dest, message, dest_text))?;
         } else {
-            let confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
+            let mut confirmation = self.publish_unconfirmed(dest, message, &dest_text).await?;
+            if f.header("receipt").is_some() {
+                confirmation.extend(self.settlements_owed());
+            }
             if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
                 self.unconfirmed.push(Unconfirmed {
                     receipt: f.header("receipt").map(str::to_owned),
+                    refused: "message refused",
                     dest_text,
                     confirmation,
                 });
                 return Ok(());
             }
+            return self.receipt(&f).await;
         }
-        self.receipt(&f).await
+        self.answer(&f, crate::core::Confirmation::default(), String::new())
+            .await
+    }
+
+    /// Answers a SEND, ACK or NACK: handled while earlier receipts may still be waiting,
+    /// its RECEIPT goes behind them (in order), once `confirmation` and every earlier
+    /// settlement are durable.
+    async fn answer(
+        &mut self,
+        f: &Frame,
+        mut confirmation: crate::core::Confirmation,
+        what: String,
+    ) -> Result<(), Fatal> {
+        let Some(receipt) = f.header("receipt") else {
+            return Ok(());
+        };
+        confirmation.extend(self.settlements_owed());
+        if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
+            self.unconfirmed.push(Unconfirmed {
+                receipt: Some(receipt.to_owned()),
+                refused: SETTLE_REFUSED,
+                dest_text: if what.is_empty() {
+                    "earlier ACK or NACK frames".into()
+                } else {
+                    what
+                },
+                confirmation,
+            });
+            return Ok(());
+        }
+        self.receipt(f).await
     }
 
     /// Publishes and waits until the message is durable (transactions).
@@ -632,7 +775,7 @@ impl<T: Transport> Session<T> {
             && self.shared.router.core().queue(n).is_none()
         {
             // A reply to a temporary queue whose owner has gone: nobody can receive it.
-            tracing::warn!(destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
+            crate::rate_warn!(REPLY_DROPPED, destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
             return Ok(crate::core::Confirmation::default());
         }
         let router = self.shared.router.clone();
@@ -658,7 +801,14 @@ impl<T: Transport> Session<T> {
             return Ok(q.clone());
         }
         let core = self.shared.router.core().clone();
-        let internal = format!("{TEMP_PREFIX}{}.{name}", self.id);
+        let token = temp_token().map_err(|e| {
+            tracing::error!(error = %e, "no randomness for a temporary queue name");
+            fatal(
+                "temporary queue unavailable",
+                "the server could not create a temporary queue",
+            )
+        })?;
+        let internal = format!("{TEMP_PREFIX}{token}.{name}");
         let opts = QueueOptions {
             durable: false,
             auto_delete: true,
@@ -670,7 +820,8 @@ impl<T: Transport> Session<T> {
             .consume(
                 &internal,
                 ConsumeOptions::auto_ack(self.shared.settings.default_prefetch)
-                    .with_notify(Arc::clone(&self.notify)),
+                    .with_notify(Arc::clone(&self.notify))
+                    .with_budget(Arc::clone(&self.budget)),
             )
             .map_err(|e| fatal("invalid destination", e.to_string()))?;
         let sub_id = format!("/temp-queue/{name}");
@@ -743,12 +894,13 @@ impl<T: Transport> Session<T> {
             },
             None => self.shared.settings.default_prefetch,
         };
-        let opts = if ack == AckMode::Auto {
-            ConsumeOptions::auto_ack(prefetch)
-        } else {
-            ConsumeOptions::manual(prefetch)
-        }
-        .with_notify(Arc::clone(&self.notify));
+        // Manual in the core even in `auto` mode: each delivery is checked against the
+        // user's read rights first ([`Session::deliver`]), and one refused must be
+        // dead-lettered, not counted as acknowledged; the allowed ones are acknowledged
+        // once written.
+        let opts = ConsumeOptions::manual(prefetch)
+            .with_notify(Arc::clone(&self.notify))
+            .with_budget(Arc::clone(&self.budget));
         let wants_durable = durable_header(&f)?;
         let core = self.shared.router.core().clone();
         let principal = self.principal()?.clone();
@@ -765,7 +917,8 @@ impl<T: Transport> Session<T> {
             StompDest::Queue(n) => {
                 let p =
                     Pattern::parse(&n).map_err(|e| fatal("invalid destination", e.to_string()))?;
-                if n.starts_with(PRIVATE_PREFIX) || !principal.can_subscribe(Kind::Queue, &p) {
+                // Owned queues (sessions', users', the router's) too: Principal checks.
+                if !principal.can_subscribe(Kind::Queue, &p) {
                     return Err(refused());
                 }
                 core.consume(&n, opts)
@@ -777,11 +930,10 @@ impl<T: Transport> Session<T> {
                     return Err(refused());
                 }
                 if wants_durable {
-                    let owner = principal.name().to_owned();
-                    let name = match f.header("subscription-name") {
-                        Some(n) => format!("stomp.{owner}.{n}"),
-                        None => format!("stomp.{owner}.{id}"),
-                    };
+                    let name = durable_queue(
+                        principal.name(),
+                        f.header("subscription-name").unwrap_or(&id),
+                    );
                     durable = Some(name.clone());
                     core.subscribe_durable(&name, &[&p], opts)
                 } else {
@@ -830,6 +982,7 @@ impl<T: Transport> Session<T> {
         self.outstanding.retain(|_, o| o.sub != id);
         let durable = sub.durable.clone();
         drop(sub);
+        self.refill_if_starved();
         if let Some(name) = durable
             && delete_durable
         {
@@ -880,23 +1033,21 @@ impl<T: Transport> Session<T> {
             true
         };
         if let Some(tx) = f.header("transaction") {
-            let ops = self.txs.get_mut(tx).ok_or_else(|| {
-                fatal(
-                    "unknown transaction",
-                    format!("transaction `{tx}` was not begun"),
-                )
-            })?;
-            if ops.len() >= self.shared.settings.max_transaction_frames {
-                return Err(fatal(
-                    "transaction too large",
-                    "too many frames in one transaction",
-                ));
-            }
-            ops.push(TxOp::Ack(f.clone(), requeue));
-            return self.receipt(&f).await;
+            self.buffer_tx(tx, frame_bytes(&f), TxOp::Ack(f.clone(), requeue))?;
+            return self
+                .answer(&f, crate::core::Confirmation::default(), String::new())
+                .await;
         }
+        // Named in the ERROR should it not be stored; only a frame with a receipt waits.
+        let what = match (f.header("receipt"), self.outstanding.get(&token)) {
+            (Some(_), Some(o)) => format!("{} of message {}", f.command.as_str(), o.message_id),
+            _ => String::new(),
+        };
         self.settle(token, f.command == Command::Ack, requeue);
-        self.receipt(&f).await
+        // Its RECEIPT waits until the settlement is durable: a message whose ACK was
+        // receipted never comes back, even after a crash.
+        self.answer(&f, crate::core::Confirmation::default(), what)
+            .await
     }
 
     fn settle(&mut self, token: u64, ack: bool, requeue: bool) {
@@ -908,6 +1059,7 @@ impl<T: Transport> Session<T> {
         let Some(sub) = self.subs.get(&sub_id) else {
             return;
         };
+        self.settled_durable |= sub.consumer.is_durable();
         // `client` mode is cumulative: it settles every earlier delivery of the subscription.
         let cumulative = sub.ack == AckMode::Client;
         match (ack, cumulative) {
@@ -922,6 +1074,58 @@ impl<T: Transport> Session<T> {
         } else {
             self.outstanding.remove(&token);
         }
+        self.refill_if_starved();
+    }
+
+    /// Room appeared in the connection's byte budget after a queue withheld deliveries
+    /// for lack of it: let every subscription take what now fits (the room may have
+    /// come from another subscription's queue).
+    fn refill_if_starved(&self) {
+        if self.budget.take_starved() {
+            for sub in self.subs.values() {
+                sub.consumer.refill();
+            }
+        }
+    }
+
+    /// Buffers one frame of transaction `tx`, within the frame and byte limits; over
+    /// them, the connection ends with an ERROR (and its buffers are freed).
+    fn buffer_tx(&mut self, tx: &str, size: usize, op: TxOp) -> Result<(), Fatal> {
+        let settings = &self.shared.settings;
+        let t = self.txs.get_mut(tx).ok_or_else(|| {
+            fatal(
+                "unknown transaction",
+                format!("transaction `{tx}` was not begun"),
+            )
+        })?;
+        if t.ops.len() >= settings.max_transaction_frames {
+            return Err(fatal(
+                "transaction too large",
+                format!(
+                    "more than {} frames in one transaction",
+                    settings.max_transaction_frames
+                ),
+            ));
+        }
+        if self.tx_bytes.bytes + size > settings.max_transaction_bytes {
+            crate::rate_warn!(
+                TRANSACTION_BYTES,
+                peer = %self.peer,
+                limit = settings.max_transaction_bytes,
+                "STOMP transactions over the byte limit: connection closed"
+            );
+            return Err(fatal(
+                "transaction too large",
+                format!(
+                    "the open transactions of this connection would buffer more than {} bytes (stomp.max_transaction_bytes)",
+                    settings.max_transaction_bytes
+                ),
+            ));
+        }
+        t.ops.push(op);
+        t.bytes += size;
+        self.tx_bytes.add(size);
+        Ok(())
     }
 
     async fn on_tx(&mut self, f: Frame) -> Result<(), Fatal> {
@@ -937,15 +1141,16 @@ impl<T: Transport> Session<T> {
                 if self.txs.len() >= self.shared.settings.max_transactions {
                     return Err(fatal("too many transactions", "too many open transactions"));
                 }
-                self.txs.insert(tx, Vec::new());
+                self.txs.insert(tx, Tx::default());
             }
             Command::Commit => {
-                let ops = self.txs.remove(&tx).ok_or_else(|| {
+                let Tx { ops, bytes } = self.txs.remove(&tx).ok_or_else(|| {
                     fatal(
                         "unknown transaction",
                         format!("transaction `{tx}` was not begun"),
                     )
                 })?;
+                self.tx_bytes.sub(bytes);
                 for op in ops {
                     match op {
                         TxOp::Send(dest, m, text) => self.publish(dest, m, &text).await?,
@@ -958,12 +1163,13 @@ impl<T: Transport> Session<T> {
                 }
             }
             _ => {
-                self.txs.remove(&tx).ok_or_else(|| {
+                let aborted = self.txs.remove(&tx).ok_or_else(|| {
                     fatal(
                         "unknown transaction",
                         format!("transaction `{tx}` was not begun"),
                     )
                 })?;
+                self.tx_bytes.sub(aborted.bytes);
             }
         }
         self.receipt(&f).await
@@ -973,18 +1179,39 @@ impl<T: Transport> Session<T> {
 
     /// Sends what the subscriptions have, a bounded batch per subscription; re-arms the
     /// wake-up when more is waiting so frames from the client are not starved.
+    ///
+    /// Every delivery is checked against the user's read rights first, as the MQTT
+    /// listener does (the rules may have changed since the subscription was made, and a
+    /// durable subscription keeps what it collected): one refused is dead-lettered with
+    /// reason `forbidden`, never sent and never counted as acknowledged. A connection's
+    /// own temporary queue needs no check. `auto` deliveries are acknowledged to the core
+    /// once written.
     async fn deliver(&mut self) -> Result<(), Fatal> {
         const BATCH: usize = 256;
+        let Some(principal) = self.principal.as_ref() else {
+            return Ok(());
+        };
         let mut frames = Vec::new();
         let mut more = false;
         let mut closed = Vec::new();
         let mut buf = Vec::new();
+        let mut written: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut refused = 0usize;
         for (id, sub) in &self.subs {
             match sub.consumer.try_recv_many(BATCH, &mut buf) {
                 Ok(n) => more |= n == BATCH,
                 Err(_) => closed.push(id.clone()),
             }
+            let mut auto_tags = Vec::new();
             for d in buf.drain(..) {
+                if !sub.temp && !principal.can_read(&d.destination) {
+                    refused += 1;
+                    sub.consumer.dead_letter(d.tag, DeadReason::Forbidden);
+                    continue;
+                }
+                if sub.ack == AckMode::Auto && !sub.temp {
+                    auto_tags.push(d.tag);
+                }
                 let token = (sub.ack != AckMode::Auto).then(|| {
                     let t = self.next_ack;
                     self.next_ack += 1;
@@ -1020,11 +1247,23 @@ impl<T: Transport> Session<T> {
                 );
                 frames.push(frame);
             }
+            if !auto_tags.is_empty() {
+                written.push((id.clone(), auto_tags));
+            }
+        }
+        if refused > 0 {
+            crate::rate_warn!(
+                READ_DENIED,
+                refused,
+                "deliveries refused by permissions: dead-lettered (reason `forbidden`)"
+            );
         }
         for id in closed {
             tracing::info!(subscription = %id, "queue deleted under subscription");
             self.subs.remove(&id);
         }
+        // Auto-acknowledged deliveries taken above released their bytes.
+        self.refill_if_starved();
         if frames.is_empty() {
             return Ok(());
         }
@@ -1032,6 +1271,13 @@ impl<T: Transport> Session<T> {
             self.write(Outgoing::Frame(f)).await?;
         }
         self.flush().await?;
+        // Written: `auto` deliveries are done. (Had the write failed, the session would
+        // end and they would go back to their queues, marked redelivered.)
+        for (id, tags) in written {
+            if let Some(sub) = self.subs.get(&id) {
+                sub.consumer.ack_many(&tags);
+            }
+        }
         if more {
             self.notify.notify_one();
         }

@@ -18,7 +18,9 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
+
+use crate::listener::limit::ConnSlot;
 
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -137,6 +139,9 @@ fn assigned_client_id() -> String {
 }
 
 /// Reason codes used here (MQTT 5 §2.4).
+/// Retained publishes refused or not retained for lack of room (see [`crate::ratelog`]).
+static RETAINED_FULL: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.retained_full");
+
 mod rc {
     pub const SUCCESS: u8 = 0x00;
     pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
@@ -227,8 +232,9 @@ struct Session<T> {
     /// keep-alive or that can be parked carry it, and a parked one carries none.
     timer: Option<Pin<Box<Sleep>>>,
     handoff: Arc<Handoff>,
-    /// The connection-limit permit, held while the connection lives (parked or not).
-    permit: Option<Slot>,
+    /// The connection's admission slot (listener and peer-address counts; 8 bytes),
+    /// held while the connection lives (parked or not).
+    permit: Option<ConnSlot>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
     /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
@@ -239,39 +245,19 @@ struct Session<T> {
     unflushed: u32,
 }
 
-/// One connection-limit permit, kept as its semaphore alone (8 bytes, not the permit's
-/// 16: every parked connection holds one) and given back when dropped.
-struct Slot(Arc<tokio::sync::Semaphore>);
-
-impl Slot {
-    fn new(p: OwnedSemaphorePermit) -> Self {
-        let sem = Arc::clone(p.semaphore());
-        let n = p.num_permits();
-        p.forget();
-        // The listeners take one permit per connection; more would be given back
-        // here, and only one kept.
-        if n > 1 {
-            sem.add_permits(n - 1);
-        }
-        Slot(sem)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.add_permits(1);
-    }
-}
-
 /// Most flushes put off while more work is ready.
 const FLUSH_EVERY: u32 = 64;
 
-/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable.
+/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable, or (with
+/// `release`) the PUBREL of an outbound QoS 2 delivery that waits for its
+/// acknowledgement to be durable.
 struct Unconfirmed {
     packet_id: u16,
     qos: u8,
     /// Queues reached (0: no matching subscribers).
     reached: usize,
+    /// A PUBREL owed to the client, not an acknowledgement of its PUBLISH.
+    release: bool,
     confirmation: crate::core::Confirmation,
 }
 
@@ -302,7 +288,7 @@ const MAX_UNCONFIRMED: u32 = 4096;
 /// life. Everything before the serve loop runs once, in a boxed future freed when the
 /// session starts, so an idle connection's task holds little more than its `Session`.
 ///
-/// `permit` (the connection-limit permit) stays with the session, parked or not; a
+/// `permit` (the connection's admission slot) stays with the session, parked or not; a
 /// caller holding the permit itself passes `None`.
 pub fn run<T: Transport + 'static>(
     t: T,
@@ -310,7 +296,7 @@ pub fn run<T: Transport + 'static>(
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> impl Future<Output = ()> + Send {
     let start = Box::pin(start(t, state, conn, loopback, cancel, permit));
     async move {
@@ -354,7 +340,7 @@ async fn start<T: Transport>(
     conn: u64,
     loopback: bool,
     cancel: CancellationToken,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> Option<Session<T>> {
     let (t, connect) = read_connect(t, &state, &cancel).await?;
     let s = connect_session(t, &state, conn, connect, loopback, permit).await?;
@@ -433,7 +419,7 @@ async fn connect_session<T: Transport>(
     conn: u64,
     c: Connect,
     loopback: bool,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<ConnSlot>,
 ) -> Option<Session<T>> {
     let v5 = c.version == Version::V5;
     let connack = |code: u8, reason: Option<String>| Out::ConnAck {
@@ -520,10 +506,31 @@ async fn connect_session<T: Transport>(
     } else {
         c.keep_alive
     };
+    // ---- Client-id ownership (issue 19) ----
+    // A client id whose session belongs to another user is refused before anything of
+    // that session is touched: not taken over, not drained, not discarded.
+    if let Err(owner) = state.claim_client_id(&client_id, &principal.owner_id()) {
+        tracing::warn!(
+            client_id = &*client_id,
+            owner = &*owner,
+            "client id belongs to another user: connection refused"
+        );
+        let _ = t
+            .send(connack(
+                rc::NOT_AUTHORIZED,
+                Some("this client id belongs to another user".into()),
+            ))
+            .await;
+        return None;
+    }
+    // ---- end of client-id ownership ----
+
     // Take the session over: make any current holder leave and wait until it has.
     let (data, session_present, wait_gone) = {
         let mut sessions = state.sessions();
         let entry = sessions.entry(client_id.clone()).or_default();
+        // Claimed above; set again in case the entry went and came back in between.
+        entry.owner.get_or_insert_with(|| principal.owner_id());
         let wait_gone = entry.holder.take().map(|h| {
             h.kick(Leave::TakenOver);
             h.handoff
@@ -565,7 +572,14 @@ async fn connect_session<T: Transport>(
     if persistent {
         // Online now: the stored session no longer carries an expiry deadline.
         let d = data.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = super::persist::save_session(state, &client_id, &d, c.session_expiry, None);
+        let _ = super::persist::save_session(
+            state,
+            &client_id,
+            principal.name(),
+            &d,
+            c.session_expiry,
+            None,
+        );
     }
     // The session queue is attached now when the session outlives this connection, and
     // also when an earlier session is resumed: a client that resumes without a Session
@@ -667,7 +681,7 @@ async fn connect_session<T: Transport>(
         last_active: Instant::now(),
         timer: None,
         handoff,
-        permit: permit.map(Slot::new),
+        permit,
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
         unconfirmed: Vec::new(),
@@ -988,6 +1002,7 @@ impl<T: Transport> Session<T> {
                     let _ = super::persist::save_session(
                         &state,
                         &client_id,
+                        self.principal.name(),
                         &d,
                         expiry,
                         Some(std::time::SystemTime::now()),
@@ -1036,14 +1051,27 @@ impl<T: Transport> Session<T> {
             }
             In::PubRec(pid) => {
                 // The client has the message: done with the core; finish the handshake.
-                self.settle(pid);
+                let durable = self.settle(pid);
                 self.data().pending_rel.insert(pid);
-                self.send(Out::PubRel {
-                    packet_id: pid,
-                    code: 0,
-                })
-                .await?;
-                self.flush().await?;
+                // Once it has the PUBREL the client forgets the packet id, so it could
+                // not tell the message from a new one if it came back: PUBREL goes out
+                // once the acknowledgement is durable (one group commit, shared).
+                let confirmation = if durable {
+                    self.state.router.core().settlements_durable()
+                } else {
+                    crate::core::Confirmation::default()
+                };
+                if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
+                    self.unconfirmed.push(Unconfirmed {
+                        packet_id: pid,
+                        qos: 2,
+                        reached: 1,
+                        release: true,
+                        confirmation,
+                    });
+                } else {
+                    self.release(pid).await?;
+                }
                 self.deliver().await
             }
             In::PubComp(pid) => {
@@ -1101,7 +1129,9 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn settle(&mut self, pid: u16) {
+    /// Acknowledges the delivery sent as `pid`. True when that may have written to the
+    /// store (its queue is durable).
+    fn settle(&mut self, pid: u16) -> bool {
         self.data().sent_pids.retain(|_, p| *p != pid);
         if let Some(f) = self.inflight.remove(&pid)
             && let Some((_, c)) = self
@@ -1109,8 +1139,19 @@ impl<T: Transport> Session<T> {
                 .iter()
                 .find(|(_, c)| c.queue_name() == &*f.queue)
         {
-            c.ack(f.tag);
+            return c.ack(f.tag) && c.is_durable();
         }
+        false
+    }
+
+    /// Sends the PUBREL of an outbound QoS 2 delivery the client has received.
+    async fn release(&mut self, pid: u16) -> Result<(), End> {
+        self.send(Out::PubRel {
+            packet_id: pid,
+            code: 0,
+        })
+        .await?;
+        self.flush().await
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
@@ -1158,21 +1199,31 @@ impl<T: Transport> Session<T> {
             ));
         }
         let dest = publish_destination(&p.topic);
-        // Replies to a STOMP temporary queue are allowed to whoever was handed its address.
-        let is_reply = matches!(&dest, Destination::Queue(n) if n.starts_with(crate::listener::stomp::session::TEMP_PREFIX));
-        let code = if !is_reply && !self.principal.can_publish(&dest) {
-            tracing::warn!(topic = %p.topic, "publish refused by permissions");
+        // Replies to a STOMP temporary queue are allowed to whoever was handed its
+        // address (`can_publish` says so); other owned queues only to their owner.
+        let code = if !self.principal.can_publish(&dest) {
+            crate::rate_warn!(PUBLISH_DENIED, topic = %p.topic, "publish refused by permissions");
             rc::NOT_AUTHORIZED
         } else {
             let message =
                 publish_to_message(&p, Origin::shared("mqtt", Arc::clone(&self.client_id)));
+            // A retained publish the retained store has no room for is refused whole
+            // (not delivered either): 0x97 in MQTT 5; a 3.1.1 connection is closed.
+            let over = match (&dest, p.retain) {
+                (Destination::Topic(t), true) => self.state.retained_fits(t, &message).err(),
+                _ => None,
+            };
             let retained = p.retain.then(|| Arc::new(message.clone()));
+            if let Some(full) = over {
+                crate::rate_warn!(RETAINED_FULL, topic = %p.topic, limit = ?full, "retained publish refused: the retained store is at its limit (mqtt.max_retained / mqtt.max_retained_bytes)");
+                return self.acknowledge(pid, p.qos, rc::QUOTA_EXCEEDED).await;
+            }
             match self.publish(dest.clone(), message).await {
                 Ok((n, mut confirmation)) => {
                     if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
                         match self.state.retain(t, m) {
-                            Err(_) => {
-                                tracing::warn!(topic = %p.topic, "retained store full: message delivered but not retained")
+                            Err(full) => {
+                                crate::rate_warn!(RETAINED_FULL, topic = %p.topic, limit = ?full, "retained store full: message delivered but not retained")
                             }
                             Ok(Some(w)) if p.qos > 0 => confirmation.push(w),
                             Ok(_) => {}
@@ -1191,6 +1242,7 @@ impl<T: Transport> Session<T> {
                             packet_id: pid,
                             qos: p.qos,
                             reached: n,
+                            release: false,
                             confirmation,
                         });
                         return Ok(());
@@ -1213,11 +1265,19 @@ impl<T: Transport> Session<T> {
         u: Unconfirmed,
         r: Result<(), crate::core::PublishError>,
     ) -> Result<(), End> {
+        if u.release {
+            if let Err(e) = r {
+                // Withholding it would not make the acknowledgement durable: the client
+                // has the message either way. After a restart it may come back (DUP).
+                tracing::warn!(error = %e, "acknowledgement of a QoS 2 delivery not stored");
+            }
+            return self.release(u.packet_id).await;
+        }
         let code = match r {
             Ok(()) if u.reached == 0 => rc::NO_MATCHING_SUBSCRIBERS,
             Ok(()) => rc::SUCCESS,
             Err(e) => {
-                tracing::warn!(error = %e, "publish refused");
+                crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                 if u.qos == 2 {
                     self.data().incoming_qos2.remove(&u.packet_id);
                 }
@@ -1287,7 +1347,7 @@ impl<T: Transport> Session<T> {
                 biased;
                 r = &mut fut => {
                     return r.map_err(|e| {
-                        tracing::warn!(error = %e, "publish refused");
+                        crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                         match e {
                             crate::router::RouterError::Publish(crate::core::PublishError::Full(_)) => rc::QUOTA_EXCEEDED,
                             _ => rc::UNSPECIFIED,
@@ -1356,3 +1416,7 @@ async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish)
         Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),
     }
 }
+
+/// Publishes refused, counted and logged at most once a second (see [`crate::ratelog`]).
+static PUBLISH_DENIED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.publish_denied");
+static PUBLISH_REFUSED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.publish_refused");

@@ -104,8 +104,12 @@ impl<T: Transport> Session<T> {
             return Ok(false);
         };
         if !self.principal.can_read(&d.destination) {
-            tracing::warn!(topic = %d.destination, "delivery refused by permissions");
-            settled.push(d.tag);
+            // Never counted as delivered: dead-lettered with its reason (dropped and
+            // counted when the queue has no dead-letter destination).
+            crate::rate_warn!(READ_DENIED, topic = %d.destination, "delivery refused by permissions; dead-lettered (reason `forbidden`)");
+            self.consumers[source]
+                .1
+                .dead_letter(d.tag, DeadReason::Forbidden);
             return Ok(false);
         }
         let qos = sub_qos.min(d.message.qos);
@@ -128,7 +132,7 @@ impl<T: Transport> Session<T> {
                 (Loss::Encode, Edge::Mqtt311) => p.payload = loss::mqtt311_envelope(m, lost, topic),
                 (Loss::Encode, _) => p.props.user.extend(loss::as_headers(m, lost, topic)),
                 (Loss::Reject, _) => {
-                    tracing::warn!(topic = %p.topic, fields = %lost.names(), "message not delivered: this MQTT version cannot carry some of its fields and its route says `loss: reject`");
+                    crate::rate_warn!(LOSS_REJECT, topic = %p.topic, fields = %lost.names(), "message not delivered: this MQTT version cannot carry some of its fields and its route says `loss: reject`");
                     self.consumers[source]
                         .1
                         .dead_letter(d.tag, DeadReason::Untranslatable);
@@ -156,7 +160,7 @@ impl<T: Transport> Session<T> {
             if size > u64::from(max) {
                 // MQTT-3.1.2-25: discard it and behave as if it had been sent.
                 OVERSIZE_DROPPED.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(topic = %d.destination, size, max, "message larger than the client's Maximum Packet Size; not sent");
+                crate::rate_warn!(TOO_LARGE, topic = %d.destination, size, max, "message larger than the client's Maximum Packet Size; not sent");
                 settled.push(d.tag);
                 return Ok(false);
             }
@@ -193,3 +197,8 @@ static OVERSIZE_DROPPED: AtomicU64 = AtomicU64::new(0);
 pub fn oversize_dropped() -> u64 {
     OVERSIZE_DROPPED.load(Ordering::Relaxed)
 }
+
+/// Deliveries not made, counted and logged at most once a second (see [`crate::ratelog`]).
+static LOSS_REJECT: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.loss_reject");
+static TOO_LARGE: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.larger_than_client_max");
+static READ_DENIED: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.delivery_forbidden");

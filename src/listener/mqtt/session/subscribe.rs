@@ -46,7 +46,7 @@ impl<T: Transport> Session<T> {
             let mut copy = (*m).clone();
             copy.headers.set(RETAINED_HEADER, "1");
             if let Err(e) = core.enqueue(&queue, &Destination::topic(&topic), Arc::new(copy)) {
-                tracing::warn!(topic = %topic, error = %e, "retained message not queued for the subscriber");
+                crate::rate_warn!(RETAINED_NOT_QUEUED, topic = %topic, error = %e, "retained message not queued for the subscriber");
             }
         }
         self.flush().await?;
@@ -240,9 +240,14 @@ impl<T: Transport> Session<T> {
         super::super::persist::save_session(
             &self.state,
             &self.client_id,
+            self.principal.name(),
             &d,
             self.session_expiry,
             None,
         )
     }
 }
+
+/// Retained messages a subscriber's full queue could not take (see [`crate::ratelog`]).
+static RETAINED_NOT_QUEUED: crate::ratelog::Cause =
+    crate::ratelog::Cause::new("mqtt.retained_not_queued");
