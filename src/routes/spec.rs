@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+pub use crate::translate::body::BodyFormat;
+
 /// One route file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,13 +261,4 @@ pub struct TransformSpec {
     /// Convert the body.
     #[serde(default)]
     pub body: Option<BodyFormat>,
-}
-
-/// Body formats a route can convert to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyFormat {
-    Text,
-    Json,
-    Xml,
 }

@@ -18,7 +18,15 @@ use bytes::Bytes;
 use quick_xml::events::Event;
 use serde_json::{Map, Value};
 
-use crate::routes::BodyFormat;
+/// Body formats a route can convert to (`transform.body` in a route file). It lives here,
+/// beside the conversion, so that routes import translate and never the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    Text,
+    Json,
+    Xml,
+}
 
 /// Why a body could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,13 +1,15 @@
-//! Protocol models ⇄ the canonical message and internal names: pure functions, no I/O.
+//! What every edge shares when it turns its protocol into the canonical message: pure
+//! functions, no I/O.
 //!
-//! Each edge owns one file here. The address conventions (how an MQTT topic or a STOMP
-//! destination spells an internal destination) live here too, because the route compiler
-//! needs them to turn protocol-flavoured route sources and targets into internal ones.
+//! Each protocol's own conversion lives beside its edge (`listener/stomp/convert.rs`,
+//! `listener/mqtt/convert.rs`, `link/amqp/convert.rs`, `link/xmpp/convert.rs`), because it
+//! speaks that edge's frame or packet types. Here stay the pieces several layers need:
+//! the address conventions (how an MQTT topic or a STOMP destination spells an internal
+//! destination, which the route compiler needs as much as the listeners), level escaping,
+//! body conversion and the record of what a conversion could not carry (`loss`).
 
 pub mod body;
 pub mod escape;
 pub mod loss;
-pub mod mqtt;
 pub mod mqtt_names;
-pub mod stomp;
 pub mod stomp_names;

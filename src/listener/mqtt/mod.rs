@@ -1,10 +1,11 @@
 //! The MQTT 3.1.1 / 5.0 listener, over TCP and WebSocket.
 //!
-//! `codec` wraps the `rmqtt-codec` crate behind version-neutral packet types, `state`
-//! holds what outlives a connection (sessions by client id, retained messages),
-//! `session` runs one connection.
+//! `codec` wraps the `rmqtt-codec` crate behind version-neutral packet types, `convert`
+//! maps PUBLISH to and from the canonical message, `state` holds what outlives a
+//! connection (sessions by client id, retained messages), `session` runs one connection.
 
 pub mod codec;
+pub mod convert;
 pub mod persist;
 pub mod server;
 pub mod session;

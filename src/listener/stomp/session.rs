@@ -30,11 +30,11 @@ use crate::core::{
     ByteBudget, ConsumeOptions, Consumer, DeadReason, Destination, Held, Message, MessageId,
     Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
 };
-use crate::ratelog::Cause;
-use crate::router::Router;
-use crate::translate::stomp::{
+use crate::listener::stomp::convert::{
     MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
 };
+use crate::ratelog::Cause;
+use crate::router::Router;
 use crate::translate::stomp_names::{self, StompDest};
 
 /// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection):

@@ -33,11 +33,11 @@ use crate::auth::{AuthError, Kind, Principal};
 use crate::core::{
     ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
 };
-use crate::listener::packet_io::PacketIo;
-use crate::translate::mqtt::{
+use crate::listener::mqtt::convert::{
     RETAIN_HEADER, RETAINED_HEADER, delivery_topic, message_to_publish, publish_destination,
     publish_to_message,
 };
+use crate::listener::packet_io::PacketIo;
 use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
 
 /// A bidirectional MQTT packet stream (TCP `PacketIo` or a WebSocket adapter).

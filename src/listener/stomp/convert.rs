@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::frame::{Command, Frame};
 use crate::core::{Delivery, Destination, Headers, Message, MessageId, Origin};
-use crate::listener::stomp::frame::{Command, Frame};
 
 /// Headers with a meaning in STOMP frames; never copied verbatim from other protocols.
 pub const RESERVED: &[&str] = &[

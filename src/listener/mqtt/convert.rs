@@ -18,8 +18,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::codec::{Props, Publish};
 use crate::core::{Delivery, Destination, Message, MessageId, Origin};
-use crate::listener::mqtt::codec::{Props, Publish};
 use crate::translate::mqtt_names::{destination_to_topic, topic_to_destination};
 
 pub const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format";
