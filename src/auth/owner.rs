@@ -23,10 +23,10 @@
 use std::borrow::Cow;
 
 use crate::core::PRIVATE_PREFIX;
-use crate::listener::mqtt::state::MQTT_QUEUE_PREFIX;
-use crate::listener::stomp::session::{DURABLE_PREFIX, TEMP_PREFIX};
 use crate::router::{AMQP_REPLY_PREFIX, XMPP_REPLY_PREFIX};
 use crate::translate::escape::escape_level;
+use crate::translate::mqtt_names::MQTT_QUEUE_PREFIX;
+use crate::translate::stomp_names::{DURABLE_PREFIX, TEMP_PREFIX};
 
 /// Whose an internal queue name is.
 #[derive(Debug, Clone, PartialEq, Eq)]

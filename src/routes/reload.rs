@@ -142,7 +142,7 @@ impl RouteStore {
         &self.dir
     }
 
-    /// The live table, shared with the [`crate::router::Router`].
+    /// The live table, shared with the router, which reads it on every publish.
     pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
         Arc::clone(&self.table)
     }

@@ -63,6 +63,23 @@ pub fn from_internal(d: &Destination) -> String {
     }
 }
 
+/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection):
+/// `$sb.tmp.TOKEN.NAME`, TOKEN being 128 random bits in hex. Whoever holds the address
+/// may reply to it, so it must not be guessable; only the connection consumes it.
+pub const TEMP_PREFIX: &str = "$sb.tmp.";
+
+/// Prefix of durable subscription queues: `stomp.USER.NAME`, USER escaped so that a
+/// login with a `.` cannot pose as another user's (`auth/owner.rs` reads it).
+pub const DURABLE_PREFIX: &str = "stomp.";
+
+/// The queue of `user`'s durable subscription `name`.
+pub fn durable_queue(user: &str, name: &str) -> String {
+    format!(
+        "{DURABLE_PREFIX}{}.{name}",
+        super::escape::escape_level(user)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::codec::SubOpts;
-use super::state::{MqttState, SessionData, SessionEntry, Sub, session_queue};
+use super::state::{MqttState, SessionData, SessionEntry, Sub};
 use crate::core::{Message, Pattern};
 use crate::store::{META_MQTT_RETAINED, META_MQTT_SESSION, StoreWait, codec};
+use crate::translate::mqtt_names::{is_share_queue, session_queue};
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoredSub {
@@ -167,7 +168,7 @@ pub fn restore(state: &Arc<MqttState>) {
                 continue;
             };
             if let Some(q) = &s.shared_queue
-                && super::state::is_share_queue(q)
+                && is_share_queue(q)
             {
                 state.share_join(q);
             }

@@ -20,6 +20,7 @@ use super::codec::SubOpts;
 use crate::auth::Auth;
 use crate::core::{Message, Pattern};
 use crate::router::Router;
+use crate::translate::mqtt_names::is_share_queue;
 
 /// MQTT listener settings.
 #[derive(Debug, Clone)]
@@ -437,34 +438,4 @@ impl MqttState {
             .map(|(t, m)| (t.clone(), Arc::clone(m)))
             .collect()
     }
-}
-
-/// Prefix of the core queues the MQTT listener names (sessions, shared groups): they
-/// belong to sessions, never to be named by a client ([`crate::auth::owner`]).
-pub const MQTT_QUEUE_PREFIX: &str = "$mqtt.";
-
-/// The core queue name of a client's session: the client id with anything outside a
-/// safe set percent-encoded, so every client id gives a valid, distinct name.
-pub fn session_queue(client_id: &str) -> String {
-    let mut out = format!("{MQTT_QUEUE_PREFIX}s.");
-    for b in client_id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Is this the queue of a `$share` group (as opposed to a `$queue/NAME` subscription)?
-pub fn is_share_queue(name: &str) -> bool {
-    name.strip_prefix(MQTT_QUEUE_PREFIX)
-        .is_some_and(|r| r.starts_with("share."))
-}
-
-/// The core queue of a shared subscription `$share/GROUP/FILTER`.
-pub fn shared_queue(group: &str, filter: &str) -> String {
-    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("{MQTT_QUEUE_PREFIX}share.{}.{}", hex(group), hex(filter))
 }

@@ -35,24 +35,7 @@ use crate::listener::stomp::convert::{
 };
 use crate::ratelog::Cause;
 use crate::router::Router;
-use crate::translate::stomp_names::{self, StompDest};
-
-/// Prefix of temporary reply queues (`/temp-queue/NAME` of a connection):
-/// `$sb.tmp.TOKEN.NAME`, TOKEN being 128 random bits in hex. Whoever holds the address
-/// may reply to it, so it must not be guessable; only the connection consumes it.
-pub const TEMP_PREFIX: &str = "$sb.tmp.";
-
-/// Prefix of durable subscription queues: `stomp.USER.NAME`, USER escaped so that a
-/// login with a `.` cannot pose as another user's ([`crate::auth::owner`]).
-pub const DURABLE_PREFIX: &str = "stomp.";
-
-/// The queue of `user`'s durable subscription `name`.
-pub fn durable_queue(user: &str, name: &str) -> String {
-    format!(
-        "{DURABLE_PREFIX}{}.{name}",
-        crate::translate::escape::escape_level(user)
-    )
-}
+use crate::translate::stomp_names::{self, StompDest, TEMP_PREFIX, durable_queue};
 
 /// A temporary queue's unguessable token: 128 random bits from the OS, in hex.
 fn temp_token() -> Result<String, getrandom::Error> {

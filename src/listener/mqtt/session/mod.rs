@@ -26,9 +26,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Codec, CodecError, Connect, In, Out, Publish, SubOpts, Version};
-use super::state::{
-    Handoff, Holder, Leave, MqttState, SessionData, Sub, session_queue, shared_queue,
-};
+use super::state::{Handoff, Holder, Leave, MqttState, SessionData, Sub};
 use crate::auth::{AuthError, Kind, Principal};
 use crate::core::{
     ConsumeOptions, Consumer, Delivery, Destination, Message, Origin, Pattern, QueueOptions,
@@ -38,7 +36,7 @@ use crate::listener::mqtt::convert::{
     publish_to_message,
 };
 use crate::listener::packet_io::PacketIo;
-use crate::translate::mqtt_names::{self, QUEUE_PREFIX};
+use crate::translate::mqtt_names::{self, QUEUE_PREFIX, session_queue, shared_queue};
 
 /// A bidirectional MQTT packet stream (TCP `PacketIo` or a WebSocket adapter).
 pub trait Transport:

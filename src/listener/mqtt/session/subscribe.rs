@@ -208,7 +208,7 @@ impl<T: Transport> Session<T> {
                         Some(q) => {
                             self.consumers
                                 .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q));
-                            if crate::listener::mqtt::state::is_share_queue(q) {
+                            if crate::translate::mqtt_names::is_share_queue(q) {
                                 self.state.share_leave(q);
                             }
                         }
