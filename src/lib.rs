@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod duration;
 pub mod link;
 pub mod listener;
 pub mod ratelog;

@@ -238,7 +238,7 @@ impl SettingsCheck<'_> {
     ) -> std::time::Duration {
         match text {
             None => default,
-            Some(t) => crate::config::parse_duration(&t).unwrap_or_else(|e| {
+            Some(t) => crate::duration::parse_duration(&t).unwrap_or_else(|e| {
                 self.errors.push(format!("{}.{key}: {e}", self.here));
                 default
             }),
