@@ -8,6 +8,7 @@ pub mod core;
 pub mod duration;
 pub mod link;
 pub mod listener;
+pub mod random;
 pub mod ratelog;
 pub mod router;
 pub mod routes;

@@ -37,13 +37,6 @@ use crate::ratelog::Cause;
 use crate::router::Router;
 use crate::translate::stomp_names::{self, StompDest, TEMP_PREFIX, durable_queue};
 
-/// A temporary queue's unguessable token: 128 random bits from the OS, in hex.
-fn temp_token() -> Result<String, getrandom::Error> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 /// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
 pub trait Transport:
     Stream<Item = Result<Incoming, CodecError>> + Sink<Outgoing, Error = CodecError> + Unpin + Send
@@ -784,7 +777,8 @@ impl<T: Transport> Session<T> {
             return Ok(q.clone());
         }
         let core = self.shared.router.core().clone();
-        let token = temp_token().map_err(|e| {
+        // 128 random bits: a temporary queue's name cannot be guessed.
+        let token = crate::random::hex_token(16).map_err(|e| {
             tracing::error!(error = %e, "no randomness for a temporary queue name");
             fatal(
                 "temporary queue unavailable",

@@ -116,26 +116,6 @@ impl Transport for crate::listener::ws::WsFramed<Codec> {
     }
 }
 
-/// A client id for a client that sent none: `sb-` and 24 random hex digits (96 bits).
-fn assigned_client_id() -> String {
-    let mut bytes = [0u8; 12];
-    // The OS generator does not fail on Linux once booted; if it did, the id would still
-    // be unique enough for one daemon through the clock.
-    if getrandom::fill(&mut bytes).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes.copy_from_slice(&t.to_le_bytes()[..12]);
-    }
-    let mut id = String::with_capacity(27);
-    id.push_str("sb-");
-    for b in bytes {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
-}
-
 /// Reason codes used here (MQTT 5 §2.4).
 /// Retained publishes refused or not retained for lack of room (see [`crate::ratelog`]).
 static RETAINED_FULL: crate::ratelog::Cause = crate::ratelog::Cause::new("mqtt.retained_full");
@@ -438,9 +418,16 @@ async fn connect_session<T: Transport>(
             tracing::info!("empty client id with a persistent session refused");
             return None;
         }
-        // Random, not a counter: a persistent session outlives the daemon's counters,
-        // and an id another client could predict is one it could take.
-        let id = assigned_client_id();
+        // `sb-` and 96 random bits, not a counter: a persistent session outlives the
+        // daemon's counters, and an id another client could predict is one it could take.
+        let id = match crate::random::hex_token(12) {
+            Ok(token) => format!("sb-{token}"),
+            Err(e) => {
+                tracing::error!(error = %e, "no randomness for an assigned client id");
+                let _ = t.send(connack(rc::UNSPECIFIED, None)).await;
+                return None;
+            }
+        };
         assigned = Some(id.clone());
         id.into()
     } else {
