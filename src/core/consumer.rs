@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use super::Core;
 use super::budget::ByteBudget;
+use super::dead_letter::{DeadLetter, DeadReason};
 use super::message::Delivery;
-use super::queue::{AckMode, DeadReason, Queue, Take};
+use super::queue::{AckMode, Queue, Take};
 
 /// Options for attaching a consumer.
 #[derive(Debug, Clone)]
@@ -192,10 +193,7 @@ impl Consumer {
         });
     }
 
-    fn settle(
-        &self,
-        f: impl FnOnce(&Queue, Instant, &mut Vec<super::queue::DeadLetter>) -> bool,
-    ) -> bool {
+    fn settle(&self, f: impl FnOnce(&Queue, Instant, &mut Vec<DeadLetter>) -> bool) -> bool {
         let mut dead = Vec::new();
         let r = f(&self.queue, Instant::now(), &mut dead);
         self.core.forward_dead(&self.queue, dead);
