@@ -4,6 +4,7 @@
 //! proofs with real clients and kill -9 are in `tests/durability.rs`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use switchboard::core::{
     ConsumeOptions, Core, CoreConfig, Delivery, Destination, Message, QueueOptions,
@@ -243,4 +244,32 @@ async fn after_a_crash_confirmed_settlements_stick_and_everything_else_is_flagge
     let dead: Vec<String> = drain(&dead).iter().map(body).collect();
     assert_eq!(dead, vec!["j1".to_owned()]);
     store.close();
+}
+
+/// The store keeps a message's expiry as wall-clock time; after a restart the queue
+/// gives it what is left of it as a deadline on the tokio clock (paused here).
+#[tokio::test(start_paused = true)]
+async fn a_message_expiry_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    {
+        let (core, store) = open(dir.path());
+        let dest = Destination::queue("ttl");
+        core.publish(&dest, persistent("one hour").with_ttl(hour))
+            .await
+            .unwrap();
+        core.publish(&dest, persistent("three hours").with_ttl(3 * hour))
+            .await
+            .unwrap();
+        store.close();
+    }
+    let (core, _store) = open(dir.path());
+    core.sweep_expired();
+    assert_eq!(core.queue("ttl").unwrap().len(), 2, "both still live");
+    tokio::time::advance(2 * hour).await;
+    core.sweep_expired();
+    let c = core.consume("ttl", ConsumeOptions::auto_ack(10)).unwrap();
+    let left: Vec<String> = drain(&c).iter().map(body).collect();
+    assert_eq!(left, ["three hours"]);
+    assert_eq!(core.queue("ttl").unwrap().stats().expired, 1);
 }

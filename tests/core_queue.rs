@@ -1,7 +1,10 @@
 //! The queue rules of the core: order, exactly-one-consumer, fair dispatch, redelivery,
-//! dead-lettering, TTL (with paused time) and overflow policies.
+//! dead-lettering, TTL (on tokio's paused clock) and overflow policies.
 
 use std::time::Duration;
+
+use tokio::time::{advance, timeout};
+use tokio_util::sync::CancellationToken;
 
 use switchboard::core::{
     AckMode, ConsumeOptions, Core, CoreConfig, Delivery, Destination, Message, Overflow,
@@ -218,16 +221,16 @@ async fn max_deliveries_sends_to_dead_letter() {
     assert_eq!(dead[0].message.headers.get("x-death-deliveries"), Some("3"));
 }
 
-/// Real time, not tokio's paused clock: `test-util` in the dev-dependencies would give
-/// the benchmarks (which share them) a second build of tokio and everything on it.
-/// Only the first check needs the machine not to stall: it has 2 s of slack.
-#[tokio::test]
+/// On tokio's paused clock: a queue turns a message's own expiry (wall-clock, as
+/// publishers send it) into a deadline on the tokio clock as it admits it, so
+/// `advance` drives both TTLs and the checks sit at the deadlines.
+#[tokio::test(start_paused = true)]
 async fn per_message_and_per_queue_ttl() {
     let mut config = CoreConfig::default();
     config.queues.insert(
         "ttl".into(),
         QueueOptions {
-            ttl: Some(Duration::from_secs(3)),
+            ttl: Some(Duration::from_secs(10)),
             dead_letter: Some(q("ttl.dlq")),
             ..QueueOptions::default()
         },
@@ -235,7 +238,7 @@ async fn per_message_and_per_queue_ttl() {
     let core = Core::new(config);
     core.publish(
         &q("ttl"),
-        Message::new("short").with_ttl(Duration::from_millis(200)),
+        Message::new("short").with_ttl(Duration::from_secs(1)),
     )
     .await
     .unwrap();
@@ -245,18 +248,31 @@ async fn per_message_and_per_queue_ttl() {
     core.publish(&q("other"), Message::new("forever"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The message's second counts from its creation, a moment of real time before the
+    // queue admitted it: half a second of margin for that.
+    advance(Duration::from_millis(500)).await;
+    core.sweep_expired();
+    assert_eq!(core.queue("ttl").unwrap().len(), 2, "nothing expired yet");
+    advance(Duration::from_millis(1000)).await;
     core.sweep_expired();
     assert_eq!(
         core.queue("ttl").unwrap().len(),
         1,
-        "the 200 ms message expired, the 3 s queue TTL not yet"
+        "the 1 s message expired"
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The queue's TTL counts from admission on the paused clock: exact.
+    advance(Duration::from_millis(8_499)).await;
+    core.sweep_expired();
+    assert_eq!(
+        core.queue("ttl").unwrap().len(),
+        1,
+        "1 ms before the 10 s queue TTL"
+    );
+    advance(Duration::from_millis(1)).await;
     let c = core.consume("ttl", ConsumeOptions::auto_ack(10)).unwrap();
     assert!(
         drain(&c).is_empty(),
-        "the 3 s queue TTL expired the other at dispatch"
+        "the 10 s queue TTL expired the other at dispatch"
     );
     let dlq = core
         .consume("ttl.dlq", ConsumeOptions::auto_ack(10))
@@ -266,6 +282,38 @@ async fn per_message_and_per_queue_ttl() {
     let other = core.consume("other", ConsumeOptions::auto_ack(10)).unwrap();
     assert_eq!(drain(&other).len(), 1, "no TTL, no expiry");
     assert_eq!(core.queue("ttl").unwrap().stats().expired, 2);
+}
+
+/// The sweeper expires what nobody consumes on its own tick. On the paused clock a
+/// sleep runs every timer due before it, the sweeper's ticks included, at once.
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_expires_what_nobody_consumes() {
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "idle".into(),
+        QueueOptions {
+            ttl: Some(Duration::from_secs(5)),
+            ..QueueOptions::default()
+        },
+    );
+    let core = Core::new(config);
+    core.publish(&q("idle"), Message::new("stale"))
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let sweeper = core.spawn_sweeper(Duration::from_secs(1), cancel.clone());
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let idle = core.queue("idle").unwrap();
+    assert_eq!((idle.len(), idle.stats().expired), (1, 0), "swept at 1-4 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = idle.stats();
+    assert_eq!(
+        (idle.len(), stats.expired, stats.dropped),
+        (0, 1, 1),
+        "the tick at 5 s expired it (no dead-letter queue: dropped)"
+    );
+    cancel.cancel();
+    sweeper.await.unwrap();
 }
 
 #[tokio::test]
@@ -421,7 +469,14 @@ async fn recv_wakes_on_publish_and_ends_on_delete() {
     core.publish(&q("wake"), Message::new("hello"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let wake = core.queue("wake").unwrap();
+    timeout(Duration::from_secs(10), async {
+        while wake.stats().delivered == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the waiter takes the message");
     assert_eq!(core.delete_queue("wake"), Some(0));
     let (got, closed) = waiter.await.unwrap();
     assert_eq!(got.as_deref(), Some("hello"));

@@ -1,6 +1,13 @@
 //! Topic rules: fan-out, wildcard subscriptions, durable vs non-durable subscriptions.
 
-use switchboard::core::{ConsumeOptions, Consumer, Core, Delivery, Destination, Message};
+use std::time::Duration;
+
+use tokio::time::timeout;
+
+use switchboard::core::{
+    ConsumeOptions, Consumer, Core, CoreConfig, Delivery, Destination, Message, Overflow,
+    QueueOptions,
+};
 
 fn t(name: &str) -> Destination {
     Destination::topic(name)
@@ -163,7 +170,6 @@ async fn durable_resubscribe_replaces_patterns() {
 
 #[tokio::test]
 async fn slow_subscriber_with_full_buffer_does_not_block_others_when_dropping() {
-    use switchboard::core::{CoreConfig, Overflow, QueueOptions};
     let config = CoreConfig {
         default_subscription: QueueOptions {
             max_length: 5,
@@ -219,4 +225,98 @@ async fn batch_publish_fans_out_like_single_publishes() {
             .unwrap(),
         0
     );
+}
+
+/// A full `block` subscription: a publisher that is confirmed waits for room in it; one
+/// that never waits (`try_publish`) leaves the message to the others, and the full
+/// subscription's loss goes to its dead-letter queue.
+#[tokio::test(start_paused = true)]
+async fn a_full_subscription_makes_a_publish_wait_and_a_try_publish_lose_it_there() {
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "slow".into(),
+        QueueOptions {
+            max_length: 1,
+            overflow: Overflow::Block,
+            dead_letter: Some(Destination::queue("slow.dlq")),
+            ..QueueOptions::default()
+        },
+    );
+    let core = Core::new(config);
+    core.declare_queue("slow", None).unwrap();
+    core.bind("slow", "x").unwrap();
+    let fast = core
+        .subscribe(&["x"], ConsumeOptions::auto_ack(100))
+        .unwrap();
+    assert_eq!(core.publish(&t("x"), Message::new("1")).await.unwrap(), 2);
+    assert_eq!(core.try_publish(&t("x"), Message::new("2")).unwrap(), 1);
+    let dlq = core
+        .consume("slow.dlq", ConsumeOptions::auto_ack(10))
+        .unwrap();
+    let dead = drain(&dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].message.headers.get("x-death-reason"),
+        Some("overflow")
+    );
+    assert_eq!(dead[0].destination, Destination::queue("slow.dlq"));
+    assert_eq!(
+        dead[0].message.headers.get("x-death-destination"),
+        Some("topic:x")
+    );
+
+    let x = t("x");
+    let mut publish = Box::pin(core.publish(&x, Message::new("3")));
+    assert!(
+        timeout(Duration::from_secs(60), &mut publish)
+            .await
+            .is_err(),
+        "waits while the slow subscription is full"
+    );
+    let slow = core.consume("slow", ConsumeOptions::auto_ack(10)).unwrap();
+    assert_eq!(bodies(&slow), ["1"]);
+    assert_eq!(publish.await.unwrap(), 2, "room made: both got it");
+    assert_eq!(bodies(&slow), ["3"]);
+    assert_eq!(bodies(&fast), ["1", "2", "3"]);
+}
+
+/// A dead-letter destination that is a topic reaches its subscribers; with none, the
+/// dead letter counts as dead-lettered, not as an unrouted publish.
+#[tokio::test]
+async fn a_dead_letter_topic_fans_out_to_its_subscribers() {
+    let mut config = CoreConfig::default();
+    config.queues.insert(
+        "work".into(),
+        QueueOptions {
+            dead_letter: Some(t("dead.work")),
+            ..QueueOptions::default()
+        },
+    );
+    let core = Core::new(config);
+    let watchers: Vec<_> = (0..2)
+        .map(|_| {
+            core.subscribe(&["dead.#"], ConsumeOptions::auto_ack(10))
+                .unwrap()
+        })
+        .collect();
+    let work = Destination::queue("work");
+    let c = core.consume("work", ConsumeOptions::manual(10)).unwrap();
+    core.publish(&work, Message::new("bad")).await.unwrap();
+    assert!(c.nack(drain(&c)[0].tag, false));
+    for w in &watchers {
+        let got = drain(w);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].destination, t("dead.work"));
+        assert_eq!(
+            got[0].message.headers.get("x-death-reason"),
+            Some("rejected")
+        );
+        assert_eq!(got[0].message.headers.get("x-death-queue"), Some("work"));
+    }
+    drop(watchers);
+    core.publish(&work, Message::new("worse")).await.unwrap();
+    assert!(c.nack(drain(&c)[0].tag, false));
+    let stats = core.queue("work").unwrap().stats();
+    assert_eq!((stats.dead_lettered, stats.dropped), (2, 0));
+    assert_eq!(core.stats().unrouted, 0);
 }
