@@ -24,27 +24,30 @@ pub(super) fn validate(
             errors.push(ConfigError(format!("{shown}: links: {e}")));
             continue;
         }
-        let kind =
-            match link {
-                RawLink::Amqp(a) => {
-                    let env = |k: &str| std::env::var(k).ok();
-                    match AmqpLinkSettings::from_raw(&name, *a, base, &env) {
-                        Ok(a) => s.amqp_links.push(a),
-                        Err(es) => errors
-                            .extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}")))),
-                    }
-                    LinkKind::Amqp
+        let env = |k: &str| std::env::var(k).ok();
+        let kind = match link {
+            RawLink::Amqp(a) => {
+                match AmqpLinkSettings::from_raw(&name, *a, base, &env) {
+                    Ok(a) => s.amqp_links.push(a),
+                    Err(es) => errors.extend(in_file(shown, es)),
                 }
-                RawLink::Xmpp(x) => {
-                    let env = |k: &str| std::env::var(k).ok();
-                    match XmppLinkSettings::from_raw(&name, *x, base, &env) {
-                        Ok(x) => s.xmpp_links.push(x),
-                        Err(es) => errors
-                            .extend(es.into_iter().map(|e| ConfigError(format!("{shown}: {e}")))),
-                    }
-                    LinkKind::Xmpp
+                LinkKind::Amqp
+            }
+            RawLink::Xmpp(x) => {
+                match XmppLinkSettings::from_raw(&name, *x, base, &env) {
+                    Ok(x) => s.xmpp_links.push(x),
+                    Err(es) => errors.extend(in_file(shown, es)),
                 }
-            };
+                LinkKind::Xmpp
+            }
+        };
         s.links.insert(name, kind);
     }
+}
+
+/// A link's own errors, prefixed with the settings file they are in.
+fn in_file(shown: &str, errors: Vec<String>) -> impl Iterator<Item = ConfigError> + '_ {
+    errors
+        .into_iter()
+        .map(move |e| ConfigError(format!("{shown}: {e}")))
 }
