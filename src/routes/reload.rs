@@ -46,7 +46,7 @@ pub enum ReloadOutcome {
 
 /// The route directory, its live table and reload bookkeeping.
 #[derive(Debug)]
-pub struct RouteStore {
+pub struct LiveRoutes {
     dir: PathBuf,
     ctx: CompileContext,
     table: Arc<ArcSwap<RouteTable>>,
@@ -69,8 +69,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl RouteStore {
-    /// A store for a routes directory that does not exist: no routes; reloads (SIGHUP,
+impl LiveRoutes {
+    /// Live routes for a routes directory that does not exist: no routes; reloads (SIGHUP,
     /// admin API) pick the directory up once it is created.
     pub fn missing(dir: &Path, ctx: CompileContext) -> Self {
         Self {
@@ -222,7 +222,7 @@ impl RouteStore {
         debouncer
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
-        let store = Arc::clone(self);
+        let routes = Arc::clone(self);
         Ok(tokio::spawn(async move {
             // The debouncer stops watching when dropped; keep it alive in the task.
             let _debouncer = debouncer;
@@ -233,9 +233,9 @@ impl RouteStore {
                         if got.is_none() {
                             return;
                         }
-                        let store = Arc::clone(&store);
+                        let routes = Arc::clone(&routes);
                         // File reads and compilation are blocking work.
-                        let _ = tokio::task::spawn_blocking(move || store.reload("file change")).await;
+                        let _ = tokio::task::spawn_blocking(move || routes.reload("file change")).await;
                     }
                 }
             }
