@@ -282,19 +282,24 @@ pub async fn run(
 
 /// The core, backed by the durable store when a data directory is set, with what the
 /// store held put back.
-fn open_core(settings: &Settings) -> Result<(Core, Option<crate::store::Store>), StartError> {
+fn open_core(
+    settings: &Settings,
+) -> Result<(Core, Option<Arc<dyn crate::store::Store>>), StartError> {
     let Some(dir) = &settings.durability.data_dir else {
         tracing::warn!(
             "no data directory (--data-dir off): persistent messages are kept in memory only"
         );
         return Ok((Core::new(settings.core.clone()), None));
     };
-    let (store, recovered) = crate::store::Store::open(dir, settings.durability.fsync)
-        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store: Arc<dyn crate::store::Store> = Arc::new(
+        crate::store::FileJournal::open(dir, settings.durability.fsync)
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    );
     if let Err(e) = store.check() {
         tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
     }
-    let core = Core::with_store(settings.core.clone(), store.clone(), recovered);
+    let core = Core::with_store(settings.core.clone(), Arc::clone(&store))
+        .map_err(|e| StartError::Store(e.to_string()))?;
     Ok((core, Some(store)))
 }
 

@@ -17,6 +17,7 @@ mod durable;
 pub mod flow;
 pub mod message;
 pub mod pattern;
+pub mod persist;
 pub mod queue;
 pub mod trie;
 
@@ -155,7 +156,7 @@ struct Inner {
     cache: Mutex<MatchCache>,
     next_id: AtomicU64,
     unrouted: AtomicU64,
-    store: Option<crate::store::Store>,
+    store: Option<Arc<dyn crate::store::Store>>,
     /// Metadata the store recovered for the edges (by namespace), taken once by each.
     flow: flow::Flow,
     /// Bytes the edges hold outside the queues (counted by the memory watermark).
@@ -202,7 +203,7 @@ impl Core {
         Self::build(config, None)
     }
 
-    fn build(config: CoreConfig, store: Option<crate::store::Store>) -> Self {
+    fn build(config: CoreConfig, store: Option<Arc<dyn crate::store::Store>>) -> Self {
         let named: Vec<(String, QueueOptions)> = config
             .queues
             .iter()
@@ -287,7 +288,7 @@ impl Core {
         let q = write(&self.inner.queues).remove(name)?;
         self.unbind_all(&q);
         if let Some(s) = q.store() {
-            s.delete(crate::store::META_QUEUE, name);
+            s.delete(durable::META_QUEUE, name);
         }
         Some(q.close())
     }

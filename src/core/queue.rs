@@ -35,7 +35,8 @@ use tokio::time::Instant;
 use super::budget::ByteBudget;
 use super::destination::Destination;
 use super::message::{Delivery, Message};
-use crate::store::{Store, StoreWait, StoredMessage};
+use super::persist::Restored;
+use crate::store::{QueueLog, Store, StoreWait};
 
 /// What a full queue does with the next publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -321,13 +322,21 @@ pub struct Queue {
     /// Woken when room appears for blocked publishers.
     pub(crate) space: Notify,
     pub(crate) counters: QueueCounters,
-    /// Where persistent messages go: set for durable queues when the core has a store.
-    store: Option<Store>,
+    /// The store of a durable queue when the core has one, and this queue's log in it,
+    /// where its persistent messages go.
+    store: Option<(Arc<dyn Store>, Box<dyn QueueLog>)>,
 }
 
 impl Queue {
-    pub(crate) fn new(name: Arc<str>, options: QueueOptions, store: Option<Store>) -> Self {
-        let store = store.filter(|_| options.durable);
+    pub(crate) fn new(
+        name: Arc<str>,
+        options: QueueOptions,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let store = store.filter(|_| options.durable).map(|s| {
+            let log = s.queue(&name);
+            (s, log)
+        });
         Self {
             name,
             options,
@@ -339,14 +348,19 @@ impl Queue {
     }
 
     /// The store persistent messages of this queue go to (durable queues only).
-    pub(crate) fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref().map(|(s, _)| s)
+    }
+
+    /// This queue's log in the store (durable queues only).
+    fn log(&self) -> Option<&dyn QueueLog> {
+        self.store.as_ref().map(|(_, log)| &**log)
     }
 
     /// Removes a message that left for good from the store.
     pub(crate) fn forget(&self, seq: u64) {
-        if let Some(s) = &self.store {
-            s.remove(&self.name, seq);
+        if let Some(log) = self.log() {
+            log.remove(seq);
         }
     }
 
@@ -358,8 +372,8 @@ impl Queue {
 
     /// Puts recovered messages back, in sequence order, before anything new arrives.
     /// Messages that may have been handed out before the restart (see
-    /// [`StoredMessage::redelivered`]) come back flagged redelivered.
-    pub(crate) fn restore(&self, stored: Vec<StoredMessage>, now: Instant) {
+    /// [`Restored::redelivered`]) come back flagged redelivered.
+    pub(crate) fn restore(&self, stored: Vec<Restored>, now: Instant) {
         let mut st = self.lock();
         for m in stored {
             let message = Arc::new(m.message);
@@ -501,10 +515,10 @@ impl Queue {
         }
         entry.seq = st.next_seq;
         st.next_seq += 1;
-        let wait = match (entry.persist.take(), &self.store) {
-            (Some(bytes), Some(store)) => {
+        let wait = match (entry.persist.take(), self.log()) {
+            (Some(bytes), Some(log)) => {
                 entry.stored = true;
-                Some(store.append(&self.name, entry.seq, bytes))
+                Some(log.append(entry.seq, bytes))
             }
             _ => None,
         };
@@ -752,13 +766,13 @@ impl Queue {
             if e.stored {
                 match slot.ack {
                     AckMode::Auto => {
-                        if let Some(s) = &self.store {
-                            s.remove(&self.name, e.seq);
+                        if let Some(log) = self.log() {
+                            log.remove(e.seq);
                         }
                     }
                     AckMode::Manual => {
-                        if let Some(s) = &self.store {
-                            s.delivered(&self.name, e.seq, e.deliveries);
+                        if let Some(log) = self.log() {
+                            log.delivered(e.seq, e.deliveries);
                         }
                     }
                 }
@@ -953,8 +967,8 @@ impl Queue {
     pub(crate) fn close(&self) -> usize {
         let mut st = self.lock();
         st.deleted = true;
-        if let Some(s) = &self.store {
-            s.drop_queue(&self.name);
+        if let Some(log) = self.log() {
+            log.drop_queue();
         }
         let n = st.ready.len();
         st.ready.clear();
