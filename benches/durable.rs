@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::stomp_client::{Conn, connect};
 use futures::{SinkExt, StreamExt};
+use switchboard::core::persist;
 use switchboard::core::{Destination, Message};
 use switchboard::listener::stomp::codec::{Incoming, Outgoing};
 use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
-use switchboard::store::{FsyncPolicy, Store, codec};
+use switchboard::store::{FileJournal, FsyncPolicy, Store};
 
 /// One publisher: `n` persistent SENDs with receipts, `window` outstanding at a time.
 async fn publisher(mut c: Conn, dest: String, body: Bytes, n: usize, window: usize) {
@@ -111,13 +112,14 @@ fn recovery(count: usize) {
     let data = dir.join("data");
     let t = Instant::now();
     {
-        let (store, _) = Store::open(&data, FsyncPolicy::Interval(Duration::from_secs(1))).unwrap();
-        let queue: std::sync::Arc<str> = "recovery".into();
+        let store =
+            FileJournal::open(&data, FsyncPolicy::Interval(Duration::from_secs(1))).unwrap();
+        let queue = store.queue("recovery");
         let dest = Destination::queue("recovery");
         for i in 0..count as u64 {
             let mut m = Message::new(vec![b'r'; 1024]);
             m.persistent = true;
-            let _ = store.append(&queue, i, codec::encode_queued(&dest, &m).into());
+            let _ = queue.append(i, persist::encode_queued(&dest, &m).into());
         }
         store.close();
     }

@@ -40,7 +40,7 @@ use crate::core::Core;
 use crate::link::Links;
 use crate::listener::limit::{Gates, LogEvery};
 use crate::listener::origin::{host_is_loopback_name, same_origin};
-use crate::routes::reload::RouteStore;
+use crate::routes::reload::LiveRoutes;
 
 /// Who may use the admin API.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +104,7 @@ type Verified = HashMap<String, ([u8; 32], Instant)>;
 #[derive(Clone)]
 struct AdminState {
     core: Core,
-    routes: Arc<RouteStore>,
+    routes: Arc<LiveRoutes>,
     links: Links,
     gates: Arc<Gates>,
     auth: Arc<Auth>,
@@ -118,7 +118,7 @@ struct AdminState {
 /// What the admin API needs.
 pub struct AdminDeps {
     pub core: Core,
-    pub routes: Arc<RouteStore>,
+    pub routes: Arc<LiveRoutes>,
     pub links: Links,
     pub gates: Arc<Gates>,
     pub auth: Arc<Auth>,
@@ -356,8 +356,8 @@ async fn routes_status(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
-    let store = Arc::clone(&s.routes);
-    let result = tokio::task::spawn_blocking(move || store.reload("admin api")).await;
+    let routes = Arc::clone(&s.routes);
+    let result = tokio::task::spawn_blocking(move || routes.reload("admin api")).await;
     let status = s.routes.status();
     match result {
         Ok(Ok(_)) => (StatusCode::OK, Json(json!(status))),

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::core::Core;
-use crate::routes::reload::RouteStore;
+use crate::routes::reload::LiveRoutes;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +58,15 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let store = load_routes(&settings)?;
+    let routes = load_routes(&settings)?;
     // Replaying the journal reads files (seconds for a million messages): off the runtime.
-    let (core, message_store) = {
+    let (core, journal) = {
         let s = settings.clone();
         tokio::task::spawn_blocking(move || open_core(&s))
             .await
             .map_err(|e| StartError::Store(format!("store recovery failed: {e}")))??
     };
-    let router = crate::router::Router::new(core.clone(), store.table());
+    let router = crate::router::Router::new(core.clone(), routes.table());
     let tracker = TaskTracker::new();
 
     tracker.spawn({
@@ -88,8 +88,8 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    if store.dir().is_dir() {
-        match store.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
+    if routes.dir().is_dir() {
+        match routes.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
             Ok(h) => {
                 tracker.spawn(async move {
                     let _ = h.await;
@@ -100,7 +100,7 @@ pub async fn run(
             }
         }
     }
-    spawn_sighup(&tracker, Arc::clone(&store), shutdown.clone());
+    spawn_sighup(&tracker, Arc::clone(&routes), shutdown.clone());
 
     let links = crate::link::Links::default();
     for xmpp in &settings.xmpp_links {
@@ -116,7 +116,7 @@ pub async fn run(
         crate::link::amqp::spawn(
             amqp.clone(),
             router.clone(),
-            store.subscribe(),
+            routes.subscribe(),
             &links,
             shutdown.clone(),
             &tracker,
@@ -155,7 +155,7 @@ pub async fn run(
             "admin" => {
                 let app = crate::admin::router(crate::admin::AdminDeps {
                     core: core.clone(),
-                    routes: Arc::clone(&store),
+                    routes: Arc::clone(&routes),
                     links: links.clone(),
                     gates: Arc::clone(&gates),
                     auth: Arc::clone(&settings.auth),
@@ -257,8 +257,8 @@ pub async fn run(
             })?;
     }
     tracing::info!(
-        routes = store.status().routes,
-        version = store.status().version,
+        routes = routes.status().routes,
+        version = routes.status().version,
         "switchboard ready"
     );
 
@@ -272,7 +272,7 @@ pub async fn run(
     {
         tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; exiting with tasks still running");
     }
-    if let Some(s) = message_store {
+    if let Some(s) = journal {
         // Everything acknowledged or published before this point is written and synced.
         let _ = tokio::task::spawn_blocking(move || s.close()).await;
     }
@@ -282,38 +282,43 @@ pub async fn run(
 
 /// The core, backed by the durable store when a data directory is set, with what the
 /// store held put back.
-fn open_core(settings: &Settings) -> Result<(Core, Option<crate::store::Store>), StartError> {
+fn open_core(
+    settings: &Settings,
+) -> Result<(Core, Option<Arc<dyn crate::store::Store>>), StartError> {
     let Some(dir) = &settings.durability.data_dir else {
         tracing::warn!(
             "no data directory (--data-dir off): persistent messages are kept in memory only"
         );
         return Ok((Core::new(settings.core.clone()), None));
     };
-    let (store, recovered) = crate::store::Store::open(dir, settings.durability.fsync)
-        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store: Arc<dyn crate::store::Store> = Arc::new(
+        crate::store::FileJournal::open(dir, settings.durability.fsync)
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    );
     if let Err(e) = store.check() {
         tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
     }
-    let core = Core::with_store(settings.core.clone(), store.clone(), recovered);
+    let core = Core::with_store(settings.core.clone(), Arc::clone(&store))
+        .map_err(|e| StartError::Store(e.to_string()))?;
     Ok((core, Some(store)))
 }
 
-fn load_routes(settings: &Settings) -> Result<Arc<RouteStore>, StartError> {
+fn load_routes(settings: &Settings) -> Result<Arc<LiveRoutes>, StartError> {
     let dir = &settings.routes_dir;
     if !dir.exists() {
         tracing::warn!(dir = %dir.display(), "routes directory does not exist; starting with no routes (SIGHUP reloads once it exists)");
-        return Ok(Arc::new(RouteStore::missing(
+        return Ok(Arc::new(LiveRoutes::missing(
             dir,
             settings.compile_context(),
         )));
     }
-    let store = RouteStore::load(dir, settings.compile_context())
+    let routes = LiveRoutes::load(dir, settings.compile_context())
         .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;
-    tracing::info!(dir = %dir.display(), routes = store.status().routes, "routes loaded");
-    Ok(Arc::new(store))
+    tracing::info!(dir = %dir.display(), routes = routes.status().routes, "routes loaded");
+    Ok(Arc::new(routes))
 }
 
-fn spawn_sighup(tracker: &TaskTracker, store: Arc<RouteStore>, cancel: CancellationToken) {
+fn spawn_sighup(tracker: &TaskTracker, routes: Arc<LiveRoutes>, cancel: CancellationToken) {
     #[cfg(unix)]
     tracker.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -325,8 +330,8 @@ fn spawn_sighup(tracker: &TaskTracker, store: Arc<RouteStore>, cancel: Cancellat
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = hup.recv() => {
-                    let store = Arc::clone(&store);
-                    let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                    let routes = Arc::clone(&routes);
+                    let _ = tokio::task::spawn_blocking(move || routes.reload("SIGHUP")).await;
                 }
             }
         }

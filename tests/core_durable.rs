@@ -4,20 +4,21 @@
 //! proofs with real clients and kill -9 are in `tests/durability.rs`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::core::{
     ConsumeOptions, Core, CoreConfig, Delivery, Destination, Message, QueueOptions,
 };
-use switchboard::store::{FsyncPolicy, Store};
+use switchboard::store::{FileJournal, FsyncPolicy, Store};
 
-fn open(dir: &Path) -> (Core, Store) {
+fn open(dir: &Path) -> (Core, Arc<dyn Store>) {
     open_with(dir, CoreConfig::default())
 }
 
-fn open_with(dir: &Path, config: CoreConfig) -> (Core, Store) {
-    let (store, recovered) = Store::open(dir, FsyncPolicy::Always).unwrap();
-    (Core::with_store(config, store.clone(), recovered), store)
+fn open_with(dir: &Path, config: CoreConfig) -> (Core, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(FileJournal::open(dir, FsyncPolicy::Always).unwrap());
+    (Core::with_store(config, Arc::clone(&store)).unwrap(), store)
 }
 
 fn persistent(body: &str) -> Message {

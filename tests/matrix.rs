@@ -3,16 +3,21 @@
 //! and reply-to, checked against docs/mapping.md; and the per-route loss policies
 //! (`drop`, `encode`, `reject`) with their counters (tests/py/matrix.py).
 //!
-//! Needs RabbitMQ and Prosody (scripts/setup rabbitmq prosody).
+//! Runs on each XMPP server, Prosody and ejabberd (`prosody::…`, `ejabberd::…`); needs
+//! RabbitMQ too (scripts/setup rabbitmq prosody ejabberd).
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
+use common::xmpp_server::Server;
 use common::{Daemon, http_json, python, wait_until};
 
-const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh");
+on_both_servers!(
+    needs "RabbitMQ, Python";
+    every_protocol_to_every_protocol_with_loss_policies,
+);
 
 /// Three fan-out routes, one per loss policy: whatever reaches `PFX.POLICY.*` goes to
 /// the AMQP queue `PFX.out`, to the XMPP user, and to `PFX.seen.POLICY.*`, where the
@@ -43,13 +48,8 @@ routes:
     loss: reject
 "#;
 
-#[test]
-#[cfg_attr(
-    not(peers),
-    ignore = "needs Prosody, RabbitMQ, Python: run scripts/test"
-)]
-fn every_protocol_to_every_protocol_with_loss_policies() {
-    let _p = common::peer_lock("prosody", true, "127.0.0.1:5347", "scripts/setup prosody");
+fn every_protocol_to_every_protocol_with_loss_policies(s: &Server) {
+    let _p = s.lock();
     let _r = common::peer_lock(
         "rabbitmq",
         false,
@@ -58,21 +58,15 @@ fn every_protocol_to_every_protocol_with_loss_policies() {
     );
     let p = common::unique_prefix("mx");
     let lower = p.to_lowercase();
-    let jid = format!("{lower}@localhost");
-    assert!(
-        Command::new(CTL)
-            .args(["adduser", &jid, "pw"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (jid, password) = s.user(&p);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     std::fs::write(dir.path().join("secret"), "bridgesecret\n").unwrap();
     std::fs::write(
         dir.path().join("switchboard.yaml"),
         format!(
-            "links:\n  im:\n    xmpp:\n      server: \"127.0.0.1:5347\"\n      domain: bridge.localhost\n      secret_file: secret\n      dead_letter: {p}.dead\n  rabbit:\n    amqp:\n      uri: \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n      dead_letter: {p}.dead\n"
+            "{}      secret_file: secret\n      dead_letter: {p}.dead\n  rabbit:\n    amqp:\n      uri: \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n      dead_letter: {p}.dead\n",
+            s.link()
         ),
     )
     .unwrap();
@@ -100,7 +94,8 @@ fn every_protocol_to_every_protocol_with_loss_policies() {
         .args(["--port", &d.addr("stomp").port().to_string()])
         .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
         .args(["--admin-port", &d.addr("admin").port().to_string()])
-        .args(["--prefix", &p, "--jid", &jid, "--password", "pw"])
+        .args(["--prefix", &p, "--jid", &jid, "--password", &password])
+        .args(["--c2s-port", &s.c2s.to_string()])
         .args(["--timeout", "20"])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));

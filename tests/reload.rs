@@ -11,7 +11,7 @@ use std::time::Duration;
 use switchboard::core::{ConsumeOptions, Core, Destination, Message};
 use switchboard::router::Router;
 use switchboard::routes::CompileContext;
-use switchboard::routes::reload::RouteStore;
+use switchboard::routes::reload::LiveRoutes;
 use tokio_util::sync::CancellationToken;
 
 fn table_text(rev: u64) -> String {
@@ -33,13 +33,13 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, table_text(0)).unwrap();
-    let store = Arc::new(RouteStore::load(dir.path(), CompileContext::default()).unwrap());
+    let routes = Arc::new(LiveRoutes::load(dir.path(), CompileContext::default()).unwrap());
     let cancel = CancellationToken::new();
-    let _watcher = store
+    let _watcher = routes
         .spawn_watcher(Duration::from_millis(10), cancel.clone())
         .unwrap();
-    let router = Router::new(Core::default(), store.table());
-    let first_version = store.status().version;
+    let router = Router::new(Core::default(), routes.table());
+    let first_version = routes.status().version;
 
     let stop = Arc::new(AtomicBool::new(false));
     // The far side consumes all along (the queue is bounded: without a consumer the
@@ -90,14 +90,14 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
     let mut rev = 0;
     while swaps < 110 {
         rev += 1;
-        let before = store.status();
+        let before = routes.status();
         if rev % 10 == 5 {
             // A broken edit: the running table must stay in force.
             common::write_atomic(
                 &file,
                 "routes:\n  - name: intake\n    from: { queue: in }\n    to: [ { queue: \"bad name\" } ]\n",
             );
-            let st = wait_status(&store, |s| s.attempts > before.attempts && !s.ok).await;
+            let st = wait_status(&routes, |s| s.attempts > before.attempts && !s.ok).await;
             assert_eq!(
                 st.version, before.version,
                 "a failed reload keeps the version in force"
@@ -107,7 +107,7 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
             continue;
         }
         common::write_atomic(&file, &table_text(rev));
-        wait_status(&store, |s| s.version > before.version).await;
+        wait_status(&routes, |s| s.version > before.version).await;
         swaps += 1;
     }
     // Publish on until the last table has routed a message, then stop.
@@ -141,21 +141,21 @@ async fn no_message_lost_or_duplicated_across_100_reloads() {
         router.core().queue("in").is_none(),
         "nothing took the unrouted path"
     );
-    // The store's own bookkeeping: every good edit swapped the table exactly once, no
+    // The live routes' own bookkeeping: every good edit swapped the table exactly once, no
     // broken one did, and each edit was an attempt of its own.
-    let st = store.status();
+    let st = routes.status();
     assert_eq!(st.version, first_version + swaps, "{st:?}");
     assert!(st.attempts > swaps + rejected, "{st:?}");
     eprintln!("published {published} messages across {swaps} swaps and {rejected} rejected edits");
 }
 
 async fn wait_status(
-    store: &RouteStore,
+    routes: &LiveRoutes,
     pred: impl Fn(&switchboard::routes::reload::ReloadStatus) -> bool,
 ) -> switchboard::routes::reload::ReloadStatus {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let s = store.status();
+        let s = routes.status();
         if pred(&s) {
             return s;
         }

@@ -14,54 +14,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::xmpp_server::Server;
 use common::{Daemon, http_json, python, wait_until};
 
-/// An XMPP server the tests run against, and its ports on loopback.
-struct Server {
-    /// `prosody` or `ejabberd`: the lock's name and the `scripts/setup` capability.
-    name: &'static str,
-    /// Its control script in scripts/peers/ (`start`, `stop`, `adduser JID PASS`).
-    ctl: &'static str,
-    c2s: u16,
-    component: u16,
-}
-
-const PROSODY: Server = Server {
-    name: "prosody",
-    ctl: concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh"),
-    c2s: 5222,
-    component: 5347,
-};
-
-const EJABBERD: Server = Server {
-    name: "ejabberd",
-    ctl: concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/ejabberd-ctl.sh"),
-    c2s: 5223,
-    component: 5348,
-};
-
-/// Generates, for each test function `f(&Server)`, the tests `prosody::f` and
-/// `ejabberd::f`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {
-        mod prosody {
-            $(
-                #[test]
-                #[cfg_attr(not(peers), ignore = "needs Prosody and Python: run scripts/test")]
-                fn $name() { super::$name(&super::PROSODY) }
-            )*
-        }
-        mod ejabberd {
-            $(
-                #[test]
-                #[cfg_attr(not(peers), ignore = "needs ejabberd and Python: run scripts/test")]
-                fn $name() { super::$name(&super::EJABBERD) }
-            )*
-        }
-    };
-}
-
 on_both_servers!(
+    needs "Python";
     chat_to_a_queue_and_the_reply_back_with_receipts_errors_and_disco,
     a_chat_request_is_answered_by_an_mqtt5_responder_in_the_same_thread,
     receipted_chats_survive_kill_9,
@@ -77,70 +34,6 @@ on_both_servers!(
     a_full_destination_is_refused_with_resource_constraint_without_stalling_the_link,
     an_oversized_stanza_is_stopped_by_the_server_and_the_link_carries_on,
 );
-
-impl Server {
-    fn component_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.component)
-    }
-
-    /// The server's exclusive test lock (and a check that it answers).
-    fn lock(&self) -> common::PeerLock {
-        common::peer_lock(
-            self.name,
-            true,
-            &self.component_addr(),
-            &format!("scripts/setup {}", self.name),
-        )
-    }
-
-    /// Stops and starts the server; returns once the router's link has noticed and
-    /// reconnected.
-    fn restart(&self, d: &Daemon) {
-        assert!(
-            Command::new(self.ctl)
-                .arg("stop")
-                .status()
-                .unwrap()
-                .success()
-        );
-        wait_until(Duration::from_secs(15), "link lost", || {
-            let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-            (v[0]["state"] != "connected").then_some(())
-        });
-        assert!(
-            Command::new(self.ctl)
-                .arg("start")
-                .status()
-                .unwrap()
-                .success()
-        );
-        wait_until(Duration::from_secs(30), "link back", || {
-            let (_, v) = http_json(d.addr("admin"), "GET", "/links");
-            (v[0]["state"] == "connected" && v[0]["counters"]["reconnects"].as_u64() >= Some(1))
-                .then_some(())
-        });
-    }
-
-    /// A fresh account on the server; returns (jid, password).
-    fn user(&self, p: &str) -> (String, String) {
-        let jid = format!("{}@localhost", p.to_lowercase());
-        let ok = Command::new(self.ctl)
-            .args(["adduser", &jid, "pw"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{} adduser {jid}", self.ctl);
-        (jid, "pw".into())
-    }
-
-    /// The link's settings for this server (the start of `links.im.xmpp`).
-    fn link(&self) -> String {
-        format!(
-            "links:\n  im:\n    xmpp:\n      server: \"{}\"\n      domain: bridge.localhost\n",
-            self.component_addr()
-        )
-    }
-}
 
 fn prefix(name: &str) -> String {
     common::unique_prefix(name)

@@ -16,12 +16,7 @@ D=${EJABBERD_DIR:-/tmp/ejabberd-test}
 CFG=${EJABBERD_CFG:-$here/ejabberd.yml}
 NODE=ejabberd-sbtest@localhost
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
-wait_port() { # host port timeout_s [pid that must stay alive]
-  local i; for i in $(seq 1 $(( $3 * 10 ))); do
-    port_open "$1" "$2" && return 0
-    if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then return 1; fi
-    sleep 0.1; done; return 1; }
+. "$here/lib.sh"
 
 setup_env() {
   mkdir -p "$D/db" "$D/logs" "$D/certs"
@@ -42,12 +37,8 @@ ctl() { erl -sname "ctl-$$@localhost" -hidden -noinput -kernel inet_dist_use_int
 
 case "${1:-}" in
   start)
-    if port_open 127.0.0.1 5223; then
-      if port_open 127.0.0.1 5348; then echo "ejabberd already answering on 127.0.0.1:5223 (nothing to do)"; exit 0; fi
-      echo "ejabberd-ctl: 127.0.0.1:5223 answers but the component port 127.0.0.1:5348 does not: a server" \
-           "not started by this script holds the port." >&2
-      exit 1
-    fi
+    exit_if_answering ejabberd 5223 5348 "127.0.0.1:5223 answers but the component port 127.0.0.1:5348 does not: \
+a server not started by this script holds the port."
     setup_env
     sed "s|@DIR@|$D|g" "$CFG" >"$D/ejabberd.yml"
     if [ ! -s "$D/certs/localhost.pem" ]; then  # STARTTLS offered with a self-signed cert (key + cert in one file)
@@ -58,26 +49,13 @@ case "${1:-}" in
     fi
     # erl stays in the foreground (-noinput, no -detached): we background it and keep its PID;
     # SIGTERM makes the VM stop ejabberd cleanly.
-    nohup erl -sname "$NODE" -noinput +K true +P 250000 \
+    launch "$D/launcher.pid" "$D/stdout.log" erl -sname "$NODE" -noinput +K true +P 250000 \
       -kernel inet_dist_use_interface '{127,0,0,1}' \
-      -mnesia dir "\"$D/db\"" -s ejabberd >"$D/stdout.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$D/launcher.pid"
-    if ! { wait_port 127.0.0.1 5223 60 "$pid" && wait_port 127.0.0.1 5348 10 "$pid"; }; then
-      echo "ejabberd-ctl: ejabberd did not come up" >&2
-      tail -n 30 "$D/stdout.log" "$D/logs/ejabberd.log" 2>/dev/null >&2 || true
-      kill "$pid" 2>/dev/null || true; rm -f "$D/launcher.pid"; exit 1
-    fi
+      -mnesia dir "\"$D/db\"" -s ejabberd
+    { wait_port 127.0.0.1 5223 60 "$pid" && wait_port 127.0.0.1 5348 10 "$pid"; } ||
+      give_up ejabberd "$D/launcher.pid" 30 "$D/stdout.log" "$D/logs/ejabberd.log"
     echo "ejabberd up, pid $pid (state in $D)" ;;
-  stop)
-    if [ -f "$D/launcher.pid" ]; then
-      pid=$(cat "$D/launcher.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$D/launcher.pid"
-      echo "ejabberd stopped"
-    fi ;;
+  stop) stop_launched ejabberd "$D/launcher.pid" 100 ;;
   status) setup_env; ctl status ;;
   adduser) # JID PASS; needs the server running (accounts live in its mnesia database)
     [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }

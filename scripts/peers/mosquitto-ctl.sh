@@ -7,20 +7,15 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); D=${MOSQ_DIR:-/tmp/mosquitto-test}; mkdir -p "$D"
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+. "$here/lib.sh"
 
 case "${1:-}" in
   start)
-    if port_open 127.0.0.1 18830; then
-      if port_open 127.0.0.1 18080; then echo "mosquitto already answering on 127.0.0.1:18830 (nothing to do)"; exit 0; fi
-      echo "mosquitto-ctl: 127.0.0.1:18830 answers but the WebSocket port 18080 does not: a broker not started by this script holds the port." >&2
-      exit 1
-    fi
+    exit_if_answering mosquitto 18830 18080 "127.0.0.1:18830 answers but the WebSocket port 18080 does not: \
+a broker not started by this script holds the port."
     command -v mosquitto >/dev/null || { echo "mosquitto-ctl: mosquitto is not installed (run scripts/setup mosquitto)" >&2; exit 1; }
     # as root, mosquitto drops privileges to user 'mosquitto' (exists from the Debian package); no -d: we keep the PID
-    nohup mosquitto -c "$here/mosquitto.conf" >"$D/mosquitto.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$D/mosquitto.pid"
+    launch "$D/mosquitto.pid" "$D/mosquitto.log" mosquitto -c "$here/mosquitto.conf"
     for _ in $(seq 1 100); do
       port_open 127.0.0.1 18830 && port_open 127.0.0.1 18080 && break
       kill -0 "$pid" 2>/dev/null || break
@@ -31,14 +26,6 @@ case "${1:-}" in
       kill "$pid" 2>/dev/null || true; rm -f "$D/mosquitto.pid"; exit 1
     fi
     echo "mosquitto up, pid $pid (log $D/mosquitto.log)" ;;
-  stop)
-    if [ -f "$D/mosquitto.pid" ]; then
-      pid=$(cat "$D/mosquitto.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$D/mosquitto.pid"
-      echo "mosquitto stopped"
-    fi ;;
+  stop) stop_launched mosquitto "$D/mosquitto.pid" 50 ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

@@ -11,42 +11,20 @@ export PROSODY_DIR=${PROSODY_DIR:-/tmp/prosody-test}
 CFG=${PROSODY_CFG:-$here/prosody.cfg.lua}
 mkdir -p "$PROSODY_DIR/data" "$PROSODY_DIR/certs"
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
-wait_port() { # host port timeout_s [pid that must stay alive]
-  local i; for i in $(seq 1 $(( $3 * 10 ))); do
-    port_open "$1" "$2" && return 0
-    if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then return 1; fi
-    sleep 0.1; done; return 1; }
+. "$here/lib.sh"
 
 case "${1:-}" in
   start)
-    if port_open 127.0.0.1 5222; then
-      if port_open 127.0.0.1 5347; then echo "prosody already answering on 127.0.0.1:5222 (nothing to do)"; exit 0; fi
-      echo "prosody-ctl: 127.0.0.1:5222 answers but the component port 127.0.0.1:5347 does not: an XMPP server" \
-           "not started by this script (e.g. the system's prosody: 'service prosody stop') holds the port." >&2
-      exit 1
-    fi
+    exit_if_answering prosody 5222 5347 "127.0.0.1:5222 answers but the component port 127.0.0.1:5347 does not: \
+an XMPP server not started by this script (e.g. the system's prosody: 'service prosody stop') holds the port."
     command -v prosody >/dev/null || { echo "prosody-ctl: prosody is not installed (run scripts/setup prosody)" >&2; exit 1; }
     [ -f "$PROSODY_DIR/certs/localhost.crt" ] || "$0" cert   # STARTTLS needs a cert, else clients that try it fail
     # -F: stay in the foreground; we background it ourselves and keep the PID.
-    nohup prosody --config "$CFG" -F >"$PROSODY_DIR/stdout.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$PROSODY_DIR/launcher.pid"
-    if ! { wait_port 127.0.0.1 5222 20 "$pid" && wait_port 127.0.0.1 5347 5 "$pid"; }; then
-      echo "prosody-ctl: prosody did not come up" >&2
-      tail -n 20 "$PROSODY_DIR/stdout.log" "$PROSODY_DIR/prosody.err" 2>/dev/null >&2 || true
-      kill "$pid" 2>/dev/null || true; rm -f "$PROSODY_DIR/launcher.pid"; exit 1
-    fi
+    launch "$PROSODY_DIR/launcher.pid" "$PROSODY_DIR/stdout.log" prosody --config "$CFG" -F
+    { wait_port 127.0.0.1 5222 20 "$pid" && wait_port 127.0.0.1 5347 5 "$pid"; } ||
+      give_up prosody "$PROSODY_DIR/launcher.pid" 20 "$PROSODY_DIR/stdout.log" "$PROSODY_DIR/prosody.err"
     echo "prosody up, pid $pid (state in $PROSODY_DIR)" ;;
-  stop)
-    if [ -f "$PROSODY_DIR/launcher.pid" ]; then
-      pid=$(cat "$PROSODY_DIR/launcher.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$PROSODY_DIR/launcher.pid"
-      echo "prosody stopped"
-    fi ;;
+  stop) stop_launched prosody "$PROSODY_DIR/launcher.pid" 50 ;;
   status) prosodyctl --config "$CFG" status ;;
   adduser) # JID PASS; works with the server running or not (internal storage = files in data_path)
     [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }

@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 D=${RMQ_DIR:-/tmp/rabbitmq-test}
 PLUGIN_PORTS=(5671 61623 1893 15674 15675 15672)   # 5671: AMQP over TLS
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+. "$here/lib.sh"
 
 setup_env() {
   mkdir -p "$D/mnesia" "$D/log"

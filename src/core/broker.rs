@@ -26,7 +26,7 @@ pub(super) struct Inner {
     next_id: AtomicU64,
     /// Topic publishes that matched no subscription.
     pub(super) unrouted: AtomicU64,
-    pub(super) store: Option<crate::store::Store>,
+    pub(super) store: Option<Arc<dyn crate::store::Store>>,
     /// The publish gate the watermarks close and open.
     flow: flow::Flow,
     /// Bytes the edges hold outside the queues (counted by the memory watermark).
@@ -74,7 +74,7 @@ impl Core {
         Self::build(config, None)
     }
 
-    pub(super) fn build(config: CoreConfig, store: Option<crate::store::Store>) -> Self {
+    pub(super) fn build(config: CoreConfig, store: Option<Arc<dyn crate::store::Store>>) -> Self {
         let named: Vec<(String, QueueOptions)> = config
             .queues
             .iter()
@@ -156,7 +156,7 @@ impl Core {
         let q = write(&self.inner.queues).remove(name)?;
         self.inner.topics.unbind_all(&q);
         if let Some(s) = q.store() {
-            s.delete(crate::store::META_QUEUE, name);
+            s.delete(super::durable::META_QUEUE, name);
         }
         Some(q.close())
     }

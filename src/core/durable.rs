@@ -2,14 +2,20 @@
 //! topic bindings (so a durable subscription keeps collecting after a restart even
 //! before its subscriber returns), and the start-up recovery that puts it all back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::destination::Destination;
+use super::persist;
 use super::queue::{ExpiredAction, Overflow, QueueOptions};
 use super::{Core, PublishError};
-use crate::store::{META_QUEUE, Recovered, Store, StoreError, codec};
+use crate::store::{Store, StoreError, StoreWait};
+
+/// The store namespace of durable queue metadata (options and bindings), keyed by queue
+/// name.
+pub(crate) const META_QUEUE: &str = "queue";
 
 /// The stored form of a durable queue: its options and bindings, as JSON (small,
 /// rarely written, and readable when inspecting a data directory).
@@ -65,10 +71,15 @@ impl From<StoreError> for PublishError {
 }
 
 impl Core {
-    /// A core backed by `store`, with what `recovered` holds put back: durable queues
-    /// with their options (configured options win) and bindings, then their messages in
-    /// their original order, those handed out before flagged redelivered.
-    pub fn with_store(config: super::CoreConfig, store: Store, recovered: Recovered) -> Self {
+    /// A core backed by `store`, with what it holds put back: durable queues with their
+    /// options (configured options win) and bindings, then their messages in their
+    /// original order, those handed out before flagged redelivered. The metadata of
+    /// other namespaces waits for its owners ([`Core::take_recovered`]).
+    pub fn with_store(
+        config: super::CoreConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StoreError> {
+        let recovered = store.recover()?;
         let core = Self::build(config, Some(store));
         let mut meta = recovered.meta;
         let metas = meta.remove(META_QUEUE);
@@ -99,16 +110,19 @@ impl Core {
         }
         let now = Instant::now();
         let mut restored = 0usize;
-        for (name, messages) in recovered.queues {
-            let q = match core.declare_queue(&name, None) {
+        for r in persist::decode_recovered(recovered.queues) {
+            let q = match core.declare_queue(&r.name, None) {
                 Ok(q) => q,
                 Err(e) => {
-                    tracing::warn!(queue = %name, error = %e, messages = messages.len(), "stored messages of an invalid queue name not restored");
+                    tracing::warn!(queue = %r.name, error = %e, messages = r.messages.len(), "stored messages of an invalid queue name not restored");
                     continue;
                 }
             };
-            restored += messages.len();
-            q.restore(messages, now);
+            restored += r.messages.len();
+            q.restore(r.messages, now);
+            for seq in r.unreadable {
+                q.forget(seq);
+            }
         }
         if restored > 0 {
             tracing::info!(
@@ -121,7 +135,7 @@ impl Core {
             .recovered_meta
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = meta;
-        core
+        Ok(core)
     }
 
     /// What the store recovered under an edge's namespace (key → value); empty the
@@ -135,7 +149,7 @@ impl Core {
             .unwrap_or_default()
     }
 
-    pub fn store(&self) -> Option<&Store> {
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.store.as_ref()
     }
 
@@ -174,7 +188,7 @@ impl Core {
         match q.store() {
             Some(store) if m.persistent => {
                 store.check()?;
-                Ok(Some(codec::encode_queued(destination, m).into()))
+                Ok(Some(persist::encode_queued(destination, m).into()))
             }
             _ => Ok(None),
         }
@@ -182,7 +196,7 @@ impl Core {
 }
 
 /// Awaits the store writes of one publish: its confirmation point.
-pub(crate) async fn confirm(waits: Vec<crate::store::StoreWait>) -> Result<(), PublishError> {
+pub(crate) async fn confirm(waits: Vec<StoreWait>) -> Result<(), PublishError> {
     for w in waits {
         w.wait().await?;
     }
@@ -194,16 +208,16 @@ pub(crate) async fn confirm(waits: Vec<crate::store::StoreWait>) -> Result<(), P
 /// flight) keeps reading while earlier ones become durable, so its messages share
 /// fsyncs instead of waiting for one each; it confirms them in order as they resolve.
 #[derive(Debug, Default)]
-pub struct Confirmation(Vec<crate::store::StoreWait>);
+pub struct Confirmation(Vec<StoreWait>);
 
 impl Confirmation {
-    pub(crate) fn new(waits: Vec<crate::store::StoreWait>) -> Self {
+    pub(crate) fn new(waits: Vec<StoreWait>) -> Self {
         Self(waits)
     }
 
-    /// Nothing to wait for (nothing stored, or an fsync policy that does not wait).
+    /// Nothing to wait for (nothing stored, or the store answered at once).
     pub fn is_ready(&self) -> bool {
-        self.0.iter().all(crate::store::StoreWait::is_done_ok)
+        self.0.iter().all(StoreWait::is_done_ok)
     }
 
     pub fn extend(&mut self, other: Confirmation) {
@@ -211,7 +225,7 @@ impl Confirmation {
     }
 
     /// Adds one more store write to wait for (an MQTT retained copy).
-    pub fn push(&mut self, wait: crate::store::StoreWait) {
+    pub fn push(&mut self, wait: StoreWait) {
         self.0.push(wait);
     }
 

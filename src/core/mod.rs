@@ -28,6 +28,7 @@ mod fanout;
 pub mod flow;
 pub mod message;
 pub mod pattern;
+pub mod persist;
 mod publish;
 pub mod queue;
 mod subscription;

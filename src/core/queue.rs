@@ -41,7 +41,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::dead_letter::{DeadLetter, DeadReason};
-use crate::store::{Store, StoreWait, StoredMessage};
+use super::persist::Restored;
+use crate::store::{QueueLog, Store, StoreWait};
 pub(crate) use consumers::Take;
 use consumers::{ConsumerSlot, release_slot};
 pub(crate) use entry::Entry;
@@ -112,13 +113,21 @@ pub struct Queue {
     /// Woken when room appears for blocked publishers.
     pub(crate) space: Notify,
     pub(crate) counters: QueueCounters,
-    /// Where persistent messages go: set for durable queues when the core has a store.
-    store: Option<Store>,
+    /// The store of a durable queue when the core has one, and this queue's log in it,
+    /// where its persistent messages go.
+    store: Option<(Arc<dyn Store>, Box<dyn QueueLog>)>,
 }
 
 impl Queue {
-    pub(crate) fn new(name: Arc<str>, options: QueueOptions, store: Option<Store>) -> Self {
-        let store = store.filter(|_| options.durable);
+    pub(crate) fn new(
+        name: Arc<str>,
+        options: QueueOptions,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let store = store.filter(|_| options.durable).map(|s| {
+            let log = s.queue(&name);
+            (s, log)
+        });
         Self {
             name,
             options,
@@ -130,14 +139,19 @@ impl Queue {
     }
 
     /// The store persistent messages of this queue go to (durable queues only).
-    pub(crate) fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref().map(|(s, _)| s)
+    }
+
+    /// This queue's log in the store (durable queues only).
+    fn log(&self) -> Option<&dyn QueueLog> {
+        self.store.as_ref().map(|(_, log)| &**log)
     }
 
     /// Removes a message that left for good from the store.
     pub(crate) fn forget(&self, seq: u64) {
-        if let Some(s) = &self.store {
-            s.remove(&self.name, seq);
+        if let Some(log) = self.log() {
+            log.remove(seq);
         }
     }
 
@@ -149,8 +163,8 @@ impl Queue {
 
     /// Puts recovered messages back, in sequence order, before anything new arrives.
     /// Messages that may have been handed out before the restart (see
-    /// [`StoredMessage::redelivered`]) come back flagged redelivered.
-    pub(crate) fn restore(&self, stored: Vec<StoredMessage>, now: Instant) {
+    /// [`Restored::redelivered`]) come back flagged redelivered.
+    pub(crate) fn restore(&self, stored: Vec<Restored>, now: Instant) {
         let mut st = self.lock();
         for m in stored {
             let message = Arc::new(m.message);
@@ -276,10 +290,10 @@ impl Queue {
         }
         entry.seq = st.next_seq;
         st.next_seq += 1;
-        let wait = match (entry.persist.take(), &self.store) {
-            (Some(bytes), Some(store)) => {
+        let wait = match (entry.persist.take(), self.log()) {
+            (Some(bytes), Some(log)) => {
                 entry.stored = true;
-                Some(store.append(&self.name, entry.seq, bytes))
+                Some(log.append(entry.seq, bytes))
             }
             _ => None,
         };
@@ -339,8 +353,8 @@ impl Queue {
     pub(crate) fn close(&self) -> usize {
         let mut st = self.lock();
         st.deleted = true;
-        if let Some(s) = &self.store {
-            s.drop_queue(&self.name);
+        if let Some(log) = self.log() {
+            log.drop_queue();
         }
         let n = st.ready.len();
         st.ready.clear();

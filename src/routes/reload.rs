@@ -16,8 +16,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::compile::route_files;
-use super::{CompileContext, RouteError, RouteTable, compile_sources};
+use super::{CompileContext, RouteError, RouteTable, compile_sources, files};
 
 /// Outcome of the latest reload attempt, for logs and the admin API.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -47,7 +46,7 @@ pub enum ReloadOutcome {
 
 /// The route directory, its live table and reload bookkeeping.
 #[derive(Debug)]
-pub struct RouteStore {
+pub struct LiveRoutes {
     dir: PathBuf,
     ctx: CompileContext,
     table: Arc<ArcSwap<RouteTable>>,
@@ -55,27 +54,6 @@ pub struct RouteStore {
     /// Carries the version of every swapped-in table to whoever follows changes (links
     /// re-declare topology and consumers).
     changes: tokio::sync::watch::Sender<u64>,
-}
-
-fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, Vec<RouteError>> {
-    let files = route_files(dir).map_err(|e| vec![e])?;
-    files
-        .into_iter()
-        .map(|p| {
-            let shown = p.display().to_string();
-            std::fs::read_to_string(&p)
-                .map(|t| (shown.clone(), t))
-                .map_err(|e| {
-                    vec![RouteError {
-                        file: shown,
-                        line: 0,
-                        column: 0,
-                        route: None,
-                        message: format!("cannot read: {e}"),
-                    }]
-                })
-        })
-        .collect()
 }
 
 fn digest(sources: &[(String, String)]) -> u64 {
@@ -91,8 +69,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl RouteStore {
-    /// A store for a routes directory that does not exist: no routes; reloads (SIGHUP,
+impl LiveRoutes {
+    /// Live routes for a routes directory that does not exist: no routes; reloads (SIGHUP,
     /// admin API) pick the directory up once it is created.
     pub fn missing(dir: &Path, ctx: CompileContext) -> Self {
         Self {
@@ -117,7 +95,7 @@ impl RouteStore {
     /// Loads the directory once. Errors here are fatal to start-up: the daemon does not
     /// start on a broken table.
     pub fn load(dir: &Path, ctx: CompileContext) -> Result<Self, Vec<RouteError>> {
-        let sources = read_sources(dir)?;
+        let sources = files::read(dir)?;
         let mut table = compile_sources(&sources, &ctx)?;
         table.version = 1;
         let status = ReloadStatus {
@@ -167,7 +145,7 @@ impl RouteStore {
         status.attempts += 1;
         status.trigger = trigger.to_owned();
         status.at_unix_ms = now_ms();
-        let compiled = read_sources(&self.dir).and_then(|s| {
+        let compiled = files::read(&self.dir).and_then(|s| {
             let d = digest(&s);
             if d == *last_digest {
                 return Ok(None);
@@ -244,7 +222,7 @@ impl RouteStore {
         debouncer
             .watch(&self.dir, RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
-        let store = Arc::clone(self);
+        let routes = Arc::clone(self);
         Ok(tokio::spawn(async move {
             // The debouncer stops watching when dropped; keep it alive in the task.
             let _debouncer = debouncer;
@@ -255,9 +233,9 @@ impl RouteStore {
                         if got.is_none() {
                             return;
                         }
-                        let store = Arc::clone(&store);
+                        let routes = Arc::clone(&routes);
                         // File reads and compilation are blocking work.
-                        let _ = tokio::task::spawn_blocking(move || store.reload("file change")).await;
+                        let _ = tokio::task::spawn_blocking(move || routes.reload("file change")).await;
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //! are only ever appended, so a crash can at worst leave a partial record at the end of
 //! the newest segment: recovery stops at the first record whose frame or checksum does
 //! not hold, truncates the file there and logs what it cut (the "torn tail"). Everything
-//! before it was written by complete, fsynced batches.
+//! before it was written by complete batches.
 //!
 //! Payloads (`str` = u32 length + UTF-8, as in [`super::codec`]):
 //! - 0 `Nop` (health probe)

@@ -3,6 +3,8 @@
 //! real sockets.
 #![allow(dead_code)]
 
+pub mod xmpp_server;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

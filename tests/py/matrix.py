@@ -4,10 +4,11 @@ correlation id and reply-to, checked against docs/mapping.md, each case delivere
 (copies counted behind a marker per source); then the loss policies (encode, reject) on the
 fields targets cannot carry, and the /loss counters.
 
-Clients: stomp.py, paho-mqtt (3.1.1 and 5), pika on a real RabbitMQ, slixmpp on a real Prosody.
+Clients: stomp.py, paho-mqtt (3.1.1 and 5), pika on a real RabbitMQ, slixmpp on a real Prosody or ejabberd.
 The Rust test (tests/matrix.rs) writes the routes (see there) and starts the router.
 
 Usage: matrix.py --port STOMP --mqtt-port P --admin-port P --prefix P --jid USER@localhost --password PW
+                 [--c2s-port 5222]
 """
 
 import asyncio
@@ -33,7 +34,8 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("--prefix", required=True), p.add_argument("--mqtt-port", type=int, required=True),
                              p.add_argument("--admin-port", type=int, required=True),
-                             p.add_argument("--jid", required=True), p.add_argument("--password", required=True)))
+                             p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
+                             p.add_argument("--c2s-port", type=int, default=5222)))
 P, T = args.prefix, args.timeout
 BRIDGE = "bridge.localhost"
 SOURCES = ["stomp", "mqtt3", "mqtt5", "amqp", "xmpp"]
@@ -354,7 +356,7 @@ def check_policies(dead):
 
 async def main():
     user = XmppUser()
-    user.connect("127.0.0.1", 5222)
+    user.connect("127.0.0.1", args.c2s_port)
     await asyncio.wait_for(user.online.wait(), T)
     loop = asyncio.get_running_loop()
 

@@ -189,13 +189,13 @@ impl Queue {
             if e.stored {
                 match slot.ack {
                     AckMode::Auto => {
-                        if let Some(s) = &self.store {
-                            s.remove(&self.name, e.seq);
+                        if let Some(log) = self.log() {
+                            log.remove(e.seq);
                         }
                     }
                     AckMode::Manual => {
-                        if let Some(s) = &self.store {
-                            s.delivered(&self.name, e.seq, e.deliveries);
+                        if let Some(log) = self.log() {
+                            log.delivered(e.seq, e.deliveries);
                         }
                     }
                 }

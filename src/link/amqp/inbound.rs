@@ -20,8 +20,8 @@ use lapin::types::FieldTable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::LinkCtx;
 use super::convert::{self, Inbound};
+use super::link::LinkCtx;
 use crate::link::{Backoff, LinkStatus};
 use crate::router::RouterError;
 use crate::routes::AmqpSourceKey;

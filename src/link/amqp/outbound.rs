@@ -24,8 +24,8 @@ use lapin::{Channel, Confirmation, Connection, ExchangeKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::LinkCtx;
 use super::convert::{self, Inbound, ReplyTo, short};
+use super::link::LinkCtx;
 use crate::core::{ConsumeOptions, Delivery, Destination, Message};
 use crate::link::{LinkStatus, link_queue};
 use crate::router::{LINK_TARGET_HEADER, reply_target};

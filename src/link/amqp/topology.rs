@@ -11,8 +11,8 @@ use std::sync::Arc;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::{Connection, ExchangeKind};
 
-use super::LinkCtx;
 use super::convert::arguments;
+use super::link::LinkCtx;
 use crate::routes::spec::{DeclareSpec, ExchangeType};
 
 /// Declares every route's topology for this link; records failures per route.

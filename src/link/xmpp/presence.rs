@@ -13,7 +13,9 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
 
 use super::availability::{Change, Shown};
-use super::{LinkCtx, Session, Sink, Sub, convert, lock};
+use super::convert;
+use super::link::{LinkCtx, Sub, lock};
+use super::session::{Session, Sink};
 use crate::core::{ConsumeOptions, Destination, Message};
 use crate::link::LinkStatus;
 use crate::translate::escape::escape_level;

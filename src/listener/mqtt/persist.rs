@@ -1,7 +1,8 @@
 //! What of MQTT outlives a restart, besides the messages themselves (those live in the
 //! session's durable core queue `$mqtt.s.<client id>`, which the core restores with its
 //! bindings): each persistent session's subscriptions and expiry, and the retained
-//! messages. Both are kept in the durable store under their own namespaces.
+//! messages. Both are kept in the durable store under this listener's own namespaces
+//! (`META_MQTT_SESSION`, `META_MQTT_RETAINED`).
 //!
 //! Not kept: the packet ids of inbound QoS 2 messages between PUBREC and PUBREL. After
 //! a restart a PUBREL for an unknown id is completed anyway (as MQTT 5 §4.3.3 allows),
@@ -13,9 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::codec::SubOpts;
 use super::state::{MqttState, SessionData, SessionEntry, Sub};
-use crate::core::{Message, Pattern};
-use crate::store::{META_MQTT_RETAINED, META_MQTT_SESSION, StoreWait, codec};
+use crate::core::{Message, Pattern, persist};
+use crate::store::StoreWait;
 use crate::translate::mqtt_names::{is_share_queue, session_queue};
+
+/// The store namespace of persistent MQTT sessions, keyed by client id.
+const META_MQTT_SESSION: &str = "mqtt-session";
+/// The store namespace of MQTT retained messages (encoded as the core stores a
+/// message), keyed by topic.
+const META_MQTT_RETAINED: &str = "mqtt-retained";
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoredSub {
@@ -103,7 +110,7 @@ pub fn save_retained(state: &MqttState, topic: &str, m: &Message) -> Option<Stor
         store.delete(META_MQTT_RETAINED, topic);
         return None;
     }
-    Some(store.put(META_MQTT_RETAINED, topic, codec::encode(m)))
+    Some(store.put(META_MQTT_RETAINED, topic, persist::encode(m)))
 }
 
 /// Puts back the stored sessions (with their expiry timers) and retained messages.
@@ -114,7 +121,7 @@ pub fn restore(state: &Arc<MqttState>) {
     let mut retained = 0usize;
     let mut over = 0usize;
     for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
-        match codec::decode(&bytes) {
+        match persist::decode(&bytes.into()) {
             Ok(m) if m.expiry.is_none_or(|e| e > now) => {
                 // The limits hold after a restart too (they may have been lowered):
                 // what does not fit is forgotten, as a refused publish would have been.

@@ -1,0 +1,34 @@
+//! The `connections:` section: admission limits per peer address, on every listener.
+
+use super::ConfigError;
+use super::raw::RawConnections;
+use crate::listener::limit::PeerLimits;
+
+/// Applies `connections:`; a rate must be 0 (no limit) or more, and with a rate the
+/// burst must let at least one connection in.
+pub(super) fn validate(
+    c: RawConnections,
+    shown: &str,
+    d: &mut PeerLimits,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(v) = c.max_per_ip {
+        d.max_per_ip = v;
+    }
+    if let Some(v) = c.connect_rate {
+        d.connect_rate = v;
+    }
+    if let Some(v) = c.connect_burst {
+        d.connect_burst = v;
+    }
+    if !(d.connect_rate >= 0.0 && d.connect_rate.is_finite()) {
+        errors.push(ConfigError(format!(
+            "{shown}: connections.connect_rate must be 0 (no limit) or more"
+        )));
+    }
+    if d.connect_rate > 0.0 && !(d.connect_burst >= 1.0 && d.connect_burst.is_finite()) {
+        errors.push(ConfigError(format!(
+            "{shown}: connections.connect_burst must be at least 1"
+        )));
+    }
+}

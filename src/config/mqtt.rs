@@ -1,0 +1,79 @@
+//! The `mqtt:` section: MQTT session limits and the `mqtt-ws` origin policy.
+
+use super::raw::RawMqtt;
+use super::ws_policy::ws_policy;
+use super::{ConfigError, duration_or_off};
+use crate::listener::mqtt::state::MqttSettings;
+use crate::listener::origin::WsPolicy;
+
+/// Applies `mqtt:` to the MQTT session settings; returns the `mqtt-ws` origin policy.
+pub(super) fn validate(
+    m: RawMqtt,
+    shown: &str,
+    d: &mut MqttSettings,
+    errors: &mut Vec<ConfigError>,
+) -> WsPolicy {
+    if let Some(v) = m.max_packet_size {
+        d.max_packet_size = v;
+    }
+    if let Some(v) = m.max_inflight {
+        d.max_inflight = v.max(1);
+    }
+    if let Some(v) = m.max_queued {
+        d.max_queued = v.max(1);
+    }
+    if let Some(v) = m.max_retained {
+        d.max_retained = v;
+    }
+    if let Some(v) = m.max_retained_bytes {
+        d.max_retained_bytes = v;
+    }
+    if let Some(v) = m.max_connections {
+        d.max_connections = v;
+    }
+    if let Some(v) = m.max_keep_alive {
+        d.max_keep_alive = v;
+    }
+    if let Some(t) = duration_or_off(
+        m.park_idle_after.as_deref(),
+        &format!("{shown}: mqtt.park_idle_after"),
+        errors,
+    ) {
+        d.park_idle_after = t;
+    }
+    ws_policy(
+        m.ws_allowed_origins,
+        m.ws_allow_anonymous_browsers,
+        &format!("{shown}: mqtt"),
+        errors,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::Settings;
+
+    #[test]
+    fn park_idle_after_is_a_duration_or_off() {
+        let parse = |v: &str| {
+            Settings::from_yaml(
+                &format!("mqtt:\n  park_idle_after: {v}\n"),
+                "t.yaml",
+                Path::new("."),
+            )
+        };
+        let park = |v: &str| parse(v).unwrap().mqtt.park_idle_after;
+        assert_eq!(park("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(park("off"), None);
+        for bad in ["0s", "soon"] {
+            let errs = parse(bad).unwrap_err();
+            assert!(
+                errs[0].0.contains("mqtt.park_idle_after"),
+                "{bad}: {errs:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The registry of every link's status, which the admin API lists.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::LinkStatus;
+
+/// Every link's status, by name.
+#[derive(Debug, Default, Clone)]
+pub struct Links(Arc<Mutex<BTreeMap<String, Arc<LinkStatus>>>>);
+
+impl Links {
+    pub fn insert(&self, s: Arc<LinkStatus>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(s.name.clone(), s);
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        serde_json::Value::Array(map.values().map(|s| s.to_json()).collect())
+    }
+}

@@ -1,0 +1,167 @@
+//! The loop every link runs in: connect, run the session until it ends, record why,
+//! wait a backoff delay, connect again — until shutdown. What a session does is the
+//! link kind's own business ([`Supervised`]); how a link is kept connected, and what
+//! operators see of it (state, reconnect count and last error on `/links`, the log
+//! lines), is the same for every kind.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Backoff, LinkState, LinkStatus};
+
+/// A link kind, as its supervisor drives it.
+pub(crate) trait Supervised: Send {
+    /// A live connection to the peer.
+    type Conn: Send;
+    /// The kind in the log lines the supervisor writes (`AMQP link lost; reconnecting`).
+    const LABEL: &'static str;
+
+    /// One connection attempt; the error says why it failed.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+
+    /// Runs one connected session until it ends, and says why it ended. After
+    /// `cancel`, the session ends for shutdown (its reason is then not reported).
+    fn run(
+        &mut self,
+        conn: Self::Conn,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = String> + Send;
+
+    /// Logs a connection made; each kind names its peer in its own terms.
+    fn log_connected(&self);
+
+    /// Logs a connection attempt that failed (`error` is what `/links` shows too).
+    fn log_cannot_connect(&self, error: &str);
+}
+
+/// Keeps `link` connected until `cancel`: the state on `status` follows
+/// connecting → connected → retrying → …, then stopped.
+pub(crate) async fn supervise<L: Supervised>(
+    mut link: L,
+    status: Arc<LinkStatus>,
+    mut backoff: Backoff,
+    cancel: CancellationToken,
+) {
+    let mut connected_before = false;
+    loop {
+        status.set_state(LinkState::Connecting);
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => break,
+            c = link.connect() => c,
+        };
+        match attempt {
+            Ok(conn) => {
+                backoff.reset();
+                if connected_before {
+                    LinkStatus::bump(&status.counters.reconnects);
+                }
+                connected_before = true;
+                status.set_state(LinkState::Connected);
+                link.log_connected();
+                let reason = link.run(conn, &cancel).await;
+                if cancel.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(reason = %reason, "{} link lost; reconnecting", L::LABEL);
+                status.set_error(reason);
+            }
+            Err(e) => {
+                let e = format!("connect failed: {e}");
+                link.log_cannot_connect(&e);
+                status.set_error(e);
+            }
+        }
+        if !retry_pause(&status, &mut backoff, &cancel).await {
+            break;
+        }
+    }
+    status.set_state(LinkState::Stopped);
+    tracing::info!("{} link stopped", L::LABEL);
+}
+
+/// Between connection attempts: marks the link `retrying`, waits the next backoff
+/// delay. `false` when shutdown came first.
+async fn retry_pause(
+    status: &LinkStatus,
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+) -> bool {
+    status.set_state(LinkState::Retrying);
+    let delay = backoff.next_delay();
+    tracing::info!(
+        kind = status.kind,
+        in_ms = delay.as_millis() as u64,
+        "link retrying"
+    );
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// Refuses the first attempt, loses the first session, then stays connected (and says
+    /// so on `up`) until shutdown.
+    struct Flaky {
+        attempts: u32,
+        up: mpsc::Sender<()>,
+    }
+
+    impl Supervised for Flaky {
+        type Conn = u32;
+        const LABEL: &'static str = "test";
+
+        async fn connect(&mut self) -> Result<u32, String> {
+            self.attempts += 1;
+            match self.attempts {
+                1 => Err("refused".into()),
+                n => Ok(n),
+            }
+        }
+
+        async fn run(&mut self, attempt: u32, cancel: &CancellationToken) -> String {
+            if attempt == 2 {
+                return "dropped".into();
+            }
+            let _ = self.up.send(()).await;
+            cancel.cancelled().await;
+            "shutdown".into()
+        }
+
+        fn log_connected(&self) {}
+
+        fn log_cannot_connect(&self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn reconnects_until_shutdown_and_reports_what_happened() {
+        let status = Arc::new(LinkStatus::new("t", "test", "nowhere".into()));
+        let (up, mut is_up) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let link = Flaky { attempts: 0, up };
+        let task = tokio::spawn(supervise(
+            link,
+            Arc::clone(&status),
+            backoff,
+            cancel.clone(),
+        ));
+        is_up.recv().await.unwrap();
+        assert_eq!(status.state(), LinkState::Connected);
+        assert_eq!(status.counters.reconnects.load(Ordering::Relaxed), 1);
+        assert_eq!(status.to_json()["last_error"], "dropped");
+        cancel.cancel();
+        task.await.unwrap();
+        assert_eq!(status.state(), LinkState::Stopped);
+        // The shutdown is no error.
+        assert_eq!(status.to_json()["last_error"], "dropped");
+    }
+}

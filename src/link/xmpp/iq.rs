@@ -1,0 +1,119 @@
+//! Requests (`iq`) to the component: service discovery and pings are answered, anything
+//! else is refused with an error.
+
+use tokio_xmpp::Stanza;
+use tokio_xmpp::minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use super::convert;
+use super::link::LinkCtx;
+use super::session::Sink;
+
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub(super) const NS_PING: &str = "urn:xmpp:ping";
+
+pub(super) async fn handle(
+    ctx: &LinkCtx,
+    sink: &mut Sink,
+    iq: Iq,
+) -> Result<(), tokio_xmpp::Error> {
+    let (from, to, id, payload, is_get) = match iq {
+        Iq::Get {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, true),
+        Iq::Set {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload, false),
+        _ => return Ok(()),
+    };
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(());
+    };
+    let result: Result<Option<Element>, (DefinedCondition, &str)> = if !is_get {
+        Err((
+            DefinedCondition::ServiceUnavailable,
+            "nothing here accepts iq set",
+        ))
+    } else if payload.is("query", NS_DISCO_INFO) {
+        Ok(Some(disco_info(&to).into()))
+    } else if payload.is("query", NS_DISCO_ITEMS) {
+        Ok(Some(disco_items(ctx, &to).into()))
+    } else if payload.is("ping", NS_PING) {
+        Ok(None)
+    } else {
+        Err((DefinedCondition::ServiceUnavailable, "unsupported request"))
+    };
+    let reply = match result {
+        Ok(payload) => Iq::Result {
+            from: Some(to),
+            to: Some(from),
+            id,
+            payload,
+        },
+        Err((condition, text)) => Iq::Error {
+            from: Some(to),
+            to: Some(from),
+            id,
+            error: StanzaError::new(ErrorType::Cancel, condition, "en", text),
+            payload: None,
+        },
+    };
+    sink.send(Stanza::Iq(reply)).await
+}
+
+fn disco_info(to: &Jid) -> DiscoInfoResult {
+    let identity = if to.node().is_none() {
+        Identity::new("gateway", "switchboard", "en", "Switchboard message router")
+    } else {
+        Identity::new("component", "generic", "en", to.to_string())
+    };
+    DiscoInfoResult {
+        node: None,
+        identities: vec![identity],
+        features: [
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            convert::NS_RECEIPTS,
+            convert::NS_SHIM,
+            convert::NS_JSON,
+            NS_PING,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+        extensions: Vec::new(),
+    }
+}
+
+fn disco_items(ctx: &LinkCtx, to: &Jid) -> DiscoItemsResult {
+    let items = if to.node().is_none() {
+        ctx.router
+            .table()
+            .xmpp_jids(&ctx.settings.name)
+            .into_iter()
+            .filter_map(|j| j.parse::<Jid>().ok())
+            .map(|jid| Item {
+                jid,
+                node: None,
+                name: None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    DiscoItemsResult {
+        node: None,
+        items,
+        rsm: None,
+    }
+}

@@ -1,0 +1,107 @@
+//! An XMPP link: what its tasks share, and how it is started under the link supervisor,
+//! which carries who was online from one session to the next.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::XmppLinkSettings;
+use super::availability::Availability;
+use super::session::session;
+use super::stream;
+use crate::core::Destination;
+use crate::link::{Backoff, LinkStatus, Links, Supervised, supervise};
+use crate::router::Router;
+
+/// Everything a link's tasks share.
+pub(super) struct LinkCtx {
+    pub settings: XmppLinkSettings,
+    pub router: Router,
+    pub status: Arc<LinkStatus>,
+    /// Presence-driven push: (user's bare JID, our JID) → what is pushed. Kept across
+    /// reconnects (in memory; durable storage is the durability issue's).
+    pub subs: Mutex<BTreeMap<(String, String), Sub>>,
+}
+
+/// A user's subscription to one of our JIDs' presence: while the user is online, the
+/// messages of that JID's destination (a topic) are pushed to them.
+#[derive(Debug, Clone)]
+pub(super) struct Sub {
+    pub dest: Destination,
+    /// The durable subscription queue that collects while they are away.
+    pub queue: String,
+}
+
+/// Starts a link's supervisor.
+pub fn spawn(
+    settings: XmppLinkSettings,
+    router: Router,
+    links: &Links,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let peer = format!("xmpp-component://{}@{}", settings.domain, settings.server);
+    let status = Arc::new(LinkStatus::new(&settings.name, "xmpp", peer));
+    links.insert(Arc::clone(&status));
+    crate::link::declare_link_queues(
+        router.core(),
+        &settings.name,
+        settings.max_pending,
+        &settings.dead_letter,
+    );
+    let span = tracing::info_span!("xmpp_link", link = %settings.name, domain = %settings.domain);
+    let ctx = Arc::new(LinkCtx {
+        settings,
+        router,
+        status,
+        subs: Mutex::new(BTreeMap::new()),
+    });
+    let backoff = Backoff::new(ctx.settings.reconnect_initial, ctx.settings.reconnect_max);
+    let status = Arc::clone(&ctx.status);
+    let link = XmppLink {
+        ctx,
+        presence: Availability::default(),
+    };
+    tracker.spawn(supervise(link, status, backoff, cancel).instrument(span));
+}
+
+/// The supervisor's side of an XMPP link.
+struct XmppLink {
+    ctx: Arc<LinkCtx>,
+    /// Who was online, carried from one session to the next (see [`Availability::after`]).
+    presence: Availability,
+}
+
+impl Supervised for XmppLink {
+    type Conn = stream::Conn;
+    const LABEL: &'static str = "XMPP";
+
+    async fn connect(&mut self) -> Result<stream::Conn, String> {
+        let s = &self.ctx.settings;
+        stream::connect(&s.server, &s.domain, &s.secret).await
+    }
+
+    async fn run(&mut self, conn: stream::Conn, cancel: &CancellationToken) -> String {
+        let presence = std::mem::take(&mut self.presence);
+        let (reason, known) = session(&self.ctx, conn, cancel, presence).await;
+        self.presence = Availability::after(known);
+        reason
+    }
+
+    fn log_connected(&self) {
+        tracing::info!(server = %self.ctx.settings.server, "XMPP component connected");
+    }
+
+    fn log_cannot_connect(&self, error: &str) {
+        let s = &self.ctx.settings;
+        tracing::warn!(server = %s.server, error = %error, "XMPP component cannot connect");
+    }
+}
+
+/// Locks `m` even if a panic elsewhere poisoned it: the subscriptions stay usable.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,105 @@
+//! Messages for XMPP: from the link queue to stanzas, or to the dead-letter queue when
+//! they cannot be one.
+
+use tokio_xmpp::Stanza;
+use xmpp_parsers::jid::Jid;
+
+use super::convert;
+use super::link::LinkCtx;
+use super::session::Sink;
+use crate::core::{Delivery, Destination, Loss};
+use crate::link::{LinkStatus, link_queue};
+use crate::router::LINK_TARGET_HEADER;
+use crate::translate::loss;
+
+/// A message for XMPP: stanza out, or the dead-letter queue if it cannot be one.
+/// `Ok(false)`: neither worked; leave it in the link queue.
+pub(super) async fn outgoing(
+    ctx: &LinkCtx,
+    sink: &mut Sink,
+    d: Delivery,
+) -> Result<bool, tokio_xmpp::Error> {
+    let m = &d.message;
+    let target = m
+        .headers
+        .get(LINK_TARGET_HEADER)
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    let field = |k: &str| {
+        target
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let domain = &ctx.settings.domain;
+    let (Some(to), from, kind) = (field("to"), field("from"), field("type")) else {
+        return Ok(dead_letter(ctx, &d, "bad-target", "no XMPP address on the message").await);
+    };
+    let from = from.unwrap_or_else(|| domain.clone());
+    let in_domain = from
+        .parse::<Jid>()
+        .is_ok_and(|j| j.domain().as_str().eq_ignore_ascii_case(domain));
+    if !in_domain {
+        let why = format!("`from` {from} is outside the component's domain {domain}");
+        return Ok(dead_letter(ctx, &d, "bad-target", &why).await);
+    }
+    let kind = kind.unwrap_or_else(|| "chat".into());
+    // Fields a stanza cannot carry, as the route's loss policy says.
+    let lost = loss::lost_to_xmpp(m);
+    let encoded;
+    let m = if lost.is_empty() {
+        m
+    } else {
+        loss::record(loss::Edge::Xmpp, lost, m.loss);
+        match m.loss {
+            Loss::Drop => m,
+            Loss::Encode => {
+                let mut c = (**m).clone();
+                for (k, v) in loss::as_headers(m, lost, ToString::to_string) {
+                    c.headers.append(&k, &v);
+                }
+                encoded = c;
+                &encoded
+            }
+            Loss::Reject => {
+                let why = format!(
+                    "a stanza cannot carry its {}; its route says `loss: reject`",
+                    lost.names()
+                );
+                return Ok(dead_letter(ctx, &d, "untranslatable", &why).await);
+            }
+        }
+    };
+    match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
+        Ok(s) => {
+            sink.send(Stanza::Message(s)).await?;
+            LinkStatus::bump(&ctx.status.counters.published);
+            Ok(true)
+        }
+        Err(e) => Ok(dead_letter(ctx, &d, "untranslatable", &e.to_string()).await),
+    }
+}
+
+/// Gives up on a message; `false` if even that failed (then it stays in the link queue).
+async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) -> bool {
+    let s = &ctx.settings;
+    tracing::warn!(reason, detail, dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
+    let mut m = (*d.message).clone();
+    m.headers.remove(LINK_TARGET_HEADER);
+    m.headers.set("x-death-reason", reason);
+    m.headers.set("x-death-queue", link_queue(&s.name));
+    m.headers.set("x-death-detail", detail);
+    m.expiry = None;
+    if let Err(e) = ctx
+        .router
+        .core()
+        .publish(&Destination::queue(&s.dead_letter), m)
+        .await
+    {
+        tracing::error!(error = %e, "cannot dead-letter an XMPP message; it stays in the link queue");
+        false
+    } else {
+        LinkStatus::bump(&ctx.status.counters.dead_lettered);
+        true
+    }
+}

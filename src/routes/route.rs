@@ -1,0 +1,267 @@
+//! A compiled route: where it takes messages from, what it accepts, where it sends them
+//! and how it changes them on the way. [`super::compile`] builds it from a route file;
+//! [`super::RouteTable`] applies it to each message.
+
+use super::jid_pattern::JidPattern;
+use super::spec::{BodyFormat, DeclareSpec};
+use super::template::{Grammar, RenderError, Template};
+use crate::core::{Capture, Destination, Message, Pattern, validate_name};
+use crate::translate::body::{self, BodyError};
+use crate::translate::mqtt_names;
+
+/// Where a compiled route takes messages from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Queue(String),
+    Topic(Pattern),
+    Amqp {
+        link: String,
+        queue: Option<String>,
+        exchange: Option<String>,
+        binding_key: Option<String>,
+        /// The binding key as a pattern, for captures from the routing key.
+        binding: Option<Pattern>,
+    },
+    Xmpp {
+        link: String,
+        jid: Option<String>,
+        presence: Option<String>,
+        /// `jid` (or `presence`) compiled.
+        jid_pattern: Option<JidPattern>,
+    },
+}
+
+/// Where a compiled route sends messages.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Queue(Template),
+    Topic(Template),
+    /// An MQTT topic template, converted to the internal topic by the MQTT convention.
+    Mqtt(Template),
+    Amqp {
+        link: String,
+        exchange: String,
+        routing_key: Option<Template>,
+    },
+    Xmpp {
+        link: String,
+        to: Template,
+        from: Option<Template>,
+        kind: String,
+    },
+}
+
+/// A rendered target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    Internal(Destination),
+    Amqp {
+        link: String,
+        exchange: String,
+        routing_key: String,
+    },
+    Xmpp {
+        link: String,
+        to: String,
+        from: Option<String>,
+        kind: String,
+    },
+}
+
+/// A route's filter.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub origin: Option<String>,
+}
+
+impl When {
+    pub fn matches(&self, m: &Message) -> bool {
+        if let Some(ct) = &self.content_type {
+            let actual = m.content_type.as_deref().unwrap_or("");
+            let mime = actual.split(';').next().unwrap_or("").trim();
+            if !mime.eq_ignore_ascii_case(ct) {
+                return false;
+            }
+        }
+        if let Some(o) = &self.origin
+            && *m.origin.protocol != **o
+        {
+            return false;
+        }
+        self.headers
+            .iter()
+            .all(|(k, v)| m.headers.get(k) == Some(v.as_str()))
+    }
+}
+
+/// A route's message changes: rename, then remove, then set headers; then the body.
+#[derive(Debug, Clone, Default)]
+pub struct Transform {
+    pub set: Vec<(String, Template)>,
+    pub rename: Vec<(String, String)>,
+    pub remove: Vec<String>,
+    pub body: Option<BodyFormat>,
+}
+
+/// Why a message could not be routed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("route `{route}`: {err}")]
+    Render { route: String, err: RenderError },
+    #[error("route `{route}`: rendered an invalid destination `{name}`: {reason}")]
+    BadName {
+        route: String,
+        name: String,
+        reason: String,
+    },
+    #[error("route `{route}`: body conversion failed: {err}")]
+    Body { route: String, err: BodyError },
+    #[error("routing depth limit reached at {0} (a loop through header templates?)")]
+    TooDeep(Destination),
+}
+
+impl Transform {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.rename.is_empty()
+            && self.remove.is_empty()
+            && self.body.is_none()
+    }
+
+    pub(super) fn apply(
+        &self,
+        route: &str,
+        m: &mut Message,
+        caps: &[Capture],
+    ) -> Result<(), RoutingError> {
+        let original = m.headers.clone();
+        for (from, to) in &self.rename {
+            m.headers.rename(from, to);
+        }
+        for h in &self.remove {
+            m.headers.remove(h);
+        }
+        for (k, t) in &self.set {
+            let v =
+                t.render(caps, &original, Grammar::Text)
+                    .map_err(|err| RoutingError::Render {
+                        route: route.to_owned(),
+                        err,
+                    })?;
+            m.headers.set(k, v);
+        }
+        if let Some(format) = self.body {
+            let (b, ct) =
+                body::convert(&m.body, m.content_type.as_deref(), format).map_err(|err| {
+                    RoutingError::Body {
+                        route: route.to_owned(),
+                        err,
+                    }
+                })?;
+            m.body = b;
+            m.content_type = Some(ct.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub source: Source,
+    /// The source as written (for `explain` and logs).
+    pub source_text: String,
+    pub when: Option<When>,
+    pub targets: Vec<Target>,
+    pub transform: Transform,
+    pub passthrough: bool,
+    /// The loss policy the route gives its copies (`None`: left as it is).
+    pub loss: Option<crate::core::Loss>,
+    /// AMQP topology the route declares.
+    pub declare: Option<Declare>,
+}
+
+/// A route's validated AMQP declarations and the link they go to.
+#[derive(Debug, Clone)]
+pub struct Declare {
+    pub link: String,
+    pub spec: DeclareSpec,
+}
+
+impl CompiledRoute {
+    /// Renders every target for a message that matched with `caps`.
+    pub fn render_targets(
+        &self,
+        caps: &[Capture],
+        m: &Message,
+    ) -> Result<Vec<Rendered>, RoutingError> {
+        let render = |t: &Template, g: Grammar| {
+            t.render(caps, &m.headers, g)
+                .map_err(|err| RoutingError::Render {
+                    route: self.name.clone(),
+                    err,
+                })
+        };
+        let name_ok = |name: String, dest: fn(&str) -> Destination| {
+            validate_name(&name)
+                .map(|()| dest(&name))
+                .map_err(|e| RoutingError::BadName {
+                    route: self.name.clone(),
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })
+        };
+        self.targets
+            .iter()
+            .map(|t| {
+                Ok(match t {
+                    Target::Queue(tpl) => {
+                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::queue)?)
+                    }
+                    Target::Topic(tpl) => {
+                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::topic)?)
+                    }
+                    Target::Mqtt(tpl) => {
+                        let topic = render(tpl, Grammar::Slash)?;
+                        Rendered::Internal(name_ok(
+                            mqtt_names::topic_to_internal(&topic),
+                            Destination::topic,
+                        )?)
+                    }
+                    Target::Amqp {
+                        link,
+                        exchange,
+                        routing_key,
+                    } => Rendered::Amqp {
+                        link: link.clone(),
+                        exchange: exchange.clone(),
+                        routing_key: match routing_key {
+                            Some(k) => render(k, Grammar::Dot)?,
+                            None => String::new(),
+                        },
+                    },
+                    Target::Xmpp {
+                        link,
+                        to,
+                        from,
+                        kind,
+                    } => Rendered::Xmpp {
+                        link: link.clone(),
+                        to: render(to, Grammar::Text)?,
+                        from: from
+                            .as_ref()
+                            .map(|f| render(f, Grammar::Text))
+                            .transpose()?,
+                        kind: kind.clone(),
+                    },
+                })
+            })
+            .collect()
+    }
+}

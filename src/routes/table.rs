@@ -1,0 +1,412 @@
+//! The compiled, immutable routing table and how a message goes through it: the routes
+//! its destination (or link source) matches, their legs, and internal targets followed
+//! on to further routes.
+
+use std::collections::HashMap;
+
+use super::explain;
+use super::route::{CompiledRoute, Rendered, RoutingError, Source};
+use super::spec::DeclareSpec;
+use crate::core::trie::SubjectTrie;
+use crate::core::{Capture, Destination, Message};
+
+/// The compiled, immutable routing table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Increases with every successful (re)load.
+    pub version: u64,
+    pub routes: Vec<CompiledRoute>,
+    by_queue: HashMap<String, Vec<usize>>,
+    by_topic: SubjectTrie<usize>,
+    /// The files it was compiled from.
+    pub files: Vec<String>,
+}
+
+/// Upper bound on chained internal routes for one publish.
+pub const MAX_ROUTE_DEPTH: usize = 8;
+
+/// One leg of a routed publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    pub target: Rendered,
+    pub message: Message,
+}
+
+impl RouteTable {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A table of compiled routes (in evaluation order), indexed by source, with
+    /// version 0 until a loader numbers it.
+    pub(super) fn new(routes: Vec<CompiledRoute>, files: Vec<String>) -> Self {
+        let mut table = RouteTable {
+            version: 0,
+            routes,
+            by_queue: HashMap::new(),
+            by_topic: SubjectTrie::new(),
+            files,
+        };
+        for (i, r) in table.routes.iter().enumerate() {
+            match &r.source {
+                Source::Queue(q) => table.by_queue.entry(q.clone()).or_default().push(i),
+                Source::Topic(p) => table.by_topic.insert(p, i),
+                Source::Amqp { .. } | Source::Xmpp { .. } => {}
+            }
+        }
+        table
+    }
+
+    /// Routes whose source matches `dest` and whose filter accepts `m`, in table order,
+    /// with the source's wildcard captures.
+    pub fn matching(&self, dest: &Destination, m: &Message) -> Vec<(&CompiledRoute, Vec<Capture>)> {
+        self.source_matches(dest)
+            .into_iter()
+            .filter(|(r, _)| r.when.as_ref().is_none_or(|w| w.matches(m)))
+            .collect()
+    }
+
+    /// Routes whose source matches `dest`, filters not applied, in table order.
+    fn source_matches(&self, dest: &Destination) -> Vec<(&CompiledRoute, Vec<Capture>)> {
+        let mut hits: Vec<(usize, Vec<Capture>)> = match dest {
+            Destination::Queue(q) => self
+                .by_queue
+                .get(&**q)
+                .map(|v| v.iter().map(|&i| (i, Vec::new())).collect())
+                .unwrap_or_default(),
+            Destination::Topic(t) => {
+                if self.by_topic.is_empty() {
+                    return Vec::new();
+                }
+                let mut idx = Vec::new();
+                self.by_topic.matches(t, &mut idx);
+                idx.sort_unstable();
+                idx.dedup();
+                idx.into_iter()
+                    .filter_map(|i| match &self.routes[i].source {
+                        Source::Topic(p) => p.captures(t).map(|c| (i, c)),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        };
+        hits.sort_by_key(|(i, _)| *i);
+        hits.into_iter()
+            .map(|(i, c)| (&self.routes[i], c))
+            .collect()
+    }
+
+    /// Routes a message published to `dest`: follows internal routes (a route's internal
+    /// target may itself be another route's source) and returns every leg to deliver.
+    /// A destination no route claims is delivered as addressed.
+    pub fn resolve(&self, dest: Destination, m: Message) -> Result<Vec<Leg>, RoutingError> {
+        let mut out = Vec::with_capacity(1);
+        self.resolve_into(dest, m, 0, &mut out, &mut explain::NoTrace)?;
+        Ok(out)
+    }
+
+    pub(super) fn resolve_into<T: explain::Trace>(
+        &self,
+        dest: Destination,
+        m: Message,
+        depth: usize,
+        out: &mut Vec<Leg>,
+        trace: &mut T,
+    ) -> Result<(), RoutingError> {
+        let hits = self.matching(&dest, &m);
+        if T::ON {
+            for (r, _) in self.source_matches(&dest) {
+                if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                    trace.refused(depth, r);
+                }
+            }
+        }
+        if hits.is_empty() {
+            trace.addressed(depth, &dest, false);
+            out.push(Leg {
+                target: Rendered::Internal(dest),
+                message: m,
+            });
+            return Ok(());
+        }
+        if depth >= MAX_ROUTE_DEPTH {
+            return Err(RoutingError::TooDeep(dest));
+        }
+        let passthrough = hits.iter().any(|(r, _)| r.passthrough);
+        for (route, caps) in &hits {
+            self.apply_route(route, caps, &m, depth, out, trace)?;
+        }
+        if passthrough {
+            trace.addressed(depth, &dest, true);
+            out.push(Leg {
+                target: Rendered::Internal(dest),
+                message: m,
+            });
+        }
+        Ok(())
+    }
+
+    /// The distinct things an AMQP link must consume for the routes of this table.
+    pub fn amqp_sources(&self, link: &str) -> Vec<AmqpSourceKey> {
+        let mut keys: Vec<AmqpSourceKey> = self
+            .routes
+            .iter()
+            .filter_map(|r| amqp_key(&r.source, link))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Declarations for a link, with the route that asked for each, in table order.
+    pub fn amqp_declarations<'a>(
+        &'a self,
+        link: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a DeclareSpec)> + 'a {
+        self.routes.iter().filter_map(move |r| match &r.declare {
+            Some(d) if d.link == link => Some((r.name.as_str(), &d.spec)),
+            _ => None,
+        })
+    }
+
+    /// Routes a message an XMPP link received for the JID `to`: every route of the link
+    /// whose `jid` pattern matches, in table order. `None` when no route's pattern
+    /// matches `to`; an empty list when routes match but their filters refused it.
+    ///
+    /// With `presence`, the routes are the `presence` sources and `to` is the bare JID
+    /// of the user whose presence the message reports.
+    pub fn resolve_xmpp(
+        &self,
+        link: &str,
+        to: &str,
+        presence: bool,
+        m: Message,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        self.resolve_xmpp_traced(link, to, presence, m, &mut explain::NoTrace)
+    }
+
+    pub(crate) fn resolve_xmpp_traced<T: explain::Trace>(
+        &self,
+        link: &str,
+        to: &str,
+        presence: bool,
+        m: Message,
+        trace: &mut T,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        let mut hits = Vec::new();
+        let mut any = false;
+        for r in &self.routes {
+            let Source::Xmpp {
+                link: l,
+                jid_pattern: Some(p),
+                presence: pres,
+                ..
+            } = &r.source
+            else {
+                continue;
+            };
+            if l != link || pres.is_some() != presence {
+                continue;
+            }
+            let Some(caps) = p.captures(to) else {
+                continue;
+            };
+            any = true;
+            if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                hits.push((r, caps));
+            } else {
+                trace.refused(0, r);
+            }
+        }
+        any.then(|| self.apply_all(&hits, &m, trace))
+    }
+
+    /// JIDs the routes of an XMPP link name without wildcards (service discovery lists
+    /// them).
+    pub fn xmpp_jids(&self, link: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.source {
+                Source::Xmpp {
+                    link: l,
+                    jid_pattern: Some(p),
+                    presence: None,
+                    ..
+                } if l == link => p.literal(),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The internal destination messages to the JID `jid` are routed to (the first
+    /// internal target of the first route serving it whose targets render without
+    /// message headers): what a user who subscribes to that JID's presence is pushed.
+    pub fn xmpp_destination(&self, link: &str, jid: &str) -> Option<Destination> {
+        let probe = Message::new("");
+        self.routes.iter().find_map(|r| match &r.source {
+            Source::Xmpp {
+                link: l,
+                jid_pattern: Some(p),
+                presence: None,
+                ..
+            } if l == link => {
+                let caps = p.captures(jid)?;
+                r.render_targets(&caps, &probe)
+                    .ok()?
+                    .into_iter()
+                    .find_map(|t| match t {
+                        Rendered::Internal(d) => Some(d),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        })
+    }
+
+    /// Routes a message an AMQP link consumed from `key` (its routing key gives the
+    /// captures of a binding-key pattern). `None` when no route of this table consumes
+    /// `key` any more (a reload removed it); an empty list when routes exist but their
+    /// filters refused the message.
+    pub fn resolve_amqp(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        m: Message,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        self.resolve_amqp_traced(link, key, routing_key, m, &mut explain::NoTrace)
+    }
+
+    pub(crate) fn resolve_amqp_traced<T: explain::Trace>(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
+        m: Message,
+        trace: &mut T,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        let mut hits = Vec::new();
+        let mut any = false;
+        for r in &self.routes {
+            if amqp_key(&r.source, link).as_ref() != Some(key) {
+                continue;
+            }
+            any = true;
+            if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                trace.refused(0, r);
+                continue;
+            }
+            let caps = match &r.source {
+                Source::Amqp {
+                    binding: Some(p), ..
+                } => p.captures(routing_key).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            hits.push((r, caps));
+        }
+        any.then(|| self.apply_all(&hits, &m, trace))
+    }
+
+    /// Applies the routes a link source matched, in order; the legs of them all.
+    fn apply_all<T: explain::Trace>(
+        &self,
+        hits: &[(&CompiledRoute, Vec<Capture>)],
+        m: &Message,
+        trace: &mut T,
+    ) -> Result<Vec<Leg>, RoutingError> {
+        let mut out = Vec::new();
+        for (r, caps) in hits {
+            self.apply_route(r, caps, m, 0, &mut out, trace)?;
+        }
+        Ok(out)
+    }
+
+    /// One matched route: render its targets, transform, follow internal targets.
+    fn apply_route<T: explain::Trace>(
+        &self,
+        route: &CompiledRoute,
+        caps: &[Capture],
+        m: &Message,
+        depth: usize,
+        out: &mut Vec<Leg>,
+        trace: &mut T,
+    ) -> Result<(), RoutingError> {
+        let targets = route.render_targets(caps, m)?;
+        let mut changed = m.clone();
+        route.transform.apply(&route.name, &mut changed, caps)?;
+        if let Some(loss) = route.loss {
+            changed.loss = loss;
+        }
+        trace.route(depth, route, caps, &targets, m, &changed);
+        for t in targets {
+            match t {
+                Rendered::Internal(d) => {
+                    self.resolve_into(d, changed.clone(), depth + 1, out, trace)?
+                }
+                other => out.push(Leg {
+                    target: other,
+                    message: changed.clone(),
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes whose source is the named link (the link consumes what they ask for).
+    pub fn link_sources<'a>(
+        &'a self,
+        link: &'a str,
+    ) -> impl Iterator<Item = &'a CompiledRoute> + 'a {
+        self.routes.iter().filter(move |r| match &r.source {
+            Source::Amqp { link: l, .. } | Source::Xmpp { link: l, .. } => l == link,
+            _ => false,
+        })
+    }
+}
+
+/// What an AMQP link consumes for routes: a named queue, or a private queue bound to
+/// an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AmqpSourceKey {
+    Queue(String),
+    Exchange {
+        exchange: String,
+        binding_key: String,
+    },
+}
+
+impl std::fmt::Display for AmqpSourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Queue(q) => write!(f, "queue {q}"),
+            Self::Exchange {
+                exchange,
+                binding_key,
+            } => write!(f, "exchange {exchange} key {binding_key}"),
+        }
+    }
+}
+
+fn amqp_key(source: &Source, link: &str) -> Option<AmqpSourceKey> {
+    match source {
+        Source::Amqp {
+            link: l,
+            queue,
+            exchange,
+            binding_key,
+            ..
+        } if l == link => Some(match (queue, exchange) {
+            (Some(q), _) => AmqpSourceKey::Queue(q.clone()),
+            (None, Some(x)) => AmqpSourceKey::Exchange {
+                exchange: x.clone(),
+                binding_key: binding_key.clone().unwrap_or_default(),
+            },
+            (None, None) => return None,
+        }),
+        _ => None,
+    }
+}
