@@ -13,7 +13,8 @@ macro_rules! mqtt_scenarios {
         #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
             let d = Daemon::start(&[], &[]);
-            python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &[]);
+            let admin = d.addr("admin").port().to_string();
+            python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &["--admin-port", &admin]);
         }
     )*};
 }
@@ -21,8 +22,6 @@ macro_rules! mqtt_scenarios {
 mqtt_scenarios!(
     qos_levels,
     retained,
-    will,
-    will_delay,
     persistent_session,
     qos2_across_reconnect,
     shared_subscriptions,
@@ -33,6 +32,44 @@ mqtt_scenarios!(
     private_queues,
     retained_tracked,
 );
+
+/// The will goes out when a client vanishes, once; not on a clean DISCONNECT.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn will() {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "will",
+        &["--admin-port", &admin],
+    );
+    let log = d.log();
+    assert_eq!(log.matches("will published").count(), 1, "{log}");
+}
+
+/// MQTT 5 will delay: the will waits; a client back in time cancels its will.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn will_delay() {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "will_delay",
+        &["--admin-port", &admin],
+    );
+    let log = d.log();
+    assert_eq!(log.matches("will published").count(), 1, "{log}");
+    assert!(
+        log.contains("delayed will cancelled: the client came back"),
+        "{log}"
+    );
+}
 
 /// Idle connections parked in the shared poller (after 300 ms) behave as live ones.
 #[test]
