@@ -12,11 +12,23 @@ macro_rules! mqtt_scenarios {
         #[test]
         #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
-            let d = Daemon::start(&[], &[]);
-            let admin = d.addr("admin").port().to_string();
-            python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &["--admin-port", &admin]);
+            scenario_with_admin(stringify!($name));
         }
     )*};
+}
+
+/// Runs scenario `name` on a fresh daemon, telling it the admin port; returns the daemon.
+fn scenario_with_admin(name: &str) -> Daemon {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        name,
+        &["--admin-port", &admin],
+    );
+    d
 }
 
 mqtt_scenarios!(
@@ -33,38 +45,26 @@ mqtt_scenarios!(
     retained_tracked,
 );
 
+/// Runs a will scenario (with the admin port) and returns the daemon's log, in which
+/// exactly one will was published.
+fn will_scenario(name: &str) -> String {
+    let log = scenario_with_admin(name).log();
+    assert_eq!(log.matches("will published").count(), 1, "{log}");
+    log
+}
+
 /// The will goes out when a client vanishes, once; not on a clean DISCONNECT.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn will() {
-    let d = Daemon::start(&[], &[]);
-    let admin = d.addr("admin").port().to_string();
-    python_scenario(
-        &d,
-        "mqtt_scenarios.py",
-        "mqtt",
-        "will",
-        &["--admin-port", &admin],
-    );
-    let log = d.log();
-    assert_eq!(log.matches("will published").count(), 1, "{log}");
+    will_scenario("will");
 }
 
 /// MQTT 5 will delay: the will waits; a client back in time cancels its will.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn will_delay() {
-    let d = Daemon::start(&[], &[]);
-    let admin = d.addr("admin").port().to_string();
-    python_scenario(
-        &d,
-        "mqtt_scenarios.py",
-        "mqtt",
-        "will_delay",
-        &["--admin-port", &admin],
-    );
-    let log = d.log();
-    assert_eq!(log.matches("will published").count(), 1, "{log}");
+    let log = will_scenario("will_delay");
     assert!(
         log.contains("delayed will cancelled: the client came back"),
         "{log}"
@@ -248,14 +248,6 @@ fn mqtt5_conformance() {
         "assigned_client_id",
         "server_keep_alive_default",
     ] {
-        let d = Daemon::start(&[], &[]);
-        let admin = d.addr("admin").port().to_string();
-        python_scenario(
-            &d,
-            "mqtt_scenarios.py",
-            "mqtt",
-            name,
-            &["--admin-port", &admin],
-        );
+        scenario_with_admin(name);
     }
 }
