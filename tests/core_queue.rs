@@ -220,7 +220,9 @@ async fn max_deliveries_sends_to_dead_letter() {
 
 /// Real time, not tokio's paused clock: `test-util` in the dev-dependencies would give
 /// the benchmarks (which share them) a second build of tokio and everything on it.
-/// Only the first check needs the machine not to stall: it has 2 s of slack.
+/// The 200 ms message is waited for (swept as soon as it expired), the queue's 3 s TTL
+/// must still hold the other then (2.8 s of slack for a stalled machine); the second
+/// wait is the queue TTL itself passing, which only time does.
 #[tokio::test]
 async fn per_message_and_per_queue_ttl() {
     let mut config = CoreConfig::default();
@@ -233,6 +235,7 @@ async fn per_message_and_per_queue_ttl() {
         },
     );
     let core = Core::new(config);
+    let published = tokio::time::Instant::now();
     core.publish(
         &q("ttl"),
         Message::new("short").with_ttl(Duration::from_millis(200)),
@@ -245,14 +248,20 @@ async fn per_message_and_per_queue_ttl() {
     core.publish(&q("other"), Message::new("forever"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    core.sweep_expired();
-    assert_eq!(
-        core.queue("ttl").unwrap().len(),
-        1,
-        "the 200 ms message expired, the 3 s queue TTL not yet"
-    );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    loop {
+        core.sweep_expired();
+        let left = core.queue("ttl").unwrap().len();
+        assert!(
+            left > 0 && published.elapsed() < Duration::from_secs(3),
+            "the 200 ms message expired, the 3 s queue TTL not yet: {left} left after {:?}",
+            published.elapsed()
+        );
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep_until(published + Duration::from_millis(3300)).await;
     let c = core.consume("ttl", ConsumeOptions::auto_ack(10)).unwrap();
     assert!(
         drain(&c).is_empty(),
@@ -412,20 +421,21 @@ async fn destination_lists_deliver_to_each() {
 async fn recv_wakes_on_publish_and_ends_on_delete() {
     let core = Core::default();
     let c = core.consume("wake", ConsumeOptions::auto_ack(10)).unwrap();
+    let (first, got_first) = tokio::sync::oneshot::channel();
     let waiter = tokio::spawn(async move {
-        let d = c.recv().await.map(|d| body(&d));
-        let after = c.recv().await;
-        (d, after.is_none())
+        let _ = first.send(c.recv().await.map(|d| body(&d)));
+        c.recv().await.is_none()
     });
     tokio::task::yield_now().await;
     core.publish(&q("wake"), Message::new("hello"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(got_first.await.unwrap().as_deref(), Some("hello"));
     assert_eq!(core.delete_queue("wake"), Some(0));
-    let (got, closed) = waiter.await.unwrap();
-    assert_eq!(got.as_deref(), Some("hello"));
-    assert!(closed, "deleting the queue ends its consumers");
+    assert!(
+        waiter.await.unwrap(),
+        "deleting the queue ends its consumers"
+    );
 }
 
 #[test]
