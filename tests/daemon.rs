@@ -170,6 +170,9 @@ fn reading_the_routes_does_not_trigger_more_reloads() {
         (v["status"]["version"] == 2).then_some(v)
     });
     let attempts = v["status"]["attempts"].as_u64().unwrap();
+    // An absence, so only a window can show it: a reload set off by the access events of
+    // the reload's own reads would come one debounce (200 ms, built in) after them, and
+    // then again after each such reload. Watched for six debounce periods.
     std::thread::sleep(Duration::from_millis(1200));
     let (_, v) = http_json(admin, "GET", "/routes");
     assert_eq!(

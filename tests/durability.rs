@@ -45,6 +45,7 @@ fn durable_scenario(d: &common::Daemon, name: &str) -> String {
         ))
         .args(["--port", &d.addr("stomp").port().to_string()])
         .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
+        .args(["--admin-port", &d.addr("admin").port().to_string()])
         .arg(name)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
@@ -263,12 +264,16 @@ fn the_disk_watermark_blocks_and_releases_publishers() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Free the disk only once the publish is out (and has had time to be held back).
+    // Free the disk once the scenario has seen its publish held back.
     let mut stdout = std::io::BufReader::new(waiter.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line.trim(), "sent", "the scenario's first line");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        line.trim(),
+        "held",
+        "the scenario's first line; stderr: {}",
+        std::io::read_to_string(waiter.stderr.take().unwrap()).unwrap_or_default()
+    );
     std::fs::remove_file(&filler).unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();

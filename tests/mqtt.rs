@@ -12,17 +12,28 @@ macro_rules! mqtt_scenarios {
         #[test]
         #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
         fn $name() {
-            let d = Daemon::start(&[], &[]);
-            python_scenario(&d, "mqtt_scenarios.py", "mqtt", stringify!($name), &[]);
+            scenario_with_admin(stringify!($name));
         }
     )*};
+}
+
+/// Runs scenario `name` on a fresh daemon, telling it the admin port; returns the daemon.
+fn scenario_with_admin(name: &str) -> Daemon {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        name,
+        &["--admin-port", &admin],
+    );
+    d
 }
 
 mqtt_scenarios!(
     qos_levels,
     retained,
-    will,
-    will_delay,
     persistent_session,
     qos2_across_reconnect,
     shared_subscriptions,
@@ -33,6 +44,32 @@ mqtt_scenarios!(
     private_queues,
     retained_tracked,
 );
+
+/// Runs a will scenario (with the admin port) and returns the daemon's log, in which
+/// exactly one will was published.
+fn will_scenario(name: &str) -> String {
+    let log = scenario_with_admin(name).log();
+    assert_eq!(log.matches("will published").count(), 1, "{log}");
+    log
+}
+
+/// The will goes out when a client vanishes, once; not on a clean DISCONNECT.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn will() {
+    will_scenario("will");
+}
+
+/// MQTT 5 will delay: the will waits; a client back in time cancels its will.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn will_delay() {
+    let log = will_scenario("will_delay");
+    assert!(
+        log.contains("delayed will cancelled: the client came back"),
+        "{log}"
+    );
+}
 
 /// Idle connections parked in the shared poller (after 300 ms) behave as live ones.
 #[test]
@@ -211,14 +248,6 @@ fn mqtt5_conformance() {
         "assigned_client_id",
         "server_keep_alive_default",
     ] {
-        let d = Daemon::start(&[], &[]);
-        let admin = d.addr("admin").port().to_string();
-        python_scenario(
-            &d,
-            "mqtt_scenarios.py",
-            "mqtt",
-            name,
-            &["--admin-port", &admin],
-        );
+        scenario_with_admin(name);
     }
 }

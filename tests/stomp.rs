@@ -31,12 +31,28 @@ stomp_scenarios!(
     ack_v11,
     nack_requeue_and_reject,
     transactions,
-    temp_reply_queue,
     topics,
     competing_consumers,
     redelivered_false_first,
     requeue_any_case,
 );
+
+/// Request/reply through a temporary queue; a reply after its owner left is dropped,
+/// counted (the scenario checks `GET /memory`) and logged.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn temp_reply_queue() {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    scenario(&d, "temp_reply_queue", &["--admin-port", &admin]);
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l
+            .contains("reply to a temporary queue that no longer exists; message dropped")
+            && l.contains("stomp.reply_to_gone")),
+        "the dropped reply is logged:\n{log}"
+    );
+}
 
 /// RabbitMQ tutorials log in as guest/guest: on a loopback listener of a router without
 /// users, the credentials are accepted as anonymous (logged once); with users configured,

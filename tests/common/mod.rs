@@ -121,6 +121,18 @@ impl Daemon {
         earlier + &std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The daemon's resident set size in bytes (VmRSS of /proc/PID/status).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
     /// The log of the current run only.
     pub fn current_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -161,10 +161,11 @@ def durable_after():
     ones were in memory only."""
     s, col = stomp_conn()
     s.subscribe(f"/queue/{P}.out", id="1", ack="auto")
-    col.wait_messages(100)
-    time.sleep(0.5)
+    # A marker sent to the queue now comes after everything recovered into it.
+    s.send(f"/queue/{P}.out", "marker")
+    col.wait_messages(101)
     bodies = col.bodies()
-    expect(bodies == [f"p{i}" for i in range(100)], f"after restart: {bodies[:5]}… ({len(bodies)})")
+    expect(bodies == [f"p{i}" for i in range(100)] + ["marker"], f"after restart: {bodies[:5]}… ({len(bodies)}) …{bodies[-3:]}")
     s.disconnect()
     print("ok")
 
@@ -198,9 +199,14 @@ def outbound():
     expect(props.headers.get("x-trace") == "t7" and "kind" in props.headers, f"{props.headers}")
     expect(props.expiration is not None and 0 < int(props.expiration) <= 600_000, f"expiration {props.expiration}")
     expect(props.message_id, "message id set")
-    col.wait_messages(lost + 1, "dead-lettered", timeout=T + 10)
-    time.sleep(0.5)
-    reasons = sorted((m.body, m.headers.get("x-death-reason")) for m in col.messages)
+    # Every message sent is accounted for (confirmed or dead-lettered) before a marker
+    # goes to the dead-letter queue: it comes after every dead letter.
+    accounted = lambda: (lambda c: c["published"] + c["dead_lettered"])(links()["rabbit"]["counters"])  # noqa: E731
+    wait_for(lambda: accounted() >= n + lost + 1, T + 10, lambda: f"messages accounted for: {links()['rabbit']['counters']}")
+    s.send(f"/queue/{P}.dead", "marker")
+    col.wait_messages(lost + 2, "dead-lettered")
+    expect(col.messages[-1].body == "marker", f"nothing after the marker: {col.bodies()}")
+    reasons = sorted((m.body, m.headers.get("x-death-reason")) for m in col.messages[:-1])
     want = sorted([(f"lost{j}", "unroutable") for j in range(lost)] + [("nox", "no-exchange")])
     expect(reasons == want, f"dead letters {reasons}")
     d = next(m for m in col.messages if m.body == "lost0").headers
@@ -474,7 +480,7 @@ def restart_under_load():
                     ch.basic_publish("", f"{P}.fi", f"in{i}".encode(), pika.BasicProperties(delivery_mode=2))
                     confirmed.add(f"in{i}")
                     i += 1
-                    time.sleep(0.001)
+                    time.sleep(0.001)  # a steady stream, not a burst
                 c.close()
             except (pika.exceptions.AMQPError, OSError):
                 time.sleep(0.2)  # the unconfirmed one is sent again: duplicates are allowed
@@ -485,17 +491,23 @@ def restart_under_load():
     # Meanwhile the STOMP side sends through the router to RabbitMQ.
     sender_done = threading.Event()
 
+    sent = [0]
+
     def stomp_sender():
         for i in range(n):
             s.send(f"/queue/{P}.fo_in", f"out{i}", headers={"persistent": "true"})
-            time.sleep(0.001)
+            sent[0] = i + 1
+            time.sleep(0.001)  # a steady stream, not a burst
         sender_done.set()
 
     t2 = threading.Thread(target=stomp_sender, daemon=True)
     t2.start()
     wait_for(lambda: len(confirmed) > n // 5, T, "some traffic before the restart")
     ctl("stop_app")
-    time.sleep(2)
+    # Down until the link has noticed and the STOMP side has sent on into the outage.
+    wait_for(lambda: links()["rabbit"]["state"] != "connected", T, lambda: f"the link noticed: {links()['rabbit']}")
+    at = sent[0]
+    wait_for(lambda: sent[0] >= min(n, at + 200), T, lambda: f"STOMP sends during the outage: {sent[0] - at}")
     ctl("start_app")
     expect(done.wait(120) and sender_done.wait(120), "publishers finished")
     col.wait_messages(len(confirmed), "inbound after restart", timeout=90)

@@ -316,14 +316,24 @@ threads.append(threading.Thread(target=mqtt_consumer, daemon=True))
 for t in threads:
     t.start()
 
+# The kills come at random moments, down for a random while: these sleeps are the
+# schedule of the chaos (seeded, so a failure can be replayed), not waits for an event.
 for k in range(args.kills):
     time.sleep(rng.uniform(0.3, 1.2))
     d.kill()
     time.sleep(rng.uniform(0.0, 0.2))
     d.start()
 
-# Let the last run carry load a little, then stop publishing and drain.
-time.sleep(1.0)
+
+def confirmed_counts():
+    with lock:
+        return {q: len(confirmed[q]) for q in ALL}
+
+
+# Let the last run carry load on every queue, then stop publishing and drain.
+at_last_start = confirmed_counts()
+wait_for(lambda: all(n >= at_last_start[q] + 10 for q, n in confirmed_counts().items()), 30,
+         lambda: f"load after the last restart: {at_last_start} then {confirmed_counts()} (seed {seed})")
 stop.set()
 for t in threads[:-2]:
     t.join(15)

@@ -5,10 +5,11 @@ The Rust test (tests/durability.rs) runs a `*_before` phase, kills and restarts 
 over the same data directory, then runs the matching `*_after` phase.
 """
 
+import json
 import os
 import sys
-import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, parse_args, wait_for  # noqa: E402
@@ -19,7 +20,8 @@ import stomp  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--mqtt-port", type=int)))
+args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--mqtt-port", type=int),
+                             p.add_argument("--admin-port", type=int)))
 HP = [(args.host, args.port)]
 T = args.timeout
 
@@ -30,6 +32,27 @@ def stomp_conn():
     c.set_listener("c", col)
     c.connect(wait=True)
     return c, col
+
+
+def admin_json(path):
+    """GET `path` of the router's admin API (--admin-port)."""
+    expect(args.admin_port, "this scenario needs --admin-port")
+    with urllib.request.urlopen(f"http://{args.host}:{args.admin_port}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def queue_stats(name):
+    return next((q for q in admin_json("/queues")["queues"] if q["name"] == name), None)
+
+
+def until_marker(c, col, dest, n):
+    """The first n messages on `dest` and nothing after them: a marker sent now (not
+    persistent) comes right after anything else still in the queue."""
+    c.send(dest, "marker", headers={"receipt": "r-marker"})
+    col.wait_messages(n + 1, f"{n} then the marker")
+    bodies = [m.body for m in col.messages]
+    expect(len(bodies) == n + 1 and bodies[-1] == "marker", f"expected {n} messages then the marker: {bodies}")
+    return col.messages[:n]
 
 
 def send(c, col, dest, body, persistent=True, rid=None):
@@ -87,7 +110,9 @@ def stomp_before():
     send(c, col, "/queue/dur.q", "transient", persistent=False)
     c.subscribe("/queue/dur.q", id="1", ack="client-individual", headers={"prefetch-count": "3"})
     col.wait_messages(3)
-    time.sleep(0.2)
+    # The router's own count: three handed out, the other eight waiting.
+    st = queue_stats("dur.q")
+    expect(st["unacked"] == 3 and st["ready"] == 8, f"prefetch 3 kept: {st}")
     expect([m.body for m in col.messages] == ["p0", "p1", "p2"], f"got {[m.body for m in col.messages]}")
     c.ack(col.messages[0].headers["ack"], receipt="acked")
     col.wait_receipt("acked")
@@ -106,16 +131,14 @@ def stomp_after(clean=False):
     (`clean`) only those that were handed out are."""
     c, col = stomp_conn()
     c.subscribe("/queue/dur.q", id="1", ack="client-individual")
-    col.wait_messages(9)
-    time.sleep(0.3)
-    got = [(m.body, m.headers.get("redelivered") == "true") for m in col.messages]
+    got = [(m.body, m.headers.get("redelivered") == "true") for m in until_marker(c, col, "/queue/dur.q", 9)]
     want = [("p1", True), ("p2", True), ("p3", True)] + [(f"p{i}", not clean) for i in range(4, 10)]
     expect(got == want, f"after restart: {got}")
     for m in col.messages:
         c.ack(m.headers["ack"])
     c.subscribe("/topic/dur.alerts", id="2", ack="auto", headers={"durable": "true", "subscription-name": "alerts"})
-    col.wait_messages(10)
-    expect(col.messages[9].body == "t1", f"durable subscription: {col.messages[9].body}")
+    col.wait_messages(11)
+    expect(col.messages[10].body == "t1", f"durable subscription: {col.messages[10].body}")
     c.disconnect()
 
 
@@ -163,12 +186,10 @@ def torn_after():
     """The last message's record was cut in half: the four before it are intact."""
     c, col = stomp_conn()
     c.subscribe("/queue/torn.q", id="1", ack="auto")
-    col.wait_messages(4)
-    time.sleep(0.5)
-    got = [m.body for m in col.messages]
+    got = [m.body for m in until_marker(c, col, "/queue/torn.q", 4)]
     expect(got == ["t0", "t1", "t2", "t3"], f"after the torn tail: {got}")
     send(c, col, "/queue/torn.q", "t5")
-    col.wait_messages(5)
+    col.wait_messages(6)
     c.disconnect()
 
 
@@ -220,11 +241,11 @@ def expect_accepted(want=("before", "accepted")):
     """After a restart: exactly the persistent messages that were accepted."""
     c, col = stomp_conn()
     c.subscribe("/queue/ro.q", id="1", ack="auto")
-    col.wait_messages(len(want))
-    time.sleep(0.3)  # nothing more may come
     # (A transient message sent in this run may be there too.)
+    c.send("/queue/ro.q", "marker")
+    wait_for(lambda: "marker" in [m.body for m in col.messages], T, lambda: f"the marker: {[m.body for m in col.messages]}")
     got = [m.body for m in col.messages if m.body != "transient-ok"]
-    expect(got == list(want), f"after restart: {got}")
+    expect(got == list(want) + ["marker"], f"after restart, then the marker: {got}")
     c.disconnect()
 
 
@@ -240,28 +261,42 @@ def before():
     c.disconnect()
 
 
+def blocked():
+    """Why publishers are blocked, if they are (GET /memory)."""
+    return admin_json("/memory")["publishers_blocked"]
+
+
 def memory_watermark():
-    """1 KiB messages to a queue nobody reads until a RECEIPT stalls (the memory
-    watermark blocked us); a consumer draining the queue lets the stalled one through."""
+    """1 KiB messages to a queue nobody reads until the router says publishers are
+    blocked (the memory watermark); a publish then waits; a consumer draining the queue
+    lets it through."""
     c, col = stomp_conn()
     body = "x" * 1024
     n = 0
-    stalled = None
-    while n < 5000:
+    while not blocked():
+        expect(n < 5000, f"{n} messages and never blocked")
         rid = f"w{n}"
         c.send("/queue/wm.q", body, headers={"receipt": rid})
-        if not wait_for(lambda: rid in col.receipts, 3.0):
-            stalled = rid
-            break
         n += 1
-    expect(stalled is not None, f"{n} messages and never blocked")
+        # Accepted, or caught by the gate closing meanwhile (then it waits too).
+        deadline = time.monotonic() + T
+        while not wait_for(lambda: rid in col.receipts, 0.2, interval=0.001) and not blocked():
+            expect(time.monotonic() < deadline, f"no RECEIPT {rid} and not blocked")
+    why = blocked()
+    expect("memory watermark" in why, f"blocked by the memory watermark: {why}")
     expect(n * 1024 >= 100_000, f"blocked after only {n} messages")
+    # Sent after the gate closed: it must NOT be accepted while the watermark is up (an
+    # absence, watched for 1 s).
+    stalled = "w-stalled"
+    c.send("/queue/wm.q", body, headers={"receipt": stalled})
+    n += 1
+    expect(not wait_for(lambda: stalled in col.receipts, 1.0), "a publish went through above the watermark")
     d, dcol = stomp_conn()
     d.subscribe("/queue/wm.q", id="1", ack="auto")
     wait_for(lambda: stalled in col.receipts, T, "the blocked publish completes once the queue drains")
     for i in range(10):
         send(c, col, "/queue/wm.q", f"after{i}")
-    dcol.wait_messages(n + 11)
+    dcol.wait_messages(n + 10)
     print(f"blocked after {n} messages", file=sys.stderr)
     c.disconnect()
     d.disconnect()
@@ -272,12 +307,12 @@ def blocked_then_resumes():
     c, col = stomp_conn()
     t0 = time.monotonic()
     c.send("/queue/disk.q", "waited", headers={"receipt": "r-w", "persistent": "true"})
-    # Tells the test the publish is out: it frees the disk a while after this line.
-    print("sent", flush=True)
+    # It must NOT be accepted while the watermark is up: an absence, watched for 1 s.
+    expect(not wait_for(lambda: "r-w" in col.receipts, 1.0), "the publish was not held back")
+    # Tells the test the publish has been held: it frees the disk on this line.
+    print("held", flush=True)
     col.wait_receipt("r-w")
-    took = time.monotonic() - t0
-    expect(took >= 1.0, f"the publish was not held back (took {took:.2f}s)")
-    print(f"held for {took:.2f}s", file=sys.stderr)
+    print(f"held for {time.monotonic() - t0:.2f}s", file=sys.stderr)
     c.disconnect()
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 
@@ -34,21 +33,37 @@ def conn(version="1.2", heartbeats=(0, 0), user=None, password=None, **kw):
     return c, col
 
 
-def temp_queues():
-    """The router's temporary reply queues, from its admin API (--admin-port): names
-    shown redacted to a non-admin, so only the prefix is compared."""
+def admin_json(path):
+    """GET `path` of the router's admin API (--admin-port)."""
     expect(args.admin_port, "this scenario needs --admin-port")
-    with urllib.request.urlopen(f"http://{args.host}:{args.admin_port}/queues", timeout=5) as r:
-        return [q["name"] for q in json.load(r)["queues"] if q["name"].startswith("$sb.tmp.")]
+    with urllib.request.urlopen(f"http://{args.host}:{args.admin_port}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def temp_queues():
+    """The router's temporary reply queues: names shown redacted to a non-admin, so only
+    the prefix is compared."""
+    return [q["name"] for q in admin_json("/queues")["queues"] if q["name"].startswith("$sb.tmp.")]
+
+
+def reply_dropped():
+    """Replies dropped because their temporary queue was gone (GET /memory)."""
+    return admin_json("/memory")["limits"].get("stomp.reply_to_gone", 0)
 
 
 def uniq(prefix):
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
-def nothing_more(col, count, secs=0.3):
-    time.sleep(secs)
-    expect(len(col.messages) == count, f"expected exactly {count} messages, got {len(col.messages)}: {col.bodies()!r}")
+def nothing_more(c, col, dest, count, marker="marker"):
+    """Nothing beyond `count` messages came or is still coming on `dest`: a marker sent
+    there now arrives right after them (it queues behind anything else still on its way)."""
+    c.send(dest, marker)
+    col.wait_messages(count + 1, f"the marker after {count}")
+    bodies = col.bodies()
+    expect(len(bodies) == count + 1 and bodies[-1] in (marker, marker.encode()),
+           f"expected exactly {count} messages before the marker, got {bodies!r}")
+    return col.messages[-1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,11 +110,13 @@ def frames_and_headers():
     col.wait_receipt("u1")
     c.send(q, b"after", receipt="r2")
     col.wait_receipt("r2")
-    nothing_more(col, 1)
-    # The message sent after UNSUBSCRIBE waits in the queue for the next consumer.
+    # The message sent after UNSUBSCRIBE waits in the queue for the next consumer (so s1
+    # did not take it), and comes once.
     c.subscribe(q, id="s2", ack="auto")
     col.wait_messages(2)
-    expect(col.messages[1].body == b"after", "queued message delivered to the new subscription")
+    m = col.messages[1]
+    expect(m.body == b"after" and m.headers.get("subscription") == "s2", f"queued message delivered to the new subscription: {m.headers}")
+    nothing_more(c, col, q, 2)
     c.disconnect()
     print("ok")
 
@@ -129,7 +146,7 @@ def ack_modes():
     c2.disconnect()
     c3, col3 = conn("1.2")
     c3.subscribe(q, id="s", ack="client")
-    nothing_more(col3, 0)
+    nothing_more(c3, col3, q, 0)
     c3.disconnect()
     print("ok")
 
@@ -169,7 +186,7 @@ def nack_requeue_and_reject():
     expect(col.messages[2].body == "second", f"{col.bodies()}")
     c.ack(col.messages[2].headers["ack"], receipt="r")
     col.wait_receipt("r")
-    nothing_more(col, 3)
+    nothing_more(c, col, q, 3)
     c.disconnect()
     print("ok")
 
@@ -182,25 +199,25 @@ def transactions():
     tx = c.begin()
     c.send(q, "t1", transaction=tx)
     c.send(q, "t2", transaction=tx)
-    nothing_more(col, 0)
+    nothing_more(c, col, q, 0, "m1")  # not before COMMIT
     c.commit(tx)
-    col.wait_messages(2)
-    expect(col.bodies() == ["t1", "t2"], f"{col.bodies()}")
+    col.wait_messages(3)
+    expect(col.bodies() == ["m1", "t1", "t2"], f"{col.bodies()}")
     tx2 = c.begin()
     c.send(q, "aborted", transaction=tx2)
-    c.ack(col.messages[0].headers["ack"], transaction=tx2)
+    c.ack(col.messages[1].headers["ack"], transaction=tx2)
     c.abort(tx2)
-    nothing_more(col, 2)
+    nothing_more(c, col, q, 3, "m2")
     tx3 = c.begin()
-    c.ack(col.messages[0].headers["ack"], transaction=tx3)
-    c.ack(col.messages[1].headers["ack"], transaction=tx3)
+    for m in col.messages:
+        c.ack(m.headers["ack"], transaction=tx3)
     c.commit(tx3, receipt="done")
     col.wait_receipt("done")
     c.disconnect()
     # Everything acked, the aborted send never happened.
     c2, col2 = conn("1.2")
     c2.subscribe(q, id="s", ack="auto")
-    nothing_more(col2, 0)
+    nothing_more(c2, col2, q, 0)
     c2.disconnect()
     print("ok")
 
@@ -225,13 +242,30 @@ def temp_reply_queue():
     expect(rep.headers.get("correlation-id") == "c-42", f"{rep.headers}")
     expect(len(temp_queues()) == 1, f"the requester's temp queue is listed: {temp_queues()}")
     requester.disconnect()
-    # The temp queue goes with its owner; a late reply is dropped, not queued forever (no
-    # temp queue comes back for it), and the responder's connection is not harmed.
+    # The temp queue goes with its owner; a late reply is dropped and counted, not queued
+    # forever (no temp queue comes back for it) nor delivered to anyone, and the
+    # responder's connection is not harmed. (tests/stomp.rs checks the log line.)
     wait_for(lambda: not temp_queues(), T, lambda: f"the temp queue outlived its owner: {temp_queues()}")
+    expect(reply_dropped() == 0, f"nothing dropped yet: {reply_dropped()}")
     responder.send(reply_to, "late", receipt="late")
     rcol.wait_receipt("late")
+    expect(reply_dropped() == 1, f"the late reply is counted as dropped: {reply_dropped()}")
     expect(not temp_queues(), f"the late reply was queued: {temp_queues()}")
     expect(not rcol.errors, f"the responder got an ERROR: {rcol._errors()}")
+    # A new requester using the same temp-queue name gets its own queue: its reply is the
+    # only message it sees, and the responder saw only the two requests.
+    again, acol = conn("1.2")
+    again.send(service, "ping2", headers={"reply-to": "/temp-queue/answers"})
+    rcol.wait_messages(2)
+    req2 = rcol.messages[1]
+    expect(req2.body == "ping2" and req2.headers["reply-to"] != reply_to, f"a new temp queue: {req2.headers}")
+    responder.send(req2.headers["reply-to"], "pong2")
+    acol.wait_messages(1)
+    expect(acol.bodies() == ["pong2"], f"only its own reply: {acol.bodies()}")
+    queued = {q["name"]: q["ready"] + q["unacked"] for q in admin_json("/queues")["queues"]}
+    expect(not any(queued.values()), f"the late reply waits nowhere: {queued}")
+    expect(rcol.bodies() == ["ping", "ping2"], f"the responder got only the requests: {rcol.bodies()}")
+    again.disconnect()
     responder.disconnect()
     print("ok")
 
@@ -246,9 +280,10 @@ def topics():
     bcol.wait_receipt("sb")
     a.send(f"/topic/{base}.sport", "s1")
     a.send(f"/topic/{base}.sport.football", "f1")
-    acol.wait_messages(1)
-    bcol.wait_messages(2)
-    nothing_more(acol, 1)
+    # A marker both filters match: `.*` did not take the two-level name before it.
+    nothing_more(a, acol, f"/topic/{base}.marker", 1)
+    bcol.wait_messages(3)
+    expect(bcol.bodies() == ["s1", "f1", "marker"], f"{bcol.bodies()}")
     expect(acol.messages[0].headers["destination"] == f"/topic/{base}.sport", f"{acol.messages[0].headers}")
     # Durable: subscribe, leave, messages wait, come back.
     d, dcol = conn("1.2", user=None)
@@ -279,10 +314,13 @@ def competing_consumers():
     p, _ = conn("1.2")
     for i in range(30):
         p.send(q, str(i))
-    wait_for(lambda: sum(len(col.messages) for _, col in conns) >= 30, T, "all 30 delivered")
-    time.sleep(0.2)
-    counts = [len(col.messages) for _, col in conns]
-    allb = sorted(int(b) for _, col in conns for b in col.bodies())
+    # One marker more for each consumer: each one's marker comes after all it was given.
+    for i in range(3):
+        p.send(q, f"end{i}")
+    wait_for(lambda: all(col.bodies()[-1:] and col.bodies()[-1].startswith("end") for _, col in conns), T,
+             lambda: f"a marker to each: {[col.bodies() for _, col in conns]}")
+    counts = [len(col.messages) - 1 for _, col in conns]
+    allb = sorted(int(b) for _, col in conns for b in col.bodies()[:-1])
     expect(allb == list(range(30)), f"each exactly once: {allb}")
     expect(counts == [10, 10, 10], f"fair dispatch: {counts}")
     for c, _ in conns + [(p, None)]:
@@ -426,15 +464,15 @@ def requeue_any_case():
            f"requeue:TRUE requeued `c`: {col.bodies()} {col.messages[3].headers}")
     c.ack(col.messages[3].headers["ack"], receipt="r")
     col.wait_receipt("r")
-    nothing_more(col, 4)
+    c.ack(nothing_more(c, col, q, 4, "m1").headers["ack"])
     # In a transaction too.
     c.send(q, "d")
-    col.wait_messages(5)
+    col.wait_messages(6)
     tx = c.begin()
-    c.nack(col.messages[4].headers["ack"], transaction=tx, requeue="False")
+    c.nack(col.messages[5].headers["ack"], transaction=tx, requeue="False")
     c.commit(tx, receipt="done")
     col.wait_receipt("done")
-    nothing_more(col, 5)
+    nothing_more(c, col, q, 6, "m2")
     c.disconnect()
     print("ok")
 

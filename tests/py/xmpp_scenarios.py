@@ -158,10 +158,11 @@ async def durable_after():
     """After kill -9 and a restart the receipted chats are all there, in order."""
     s, col = stomp_conn()
     s.subscribe(f"/queue/{P}.orders", id="1", ack="auto")
-    wait_for(lambda: len(col.messages) >= 5, T, lambda: f"got {[m.body for m in col.messages]}")
-    await asyncio.sleep(0.3)
+    # A marker sent to the queue now comes after everything recovered into it.
+    s.send(f"/queue/{P}.orders", "marker")
+    wait_for(lambda: len(col.messages) >= 6, T, lambda: f"got {[m.body for m in col.messages]}")
     got = [m.body for m in col.messages]
-    expect(got == [f"d{i}" for i in range(5)], f"after restart: {got}")
+    expect(got == [f"d{i}" for i in range(5)] + ["marker"], f"after restart: {got}")
     s.disconnect()
     print("ok")
 
