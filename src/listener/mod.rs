@@ -3,6 +3,7 @@
 //! limit and a connect rate; over them the protocol's refusal is sent and the socket
 //! closed), a tracing span per connection, and shutdown by one cancellation token.
 
+pub mod confirm;
 pub mod limit;
 pub mod mqtt;
 pub mod origin;

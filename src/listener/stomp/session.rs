@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -30,6 +29,7 @@ use crate::core::{
     ByteBudget, ConsumeOptions, Consumer, DeadReason, Destination, Held, Message, MessageId,
     Origin, PRIVATE_PREFIX, Pattern, QueueOptions,
 };
+use crate::listener::confirm::Confirmations;
 use crate::listener::stomp::convert::{
     MessageFrameInfo, SendError, delivery_to_frame, error_frame, parse_bool, send_to_message,
 };
@@ -266,32 +266,27 @@ struct Session<T: Transport> {
     /// Last frame or EOL received, or frame sent (heart-beats sent do not count): what
     /// `idle_timeout` measures.
     last_active: Instant,
-    /// SENDs published but not yet durable, in order, to hand to the serve loop.
-    unconfirmed: Vec<Unconfirmed>,
-    /// How many the serve loop is waiting on.
-    confirming: usize,
+    /// Receipts of SENDs whose messages, and of ACKs and NACKs whose settlements, are
+    /// not durable yet, in arrival order.
+    confirmations: Confirmations<Unconfirmed>,
     /// An ACK or NACK settled a delivery of a durable queue since the last RECEIPT: the
     /// next RECEIPT waits until what it wrote to the store (a removal, a dead-letter
     /// copy) is durable, so a RECEIPT confirms every earlier settlement.
     settled_durable: bool,
 }
 
-/// A SEND whose RECEIPT waits for its message to be durable, or an ACK/NACK whose
-/// RECEIPT waits for the settlement to be.
+/// What a SEND whose message, or an ACK/NACK whose settlement, is not durable yet is
+/// answered with: its RECEIPT, or the ERROR should the store fail.
 struct Unconfirmed {
     receipt: Option<String>,
     /// What the ERROR says when it cannot be made durable.
     refused: &'static str,
     /// The destination (SEND) or the message (ACK/NACK), for the ERROR and the log.
     dest_text: String,
-    confirmation: crate::core::Confirmation,
 }
 
 /// The ERROR title of a settlement that could not be made durable.
 const SETTLE_REFUSED: &str = "acknowledgement not stored";
-
-/// Most SENDs awaiting durability per connection before the session stops reading.
-const MAX_UNCONFIRMED: usize = 4096;
 
 /// Serves one connection until it ends.
 pub async fn run<T: Transport>(
@@ -326,8 +321,7 @@ pub async fn run<T: Transport>(
         last_sent: Instant::now(),
         last_recv: Instant::now(),
         last_active: Instant::now(),
-        unconfirmed: Vec::new(),
-        confirming: 0,
+        confirmations: Confirmations::default(),
         settled_durable: false,
     };
     let result = s.serve(&cancel).await;
@@ -355,16 +349,13 @@ impl<T: Transport> Session<T> {
     async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), Fatal> {
         let first = tokio::select! {
             _ = cancel.cancelled() => return Err(fatal("server shutting down", "the server is shutting down")),
-            r = tokio::time::timeout(self.shared.settings.connect_timeout, self.next_frame()) => match r {
+            r = tokio::time::timeout(self.shared.settings.connect_timeout, next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active)) => match r {
                 Err(_) => return Err(fatal("no CONNECT", "no CONNECT frame within the connect timeout")),
                 Ok(None) => return Ok(()),
                 Ok(Some(f)) => f?,
             },
         };
         self.connect(first).await?;
-        // Receipts of SENDs whose messages are not durable yet, in arrival order: the
-        // session keeps reading meanwhile, so a pipelining client's messages share fsyncs.
-        let mut confirming = FuturesOrdered::new();
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
@@ -381,11 +372,12 @@ impl<T: Transport> Session<T> {
                 _ = cancel.cancelled() => {
                     return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
                 }
-                Some((u, r)) = confirming.next(), if !confirming.is_empty() => {
-                    self.confirming = confirming.len();
+                // The session keeps reading while receipts wait for the store, so a
+                // pipelining client's messages share fsyncs.
+                Some((u, r)) = self.confirmations.next(), if !self.confirmations.is_empty() => {
                     self.confirmed(u, r).await?;
                 }
-                frame = self.next_frame(), if confirming.len() < MAX_UNCONFIRMED => {
+                frame = next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active), if !self.confirmations.is_full() => {
                     let Some(frame) = frame else { return Ok(()) };
                     let frame = frame?;
                     if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
@@ -393,18 +385,11 @@ impl<T: Transport> Session<T> {
                         // frame is answered, so receipts come back in the order asked.
                         // SENDs, ACKs and NACKs queue their receipts behind the earlier
                         // ones instead (see `answer`).
-                        while let Some((u, r)) = confirming.next().await {
+                        while let Some((u, r)) = self.confirmations.next().await {
                             self.confirmed(u, r).await?;
                         }
                     }
                     let flow = self.handle(frame).await?;
-                    for mut u in self.unconfirmed.drain(..) {
-                        confirming.push_back(async move {
-                            let r = std::mem::take(&mut u.confirmation).wait().await;
-                            (u, r)
-                        });
-                    }
-                    self.confirming = confirming.len();
                     match flow {
                         Flow::Continue => {}
                         Flow::Close => return Ok(()),
@@ -426,27 +411,6 @@ impl<T: Transport> Session<T> {
                         "idle timeout",
                         format!("nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"),
                     ));
-                }
-            }
-        }
-    }
-
-    /// The next frame, skipping heart-beats; `None` at end of stream.
-    async fn next_frame(&mut self) -> Option<Result<Frame, Fatal>> {
-        loop {
-            let item = self.t.next().await?;
-            self.last_recv = Instant::now();
-            self.last_active = self.last_recv;
-            match item {
-                Ok(Incoming::HeartBeat) => continue,
-                Ok(Incoming::Frame(f)) => return Some(Ok(f)),
-                Err(CodecError::Io(e)) => {
-                    tracing::debug!(error = %e, "read error");
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "malformed frame");
-                    return Some(Err(fatal(e.to_string(), format!("malformed frame: {e}"))));
                 }
             }
         }
@@ -680,13 +644,13 @@ impl<T: Transport> Session<T> {
             if f.header("receipt").is_some() {
                 confirmation.extend(self.settlements_owed());
             }
-            if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
-                self.unconfirmed.push(Unconfirmed {
+            if self.confirmations.must_wait(&confirmation) {
+                let answer = Unconfirmed {
                     receipt: f.header("receipt").map(str::to_owned),
                     refused: "message refused",
                     dest_text,
-                    confirmation,
-                });
+                };
+                self.confirmations.push(answer, confirmation);
                 return Ok(());
             }
             return self.receipt(&f).await;
@@ -708,8 +672,8 @@ impl<T: Transport> Session<T> {
             return Ok(());
         };
         confirmation.extend(self.settlements_owed());
-        if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
-            self.unconfirmed.push(Unconfirmed {
+        if self.confirmations.must_wait(&confirmation) {
+            let answer = Unconfirmed {
                 receipt: Some(receipt.to_owned()),
                 refused: SETTLE_REFUSED,
                 dest_text: if what.is_empty() {
@@ -717,8 +681,8 @@ impl<T: Transport> Session<T> {
                 } else {
                     what
                 },
-                confirmation,
-            });
+            };
+            self.confirmations.push(answer, confirmation);
             return Ok(());
         }
         self.receipt(f).await
@@ -1259,6 +1223,33 @@ impl<T: Transport> Session<T> {
             self.notify.notify_one();
         }
         Ok(())
+    }
+}
+
+/// The next frame, skipping heart-beats; `None` at end of stream. Every frame or
+/// heart-beat received sets `last_recv` and `last_active`. (Not a method: the serve loop
+/// waits for it and for the session's confirmations at once.)
+async fn next_frame<T: Transport>(
+    t: &mut T,
+    last_recv: &mut Instant,
+    last_active: &mut Instant,
+) -> Option<Result<Frame, Fatal>> {
+    loop {
+        let item = t.next().await?;
+        *last_recv = Instant::now();
+        *last_active = *last_recv;
+        match item {
+            Ok(Incoming::HeartBeat) => continue,
+            Ok(Incoming::Frame(f)) => return Some(Ok(f)),
+            Err(CodecError::Io(e)) => {
+                tracing::debug!(error = %e, "read error");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed frame");
+                return Some(Err(fatal(e.to_string(), format!("malformed frame: {e}"))));
+            }
+        }
     }
 }
 

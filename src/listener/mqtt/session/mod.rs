@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::stream::FuturesOrdered;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -20,6 +19,7 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
+use crate::listener::confirm::Confirmations;
 use crate::listener::limit::ConnSlot;
 
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -215,10 +215,9 @@ struct Session<T> {
     permit: Option<ConnSlot>,
     will: Option<Box<super::codec::Will>>,
     session_expiry: u32,
-    /// QoS 1/2 PUBLISHes published but not yet durable, in order, for the serve loop.
-    unconfirmed: Vec<Unconfirmed>,
-    /// How many the serve loop is waiting on.
-    confirming: u32,
+    /// Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet (and
+    /// PUBRELs waiting for a settlement to be), in arrival order (MQTT §4.6).
+    confirmations: Confirmations<Unconfirmed>,
     /// Flushes asked for since the last write (see [`Session::flush`]).
     unflushed: u32,
 }
@@ -226,9 +225,9 @@ struct Session<T> {
 /// Most flushes put off while more work is ready.
 const FLUSH_EVERY: u32 = 64;
 
-/// A QoS 1/2 PUBLISH whose PUBACK/PUBREC waits for its message to be durable, or (with
-/// `release`) the PUBREL of an outbound QoS 2 delivery that waits for its
-/// acknowledgement to be durable.
+/// What a QoS 1/2 PUBLISH whose message is not durable yet is answered with (its
+/// PUBACK/PUBREC), or (with `release`) the PUBREL of an outbound QoS 2 delivery that
+/// waits for its acknowledgement to be durable.
 struct Unconfirmed {
     packet_id: u16,
     qos: u8,
@@ -236,7 +235,6 @@ struct Unconfirmed {
     reached: usize,
     /// A PUBREL owed to the client, not an acknowledgement of its PUBLISH.
     release: bool,
-    confirmation: crate::core::Confirmation,
 }
 
 /// What woke the serve loop.
@@ -256,9 +254,6 @@ enum Stop {
     /// Idle long enough to wait in the poller instead of a task of its own.
     Park,
 }
-
-/// Most PUBLISHes awaiting durability per connection before the session stops reading.
-const MAX_UNCONFIRMED: u32 = 4096;
 
 /// Serves one connection until it ends.
 ///
@@ -669,8 +664,7 @@ async fn connect_session<T: Transport>(
         permit,
         will: c.will.map(Box::new),
         session_expiry: c.session_expiry,
-        unconfirmed: Vec::new(),
-        confirming: 0,
+        confirmations: Confirmations::default(),
         unflushed: 0,
     };
     // Finish QoS 2 deliveries the previous connection left half done.
@@ -728,8 +722,7 @@ impl<T> Session<T> {
             permit: self.permit,
             will: self.will,
             session_expiry: self.session_expiry,
-            unconfirmed: self.unconfirmed,
-            confirming: self.confirming,
+            confirmations: self.confirmations,
             unflushed: self.unflushed,
         };
         (self.t, s)
@@ -778,13 +771,6 @@ impl<T: Transport> Session<T> {
         if let Err(e) = Box::pin(self.deliver()).await {
             return Stop::End(e);
         }
-        // Acknowledgements of QoS 1/2 PUBLISHes whose messages are not durable yet, in
-        // arrival order (MQTT §4.6): the session keeps reading meanwhile, so a client with
-        // many messages in flight shares fsyncs instead of waiting for one each. Created
-        // when needed and dropped when drained: an empty `FuturesOrdered` still holds a
-        // ~0.5 KiB allocation, which every idle connection would carry; boxed, so the
-        // connection's task does not carry its ~64 bytes either.
-        let mut confirming: Option<Box<FuturesOrdered<_>>> = None;
         self.last_active = Instant::now();
         if let Some(at) = self.next_deadline() {
             self.timer = Some(Box::pin(sleep_until(at)));
@@ -804,7 +790,7 @@ impl<T: Transport> Session<T> {
                     ));
                 }
             }
-            let event = self.next_event(&mut confirming).await;
+            let event = self.next_event().await;
             let r = match event {
                 Event::End(e) => return Stop::End(e),
                 Event::Timer => match self.timer_check() {
@@ -819,16 +805,7 @@ impl<T: Transport> Session<T> {
                 // idle connection's task carries. One allocation per event, as before.
                 event => {
                     self.last_active = Instant::now();
-                    let r = Box::pin(self.on_event(event)).await;
-                    if !self.unconfirmed.is_empty() {
-                        let set = confirming.get_or_insert_with(|| Box::new(FuturesOrdered::new()));
-                        for mut u in self.unconfirmed.drain(..) {
-                            let c = std::mem::take(&mut u.confirmation);
-                            set.push_back(async move { (u, c.wait().await) });
-                        }
-                        self.confirming = set.len() as u32;
-                    }
-                    r
+                    Box::pin(self.on_event(event)).await
                 }
             };
             if let Err(e) = r {
@@ -850,27 +827,19 @@ impl<T: Transport> Session<T> {
     }
 
     /// Waits for the next thing the serve loop must do.
-    async fn next_event<F>(&mut self, confirming: &mut Option<Box<FuturesOrdered<F>>>) -> Event
-    where
-        F: Future<Output = (Unconfirmed, Result<(), crate::core::PublishError>)>,
-    {
+    async fn next_event(&mut self) -> Event {
         // The select only picks what happened; the work is done after it, so the
         // connection's task does not keep the select's futures and a handler's state
         // side by side (it is sized for the largest of them while idle).
         tokio::select! {
             biased;
-            // `poll_fn`s rather than `async fn`s: they keep only a reference each.
-            Some((u, r)) = poll_fn(|cx| match confirming.as_mut() {
-                Some(set) => set.poll_next_unpin(cx),
-                None => Poll::Pending,
-            }), if self.confirming > 0 => {
-                self.confirming = confirming.as_ref().map_or(0, |c| c.len() as u32);
-                if self.confirming == 0 {
-                    *confirming = None;
-                }
+            // The session keeps reading while acknowledgements wait for the store, so a
+            // client with many messages in flight shares fsyncs instead of waiting for one
+            // each.
+            Some((u, r)) = self.confirmations.next(), if !self.confirmations.is_empty() => {
                 Event::Confirmed(u, r)
             }
-            p = self.t.next(), if self.confirming < MAX_UNCONFIRMED => match p {
+            p = self.t.next(), if !self.confirmations.is_full() => match p {
                 None => Event::End(End { code: None, reason: "connection closed by the client".into(), will: true }),
                 Some(Err(CodecError::Io(e))) => Event::End(End { code: None, reason: format!("read error: {e}"), will: true }),
                 Some(Err(e)) => {
@@ -883,6 +852,7 @@ impl<T: Transport> Session<T> {
                 }
             },
             _ = self.notify.notified() => Event::Deliver,
+            // A `poll_fn` rather than an `async fn`: it keeps only a reference.
             _ = poll_fn(|cx| match self.timer.as_mut() {
                 Some(timer) => timer.as_mut().poll(cx),
                 None => Poll::Pending,
@@ -907,11 +877,7 @@ impl<T: Transport> Session<T> {
         {
             // Parked, it waits for its socket, its notifier and its keep-alive deadline
             // only: nothing may be owed to the client or waiting for the store.
-            if self.confirming == 0
-                && self.unconfirmed.is_empty()
-                && self.unflushed == 0
-                && self.t.park_fd().is_some()
-            {
+            if self.confirmations.is_empty() && self.unflushed == 0 && self.t.park_fd().is_some() {
                 return Ok(true);
             }
             self.last_active = now;
@@ -1046,14 +1012,14 @@ impl<T: Transport> Session<T> {
                 } else {
                     crate::core::Confirmation::default()
                 };
-                if !confirmation.is_ready() || self.confirming > 0 || !self.unconfirmed.is_empty() {
-                    self.unconfirmed.push(Unconfirmed {
+                if self.confirmations.must_wait(&confirmation) {
+                    let answer = Unconfirmed {
                         packet_id: pid,
                         qos: 2,
                         reached: 1,
                         release: true,
-                        confirmation,
-                    });
+                    };
+                    self.confirmations.push(answer, confirmation);
                 } else {
                     self.release(pid).await?;
                 }
@@ -1214,22 +1180,18 @@ impl<T: Transport> Session<T> {
                             Ok(_) => {}
                         }
                     }
-                    if p.qos > 0
-                        && (!confirmation.is_ready()
-                            || self.confirming > 0
-                            || !self.unconfirmed.is_empty())
-                    {
+                    if p.qos > 0 && self.confirmations.must_wait(&confirmation) {
                         if p.qos == 2 {
                             // Known from now on: a resent PUBLISH is not published twice.
                             self.data().incoming_qos2.insert(pid);
                         }
-                        self.unconfirmed.push(Unconfirmed {
+                        let answer = Unconfirmed {
                             packet_id: pid,
                             qos: p.qos,
                             reached: n,
                             release: false,
-                            confirmation,
-                        });
+                        };
+                        self.confirmations.push(answer, confirmation);
                         return Ok(());
                     }
                     if n == 0 {
