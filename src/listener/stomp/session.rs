@@ -112,10 +112,16 @@ pub struct Shared {
     pub loopback: bool,
 }
 
+/// How the client acknowledges a subscription's deliveries: its `ack` header. Not the
+/// core's `AckMode` (how the session consumes the queue): a SUBSCRIBE with `ack:auto`
+/// still consumes in manual mode, to check read rights first (see `on_subscribe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AckMode {
+enum AckPolicy {
+    /// `auto`: a delivery is done once written.
     Auto,
+    /// `client`: an ACK or NACK settles every earlier delivery of the subscription too.
     Client,
+    /// `client-individual` (1.1+): an ACK or NACK settles its own delivery only.
     ClientIndividual,
 }
 
@@ -123,7 +129,7 @@ struct Sub {
     /// The destination as the client wrote it (MESSAGE `destination` for temp queues).
     dest: String,
     consumer: Consumer,
-    ack: AckMode,
+    ack: AckPolicy,
     temp: bool,
     durable: Option<String>,
 }
@@ -238,8 +244,10 @@ fn durable_header(f: &Frame) -> Result<bool, Fatal> {
     Ok(durable || persistent)
 }
 
-enum Flow {
+/// What becomes of the connection once a frame is handled.
+enum AfterFrame {
     Continue,
+    /// DISCONNECT: close (its RECEIPT, if asked for, is sent).
     Close,
 }
 
@@ -389,10 +397,10 @@ impl<T: Transport> Session<T> {
                             self.confirmed(u, r).await?;
                         }
                     }
-                    let flow = self.handle(frame).await?;
-                    match flow {
-                        Flow::Continue => {}
-                        Flow::Close => return Ok(()),
+                    let after = self.handle(frame).await?;
+                    match after {
+                        AfterFrame::Continue => {}
+                        AfterFrame::Close => return Ok(()),
                     }
                 }
                 _ = notify.notified() => self.deliver().await?,
@@ -551,20 +559,20 @@ impl<T: Transport> Session<T> {
 
     // ---- frames ----------------------------------------------------------------------
 
-    async fn handle(&mut self, f: Frame) -> Result<Flow, Fatal> {
+    async fn handle(&mut self, f: Frame) -> Result<AfterFrame, Fatal> {
         let receipt = f.header("receipt").map(str::to_owned);
         let r = match f.command {
-            Command::Send => self.on_send(f).await.map(|()| Flow::Continue),
-            Command::Subscribe => self.on_subscribe(f).await.map(|()| Flow::Continue),
-            Command::Unsubscribe => self.on_unsubscribe(f).await.map(|()| Flow::Continue),
-            Command::Ack | Command::Nack => self.on_ack(f).await.map(|()| Flow::Continue),
+            Command::Send => self.on_send(f).await.map(|()| AfterFrame::Continue),
+            Command::Subscribe => self.on_subscribe(f).await.map(|()| AfterFrame::Continue),
+            Command::Unsubscribe => self.on_unsubscribe(f).await.map(|()| AfterFrame::Continue),
+            Command::Ack | Command::Nack => self.on_ack(f).await.map(|()| AfterFrame::Continue),
             Command::Begin | Command::Commit | Command::Abort => {
-                self.on_tx(f).await.map(|()| Flow::Continue)
+                self.on_tx(f).await.map(|()| AfterFrame::Continue)
             }
             Command::Disconnect => {
                 self.deliver().await?;
                 self.receipt(&f).await?;
-                Ok(Flow::Close)
+                Ok(AfterFrame::Close)
             }
             Command::Connect | Command::Stomp => {
                 Err(fatal("already connected", "CONNECT sent twice"))
@@ -771,7 +779,7 @@ impl<T: Transport> Session<T> {
             Sub {
                 dest: sub_id,
                 consumer,
-                ack: AckMode::Auto,
+                ack: AckPolicy::Auto,
                 temp: true,
                 durable: None,
             },
@@ -809,9 +817,9 @@ impl<T: Transport> Session<T> {
             ));
         }
         let ack = match f.header("ack").unwrap_or("auto") {
-            "auto" => AckMode::Auto,
-            "client" => AckMode::Client,
-            "client-individual" if self.version >= Version::V1_1 => AckMode::ClientIndividual,
+            "auto" => AckPolicy::Auto,
+            "client" => AckPolicy::Client,
+            "client-individual" if self.version >= Version::V1_1 => AckPolicy::ClientIndividual,
             other => {
                 let expected = if self.version >= Version::V1_1 {
                     "expected auto, client or client-individual"
@@ -1002,7 +1010,7 @@ impl<T: Transport> Session<T> {
         };
         self.settled_durable |= sub.consumer.is_durable();
         // `client` mode is cumulative: it settles every earlier delivery of the subscription.
-        let cumulative = sub.ack == AckMode::Client;
+        let cumulative = sub.ack == AckPolicy::Client;
         match (ack, cumulative) {
             (true, true) => sub.consumer.ack_through(tag),
             (true, false) => sub.consumer.ack(tag),
@@ -1150,10 +1158,10 @@ impl<T: Transport> Session<T> {
                     sub.consumer.dead_letter(d.tag, DeadReason::Forbidden);
                     continue;
                 }
-                if sub.ack == AckMode::Auto && !sub.temp {
+                if sub.ack == AckPolicy::Auto && !sub.temp {
                     auto_tags.push(d.tag);
                 }
-                let token = (sub.ack != AckMode::Auto).then(|| {
+                let token = (sub.ack != AckPolicy::Auto).then(|| {
                     let t = self.next_ack;
                     self.next_ack += 1;
                     self.outstanding.insert(
