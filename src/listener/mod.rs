@@ -11,6 +11,7 @@ pub mod packet_io;
 pub mod refuse;
 pub mod stomp;
 pub mod ws;
+pub mod ws_endpoint;
 
 use std::future::Future;
 use std::net::SocketAddr;

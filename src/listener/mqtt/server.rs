@@ -17,7 +17,8 @@ use super::state::MqttState;
 use crate::listener::limit::{ConnSlot, Gate};
 use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::packet_io::PacketIo;
-use crate::listener::ws::{self, Endpoint, WsFramed};
+use crate::listener::ws::WsFramed;
+use crate::listener::ws_endpoint::{self, Endpoint};
 use crate::listener::{accept_loop, refuse};
 
 /// Serves MQTT over TCP (TLS when `tls` is set) until `cancel` fires.
@@ -154,10 +155,10 @@ pub async fn serve_ws(
 ) {
     state.kick_all_on(cancel.clone());
     let endpoint = MqttWs::new(state, loopback, &policy);
-    ws::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
+    ws_endpoint::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (see [`ws::app`]). Public for the session fuzz
+/// The WebSocket listener's HTTP app (see [`ws_endpoint::app`]). Public for the session fuzz
 /// targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
@@ -169,5 +170,5 @@ pub fn ws_app(
     tracker: TaskTracker,
 ) -> axum::Router {
     let endpoint = MqttWs::new(state, loopback, &policy);
-    ws::app(endpoint, policy, gate, cancel, tracker)
+    ws_endpoint::app(endpoint, policy, gate, cancel, tracker)
 }

@@ -16,7 +16,8 @@ use super::codec::StompCodec;
 use super::session::{self, Shared};
 use crate::listener::limit::{ConnSlot, Gate};
 use crate::listener::origin::{Client, WsPolicy};
-use crate::listener::ws::{self, Endpoint, WsFramed};
+use crate::listener::ws::WsFramed;
+use crate::listener::ws_endpoint::{self, Endpoint};
 use crate::listener::{accept_loop, refuse};
 
 /// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
@@ -142,10 +143,10 @@ pub async fn serve_ws(
         shared,
         browser_shared,
     };
-    ws::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
+    ws_endpoint::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (see [`ws::app`]). Public for the session fuzz
+/// The WebSocket listener's HTTP app (see [`ws_endpoint::app`]). Public for the session fuzz
 /// targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
@@ -160,5 +161,5 @@ pub fn ws_app(
         shared,
         browser_shared,
     };
-    ws::app(endpoint, policy, gate, cancel, tracker)
+    ws_endpoint::app(endpoint, policy, gate, cancel, tracker)
 }
