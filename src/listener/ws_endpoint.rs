@@ -39,17 +39,22 @@ pub trait Endpoint: Clone + Send + Sync + 'static {
     /// The largest WebSocket message accepted.
     fn max_message_size(&self) -> usize;
 
-    /// Serves one upgraded connection until it ends, holding `slot` (its admission)
-    /// meanwhile; `client` says whether a web page of another origin opened it.
-    fn serve(
-        self,
-        client: Client,
-        socket: WebSocket,
-        id: u64,
-        peer: SocketAddr,
-        cancel: CancellationToken,
-        slot: Option<ConnSlot>,
-    ) -> impl Future<Output = ()> + Send + 'static;
+    /// Serves one upgraded connection until it ends.
+    fn serve(self, conn: Upgraded) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// An upgraded connection, for [`Endpoint::serve`].
+pub struct Upgraded {
+    pub socket: WebSocket,
+    /// Whether a web page of another origin opened it.
+    pub client: Client,
+    /// Process-unique, as in the connection's span.
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// Fires at shutdown.
+    pub cancel: CancellationToken,
+    /// Its admission slot, held while the session lives.
+    pub slot: Option<ConnSlot>,
 }
 
 /// Serves `endpoint` over WebSocket (over TLS when `tls` is set) until `cancel` fires.
@@ -128,10 +133,15 @@ async fn upgrade<E: Endpoint>(
                 client_id = tracing::field::Empty,
                 user = tracing::field::Empty
             );
-            let fut = st
-                .endpoint
-                .serve(client, socket, id, peer, st.cancel.clone(), slot)
-                .instrument(span);
+            let conn = Upgraded {
+                socket,
+                client,
+                id,
+                peer,
+                cancel: st.cancel.clone(),
+                slot,
+            };
+            let fut = st.endpoint.serve(conn).instrument(span);
             // Track the session so shutdown waits for it.
             let handle = st.tracker.spawn(fut);
             async move {

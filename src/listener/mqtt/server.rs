@@ -1,10 +1,8 @@
 //! Starting the MQTT listeners: TCP and WebSocket (`/mqtt`, subprotocol `mqtt`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocket;
 use futures::future::Either;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -14,11 +12,11 @@ use tokio_util::task::TaskTracker;
 use super::codec::Codec;
 use super::session;
 use super::state::MqttState;
-use crate::listener::limit::{ConnSlot, Gate};
+use crate::listener::limit::Gate;
 use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::packet_io::PacketIo;
 use crate::listener::ws::WsFramed;
-use crate::listener::ws_endpoint::{self, Endpoint};
+use crate::listener::ws_endpoint::{self, Endpoint, Upgraded};
 use crate::listener::{accept_loop, refuse};
 
 /// Serves MQTT over TCP (TLS when `tls` is set) until `cancel` fires.
@@ -120,23 +118,15 @@ impl Endpoint for MqttWs {
         self.state.settings.max_packet_size as usize + 16
     }
 
-    fn serve(
-        self,
-        client: Client,
-        socket: WebSocket,
-        id: u64,
-        _peer: SocketAddr,
-        cancel: CancellationToken,
-        slot: Option<ConnSlot>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let loopback = match client {
+    fn serve(self, conn: Upgraded) -> impl Future<Output = ()> + Send + 'static {
+        let loopback = match conn.client {
             Client::NotBrowser => self.loopback,
             Client::Browser => self.browser_loopback,
         };
         async move {
             let codec = Codec::new(self.state.settings.max_packet_size);
-            let t = WsFramed::new(socket, codec, false);
-            session::run(t, self.state, id, loopback, cancel, slot).await;
+            let t = WsFramed::new(conn.socket, codec, false);
+            session::run(t, self.state, conn.id, loopback, conn.cancel, conn.slot).await;
         }
     }
 }

@@ -2,10 +2,8 @@
 //! `v10.stomp`, `v11.stomp`, `v12.stomp`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocket;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
@@ -17,7 +15,7 @@ use super::session::{self, Shared};
 use crate::listener::limit::{ConnSlot, Gate};
 use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::ws::WsFramed;
-use crate::listener::ws_endpoint::{self, Endpoint};
+use crate::listener::ws_endpoint::{self, Endpoint, Upgraded};
 use crate::listener::{accept_loop, refuse};
 
 /// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
@@ -107,22 +105,16 @@ impl Endpoint for StompWs {
         self.shared.settings.limits.max_frame_size + 64 * 1024
     }
 
-    fn serve(
-        self,
-        client: Client,
-        socket: WebSocket,
-        id: u64,
-        peer: SocketAddr,
-        cancel: CancellationToken,
-        slot: Option<ConnSlot>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let shared = match client {
+    fn serve(self, conn: Upgraded) -> impl Future<Output = ()> + Send + 'static {
+        let shared = match conn.client {
             Client::NotBrowser => self.shared,
             Client::Browser => self.browser_shared,
         };
         async move {
-            let t = WsFramed::new(socket, StompCodec::new(shared.settings.limits), true);
-            serve_one(t, shared, id, peer.to_string(), cancel, slot).await
+            let codec = StompCodec::new(shared.settings.limits);
+            let t = WsFramed::new(conn.socket, codec, true);
+            let peer = conn.peer.to_string();
+            serve_one(t, shared, conn.id, peer, conn.cancel, conn.slot).await
         }
     }
 }
