@@ -2,7 +2,13 @@
 //! listener's [`limit::Gate`] (its connection limit, and per peer address a connection
 //! limit and a connect rate; over them the protocol's refusal is sent and the socket
 //! closed), a tracing span per connection, and shutdown by one cancellation token.
+//!
+//! Besides, what the STOMP and MQTT sessions both need and no protocol owns: [`confirm`]
+//! (answering a publisher once its message is durable, in order), [`ws`] and
+//! [`ws_endpoint`] (WebSocket listeners), [`origin`] (cross-site checks), [`limit`] and
+//! [`refuse`] (admission), [`packet_io`] (a framed stream that holds no buffer while idle).
 
+pub mod confirm;
 pub mod limit;
 pub mod mqtt;
 pub mod origin;
@@ -10,6 +16,7 @@ pub mod packet_io;
 pub mod refuse;
 pub mod stomp;
 pub mod ws;
+pub mod ws_endpoint;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -2,7 +2,8 @@
 //! bytes (appended to one buffer and decoded as a stream, so a frame split across
 //! messages or several frames in one message both work). Outgoing frames go as text
 //! messages when `text` is set and they are UTF-8 (what STOMP browser clients expect),
-//! else as binary messages (MQTT).
+//! else as binary messages (MQTT). The upgrade that opens one is served by
+//! [`crate::listener::ws_endpoint`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

@@ -1,19 +1,13 @@
 //! Starting the MQTT listeners: TCP and WebSocket (`/mqtt`, subprotocol `mqtt`).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::future::Either;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::codec::Codec;
 use super::session;
@@ -22,7 +16,8 @@ use crate::listener::limit::Gate;
 use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::packet_io::PacketIo;
 use crate::listener::ws::WsFramed;
-use crate::listener::{SlotHold, accept_loop, next_connection_id, refuse};
+use crate::listener::ws_endpoint::{self, Endpoint, Upgraded};
+use crate::listener::{accept_loop, refuse};
 
 /// Serves MQTT over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
@@ -90,14 +85,50 @@ pub async fn serve_tcp(
     .await;
 }
 
+/// MQTT's WebSocket endpoint (`/mqtt`).
 #[derive(Clone)]
-struct WsState {
+struct MqttWs {
     state: Arc<MqttState>,
     loopback: bool,
-    policy: Arc<WsPolicy>,
-    gate: Arc<Gate>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    /// What `loopback` is for a browser's connection: a browser never gets the loopback
+    /// anonymous grant unless `mqtt.ws_allow_anonymous_browsers`.
+    browser_loopback: bool,
+}
+
+impl MqttWs {
+    fn new(state: Arc<MqttState>, loopback: bool, policy: &WsPolicy) -> Self {
+        Self {
+            state,
+            loopback,
+            browser_loopback: loopback && policy.anonymous_browsers,
+        }
+    }
+}
+
+impl Endpoint for MqttWs {
+    const PATH: &'static str = "/mqtt";
+    const SUBPROTOCOLS: &'static [&'static str] = &["mqtt", "mqttv3.1"];
+    const PROTOCOL: &'static str = "mqtt-ws";
+
+    fn loopback(&self) -> bool {
+        self.loopback
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.state.settings.max_packet_size as usize + 16
+    }
+
+    fn serve(self, conn: Upgraded) -> impl Future<Output = ()> + Send + 'static {
+        let loopback = match conn.client {
+            Client::NotBrowser => self.loopback,
+            Client::Browser => self.browser_loopback,
+        };
+        async move {
+            let codec = Codec::new(self.state.settings.max_packet_size);
+            let t = WsFramed::new(conn.socket, codec, false);
+            session::run(t, self.state, conn.id, loopback, conn.cancel, conn.slot).await;
+        }
+    }
 }
 
 /// Serves MQTT over WebSocket on `/mqtt` (over TLS when `tls` is set) until `cancel` fires.
@@ -113,20 +144,12 @@ pub async fn serve_ws(
     tracker: TaskTracker,
 ) {
     state.kick_all_on(cancel.clone());
-    let app = ws_app(
-        state,
-        loopback,
-        policy,
-        Arc::clone(&gate),
-        cancel.clone(),
-        tracker.clone(),
-    );
-    crate::listener::serve_http(listener, app, tls, gate, "mqtt-ws", cancel, tracker).await;
+    let endpoint = MqttWs::new(state, loopback, &policy);
+    ws_endpoint::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (`/mqtt`; handlers need `ConnectInfo<SocketAddr>`
-/// and the connection's [`SlotHold`](crate::listener::SlotHold) as extensions). Public
-/// for the session fuzz targets, which serve it over in-memory streams.
+/// The WebSocket listener's HTTP app (see [`ws_endpoint::app`]). Public for the session fuzz
+/// targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
     state: Arc<MqttState>,
@@ -136,49 +159,6 @@ pub fn ws_app(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> axum::Router {
-    let st = WsState {
-        state,
-        loopback,
-        policy: Arc::new(policy),
-        gate,
-        cancel,
-        tracker,
-    };
-    axum::Router::new()
-        .route("/mqtt", get(upgrade))
-        .with_state(st)
-}
-
-async fn upgrade(
-    ws: WebSocketUpgrade,
-    State(st): State<WsState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Extension(hold): Extension<SlotHold>,
-    headers: HeaderMap,
-) -> Response {
-    // A browser never gets the loopback anonymous grant unless configured.
-    let loopback = match st.policy.check(&headers, st.loopback) {
-        Ok(Client::NotBrowser) => st.loopback,
-        Ok(Client::Browser) => st.loopback && st.policy.anonymous_browsers,
-        Err(origin) => {
-            return crate::listener::origin::refuse(&st.gate, peer, &origin);
-        }
-    };
-    let max = st.state.settings.max_packet_size as usize + 16;
-    let slot = hold.take();
-    ws.protocols(["mqtt", "mqttv3.1"]).max_message_size(max).on_upgrade(move |socket| {
-        let id = next_connection_id();
-        let span = tracing::info_span!("conn", protocol = "mqtt-ws", id, %peer, client_id = tracing::field::Empty, user = tracing::field::Empty);
-        let state = Arc::clone(&st.state);
-        let cancel = st.cancel.clone();
-        let fut = async move {
-            let t = WsFramed::new(socket, Codec::new(state.settings.max_packet_size), false);
-            session::run(t, state, id, loopback, cancel, slot).await;
-        }
-        .instrument(span);
-        let handle = st.tracker.spawn(fut);
-        async move {
-            let _ = handle.await;
-        }
-    }).into_response()
+    let endpoint = MqttWs::new(state, loopback, &policy);
+    ws_endpoint::app(endpoint, policy, gate, cancel, tracker)
 }

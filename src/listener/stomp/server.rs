@@ -1,27 +1,22 @@
 //! Starting the STOMP listeners: plain TCP and WebSocket (`/ws`, subprotocols
 //! `v10.stomp`, `v11.stomp`, `v12.stomp`).
 
+use std::future::Future;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use super::codec::StompCodec;
 use super::session::{self, Shared};
 use crate::listener::limit::{ConnSlot, Gate};
 use crate::listener::origin::{Client, WsPolicy};
 use crate::listener::ws::WsFramed;
-use crate::listener::{SlotHold, accept_loop, next_connection_id, refuse};
+use crate::listener::ws_endpoint::{self, Endpoint, Upgraded};
+use crate::listener::{accept_loop, refuse};
 
 /// Serves STOMP over TCP (TLS when `tls` is set) until `cancel` fires.
 pub async fn serve_tcp(
@@ -86,16 +81,42 @@ async fn serve_one<T: session::Transport>(
     }
 }
 
+/// STOMP's WebSocket endpoint (`/ws`).
 #[derive(Clone)]
-struct WsState {
+struct StompWs {
     shared: Arc<Shared>,
     /// For clients whose upgrade carried an `Origin` (browsers): no loopback anonymous
     /// grant unless `stomp.ws_allow_anonymous_browsers`.
     browser_shared: Arc<Shared>,
-    policy: Arc<WsPolicy>,
-    gate: Arc<Gate>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+}
+
+impl Endpoint for StompWs {
+    const PATH: &'static str = "/ws";
+    const SUBPROTOCOLS: &'static [&'static str] = &["v12.stomp", "v11.stomp", "v10.stomp"];
+    const PROTOCOL: &'static str = "stomp-ws";
+
+    fn loopback(&self) -> bool {
+        self.shared.loopback
+    }
+
+    /// A frame of `max_frame_size` and its headers. (Both `Shared`s carry the same
+    /// settings: they differ in `loopback` only.)
+    fn max_message_size(&self) -> usize {
+        self.shared.settings.limits.max_frame_size + 64 * 1024
+    }
+
+    fn serve(self, conn: Upgraded) -> impl Future<Output = ()> + Send + 'static {
+        let shared = match conn.client {
+            Client::NotBrowser => self.shared,
+            Client::Browser => self.browser_shared,
+        };
+        async move {
+            let codec = StompCodec::new(shared.settings.limits);
+            let t = WsFramed::new(conn.socket, codec, true);
+            let peer = conn.peer.to_string();
+            serve_one(t, shared, conn.id, peer, conn.cancel, conn.slot).await
+        }
+    }
 }
 
 /// Serves STOMP over WebSocket on `/ws` (over TLS when `tls` is set) until `cancel` fires.
@@ -110,20 +131,15 @@ pub async fn serve_ws(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let app = ws_app(
+    let endpoint = StompWs {
         shared,
         browser_shared,
-        policy,
-        Arc::clone(&gate),
-        cancel.clone(),
-        tracker.clone(),
-    );
-    crate::listener::serve_http(listener, app, tls, gate, "stomp-ws", cancel, tracker).await;
+    };
+    ws_endpoint::serve(listener, endpoint, policy, tls, gate, cancel, tracker).await;
 }
 
-/// The WebSocket listener's HTTP app (`/ws`; handlers need `ConnectInfo<SocketAddr>` and
-/// the connection's [`SlotHold`](crate::listener::SlotHold) as extensions). Public for the
-/// session fuzz targets, which serve it over in-memory streams.
+/// The WebSocket listener's HTTP app (see [`ws_endpoint::app`]). Public for the session fuzz
+/// targets, which serve it over in-memory streams.
 #[doc(hidden)]
 pub fn ws_app(
     shared: Arc<Shared>,
@@ -133,48 +149,9 @@ pub fn ws_app(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> axum::Router {
-    let state = WsState {
+    let endpoint = StompWs {
         shared,
         browser_shared,
-        policy: Arc::new(policy),
-        gate,
-        cancel,
-        tracker,
     };
-    axum::Router::new()
-        .route("/ws", get(upgrade))
-        .with_state(state)
-}
-
-async fn upgrade(
-    ws: WebSocketUpgrade,
-    State(st): State<WsState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Extension(hold): Extension<SlotHold>,
-    headers: HeaderMap,
-) -> Response {
-    let shared = match st.policy.check(&headers, st.shared.loopback) {
-        Ok(Client::NotBrowser) => Arc::clone(&st.shared),
-        Ok(Client::Browser) => Arc::clone(&st.browser_shared),
-        Err(origin) => return crate::listener::origin::refuse(&st.gate, peer, &origin),
-    };
-    let max_frame = shared.settings.limits.max_frame_size + 64 * 1024;
-    let slot = hold.take();
-    ws.protocols(["v12.stomp", "v11.stomp", "v10.stomp"])
-        .max_message_size(max_frame)
-        .on_upgrade(move |socket| {
-            let id = next_connection_id();
-            let span = tracing::info_span!("conn", protocol = "stomp-ws", id, %peer, user = tracing::field::Empty);
-            let cancel = st.cancel.clone();
-            let fut = async move {
-                let t = WsFramed::new(socket, StompCodec::new(shared.settings.limits), true);
-                serve_one(t, shared, id, peer.to_string(), cancel, slot).await
-            }
-            .instrument(span);
-            // Track the session so shutdown waits for it.
-            let handle = st.tracker.spawn(fut);
-            async move {
-                let _ = handle.await;
-            }
-        })
+    ws_endpoint::app(endpoint, policy, gate, cancel, tracker)
 }

@@ -1,15 +1,28 @@
 //! The outbound half of a session: packet ids, which subscriptions a delivery answers,
 //! and sending deliveries within the client's in-flight window.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::alias::Plan;
-use super::*;
-use crate::core::{DeadReason, Loss};
-use crate::listener::mqtt::codec::publish_wire_size;
+use super::connection::{Connection, Source};
+use super::end::End;
+use super::transport::Transport;
+use crate::core::{DeadReason, Delivery, Loss};
+use crate::listener::mqtt::codec::{Out, Version, publish_wire_size};
+use crate::listener::mqtt::convert::{
+    RETAIN_HEADER, RETAINED_HEADER, delivery_topic, message_to_publish,
+};
 use crate::translate::loss::{self, Edge};
 
-impl<T: Transport> Session<T> {
+/// A QoS 1/2 delivery awaiting the client's acknowledgement. The consumer is named by
+/// its queue, not by position: subscriptions come and go while messages are in flight.
+pub(super) struct Inflight {
+    queue: Arc<str>,
+    tag: u64,
+}
+
+impl<T: Transport> Connection<T> {
     pub(super) fn alloc_pid(&mut self) -> u16 {
         loop {
             let p = self.next_pid;
@@ -187,6 +200,31 @@ impl<T: Transport> Session<T> {
         }
         self.send(Out::Publish(Box::new(p))).await?;
         Ok(true)
+    }
+
+    /// Acknowledges the delivery sent as `pid`. True when that may have written to the
+    /// store (its queue is durable).
+    pub(super) fn settle(&mut self, pid: u16) -> bool {
+        self.data().sent_pids.retain(|_, p| *p != pid);
+        if let Some(f) = self.inflight.remove(&pid)
+            && let Some((_, c)) = self
+                .consumers
+                .iter()
+                .find(|(_, c)| c.queue_name() == &*f.queue)
+        {
+            return c.ack(f.tag) && c.is_durable();
+        }
+        false
+    }
+
+    /// Sends the PUBREL of an outbound QoS 2 delivery the client has received.
+    pub(super) async fn release(&mut self, pid: u16) -> Result<(), End> {
+        self.send(Out::PubRel {
+            packet_id: pid,
+            code: 0,
+        })
+        .await?;
+        self.flush().await
     }
 }
 

@@ -37,7 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{Codec, CodecError, End, In, Out, PacketIo, Session, Transport, live};
+use super::connection::{Connection, live};
+use super::end::End;
+use super::transport::Transport;
+use crate::listener::mqtt::codec::{Codec, CodecError, In, Out};
+use crate::listener::packet_io::PacketIo;
 
 /// A parked connection's socket and codec.
 pub struct Detached {
@@ -49,9 +53,9 @@ pub struct Detached {
 pub(super) enum Parking<T> {
     Parked,
     /// Not parked (no poller, something buffered, shutting down): serve on.
-    Kept(Session<T>),
+    Kept(Connection<T>),
     /// The socket was lost taking it from tokio: the session must end.
-    Lost(Session<Gone>, std::io::Error),
+    Lost(Connection<Gone>, std::io::Error),
 }
 
 /// The poller, shared by the MQTT TCP listeners of one daemon.
@@ -88,14 +92,14 @@ struct Inner {
 }
 
 struct Parked {
-    session: Session<Detached>,
+    session: Connection<Detached>,
     /// Registered with the session's notifier; its waker rings this key.
     _notified: Pin<Box<OwnedNotified>>,
 }
 
 /// A parked session's keep-alive deadline: not kept with it (every parked connection
 /// would carry 16 bytes more); its inputs do not change while it is parked.
-fn deadline<T>(s: &Session<T>) -> Option<Instant> {
+fn deadline<T>(s: &Connection<T>) -> Option<Instant> {
     s.keep_alive().map(|k| s.last_recv + k)
 }
 
@@ -164,7 +168,7 @@ impl Parker {
 }
 
 /// Parks an idle session, or gives it back.
-pub(super) fn park<T: Transport>(s: Session<T>) -> Parking<T> {
+pub(super) fn park<T: Transport>(s: Connection<T>) -> Parking<T> {
     let Some(parker) = s.state.parker() else {
         return Parking::Kept(s);
     };

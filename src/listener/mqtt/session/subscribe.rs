@@ -1,8 +1,20 @@
 //! SUBSCRIBE and UNSUBSCRIBE: filters, shared groups, `$queue/NAME`, retained messages.
 
-use super::*;
+use std::sync::Arc;
 
-impl<T: Transport> Session<T> {
+use super::connect::session_queue_options;
+use super::connection::{Connection, Source};
+use super::end::End;
+use super::reason_code;
+use super::transport::Transport;
+use crate::auth::Kind;
+use crate::core::{ConsumeOptions, Destination, Pattern, QueueOptions};
+use crate::listener::mqtt::codec::{Out, SubOpts, Version};
+use crate::listener::mqtt::convert::RETAINED_HEADER;
+use crate::listener::mqtt::state::Sub;
+use crate::translate::mqtt_names::{self, QUEUE_PREFIX, session_queue, shared_queue};
+
+impl<T: Transport> Connection<T> {
     pub(super) async fn on_subscribe(
         &mut self,
         pid: u16,
@@ -63,9 +75,9 @@ impl<T: Transport> Session<T> {
     ) -> Result<(u8, Option<Pattern>), u8> {
         let v5 = self.version == Version::V5;
         let invalid = if v5 {
-            rc::TOPIC_FILTER_INVALID
+            reason_code::TOPIC_FILTER_INVALID
         } else {
-            rc::UNSPECIFIED
+            reason_code::UNSPECIFIED
         };
         let (group, real) = match filter.strip_prefix("$share/") {
             Some(rest) => match rest.split_once('/') {
@@ -83,11 +95,11 @@ impl<T: Transport> Session<T> {
             let p = Pattern::parse(q).map_err(|_| invalid)?;
             // The router's own queues ($sb.…, $mqtt.…) belong to other sessions.
             if q.starts_with('$') {
-                return Err(rc::NOT_AUTHORIZED);
+                return Err(reason_code::NOT_AUTHORIZED);
             }
             if !p.is_literal() || !self.principal.can_subscribe(Kind::Queue, &p) {
                 return Err(if p.is_literal() {
-                    rc::NOT_AUTHORIZED
+                    reason_code::NOT_AUTHORIZED
                 } else {
                     invalid
                 });
@@ -97,7 +109,7 @@ impl<T: Transport> Session<T> {
             mqtt_names::validate_filter(real).map_err(|_| invalid)?;
             let p = Pattern::parse(&mqtt_names::filter_to_internal(real)).map_err(|_| invalid)?;
             if !self.principal.can_subscribe(Kind::Topic, &p) {
-                return Err(rc::NOT_AUTHORIZED);
+                return Err(reason_code::NOT_AUTHORIZED);
             }
             (p, group.map(|g| shared_queue(g, real)))
         };
@@ -110,7 +122,7 @@ impl<T: Transport> Session<T> {
                     .iter()
                     .any(|(s, _)| matches!(s, Source::Session))
                 {
-                    let opts = super::session_queue_options(&self.state, self.persistent);
+                    let opts = session_queue_options(&self.state, self.persistent);
                     let c = core
                         .declare_queue(&queue, Some(opts))
                         .and_then(|_| {
@@ -120,11 +132,11 @@ impl<T: Transport> Session<T> {
                                     .with_notify(Arc::clone(&self.notify)),
                             )
                         })
-                        .map_err(|_| rc::UNSPECIFIED)?;
+                        .map_err(|_| reason_code::UNSPECIFIED)?;
                     self.consumers.insert(0, (Source::Session, c));
                 }
                 core.bind(&queue, pattern.as_str())
-                    .map_err(|_| rc::UNSPECIFIED)?;
+                    .map_err(|_| reason_code::UNSPECIFIED)?;
             }
             Some(q) => {
                 if !existed {
@@ -140,13 +152,13 @@ impl<T: Transport> Session<T> {
                         };
                         core.declare_queue(q, Some(opts)).map_err(|_| {
                             if v5 {
-                                rc::SHARED_NOT_SUPPORTED
+                                reason_code::SHARED_NOT_SUPPORTED
                             } else {
-                                rc::UNSPECIFIED
+                                reason_code::UNSPECIFIED
                             }
                         })?;
                         core.bind(q, pattern.as_str())
-                            .map_err(|_| rc::UNSPECIFIED)?;
+                            .map_err(|_| reason_code::UNSPECIFIED)?;
                         self.state.share_join(q);
                     }
                     let c = core
@@ -155,7 +167,7 @@ impl<T: Transport> Session<T> {
                             ConsumeOptions::manual(usize::from(self.client_receive_max))
                                 .with_notify(Arc::clone(&self.notify)),
                         )
-                        .map_err(|_| rc::UNSPECIFIED)?;
+                        .map_err(|_| reason_code::UNSPECIFIED)?;
                     self.consumers.push((Source::Shared(q.clone()), c));
                 }
             }
@@ -188,7 +200,7 @@ impl<T: Transport> Session<T> {
         for f in filters {
             let removed = self.data().subs.remove(&f);
             codes.push(match removed {
-                None => rc::NO_SUBSCRIPTION_EXISTED,
+                None => reason_code::NO_SUBSCRIPTION_EXISTED,
                 Some(sub) => {
                     match &sub.shared_queue {
                         None => {
@@ -213,7 +225,7 @@ impl<T: Transport> Session<T> {
                             }
                         }
                     }
-                    rc::SUCCESS
+                    reason_code::SUCCESS
                 }
             });
         }

@@ -1,0 +1,291 @@
+//! A STOMP connection's state and its serve loop: frames in; receipts, deliveries and
+//! heart-beats out; until DISCONNECT, an error, a timeout or shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::ack::Outstanding;
+use super::fatal::{Fatal, fatal};
+use super::receipt::Unconfirmed;
+use super::settings::Shared;
+use super::subscribe::Sub;
+use super::transaction::{Tx, TxBytes};
+use super::transport::Transport;
+use crate::auth::Principal;
+use crate::core::ByteBudget;
+use crate::listener::confirm::Confirmations;
+use crate::listener::stomp::codec::{CodecError, Incoming, Outgoing};
+use crate::listener::stomp::convert::error_frame;
+use crate::listener::stomp::frame::{Command, Frame, Version};
+use crate::ratelog::Cause;
+
+/// What becomes of the connection once a frame is handled.
+enum AfterFrame {
+    Continue,
+    /// DISCONNECT: close (its RECEIPT, if asked for, is sent).
+    Close,
+}
+
+/// One connection: its transport, its login, its subscriptions and what it owes them,
+/// its transactions and its receipts waiting for the store.
+pub(super) struct Connection<T: Transport> {
+    pub(super) t: T,
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: String,
+    pub(super) peer: String,
+    pub(super) version: Version,
+    pub(super) principal: Option<Principal>,
+    pub(super) subs: BTreeMap<String, Sub>,
+    pub(super) notify: Arc<Notify>,
+    pub(super) outstanding: BTreeMap<u64, Outstanding>,
+    pub(super) next_ack: u64,
+    pub(super) txs: HashMap<String, Tx>,
+    pub(super) tx_bytes: TxBytes,
+    /// Caps the unacknowledged bytes of every subscription of this connection.
+    pub(super) budget: Arc<ByteBudget>,
+    pub(super) temp: HashMap<String, String>,
+    pub(super) send_every: Option<Duration>,
+    pub(super) recv_within: Option<Duration>,
+    last_sent: Instant,
+    last_recv: Instant,
+    /// Last frame or EOL received, or frame sent (heart-beats sent do not count): what
+    /// `idle_timeout` measures.
+    last_active: Instant,
+    /// Receipts of SENDs whose messages, and of ACKs and NACKs whose settlements, are
+    /// not durable yet, in arrival order.
+    pub(super) confirmations: Confirmations<Unconfirmed>,
+    /// An ACK or NACK settled a delivery of a durable queue since the last RECEIPT: the
+    /// next RECEIPT waits until what it wrote to the store (a removal, a dead-letter
+    /// copy) is durable, so a RECEIPT confirms every earlier settlement.
+    pub(super) settled_durable: bool,
+}
+
+/// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
+static UNACKED_BYTES: Cause = Cause::new("stomp.unacked_bytes");
+
+/// Serves one connection until it ends.
+pub async fn run<T: Transport>(
+    t: T,
+    shared: Arc<Shared>,
+    conn_id: u64,
+    peer: String,
+    cancel: CancellationToken,
+) {
+    let tx_bytes = TxBytes::new(shared.router.core().clone());
+    let budget = ByteBudget::new(shared.settings.max_unacked_bytes, &UNACKED_BYTES);
+    let mut s = Connection {
+        t,
+        shared,
+        id: format!("sb-{conn_id}"),
+        peer,
+        version: Version::V1_0,
+        principal: None,
+        subs: BTreeMap::new(),
+        notify: Arc::new(Notify::new()),
+        outstanding: BTreeMap::new(),
+        next_ack: 1,
+        txs: HashMap::new(),
+        tx_bytes,
+        budget,
+        temp: HashMap::new(),
+        send_every: None,
+        recv_within: None,
+        last_sent: Instant::now(),
+        last_recv: Instant::now(),
+        last_active: Instant::now(),
+        confirmations: Confirmations::default(),
+        settled_durable: false,
+    };
+    let result = s.serve(&cancel).await;
+    match result {
+        Ok(()) => tracing::debug!("connection closed"),
+        Err(f) => {
+            tracing::info!(error = %f.message, "closing connection with ERROR");
+            let mut e = error_frame(&f.message, &f.detail, f.receipt.as_deref());
+            e.headers.extend(f.headers);
+            let _ = s.t.send(Outgoing::Frame(e)).await;
+            let _ = s.t.close().await;
+        }
+    }
+}
+
+/// Refuses a connection over the listener's limit: ERROR, then close.
+pub async fn refuse<T: Transport>(mut t: T, reason: &str) {
+    let _ = t
+        .send(Outgoing::Frame(error_frame(reason, reason, None)))
+        .await;
+    let _ = t.close().await;
+}
+
+impl<T: Transport> Connection<T> {
+    pub(super) async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), Fatal> {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return Err(fatal("server shutting down", "the server is shutting down")),
+            r = tokio::time::timeout(self.shared.settings.connect_timeout, next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active)) => match r {
+                Err(_) => return Err(fatal("no CONNECT", "no CONNECT frame within the connect timeout")),
+                Ok(None) => return Ok(()),
+                Ok(Some(f)) => f?,
+            },
+        };
+        self.connect(first).await?;
+        loop {
+            let hb_send = self.send_every.map(|d| self.last_sent + d);
+            let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
+            // Only connections the heart-beat check does not cover.
+            let idle = self
+                .shared
+                .settings
+                .idle_timeout
+                .filter(|_| self.recv_within.is_none());
+            let idle_at = idle.map(|d| self.last_active + d);
+            let notify = Arc::clone(&self.notify);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
+                }
+                // The session keeps reading while receipts wait for the store, so a
+                // pipelining client's messages share fsyncs.
+                Some((u, r)) = self.confirmations.next(), if !self.confirmations.is_empty() => {
+                    self.confirmed(u, r).await?;
+                }
+                frame = next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active), if !self.confirmations.is_full() => {
+                    let Some(frame) = frame else { return Ok(()) };
+                    let frame = frame?;
+                    if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
+                        // Every earlier SEND, ACK and NACK is confirmed before any other
+                        // frame is answered, so receipts come back in the order asked.
+                        // SENDs, ACKs and NACKs queue their receipts behind the earlier
+                        // ones instead (see `answer`).
+                        while let Some((u, r)) = self.confirmations.next().await {
+                            self.confirmed(u, r).await?;
+                        }
+                    }
+                    let after = self.handle(frame).await?;
+                    match after {
+                        AfterFrame::Continue => {}
+                        AfterFrame::Close => return Ok(()),
+                    }
+                }
+                _ = notify.notified() => self.deliver().await?,
+                _ = sleep_opt(hb_send) => {
+                    self.write(Outgoing::HeartBeat).await?;
+                    self.flush().await?;
+                }
+                _ = sleep_opt(hb_recv) => {
+                    tracing::info!("heart-beat timeout: closing");
+                    return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
+                }
+                _ = sleep_opt(idle_at) => {
+                    let after = idle.unwrap_or_default();
+                    tracing::info!(?after, "idle timeout: closing a connection without heart-beats");
+                    return Err(fatal(
+                        "idle timeout",
+                        format!("nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Queues a frame or heart-beat for writing (see [`Connection::flush`]).
+    pub(super) async fn write(&mut self, o: Outgoing) -> Result<(), Fatal> {
+        self.last_sent = Instant::now();
+        if matches!(o, Outgoing::Frame(_)) {
+            self.last_active = self.last_sent;
+        }
+        self.t
+            .feed(o)
+            .await
+            .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    pub(super) async fn flush(&mut self) -> Result<(), Fatal> {
+        self.t
+            .flush()
+            .await
+            .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    /// Hands a frame to its handler.
+    async fn handle(&mut self, f: Frame) -> Result<AfterFrame, Fatal> {
+        let receipt = f.header("receipt").map(str::to_owned);
+        let r = match f.command {
+            Command::Send => self.on_send(f).await.map(|()| AfterFrame::Continue),
+            Command::Subscribe => self.on_subscribe(f).await.map(|()| AfterFrame::Continue),
+            Command::Unsubscribe => self.on_unsubscribe(f).await.map(|()| AfterFrame::Continue),
+            Command::Ack | Command::Nack => self.on_ack(f).await.map(|()| AfterFrame::Continue),
+            Command::Begin | Command::Commit | Command::Abort => {
+                self.on_tx(f).await.map(|()| AfterFrame::Continue)
+            }
+            Command::Disconnect => {
+                self.deliver().await?;
+                self.receipt(&f).await?;
+                Ok(AfterFrame::Close)
+            }
+            Command::Connect | Command::Stomp => {
+                Err(fatal("already connected", "CONNECT sent twice"))
+            }
+            other => Err(fatal(
+                "unexpected frame",
+                format!(
+                    "{} is a server frame; clients may not send it",
+                    other.as_str()
+                ),
+            )),
+        };
+        // The ERROR for a frame that asked for a receipt carries its receipt-id.
+        r.map_err(|mut e| {
+            e.receipt = receipt;
+            e
+        })
+    }
+
+    /// The logged-in user (every frame after CONNECT has one).
+    pub(super) fn principal(&self) -> Result<&Principal, Fatal> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| fatal("not connected", "not connected"))
+    }
+}
+
+/// The next frame, skipping heart-beats; `None` at end of stream. Every frame or
+/// heart-beat received sets `last_recv` and `last_active`. (Not a method: the serve loop
+/// waits for it and for the session's confirmations at once.)
+async fn next_frame<T: Transport>(
+    t: &mut T,
+    last_recv: &mut Instant,
+    last_active: &mut Instant,
+) -> Option<Result<Frame, Fatal>> {
+    loop {
+        let item = t.next().await?;
+        *last_recv = Instant::now();
+        *last_active = *last_recv;
+        match item {
+            Ok(Incoming::HeartBeat) => continue,
+            Ok(Incoming::Frame(f)) => return Some(Ok(f)),
+            Err(CodecError::Io(e)) => {
+                tracing::debug!(error = %e, "read error");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed frame");
+                return Some(Err(fatal(e.to_string(), format!("malformed frame: {e}"))));
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

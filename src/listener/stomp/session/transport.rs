@@ -1,0 +1,29 @@
+//! What a STOMP session reads frames from and writes them to.
+
+use futures::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+use crate::listener::stomp::codec::{CodecError, Incoming, Outgoing, StompCodec};
+use crate::listener::stomp::frame::Version;
+use crate::listener::ws::WsFramed;
+
+/// A bidirectional STOMP frame stream (TCP `Framed` or a WebSocket adapter).
+pub trait Transport:
+    Stream<Item = Result<Incoming, CodecError>> + Sink<Outgoing, Error = CodecError> + Unpin + Send
+{
+    /// Switches header escaping to the negotiated version.
+    fn set_version(&mut self, v: Version);
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for Framed<T, StompCodec> {
+    fn set_version(&mut self, v: Version) {
+        self.codec_mut().set_version(v);
+    }
+}
+
+impl Transport for WsFramed<StompCodec> {
+    fn set_version(&mut self, v: Version) {
+        self.codec.set_version(v);
+    }
+}
