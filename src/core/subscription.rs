@@ -50,10 +50,7 @@ impl Core {
         patterns: &[&str],
         options: ConsumeOptions,
     ) -> Result<Consumer, CoreError> {
-        let parsed: Vec<Pattern> = patterns
-            .iter()
-            .map(|p| Pattern::parse(p))
-            .collect::<Result<_, _>>()?;
+        let parsed = parse_all(patterns)?;
         let name = format!("{PRIVATE_PREFIX}sub.{}", self.next_id());
         let q = self.declare_queue(&name, Some(self.inner.config.default_subscription.clone()))?;
         let consumer = self.attach(q, options)?;
@@ -72,10 +69,7 @@ impl Core {
         patterns: &[&str],
         options: ConsumeOptions,
     ) -> Result<Consumer, CoreError> {
-        let parsed: Vec<Pattern> = patterns
-            .iter()
-            .map(|p| Pattern::parse(p))
-            .collect::<Result<_, _>>()?;
+        let parsed = parse_all(patterns)?;
         let opts = self
             .inner
             .config
@@ -108,4 +102,12 @@ impl Core {
     pub fn subscriber_count(&self, topic: &str) -> usize {
         self.match_topic(topic).len()
     }
+}
+
+/// Every pattern parsed, or the first that is not one.
+fn parse_all(patterns: &[&str]) -> Result<Vec<Pattern>, CoreError> {
+    Ok(patterns
+        .iter()
+        .map(|p| Pattern::parse(p))
+        .collect::<Result<_, _>>()?)
 }
