@@ -81,6 +81,32 @@ impl Raw {
             assert!(Instant::now() < deadline, "connection still open");
         }
     }
+
+    /// Sends `bytes` one at a time, paced by the read timeout (one every 200 ms while
+    /// the server is quiet), checking before each that the server has neither closed the
+    /// connection nor sent anything but heart-beats.
+    fn trickle(&mut self, bytes: &[u8]) {
+        let started = Instant::now();
+        for &b in bytes {
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => panic!("closed by the server after {:?}", started.elapsed()),
+                Ok(n) => assert!(
+                    chunk[..n].iter().all(|&c| c == b'\n'),
+                    "after {:?}: {:?}",
+                    started.elapsed(),
+                    String::from_utf8_lossy(&chunk[..n])
+                ),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("read failed after {:?}: {e}", started.elapsed()),
+            }
+            if let Err(e) = self.s.write_all(&[b]) {
+                panic!("write failed after {:?}: {e}", started.elapsed());
+            }
+        }
+    }
 }
 
 fn header<'a>(frame: &'a str, name: &str) -> Option<&'a str> {
@@ -240,6 +266,39 @@ fn heart_beats_both_ways_and_a_silent_peer_is_dropped_with_redelivery() {
     assert_eq!(header(&f, "redelivered"), Some("true"), "{f}");
     assert!(f.ends_with("held"));
     assert!(d.log().contains("heart-beat timeout"));
+}
+
+/// What the client sends keeps its connection alive however rarely the server beats.
+/// The server offers `60000,1000`; a client asking `1000,60000` gets a beat every 60 s
+/// and must send something within 2 × 1 s. Sending only EOLs, or one frame a byte at a
+/// time, for three times that or more (30 bytes or more, 200 ms apart), it is still
+/// served; one that stops is closed with the heart-beat ERROR. Likewise a connection
+/// without heart-beats that sends EOLs outlives `idle_timeout` (2 s here).
+#[test]
+fn what_the_client_sends_defers_the_heart_beat_and_idle_timeouts() {
+    let d = daemon_with("stomp:\n  heart_beat: \"60000,1000\"\n  idle_timeout: 2s\n");
+    let served = |heart_beat: &str, trickled: &[u8], then: &[u8]| {
+        let mut r = Raw::login(&d, heart_beat);
+        r.trickle(trickled);
+        r.send(then);
+        let f = r.frame(Duration::from_secs(10)).expect("RECEIPT");
+        assert!(f.starts_with("RECEIPT\n"), "{heart_beat}: {f}");
+    };
+    let frame = b"SEND\ndestination:/queue/trickle\nreceipt:r\n\nslow\0";
+    let send = b"SEND\ndestination:/queue/beats\nreceipt:r\n\nalive\0";
+    std::thread::scope(|s| {
+        s.spawn(|| served("1000,60000", &[b'\n'; 30], send));
+        s.spawn(|| served("0,0", &[b'\n'; 30], send));
+        s.spawn(|| served("1000,60000", frame, b""));
+        s.spawn(|| {
+            let mut r = Raw::login(&d, "1000,60000");
+            r.trickle(&[b'\n'; 5]);
+            let f = r.frame(Duration::from_secs(20)).expect("ERROR");
+            assert!(f.starts_with("ERROR\n"), "{f}");
+            assert_eq!(header(&f, "message"), Some("heart-beat timeout"), "{f}");
+            r.expect_closed(Duration::from_secs(5));
+        });
+    });
 }
 
 #[test]

@@ -32,6 +32,11 @@ impl<C> WsFramed<C> {
             text,
         }
     }
+
+    /// Bytes received and not decoded yet (part of a frame).
+    pub fn undecoded(&self) -> usize {
+        self.rbuf.len()
+    }
 }
 
 fn io(e: axum::Error) -> std::io::Error {

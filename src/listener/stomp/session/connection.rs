@@ -53,9 +53,13 @@ pub(super) struct Connection<T: Transport> {
     pub(super) send_every: Option<Duration>,
     pub(super) recv_within: Option<Duration>,
     last_sent: Instant,
+    /// Last frame, EOL or part of a frame received: what the heart-beat check measures.
     last_recv: Instant,
-    /// Last frame or EOL received, or frame sent (heart-beats sent do not count): what
-    /// `idle_timeout` measures.
+    /// Bytes of a frame in progress when `last_recv` was set: more since means part of
+    /// a frame arrived (see [`Connection::passed`]).
+    recv_undecoded: usize,
+    /// Last frame, EOL or part of a frame received, or frame sent (heart-beats sent do
+    /// not count): what `idle_timeout` measures.
     last_active: Instant,
     /// Receipts of SENDs whose messages, and of ACKs and NACKs whose settlements, are
     /// not durable yet, in arrival order.
@@ -98,6 +102,7 @@ pub async fn run<T: Transport>(
         recv_within: None,
         last_sent: Instant::now(),
         last_recv: Instant::now(),
+        recv_undecoded: 0,
         last_active: Instant::now(),
         confirmations: Confirmations::default(),
         settled_durable: false,
@@ -127,7 +132,7 @@ impl<T: Transport> Connection<T> {
     pub(super) async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), Fatal> {
         let first = tokio::select! {
             _ = cancel.cancelled() => return Err(fatal("server shutting down", "the server is shutting down")),
-            r = tokio::time::timeout(self.shared.settings.connect_timeout, next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active)) => match r {
+            r = tokio::time::timeout(self.shared.settings.connect_timeout, next_frame(&mut self.t, &mut self.last_recv, &mut self.recv_undecoded, &mut self.last_active)) => match r {
                 Err(_) => return Err(fatal("no CONNECT", "no CONNECT frame within the connect timeout")),
                 Ok(None) => return Ok(()),
                 Ok(Some(f)) => f?,
@@ -136,14 +141,8 @@ impl<T: Transport> Connection<T> {
         self.connect(first).await?;
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
-            let hb_recv = self.recv_within.map(|d| self.last_recv + d * 2);
-            // Only connections the heart-beat check does not cover.
-            let idle = self
-                .shared
-                .settings
-                .idle_timeout
-                .filter(|_| self.recv_within.is_none());
-            let idle_at = idle.map(|d| self.last_active + d);
+            let hb_recv = self.recv_deadline();
+            let idle_at = self.idle_deadline();
             let notify = Arc::clone(&self.notify);
             tokio::select! {
                 biased;
@@ -155,7 +154,7 @@ impl<T: Transport> Connection<T> {
                 Some((u, r)) = self.confirmations.next(), if !self.confirmations.is_empty() => {
                     self.confirmed(u, r).await?;
                 }
-                frame = next_frame(&mut self.t, &mut self.last_recv, &mut self.last_active), if !self.confirmations.is_full() => {
+                frame = next_frame(&mut self.t, &mut self.last_recv, &mut self.recv_undecoded, &mut self.last_active), if !self.confirmations.is_full() => {
                     let Some(frame) = frame else { return Ok(()) };
                     let frame = frame?;
                     if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
@@ -179,11 +178,17 @@ impl<T: Transport> Connection<T> {
                     self.flush().await?;
                 }
                 _ = sleep_opt(hb_recv) => {
+                    if !self.passed(Self::recv_deadline) {
+                        continue;
+                    }
                     tracing::info!("heart-beat timeout: closing");
                     return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
                 }
                 _ = sleep_opt(idle_at) => {
-                    let after = idle.unwrap_or_default();
+                    if !self.passed(Self::idle_deadline) {
+                        continue;
+                    }
+                    let after = self.idle().unwrap_or_default();
                     tracing::info!(?after, "idle timeout: closing a connection without heart-beats");
                     return Err(fatal(
                         "idle timeout",
@@ -192,6 +197,40 @@ impl<T: Transport> Connection<T> {
                 }
             }
         }
+    }
+
+    /// When the connection is closed unless something arrives first: twice the
+    /// negotiated receive interval after the last thing received.
+    fn recv_deadline(&self) -> Option<Instant> {
+        self.recv_within.map(|d| self.last_recv + d * 2)
+    }
+
+    /// How long a connection may stay without traffic: only for connections the
+    /// heart-beat check does not cover.
+    fn idle(&self) -> Option<Duration> {
+        self.shared
+            .settings
+            .idle_timeout
+            .filter(|_| self.recv_within.is_none())
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.idle().map(|d| self.last_active + d)
+    }
+
+    /// A timer armed for `deadline` fired: whether the deadline, as it stands now, has
+    /// passed. Reading heart-beats does not wake the serve loop (a wake-up per beat would
+    /// cost more than the beat), and part of a frame wakes nothing, so the timer may have
+    /// been armed for a deadline what arrived since has pushed back; if so the loop
+    /// re-arms it for the remainder. Part of a frame counts as received now.
+    fn passed(&mut self, deadline: fn(&Self) -> Option<Instant>) -> bool {
+        let undecoded = self.t.undecoded();
+        if undecoded != self.recv_undecoded {
+            self.recv_undecoded = undecoded;
+            self.last_recv = Instant::now();
+            self.last_active = self.last_recv;
+        }
+        deadline(self).is_some_and(|at| at <= Instant::now())
     }
 
     /// Queues a frame or heart-beat for writing (see [`Connection::flush`]).
@@ -256,16 +295,19 @@ impl<T: Transport> Connection<T> {
 }
 
 /// The next frame, skipping heart-beats; `None` at end of stream. Every frame or
-/// heart-beat received sets `last_recv` and `last_active`. (Not a method: the serve loop
-/// waits for it and for the session's confirmations at once.)
+/// heart-beat received sets `last_recv` and `last_active`, and `recv_undecoded` to what
+/// is left buffered. (Not a method: the serve loop waits for it and for the session's
+/// confirmations at once.)
 async fn next_frame<T: Transport>(
     t: &mut T,
     last_recv: &mut Instant,
+    recv_undecoded: &mut usize,
     last_active: &mut Instant,
 ) -> Option<Result<Frame, Fatal>> {
     loop {
         let item = t.next().await?;
         *last_recv = Instant::now();
+        *recv_undecoded = t.undecoded();
         *last_active = *last_recv;
         match item {
             Ok(Incoming::HeartBeat) => continue,
