@@ -78,13 +78,14 @@ pub async fn run(
         }
     });
 
+    let watermarks = crate::watermark::Watermarks {
+        memory_high: settings.durability.memory_high_watermark,
+        disk_free_limit: settings.durability.disk_free_limit,
+        data_dir: settings.durability.data_dir.clone(),
+    };
     tracker.spawn(crate::watermark::run(
         core.clone(),
-        crate::watermark::Watermarks {
-            memory_high: settings.durability.memory_high_watermark,
-            disk_free_limit: settings.durability.disk_free_limit,
-            data_dir: settings.durability.data_dir.clone(),
-        },
+        watermarks.clone(),
         shutdown.clone(),
     ));
 
@@ -124,6 +125,8 @@ pub async fn run(
     }
 
     let mut bound = BTreeMap::new();
+    // Readiness waits for every listener (the admin API's is bound first).
+    let startup = Arc::new(crate::admin::Startup::default());
     // Every listener's admission gate, for the admin API's `/limits`.
     let gates = Arc::new(crate::listener::limit::Gates::default());
     // One MQTT state (sessions, retained messages) shared by the TCP and WebSocket listeners.
@@ -161,6 +164,9 @@ pub async fn run(
                     auth: Arc::clone(&settings.auth),
                     access: settings.admin.clone(),
                     local,
+                    store: message_store.clone(),
+                    watermarks: watermarks.clone(),
+                    startup: Arc::clone(&startup),
                 });
                 tracker.spawn(crate::listener::serve_http(
                     listener,
@@ -243,6 +249,7 @@ pub async fn run(
         }
     }
 
+    startup.listeners_bound(bound.keys().cloned());
     if let Some(path) = &options.ready_file {
         let listeners: BTreeMap<&String, String> =
             bound.iter().map(|(k, v)| (k, v.to_string())).collect();
