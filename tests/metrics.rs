@@ -81,6 +81,15 @@ fn metrics_need_admin_credentials_and_health_checks_are_open() {
         "{body}"
     );
     assert_eq!(sample(&body, "switchboard_queue_messages_ready"), Some(0.0));
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-api.md")).unwrap();
+    for family in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            docs.contains(&format!("`{name}`")) || docs.contains(&format!("`{name}{{")),
+            "docs/admin-api.md does not list {name}"
+        );
+    }
     assert_eq!(
         sample(&body, "switchboard_queue_messages_ready{queue=\"orders\"}"),
         None,

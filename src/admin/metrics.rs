@@ -26,7 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use super::totals::Counts;
+use super::totals::{Counts, counts};
 use super::{AdminState, Caller, process, redacted};
 
 type Labels = Vec<(&'static str, String)>;
@@ -178,54 +178,60 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// `GET /limits` figures per listener: (JSON field, metric name, help, type).
+const LISTENER_FIGURES: [(&str, &str, &str, MetricType); 4] = [
+    (
+        "open",
+        "connections",
+        "Open connections (admitted, not yet closed).",
+        MetricType::Gauge,
+    ),
+    (
+        "max_connections",
+        "connections_max",
+        "The listener's max_connections.",
+        MetricType::Gauge,
+    ),
+    (
+        "peers_connected",
+        "connected_peers",
+        "Peer addresses (IPv6: /64 prefixes) with a connection open.",
+        MetricType::Gauge,
+    ),
+    (
+        "admitted",
+        "connections_accepted",
+        "Connections admitted.",
+        MetricType::Counter,
+    ),
+];
+
 /// From `GET /limits`: per listener.
 fn connections(f: &mut Families, gates: &Value) {
-    let Some(gates) = gates.as_object() else {
-        return;
-    };
+    let gates = gates.as_object().into_iter().flatten();
     let labels = |listener: &str| {
         vec![
             ("listener", listener.to_owned()),
             ("protocol", protocol(listener).to_owned()),
         ]
     };
-    let mut open = Vec::new();
-    let mut max = Vec::new();
-    let mut peers = Vec::new();
-    let mut accepted = Vec::new();
-    let mut refused = Vec::new();
-    for (listener, g) in gates {
-        open.push((labels(listener), n(&g["open"])));
-        max.push((labels(listener), n(&g["max_connections"])));
-        peers.push((labels(listener), n(&g["peers_connected"])));
-        accepted.push((labels(listener), n(&g["admitted"])));
-        if let Some(causes) = g["refused"].as_object() {
-            for (cause, v) in causes {
-                let mut l = labels(listener);
-                l.push(("cause", cause.clone()));
-                refused.push((l, n(v)));
-            }
-        }
+    for (field, name, help, kind) in LISTENER_FIGURES {
+        f.family(name, help, kind).samples = gates
+            .clone()
+            .map(|(listener, g)| (labels(listener), n(&g[field])))
+            .collect();
     }
-    f.gauge(
-        "connections",
-        "Open connections (admitted, not yet closed).",
-    )
-    .samples = open;
-    f.gauge("connections_max", "The listener's max_connections.")
-        .samples = max;
-    f.gauge(
-        "connected_peers",
-        "Peer addresses (IPv6: /64 prefixes) with a connection open.",
-    )
-    .samples = peers;
-    f.counter("connections_accepted", "Connections admitted.")
-        .samples = accepted;
-    f.counter(
+    let refused = f.counter(
         "connections_refused",
         "Connections refused at accept time, by cause: listener_limit, per_ip, rate, origin (WebSocket upgrades).",
-    )
-    .samples = refused;
+    );
+    for (listener, g) in gates {
+        for (cause, v) in g["refused"].as_object().into_iter().flatten() {
+            let mut l = labels(listener);
+            l.push(("cause", cause.clone()));
+            refused.sample(l, n(v));
+        }
+    }
 }
 
 /// Queue gauges: ready, unacked, consumers.
@@ -238,7 +244,7 @@ const QUEUE_GAUGES: [(&str, &str); 3] = [
     ("queue_consumers", "Attached consumers."),
 ];
 
-/// Queue counters, in the order of [`Counts::fields`].
+/// Queue counters, in the order of [`Counts`].
 const QUEUE_COUNTERS: [(&str, &str); 7] = [
     ("queue_messages_published", "Messages that entered a queue."),
     (
@@ -290,7 +296,7 @@ fn queues(f: &mut Families, s: &AdminState, per_object: bool, caller: Caller) {
                     Caller::Local => redacted(&q.name).unwrap_or_else(|| q.name.clone()),
                 };
                 let gauges = [q.ready as u64, q.unacked as u64, q.consumers as u64];
-                (vec![("queue", name)], gauges, Counts::of(q))
+                (vec![("queue", name)], gauges, counts(q))
             })
             .collect()
     } else {
@@ -309,10 +315,7 @@ fn queues(f: &mut Families, s: &AdminState, per_object: bool, caller: Caller) {
         f.gauge(name, help).samples = rows.iter().map(|(l, g, _)| (l.clone(), g[i])).collect();
     }
     for (i, (name, help)) in QUEUE_COUNTERS.into_iter().enumerate() {
-        f.counter(name, help).samples = rows
-            .iter()
-            .map(|(l, _, c)| (l.clone(), c.fields()[i]))
-            .collect();
+        f.counter(name, help).samples = rows.iter().map(|(l, _, c)| (l.clone(), c[i])).collect();
     }
 }
 

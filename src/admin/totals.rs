@@ -14,61 +14,29 @@ use std::collections::HashMap;
 
 use crate::core::QueueStats;
 
-/// The counters of one queue, or their sum over many.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub published: u64,
-    pub delivered: u64,
-    pub acked: u64,
-    pub redelivered: u64,
-    pub dead_lettered: u64,
-    pub expired: u64,
-    pub dropped: u64,
+/// The counters of one queue, or their sum over many: published, delivered, acked,
+/// redelivered, dead-lettered, expired, dropped.
+pub type Counts = [u64; 7];
+
+pub fn counts(q: &QueueStats) -> Counts {
+    [
+        q.published,
+        q.delivered,
+        q.acked,
+        q.redelivered,
+        q.dead_lettered,
+        q.expired,
+        q.dropped,
+    ]
 }
 
-impl Counts {
-    pub fn of(q: &QueueStats) -> Self {
-        Self {
-            published: q.published,
-            delivered: q.delivered,
-            acked: q.acked,
-            redelivered: q.redelivered,
-            dead_lettered: q.dead_lettered,
-            expired: q.expired,
-            dropped: q.dropped,
-        }
-    }
+fn add(sum: &mut Counts, c: &Counts) {
+    sum.iter_mut().zip(c).for_each(|(s, c)| *s += c);
+}
 
-    /// published, delivered, acked, redelivered, dead_lettered, expired, dropped.
-    pub fn fields(&self) -> [u64; 7] {
-        [
-            self.published,
-            self.delivered,
-            self.acked,
-            self.redelivered,
-            self.dead_lettered,
-            self.expired,
-            self.dropped,
-        ]
-    }
-
-    fn add(&mut self, o: &Counts) {
-        self.published += o.published;
-        self.delivered += o.delivered;
-        self.acked += o.acked;
-        self.redelivered += o.redelivered;
-        self.dead_lettered += o.dead_lettered;
-        self.expired += o.expired;
-        self.dropped += o.dropped;
-    }
-
-    /// Every counter at least as high as in `earlier`: the same queue, counted on.
-    fn follows(&self, earlier: &Counts) -> bool {
-        self.fields()
-            .iter()
-            .zip(earlier.fields())
-            .all(|(now, then)| *now >= then)
-    }
+/// Every counter at least as high as in `earlier`: the same queue, counted on.
+fn follows(now: &Counts, earlier: &Counts) -> bool {
+    now.iter().zip(earlier).all(|(now, then)| now >= then)
 }
 
 /// See the module docs.
@@ -87,21 +55,21 @@ impl QueueTotals {
         let mut now = HashMap::with_capacity(queues.len());
         let mut total = Counts::default();
         for q in queues {
-            let c = Counts::of(q);
+            let c = counts(q);
             if let Some(before) = self.seen.remove(&q.name)
-                && !c.follows(&before)
+                && !follows(&c, &before)
             {
                 // A new queue under an old name: the old one's counts are history.
-                self.retired.add(&before);
+                add(&mut self.retired, &before);
             }
-            total.add(&c);
+            add(&mut total, &c);
             now.insert(q.name.clone(), c);
         }
         for gone in self.seen.values() {
-            self.retired.add(gone);
+            add(&mut self.retired, gone);
         }
         self.seen = now;
-        total.add(&self.retired);
+        add(&mut total, &self.retired);
         total
     }
 }
@@ -132,19 +100,19 @@ mod tests {
     fn totals_never_fall_when_queues_go_or_come_back_anew() {
         let mut t = QueueTotals::default();
         let c = t.update(&[q("orders", 5, 3), q("$sb.sub.1", 10, 10)]);
-        assert_eq!((c.published, c.delivered), (15, 13));
+        assert_eq!((c[0], c[1]), (15, 13));
         // The subscription's queue is gone; orders counted on.
         let c = t.update(&[q("orders", 6, 3)]);
-        assert_eq!((c.published, c.delivered), (16, 13));
+        assert_eq!((c[0], c[1]), (16, 13));
         // A new `$sb.sub.1` starts from zero: the old one's counts stay.
         let c = t.update(&[q("orders", 6, 3), q("$sb.sub.1", 1, 0)]);
-        assert_eq!((c.published, c.delivered), (17, 13));
+        assert_eq!((c[0], c[1]), (17, 13));
         let c = t.update(&[q("orders", 6, 4), q("$sb.sub.1", 2, 2)]);
-        assert_eq!((c.published, c.delivered), (18, 16));
+        assert_eq!((c[0], c[1]), (18, 16));
         // Replaced between two scrapes: its counts went down.
         let c = t.update(&[q("orders", 6, 4), q("$sb.sub.1", 1, 0)]);
-        assert_eq!((c.published, c.delivered), (19, 16));
+        assert_eq!((c[0], c[1]), (19, 16));
         let c = t.update(&[]);
-        assert_eq!((c.published, c.delivered), (19, 16));
+        assert_eq!((c[0], c[1]), (19, 16));
     }
 }
