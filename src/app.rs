@@ -164,7 +164,7 @@ pub async fn run(
                     auth: Arc::clone(&settings.auth),
                     access: settings.admin.clone(),
                     local,
-                    store: message_store.clone(),
+                    journal: journal.clone(),
                     watermarks: watermarks.clone(),
                     startup: Arc::clone(&startup),
                 });
@@ -281,7 +281,7 @@ pub async fn run(
     }
     if let Some(s) = journal {
         // Everything acknowledged or published before this point is written and synced.
-        let _ = tokio::task::spawn_blocking(move || s.close()).await;
+        let _ = tokio::task::spawn_blocking(move || crate::store::Store::close(&*s)).await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -291,23 +291,25 @@ pub async fn run(
 /// store held put back.
 fn open_core(
     settings: &Settings,
-) -> Result<(Core, Option<Arc<dyn crate::store::Store>>), StartError> {
+) -> Result<(Core, Option<Arc<crate::store::FileJournal>>), StartError> {
     let Some(dir) = &settings.durability.data_dir else {
         tracing::warn!(
             "no data directory (--data-dir off): persistent messages are kept in memory only"
         );
         return Ok((Core::new(settings.core.clone()), None));
     };
-    let store: Arc<dyn crate::store::Store> = Arc::new(
+    // The journal itself, not only `dyn Store`: the admin API reads its commit count.
+    let journal = Arc::new(
         crate::store::FileJournal::open(dir, settings.durability.fsync)
             .map_err(|e| StartError::Store(e.to_string()))?,
     );
+    let store: Arc<dyn crate::store::Store> = journal.clone();
     if let Err(e) = store.check() {
         tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
     }
-    let core = Core::with_store(settings.core.clone(), Arc::clone(&store))
+    let core = Core::with_store(settings.core.clone(), store)
         .map_err(|e| StartError::Store(e.to_string()))?;
-    Ok((core, Some(store)))
+    Ok((core, Some(journal)))
 }
 
 fn load_routes(settings: &Settings) -> Result<Arc<LiveRoutes>, StartError> {

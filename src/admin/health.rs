@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AdminState;
+use crate::store::Store as _;
 
 /// What start-up has done beyond what the admin API's own existence proves.
 #[derive(Debug, Default)]
@@ -57,9 +58,9 @@ const LINK_UP: &[&str] = &["connected", "blocked"];
 
 fn checks(s: &AdminState) -> Vec<Check> {
     let mut out = Vec::new();
-    out.push(match &s.store {
+    out.push(match &s.journal {
         None => check("store", true, "in memory only (no data directory)"),
-        Some(store) => match store.check() {
+        Some(journal) => match journal.check() {
             Ok(()) => check("store", true, "recovered; writable"),
             Err(_) => check("store", false, "recovered; writes fail (see the log)"),
         },

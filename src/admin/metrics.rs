@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use super::totals::{Counts, counts};
 use super::{AdminState, Caller, process, redacted};
+use crate::store::Store as _;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -131,17 +132,17 @@ fn gather(s: &AdminState, per_object: bool, caller: Caller) -> Families {
     drops(&mut f);
     links(&mut f, &s.links.to_json());
     routes(&mut f, s);
-    if let Some(store) = &s.store {
+    if let Some(journal) = &s.journal {
         f.counter(
             "journal_commits",
             "Group commits the journal wrote (each covers many appends).",
         )
-        .value(store.commits());
+        .value(journal.commits());
         f.gauge(
             "store_writable",
             "1 while the store's writes succeed, 0 while they fail (persistent publishes are refused).",
         )
-        .value(store.check().is_ok().into());
+        .value(journal.check().is_ok().into());
     }
     f
 }

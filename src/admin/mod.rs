@@ -43,6 +43,7 @@ use crate::link::Links;
 use crate::listener::limit::{Gates, LogEvery};
 use crate::listener::origin::{host_is_loopback_name, same_origin};
 use crate::routes::reload::LiveRoutes;
+use crate::store::FileJournal;
 
 mod health;
 mod metrics;
@@ -122,7 +123,7 @@ struct AdminState {
     local: SocketAddr,
     verified: Arc<Mutex<Verified>>,
     logs: Arc<[LogEvery; 3]>,
-    store: Option<crate::store::Store>,
+    journal: Option<Arc<FileJournal>>,
     watermarks: crate::watermark::Watermarks,
     startup: Arc<Startup>,
     totals: Arc<Mutex<totals::QueueTotals>>,
@@ -139,7 +140,7 @@ pub struct AdminDeps {
     /// The address the admin listener is bound to.
     pub local: SocketAddr,
     /// The message store, when there is a data directory.
-    pub store: Option<crate::store::Store>,
+    pub journal: Option<Arc<FileJournal>>,
     pub watermarks: crate::watermark::Watermarks,
     /// Told when every listener is bound (readiness).
     pub startup: Arc<Startup>,
@@ -157,7 +158,7 @@ pub fn router(d: AdminDeps) -> Http {
         local: d.local,
         verified: Arc::default(),
         logs: Arc::new(Default::default()),
-        store: d.store,
+        journal: d.journal,
         watermarks: d.watermarks,
         startup: d.startup,
         totals: Arc::default(),

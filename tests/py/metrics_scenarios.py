@@ -90,7 +90,7 @@ def queue_counters(**n):
 
 
 def stomp_queue(before):
-    """Five messages into a queue; a consumer takes two and leaves without acknowledging;
+    """Five persistent messages into a queue; a consumer takes two and leaves without acknowledging;
     another takes all five, acknowledges four, rejects one (no dead-letter queue: dropped);
     one topic publish nobody hears."""
     q = f"metrics.q.{U}"
@@ -101,8 +101,11 @@ def stomp_queue(before):
                  lambda: f"3 STOMP connections open: {stomp_gauge(Scrape())}")
     expect_deltas(before, s, {"switchboard_connections_accepted_total": 3}, listener="stomp", protocol="stomp")
     for i in range(5):
-        prod.send(f"/queue/{q}", f"m{i}", **({"receipt": "sent"} if i == 4 else {}))
+        prod.send(f"/queue/{q}", f"m{i}", headers={"persistent": "true"}, **({"receipt": "sent"} if i == 4 else {}))
     pcol.wait_receipt("sent")
+    # Persistent messages to a durable queue go through the journal (group commits: at
+    # least one, how many depends on timing).
+    wait_for(lambda: delta(before, Scrape(), "switchboard_journal_commits_total") >= 1, T, "a journal commit")
     expect(Scrape(per_object=True).get("switchboard_queue_messages_ready", queue=q) == 5, "per_object shows the depth")
     s = Scrape()
     expect_deltas(before, s, queue_counters(published=5))
