@@ -130,12 +130,13 @@ fn gather(s: &AdminState, per_object: bool, caller: Caller) -> Families {
     queues(&mut f, s, per_object, caller);
     memory(&mut f, s);
     drops(&mut f);
+    mqtt(&mut f);
     links(&mut f, &s.links.to_json());
     routes(&mut f, s);
     if let Some(journal) = &s.journal {
         f.counter(
             "journal_commits",
-            "Group commits the journal wrote (each covers many appends).",
+            "Group commits the journal wrote (each covers one or more appends).",
         )
         .value(journal.commits());
         f.gauge(
@@ -364,7 +365,7 @@ fn memory(f: &mut Families, s: &AdminState) {
     .value(s.core.flow().blocked().is_some().into());
 }
 
-/// Counted causes (`GET /memory`'s `limits`), lost fields (`GET /loss`), MQTT (`GET /mqtt`).
+/// Counted causes (`GET /memory`'s `limits`) and lost fields (`GET /loss`).
 fn drops(f: &mut Families) {
     f.counter(
         "drops_and_refusals",
@@ -394,6 +395,10 @@ fn drops(f: &mut Families) {
         "Message fields a target protocol cannot carry, by edge, field and what the route's loss policy did (dropped, encoded, rejected).",
     )
     .samples = lost;
+}
+
+/// From `GET /mqtt`.
+fn mqtt(f: &mut Families) {
     use crate::listener::mqtt::session as mqtt;
     f.gauge(
         "mqtt_parked_connections",
