@@ -78,13 +78,14 @@ pub async fn run(
         }
     });
 
+    let watermarks = crate::watermark::Watermarks {
+        memory_high: settings.durability.memory_high_watermark,
+        disk_free_limit: settings.durability.disk_free_limit,
+        data_dir: settings.durability.data_dir.clone(),
+    };
     tracker.spawn(crate::watermark::run(
         core.clone(),
-        crate::watermark::Watermarks {
-            memory_high: settings.durability.memory_high_watermark,
-            disk_free_limit: settings.durability.disk_free_limit,
-            data_dir: settings.durability.data_dir.clone(),
-        },
+        watermarks.clone(),
         shutdown.clone(),
     ));
 
@@ -124,6 +125,8 @@ pub async fn run(
     }
 
     let mut bound = BTreeMap::new();
+    // Readiness waits for every listener (the admin API's is bound first).
+    let startup = Arc::new(crate::admin::Startup::default());
     // Every listener's admission gate, for the admin API's `/limits`.
     let gates = Arc::new(crate::listener::limit::Gates::default());
     // One MQTT state (sessions, retained messages) shared by the TCP and WebSocket listeners.
@@ -161,6 +164,9 @@ pub async fn run(
                     auth: Arc::clone(&settings.auth),
                     access: settings.admin.clone(),
                     local,
+                    journal: journal.clone(),
+                    watermarks: watermarks.clone(),
+                    startup: Arc::clone(&startup),
                 });
                 tracker.spawn(crate::listener::serve_http(
                     listener,
@@ -243,6 +249,7 @@ pub async fn run(
         }
     }
 
+    startup.listeners_bound(bound.keys().cloned());
     if let Some(path) = &options.ready_file {
         let listeners: BTreeMap<&String, String> =
             bound.iter().map(|(k, v)| (k, v.to_string())).collect();
@@ -274,7 +281,7 @@ pub async fn run(
     }
     if let Some(s) = journal {
         // Everything acknowledged or published before this point is written and synced.
-        let _ = tokio::task::spawn_blocking(move || s.close()).await;
+        let _ = tokio::task::spawn_blocking(move || crate::store::Store::close(&*s)).await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -284,23 +291,25 @@ pub async fn run(
 /// store held put back.
 fn open_core(
     settings: &Settings,
-) -> Result<(Core, Option<Arc<dyn crate::store::Store>>), StartError> {
+) -> Result<(Core, Option<Arc<crate::store::FileJournal>>), StartError> {
     let Some(dir) = &settings.durability.data_dir else {
         tracing::warn!(
             "no data directory (--data-dir off): persistent messages are kept in memory only"
         );
         return Ok((Core::new(settings.core.clone()), None));
     };
-    let store: Arc<dyn crate::store::Store> = Arc::new(
+    // The journal itself, not only `dyn Store`: the admin API reads its commit count.
+    let journal = Arc::new(
         crate::store::FileJournal::open(dir, settings.durability.fsync)
             .map_err(|e| StartError::Store(e.to_string()))?,
     );
+    let store: Arc<dyn crate::store::Store> = journal.clone();
     if let Err(e) = store.check() {
         tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
     }
-    let core = Core::with_store(settings.core.clone(), Arc::clone(&store))
+    let core = Core::with_store(settings.core.clone(), store)
         .map_err(|e| StartError::Store(e.to_string()))?;
-    Ok((core, Some(store)))
+    Ok((core, Some(journal)))
 }
 
 fn load_routes(settings: &Settings) -> Result<Arc<LiveRoutes>, StartError> {

@@ -3,6 +3,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/health` | `ok` while the daemon runs (always open: a health check) |
+//! | GET | `/health/live`, `/health/ready` | liveness; readiness with its checks, 503 when one fails (always open; [`health`]) |
+//! | GET | `/metrics` | Prometheus text exposition; `?per_object=1` for per-queue series ([`metrics`]) |
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
@@ -13,7 +15,7 @@
 //! | GET | `/limits` | each listener's admissions and refusals (per peer address, connect rate) |
 //!
 //! Access ([`guard`]): with an admin user (`admin: true`) or an admin token configured,
-//! every request but `/health` needs HTTP Basic credentials of an admin user or a
+//! every request but the health checks needs HTTP Basic credentials of an admin user or a
 //! bearer token. Without either, the API answers only on a loopback listener to loopback
 //! peers, and those unauthenticated callers see client-owned queue names redacted.
 //! On a loopback listener the `Host` must name this machine (DNS rebinding), and a
@@ -41,6 +43,14 @@ use crate::link::Links;
 use crate::listener::limit::{Gates, LogEvery};
 use crate::listener::origin::{host_is_loopback_name, same_origin};
 use crate::routes::reload::LiveRoutes;
+use crate::store::FileJournal;
+
+mod health;
+mod metrics;
+mod process;
+mod totals;
+
+pub use health::Startup;
 
 /// Who may use the admin API.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +123,10 @@ struct AdminState {
     local: SocketAddr,
     verified: Arc<Mutex<Verified>>,
     logs: Arc<[LogEvery; 3]>,
+    journal: Option<Arc<FileJournal>>,
+    watermarks: crate::watermark::Watermarks,
+    startup: Arc<Startup>,
+    totals: Arc<Mutex<totals::QueueTotals>>,
 }
 
 /// What the admin API needs.
@@ -125,6 +139,11 @@ pub struct AdminDeps {
     pub access: AdminAccess,
     /// The address the admin listener is bound to.
     pub local: SocketAddr,
+    /// The message store, when there is a data directory.
+    pub journal: Option<Arc<FileJournal>>,
+    pub watermarks: crate::watermark::Watermarks,
+    /// Told when every listener is bound (readiness).
+    pub startup: Arc<Startup>,
 }
 
 /// Builds the admin API.
@@ -139,9 +158,16 @@ pub fn router(d: AdminDeps) -> Http {
         local: d.local,
         verified: Arc::default(),
         logs: Arc::new(Default::default()),
+        journal: d.journal,
+        watermarks: d.watermarks,
+        startup: d.startup,
+        totals: Arc::default(),
     };
     Http::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
         .route("/queues", get(queues))
@@ -195,14 +221,18 @@ fn refuse(
     r
 }
 
-/// Access control in front of every route but `/health` (see the module docs).
+/// Health checks, open to anyone who reaches the listener (probes rarely carry
+/// credentials); they show states and names, never addresses or error texts.
+const OPEN: &[&str] = &["/health", "/health/live", "/health/ready"];
+
+/// Access control in front of every route but the [`OPEN`] ones (see the module docs).
 async fn guard(
     State(s): State<AdminState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() == "/health" {
+    if OPEN.contains(&req.uri().path()) {
         return next.run(req).await;
     }
     let headers = req.headers();

@@ -1,0 +1,276 @@
+//! The admin listener's `GET /metrics` and health checks (issue 23): the exposition parsed
+//! by the Prometheus project's Python parser after real traffic
+//! (tests/py/metrics_scenarios.py), readiness following an AMQP link, and the admin
+//! API's access rules.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Daemon, daemon_with_config, http, http_json, wait_until};
+
+/// GET with an optional bearer token: (status, head, body).
+fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample written exactly `series` (name and labels), if there is one.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn counters_move_as_the_traffic_says() {
+    let d = Daemon::start(&[], &[]);
+    let admin = d.addr("admin").port().to_string();
+    let mqtt = d.addr("mqtt").port().to_string();
+    common::python_scenario(
+        &d,
+        "metrics_scenarios.py",
+        "stomp",
+        "traffic",
+        &["--admin-port", &admin, "--mqtt-port", &mqtt],
+    );
+}
+
+/// With an admin token configured, `/metrics` needs it like every admin read; the health
+/// checks stay open. An admin's per-object scrape names the queues.
+#[test]
+fn metrics_need_admin_credentials_and_health_checks_are_open() {
+    let token = "tok-metrics-3f9a1c7e5b";
+    let d = daemon_with_config(&format!(
+        "auth:\n  admin_tokens: [\"{}\"]\nqueues:\n  named:\n    orders: {{}}\n",
+        switchboard::admin::token_digest(token)
+    ));
+    let a = d.addr("admin");
+    let (status, _, _) = get(a, "/metrics", None);
+    assert_eq!(status, 401);
+    assert_eq!(get(a, "/metrics", Some("tok-wrong")).0, 401);
+    let (status, head, body) = get(a, "/metrics", Some(token));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let version = format!(
+        "switchboard_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&body, &version), Some(1.0), "{body}");
+    assert!(
+        body.contains("# TYPE switchboard_connections_accepted_total counter"),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "switchboard_queue_messages_ready"), Some(0.0));
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-api.md")).unwrap();
+    for family in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            docs.contains(&format!("`{name}`")) || docs.contains(&format!("`{name}{{")),
+            "docs/admin-api.md does not list {name}"
+        );
+    }
+    assert_eq!(
+        sample(&body, "switchboard_queue_messages_ready{queue=\"orders\"}"),
+        None,
+        "no per-queue series without per_object"
+    );
+    let (_, _, body) = get(a, "/metrics?per_object=1", Some(token));
+    assert_eq!(
+        sample(&body, "switchboard_queue_messages_ready{queue=\"orders\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "switchboard_queue_messages_ready"), None);
+
+    assert_eq!(http(a, "GET", "/health"), (200, "ok".into()));
+    assert_eq!(http(a, "GET", "/health/live"), (200, "ok".into()));
+    let (status, v) = http_json(a, "GET", "/health/ready");
+    assert_eq!(
+        (status, &v["ready"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+    let checks = v["checks"].as_array().unwrap();
+    let listeners = checks.iter().find(|c| c["check"] == "listeners").unwrap();
+    assert_eq!(
+        listeners["detail"], "bound: admin, mqtt, mqtt-ws, stomp, stomp-ws",
+        "{v}"
+    );
+    assert!(checks.iter().any(|c| c["check"] == "store"), "{v}");
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon with one AMQP link `rabbit` to `127.0.0.1:port` (guest/guest), quick to retry.
+fn with_link(port: u16) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(dir.path().join("amqp.pw"), "guest\n").unwrap();
+    let config = format!(
+        "links:\n  rabbit:\n    amqp:\n      uri: \"amqp://127.0.0.1:{port}/%2f\"\n      username: guest\n      password_file: amqp.pw\n      reconnect_initial: 100ms\n      reconnect_max: 500ms\n"
+    );
+    std::fs::write(dir.path().join("switchboard.yaml"), config).unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    Daemon::start_in(dir, &["--config", &cfg])
+}
+
+fn ready(d: &Daemon) -> (u16, serde_json::Value) {
+    http_json(d.addr("admin"), "GET", "/health/ready")
+}
+
+fn link_check(v: &serde_json::Value) -> serde_json::Value {
+    v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "link rabbit"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no check of the link: {v}"))
+}
+
+fn metrics(d: &Daemon) -> String {
+    http(d.addr("admin"), "GET", "/metrics").1
+}
+
+const RETRYING: &str =
+    "switchboard_link_state{link=\"rabbit\",protocol=\"amqp\",state=\"retrying\"}";
+const CONNECTED: &str =
+    "switchboard_link_state{link=\"rabbit\",protocol=\"amqp\",state=\"connected\"}";
+const RECONNECTS: &str = "switchboard_link_reconnects_total{link=\"rabbit\",protocol=\"amqp\"}";
+
+/// Readiness is 503 while a configured link cannot connect, naming the link; the process
+/// is live all the same, and the link's state shows in the metrics.
+#[test]
+fn not_ready_while_a_link_cannot_connect() {
+    let d = with_link(closed_port());
+    wait_until(Duration::from_secs(20), "the link retrying", || {
+        (sample(&metrics(&d), RETRYING) == Some(1.0)).then_some(())
+    });
+    let (status, v) = ready(&d);
+    assert_eq!(
+        (status, &v["ready"]),
+        (503, &serde_json::json!(false)),
+        "{v}"
+    );
+    let link = link_check(&v);
+    assert_eq!(link["ok"], false, "{v}");
+    assert!(
+        ["amqp link retrying", "amqp link connecting"].contains(&link["detail"].as_str().unwrap()),
+        "{v}"
+    );
+    let others_ok = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] != "link rabbit")
+        .all(|c| c["ok"] == true);
+    assert!(others_ok, "only the link is not ready: {v}");
+    assert_eq!(http(d.addr("admin"), "GET", "/health/live").0, 200);
+    assert_eq!(sample(&metrics(&d), CONNECTED), Some(0.0));
+}
+
+/// A TCP forwarder from a loopback port to RabbitMQ whose connections can be cut.
+struct Forwarder {
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Forwarder {
+    fn start(port: u16, to: &'static str) -> Forwarder {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let kept = Arc::clone(&conns);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut kept = kept.lock().unwrap();
+                kept.push(client.try_clone().unwrap());
+                kept.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Forwarder { conns }
+    }
+
+    /// Closes every forwarded connection, as a network failure would.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// Not ready while the link's peer is unreachable; ready once RabbitMQ answers through
+/// the forwarder; after the connection is cut the link reconnects (counted once) and the
+/// daemon is ready again.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ: run scripts/test")]
+fn ready_once_the_link_is_up_and_again_after_it_reconnects() {
+    let _l = common::peer_lock(
+        "rabbitmq",
+        false,
+        "127.0.0.1:5672",
+        "scripts/setup rabbitmq",
+    );
+    let port = closed_port();
+    let d = with_link(port);
+    wait_until(Duration::from_secs(20), "the link retrying", || {
+        (sample(&metrics(&d), RETRYING) == Some(1.0)).then_some(())
+    });
+    assert_eq!(ready(&d).0, 503);
+    let forwarder = Forwarder::start(port, "127.0.0.1:5672");
+    wait_until(Duration::from_secs(20), "ready", || {
+        (ready(&d).0 == 200).then_some(())
+    });
+    let m = metrics(&d);
+    assert_eq!(sample(&m, CONNECTED), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, RECONNECTS),
+        Some(0.0),
+        "the first connection: {m}"
+    );
+    assert_eq!(link_check(&ready(&d).1)["detail"], "amqp link connected");
+
+    forwarder.cut();
+    wait_until(Duration::from_secs(20), "reconnected", || {
+        let m = metrics(&d);
+        (sample(&m, RECONNECTS) == Some(1.0) && sample(&m, CONNECTED) == Some(1.0)).then_some(())
+    });
+    let (status, v) = ready(&d);
+    assert_eq!(status, 200, "{v}");
+}
