@@ -91,16 +91,10 @@ impl Router {
         routing_key: &str,
         message: Message,
     ) -> Result<Option<usize>, RouterError> {
-        match self
+        let unconfirmed = self
             .publish_from_amqp_unconfirmed(link, key, routing_key, message)
-            .await?
-        {
-            None => Ok(None),
-            Some((n, confirmation)) => {
-                confirmation.wait().await?;
-                Ok(Some(n))
-            }
-        }
+            .await?;
+        confirmed(unconfirmed).await
     }
 
     /// [`Router::publish_from_amqp`] that returns before the message is durable, with
@@ -134,16 +128,10 @@ impl Router {
         presence: bool,
         message: Message,
     ) -> Result<Option<usize>, RouterError> {
-        match self
+        let unconfirmed = self
             .publish_from_xmpp_unconfirmed(link, to, presence, message)
-            .await?
-        {
-            None => Ok(None),
-            Some((n, confirmation)) => {
-                confirmation.wait().await?;
-                Ok(Some(n))
-            }
-        }
+            .await?;
+        confirmed(unconfirmed).await
     }
 
     /// [`Router::publish_from_xmpp`] that returns before the message is durable, with
@@ -296,6 +284,19 @@ fn link_address_json(r: &Rendered) -> String {
             serde_json::json!({"to": to, "from": from, "type": kind}).to_string()
         }
         Rendered::Internal(d) => serde_json::json!({"destination": d.to_string()}).to_string(),
+    }
+}
+
+/// What a link's publish took, once the message is durable.
+async fn confirmed(
+    unconfirmed: Option<(usize, Confirmation)>,
+) -> Result<Option<usize>, RouterError> {
+    match unconfirmed {
+        None => Ok(None),
+        Some((n, confirmation)) => {
+            confirmation.wait().await?;
+            Ok(Some(n))
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `connections:` section: admission limits per peer address, on every listener.
 
-use super::ConfigError;
 use super::raw::RawConnections;
+use super::{ConfigError, set_given};
 use crate::listener::limit::PeerLimits;
 
 /// Applies `connections:`; a rate must be 0 (no limit) or more, and with a rate the
@@ -12,15 +12,9 @@ pub(super) fn validate(
     d: &mut PeerLimits,
     errors: &mut Vec<ConfigError>,
 ) {
-    if let Some(v) = c.max_per_ip {
-        d.max_per_ip = v;
-    }
-    if let Some(v) = c.connect_rate {
-        d.connect_rate = v;
-    }
-    if let Some(v) = c.connect_burst {
-        d.connect_burst = v;
-    }
+    set_given(&mut d.max_per_ip, c.max_per_ip);
+    set_given(&mut d.connect_rate, c.connect_rate);
+    set_given(&mut d.connect_burst, c.connect_burst);
     if !(d.connect_rate >= 0.0 && d.connect_rate.is_finite()) {
         errors.push(ConfigError(format!(
             "{shown}: connections.connect_rate must be 0 (no limit) or more"

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::ConfigError;
 use super::raw::RawDurability;
+use super::{ConfigError, set_given};
 use crate::duration::parse_duration;
 
 /// Where and how persistent messages are kept.
@@ -65,10 +65,6 @@ pub(super) fn validate(
             Err(e) => errors.push(ConfigError(format!("{shown}: durability.fsync: {e}"))),
         }
     }
-    if let Some(v) = raw.memory_high_watermark {
-        d.memory_high_watermark = v;
-    }
-    if let Some(v) = raw.disk_free_limit {
-        d.disk_free_limit = v;
-    }
+    set_given(&mut d.memory_high_watermark, raw.memory_high_watermark);
+    set_given(&mut d.disk_free_limit, raw.disk_free_limit);
 }

@@ -181,6 +181,13 @@ impl Settings {
     }
 }
 
+/// A setting the file gives replaces the default in `slot`.
+fn set_given<T>(slot: &mut T, given: Option<T>) {
+    if let Some(v) = given {
+        *slot = v;
+    }
+}
+
 /// A duration setting that may be `off`. `None`: absent, or refused (the error is
 /// recorded under `what`), so the default stays; `Some(None)`: off.
 fn duration_or_off(

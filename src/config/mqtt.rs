@@ -2,7 +2,7 @@
 
 use super::raw::RawMqtt;
 use super::ws_policy::ws_policy;
-use super::{ConfigError, duration_or_off};
+use super::{ConfigError, duration_or_off, set_given};
 use crate::listener::mqtt::state::MqttSettings;
 use crate::listener::origin::WsPolicy;
 
@@ -13,27 +13,13 @@ pub(super) fn validate(
     d: &mut MqttSettings,
     errors: &mut Vec<ConfigError>,
 ) -> WsPolicy {
-    if let Some(v) = m.max_packet_size {
-        d.max_packet_size = v;
-    }
-    if let Some(v) = m.max_inflight {
-        d.max_inflight = v.max(1);
-    }
-    if let Some(v) = m.max_queued {
-        d.max_queued = v.max(1);
-    }
-    if let Some(v) = m.max_retained {
-        d.max_retained = v;
-    }
-    if let Some(v) = m.max_retained_bytes {
-        d.max_retained_bytes = v;
-    }
-    if let Some(v) = m.max_connections {
-        d.max_connections = v;
-    }
-    if let Some(v) = m.max_keep_alive {
-        d.max_keep_alive = v;
-    }
+    set_given(&mut d.max_packet_size, m.max_packet_size);
+    set_given(&mut d.max_inflight, m.max_inflight.map(|v| v.max(1)));
+    set_given(&mut d.max_queued, m.max_queued.map(|v| v.max(1)));
+    set_given(&mut d.max_retained, m.max_retained);
+    set_given(&mut d.max_retained_bytes, m.max_retained_bytes);
+    set_given(&mut d.max_connections, m.max_connections);
+    set_given(&mut d.max_keep_alive, m.max_keep_alive);
     if let Some(t) = duration_or_off(
         m.park_idle_after.as_deref(),
         &format!("{shown}: mqtt.park_idle_after"),

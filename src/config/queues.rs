@@ -1,8 +1,8 @@
 //! The `queues:` section: auto-creation, the defaults of queues and of subscription
 //! queues, and named queues.
 
-use super::ConfigError;
 use super::raw::{RawQueue, RawQueues};
+use super::{ConfigError, set_given};
 use crate::core::{CoreConfig, Destination, QueueOptions};
 use crate::duration::parse_duration;
 
@@ -13,9 +13,7 @@ pub(super) fn validate(
     core: &mut CoreConfig,
     errors: &mut Vec<ConfigError>,
 ) {
-    if let Some(v) = raw.auto_create {
-        core.auto_create_queues = v;
-    }
+    set_given(&mut core.auto_create_queues, raw.auto_create);
     core.default_queue = queue_options(
         &raw.defaults,
         &core.default_queue,
@@ -50,24 +48,16 @@ fn queue_options(
     errors: &mut Vec<ConfigError>,
 ) -> QueueOptions {
     let mut o = base.clone();
-    if let Some(v) = raw.max_length {
-        o.max_length = v;
-    }
-    if let Some(v) = raw.max_bytes {
-        o.max_bytes = v;
-    }
-    if let Some(v) = raw.overflow {
-        o.overflow = v;
-    }
+    set_given(&mut o.max_length, raw.max_length);
+    set_given(&mut o.max_bytes, raw.max_bytes);
+    set_given(&mut o.overflow, raw.overflow);
     if let Some(v) = &raw.ttl {
         match parse_duration(v) {
             Ok(d) => o.ttl = Some(d),
             Err(e) => errors.push(ConfigError(format!("{what}.ttl: {e}"))),
         }
     }
-    if let Some(v) = raw.expired {
-        o.expired = v;
-    }
+    set_given(&mut o.expired, raw.expired);
     if let Some(v) = &raw.dead_letter {
         match Destination::parse(v) {
             Ok(d) => o.dead_letter = Some(d),

@@ -2,7 +2,7 @@
 
 use super::raw::RawStomp;
 use super::ws_policy::ws_policy;
-use super::{ConfigError, duration_or_off};
+use super::{ConfigError, duration_or_off, set_given};
 use crate::listener::origin::WsPolicy;
 use crate::listener::stomp::session::StompSettings;
 
@@ -24,24 +24,12 @@ pub(super) fn validate(
             ))),
         }
     }
-    if let Some(v) = st.max_frame_size {
-        d.limits.max_frame_size = v;
-    }
-    if let Some(v) = st.max_headers {
-        d.limits.max_headers = v;
-    }
-    if let Some(v) = st.max_header_length {
-        d.limits.max_header_len = v;
-    }
-    if let Some(v) = st.max_subscriptions {
-        d.max_subscriptions = v;
-    }
-    if let Some(v) = st.max_connections {
-        d.max_connections = v;
-    }
-    if let Some(v) = st.prefetch {
-        d.default_prefetch = v.max(1);
-    }
+    set_given(&mut d.limits.max_frame_size, st.max_frame_size);
+    set_given(&mut d.limits.max_headers, st.max_headers);
+    set_given(&mut d.limits.max_header_len, st.max_header_length);
+    set_given(&mut d.max_subscriptions, st.max_subscriptions);
+    set_given(&mut d.max_connections, st.max_connections);
+    set_given(&mut d.default_prefetch, st.prefetch.map(|v| v.max(1)));
     if let Some(t) = duration_or_off(
         st.idle_timeout.as_deref(),
         &format!("{shown}: stomp.idle_timeout"),
@@ -49,15 +37,9 @@ pub(super) fn validate(
     ) {
         d.idle_timeout = t;
     }
-    if let Some(v) = st.max_unacked_bytes {
-        d.max_unacked_bytes = v;
-    }
-    if let Some(v) = st.max_transaction_bytes {
-        d.max_transaction_bytes = v;
-    }
-    if let Some(v) = st.max_transactions {
-        d.max_transactions = v;
-    }
+    set_given(&mut d.max_unacked_bytes, st.max_unacked_bytes);
+    set_given(&mut d.max_transaction_bytes, st.max_transaction_bytes);
+    set_given(&mut d.max_transactions, st.max_transactions);
     ws_policy(
         st.ws_allowed_origins,
         st.ws_allow_anonymous_browsers,

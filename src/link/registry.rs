@@ -10,7 +10,20 @@ use super::LinkStatus;
 pub struct Links(Arc<Mutex<BTreeMap<String, Arc<LinkStatus>>>>);
 
 impl Links {
-    pub fn insert(&self, s: Arc<LinkStatus>) {
+    /// Registers a starting link: its status (listed from now on) and its two core
+    /// queues (see [`super::declare_link_queues`]), which every link kind has alike.
+    pub(crate) fn add(
+        &self,
+        status: &Arc<LinkStatus>,
+        core: &crate::core::Core,
+        max_pending: usize,
+        dead_letter: &str,
+    ) {
+        self.insert(Arc::clone(status));
+        super::declare_link_queues(core, &status.name, max_pending, dead_letter);
+    }
+
+    fn insert(&self, s: Arc<LinkStatus>) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -25,6 +25,22 @@ impl SettingsCheck<'_> {
         }
     }
 
+    /// The reconnect delays: the first (default 200ms) and the cap (default 30s), the cap
+    /// raised to the first when given below it.
+    pub fn reconnect(
+        &mut self,
+        initial: Option<String>,
+        max: Option<String>,
+    ) -> (std::time::Duration, std::time::Duration) {
+        let initial = self.duration(
+            "reconnect_initial",
+            initial,
+            std::time::Duration::from_millis(200),
+        );
+        let max = self.duration("reconnect_max", max, std::time::Duration::from_secs(30));
+        (initial, max.max(initial))
+    }
+
     /// A count that must be at least 1, or its default.
     pub fn count(&mut self, key: &str, v: Option<usize>, default: usize) -> usize {
         let v = v.unwrap_or(default);

@@ -37,6 +37,32 @@ pub fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The next accepted connection (Nagle off), or `None` once `cancel` fires. Both accept
+/// loops share it so a failed accept is handled one way.
+async fn accept_next(
+    listener: &TcpListener,
+    protocol: &'static str,
+    cancel: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep serving.
+                tracing::warn!(protocol, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections until `cancel` fires. Each goes through `gate`: an admitted one
 /// is handed to `handle` with its slot; one over the listener's own limit is handed with
 /// `None` (the protocol's refusal is said there, after TLS if any); one refused for its
@@ -57,21 +83,7 @@ pub async fn accept_loop<F, Fut, R, RFut>(
     R: Fn(TcpStream, Refusal) -> RFut + Send + Sync + 'static,
     RFut: Future<Output = ()> + Send + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: log, back off briefly, keep serving.
-                tracing::warn!(protocol, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept_next(&listener, protocol, &cancel).await {
         let slot = match gate.admit(peer.ip()) {
             Ok(slot) => Some(slot),
             Err(Refusal::Listener) => None,
@@ -131,20 +143,7 @@ pub async fn serve_http(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(protocol, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept_next(&listener, protocol, &cancel).await {
         let slot = match gate.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {

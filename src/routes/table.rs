@@ -193,32 +193,15 @@ impl RouteTable {
         m: Message,
         trace: &mut T,
     ) -> Option<Result<Vec<Leg>, RoutingError>> {
-        let mut hits = Vec::new();
-        let mut any = false;
-        for r in &self.routes {
-            let Source::Xmpp {
+        self.resolve_link(m, trace, |source| match source {
+            Source::Xmpp {
                 link: l,
                 jid_pattern: Some(p),
                 presence: pres,
                 ..
-            } = &r.source
-            else {
-                continue;
-            };
-            if l != link || pres.is_some() != presence {
-                continue;
-            }
-            let Some(caps) = p.captures(to) else {
-                continue;
-            };
-            any = true;
-            if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
-                hits.push((r, caps));
-            } else {
-                trace.refused(0, r);
-            }
-        }
-        any.then(|| self.apply_all(&hits, &m, trace))
+            } if l == link && pres.is_some() == presence => p.captures(to),
+            _ => None,
+        })
     }
 
     /// JIDs the routes of an XMPP link name without wildcards (service discovery lists
@@ -289,40 +272,48 @@ impl RouteTable {
         m: Message,
         trace: &mut T,
     ) -> Option<Result<Vec<Leg>, RoutingError>> {
-        let mut hits = Vec::new();
-        let mut any = false;
-        for r in &self.routes {
-            if amqp_key(&r.source, link).as_ref() != Some(key) {
-                continue;
+        self.resolve_link(m, trace, |source| {
+            if amqp_key(source, link).as_ref() != Some(key) {
+                return None;
             }
-            any = true;
-            if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
-                trace.refused(0, r);
-                continue;
-            }
-            let caps = match &r.source {
+            Some(match source {
                 Source::Amqp {
                     binding: Some(p), ..
                 } => p.captures(routing_key).unwrap_or_default(),
                 _ => Vec::new(),
-            };
-            hits.push((r, caps));
-        }
-        any.then(|| self.apply_all(&hits, &m, trace))
+            })
+        })
     }
 
-    /// Applies the routes a link source matched, in order; the legs of them all.
-    fn apply_all<T: explain::Trace>(
+    /// Routes a message a link received: every route whose source `matches` (giving the
+    /// captures) and whose filter takes the message, applied in table order. `None` when
+    /// no route's source matches; an empty list when some do but their filters refused.
+    fn resolve_link<T: explain::Trace>(
         &self,
-        hits: &[(&CompiledRoute, Vec<Capture>)],
-        m: &Message,
+        m: Message,
         trace: &mut T,
-    ) -> Result<Vec<Leg>, RoutingError> {
-        let mut out = Vec::new();
-        for (r, caps) in hits {
-            self.apply_route(r, caps, m, 0, &mut out, trace)?;
+        matches: impl Fn(&Source) -> Option<Vec<Capture>>,
+    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+        let mut hits = Vec::new();
+        let mut any = false;
+        for r in &self.routes {
+            let Some(caps) = matches(&r.source) else {
+                continue;
+            };
+            any = true;
+            if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+                hits.push((r, caps));
+            } else {
+                trace.refused(0, r);
+            }
         }
-        Ok(out)
+        any.then(|| {
+            let mut out = Vec::new();
+            for (r, caps) in &hits {
+                self.apply_route(r, caps, &m, 0, &mut out, trace)?;
+            }
+            Ok(out)
+        })
     }
 
     /// One matched route: render its targets, transform, follow internal targets.

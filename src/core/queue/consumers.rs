@@ -100,12 +100,7 @@ impl Queue {
         }
         let mut back: Vec<Entry> = slot.pending.into_iter().collect();
         for (_, e) in slot.unacked {
-            if self.over_delivered(&e) {
-                dead.push(e.into_dead(DeadReason::MaxDeliveries));
-            } else {
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                back.push(e);
-            }
+            self.redeliver(e, &mut back, dead);
         }
         self.requeue_locked(&mut st, back);
         self.dispatch(&mut st, now, dead);
@@ -130,10 +125,19 @@ impl Queue {
         self.dispatch(&mut st, now, dead);
     }
 
-    fn over_delivered(&self, e: &Entry) -> bool {
-        self.options
+    /// An entry a consumer had unacknowledged goes to `back` to be delivered again, or,
+    /// once it has been delivered `max_deliveries` times, to `dead`.
+    fn redeliver(&self, e: Entry, back: &mut Vec<Entry>, dead: &mut Vec<DeadLetter>) {
+        if self
+            .options
             .max_deliveries
             .is_some_and(|max| e.deliveries >= max)
+        {
+            dead.push(e.into_dead(DeadReason::MaxDeliveries));
+        } else {
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            back.push(e);
+        }
     }
 
     /// Puts entries back into `ready` at their sequence positions.
@@ -357,13 +361,9 @@ impl Queue {
         Self::room_freed(&mut st, &self.space);
         let mut back = Vec::new();
         for e in taken {
-            if let Some(reason) = requeue {
-                dead.push(e.into_dead(reason));
-            } else if self.over_delivered(&e) {
-                dead.push(e.into_dead(DeadReason::MaxDeliveries));
-            } else {
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                back.push(e);
+            match requeue {
+                Some(reason) => dead.push(e.into_dead(reason)),
+                None => self.redeliver(e, &mut back, dead),
             }
         }
         self.requeue_locked(&mut st, back);

@@ -206,7 +206,6 @@ async fn handle(
     let routing_key = d.routing_key.to_string();
     let exchange = d.exchange.to_string();
     let acker = d.acker;
-    let settle = |r: lapin::Result<bool>| r.map(drop).map_err(|e| format!("settle: {e}"));
     let message = convert::from_amqp(
         &Inbound {
             link,
@@ -242,48 +241,56 @@ async fn handle(
         Err(err) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
-            return settle(acker.reject(BasicRejectOptions { requeue: false }).await);
+            return reject(&acker).await;
         }
     };
     match routed {
         Ok(Some(0)) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_info!(FILTERED, %exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
-            settle(acker.reject(BasicRejectOptions { requeue: false }).await)
+            reject(&acker).await
         }
         // Accepted deliveries were parked in `pending` above.
         Ok(Some(_)) => Ok(()),
         Ok(None) => {
             // A reload removed the route between delivery and now: give it back.
-            settle(
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await,
-            )
+            requeue(&acker).await
         }
         Err(RouterError::Routing(err)) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "the route cannot translate the message: rejected without requeue");
-            settle(acker.reject(BasicRejectOptions { requeue: false }).await)
+            reject(&acker).await
         }
         Err(RouterError::Publish(err)) => {
             // The destination refused it for now (full, or gone): leave it in RabbitMQ
             // and slow down rather than drop it.
             crate::rate_warn!(CORE_REFUSED, %exchange, %routing_key, reason = %err, "the core refused the message: requeued in RabbitMQ");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            settle(
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await,
-            )
+            requeue(&acker).await
         }
     }
+}
+
+/// Gives a delivery back to RabbitMQ, to be delivered again.
+async fn requeue(acker: &Acker) -> Result<(), String> {
+    settled(
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await,
+    )
+}
+
+/// Refuses a delivery for good (RabbitMQ dead-letters it if its queue has a
+/// dead-letter exchange).
+async fn reject(acker: &Acker) -> Result<(), String> {
+    settled(acker.reject(BasicRejectOptions { requeue: false }).await)
+}
+
+fn settled(r: lapin::Result<bool>) -> Result<(), String> {
+    r.map(drop).map_err(|e| format!("settle: {e}"))
 }
 
 /// Messages refused on the way in, counted and logged at most once a second (see

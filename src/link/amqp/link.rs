@@ -35,10 +35,9 @@ pub fn spawn(
         "amqp",
         settings.shown_uri(),
     ));
-    links.insert(Arc::clone(&status));
-    crate::link::declare_link_queues(
+    links.add(
+        &status,
         router.core(),
-        &settings.name,
         settings.max_pending,
         &settings.dead_letter,
     );

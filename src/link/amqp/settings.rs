@@ -126,13 +126,8 @@ impl AmqpLinkSettings {
             uri.authority.userinfo.password = p;
         }
         uri.query.heartbeat = Some(raw.heartbeat.unwrap_or(30));
-        let reconnect_initial = check.duration(
-            "reconnect_initial",
-            raw.reconnect_initial,
-            Duration::from_millis(200),
-        );
-        let reconnect_max =
-            check.duration("reconnect_max", raw.reconnect_max, Duration::from_secs(30));
+        let (reconnect_initial, reconnect_max) =
+            check.reconnect(raw.reconnect_initial, raw.reconnect_max);
         let reply_timeout =
             check.duration("reply_timeout", raw.reply_timeout, Duration::from_secs(300));
         let dead_letter = check.dead_letter(name, raw.dead_letter);
@@ -165,7 +160,7 @@ impl AmqpLinkSettings {
             publish_attempts,
             dead_letter,
             reconnect_initial,
-            reconnect_max: reconnect_max.max(reconnect_initial),
+            reconnect_max,
             reply_timeout,
             ca_pem,
         })

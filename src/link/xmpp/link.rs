@@ -45,10 +45,9 @@ pub fn spawn(
 ) {
     let peer = format!("xmpp-component://{}@{}", settings.domain, settings.server);
     let status = Arc::new(LinkStatus::new(&settings.name, "xmpp", peer));
-    links.insert(Arc::clone(&status));
-    crate::link::declare_link_queues(
+    links.add(
+        &status,
         router.core(),
-        &settings.name,
         settings.max_pending,
         &settings.dead_letter,
     );

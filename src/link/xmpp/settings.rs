@@ -111,13 +111,8 @@ impl XmppLinkSettings {
         );
         let secret = secret.unwrap_or_default();
         let max_pending = check.count("max_pending", raw.max_pending, 100_000);
-        let reconnect_initial = check.duration(
-            "reconnect_initial",
-            raw.reconnect_initial,
-            Duration::from_millis(200),
-        );
-        let reconnect_max =
-            check.duration("reconnect_max", raw.reconnect_max, Duration::from_secs(30));
+        let (reconnect_initial, reconnect_max) =
+            check.reconnect(raw.reconnect_initial, raw.reconnect_max);
         let dead_letter = check.dead_letter(name, raw.dead_letter);
         if raw.domain.is_empty() || raw.domain.contains(['@', '/', '*']) {
             errors.push(format!("{here}.domain: `{}` is not a domain", raw.domain));
@@ -167,7 +162,7 @@ impl XmppLinkSettings {
             max_pending,
             dead_letter,
             reconnect_initial,
-            reconnect_max: reconnect_max.max(reconnect_initial),
+            reconnect_max,
         })
     }
 }

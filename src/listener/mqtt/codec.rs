@@ -329,19 +329,24 @@ fn publish_out(p: Publish, v5: bool) -> rmqtt_codec::types::Publish {
     }
 }
 
+/// A will's message as the session publishes it (CONNECT carries it without a packet id).
+fn will_publish(retain: bool, q: QoS, topic: String, payload: Bytes, props: Props) -> Publish {
+    Publish {
+        dup: false,
+        retain,
+        qos: qos(q),
+        topic,
+        packet_id: None,
+        payload,
+        props,
+    }
+}
+
 fn v3_in(p: v3::Packet) -> In {
     match p {
         v3::Packet::Connect(c) => {
             let will = c.last_will.map(|w| Will {
-                publish: Publish {
-                    dup: false,
-                    retain: w.retain,
-                    qos: qos(w.qos),
-                    topic: s(&w.topic),
-                    packet_id: None,
-                    payload: w.message,
-                    props: Props::default(),
-                },
+                publish: will_publish(w.retain, w.qos, s(&w.topic), w.message, Props::default()),
                 delay: 0,
             });
             In::Connect(Box::new(Connect {
@@ -406,30 +411,25 @@ fn v3_in(p: v3::Packet) -> In {
 fn v5_in(p: v5::Packet) -> In {
     match p {
         v5::Packet::Connect(c) => {
-            let will = c.last_will.map(|w| Will {
-                publish: Publish {
-                    dup: false,
-                    retain: w.retain,
-                    qos: qos(w.qos),
-                    topic: s(&w.topic),
-                    packet_id: None,
-                    payload: w.message,
-                    props: Props {
-                        content_type: w.content_type.as_ref().map(s),
-                        correlation_data: w.correlation_data,
-                        response_topic: w.response_topic.as_ref().map(s),
-                        expiry: w.message_expiry_interval.map(NonZeroU32::get),
-                        user: w
-                            .user_properties
-                            .iter()
-                            .map(|(k, v)| (s(k), s(v)))
-                            .collect(),
-                        utf8: w.is_utf8_payload.unwrap_or(false),
-                        topic_alias: None,
-                        subscription_ids: Vec::new(),
-                    },
-                },
-                delay: w.will_delay_interval_sec.unwrap_or(0),
+            let will = c.last_will.map(|w| {
+                let props = Props {
+                    content_type: w.content_type.as_ref().map(s),
+                    correlation_data: w.correlation_data,
+                    response_topic: w.response_topic.as_ref().map(s),
+                    expiry: w.message_expiry_interval.map(NonZeroU32::get),
+                    user: w
+                        .user_properties
+                        .iter()
+                        .map(|(k, v)| (s(k), s(v)))
+                        .collect(),
+                    utf8: w.is_utf8_payload.unwrap_or(false),
+                    topic_alias: None,
+                    subscription_ids: Vec::new(),
+                };
+                Will {
+                    publish: will_publish(w.retain, w.qos, s(&w.topic), w.message, props),
+                    delay: w.will_delay_interval_sec.unwrap_or(0),
+                }
             });
             In::Connect(Box::new(Connect {
                 version: Version::V5,
@@ -565,6 +565,14 @@ fn ack2(packet_id: u16, code: u8) -> v5::PublishAck2 {
     }
 }
 
+/// SUBACK / UNSUBACK reason codes; one the crate does not know becomes `unknown`.
+fn reasons<R: TryFrom<u8> + Copy>(codes: Vec<u8>, unknown: R) -> Vec<R> {
+    codes
+        .into_iter()
+        .map(|c| R::try_from(c).unwrap_or(unknown))
+        .collect()
+}
+
 fn v5_out(o: Out) -> v5::Packet {
     let reason = |r: Option<String>| r.map(Into::into);
     match o {
@@ -599,25 +607,13 @@ fn v5_out(o: Out) -> v5::Packet {
             packet_id: pid(packet_id),
             properties: Vec::new(),
             reason_string: None,
-            status: codes
-                .into_iter()
-                .map(|c| {
-                    v5::SubscribeAckReason::try_from(c)
-                        .unwrap_or(v5::SubscribeAckReason::UnspecifiedError)
-                })
-                .collect(),
+            status: reasons(codes, v5::SubscribeAckReason::UnspecifiedError),
         }),
         Out::UnsubAck { packet_id, codes } => v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
             packet_id: pid(packet_id),
             properties: Vec::new(),
             reason_string: None,
-            status: codes
-                .into_iter()
-                .map(|c| {
-                    v5::UnsubscribeAckReason::try_from(c)
-                        .unwrap_or(v5::UnsubscribeAckReason::UnspecifiedError)
-                })
-                .collect(),
+            status: reasons(codes, v5::UnsubscribeAckReason::UnspecifiedError),
         }),
         Out::PingResp | Out::Raw(_) => v5::Packet::PingResponse,
         Out::Disconnect { code, reason: why } => v5::Packet::Disconnect(v5::Disconnect {

@@ -175,24 +175,16 @@ impl Decoder for StompCodec {
                 }
                 Ok(None)
             }
-            Some(Parsed::HeartBeat { len }) => {
-                src.advance(len);
-                Ok(Some(Incoming::HeartBeat))
-            }
-            Some(Parsed::Frame {
-                command,
-                headers,
-                body,
-                len,
-            }) => {
-                src.advance(body.start);
-                let body_bytes = src.split_to(body.len()).freeze();
-                src.advance(len - body.end);
-                Ok(Some(Incoming::Frame(Frame {
-                    command,
-                    headers,
-                    body: body_bytes,
-                })))
+            Some(parsed) => {
+                // The body is split off without a copy; what is around it is dropped.
+                let mut body_end = 0;
+                let (incoming, len) = parsed.into_incoming(|body| {
+                    src.advance(body.start);
+                    body_end = body.end;
+                    src.split_to(body.len()).freeze()
+                });
+                src.advance(len - body_end);
+                Ok(Some(incoming))
             }
         }
     }
@@ -228,23 +220,9 @@ pub fn decode_one(
     version: Version,
     limits: &Limits,
 ) -> Result<Option<(Incoming, usize)>, CodecError> {
-    Ok(match Parser::default().step(buf, version, limits)? {
-        None => None,
-        Some(Parsed::HeartBeat { len }) => Some((Incoming::HeartBeat, len)),
-        Some(Parsed::Frame {
-            command,
-            headers,
-            body,
-            len,
-        }) => {
-            let frame = Frame {
-                command,
-                headers,
-                body: Bytes::copy_from_slice(&buf[body]),
-            };
-            Some((Incoming::Frame(frame), len))
-        }
-    })
+    Ok(Parser::default()
+        .step(buf, version, limits)?
+        .map(|parsed| parsed.into_incoming(|body| Bytes::copy_from_slice(&buf[body]))))
 }
 
 /// Appends `frame` to `dst` in the wire format of `version`.
@@ -430,6 +408,29 @@ enum Parsed {
         /// Octets used, including the NUL.
         len: usize,
     },
+}
+
+impl Parsed {
+    /// The item, its body taken by `body_of` from the buffer's range, and the octets it
+    /// used.
+    fn into_incoming(self, body_of: impl FnOnce(Range<usize>) -> Bytes) -> (Incoming, usize) {
+        match self {
+            Parsed::HeartBeat { len } => (Incoming::HeartBeat, len),
+            Parsed::Frame {
+                command,
+                headers,
+                body,
+                len,
+            } => {
+                let frame = Frame {
+                    command,
+                    headers,
+                    body: body_of(body),
+                };
+                (Incoming::Frame(frame), len)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -40,11 +40,7 @@ impl<T: Transport> Connection<T> {
             };
             codes.push(code);
         }
-        if let Some(w) = self.save_session()
-            && let Err(e) = w.wait().await
-        {
-            tracing::warn!(error = %e, "session subscriptions not stored durably");
-        }
+        self.save_subscriptions().await;
         self.send(Out::SubAck {
             packet_id: pid,
             codes,
@@ -229,11 +225,7 @@ impl<T: Transport> Connection<T> {
                 }
             });
         }
-        if let Some(w) = self.save_session()
-            && let Err(e) = w.wait().await
-        {
-            tracing::warn!(error = %e, "session subscriptions not stored durably");
-        }
+        self.save_subscriptions().await;
         self.send(Out::UnsubAck {
             packet_id: pid,
             codes,
@@ -242,21 +234,28 @@ impl<T: Transport> Connection<T> {
         self.flush().await
     }
 
-    /// The store write making a persistent session's subscriptions durable; awaited
-    /// before they are acknowledged.
-    fn save_session(&self) -> Option<crate::store::StoreWait> {
+    /// Makes a persistent session's subscriptions durable, before they are acknowledged
+    /// (a failed write is logged; the acknowledgement still goes out).
+    async fn save_subscriptions(&mut self) {
         if self.session_expiry == 0 {
-            return None;
+            return;
         }
-        let d = self.data();
-        super::super::persist::save_session(
-            &self.state,
-            &self.client_id,
-            self.principal.name(),
-            &d,
-            self.session_expiry,
-            None,
-        )
+        let write = {
+            let d = self.data();
+            super::super::persist::save_session(
+                &self.state,
+                &self.client_id,
+                self.principal.name(),
+                &d,
+                self.session_expiry,
+                None,
+            )
+        };
+        if let Some(w) = write
+            && let Err(e) = w.wait().await
+        {
+            tracing::warn!(error = %e, "session subscriptions not stored durably");
+        }
     }
 }
 
