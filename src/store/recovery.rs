@@ -133,6 +133,7 @@ impl Segments {
             total: 0,
         };
         journal.total = journal.segs.values().map(|s| s.size).sum();
+        drop(bytes);
         // Second pass: the survivors' bytes, segment by segment.
         let mut by_segment: BTreeMap<u64, Vec<Survivor>> = BTreeMap::new();
         for (queue, entries) in replay.messages {
@@ -150,16 +151,21 @@ impl Segments {
         let mut lists: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
         for (seg, survivors) in by_segment {
             let path = journal::segment_path(dir, seg);
-            read_segment(&path, &mut bytes)?;
+            // A buffer of its own per segment, handed out in slices: no copy per
+            // message. It is freed once every message read from it has been decoded
+            // (the decoder copies what it keeps).
+            let mut buf = Vec::new();
+            read_segment(&path, &mut buf)?;
+            let segment = Bytes::from(buf);
             for sv in survivors {
                 // The range is from the first read of this file: trusted only if it fits.
-                let Some(message) = bytes.get(sv.range.clone()) else {
+                if segment.get(sv.range.clone()).is_none() {
                     out.repairs.push(format!(
                         "message {} of queue {} skipped: outside its segment {:016x}",
                         sv.seq, sv.queue, sv.loc.seg
                     ));
                     continue;
-                };
+                }
                 journal
                     .messages
                     .entry(Arc::clone(&sv.queue))
@@ -173,13 +179,12 @@ impl Segments {
                     );
                 lists.entry(sv.queue).or_default().push(StoredMessage {
                     seq: sv.seq,
-                    bytes: Bytes::copy_from_slice(message),
+                    bytes: segment.slice(sv.range),
                     deliveries: sv.deliveries,
                     redelivered: sv.deliveries > 0 || !clean,
                 });
             }
         }
-        drop(bytes);
         for (queue, mut list) in lists {
             // Compaction may have moved older messages into newer segments.
             list.sort_unstable_by_key(|m| m.seq);
