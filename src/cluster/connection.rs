@@ -39,6 +39,7 @@ pub async fn connect(settings: &ClusterSettings, name: &str) -> Result<async_nat
                 async_nats::Event::Disconnected => tracing::warn!(
                     "cluster: NATS connection lost; reconnecting (local traffic is still served)"
                 ),
+                async_nats::Event::Closed => tracing::debug!("cluster: NATS connection closed"),
                 other => tracing::warn!(event = %other, "cluster: NATS event"),
             }
         })
