@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("{0} (set another directory with --data-dir DIR)")]
     Store(String),
     #[error("cannot write the ready file {path}: {source}")]
@@ -58,7 +60,19 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let routes = load_routes(&settings)?;
+    // Clustered, the cluster's route table is in force before any connection is taken.
+    let cluster = match &settings.cluster {
+        Some(c) => Some(Arc::new(
+            crate::cluster::Cluster::join(c)
+                .await
+                .map_err(StartError::Cluster)?,
+        )),
+        None => None,
+    };
+    let routes = match &cluster {
+        Some(c) => cluster_routes(c, &settings).await?,
+        None => load_routes(&settings)?,
+    };
     // Replaying the journal reads files (seconds for a million messages): off the runtime.
     let (core, journal) = {
         let s = settings.clone();
@@ -89,19 +103,26 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    if routes.dir().is_dir() {
-        match routes.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
-            Ok(h) => {
-                tracker.spawn(async move {
-                    let _ = h.await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "live reload on file change disabled; SIGHUP still reloads")
+    if let Some(c) = &cluster {
+        // The cluster's table is the only one: no directory watch, no SIGHUP reload.
+        c.start(Arc::clone(&routes), &tracker, shutdown.clone())
+            .await
+            .map_err(StartError::Cluster)?;
+    } else {
+        if routes.dir().is_dir() {
+            match routes.spawn_watcher(settings.reload_debounce, shutdown.clone()) {
+                Ok(h) => {
+                    tracker.spawn(async move {
+                        let _ = h.await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "live reload on file change disabled; SIGHUP still reloads")
+                }
             }
         }
+        spawn_sighup(&tracker, Arc::clone(&routes), shutdown.clone());
     }
-    spawn_sighup(&tracker, Arc::clone(&routes), shutdown.clone());
 
     let links = crate::link::Links::default();
     for xmpp in &settings.xmpp_links {
@@ -167,6 +188,7 @@ pub async fn run(
                     journal: journal.clone(),
                     watermarks: watermarks.clone(),
                     startup: Arc::clone(&startup),
+                    cluster: cluster.clone(),
                 });
                 tracker.spawn(crate::listener::serve_http(
                     listener,
@@ -324,6 +346,37 @@ fn load_routes(settings: &Settings) -> Result<Arc<LiveRoutes>, StartError> {
     let routes = LiveRoutes::load(dir, settings.compile_context())
         .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;
     tracing::info!(dir = %dir.display(), routes = routes.status().routes, "routes loaded");
+    Ok(Arc::new(routes))
+}
+
+/// A clustered router's live routes: the cluster's current table, or none before the
+/// first `routes push` (the local routes directory is not read).
+async fn cluster_routes(
+    cluster: &crate::cluster::Cluster,
+    settings: &Settings,
+) -> Result<Arc<LiveRoutes>, StartError> {
+    let (version, sources) = match cluster.initial_table().await.map_err(StartError::Cluster)? {
+        Some((version, sources)) => (
+            version,
+            Some(
+                sources
+                    .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?,
+            ),
+        ),
+        None => {
+            tracing::warn!(
+                "cluster: no route table pushed yet; running with no routes until `switchboard routes push`"
+            );
+            (0, None)
+        }
+    };
+    let routes = LiveRoutes::clustered(settings.compile_context(), version, sources)
+        .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;
+    tracing::info!(
+        version,
+        routes = routes.status().routes,
+        "cluster: route table loaded"
+    );
     Ok(Arc::new(routes))
 }
 

@@ -6,7 +6,7 @@
 //! sources and fails on an import against it:
 //!
 //! ```text
-//! wiring   app, admin, config, watermark, main   builds and connects everything below
+//! wiring   app, admin, config, watermark, cluster, main   builds and connects everything below
 //! edges    listener/ (stomp, mqtt), link/ (amqp, xmpp)   protocols, one folder each
 //! auth     users, passwords, permissions, who owns an internal name
 //! router   the route table in front of the core: publish = resolve routes + hand to core
@@ -38,6 +38,7 @@ pub mod admin;
 pub mod alloc;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod duration;

@@ -50,6 +50,18 @@ enum Command {
         /// directory; `off` keeps everything in memory.
         #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR", default_value = switchboard::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Join a NATS JetStream cluster: membership and the cluster's route table
+        /// (docs/cluster.md). The local routes directory is then not read.
+        #[arg(long, value_name = "nats://HOST:PORT[,…]")]
+        cluster: Option<String>,
+        /// This router's name in the cluster (letters, digits, `_`, `-`).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// The cluster's route table.
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
     },
     /// Print an argon2 hash of a password read from standard input, for
     /// `auth.users.NAME.password_hash` in the settings file.
@@ -91,6 +103,96 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesCommand {
+    /// Validate DIR exactly as `check` does and, only if it is valid, publish it as the
+    /// cluster's new route table; every clustered router swaps to it as on a reload.
+    Push {
+        /// Routes directory.
+        dir: PathBuf,
+        /// NATS servers [default: the settings file's cluster.servers].
+        #[arg(long, value_name = "nats://HOST:PORT[,…]")]
+        cluster: Option<String>,
+        /// Settings file, for the links and queues routes may name, and the cluster
+        /// section (bucket prefix, replicas).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// What `check` and `routes push` print for a directory that compiles.
+fn summary(table: &switchboard::routes::RouteTable, dir: &std::path::Path) -> String {
+    format!(
+        "ok: {} route{} in {} file{} under {}",
+        table.routes.len(),
+        if table.routes.len() == 1 { "" } else { "s" },
+        table.files.len(),
+        if table.files.len() == 1 { "" } else { "s" },
+        dir.display()
+    )
+}
+
+/// What `check` and `routes push` print for a directory that does not compile.
+fn print_route_errors(errors: &[switchboard::routes::RouteError]) -> ExitCode {
+    for e in errors {
+        println!("{e}");
+    }
+    println!(
+        "{} error{}",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
+}
+
+/// `routes push`: the same read and compile as `check`, then the push.
+fn push_routes(dir: PathBuf, cluster: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    let settings = match load_settings(config.as_ref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let cluster = match switchboard::config::ClusterSettings::from_args(
+        settings.cluster.clone(),
+        cluster.as_deref(),
+        None,
+    ) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!(
+                "error: routes push needs --cluster nats://HOST:PORT[,…] (or a `cluster:` section in --config)"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let compiled = switchboard::routes::read_files(&dir).and_then(|sources| {
+        switchboard::routes::compile_sources(&sources, &settings.compile_context())
+            .map(|table| (sources, table))
+    });
+    let (sources, table) = match compiled {
+        Ok(ok) => ok,
+        Err(errors) => return print_route_errors(&errors),
+    };
+    let pushed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|rt| rt.block_on(switchboard::cluster::push::push(&cluster, &sources)));
+    match pushed {
+        Ok(version) => {
+            println!("{}; pushed as version {version}", summary(&table, &dir));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_settings(config: Option<&PathBuf>) -> Result<Settings, ExitCode> {
@@ -204,29 +306,20 @@ fn main() -> ExitCode {
             let dir = dir.unwrap_or(settings.routes_dir.clone());
             match switchboard::routes::load_dir(&dir, &settings.compile_context()) {
                 Ok(table) => {
-                    println!(
-                        "ok: {} route{} in {} file{} under {}",
-                        table.routes.len(),
-                        if table.routes.len() == 1 { "" } else { "s" },
-                        table.files.len(),
-                        if table.files.len() == 1 { "" } else { "s" },
-                        dir.display()
-                    );
+                    println!("{}", summary(&table, &dir));
                     ExitCode::SUCCESS
                 }
-                Err(errors) => {
-                    for e in &errors {
-                        println!("{e}");
-                    }
-                    println!(
-                        "{} error{}",
-                        errors.len(),
-                        if errors.len() == 1 { "" } else { "s" }
-                    );
-                    ExitCode::FAILURE
-                }
+                Err(errors) => print_route_errors(&errors),
             }
         }
+        Command::Routes {
+            command:
+                RoutesCommand::Push {
+                    dir,
+                    cluster,
+                    config,
+                },
+        } => push_routes(dir, cluster, config),
         Command::Run {
             config,
             routes,
@@ -235,6 +328,8 @@ fn main() -> ExitCode {
             log_level,
             ready_file,
             data_dir,
+            cluster,
+            node,
         } => {
             let mut settings = match load_settings(config.as_ref()) {
                 Ok(s) => s,
@@ -250,6 +345,23 @@ fn main() -> ExitCode {
                 }
             }
             settings.durability.data_dir = (data_dir.as_os_str() != "off").then_some(data_dir);
+            match switchboard::config::ClusterSettings::from_args(
+                settings.cluster.take(),
+                cluster.as_deref(),
+                node.as_deref(),
+            ) {
+                Ok(Some(c)) if c.node.is_empty() => {
+                    eprintln!(
+                        "error: cluster mode needs this router's name: --node NAME (or cluster.node)"
+                    );
+                    return ExitCode::from(2);
+                }
+                Ok(c) => settings.cluster = c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             if let Some(f) = log_format {
                 settings.log_format = f;
             }

@@ -1,7 +1,7 @@
 //! Imports point one way, from the outside world in:
 //!
 //! ```text
-//! wiring (app, admin, config, watermark)
+//! wiring (app, admin, config, watermark, cluster)
 //!   → edges (listener/, link/)  → auth  → router  → routes  → translate  → core  → store
 //! ```
 //!
@@ -54,6 +54,9 @@ fn layer_of(top: &str) -> Layer {
         "auth" => Layer::Auth,
         "listener" | "link" => Layer::Edge,
         "app" | "admin" | "config" | "watermark" | "main" | "lib" => Layer::Wiring,
+        // Cluster plumbing (NATS membership, the cluster's route table): it drives the
+        // live routes from outside, as the admin API does; nothing below may know it.
+        "cluster" => Layer::Wiring,
         other => panic!(
             "tests/layering.rs does not know the layer of `crate::{other}`: add it to layer_of"
         ),

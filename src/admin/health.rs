@@ -2,7 +2,7 @@
 //!
 //! Live means the process serves HTTP. Ready means it can do its job: the store
 //! recovered and accepts writes, the routes are loaded, every configured listener is
-//! bound, every configured link is connected. The admin listener opens only after the
+//! bound, every configured link is connected, in cluster mode the NATS connection is up. The admin listener opens only after the
 //! store recovered and the routes loaded (the daemon does not start otherwise), so those
 //! two hold whenever it answers; listeners are still being bound for a moment after it
 //! opens, links connect on their own schedule, and the store can stop accepting writes
@@ -75,6 +75,21 @@ fn checks(s: &AdminState) -> Vec<Check> {
         Some(names) => check("listeners", true, format!("bound: {}", names.join(", "))),
         None => check("listeners", false, "still binding the configured listeners"),
     });
+    if let Some(c) = &s.cluster {
+        out.push(if c.connected() {
+            check(
+                "cluster",
+                true,
+                format!("connected to NATS server {}", c.server_name()),
+            )
+        } else {
+            check(
+                "cluster",
+                false,
+                "NATS connection lost; reconnecting (local traffic is still served)",
+            )
+        });
+    }
     if let serde_json::Value::Array(links) = s.links.to_json() {
         for l in &links {
             let name = l["name"].as_str().unwrap_or("?");

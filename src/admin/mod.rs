@@ -13,6 +13,7 @@
 //! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |
 //! | GET | `/memory` | bytes the memory watermark counts, by kind, and how often each limit was hit |
 //! | GET | `/limits` | each listener's admissions and refusals (per peer address, connect rate) |
+//! | GET | `/cluster` | cluster mode: this node, the routers seen, the route table each runs, JetStream's figures; 404 on a router running alone |
 //!
 //! Access ([`guard`]): with an admin user (`admin: true`) or an admin token configured,
 //! every request but the health checks needs HTTP Basic credentials of an admin user or a
@@ -127,6 +128,7 @@ struct AdminState {
     watermarks: crate::watermark::Watermarks,
     startup: Arc<Startup>,
     totals: Arc<Mutex<totals::QueueTotals>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What the admin API needs.
@@ -144,6 +146,8 @@ pub struct AdminDeps {
     pub watermarks: crate::watermark::Watermarks,
     /// Told when every listener is bound (readiness).
     pub startup: Arc<Startup>,
+    /// This router's membership of a cluster, in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Builds the admin API.
@@ -162,6 +166,7 @@ pub fn router(d: AdminDeps) -> Http {
         watermarks: d.watermarks,
         startup: d.startup,
         totals: Arc::default(),
+        cluster: d.cluster,
     };
     Http::new()
         .route("/health", get(|| async { "ok" }))
@@ -189,6 +194,7 @@ pub fn router(d: AdminDeps) -> Http {
             }),
         )
         .route("/limits", get(limits))
+        .route("/cluster", get(cluster_status))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -461,6 +467,17 @@ async fn memory(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn links_status(State(s): State<AdminState>) -> impl IntoResponse {
     Json(s.links.to_json())
+}
+
+async fn cluster_status(State(s): State<AdminState>) -> Response {
+    match &s.cluster {
+        Some(c) => Json(c.status(&s.routes).await).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "this router runs alone (no --cluster)" })),
+        )
+            .into_response(),
+    }
 }
 
 async fn limits(State(s): State<AdminState>) -> impl IntoResponse {

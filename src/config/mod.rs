@@ -6,6 +6,7 @@
 //! no external service.
 
 mod auth;
+mod cluster;
 mod connections;
 mod durability;
 mod links;
@@ -30,6 +31,7 @@ use crate::link::xmpp::XmppLinkSettings;
 use crate::listener::mqtt::state::MqttSettings;
 use crate::listener::stomp::session::StompSettings;
 use crate::routes::{CompileContext, LinkKind};
+pub use cluster::{ClusterSettings, check_node, parse_servers};
 pub use durability::{DEFAULT_DATA_DIR, Durability, parse_fsync};
 pub use listeners::LISTENERS;
 use listeners::check_listener_name;
@@ -81,6 +83,8 @@ pub struct Settings {
     pub stomp_ws: crate::listener::origin::WsPolicy,
     /// Origin policy of the `mqtt-ws` listener.
     pub mqtt_ws: crate::listener::origin::WsPolicy,
+    /// The NATS JetStream cluster this router joins; `None`: it runs alone.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// A configuration error, with the file position when known.
@@ -121,6 +125,7 @@ impl Settings {
             admin: Default::default(),
             stomp_ws: Default::default(),
             mqtt_ws: Default::default(),
+            cluster: None,
         }
     }
 
@@ -239,6 +244,9 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
     }
     if let Some(c) = raw.connections {
         connections::validate(c, shown, &mut s.connections, &mut errors);
+    }
+    if let Some(c) = raw.cluster {
+        s.cluster = Some(cluster::validate(c, shown, &mut errors));
     }
     if let Some(r) = raw.routes
         && let Some(v) = r.max_fanout

@@ -32,6 +32,21 @@ pub struct RawSettings {
     /// Limits on the route table (the route files themselves hold only routes).
     pub routes: Option<RawRoutes>,
     pub connections: Option<RawConnections>,
+    /// Join a NATS JetStream cluster (docs/cluster.md).
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `nats://HOST:PORT` URLs.
+    pub servers: Option<Vec<String>>,
+    /// This router's name in the cluster.
+    pub node: Option<String>,
+    /// Replicas of the buckets (1..5).
+    pub replicas: Option<usize>,
+    /// Put before every bucket name.
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

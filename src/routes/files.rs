@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use super::RouteError;
 use super::spec::RouteFile;
 
-/// The route files of `dir` as (display name, text) pairs, in evaluation order; the
+/// The route files of `dir` as (display name, text) pairs, in evaluation order (what
+/// `check`, start-up, a reload and `routes push` compile); the
 /// first file that cannot be read fails the whole read.
-pub(super) fn read(dir: &Path) -> Result<Vec<(String, String)>, Vec<RouteError>> {
+pub fn read(dir: &Path) -> Result<Vec<(String, String)>, Vec<RouteError>> {
     let files = route_files(dir).map_err(|e| vec![e])?;
     files
         .into_iter()

@@ -16,6 +16,7 @@ pub mod template;
 pub use compile::{
     CompileContext, DEFAULT_MAX_FANOUT, LinkKind, RouteError, compile_sources, load_dir,
 };
+pub use files::read as read_files;
 pub use route::{CompiledRoute, Declare, Rendered, RoutingError, Source, Target, Transform, When};
 pub use spec::BodyFormat;
 pub use table::{AmqpSourceKey, Leg, MAX_ROUTE_DEPTH, RouteTable};

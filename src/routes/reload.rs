@@ -54,6 +54,8 @@ pub struct LiveRoutes {
     /// Carries the version of every swapped-in table to whoever follows changes (links
     /// re-declare topology and consumers).
     changes: tokio::sync::watch::Sender<u64>,
+    /// The table comes from the cluster (`install`), not from `dir`: `reload` refuses.
+    clustered: bool,
 }
 
 fn digest(sources: &[(String, String)]) -> u64 {
@@ -89,7 +91,30 @@ impl LiveRoutes {
                 },
                 0,
             )),
+            clustered: false,
         }
+    }
+
+    /// Live routes of a clustered router: `sources` (file name, text) are the cluster's
+    /// table at `version` (its revision), or none yet (version 0, no routes). Errors are
+    /// fatal to start-up, as for [`load`](Self::load).
+    pub fn clustered(
+        ctx: CompileContext,
+        version: u64,
+        sources: Option<Vec<(String, String)>>,
+    ) -> Result<Self, Vec<RouteError>> {
+        let mut live = Self::missing(Path::new("cluster"), ctx);
+        live.clustered = true;
+        if let Some(sources) = sources {
+            live.install("start", version, Ok(sources))?;
+        } else {
+            live.state
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .version = 0;
+        }
+        Ok(live)
     }
 
     /// Loads the directory once. Errors here are fatal to start-up: the daemon does not
@@ -113,6 +138,7 @@ impl LiveRoutes {
             table: Arc::new(ArcSwap::from_pointee(table)),
             changes: tokio::sync::watch::Sender::new(1),
             state: Mutex::new((status, digest(&sources))),
+            clustered: false,
         })
     }
 
@@ -138,16 +164,49 @@ impl LiveRoutes {
             .clone()
     }
 
-    /// Re-reads and recompiles the directory; swaps the table only if it compiled.
+    /// Re-reads and recompiles the directory; swaps the table only if it compiled. A
+    /// router whose table comes from the cluster refuses, and its status stays as it is.
     pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, Vec<RouteError>> {
+        if self.clustered {
+            return Err(vec![RouteError {
+                file: self.dir.display().to_string(),
+                line: 0,
+                column: 0,
+                route: None,
+                message: "this router takes its routes from the cluster: publish a new table with `switchboard routes push`".into(),
+            }]);
+        }
+        self.update(trigger, None, || files::read(&self.dir))
+    }
+
+    /// Swaps in a table received from elsewhere (the cluster's route table): `sources`
+    /// as (file name, text) pairs, compiled like a reload, in force as `version`. Errors
+    /// are recorded as a failed reload's and the previous table stays.
+    pub fn install(
+        &self,
+        trigger: &str,
+        version: u64,
+        sources: Result<Vec<(String, String)>, Vec<RouteError>>,
+    ) -> Result<ReloadOutcome, Vec<RouteError>> {
+        self.update(trigger, Some(version), || sources)
+    }
+
+    /// One reload attempt: `read` gives the sources; `version` is the new table's version
+    /// (`None`: one more than the current, and unchanged sources leave the table alone).
+    fn update(
+        &self,
+        trigger: &str,
+        version: Option<u64>,
+        read: impl FnOnce() -> Result<Vec<(String, String)>, Vec<RouteError>>,
+    ) -> Result<ReloadOutcome, Vec<RouteError>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (status, last_digest) = &mut *state;
         status.attempts += 1;
         status.trigger = trigger.to_owned();
         status.at_unix_ms = now_ms();
-        let compiled = files::read(&self.dir).and_then(|s| {
+        let compiled = read().and_then(|s| {
             let d = digest(&s);
-            if d == *last_digest {
+            if version.is_none() && d == *last_digest {
                 return Ok(None);
             }
             compile_sources(&s, &self.ctx).map(|t| Some((t, d)))
@@ -162,7 +221,7 @@ impl LiveRoutes {
                 })
             }
             Ok(Some((mut table, d))) => {
-                let version = status.version + 1;
+                let version = version.unwrap_or(status.version + 1);
                 table.version = version;
                 let routes = table.routes.len();
                 self.table.store(Arc::new(table));

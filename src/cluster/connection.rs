@@ -1,0 +1,129 @@
+//! The NATS connection and the cluster's KV buckets.
+//!
+//! The connection retries forever once made: a router that loses NATS keeps serving its
+//! local traffic, logs the loss and shows it in `GET /cluster` and `/health/ready`.
+//! A bucket is created only when missing, so routers configured with other replica
+//! counts do not rewrite each other's buckets.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use crate::config::ClusterSettings;
+
+/// The bucket of router keys; a key lives `NODE_TTL` after its last refresh.
+pub const NODES_BUCKET: &str = "SB_NODES";
+/// The bucket of the route table: key [`TABLE_KEY`], one revision per push.
+pub const ROUTES_BUCKET: &str = "SB_ROUTES";
+/// The route table's key in [`ROUTES_BUCKET`].
+pub const TABLE_KEY: &str = "table";
+/// Route tables kept in [`ROUTES_BUCKET`] (the current one and nine before it).
+const TABLE_HISTORY: i64 = 10;
+/// How long a router's key outlives its last refresh.
+pub const NODE_TTL: Duration = Duration::from_secs(6);
+/// The largest route table: NATS's default `max_payload`. A bigger one is refused by
+/// `routes push` (see [`table`](super::table)).
+pub const MAX_TABLE_BYTES: usize = 1024 * 1024;
+
+/// Connects to the cluster as `name`. Fails when no server answers now; later losses
+/// are retried without end.
+pub async fn connect(settings: &ClusterSettings, name: &str) -> Result<async_nats::Client, String> {
+    let servers = settings.servers.clone();
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(3))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("cluster: connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!(
+                    "cluster: NATS connection lost; reconnecting (local traffic is still served)"
+                ),
+                async_nats::Event::Closed => tracing::debug!("cluster: NATS connection closed"),
+                other => tracing::warn!(event = %other, "cluster: NATS event"),
+            }
+        })
+        .connect(servers.as_slice())
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to the NATS cluster {}: {e}",
+                settings.servers.join(",")
+            )
+        })
+}
+
+/// The bucket's full name under the settings' prefix.
+pub fn bucket_name(settings: &ClusterSettings, bucket: &str) -> String {
+    format!("{}{bucket}", settings.prefix)
+}
+
+/// Replicas for a new bucket: as configured, at most one per server known (those given,
+/// or those the server announced, whichever is more).
+fn replicas(settings: &ClusterSettings, client: &async_nats::Client) -> usize {
+    let known = settings
+        .servers
+        .len()
+        .max(client.server_info().connect_urls.len())
+        .max(1);
+    settings.replicas.min(known)
+}
+
+/// Opens `bucket`, creating it with `config` (name and replicas filled in) if missing.
+async fn open(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+    bucket: &str,
+    config: kv::Config,
+) -> Result<kv::Store, String> {
+    let name = bucket_name(settings, bucket);
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.clone(),
+        num_replicas: replicas(settings, client),
+        ..config
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another router created it meanwhile.
+        Err(e) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| format!("cannot open or create the KV bucket {name}: {e}")),
+    }
+}
+
+/// The bucket of router keys.
+pub async fn nodes_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        description: "Switchboard routers: one key per router, refreshed every 2 s".into(),
+        history: 1,
+        max_age: NODE_TTL,
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    open(js, settings, client, NODES_BUCKET, config).await
+}
+
+/// The bucket of the route table.
+pub async fn routes_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        description: "Switchboard route table: key `table`, one revision per push".into(),
+        history: TABLE_HISTORY,
+        max_value_size: MAX_TABLE_BYTES as i32,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    open(js, settings, client, ROUTES_BUCKET, config).await
+}

@@ -1,0 +1,149 @@
+//! [`Cluster`]: a running router's membership of the cluster, for start-up (the table
+//! in force before any connection is accepted), its tasks, and `GET /cluster`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::{self, NODES_BUCKET, ROUTES_BUCKET, TABLE_KEY};
+use super::membership::{self, NodeRecord, QUERY_TIMEOUT};
+use super::table::TableBlob;
+use crate::config::ClusterSettings;
+use crate::routes::RouteError;
+use crate::routes::reload::LiveRoutes;
+
+/// The cluster's current route table at start-up: its revision and its files (or why
+/// they cannot be read), `None` before the first push.
+pub type InitialTable = Option<(u64, Result<Vec<(String, String)>, Vec<RouteError>>)>;
+
+/// This router in the cluster.
+pub struct Cluster {
+    settings: ClusterSettings,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    nodes: kv::Store,
+    routes_kv: kv::Store,
+    started_at_unix_ms: u64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.settings.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects and opens (or creates) the buckets. Start-up fails when the cluster
+    /// cannot be reached: a router must not serve on a table it could not check.
+    pub async fn join(settings: &ClusterSettings) -> Result<Self, String> {
+        let client = connection::connect(settings, &settings.node).await?;
+        let js = jetstream::new(client.clone());
+        let nodes = connection::nodes_bucket(&js, settings, &client).await?;
+        let routes_kv = connection::routes_bucket(&js, settings, &client).await?;
+        let started_at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(Self {
+            settings: settings.clone(),
+            client,
+            js,
+            nodes,
+            routes_kv,
+            started_at_unix_ms,
+        })
+    }
+
+    /// The route table in force in the cluster now.
+    pub async fn initial_table(&self) -> Result<InitialTable, String> {
+        let entry = self
+            .routes_kv
+            .entry(TABLE_KEY)
+            .await
+            .map_err(|e| format!("cannot read the cluster's route table: {e}"))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.revision, TableBlob::decode(&e.value, e.revision))))
+    }
+
+    fn record(&self, routes: &LiveRoutes) -> NodeRecord {
+        NodeRecord {
+            node: self.settings.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            routes_version: routes.status().version,
+            started_at_unix_ms: self.started_at_unix_ms,
+        }
+    }
+
+    /// Registers this router (the name must be free) and starts keeping its key and
+    /// following the route table, until `cancel`.
+    pub async fn start(
+        self: &Arc<Self>,
+        routes: Arc<LiveRoutes>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        membership::register(&self.nodes, &self.record(&routes)).await?;
+        let me = Arc::clone(self);
+        let r = Arc::clone(&routes);
+        tracker.spawn(membership::keep_alive(
+            self.nodes.clone(),
+            move || me.record(&r),
+            cancel.clone(),
+        ));
+        tracker.spawn(super::follow::follow(
+            self.routes_kv.clone(),
+            routes,
+            cancel,
+        ));
+        tracing::info!(node = %self.settings.node, servers = %self.settings.servers.join(","), "cluster: joined");
+        Ok(())
+    }
+
+    /// Is the NATS connection up?
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The name of the NATS server this router is connected to (or was, last).
+    pub fn server_name(&self) -> String {
+        self.client.server_info().server_name
+    }
+
+    /// `GET /cluster`: this node, the routers seen and the table each runs, JetStream's
+    /// figures. A part the cluster cannot answer now shows its error instead.
+    pub async fn status(&self, routes: &LiveRoutes) -> serde_json::Value {
+        let nodes = match tokio::time::timeout(QUERY_TIMEOUT, membership::list(&self.nodes)).await {
+            Ok(Ok(list)) => json!(list),
+            Ok(Err(e)) => json!({ "error": e }),
+            Err(_) => json!({ "error": "timed out" }),
+        };
+        let jetstream = match tokio::time::timeout(QUERY_TIMEOUT, self.js.query_account()).await {
+            Ok(Ok(a)) => json!({
+                "streams": a.streams,
+                "consumers": a.consumers,
+                "memory_bytes": a.memory,
+                "storage_bytes": a.storage,
+            }),
+            Ok(Err(e)) => json!({ "error": e.to_string() }),
+            Err(_) => json!({ "error": "timed out" }),
+        };
+        json!({
+            "node": self.record(routes),
+            "connected": self.connected(),
+            "server": self.server_name(),
+            "servers": self.settings.servers,
+            "buckets": {
+                "nodes": connection::bucket_name(&self.settings, NODES_BUCKET),
+                "routes": connection::bucket_name(&self.settings, ROUTES_BUCKET),
+            },
+            "nodes": nodes,
+            "jetstream": jetstream,
+        })
+    }
+}

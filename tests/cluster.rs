@@ -1,0 +1,206 @@
+//! Cluster mode, part 1 (issue 21): three routers over the 3-node NATS JetStream rig
+//! (scripts/peers/nats-ctl.sh) see each other in `GET /cluster`, and share the route
+//! table `switchboard routes push` publishes: an invalid push changes nothing, a valid
+//! one reaches every router, swaps under load with nothing lost or duplicated, and a
+//! router started later runs it from its first connection.
+//!
+//! One test, scenarios in sequence, under a bucket prefix no other run uses
+//! (`cluster.prefix`); its buckets are deleted when it ends, passed or not.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Daemon, http_json, peer_lock, python_scenario, unique_prefix, wait_until};
+
+const URLS: &str = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Deletes the run's buckets when dropped.
+struct Buckets(String);
+
+impl Drop for Buckets {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let Ok(client) = async_nats::connect(URLS.split(',').collect::<Vec<_>>()).await else {
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            for b in ["SB_NODES", "SB_ROUTES"] {
+                let _ = js.delete_key_value(format!("{prefix}{b}")).await;
+            }
+        });
+    }
+}
+
+fn settings(dir: &Path, prefix: &str) -> String {
+    let path = dir.join("switchboard.yaml");
+    std::fs::write(
+        &path,
+        format!("cluster:\n  prefix: {prefix}\n  replicas: 3\n"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn router(node: &str, prefix: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let config = settings(dir.path(), prefix);
+    Daemon::start_in(
+        dir,
+        &["--config", &config, "--cluster", URLS, "--node", node],
+    )
+}
+
+fn routes_version(d: &Daemon) -> u64 {
+    http_json(d.addr("admin"), "GET", "/routes").1["status"]["version"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `switchboard routes push DIR`: (exit code, stdout).
+fn push(dir: &Path, config: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["routes", "push"])
+        .arg(dir)
+        .args(["--cluster", URLS, "--config", config])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn route_dir(root: &Path, name: &str, targets: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("10-in.yaml"),
+        format!("routes:\n  - name: intake\n    from: {{ queue: in }}\n    to: [ {targets} ]\n"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn three_routers_share_membership_and_the_route_table() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = format!("{}_", unique_prefix("c"));
+    let _buckets = Buckets(prefix.clone());
+    let routers: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| router(n, &prefix)).collect();
+
+    // Membership: every router sees all three.
+    for d in &routers {
+        wait_until(WAIT, "three routers in GET /cluster", || {
+            let (status, v) = http_json(d.addr("admin"), "GET", "/cluster");
+            assert_eq!(status, 200, "{v}");
+            let names: Vec<_> = v["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| n["node"].as_str())
+                .collect();
+            (names == ["a", "b", "c"]).then_some(())
+        });
+        let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+        assert_eq!(v["connected"], true, "{v}");
+        assert!(v["jetstream"]["streams"].as_u64().unwrap() >= 2, "{v}");
+        let (status, ready) = http_json(d.addr("admin"), "GET", "/health/ready");
+        assert_eq!(status, 200, "{ready}");
+    }
+    assert_eq!(routes_version(&routers[0]), 0, "no table pushed yet");
+
+    let work = tempfile::tempdir().unwrap();
+    let config = settings(work.path(), &prefix);
+
+    // An invalid directory: the `check` errors, exit 1, nothing published.
+    let bad = route_dir(work.path(), "bad", "{ queue: \"bad name\" }");
+    let (code, text) = push(&bad, &config);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("invalid queue name") && text.contains("1 error"),
+        "{text}"
+    );
+    let check = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+    assert!(
+        text.starts_with(String::from_utf8_lossy(&check.stdout).trim_end()),
+        "same errors as check:\n{text}"
+    );
+
+    // A valid table reaches all three, under the version the push printed.
+    let one = route_dir(work.path(), "one", "{ queue: out1 }");
+    let (code, text) = push(&one, &config);
+    assert_eq!(code, 0, "{text}");
+    let v1: u64 = text.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    for d in &routers {
+        wait_until(WAIT, "the pushed table on every router", || {
+            (routes_version(d) == v1).then_some(())
+        });
+    }
+    assert!(routes_version(&routers[0]) > 0);
+
+    // Under load on router A: the next table adds out2; the swap loses and duplicates
+    // nothing (the script checks sequence numbers on out1 and out2).
+    let two = route_dir(work.path(), "two", "{ queue: out1 }, { queue: out2 }");
+    let admin = routers[0].addr("admin").port().to_string();
+    let v2 = (v1 + 1).to_string();
+    let two_s = two.display().to_string();
+    python_scenario(
+        &routers[0],
+        "cluster_load.py",
+        "stomp",
+        "swap",
+        &[
+            "--admin",
+            &admin,
+            "--count",
+            "400",
+            "--version",
+            &v2,
+            "--timeout",
+            "20",
+            "--",
+            BIN,
+            "routes",
+            "push",
+            &two_s,
+            "--cluster",
+            URLS,
+            "--config",
+            &config,
+        ],
+    );
+    for d in &routers {
+        wait_until(WAIT, "the second table on every router", || {
+            (routes_version(d) == v1 + 1).then_some(())
+        });
+        let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+        wait_until(WAIT, "every router reporting the second table", || {
+            let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+            v["nodes"]
+                .as_array()?
+                .iter()
+                .all(|n| n["routes_version"] == v1 + 1)
+                .then_some(())
+        });
+        assert_eq!(v["node"]["routes_version"], v1 + 1, "{v}");
+    }
+
+    // A router started after the push runs it from the start.
+    let late = router("d", &prefix);
+    assert_eq!(routes_version(&late), v1 + 1, "{}", late.log());
+    for d in &routers {
+        wait_until(WAIT, "four routers in GET /cluster", || {
+            let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+            (v["nodes"].as_array()?.len() == 4).then_some(())
+        });
+    }
+}
