@@ -79,7 +79,7 @@ pub fn encode_queued(destination: &Destination, m: &Message) -> Vec<u8> {
 }
 
 /// Reads what [`encode_queued`] wrote.
-pub fn decode_queued(b: &Bytes) -> Result<(Destination, Message), Corrupt> {
+pub fn decode_queued(b: &[u8]) -> Result<(Destination, Message), Corrupt> {
     let mut r = Reader::new(b);
     let kind = r.u8()?;
     let name = r.str()?;
@@ -88,7 +88,7 @@ pub fn decode_queued(b: &Bytes) -> Result<(Destination, Message), Corrupt> {
         2 => Destination::topic(name),
         _ => return Err(Corrupt("bad destination kind")),
     };
-    Ok((d, decode(&b.slice(r.position()..))?))
+    Ok((d, decode(&b[r.position()..])?))
 }
 
 fn put_destination(out: &mut Vec<u8>, d: &Destination) {
@@ -109,7 +109,7 @@ fn put_destination(out: &mut Vec<u8>, d: &Destination) {
 /// alive behind every recovered body, in a larger allocation plus a shared header —
 /// measured 1,851 MiB against 1,556 MiB for a million 1 KiB messages, for 0.3 s of
 /// recovery time saved.
-pub fn decode(b: &Bytes) -> Result<Message, Corrupt> {
+pub fn decode(b: &[u8]) -> Result<Message, Corrupt> {
     let mut r = Reader::new(b);
     if r.u8()? != VERSION {
         return Err(Corrupt("unknown version"));
@@ -188,30 +188,34 @@ pub(crate) struct RecoveredQueue {
 
 /// Decodes what the store recovered, each queue in sequence order, on every core (a
 /// million stored messages must be back in seconds).
+///
+/// A batch at a time: each batch is decoded in parallel and moved into place while it
+/// is still in cache, and no list of a million decoded results is built only to be
+/// moved again (fresh memory for it cost more than the decoding).
 pub(crate) fn decode_recovered(
     queues: BTreeMap<String, Vec<StoredMessage>>,
 ) -> Vec<RecoveredQueue> {
-    let all: Vec<&StoredMessage> = queues.values().flatten().collect();
-    let mut decoded = decode_all(&all).into_iter();
     let mut out = Vec::with_capacity(queues.len());
-    for (name, stored) in &queues {
+    for (name, stored) in queues {
         let mut q = RecoveredQueue {
-            name: name.clone(),
             messages: Vec::with_capacity(stored.len()),
             unreadable: Vec::new(),
+            name,
         };
-        for (m, d) in stored.iter().zip(decoded.by_ref()) {
-            match d {
-                Ok((destination, message)) => q.messages.push(Restored {
-                    seq: m.seq,
-                    destination,
-                    message,
-                    deliveries: m.deliveries,
-                    redelivered: m.redelivered,
-                }),
-                Err(e) => {
-                    tracing::warn!(queue = %name, seq = m.seq, error = %e, "stored message unreadable; skipped");
-                    q.unreadable.push(m.seq);
+        for batch in stored.chunks(DECODE_BATCH) {
+            for (m, d) in batch.iter().zip(decode_all(batch)) {
+                match d {
+                    Ok((destination, message)) => q.messages.push(Restored {
+                        seq: m.seq,
+                        destination,
+                        message,
+                        deliveries: m.deliveries,
+                        redelivered: m.redelivered,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(queue = %q.name, seq = m.seq, error = %e, "stored message unreadable; skipped");
+                        q.unreadable.push(m.seq);
+                    }
                 }
             }
         }
@@ -220,11 +224,14 @@ pub(crate) fn decode_recovered(
     out
 }
 
+/// Messages decoded per parallel batch.
+const DECODE_BATCH: usize = 16_384;
+
 /// [`decode_queued`] for each, split over the available cores when there are many.
-fn decode_all(stored: &[&StoredMessage]) -> Vec<Result<(Destination, Message), Corrupt>> {
-    let decode = |m: &&StoredMessage| decode_queued(&m.bytes);
+fn decode_all(stored: &[StoredMessage]) -> Vec<Result<(Destination, Message), Corrupt>> {
+    let decode = |m: &StoredMessage| decode_queued(&m.bytes);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || stored.len() < 10_000 {
+    if threads < 2 || stored.len() < 4_096 {
         return stored.iter().map(decode).collect();
     }
     let chunk = stored.len().div_ceil(threads);
@@ -279,7 +286,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_every_field() {
         let m = full();
-        let back = decode(&encode(&m).into()).unwrap();
+        let back = decode(&encode(&m)).unwrap();
         assert_eq!(back.id.to_string(), m.id.to_string());
         let mut expect = m.clone();
         expect.id = MessageId::given(&m.id.to_string());
@@ -287,7 +294,7 @@ mod tests {
         for loss in [Loss::Encode, Loss::Reject] {
             let mut m = full();
             m.loss = loss;
-            assert_eq!(decode(&encode(&m).into()).unwrap().loss, loss);
+            assert_eq!(decode(&encode(&m)).unwrap().loss, loss);
         }
     }
 
@@ -299,7 +306,7 @@ mod tests {
         }
         let mut extra = b.to_vec();
         extra.push(0);
-        assert!(decode(&extra.into()).is_err());
+        assert!(decode(&extra).is_err());
     }
 
     #[test]
@@ -337,7 +344,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&b.into());
+            let _ = decode(&b);
         }
     }
 }

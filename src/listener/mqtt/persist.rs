@@ -121,7 +121,7 @@ pub fn restore(state: &Arc<MqttState>) {
     let mut retained = 0usize;
     let mut over = 0usize;
     for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
-        match persist::decode(&bytes.into()) {
+        match persist::decode(&bytes) {
             Ok(m) if m.expiry.is_none_or(|e| e > now) => {
                 // The limits hold after a restart too (they may have been lowered):
                 // what does not fit is forgotten, as a refused publish would have been.
