@@ -4,15 +4,21 @@
 //! one reaches every router, swaps under load with nothing lost or duplicated, and a
 //! router started later runs it from its first connection.
 //!
-//! One test, scenarios in sequence, under a bucket prefix no other run uses
-//! (`cluster.prefix`); its buckets are deleted when it ends, passed or not.
+//! A router that loses NATS (through a forwarder the test cuts: the shared nodes keep
+//! running) says so, keeps serving its local traffic, and recovers.
+//!
+//! Each test runs under a bucket prefix no other run uses (`cluster.prefix`); its
+//! buckets are deleted when it ends, passed or not.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::forwarder::Forwarder;
 use common::{BIN, Daemon, http_json, peer_lock, python_scenario, unique_prefix, wait_until};
 
 const URLS: &str = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224";
@@ -51,12 +57,16 @@ fn settings(dir: &Path, prefix: &str) -> String {
 }
 
 fn router(node: &str, prefix: &str) -> Daemon {
+    router_on(URLS, node, prefix)
+}
+
+fn router_on(servers: &str, node: &str, prefix: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     let config = settings(dir.path(), prefix);
     Daemon::start_in(
         dir,
-        &["--config", &config, "--cluster", URLS, "--node", node],
+        &["--config", &config, "--cluster", servers, "--node", node],
     )
 }
 
@@ -203,4 +213,133 @@ fn three_routers_share_membership_and_the_route_table() {
             (v["nodes"].as_array()?.len() == 4).then_some(())
         });
     }
+}
+
+/// A STOMP subscriber on `/queue/local` then a SEND to it: the message comes back.
+fn stomp_round_trip(d: &Daemon, body: &str) {
+    let mut s = TcpStream::connect(d.addr("stomp")).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(
+        b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SUBSCRIBE\nid:0\ndestination:/queue/local\n\n\0",
+    )
+    .unwrap();
+    s.write_all(format!("SEND\ndestination:/queue/local\n\n{body}\0").as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("MESSAGE\n") && text.contains(body) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no MESSAGE back: {text}");
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("STOMP connection closed: {text}\n{}", d.log()),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+fn cluster_check(d: &Daemon) -> (u16, serde_json::Value) {
+    let (status, v) = http_json(d.addr("admin"), "GET", "/health/ready");
+    let check = v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "cluster"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no cluster check: {v}"));
+    (status, check)
+}
+
+/// The router reaches NATS only through a forwarder. Cut off, it logs the loss, shows it
+/// in `GET /cluster` and `/health/ready` (503), still relays STOMP; a push made meanwhile
+/// is in force once the forwarder lets it reconnect. `POST /routes/reload` says why it
+/// is refused.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_router_cut_off_from_nats_serves_locally_and_recovers() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = format!("{}_", unique_prefix("x"));
+    let _buckets = Buckets(prefix.clone());
+    let forwarder = Forwarder::nats("127.0.0.1:4222");
+    let d = router_on(
+        &format!("nats://127.0.0.1:{}", forwarder.port()),
+        "solo",
+        &prefix,
+    );
+    let (status, v) = http_json(d.addr("admin"), "GET", "/cluster");
+    assert_eq!(
+        (status, &v["connected"]),
+        (200, &serde_json::json!(true)),
+        "{v}"
+    );
+    assert_eq!(cluster_check(&d).0, 200);
+
+    // Cluster mode: a reload is refused, saying where the table comes from.
+    let (status, v) = http_json(d.addr("admin"), "POST", "/routes/reload");
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    let why = v["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        why.contains("from the cluster") && why.contains("switchboard routes push"),
+        "{v}"
+    );
+    let (_, routes) = http_json(d.addr("admin"), "GET", "/routes");
+    assert_eq!(
+        routes["status"]["ok"], true,
+        "the table's status is untouched: {routes}"
+    );
+
+    forwarder.refuse(true);
+    forwarder.cut();
+    wait_until(WAIT, "the loss in the log", || {
+        d.log()
+            .contains("cluster: NATS connection lost")
+            .then_some(())
+    });
+    let (status, check) = wait_until(WAIT, "not ready", || {
+        let (status, check) = cluster_check(&d);
+        (status == 503).then_some((status, check))
+    });
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NATS connection lost"),
+        "{status} {check}"
+    );
+    let (status, v) = http_json(d.addr("admin"), "GET", "/cluster");
+    assert_eq!(
+        (status, &v["connected"]),
+        (200, &serde_json::json!(false)),
+        "{v}"
+    );
+    assert!(v["nodes"]["error"].is_string(), "{v}");
+    stomp_round_trip(&d, "while NATS is away");
+
+    // A push made meanwhile (straight to the cluster) is picked up on reconnection.
+    let work = tempfile::tempdir().unwrap();
+    let config = settings(work.path(), &prefix);
+    let (code, text) = push(&route_dir(work.path(), "one", "{ queue: out1 }"), &config);
+    assert_eq!(code, 0, "{text}");
+    let pushed: u64 = text.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(routes_version(&d), 0, "cut off: still the table it had");
+
+    forwarder.refuse(false);
+    wait_until(Duration::from_secs(30), "ready again", || {
+        (cluster_check(&d).0 == 200).then_some(())
+    });
+    let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+    assert_eq!(v["connected"], true, "{v}");
+    wait_until(WAIT, "the push made meanwhile", || {
+        (routes_version(&d) == pushed).then_some(())
+    });
+    wait_until(WAIT, "its key back in SB_NODES", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+        (v["nodes"].as_array()?.iter().any(|n| n["node"] == "solo")).then_some(())
+    });
+    stomp_round_trip(&d, "NATS is back");
 }

@@ -6,10 +6,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use common::forwarder::Forwarder;
 use common::{Daemon, daemon_with_config, http, http_json, wait_until};
 
 /// GET with an optional bearer token: (status, head, body).
@@ -193,46 +193,6 @@ fn not_ready_while_a_link_cannot_connect() {
     assert!(others_ok, "only the link is not ready: {v}");
     assert_eq!(http(d.addr("admin"), "GET", "/health/live").0, 200);
     assert_eq!(sample(&metrics(&d), CONNECTED), Some(0.0));
-}
-
-/// A TCP forwarder from a loopback port to RabbitMQ whose connections can be cut.
-struct Forwarder {
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Forwarder {
-    fn start(port: u16, to: &'static str) -> Forwarder {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let kept = Arc::clone(&conns);
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(to) else {
-                    continue;
-                };
-                let mut kept = kept.lock().unwrap();
-                kept.push(client.try_clone().unwrap());
-                kept.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Forwarder { conns }
-    }
-
-    /// Closes every forwarded connection, as a network failure would.
-    fn cut(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Both);
-    });
 }
 
 /// Not ready while the link's peer is unreachable; ready once RabbitMQ answers through

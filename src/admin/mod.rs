@@ -6,7 +6,7 @@
 //! | GET | `/health/live`, `/health/ready` | liveness; readiness with its checks, 503 when one fails (always open; [`health`]) |
 //! | GET | `/metrics` | Prometheus text exposition; `?per_object=1` for per-queue series ([`metrics`]) |
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
-//! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors |
+//! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors (in cluster mode: why it is refused) |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
@@ -391,13 +391,21 @@ async fn routes_status(State(s): State<AdminState>) -> impl IntoResponse {
     Json(json!({ "status": s.routes.status(), "routes": routes }))
 }
 
+/// 200 with the status, or 422 with the status and this reload's errors. They are the
+/// status's own after a failed reload; a clustered router refuses without touching its
+/// status, so the errors say why (the table comes from `switchboard routes push`).
 async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
     let routes = Arc::clone(&s.routes);
     let result = tokio::task::spawn_blocking(move || routes.reload("admin api")).await;
-    let status = s.routes.status();
+    let mut status = json!(s.routes.status());
     match result {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!(status))),
-        _ => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!(status))),
+        Ok(Ok(_)) => (StatusCode::OK, Json(status)),
+        Ok(Err(errors)) => {
+            status["ok"] = json!(false);
+            status["errors"] = json!(errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(status))
+        }
+        Err(_) => (StatusCode::UNPROCESSABLE_ENTITY, Json(status)),
     }
 }
 
