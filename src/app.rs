@@ -104,10 +104,13 @@ pub async fn run(
     ));
 
     if let Some(c) = &cluster {
-        // The cluster's table is the only one: no directory watch, no SIGHUP reload.
+        // The cluster's table is the only one: no directory watch. SIGHUP is still
+        // caught (its default action would end the process: a `systemctl reload` must
+        // not kill a router) and answered with a log line saying why nothing reloads.
         c.start(Arc::clone(&routes), &tracker, shutdown.clone())
             .await
             .map_err(StartError::Cluster)?;
+        spawn_sighup(&tracker, Arc::clone(&routes), shutdown.clone());
     } else {
         if routes.dir().is_dir() {
             match routes.spawn_watcher(settings.reload_debounce, shutdown.clone()) {

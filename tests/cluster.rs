@@ -291,6 +291,15 @@ fn a_router_cut_off_from_nats_serves_locally_and_recovers() {
         routes["status"]["ok"], true,
         "the table's status is untouched: {routes}"
     );
+    // SIGHUP (`systemctl reload`) neither reloads nor ends a clustered router: it says
+    // why in the log, and the router still answers.
+    d.signal("HUP");
+    wait_until(WAIT, "the SIGHUP refusal in the log", || {
+        d.log()
+            .contains("routes not reloaded: this router takes its routes from the cluster")
+            .then_some(())
+    });
+    assert_eq!(cluster_check(&d).0, 200, "still serving after SIGHUP");
 
     forwarder.refuse(true);
     forwarder.cut();

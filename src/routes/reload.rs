@@ -168,6 +168,10 @@ impl LiveRoutes {
     /// router whose table comes from the cluster refuses, and its status stays as it is.
     pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, Vec<RouteError>> {
         if self.clustered {
+            tracing::warn!(
+                trigger,
+                "routes not reloaded: this router takes its routes from the cluster (`switchboard routes push`)"
+            );
             return Err(vec![RouteError {
                 file: self.dir.display().to_string(),
                 line: 0,
