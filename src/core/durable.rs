@@ -79,7 +79,8 @@ impl Core {
         config: super::CoreConfig,
         store: Arc<dyn Store>,
     ) -> Result<Self, StoreError> {
-        let recovered = store.recover()?;
+        let mut decoded = persist::Recovering::default();
+        let recovered = store.recover(&mut |queue, batch| decoded.add(queue, batch))?;
         let core = Self::build(config, Some(store));
         let mut meta = recovered.meta;
         let metas = meta.remove(META_QUEUE);
@@ -110,7 +111,7 @@ impl Core {
         }
         let now = Instant::now();
         let mut restored = 0usize;
-        for r in persist::decode_recovered(recovered.queues) {
+        for r in decoded.finish() {
             let q = match core.declare_queue(&r.name, None) {
                 Ok(q) => q,
                 Err(e) => {

@@ -186,21 +186,33 @@ pub(crate) struct RecoveredQueue {
     pub unreadable: Vec<u64>,
 }
 
-/// Decodes what the store recovered, each queue in sequence order, on every core (a
-/// million stored messages must be back in seconds).
+/// What the store recovers, decoded as the store lends it ([`Store::recover`]), on
+/// every core (a million stored messages must be back in seconds): each batch while the
+/// store's reused buffer holds it, so only the decoded copies take fresh memory.
 ///
-/// A batch at a time: each batch is decoded in parallel and moved into place while it
-/// is still in cache, and no list of a million decoded results is built only to be
+/// A slice of a batch at a time: each is decoded in parallel and moved into place while
+/// it is still in cache, and no list of a million decoded results is built only to be
 /// moved again (fresh memory for it cost more than the decoding).
-pub(crate) fn decode_recovered(
-    queues: BTreeMap<String, Vec<StoredMessage>>,
-) -> Vec<RecoveredQueue> {
-    let mut out = Vec::with_capacity(queues.len());
-    for (name, stored) in queues {
-        let mut q = RecoveredQueue {
-            messages: Vec::with_capacity(stored.len()),
-            unreadable: Vec::new(),
-            name,
+///
+/// [`Store::recover`]: crate::store::Store::recover
+#[derive(Debug, Default)]
+pub(crate) struct Recovering {
+    queues: BTreeMap<String, RecoveredQueue>,
+}
+
+impl Recovering {
+    /// Decodes one batch of `queue`'s stored messages (the visitor of `Store::recover`).
+    pub(crate) fn add(&mut self, queue: &str, stored: &[StoredMessage<'_>]) {
+        if !self.queues.contains_key(queue) {
+            let q = RecoveredQueue {
+                name: queue.to_owned(),
+                messages: Vec::new(),
+                unreadable: Vec::new(),
+            };
+            self.queues.insert(queue.to_owned(), q);
+        }
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
         };
         for batch in stored.chunks(DECODE_BATCH) {
             for (m, d) in batch.iter().zip(decode_all(batch)) {
@@ -219,17 +231,28 @@ pub(crate) fn decode_recovered(
                 }
             }
         }
-        out.push(q);
     }
-    out
+
+    /// The queues by name, each in sequence order: a queue may come in several batches,
+    /// in no set order between them (compaction moves older messages into newer
+    /// segments), so a list out of order is sorted.
+    pub(crate) fn finish(self) -> Vec<RecoveredQueue> {
+        let mut out: Vec<RecoveredQueue> = self.queues.into_values().collect();
+        for q in &mut out {
+            if !q.messages.is_sorted_by_key(|m| m.seq) {
+                q.messages.sort_unstable_by_key(|m| m.seq);
+            }
+        }
+        out
+    }
 }
 
 /// Messages decoded per parallel batch.
 const DECODE_BATCH: usize = 16_384;
 
 /// [`decode_queued`] for each, split over the available cores when there are many.
-fn decode_all(stored: &[StoredMessage]) -> Vec<Result<(Destination, Message), Corrupt>> {
-    let decode = |m: &StoredMessage| decode_queued(&m.bytes);
+fn decode_all(stored: &[StoredMessage<'_>]) -> Vec<Result<(Destination, Message), Corrupt>> {
+    let decode = |m: &StoredMessage<'_>| decode_queued(m.bytes);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || stored.len() < 4_096 {
         return stored.iter().map(decode).collect();
@@ -312,21 +335,21 @@ mod tests {
     #[test]
     fn recovered_queues_decode_in_order_and_skip_what_is_unreadable() {
         let d = Destination::topic("t.x");
-        let stored = |seq, bytes: Vec<u8>, deliveries| StoredMessage {
+        let (first, last) = (
+            encode_queued(&d, &full()),
+            encode_queued(&d, &Message::new("last")),
+        );
+        let stored = |seq, bytes, deliveries| StoredMessage {
             seq,
-            bytes: bytes.into(),
+            bytes,
             deliveries,
             redelivered: deliveries > 0,
         };
-        let queues = BTreeMap::from([(
-            "q".to_owned(),
-            vec![
-                stored(1, encode_queued(&d, &full()), 0),
-                stored(2, b"junk".to_vec(), 0),
-                stored(3, encode_queued(&d, &Message::new("last")), 2),
-            ],
-        )]);
-        let out = decode_recovered(queues);
+        let mut r = Recovering::default();
+        // Batches as a compacted journal lends them: the newest first.
+        r.add("q", &[stored(3, &last, 2)]);
+        r.add("q", &[stored(1, &first, 0), stored(2, b"junk", 0)]);
+        let out = r.finish();
         assert_eq!(out.len(), 1);
         let (name, list) = (&out[0].name, &out[0].messages);
         assert_eq!(name, "q");

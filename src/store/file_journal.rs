@@ -30,9 +30,10 @@ use tokio::sync::oneshot;
 use super::health::Health;
 use super::journal::{Record, SEGMENT_MAX};
 use super::lock::DirLock;
+use super::recovery::Pending;
 use super::segments::Segments;
 use super::writer::{self, Done, Op};
-use super::{QueueLog, Recovered, Store, StoreError, StoreWait};
+use super::{QueueLog, Recovered, Store, StoreError, StoreWait, StoredMessage};
 
 /// When commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +54,8 @@ pub struct FileJournal {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held while this journal or a queue log of it may still write; released by close.
     lock: Arc<DirLock>,
-    /// What the replay at open found, until [`Store::recover`] takes it.
-    recovered: Mutex<Option<Recovered>>,
+    /// What the replay at open found, until [`Store::recover`] reads the messages back.
+    recovered: Mutex<Option<Pending>>,
 }
 
 impl std::fmt::Debug for FileJournal {
@@ -103,6 +104,11 @@ impl FileJournal {
         let lock = DirLock::acquire(dir).map_err(open_err)?;
         let started = Instant::now();
         let (mut segments, recovered) = Segments::recover(dir, segment_max).map_err(open_err)?;
+        let Pending {
+            recovered: found,
+            messages,
+            ..
+        } = &recovered;
         // From now on the journal is open: a first record after a `Clean` one means a
         // crash from here on is seen as one at the next start.
         let opened = segments.open_head().and_then(|()| {
@@ -115,14 +121,13 @@ impl FileJournal {
         ));
         tracing::info!(
             dir = %dir.display(),
-            clean = recovered.clean,
-            queues = recovered.queues.len(),
-            messages = recovered.queues.values().map(Vec::len).sum::<usize>(),
-            bytes = recovered.bytes,
+            clean = found.clean,
+            messages,
+            bytes = found.bytes,
             took_ms = started.elapsed().as_millis() as u64,
             "store recovered"
         );
-        for r in &recovered.repairs {
+        for r in &found.repairs {
             tracing::warn!(repair = %r, "store: torn or corrupt journal tail cut off");
         }
         let (tx, rx) = mpsc::channel();
@@ -187,13 +192,29 @@ impl Store for FileJournal {
         send_awaited(&self.tx, |done| Op::Barrier { done })
     }
 
-    fn recover(&self) -> Result<Recovered, StoreError> {
-        Ok(self
+    fn recover(
+        &self,
+        visit: &mut dyn FnMut(&str, &[StoredMessage<'_>]),
+    ) -> Result<Recovered, StoreError> {
+        let pending = self
             .recovered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or_default())
+            .take();
+        let Some(pending) = pending else {
+            return Ok(Recovered::default());
+        };
+        let (started, messages) = (Instant::now(), pending.messages);
+        let recovered = pending.replay(visit).map_err(|reason| StoreError::Open {
+            path: self.dir.clone(),
+            reason,
+        })?;
+        tracing::info!(
+            messages,
+            took_ms = started.elapsed().as_millis() as u64,
+            "store recovered messages handed over"
+        );
+        Ok(recovered)
     }
 
     fn check(&self) -> Result<(), StoreError> {

@@ -8,7 +8,8 @@
 //! The store is the lowest layer: it imports nothing from the crate, knows no message
 //! type and none of its users. The core encodes a persistent message as it enters a
 //! durable queue and hands the store opaque bytes under the queue's name and a sequence
-//! number; at start-up it decodes what the store recovered. Users hold the store as an
+//! number; at start-up it decodes what the store recovered, batch by batch as the store
+//! reads it back ([`Store::recover`]). Users hold the store as an
 //! `Arc<dyn Store>` ([`Store`]) and each durable queue keeps its own [`QueueLog`], so a
 //! backend is free to give every queue a log of its own (a stream per queue).
 //! [`FileJournal`], a journal of segment files in the data directory, is the backend
@@ -37,8 +38,13 @@
 //!   on the wire. A backend that cannot show its marks complete (the previous run did
 //!   not end with [`Store::close`]) recovers with [`Recovered::clean`] false, and every
 //!   message flagged [`StoredMessage::redelivered`].
-//! - **Recovery gives back the bytes as appended**, each queue in sequence order with the
-//!   last delivery count recorded, and the last value of each metadata key.
+//! - **Recovery gives back the bytes as appended**, with the last delivery count
+//!   recorded, and the last value of each metadata key. The messages are lent to a
+//!   visitor in batches ([`Store::recover`]), each batch one queue's, in sequence order
+//!   within it; a queue may come in several batches, not necessarily in order between
+//!   them (a backend reads where it keeps them: the file journal segment by segment, and
+//!   compaction moves older messages into newer segments). A backend whose queues live
+//!   elsewhere (a server's streams) visits nothing.
 //! - **Health is cheap.** [`Store::check`] answers without I/O, so a persistent publish
 //!   is refused up front while writes fail instead of waiting for its own error.
 //!
@@ -80,8 +86,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn barrier(&self) -> StoreWait;
 
     /// What the store held when it was opened, for whoever puts it back (the core, at
-    /// start-up). Taken once: a later call finds nothing.
-    fn recover(&self) -> Result<Recovered, StoreError>;
+    /// start-up): the messages are handed to `visit` one batch at a time (a queue's name
+    /// and some of its messages, see the module docs), then the rest is returned. The
+    /// batch borrows the backend's read buffer, which is reused for the next one: the
+    /// visitor copies what it keeps, so recovery holds no second copy of the journal
+    /// next to what it restores. Taken once: a later call visits and finds nothing.
+    fn recover(
+        &self,
+        visit: &mut dyn FnMut(&str, &[StoredMessage<'_>]),
+    ) -> Result<Recovered, StoreError>;
 
     /// Ok while writes succeed; the last write error otherwise.
     fn check(&self) -> Result<(), StoreError>;
@@ -143,11 +156,13 @@ impl StoreWait {
     }
 }
 
-/// A stored message as recovered: the bytes it was appended with.
-#[derive(Debug)]
-pub struct StoredMessage {
+/// A stored message as recovered, lent to the visitor of [`Store::recover`]: the bytes
+/// it was appended with (empty when the backend could not read them back: the visitor
+/// finds them unreadable).
+#[derive(Debug, Clone, Copy)]
+pub struct StoredMessage<'a> {
     pub seq: u64,
-    pub bytes: Bytes,
+    pub bytes: &'a [u8],
     /// Times it was handed to a consumer without being acknowledged, as recorded (0:
     /// none recorded).
     pub deliveries: u32,
@@ -157,11 +172,10 @@ pub struct StoredMessage {
     pub redelivered: bool,
 }
 
-/// What a start-up replay found.
+/// What a start-up replay found besides the messages (which went to the visitor of
+/// [`Store::recover`]).
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Messages by queue, in sequence order.
-    pub queues: BTreeMap<String, Vec<StoredMessage>>,
     /// Metadata by namespace and key.
     pub meta: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Torn or corrupt ends found (and cut off), one line each.

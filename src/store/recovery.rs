@@ -1,19 +1,18 @@
 //! Start-up: the journal is replayed oldest segment first, a torn or corrupt segment end
-//! is cut off, and what survives is handed back as [`Recovered`] together with the
-//! writer's live index of it.
+//! is cut off, and what survives is handed back: the writer's live index of it and the
+//! metadata when the journal is opened, the messages when [`super::Store::recover`] asks.
 //!
-//! Replay reads each segment twice, through one reused buffer: first to find what
-//! survives (later records cancel earlier ones), then to copy out just the bytes of the
-//! surviving messages, so recovery never holds the whole journal in memory next to the
-//! messages it restores.
+//! Replay reads each segment twice, through one reused buffer: first (at open) to find
+//! what survives (later records cancel earlier ones), then (at recover) to lend the bytes
+//! of the surviving messages to the visitor, a segment at a time, which decodes them
+//! while the buffer holds them. Recovery never holds the journal in memory next to the
+//! messages it restores, and touches no fresh memory for it but that one buffer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::journal::{self, MAGIC, Record};
 use super::segments::{LiveMessage, Loc, SegStat, Segments};
@@ -30,27 +29,45 @@ struct Replay {
     meta: HashMap<(String, String), (Vec<u8>, Loc)>,
 }
 
-/// A stored message that survived replay: where its bytes are.
+/// A stored message that survived replay: where its bytes are in its segment.
 struct Survivor {
     queue: Arc<str>,
     seq: u64,
     deliveries: u32,
-    loc: Loc,
     range: std::ops::Range<usize>,
 }
 
-/// Reads a segment file into `buf` (reusing its allocation).
-fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<(), String> {
-    use std::io::Read;
+/// One segment's survivors, queue by queue, each queue's in sequence order. The file is
+/// opened before the writer starts: a segment the writer reclaims before the second pass
+/// reads it stays readable through this handle (its records were moved, not changed).
+struct SegmentSurvivors {
+    path: PathBuf,
+    file: File,
+    survivors: Vec<Survivor>,
+}
+
+/// What the first pass found, waiting for [`Pending::replay`] to hand over the messages.
+pub(super) struct Pending {
+    /// Everything but the messages.
+    pub(super) recovered: Recovered,
+    /// Messages that survived.
+    pub(super) messages: usize,
+    segments: Vec<SegmentSurvivors>,
+}
+
+/// Reads a whole segment file into `buf` (reusing its allocation).
+fn read_segment(file: &mut File, path: &Path, buf: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(buf))
+    file.rewind()
+        .and_then(|()| file.read_to_end(buf))
         .map(|_| ())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Segments {
-    pub(super) fn recover(dir: &Path, segment_max: u64) -> Result<(Self, Recovered), String> {
+    /// First pass: what survives, and the writer's live index of it. The messages' bytes
+    /// are left for [`Pending::replay`].
+    pub(super) fn recover(dir: &Path, segment_max: u64) -> Result<(Self, Pending), String> {
         let ids = journal::segment_ids(dir).map_err(|e| e.to_string())?;
         let mut replay = Replay::default();
         let mut out = Recovered::default();
@@ -62,7 +79,9 @@ impl Segments {
         let mut clean = true;
         for id in &ids {
             let path = journal::segment_path(dir, *id);
-            read_segment(&path, &mut bytes)?;
+            let mut file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            read_segment(&mut file, &path, &mut bytes)?;
+            drop(file);
             out.bytes += bytes.len() as u64;
             let base = bytes.as_ptr() as usize;
             let torn = journal::scan(&bytes, |rec, offset, len| {
@@ -134,61 +153,26 @@ impl Segments {
         };
         journal.total = journal.segs.values().map(|s| s.size).sum();
         drop(bytes);
-        // Second pass: the survivors' bytes, segment by segment.
+        out.clean = clean;
+        // The live index is complete now; the survivors' bytes wait for the second pass,
+        // grouped by segment (and within one, by queue in sequence order).
         let mut by_segment: BTreeMap<u64, Vec<Survivor>> = BTreeMap::new();
+        let mut messages = 0;
         for (queue, entries) in replay.messages {
+            if entries.is_empty() {
+                continue;
+            }
+            let live = journal.messages.entry(Arc::clone(&queue)).or_default();
             for (seq, (range, deliveries, loc)) in entries {
+                live.insert(seq, LiveMessage { loc, deliveries });
                 by_segment.entry(loc.seg).or_default().push(Survivor {
                     queue: Arc::clone(&queue),
                     seq,
                     deliveries,
-                    loc,
                     range,
                 });
+                messages += 1;
             }
-        }
-        out.clean = clean;
-        let mut lists: HashMap<Arc<str>, Vec<StoredMessage>> = HashMap::new();
-        for (seg, survivors) in by_segment {
-            let path = journal::segment_path(dir, seg);
-            // A buffer of its own per segment, handed out in slices: no copy per
-            // message. It is freed once every message read from it has been decoded
-            // (the decoder copies what it keeps).
-            let mut buf = Vec::new();
-            read_segment(&path, &mut buf)?;
-            let segment = Bytes::from(buf);
-            for sv in survivors {
-                // The range is from the first read of this file: trusted only if it fits.
-                if segment.get(sv.range.clone()).is_none() {
-                    out.repairs.push(format!(
-                        "message {} of queue {} skipped: outside its segment {:016x}",
-                        sv.seq, sv.queue, sv.loc.seg
-                    ));
-                    continue;
-                }
-                journal
-                    .messages
-                    .entry(Arc::clone(&sv.queue))
-                    .or_default()
-                    .insert(
-                        sv.seq,
-                        LiveMessage {
-                            loc: sv.loc,
-                            deliveries: sv.deliveries,
-                        },
-                    );
-                lists.entry(sv.queue).or_default().push(StoredMessage {
-                    seq: sv.seq,
-                    bytes: segment.slice(sv.range),
-                    deliveries: sv.deliveries,
-                    redelivered: sv.deliveries > 0 || !clean,
-                });
-            }
-        }
-        for (queue, mut list) in lists {
-            // Compaction may have moved older messages into newer segments.
-            list.sort_unstable_by_key(|m| m.seq);
-            out.queues.insert(queue.to_string(), list);
         }
         for ((ns, key), (value, loc)) in replay.meta {
             journal.meta.insert((ns.clone(), key.clone()), loc);
@@ -203,7 +187,62 @@ impl Segments {
         for loc in locs {
             journal.add_live(loc);
         }
-        Ok((journal, out))
+        let segments = by_segment
+            .into_iter()
+            .map(|(id, survivors)| {
+                let path = journal::segment_path(dir, id);
+                match File::open(&path) {
+                    Ok(file) => Ok(SegmentSurvivors {
+                        path,
+                        file,
+                        survivors,
+                    }),
+                    Err(e) => Err(format!("{}: {e}", path.display())),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let pending = Pending {
+            recovered: out,
+            messages,
+            segments,
+        };
+        Ok((journal, pending))
+    }
+}
+
+impl Pending {
+    /// Second pass: the survivors' bytes, segment by segment through one reused buffer,
+    /// lent to `visit` one queue's run of a segment at a time (see the module docs).
+    pub(super) fn replay(
+        self,
+        visit: &mut dyn FnMut(&str, &[StoredMessage<'_>]),
+    ) -> Result<Recovered, String> {
+        let clean = self.recovered.clean;
+        let mut buf = Vec::new();
+        for mut seg in self.segments {
+            read_segment(&mut seg.file, &seg.path, &mut buf)?;
+            for run in seg
+                .survivors
+                .chunk_by(|a, b| Arc::ptr_eq(&a.queue, &b.queue))
+            {
+                let batch: Vec<StoredMessage<'_>> = run
+                    .iter()
+                    .map(|sv| StoredMessage {
+                        seq: sv.seq,
+                        // The range is from the first read of this file: trusted only if
+                        // it fits. Empty bytes are unreadable: the visitor forgets them.
+                        bytes: buf.get(sv.range.clone()).unwrap_or_else(|| {
+                            tracing::warn!(queue = %sv.queue, seq = sv.seq, segment = %seg.path.display(), "store: stored message outside its segment on the second read");
+                            &[]
+                        }),
+                        deliveries: sv.deliveries,
+                        redelivered: sv.deliveries > 0 || !clean,
+                    })
+                    .collect();
+                visit(&run[0].queue, &batch);
+            }
+        }
+        Ok(self.recovered)
     }
 }
 

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,49 @@ use super::*;
 /// A namespace as a user of the store would have one.
 const NS: &str = "queue";
 
-fn open(dir: &Path, policy: FsyncPolicy) -> (FileJournal, Recovered) {
+/// A stored message as a test keeps it from the visitor.
+struct Owned {
+    seq: u64,
+    bytes: Vec<u8>,
+    deliveries: u32,
+    redelivered: bool,
+}
+
+/// What [`Store::recover`] handed over, its messages collected by queue in sequence order.
+struct Got {
+    queues: BTreeMap<String, Vec<Owned>>,
+    meta: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    repairs: Vec<String>,
+    clean: bool,
+}
+
+fn recover(s: &FileJournal) -> Got {
+    let mut queues: BTreeMap<String, Vec<Owned>> = BTreeMap::new();
+    let r = s
+        .recover(&mut |queue, batch| {
+            let list = queues.entry(queue.to_owned()).or_default();
+            list.extend(batch.iter().map(|m| Owned {
+                seq: m.seq,
+                bytes: m.bytes.to_vec(),
+                deliveries: m.deliveries,
+                redelivered: m.redelivered,
+            }));
+        })
+        .unwrap();
+    for list in queues.values_mut() {
+        list.sort_by_key(|m| m.seq);
+    }
+    Got {
+        queues,
+        meta: r.meta,
+        repairs: r.repairs,
+        clean: r.clean,
+    }
+}
+
+fn open(dir: &Path, policy: FsyncPolicy) -> (FileJournal, Got) {
     let s = FileJournal::open(dir, policy).unwrap();
-    let r = s.recover().unwrap();
+    let r = recover(&s);
     (s, r)
 }
 
@@ -20,7 +61,7 @@ fn enc(body: &str) -> Bytes {
     Bytes::copy_from_slice(body.as_bytes())
 }
 
-fn bodies(r: &Recovered, queue: &str) -> Vec<(u64, String)> {
+fn bodies(r: &Got, queue: &str) -> Vec<(u64, String)> {
     r.queues
         .get(queue)
         .map(|v| {
@@ -69,7 +110,7 @@ async fn appends_survive_reopening_in_order_and_removals_stick() {
             .all(|m| m.deliveries == 0)
     );
     assert!(r.repairs.is_empty());
-    assert!(s.recover().unwrap().queues.is_empty(), "taken once");
+    assert!(recover(&s).queues.is_empty(), "taken once");
     s.close();
 }
 
@@ -223,7 +264,7 @@ async fn segments_are_reclaimed_and_live_messages_survive_compaction() {
     assert!(files.len() < 10, "segments left: {}", files.len());
     assert!(files[0] > 1, "the first segment was reclaimed");
     let s = FileJournal::open_sized(dir.path(), FsyncPolicy::Always, seg_max).unwrap();
-    let r = s.recover().unwrap();
+    let r = recover(&s);
     assert_eq!(
         bodies(&r, "keep"),
         vec![(0, "oldest".to_owned()), (1, "newest".to_owned())]
@@ -235,13 +276,48 @@ async fn segments_are_reclaimed_and_live_messages_survive_compaction() {
     assert_eq!(r.meta["another"]["keep"], b"other");
 }
 
+/// The writer may reclaim a segment between the open and the recovery (a write came
+/// first): the messages it held, moved to the head, are still handed over once each.
+#[tokio::test]
+async fn a_segment_reclaimed_before_recovery_is_still_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_max = 8 * 1024;
+    {
+        let s = FileJournal::open_sized(dir.path(), FsyncPolicy::Always, seg_max).unwrap();
+        let keep = s.queue("keep");
+        for i in 0..3u64 {
+            keep.append(i, enc(&format!("k{i}"))).wait().await.unwrap();
+        }
+        keep.delivered(1, 2);
+        s.close();
+    }
+    let first = journal::segment_ids(dir.path()).unwrap()[0];
+    let s = FileJournal::open_sized(dir.path(), FsyncPolicy::Always, seg_max).unwrap();
+    let churn = s.queue("churn");
+    for i in 0..200u64 {
+        churn.append(i, enc(&"x".repeat(200))).wait().await.unwrap();
+        churn.remove(i);
+    }
+    s.barrier().wait().await.unwrap();
+    assert!(
+        !journal::segment_path(dir.path(), first).exists(),
+        "the segment holding the messages was reclaimed"
+    );
+    let r = recover(&s);
+    assert_eq!(
+        bodies(&r, "keep"),
+        vec![(0, "k0".into()), (1, "k1".into()), (2, "k2".into())]
+    );
+    assert_eq!(flags(&r, "keep")[1], (1, 2, true));
+}
+
 /// Drops the journal without [`Store::close`], as a crash would leave it (the writer
 /// stops without its `Clean` record). Its queue logs must be gone already.
 fn crash(s: FileJournal) {
     drop(s);
 }
 
-fn flags(r: &Recovered, queue: &str) -> Vec<(u64, u32, bool)> {
+fn flags(r: &Got, queue: &str) -> Vec<(u64, u32, bool)> {
     r.queues[queue]
         .iter()
         .map(|m| (m.seq, m.deliveries, m.redelivered))
