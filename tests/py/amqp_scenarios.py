@@ -504,11 +504,14 @@ def restart_under_load():
     t2.start()
     wait_for(lambda: len(confirmed) > n // 5, T, "some traffic before the restart")
     ctl("stop_app")
-    # Down until the link has noticed and the STOMP side has sent on into the outage.
-    wait_for(lambda: links()["rabbit"]["state"] != "connected", T, lambda: f"the link noticed: {links()['rabbit']}")
-    at = sent[0]
-    wait_for(lambda: sent[0] >= min(n, at + 200), T, lambda: f"STOMP sends during the outage: {sent[0] - at}")
-    ctl("start_app")
+    try:
+        # Down until the link has noticed and the STOMP side has sent on into the outage.
+        wait_for(lambda: links()["rabbit"]["state"] != "connected", T, lambda: f"the link noticed: {links()['rabbit']}")
+        at = sent[0]
+        wait_for(lambda: sent[0] >= min(n, at + 200), T, lambda: f"STOMP sends during the outage: {sent[0] - at}")
+    finally:
+        # Whatever failed, RabbitMQ comes back: every later test needs it.
+        ctl("start_app")
     expect(done.wait(120) and sender_done.wait(120), "publishers finished")
     col.wait_messages(len(confirmed), "inbound after restart", timeout=90)
     wait_for(lambda: confirmed <= set(col.bodies()), 60, lambda: f"missing inbound {sorted(confirmed - set(col.bodies()))[:10]}")

@@ -17,6 +17,9 @@ use super::{inbound, outbound, topology};
 use crate::link::LinkState;
 use crate::routes::AmqpSourceKey;
 
+/// How often a session checks that its connection is still alive.
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One connected session; returns why it ended.
 pub(super) async fn session(
     ctx: &Arc<LinkCtx>,
@@ -93,10 +96,21 @@ pub(super) async fn session(
         tracker,
     );
 
+    // lapin can report a dead connection before it marks it so (the error event then
+    // looks like a channel's, and no event follows): the state is looked at again every
+    // second, so a reset connection ends the session even then. Seen in a full test run
+    // (2026-12-05): a link still "connected" 25 s after RabbitMQ reset its connection.
+    let mut watchdog = tokio::time::interval(WATCHDOG);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = loop {
         tokio::select! {
             _ = cancel.cancelled() => break "shutdown".to_owned(),
             Some(r) = fail_rx.recv() => break r,
+            _ = watchdog.tick() => {
+                if !conn.status().connected() {
+                    break "connection lost".to_owned();
+                }
+            }
             changed = routes_changed.changed() => {
                 if changed.is_err() {
                     continue;
