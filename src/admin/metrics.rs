@@ -520,6 +520,11 @@ fn routes(f: &mut Families, s: &AdminState) {
         "Reload attempts since start (file change, SIGHUP, admin API), successful or not.",
     )
     .value(st.attempts.saturating_sub(1));
+    f.counter(
+        "route_reload_failures",
+        "Reload attempts that failed; the previous table stayed in force.",
+    )
+    .value(s.routes.failures());
     f.gauge(
         "route_last_reload_success",
         "1 if the latest load or reload succeeded; 0 if it failed (the previous table stays).",
