@@ -234,3 +234,31 @@ fn ready_once_the_link_is_up_and_again_after_it_reconnects() {
     let (status, v) = ready(&d);
     assert_eq!(status, 200, "{v}");
 }
+
+const RELOAD_FAILURES: &str = "switchboard_route_reload_failures_total";
+
+/// A reload that fails counts once in `route_reload_failures_total` and leaves the table
+/// in force. The route file is a link to one outside the watched directory, so rewriting
+/// it triggers no reload of the watcher's: only the admin API's.
+#[test]
+fn a_failed_reload_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let target = dir.path().join("b.yaml");
+    std::fs::write(&target, "routes: []\n").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("routes/b.yaml")).unwrap();
+    let d = Daemon::start_in(dir, &[]);
+    let m = metrics(&d);
+    assert_eq!(sample(&m, RELOAD_FAILURES), Some(0.0), "{m}");
+
+    std::fs::write(&target, "routes:\n  - name: b\n    form: {}\n").unwrap();
+    let (status, v) = http_json(d.addr("admin"), "POST", "/routes/reload");
+    assert_eq!(status, 422, "{v}");
+    let m = metrics(&d);
+    assert_eq!(sample(&m, RELOAD_FAILURES), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "switchboard_route_reloads_total"), Some(1.0));
+    assert_eq!(
+        sample(&m, "switchboard_route_last_reload_success"),
+        Some(0.0)
+    );
+}

@@ -28,18 +28,28 @@ use serde_json::Value;
 
 use super::totals::{Counts, counts};
 use super::{AdminState, Caller, process, redacted};
-use crate::store::Store as _;
+use crate::store::{HistogramSnapshot, Store as _};
 
 type Labels = Vec<(&'static str, String)>;
 
 /// One metric family as gathered: name (without the `switchboard_` prefix and, for a
-/// counter, without `_total`, which the encoder adds), help, type and samples.
+/// counter, without `_total`, which the encoder adds), help, type and samples (a
+/// histogram has one unlabelled [`Histogram`] instead).
 #[derive(Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
     samples: Vec<(Labels, u64)>,
+    histogram: Option<Histogram>,
+}
+
+/// A histogram in the metric's unit: the sum and, per bucket, its upper bound and its
+/// observations (not cumulative; the last bound is +Inf).
+#[derive(Debug)]
+struct Histogram {
+    sum: f64,
+    buckets: Vec<(f64, u64)>,
 }
 
 impl Family {
@@ -64,6 +74,7 @@ impl Families {
             help,
             kind,
             samples: Vec::new(),
+            histogram: None,
         });
         self.0.last_mut().expect("just pushed")
     }
@@ -74,6 +85,26 @@ impl Families {
 
     fn gauge(&mut self, name: &'static str, help: &'static str) -> &mut Family {
         self.family(name, help, MetricType::Gauge)
+    }
+
+    /// A histogram from the store's snapshot, whose figures are `per_unit` to the
+    /// metric's unit (1e6 for microseconds as seconds).
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        h: &HistogramSnapshot,
+        per_unit: f64,
+    ) {
+        let bounds = h.bounds.iter().map(|&b| b as f64 / per_unit);
+        let buckets = bounds
+            .chain([f64::INFINITY])
+            .zip(h.buckets.iter().copied())
+            .collect();
+        self.family(name, help, MetricType::Histogram).histogram = Some(Histogram {
+            sum: h.sum as f64 / per_unit,
+            buckets,
+        });
     }
 }
 
@@ -88,6 +119,12 @@ impl Collector for Families {
                 } else {
                     metric.encode_gauge(value)?;
                 }
+            }
+            if let Some(h) = &f.histogram {
+                let count = h.buckets.iter().map(|(_, n)| n).sum();
+                family
+                    .encode_family(&Labels::new())?
+                    .encode_histogram::<NoLabelSet>(h.sum, count, &h.buckets, None)?;
             }
         }
         Ok(())
@@ -139,6 +176,18 @@ fn gather(s: &AdminState, per_object: bool, caller: Caller) -> Families {
             "Group commits the journal wrote (each covers one or more appends).",
         )
         .value(journal.commits());
+        f.histogram(
+            "journal_fsync_seconds",
+            "How long each fsync of written batches took (one per commit with fsync: always, one per interval otherwise).",
+            &journal.fsync_micros(),
+            1e6,
+        );
+        f.histogram(
+            "journal_commit_batch_records",
+            "Records (appends, removals, delivery marks, metadata) written per group commit.",
+            &journal.batch_records(),
+            1.0,
+        );
         f.gauge(
             "store_writable",
             "1 while the store's writes succeed, 0 while they fail (persistent publishes are refused).",
@@ -520,6 +569,11 @@ fn routes(f: &mut Families, s: &AdminState) {
         "Reload attempts since start (file change, SIGHUP, admin API), successful or not.",
     )
     .value(st.attempts.saturating_sub(1));
+    f.counter(
+        "route_reload_failures",
+        "Reload attempts that failed; the previous table stayed in force.",
+    )
+    .value(s.routes.failures());
     f.gauge(
         "route_last_reload_success",
         "1 if the latest load or reload succeeded; 0 if it failed (the previous table stays).",
@@ -558,6 +612,27 @@ mod tests {
              # HELP switchboard_queues Queues.\n\
              # TYPE switchboard_queues gauge\n\
              switchboard_queues 2\n"
+        );
+    }
+
+    #[test]
+    fn histograms_encode_cumulative_buckets_in_the_metric_unit() {
+        let mut f = Families::default();
+        let fsyncs = HistogramSnapshot {
+            bounds: &[250, 1000],
+            buckets: vec![2, 0, 1],
+            sum: 4200,
+        };
+        f.histogram("journal_fsync_seconds", "Fsyncs.", &fsyncs, 1e6);
+        assert_eq!(
+            encode(f),
+            "# HELP switchboard_journal_fsync_seconds Fsyncs.\n\
+             # TYPE switchboard_journal_fsync_seconds histogram\n\
+             switchboard_journal_fsync_seconds_bucket{le=\"0.00025\"} 2\n\
+             switchboard_journal_fsync_seconds_bucket{le=\"0.001\"} 2\n\
+             switchboard_journal_fsync_seconds_bucket{le=\"+Inf\"} 3\n\
+             switchboard_journal_fsync_seconds_sum 0.0042\n\
+             switchboard_journal_fsync_seconds_count 3\n"
         );
     }
 

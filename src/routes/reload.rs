@@ -7,6 +7,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +57,9 @@ pub struct LiveRoutes {
     changes: tokio::sync::watch::Sender<u64>,
     /// The table comes from the cluster (`install`), not from `dir`: `reload` refuses.
     clustered: bool,
+    /// Reload attempts that failed (the previous table stayed), for `/metrics`: the
+    /// status only tells whether the latest one did.
+    failures: AtomicU64,
 }
 
 fn digest(sources: &[(String, String)]) -> u64 {
@@ -92,6 +96,7 @@ impl LiveRoutes {
                 0,
             )),
             clustered: false,
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -139,6 +144,7 @@ impl LiveRoutes {
             changes: tokio::sync::watch::Sender::new(1),
             state: Mutex::new((status, digest(&sources))),
             clustered: false,
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -162,6 +168,11 @@ impl LiveRoutes {
             .unwrap_or_else(PoisonError::into_inner)
             .0
             .clone()
+    }
+
+    /// Reload attempts that failed since start (a refused cluster reload is no attempt).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// Re-reads and recompiles the directory; swaps the table only if it compiled. A
@@ -239,6 +250,7 @@ impl LiveRoutes {
                 Ok(ReloadOutcome::Swapped { version, routes })
             }
             Err(errors) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 status.ok = false;
                 status.errors = errors.iter().map(ToString::to_string).collect();
                 for e in &errors {

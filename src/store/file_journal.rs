@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::commit_stats::{CommitStats, HistogramSnapshot};
 use super::health::Health;
 use super::journal::{Record, SEGMENT_MAX};
 use super::lock::DirLock;
@@ -49,6 +50,7 @@ pub enum FsyncPolicy {
 pub struct FileJournal {
     tx: mpsc::Sender<Op>,
     health: Arc<Health>,
+    stats: Arc<CommitStats>,
     policy: FsyncPolicy,
     dir: PathBuf,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -131,16 +133,19 @@ impl FileJournal {
             tracing::warn!(repair = %r, "store: torn or corrupt journal tail cut off");
         }
         let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(CommitStats::default());
         let thread = {
             let health = Arc::clone(&health);
+            let stats = Arc::clone(&stats);
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer::run(segments, rx, policy, health))
+                .spawn(move || writer::run(segments, rx, policy, health, stats))
                 .map_err(|e| open_err(e.to_string()))?
         };
         Ok(Self {
             tx,
             health,
+            stats,
             policy,
             dir: dir.into(),
             thread: Mutex::new(Some(thread)),
@@ -155,9 +160,20 @@ impl FileJournal {
 
     /// Batches written so far (group commit makes this far fewer than appends).
     pub fn commits(&self) -> u64 {
-        self.health
-            .commits
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.stats.commits()
+    }
+
+    /// How long each fsync of written batches took, in microseconds: one per commit with
+    /// [`FsyncPolicy::Always`], one per interval with [`FsyncPolicy::Interval`]
+    /// (buckets: [`FSYNC_BOUNDS_MICROS`](super::FSYNC_BOUNDS_MICROS)).
+    pub fn fsync_micros(&self) -> HistogramSnapshot {
+        self.stats.fsync_micros()
+    }
+
+    /// Records written per commit: appends, removals, delivery marks, metadata (buckets:
+    /// [`BATCH_BOUNDS_RECORDS`](super::BATCH_BOUNDS_RECORDS)).
+    pub fn batch_records(&self) -> HistogramSnapshot {
+        self.stats.batch_records()
     }
 }
 

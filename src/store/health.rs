@@ -2,15 +2,13 @@
 //! probe, read by every publish (through [`super::Store::check`]) without touching the
 //! disk.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug, Default)]
 pub(super) struct Health {
     healthy: AtomicBool,
     error: Mutex<Option<String>>,
-    /// Batches written so far.
-    pub(super) commits: AtomicU64,
 }
 
 impl Health {

@@ -53,6 +53,7 @@
 //! never data from a client. The store takes any such name and keeps it as given.
 
 pub mod codec;
+mod commit_stats;
 mod file_journal;
 mod health;
 pub(crate) mod journal;
@@ -67,6 +68,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use commit_stats::{BATCH_BOUNDS_RECORDS, FSYNC_BOUNDS_MICROS, HistogramSnapshot};
 pub use file_journal::{FileJournal, FsyncPolicy};
 
 /// The durable store as its users see it: one per process, shared as `Arc<dyn Store>`.

@@ -150,6 +150,7 @@ impl Segments {
             meta: HashMap::new(),
             live: 0,
             total: 0,
+            synced_in: std::time::Duration::ZERO,
         };
         journal.total = journal.segs.values().map(|s| s.size).sum();
         drop(bytes);

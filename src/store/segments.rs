@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -49,6 +50,16 @@ pub(super) struct Segments {
     pub(super) meta: HashMap<(String, String), Loc>,
     pub(super) live: u64,
     pub(super) total: u64,
+    /// How long the latest successful fsync took (for the writer's commit figures).
+    pub(super) synced_in: Duration,
+}
+
+/// Fsyncs `f`'s data, noting in `took` how long it took when it succeeded.
+fn timed_sync(f: &File, took: &mut Duration) -> std::io::Result<()> {
+    let started = Instant::now();
+    f.sync_data()?;
+    *took = started.elapsed();
+    Ok(())
 }
 
 impl Segments {
@@ -134,9 +145,10 @@ impl Segments {
         let Some(f) = self.head.as_mut() else {
             return Err("no journal segment open".into());
         };
-        let written = f
-            .write_all(buf)
-            .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+        let written = f.write_all(buf).and_then(|()| match sync {
+            true => timed_sync(f, &mut self.synced_in),
+            false => Ok(()),
+        });
         if let Err(e) = written {
             if f.set_len(at).is_err() {
                 // Cannot even cut it back: leave this segment and start a new one later.
@@ -154,7 +166,7 @@ impl Segments {
 
     pub(super) fn sync(&mut self) -> Result<(), String> {
         match &self.head {
-            Some(f) => f.sync_data().map_err(|e| e.to_string()),
+            Some(f) => timed_sync(f, &mut self.synced_in).map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }

@@ -5,6 +5,8 @@
 //! [`FsyncPolicy::Interval`] it answers once the batch is written (the operating system
 //! has it) and fsyncs on a timer.
 //!
+//! Each batch, and each fsync's duration, is counted in [`super::commit_stats`].
+//!
 //! When a write fails the batch is cut back off the file, its waiters get the error, and
 //! the store is unhealthy until a probe write (every [`PROBE_EVERY`]) succeeds.
 
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::commit_stats::CommitStats;
 use super::file_journal::FsyncPolicy;
 use super::health::Health;
 use super::journal::Record;
@@ -103,6 +106,7 @@ pub(super) fn run(
     rx: mpsc::Receiver<Op>,
     policy: FsyncPolicy,
     health: Arc<Health>,
+    stats: Arc<CommitStats>,
 ) {
     let mut ops: Vec<(Op, u64, u32)> = Vec::with_capacity(256);
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -127,6 +131,9 @@ pub(super) fn run(
                 if unsynced && let FsyncPolicy::Interval(every) = policy {
                     if last_sync.elapsed() >= every {
                         let r = j.sync();
+                        if r.is_ok() {
+                            stats.fsync(j.synced_in);
+                        }
                         unsynced = r.is_err();
                         last_sync = Instant::now();
                         health.set(&r);
@@ -172,14 +179,15 @@ pub(super) fn run(
             j.write(&buf, sync)
         };
         if !buf.is_empty() {
-            health
-                .commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.commit(ops.iter().filter(|(_, _, len)| *len > 0).count());
         }
         if let Ok(base) = &result {
             if !sync {
                 unsynced = true;
             } else {
+                if !buf.is_empty() {
+                    stats.fsync(j.synced_in);
+                }
                 last_sync = Instant::now();
                 unsynced = false;
             }

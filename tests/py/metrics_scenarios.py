@@ -210,6 +210,21 @@ def mqtt_oversize(before):
     expect(any(n.startswith("$mqtt.s.~") for n in names), f"the session's queue, redacted: {names}")
 
 
+def journal(before):
+    """Every group commit is one observation of each journal histogram (fsync: always, the
+    default); the five persistent appends are among the records written."""
+    def settled():
+        s = Scrape()
+        commits = s.get("switchboard_journal_commits_total")
+        counts = [s.get(f"switchboard_journal_{h}_count") for h in ("fsync_seconds", "commit_batch_records")]
+        return counts == [commits, commits] and s
+    s = wait_for(settled, T, lambda: f"histogram counts = commits:\n{Scrape().text}")
+    expect(s.get("switchboard_journal_fsync_seconds_sum") > 0, "fsyncs take time")
+    expect(s.get("switchboard_journal_fsync_seconds_bucket", le="+Inf") == s.get("switchboard_journal_fsync_seconds_count"),
+           "the +Inf bucket holds every fsync")
+    expect(delta(before, s, "switchboard_journal_commit_batch_records_sum") >= 5, f"five appends written:\n{s.text}")
+
+
 def process():
     s = Scrape()
     expect(s.get("switchboard_process_resident_memory_bytes") > 1024 * 1024, "RSS")
@@ -220,6 +235,7 @@ def process():
 def traffic():
     before = Scrape()
     after = stomp_queue(before)
+    journal(before)
     after = stomp_topic(after)
     mqtt_oversize(after)
     process()
