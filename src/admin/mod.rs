@@ -38,6 +38,7 @@ use crate::store::FileJournal;
 
 mod access;
 mod endpoints;
+mod families;
 mod health;
 mod metrics;
 mod process;
