@@ -5,6 +5,7 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::store::HistogramSnapshot;
 
@@ -91,6 +92,17 @@ impl Families {
     }
 }
 
+impl Families {
+    /// The Prometheus text exposition of these families, names prefixed `switchboard_`.
+    pub(super) fn into_text(self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::with_prefix("switchboard");
+        registry.register_collector(Box::new(self));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for f in &self.0 {
@@ -117,14 +129,9 @@ impl Collector for Families {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::registry::Registry;
 
     fn encode(f: Families) -> String {
-        let mut registry = Registry::with_prefix("switchboard");
-        registry.register_collector(Box::new(f));
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
-        text
+        f.into_text().unwrap()
     }
 
     #[test]

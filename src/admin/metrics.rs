@@ -21,7 +21,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use super::families::{Families, Labels};
@@ -39,12 +38,8 @@ pub(super) async fn metrics(
         q.split('&')
             .any(|p| p == "per_object=1" || p == "per_object=true")
     });
-    let families = gather(&s, per_object, caller);
-    let mut registry = Registry::with_prefix("switchboard");
-    registry.register_collector(Box::new(families));
-    let mut text = String::new();
-    match prometheus_client::encoding::prometheus_text::encode(&mut text, &registry) {
-        Ok(()) => (
+    match gather(&s, per_object, caller).into_text() {
+        Ok(text) => (
             [(
                 CONTENT_TYPE,
                 prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
@@ -488,14 +483,6 @@ fn routes(f: &mut Families, s: &AdminState) {
 mod tests {
     use super::*;
 
-    fn encode(f: Families) -> String {
-        let mut registry = Registry::with_prefix("switchboard");
-        registry.register_collector(Box::new(f));
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
-        text
-    }
-
     #[test]
     fn link_states_are_one_hot_and_counters_named() {
         let mut f = Families::default();
@@ -504,7 +491,7 @@ mod tests {
             &serde_json::json!([{"name": "rabbit", "kind": "amqp", "state": "retrying",
                 "counters": {"received": 4, "reconnects": 2}}]),
         );
-        let text = encode(f);
+        let text = f.into_text().unwrap();
         for (line, present) in [
             (
                 "switchboard_link_state{link=\"rabbit\",protocol=\"amqp\",state=\"retrying\"} 1",
