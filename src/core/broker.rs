@@ -27,6 +27,8 @@ pub(super) struct Inner {
     /// Topic publishes that matched no subscription.
     pub(super) unrouted: AtomicU64,
     pub(super) store: Option<Arc<dyn crate::store::Store>>,
+    /// The cluster, when this router is one of several (see [`super::shared`]).
+    pub(super) shared: Option<Arc<dyn super::Shared>>,
     /// The publish gate the watermarks close and open.
     flow: flow::Flow,
     /// Bytes the edges hold outside the queues (counted by the memory watermark).
@@ -71,10 +73,14 @@ impl Core {
     /// A core with the queues named in `config` already declared (so they exist even
     /// when auto-creation is off).
     pub fn new(config: CoreConfig) -> Self {
-        Self::build(config, None)
+        Self::build(config, None, None)
     }
 
-    pub(super) fn build(config: CoreConfig, store: Option<Arc<dyn crate::store::Store>>) -> Self {
+    pub(super) fn build(
+        config: CoreConfig,
+        store: Option<Arc<dyn crate::store::Store>>,
+        shared: Option<Arc<dyn super::Shared>>,
+    ) -> Self {
         let named: Vec<(String, QueueOptions)> = config
             .queues
             .iter()
@@ -88,6 +94,7 @@ impl Core {
                 next_id: AtomicU64::new(1),
                 unrouted: AtomicU64::new(0),
                 store,
+                shared,
                 flow: flow::Flow::default(),
                 held: Held::default(),
                 recovered_meta: Mutex::default(),
@@ -99,6 +106,11 @@ impl Core {
             }
         }
         core
+    }
+
+    /// Whether this core is one router of a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -138,13 +150,23 @@ impl Core {
                 .unwrap_or_else(|| self.inner.config.default_queue.clone())
         });
         let name: Arc<str> = name.into();
+        let shared = self
+            .inner
+            .shared
+            .as_ref()
+            .and_then(|s| s.open_queue(&name, &options));
         let q = Arc::new(Queue::new(
             Arc::clone(&name),
             options,
             self.inner.store.clone(),
+            shared,
         ));
         queues.insert(name, Arc::clone(&q));
         drop(queues);
+        q.start_shared(super::shared::Feed::new(
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&q),
+        ));
         self.save_queue_meta(&q);
         Ok(q)
     }
@@ -154,7 +176,7 @@ impl Core {
     /// messages it held.
     pub fn delete_queue(&self, name: &str) -> Option<usize> {
         let q = write(&self.inner.queues).remove(name)?;
-        self.inner.topics.unbind_all(&q);
+        self.unbind_all(&q);
         if let Some(s) = q.store() {
             s.delete(super::durable::META_QUEUE, name);
         }
@@ -174,7 +196,7 @@ impl Core {
             }
         };
         if let Some(q) = removed {
-            self.inner.topics.unbind_all(&q);
+            self.unbind_all(&q);
             q.close();
         }
     }

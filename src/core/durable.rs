@@ -79,9 +79,22 @@ impl Core {
         config: super::CoreConfig,
         store: Arc<dyn Store>,
     ) -> Result<Self, StoreError> {
+        Self::with_parts(config, Some(store), None)
+    }
+
+    /// A core with an optional store (see [`Core::with_store`]) and, clustered, the
+    /// cluster its durable queues and topics are shared through (see [`super::shared`]).
+    pub fn with_parts(
+        config: super::CoreConfig,
+        store: Option<Arc<dyn Store>>,
+        shared: Option<Arc<dyn super::Shared>>,
+    ) -> Result<Self, StoreError> {
+        let Some(store) = store else {
+            return Ok(Self::build(config, None, shared));
+        };
         let mut decoded = persist::Recovering::default();
         let recovered = store.recover(&mut |queue, batch| decoded.add(queue, batch))?;
-        let core = Self::build(config, Some(store));
+        let core = Self::build(config, Some(store), shared);
         let mut meta = recovered.meta;
         let metas = meta.remove(META_QUEUE);
         for (name, bytes) in metas.iter().flatten() {
@@ -191,6 +204,8 @@ impl Core {
                 store.check()?;
                 Ok(Some(persist::encode_queued(destination, m).into()))
             }
+            // A shared queue takes every message through the cluster.
+            _ if q.is_shared() => Ok(Some(persist::encode_queued(destination, m).into())),
             _ => Ok(None),
         }
     }

@@ -45,6 +45,10 @@ pub(super) enum Sender {
     /// carry the same count). Never waits, never counted as unrouted; a subscription
     /// refusing it loses it with a log line.
     DeadLetter { hops: u8 },
+    /// Another router's topic publish, for this router's local subscriptions
+    /// ([`Core::deliver_remote`]): never waits, never counted as unrouted, and not shared
+    /// with the cluster again.
+    Remote,
 }
 
 impl Sender {
@@ -54,13 +58,18 @@ impl Sender {
 
     /// A dead letter to a topic nobody subscribes to is not a publish that went nowhere.
     fn counts_unrouted(self) -> bool {
-        !matches!(self, Self::DeadLetter { .. })
+        !matches!(self, Self::DeadLetter { .. } | Self::Remote)
+    }
+
+    /// Whether a topic publish from this sender goes to the other routers too.
+    fn shares(self) -> bool {
+        self != Self::Remote
     }
 
     fn hops(self) -> u8 {
         match self {
             Self::DeadLetter { hops } => hops,
-            Self::Confirmed | Self::Unconfirmed => 0,
+            Self::Confirmed | Self::Unconfirmed | Self::Remote => 0,
         }
     }
 }
@@ -114,13 +123,28 @@ impl Core {
         sender: Sender,
     ) -> Result<Reached, PublishError> {
         let queues = to.queues();
+        let mut reached = Reached::default();
+        if let (Targets::Subscriptions(_), Destination::Topic(topic), Some(shared)) =
+            (to, destination, &self.inner.shared)
+            && sender.shares()
+        {
+            // Clustered: the other routers' subscribers and the shared (durable)
+            // subscriptions get it through the cluster, once.
+            for m in messages {
+                let encoded = super::persist::encode_queued(destination, m);
+                reached
+                    .waits
+                    .push(shared.publish_topic(topic, m, encoded.into()));
+            }
+        }
         if queues.is_empty() {
-            if sender.counts_unrouted() {
+            // Clustered, a topic nobody here subscribes to may have subscribers elsewhere.
+            if sender.counts_unrouted() && self.inner.shared.is_none() {
                 self.inner
                     .unrouted
                     .fetch_add(messages.len() as u64, Ordering::Relaxed);
             }
-            return Ok(Reached::default());
+            return Ok(reached);
         }
         // Computed once for the whole fan-out.
         let now = Instant::now();
@@ -130,10 +154,12 @@ impl Core {
         };
         // Encoded at the first durable queue, shared by every other one.
         let mut persist: Option<Vec<Option<Bytes>>> = None;
-        let mut reached = Reached::default();
         for q in queues {
-            let durable = q.store().is_some();
-            if durable && persist.is_none() && messages.iter().any(|m| m.persistent) {
+            let durable = q.store().is_some() || q.is_shared();
+            if durable
+                && persist.is_none()
+                && (q.is_shared() || messages.iter().any(|m| m.persistent))
+            {
                 match messages
                     .iter()
                     .map(|m| self.persist_bytes(q, destination, m))

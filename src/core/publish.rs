@@ -100,6 +100,19 @@ impl Core {
         Ok(())
     }
 
+    /// Another router's publish to `topic` (as it arrived from the cluster), for this
+    /// router's local subscriptions only: never shared again, never waiting (a full
+    /// subscription loses it as for a local publish). Returns how many took it.
+    pub fn deliver_remote(&self, destination: &Destination, message: Message) -> usize {
+        let Destination::Topic(topic) = destination else {
+            return 0;
+        };
+        let to = Targets::Subscriptions(self.match_topic(topic));
+        self.fan_out_now(&to, destination, &[Arc::new(message)], Sender::Remote)
+            .map(|r| r.deliveries)
+            .unwrap_or(0)
+    }
+
     /// Publishes without ever waiting: a full `block` destination fails with
     /// [`PublishError::Full`].
     pub fn try_publish(

@@ -41,7 +41,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::dead_letter::{DeadLetter, DeadReason};
+use super::destination::Destination;
+use super::message::Message;
 use super::persist::Restored;
+use super::shared::SharedLog;
 use crate::store::{QueueLog, Store, StoreWait};
 pub(crate) use consumers::Take;
 use consumers::{ConsumerSlot, release_slot};
@@ -116,6 +119,11 @@ pub struct Queue {
     /// The store of a durable queue when the core has one, and this queue's log in it,
     /// where its persistent messages go.
     store: Option<(Arc<dyn Store>, Box<dyn QueueLog>)>,
+    /// Clustered, the shared log this queue's messages live in instead (see
+    /// [`super::shared`]); its entries' `seq` is the log's token.
+    shared: Option<Box<dyn SharedLog>>,
+    /// Woken when a shared queue's consumers may want more than `ready` holds.
+    wants: Notify,
 }
 
 impl Queue {
@@ -123,11 +131,15 @@ impl Queue {
         name: Arc<str>,
         options: QueueOptions,
         store: Option<Arc<dyn Store>>,
+        shared: Option<Box<dyn SharedLog>>,
     ) -> Self {
-        let store = store.filter(|_| options.durable).map(|s| {
-            let log = s.queue(&name);
-            (s, log)
-        });
+        // A shared queue's messages live in the cluster, not in the local journal.
+        let store = store
+            .filter(|_| options.durable && shared.is_none())
+            .map(|s| {
+                let log = s.queue(&name);
+                (s, log)
+            });
         Self {
             name,
             options,
@@ -135,7 +147,75 @@ impl Queue {
             space: Notify::new(),
             counters: QueueCounters::default(),
             store,
+            shared,
+            wants: Notify::new(),
         }
+    }
+
+    /// Starts a shared queue's feeding (once it is in an `Arc`); nothing for a local one.
+    pub(crate) fn start_shared(self: &Arc<Self>, feed: super::shared::Feed) {
+        if let Some(shared) = &self.shared {
+            shared.start(feed);
+        }
+    }
+
+    /// Whether this queue lives in the cluster (see [`super::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub(crate) fn shared(&self) -> Option<&dyn SharedLog> {
+        self.shared.as_deref()
+    }
+
+    /// How many more messages a shared queue's consumers could take now than `ready`
+    /// holds: the free credit of its consumers, less what is ready. 0 once deleted.
+    pub fn wanted(&self) -> usize {
+        let st = self.lock();
+        if st.deleted {
+            return 0;
+        }
+        let credit: usize = st.consumers.iter().map(|c| c.credit()).sum();
+        credit.saturating_sub(st.ready.len())
+    }
+
+    /// Notified when [`Queue::wanted`] may have grown (a consumer attached, settled or
+    /// took something). A shared log waits on it between fetches.
+    pub fn wants(&self) -> &Notify {
+        &self.wants
+    }
+
+    /// A message the shared log fetched for this router's consumers, under `token`
+    /// (increasing from one call to the next), delivered `deliveries` times before
+    /// (by any router). Released back at once when the queue was deleted. What expired
+    /// on arrival goes to `dead` (see [`super::shared::Feed::arrive`]).
+    pub(crate) fn arrive(
+        &self,
+        destination: Destination,
+        message: Message,
+        token: u64,
+        deliveries: u32,
+        dead: &mut Vec<DeadLetter>,
+    ) {
+        let now = Instant::now();
+        let message = Arc::new(message);
+        let deadline = self.deadline_for(&message, now);
+        let mut e = Entry::new(message, destination, deadline);
+        e.seq = token;
+        e.stored = true;
+        e.deliveries = deliveries;
+        e.redelivered = deliveries > 0;
+        let mut st = self.lock();
+        if st.deleted {
+            drop(st);
+            if let Some(s) = &self.shared {
+                s.release(token);
+            }
+            return;
+        }
+        st.ready_bytes += e.size;
+        st.ready.push_back(e);
+        self.dispatch(&mut st, now, dead);
     }
 
     /// The store persistent messages of this queue go to (durable queues only).
@@ -148,10 +228,13 @@ impl Queue {
         self.store.as_ref().map(|(_, log)| &**log)
     }
 
-    /// Removes a message that left for good from the store.
+    /// Removes a message that left for good from the store (acknowledges it in the
+    /// cluster, for a shared queue).
     pub(crate) fn forget(&self, seq: u64) {
         if let Some(log) = self.log() {
             log.remove(seq);
+        } else if let Some(s) = &self.shared {
+            s.ack(seq);
         }
     }
 
@@ -165,6 +248,16 @@ impl Queue {
     /// Messages that may have been handed out before the restart (see
     /// [`Restored::redelivered`]) come back flagged redelivered.
     pub(crate) fn restore(&self, stored: Vec<Restored>, now: Instant) {
+        if self.shared.is_some() {
+            // The queue lives in the cluster now; what the local journal kept of it
+            // stays there, untouched, for a single-node run to find.
+            tracing::warn!(
+                queue = %self.name,
+                messages = stored.len(),
+                "queue is shared in the cluster: messages from the local journal not restored (still in the journal)"
+            );
+            return;
+        }
         let mut st = self.lock();
         for m in stored {
             let message = Arc::new(m.message);
@@ -264,8 +357,10 @@ impl Queue {
         dead: &mut Vec<DeadLetter>,
     ) -> Result<Option<StoreWait>, OfferError> {
         let fits = |st: &State, size: usize| {
-            st.ready.len() < self.options.max_length
-                && st.ready_bytes + st.held_bytes + size <= self.options.max_bytes
+            // A shared queue's limits are the cluster's (its stream's).
+            self.shared.is_some()
+                || st.ready.len() < self.options.max_length
+                    && st.ready_bytes + st.held_bytes + size <= self.options.max_bytes
         };
         if !fits(st, entry.size) {
             // Expired messages make room before anything else is refused or dropped.
@@ -287,6 +382,18 @@ impl Queue {
                     }
                 }
             }
+        }
+        if let Some(shared) = &self.shared {
+            // The cluster holds it; it comes back through `arrive` when a consumer wants it.
+            let persistent = entry.message.persistent;
+            let wait = match entry.persist.take() {
+                Some(bytes) => shared.publish(bytes, persistent),
+                None => StoreWait::Done(Err(crate::store::StoreError::Write(
+                    "shared queue message not encoded".into(),
+                ))),
+            };
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(wait));
         }
         entry.seq = st.next_seq;
         st.next_seq += 1;
@@ -347,6 +454,9 @@ impl Queue {
             st.publisher_waiting = false;
             self.space.notify_waiters();
         }
+        if self.shared.is_some() && st.ready.is_empty() {
+            self.wants.notify_one();
+        }
     }
 
     /// Marks the queue deleted and wakes everyone waiting on it. Returns what it held.
@@ -356,6 +466,13 @@ impl Queue {
         if let Some(log) = self.log() {
             log.drop_queue();
         }
+        if let Some(s) = &self.shared {
+            for e in &st.ready {
+                s.release(e.seq);
+            }
+            s.close();
+        }
+        self.wants.notify_one();
         let n = st.ready.len();
         st.ready.clear();
         st.ready_bytes = 0;

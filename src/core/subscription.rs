@@ -21,10 +21,36 @@ impl Core {
         let q = self
             .queue(queue)
             .ok_or_else(|| CoreError::NoSuchQueue(queue.to_owned()))?;
-        if self.inner.topics.bind(&q, pattern) {
+        if self.inner.topics.bind(&q, pattern.clone()) {
             self.save_queue_meta(&q);
+            self.bindings_changed(&q, &pattern, true);
         }
         Ok(())
+    }
+
+    /// Tells the cluster, if any, that `q` gained or lost the binding to `pattern`: a
+    /// shared queue's log gets its whole new set, a local queue's pattern counts as
+    /// this router's interest (see [`super::shared`]).
+    fn bindings_changed(&self, q: &Arc<Queue>, pattern: &Pattern, bound: bool) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        match q.shared() {
+            Some(log) => log.bind(&self.inner.topics.parsed_patterns(q.name())),
+            None => shared.interest(pattern, bound),
+        }
+    }
+
+    /// Removes every binding of `q` (it is being deleted), telling the cluster.
+    pub(super) fn unbind_all(&self, q: &Arc<Queue>) {
+        let removed = self.inner.topics.unbind_all(q);
+        if let Some(shared) = &self.inner.shared
+            && q.shared().is_none()
+        {
+            for p in &removed {
+                shared.interest(p, false);
+            }
+        }
     }
 
     /// Removes one binding. False when it did not exist.
@@ -35,6 +61,9 @@ impl Core {
         };
         let removed = self.inner.topics.unbind(&q, &pattern);
         self.save_queue_meta(&q);
+        if removed {
+            self.bindings_changed(&q, &pattern, false);
+        }
         Ok(removed)
     }
 

@@ -53,7 +53,9 @@ impl Topics {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Binds `q` to `pattern`. False when it already was.
+    /// Binds `q` to `pattern`. False when it already was. A shared queue's bindings are
+    /// kept but not put in the trie: the cluster feeds it its topic messages (see
+    /// [`super::shared`]).
     pub(super) fn bind(&self, q: &Arc<Queue>, pattern: Pattern) -> bool {
         let mut b = self.write();
         let bound = b.by_queue.entry(Arc::clone(q.name_arc())).or_default();
@@ -61,7 +63,9 @@ impl Topics {
             return false;
         }
         bound.push(pattern.clone());
-        b.trie.insert(&pattern, QueueRef(Arc::clone(q)));
+        if !q.is_shared() {
+            b.trie.insert(&pattern, QueueRef(Arc::clone(q)));
+        }
         self.generation.fetch_add(1, Ordering::Release);
         true
     }
@@ -69,8 +73,9 @@ impl Topics {
     /// Removes one binding of `q`. False when it did not exist.
     pub(super) fn unbind(&self, q: &Arc<Queue>, pattern: &Pattern) -> bool {
         let mut b = self.write();
-        let removed = b.trie.remove(pattern, &QueueRef(Arc::clone(q)));
+        let mut removed = b.trie.remove(pattern, &QueueRef(Arc::clone(q)));
         if let Some(patterns) = b.by_queue.get_mut(q.name()) {
+            removed |= patterns.contains(pattern);
             patterns.retain(|p| p != pattern);
             if patterns.is_empty() {
                 b.by_queue.remove(q.name());
@@ -80,15 +85,22 @@ impl Topics {
         removed
     }
 
-    /// Removes every binding of `q` (it is being deleted).
-    pub(super) fn unbind_all(&self, q: &Arc<Queue>) {
+    /// Removes every binding of `q` (it is being deleted); returns the patterns it had.
+    pub(super) fn unbind_all(&self, q: &Arc<Queue>) -> Vec<Pattern> {
         let mut b = self.write();
-        if let Some(patterns) = b.by_queue.remove(q.name()) {
-            for p in patterns {
-                b.trie.remove(&p, &QueueRef(Arc::clone(q)));
-            }
-            self.generation.fetch_add(1, Ordering::Release);
+        let Some(patterns) = b.by_queue.remove(q.name()) else {
+            return Vec::new();
+        };
+        for p in &patterns {
+            b.trie.remove(p, &QueueRef(Arc::clone(q)));
         }
+        self.generation.fetch_add(1, Ordering::Release);
+        patterns
+    }
+
+    /// The parsed patterns `queue` is bound to.
+    pub(super) fn parsed_patterns(&self, queue: &str) -> Vec<Pattern> {
+        self.read().by_queue.get(queue).cloned().unwrap_or_default()
     }
 
     /// The patterns the queue called `queue` is bound to.

@@ -37,7 +37,7 @@ pub(super) struct ConsumerSlot {
 }
 
 impl ConsumerSlot {
-    fn credit(&self) -> usize {
+    pub(super) fn credit(&self) -> usize {
         self.prefetch
             .saturating_sub(self.pending.len() + self.unacked.len())
     }
@@ -145,6 +145,13 @@ impl Queue {
         if back.is_empty() {
             return;
         }
+        if let Some(shared) = self.shared() {
+            // Given back to the cluster, which delivers it again (here or elsewhere).
+            for e in back {
+                shared.release(e.seq);
+            }
+            return;
+        }
         back.sort_by_key(|e| e.seq);
         // Common case: everything returned is older than everything ready.
         let all_older = match (back.last(), st.ready.front()) {
@@ -192,11 +199,7 @@ impl Queue {
             e.deliveries += 1;
             if e.stored {
                 match slot.ack {
-                    AckMode::Auto => {
-                        if let Some(log) = self.log() {
-                            log.remove(e.seq);
-                        }
-                    }
+                    AckMode::Auto => self.forget(e.seq),
                     AckMode::Manual => {
                         if let Some(log) = self.log() {
                             log.delivered(e.seq, e.deliveries);

@@ -1,0 +1,130 @@
+//! The seam to a cluster: queues and topics that several routers share.
+//!
+//! Clustered (docs/cluster.md), a durable queue does not live in one router's memory
+//! and journal but in a replicated log outside the process (a JetStream stream), and a
+//! topic publish reaches the subscribers of every router. The core knows neither NATS
+//! nor the other routers: it is given a [`Shared`] at construction and asks it, queue
+//! by queue, whether the queue is shared ([`Shared::open_queue`]).
+//!
+//! A shared queue keeps the core's queue object (consumers, credit, acknowledgements,
+//! dead-lettering and TTL work as for a local one) but its `ready` list is no longer
+//! where publishes land:
+//!
+//! - **Publishing** hands the encoded message to [`SharedLog::publish`]; the publisher
+//!   is confirmed when that resolves (persistent messages: once stored at the cluster's
+//!   replication). Nothing enters the local `ready` list.
+//! - **Consuming**: while the queue has local consumers with credit, the log fetches
+//!   messages from the cluster and puts them into `ready` with [`Queue::arrive`],
+//!   each under a token of its own choosing (increasing), as many as
+//!   [`Queue::wanted`] says, woken by [`Queue::wants`]. The cluster picks which router
+//!   gets a message: consumers on every router compete for it.
+//! - **Settling**: a message that leaves for good (acknowledged, expired,
+//!   dead-lettered) is [`SharedLog::ack`]ed; one a consumer gave back (NACK with
+//!   requeue, a consumer that went away) is [`SharedLog::release`]d to the cluster,
+//!   which delivers it again, on this router or another, flagged redelivered.
+//!
+//! A shared queue bound to topic patterns (a durable subscription) is fed by the
+//! cluster too: a topic publish is handed to [`Shared::publish_topic`] once, and the
+//! cluster puts it into every shared queue whose bindings match, wherever their
+//! consumers are. So the core does not put topic publishes into shared queues itself
+//! (they are not in the topic trie), and tells their log when their bindings change
+//! ([`SharedLog::bind`]).
+//!
+//! Local (non-shared) subscriptions receive the topic publishes of other routers
+//! through [`Core::deliver_remote`](super::Core::deliver_remote); the cluster learns
+//! which patterns this router needs from [`Shared::interest`].
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+
+use super::Core;
+use super::broker::Inner;
+use super::destination::Destination;
+use super::message::Message;
+use super::pattern::Pattern;
+use super::queue::{Queue, QueueOptions};
+use crate::store::StoreWait;
+
+/// The cluster as the core sees it. See the module docs.
+pub trait Shared: Send + Sync + std::fmt::Debug {
+    /// The shared log of queue `name`, declared with `options`, if the queue lives in
+    /// the cluster; `None` keeps it local. Asked once, when the queue is created.
+    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Box<dyn SharedLog>>;
+
+    /// A publish to `topic` (as `encoded`: [`super::persist::encode_queued`] with the
+    /// topic as destination) for every other router's subscribers and every shared
+    /// subscription. Resolves when the cluster stored it, for a persistent message;
+    /// at once otherwise.
+    fn publish_topic(&self, topic: &str, message: &Message, encoded: Bytes) -> StoreWait;
+
+    /// A local, non-shared queue was bound to `pattern` (`bound`) or unbound from it:
+    /// one call per binding, so the cluster counts them per pattern.
+    fn interest(&self, pattern: &Pattern, bound: bool);
+}
+
+/// One shared queue's link to the cluster, owned by its [`Queue`].
+pub trait SharedLog: Send + Sync + std::fmt::Debug {
+    /// Starts feeding the queue through `feed` (once, right after it was created).
+    fn start(&self, feed: Feed);
+
+    /// Publishes an encoded message ([`super::persist::encode_queued`]) into the
+    /// shared queue. Resolves once the cluster stored it (a persistent message) or at
+    /// once (a non-persistent one), or with the cluster's refusal (full, unavailable).
+    fn publish(&self, encoded: Bytes, persistent: bool) -> StoreWait;
+
+    /// The message under `token` left for good: the cluster forgets it.
+    fn ack(&self, token: u64);
+
+    /// The message under `token` goes back to the cluster, to be delivered again.
+    fn release(&self, token: u64);
+
+    /// The queue's topic bindings are now `patterns` (possibly none).
+    fn bind(&self, patterns: &[Pattern]);
+
+    /// The queue was deleted (by a user: an admin `DELETE`, an ended durable
+    /// subscription): stop feeding it, release what was fetched, and delete it in the
+    /// cluster with its messages, for every router.
+    fn close(&self);
+}
+
+/// How a shared log feeds its queue: weak handles on the queue and the core, so a
+/// deleted queue (or a core shut down) ends the feeding instead of being kept alive
+/// by it.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    core: Weak<Inner>,
+    queue: Weak<Queue>,
+}
+
+impl Feed {
+    pub(super) fn new(core: Weak<Inner>, queue: Weak<Queue>) -> Self {
+        Self { core, queue }
+    }
+
+    /// The queue, while it exists and is not deleted.
+    pub fn queue(&self) -> Option<Arc<Queue>> {
+        self.queue.upgrade().filter(|q| !q.is_closed())
+    }
+
+    /// Puts a message fetched from the cluster into the queue's `ready` list for its
+    /// consumers: `token` is the log's own (increasing), `deliveries` how often the
+    /// cluster delivered it before (anywhere). It is released back when the queue is
+    /// deleted; if it expired, it is dead-lettered or dropped as the queue says. False
+    /// when the queue no longer exists at all: the caller releases the token.
+    pub fn arrive(
+        &self,
+        destination: Destination,
+        message: Message,
+        token: u64,
+        deliveries: u32,
+    ) -> bool {
+        let (Some(q), Some(core)) = (self.queue.upgrade(), self.core.upgrade()) else {
+            return false;
+        };
+        let mut dead = Vec::new();
+        q.arrive(destination, message, token, deliveries, &mut dead);
+        Core { inner: core }.forward_dead(&q, dead);
+        true
+    }
+}
