@@ -18,57 +18,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{Buckets, URLS, WAIT, router, router_on, settings};
 use common::forwarder::Forwarder;
 use common::{BIN, Daemon, http_json, peer_lock, python_scenario, unique_prefix, wait_until};
-
-const URLS: &str = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224";
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Deletes the run's buckets when dropped.
-struct Buckets(String);
-
-impl Drop for Buckets {
-    fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let Ok(client) = async_nats::connect(URLS.split(',').collect::<Vec<_>>()).await else {
-                return;
-            };
-            let js = async_nats::jetstream::new(client);
-            for b in ["SB_NODES", "SB_ROUTES"] {
-                let _ = js.delete_key_value(format!("{prefix}{b}")).await;
-            }
-        });
-    }
-}
-
-fn settings(dir: &Path, prefix: &str) -> String {
-    let path = dir.join("switchboard.yaml");
-    std::fs::write(
-        &path,
-        format!("cluster:\n  prefix: {prefix}\n  replicas: 3\n"),
-    )
-    .unwrap();
-    path.display().to_string()
-}
-
-fn router(node: &str, prefix: &str) -> Daemon {
-    router_on(URLS, node, prefix)
-}
-
-fn router_on(servers: &str, node: &str, prefix: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("routes")).unwrap();
-    let config = settings(dir.path(), prefix);
-    Daemon::start_in(
-        dir,
-        &["--config", &config, "--cluster", servers, "--node", node],
-    )
-}
 
 fn routes_version(d: &Daemon) -> u64 {
     http_json(d.addr("admin"), "GET", "/routes").1["status"]["version"]
@@ -268,6 +220,7 @@ fn a_router_cut_off_from_nats_serves_locally_and_recovers() {
         &format!("nats://127.0.0.1:{}", forwarder.port()),
         "solo",
         &prefix,
+        "",
     );
     let (status, v) = http_json(d.addr("admin"), "GET", "/cluster");
     assert_eq!(

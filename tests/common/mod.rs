@@ -3,6 +3,7 @@
 //! real sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod forwarder;
 pub mod xmpp_server;
 

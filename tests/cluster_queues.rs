@@ -1,0 +1,206 @@
+//! Cluster mode, shared queues and topics (issue 21, "Proof"): three routers A, B and C
+//! over the 3-node NATS JetStream rig (scripts/peers/nats-ctl.sh), real STOMP and MQTT
+//! clients (tests/py/cluster_shared.py, which checks message ids end to end):
+//!
+//! - competing consumers on B and C share a queue A publishes to: each message once;
+//! - B dies (kill -9) holding unacknowledged messages: C gets them, flagged, within 10 s;
+//! - MQTT QoS 1 from A reaches subscribers on every router once, in order;
+//! - a durable STOMP subscription made on B outlives B and is resumed on A;
+//! - NATS nodes die under a persistent stream: one down, publishing goes on; two down,
+//!   publishes are refused; one back, they are confirmed again; nothing confirmed is lost.
+//!
+//! Each test runs under a `cluster.prefix` no other run uses; [`Buckets`] deletes its
+//! streams and buckets when it ends. The NATS outage test holds the rig alone (the
+//! others share it) and always brings the nodes it stopped back ([`NatsNodes`]).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{Buckets, URLS, router_on};
+use common::{Daemon, password_hash, peer_lock, python, unique_prefix, wait_until};
+
+const NATS_CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/nats-ctl.sh");
+
+/// Routers A, B and C under one prefix, with `extra` settings.
+fn routers(prefix: &str, extra: &str) -> Vec<Daemon> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| router_on(URLS, n, prefix, extra))
+        .collect()
+}
+
+/// Runs `tests/py/cluster_shared.py SCENARIO` against routers A, B, C (in that order)
+/// and asserts it passed; returns what it printed. On failure, the message carries every
+/// router's log.
+fn scenario(routers: &[Daemon], prefix: &str, name: &str, extra: &[&str]) -> String {
+    let [a, b, c] = routers else {
+        panic!("three routers")
+    };
+    let port = |d: &Daemon, l: &str| d.addr(l).port().to_string();
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/cluster_shared.py"
+        ))
+        .args(["--port", &port(a, "stomp")])
+        .args([
+            "--b-stomp",
+            &port(b, "stomp"),
+            "--c-stomp",
+            &port(c, "stomp"),
+        ])
+        .args(["--mqtt-a", &port(a, "mqtt"), "--mqtt-b", &port(b, "mqtt")])
+        .args(["--mqtt-c", &port(c, "mqtt"), "--prefix", prefix])
+        .args(["--timeout", "20"])
+        .args(extra)
+        .arg(name)
+        // nats-ctl.sh finds nats-server next to this Python (a worktree has no .venv).
+        .env("SWITCHBOARD_PYTHON", python())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !(out.status.success() && stdout.trim_end().ends_with("ok")) {
+        let logs: String = ["A", "B", "C"]
+            .iter()
+            .zip(routers)
+            .map(|(n, d)| {
+                format!(
+                    "\n===== router {n} log (last 150 lines) =====\n{}",
+                    tail(&d.log(), 150)
+                )
+            })
+            .collect();
+        panic!("scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}{logs}");
+    }
+    eprintln!("{name}: {stdout}{stderr}");
+    stdout
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn prefix(name: &str) -> String {
+    format!("{}_", unique_prefix(name))
+}
+
+fn pid(d: &Daemon) -> String {
+    d.child.id().to_string()
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn competing_consumers_on_two_routers_get_each_message_once() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qc");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "compete", &["--count", "300"]);
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qr");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(
+        &routers,
+        &prefix,
+        "redeliver",
+        &["--kill-pid", &pid(&routers[1])],
+    );
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn mqtt_qos1_publishes_reach_subscribers_on_every_router_once() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qm");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "mqtt_topic", &["--count", "200"]);
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_durable_subscription_outlives_its_router_and_resumes_on_another() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qd");
+    let _buckets = Buckets(prefix.clone());
+    // A configured user: the durable subscription is the user's, resumed under the same login.
+    let users = format!(
+        "auth:\n  users:\n    alice:\n      password_hash: \"{}\"\n",
+        password_hash("pw")
+    );
+    let routers = routers(&prefix, &users);
+    scenario(
+        &routers,
+        &prefix,
+        "durable",
+        &[
+            "--kill-pid",
+            &pid(&routers[1]),
+            "--user",
+            "alice",
+            "--password",
+            "pw",
+        ],
+    );
+}
+
+/// Starts every rig node that is down when dropped, then waits until all three run and
+/// agree on a JetStream meta leader: the outage test leaves the rig as it found it, even
+/// when it fails half-way.
+struct NatsNodes;
+
+impl Drop for NatsNodes {
+    fn drop(&mut self) {
+        let out = nats_ctl("start");
+        eprintln!("nats-ctl start: {out}");
+        wait_until(
+            Duration::from_secs(60),
+            "3 NATS nodes up with one meta leader",
+            || {
+                let status = nats_ctl("status");
+                let leaders: Vec<&str> = status
+                    .lines()
+                    .filter(|l| l.contains(" up "))
+                    .filter_map(|l| l.split("meta leader: ").nth(1))
+                    .map(str::trim)
+                    .collect();
+                (leaders.len() == 3
+                    && leaders[0] != "none"
+                    && leaders.iter().all(|l| *l == leaders[0]))
+                .then_some(())
+            },
+        );
+    }
+}
+
+fn nats_ctl(cmd: &str) -> String {
+    let out = Command::new(NATS_CTL)
+        .arg(cmd)
+        .env("SWITCHBOARD_PYTHON", python())
+        .output()
+        .expect("run nats-ctl.sh");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn losing_nats_nodes_never_loses_a_confirmed_message() {
+    let _lock = peer_lock("nats", true, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qn");
+    // Dropped in reverse: the routers first, then the nodes restarted, then the streams
+    // deleted (which needs the nodes back).
+    let _buckets = Buckets(prefix.clone());
+    let _nodes = NatsNodes;
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "nats_outage", &["--nats-ctl", NATS_CTL]);
+}
