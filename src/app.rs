@@ -73,13 +73,21 @@ pub async fn run(
         Some(c) => cluster_routes(c, &settings).await?,
         None => load_routes(&settings)?,
     };
+    let shared = match &cluster {
+        Some(c) => Some(c.shared().await.map_err(StartError::Cluster)?),
+        None => None,
+    };
     // Replaying the journal reads files (seconds for a million messages): off the runtime.
     let (core, journal) = {
         let s = settings.clone();
-        tokio::task::spawn_blocking(move || open_core(&s))
+        let sh = shared.clone().map(|s| s as Arc<dyn crate::core::Shared>);
+        tokio::task::spawn_blocking(move || open_core(&s, sh))
             .await
             .map_err(|e| StartError::Store(format!("store recovery failed: {e}")))??
     };
+    if let Some(s) = &shared {
+        s.deliver_to(core.clone());
+    }
     let router = crate::router::Router::new(core.clone(), routes.table());
     let tracker = TaskTracker::new();
 
@@ -316,12 +324,17 @@ pub async fn run(
 /// store held put back.
 fn open_core(
     settings: &Settings,
+    shared: Option<Arc<dyn crate::core::Shared>>,
 ) -> Result<(Core, Option<Arc<crate::store::FileJournal>>), StartError> {
     let Some(dir) = &settings.durability.data_dir else {
-        tracing::warn!(
-            "no data directory (--data-dir off): persistent messages are kept in memory only"
-        );
-        return Ok((Core::new(settings.core.clone()), None));
+        if shared.is_none() {
+            tracing::warn!(
+                "no data directory (--data-dir off): persistent messages are kept in memory only"
+            );
+        }
+        let core = Core::with_parts(settings.core.clone(), None, shared)
+            .map_err(|e| StartError::Store(e.to_string()))?;
+        return Ok((core, None));
     };
     // The journal itself, not only `dyn Store`: the admin API reads its commit count.
     let journal = Arc::new(
@@ -332,7 +345,7 @@ fn open_core(
     if let Err(e) = store.check() {
         tracing::error!(dir = %dir.display(), error = %e, "the data directory cannot be written: persistent messages to durable queues are refused until it can");
     }
-    let core = Core::with_store(settings.core.clone(), store)
+    let core = Core::with_parts(settings.core.clone(), Some(store), shared)
         .map_err(|e| StartError::Store(e.to_string()))?;
     Ok((core, Some(journal)))
 }

@@ -167,16 +167,18 @@ fn three_routers_share_membership_and_the_route_table() {
     }
 }
 
-/// A STOMP subscriber on `/queue/local` then a SEND to it: the message comes back.
+/// A STOMP subscriber on `/topic/local` then a SEND to it: the message comes back. (A
+/// topic: its local subscribers are served by the router alone; a durable queue lives
+/// in JetStream and waits for NATS.)
 fn stomp_round_trip(d: &Daemon, body: &str) {
     let mut s = TcpStream::connect(d.addr("stomp")).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     s.write_all(
-        b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SUBSCRIBE\nid:0\ndestination:/queue/local\n\n\0",
+        b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/local\nreceipt:s\n\n\0",
     )
     .unwrap();
-    s.write_all(format!("SEND\ndestination:/queue/local\n\n{body}\0").as_bytes())
+    s.write_all(format!("SEND\ndestination:/topic/local\n\n{body}\0").as_bytes())
         .unwrap();
     let deadline = Instant::now() + WAIT;
     let mut got = Vec::new();

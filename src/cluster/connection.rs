@@ -60,7 +60,7 @@ pub fn bucket_name(settings: &ClusterSettings, bucket: &str) -> String {
 
 /// Replicas for a new bucket: as configured, at most one per server known (those given,
 /// or those the server announced, whichever is more).
-fn replicas(settings: &ClusterSettings, client: &async_nats::Client) -> usize {
+pub(super) fn replicas(settings: &ClusterSettings, client: &async_nats::Client) -> usize {
     let known = settings
         .servers
         .len()

@@ -33,16 +33,35 @@ impl NodeRecord {
     }
 }
 
-/// Takes this router's key; fails when another live router holds the name.
+/// Takes this router's key; fails when another live router holds the name. A bucket
+/// just created by another router may not answer for a moment (`503`): asked again for
+/// a few seconds; a create that went through unanswered is recognised as ours.
 pub async fn register(nodes: &kv::Store, record: &NodeRecord) -> Result<(), String> {
-    match nodes.create(&record.node, record.bytes()).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(format!(
-            "node name `{}` is taken: another router of the cluster runs under it (or this one stopped less than {}s ago without a clean shutdown)",
-            record.node,
-            super::connection::NODE_TTL.as_secs()
-        )),
-        Err(e) => Err(format!("cannot register node `{}`: {e}", record.node)),
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut retried = false;
+    loop {
+        match nodes.create(&record.node, record.bytes()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                if retried
+                    && let Ok(Some(v)) = nodes.get(&record.node).await
+                    && v == record.bytes()
+                {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "node name `{}` is taken: another router of the cluster runs under it (or this one stopped less than {}s ago without a clean shutdown)",
+                    record.node,
+                    super::connection::NODE_TTL.as_secs()
+                ));
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "cluster: cannot register yet; asking again");
+                retried = true;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(format!("cannot register node `{}`: {e}", record.node)),
+        }
     }
 }
 

@@ -15,8 +15,13 @@
 pub mod connection;
 mod follow;
 mod membership;
+mod names;
 mod node;
+mod outbox;
 pub mod push;
+mod queue_link;
+mod shared;
 pub mod table;
 
 pub use node::Cluster;
+pub use shared::SharedCluster;

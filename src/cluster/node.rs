@@ -59,13 +59,28 @@ impl Cluster {
         })
     }
 
+    /// The cluster's side of the core: shared queues and topics across routers.
+    pub async fn shared(&self) -> Result<Arc<super::SharedCluster>, String> {
+        let replicas = connection::replicas(&self.settings, &self.client);
+        super::SharedCluster::open(&self.settings, &self.client, replicas).await
+    }
+
     /// The route table in force in the cluster now.
+    /// A bucket another router has just created may not answer yet (its stream's
+    /// leader is still being elected: `503 no responders`), so this asks again for a
+    /// few seconds before giving up.
     pub async fn initial_table(&self) -> Result<InitialTable, String> {
-        let entry = self
-            .routes_kv
-            .entry(TABLE_KEY)
-            .await
-            .map_err(|e| format!("cannot read the cluster's route table: {e}"))?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let entry = loop {
+            match self.routes_kv.entry(TABLE_KEY).await {
+                Ok(e) => break e,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "cluster: route table not readable yet; asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(format!("cannot read the cluster's route table: {e}")),
+            }
+        };
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
             .map(|e| (e.revision, TableBlob::decode(&e.value, e.revision))))

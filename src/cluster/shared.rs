@@ -1,0 +1,293 @@
+//! The cluster as the core's [`Shared`]: which queues live in JetStream, and topics
+//! across routers (docs/cluster.md).
+//!
+//! - A queue is shared when it is durable, not auto-deleted and not one of the
+//!   router's own (`$…`: private subscription queues, MQTT session queues, link
+//!   queues); its link is a [`QueueLink`].
+//! - A topic publish goes once to subject `<root>.t.<levels>`: the topic stream
+//!   `<prefix>SB_TOPICS` (interest retention: kept only while a durable subscription's
+//!   consumer still wants it) captures it for the durable subscriptions, and the
+//!   routers whose local subscriptions match receive it as plain NATS subscribers. A
+//!   persistent one is confirmed once the topic stream stored it.
+//! - A router subscribes only to the subjects of the patterns its local subscriptions
+//!   are bound to ([`Shared::interest`], counted per subject), skips its own publishes
+//!   (header `Sb-Node`) and a message it received twice through overlapping
+//!   subscriptions (by `Nats-Msg-Id`), and hands the rest to
+//!   [`Core::deliver_remote`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::names;
+use super::outbox::Outbox;
+use super::queue_link::QueueLink;
+use crate::config::ClusterSettings;
+use crate::core::pattern::Pattern;
+use crate::core::queue::QueueOptions;
+use crate::core::shared::{Shared, SharedLog};
+use crate::core::{Core, Message, persist};
+use crate::ratelog::Cause;
+use crate::store::StoreWait;
+
+/// The header naming the router a topic publish came from.
+const NODE_HEADER: &str = "Sb-Node";
+/// The topic stream keeps at most this much for durable subscriptions whose
+/// subscribers are away (the oldest goes first).
+const TOPICS_MAX_BYTES: i64 = 1 << 30;
+/// Message ids remembered to drop a topic publish received twice.
+const SEEN_MAX: usize = 65_536;
+
+static REMOTE_UNREADABLE: Cause = Cause::new("cluster.remote_unreadable");
+
+/// What the cluster's queue links and topic publishing share.
+#[derive(Debug)]
+pub(super) struct Context {
+    pub js: jetstream::Context,
+    pub runtime: tokio::runtime::Handle,
+    /// The settings' prefix, before stream names.
+    pub prefix: String,
+    /// The first token of every subject: `<prefix>sb`.
+    pub root: String,
+    pub replicas: usize,
+    /// The topic stream, where durable subscriptions have their consumers.
+    pub topics: jetstream::stream::Stream,
+    node: String,
+    /// Unique per process start, before the counter of message ids.
+    epoch: u64,
+    next: AtomicU64,
+}
+
+impl Context {
+    /// A `Nats-Msg-Id` no other publish in the cluster has.
+    pub fn next_id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{:x}-{n}", self.node, self.epoch)
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SharedCluster {
+    cx: Arc<Context>,
+    topics_out: Outbox,
+    interest: mpsc::UnboundedSender<(Pattern, bool)>,
+    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
+    core: OnceLock<Core>,
+}
+
+impl SharedCluster {
+    /// Opens (or creates) the topic stream. Called once the router joined.
+    pub async fn open(
+        settings: &ClusterSettings,
+        client: &async_nats::Client,
+        replicas: usize,
+    ) -> Result<Arc<Self>, String> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(std::time::Duration::from_secs(3))
+            .ack_timeout(std::time::Duration::from_secs(3))
+            .build(client.clone());
+        let root = format!("{}sb", settings.prefix);
+        let topics_name = format!("{}SB_TOPICS", settings.prefix);
+        let topics = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: topics_name.clone(),
+                description: Some(
+                    "Switchboard topic publishes, kept for durable subscriptions".into(),
+                ),
+                subjects: vec![format!("{root}.t.>")],
+                retention: RetentionPolicy::Interest,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_bytes: TOPICS_MAX_BYTES,
+                discard: DiscardPolicy::Old,
+                duplicate_window: std::time::Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))?;
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let runtime = tokio::runtime::Handle::current();
+        let cx = Arc::new(Context {
+            js: js.clone(),
+            runtime: runtime.clone(),
+            prefix: settings.prefix.clone(),
+            root,
+            replicas,
+            topics,
+            node: settings.node.clone(),
+            epoch,
+            next: AtomicU64::new(1),
+        });
+        let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Self {
+            cx,
+            topics_out,
+            interest,
+            interest_rx: Mutex::new(Some(interest_rx)),
+            core: OnceLock::new(),
+        }))
+    }
+
+    /// Starts delivering other routers' topic publishes to `core`'s local
+    /// subscriptions (the interest declared before this waits for it).
+    pub fn deliver_to(&self, core: Core) {
+        let rx = self
+            .interest_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if self.core.set(core.clone()).is_err() {
+            return;
+        }
+        if let Some(rx) = rx {
+            self.cx
+                .runtime
+                .spawn(follow_interest(Arc::clone(&self.cx), core, rx));
+        }
+    }
+
+    /// The topic stream's name.
+    pub fn topics_stream(&self) -> String {
+        format!("{}SB_TOPICS", self.cx.prefix)
+    }
+}
+
+impl Shared for SharedCluster {
+    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Box<dyn SharedLog>> {
+        if !options.durable || options.auto_delete || name.starts_with('$') {
+            return None;
+        }
+        Some(Box::new(QueueLink::new(
+            Arc::clone(&self.cx),
+            name,
+            options,
+        )))
+    }
+
+    fn publish_topic(&self, topic: &str, message: &Message, encoded: Bytes) -> StoreWait {
+        let mut headers = HeaderMap::new();
+        headers.insert(NODE_HEADER, self.cx.node.as_str());
+        self.topics_out.send(
+            names::topic_subject(&self.cx.root, topic),
+            encoded,
+            headers,
+            self.cx.next_id(),
+            message.persistent,
+        )
+    }
+
+    fn interest(&self, pattern: &Pattern, bound: bool) {
+        let _ = self.interest.send((pattern.clone(), bound));
+    }
+}
+
+/// Keeps one NATS subscription per subject the local subscriptions need, counted by
+/// binding, and delivers what they receive.
+async fn follow_interest(
+    cx: Arc<Context>,
+    core: Core,
+    mut rx: mpsc::UnboundedReceiver<(Pattern, bool)>,
+) {
+    let client = cx.js.client();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut subs: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
+    while let Some((pattern, bound)) = rx.recv().await {
+        for subject in names::pattern_subjects(&cx.root, &pattern) {
+            if bound {
+                if let Some((n, _)) = subs.get_mut(&subject) {
+                    *n += 1;
+                    continue;
+                }
+                match client.subscribe(subject.clone()).await {
+                    Ok(sub) => {
+                        let reader = tokio::spawn(read_remote(
+                            sub,
+                            core.clone(),
+                            cx.node.clone(),
+                            Arc::clone(&seen),
+                        ));
+                        subs.insert(subject, (1, reader));
+                    }
+                    Err(e) => {
+                        tracing::warn!(subject = %subject, error = %e, "cluster: cannot subscribe to other routers' publishes")
+                    }
+                }
+            } else if let Some((n, _)) = subs.get_mut(&subject) {
+                *n -= 1;
+                if *n == 0
+                    && let Some((_, reader)) = subs.remove(&subject)
+                {
+                    // Dropping the subscriber unsubscribes.
+                    reader.abort();
+                }
+            }
+        }
+    }
+}
+
+async fn read_remote(
+    mut sub: async_nats::Subscriber,
+    core: Core,
+    node: String,
+    seen: Arc<Mutex<Seen>>,
+) {
+    while let Some(m) = sub.next().await {
+        let headers = m.headers.as_ref();
+        if headers
+            .and_then(|h| h.get(NODE_HEADER))
+            .is_some_and(|n| n.as_str() == node)
+        {
+            continue;
+        }
+        if let Some(id) = headers.and_then(|h| h.get("Nats-Msg-Id"))
+            && !seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .first_time(id.as_str())
+        {
+            continue;
+        }
+        match persist::decode_queued(&m.payload) {
+            Ok((destination, message)) => {
+                core.deliver_remote(&destination, message);
+            }
+            Err(e) => {
+                crate::rate_warn!(REMOTE_UNREADABLE, subject = %m.subject, error = %e, "cluster: unreadable topic publish from another router; dropped");
+            }
+        }
+    }
+}
+
+/// The ids of the last [`SEEN_MAX`] remote publishes.
+#[derive(Debug, Default)]
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= SEEN_MAX
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
