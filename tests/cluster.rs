@@ -8,7 +8,7 @@
 //! running) says so, keeps serving its local traffic, and recovers.
 //!
 //! Each test runs under a bucket prefix no other run uses (`cluster.prefix`); its
-//! buckets are deleted when it ends, passed or not.
+//! buckets and streams are deleted when it ends, passed or not.
 
 mod common;
 

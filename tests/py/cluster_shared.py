@@ -338,7 +338,8 @@ def mqtt_topic():
 
 def durable():
     """A durable subscription made on B keeps receiving while B is dead; resumed on A (same
-    login and name) it gets what was published meanwhile, in order, not flagged."""
+    login and name) it gets what was published meanwhile, each once, in publish order but for
+    any that JetStream gave B's last pull before it saw B die (those come later, flagged)."""
     base = uniq("dur")
     pattern = f"/topic/{base}.#"
     name = {"durable": "true", "subscription-name": "keep"}
@@ -375,15 +376,19 @@ def durable():
     publish_all(a, acol, f"/topic/{base}.data", ["after"])
     wait_for(lambda: "after" in [m.body for m in data()], T, "a message published after the resume")
     got = [m.body for m in data()]
-    expect(got == sent + ["after"], f"resumed subscription got {got}")
-    flagged = [m.body for m in data() if redelivered(m)]
-    expect(not flagged, f"first deliveries flagged redelivered: {flagged}")
+    expect(sorted(got) == sorted(sent + ["after"]), f"resumed subscription got {got}")
+    # A publish that reached JetStream before it noticed B's death may have gone to B's
+    # last pull: it comes ACK_WAIT later, flagged. Every other one comes in publish order.
+    late = [m.body for m in data() if redelivered(m)]
+    first = [b for b in got if b not in late]
+    expect(first == [b for b in sent + ["after"] if b not in late],
+           f"first deliveries out of publish order: {first} (flagged: {late})")
     expect(not rcol.errors and not acol.errors, f"ERROR frames: {rcol.errors + acol.errors}")
     probes_back = [m.body for m in rcol.messages if m.body.startswith("probe")]
     r.unsubscribe("d", headers={"durable": "true"}, receipt="gone")
     rcol.wait_receipt("gone")
-    print(f"durable subscription from B resumed on A after kill -9: {n} messages published meanwhile, in order; "
-          f"{len(on_b)} acked probes came back: {probes_back}")
+    print(f"durable subscription from B resumed on A after kill -9: {n} messages published meanwhile, each once, "
+          f"in order but {late} (flagged: delivered to B's last pull); {len(on_b)} acked probes came back: {probes_back}")
     for x in (a, r):
         x.disconnect()
 
