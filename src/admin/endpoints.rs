@@ -119,9 +119,28 @@ pub(super) async fn links_status(State(s): State<AdminState>) -> impl IntoRespon
     Json(s.links.to_json())
 }
 
-pub(super) async fn cluster_status(State(s): State<AdminState>) -> Response {
+/// `GET /cluster`; for a caller who is not an admin, the streams of owned queues
+/// (durable subscriptions) show a redacted name, as in `GET /queues`.
+pub(super) async fn cluster_status(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     match &s.cluster {
-        Some(c) => Json(c.status(&s.routes).await).into_response(),
+        Some(c) => {
+            let mut v = c.status(&s.routes).await;
+            if caller != Caller::Admin
+                && let Some(streams) = v.get_mut("streams").and_then(|q| q.as_array_mut())
+            {
+                for st in streams {
+                    if let Some(r) = st.get("queue").and_then(|n| n.as_str()).and_then(redacted) {
+                        st["queue"] = json!(r);
+                        st["stream"] = json!(null);
+                        st["redacted"] = json!(true);
+                    }
+                }
+            }
+            Json(v).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": "this router runs alone (no --cluster)" })),

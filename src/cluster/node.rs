@@ -20,6 +20,9 @@ use crate::routes::reload::LiveRoutes;
 /// they cannot be read), `None` before the first push.
 pub type InitialTable = Option<(u64, Result<Vec<(String, String)>, Vec<RouteError>>)>;
 
+/// The most streams `GET /cluster` lists.
+const STREAMS_SHOWN: usize = 1000;
+
 /// This router in the cluster.
 pub struct Cluster {
     settings: ClusterSettings,
@@ -148,6 +151,11 @@ impl Cluster {
             Ok(Err(e)) => json!({ "error": e.to_string() }),
             Err(_) => json!({ "error": "timed out" }),
         };
+        let streams = match tokio::time::timeout(QUERY_TIMEOUT, self.streams()).await {
+            Ok(Ok(list)) => json!(list),
+            Ok(Err(e)) => json!({ "error": e }),
+            Err(_) => json!({ "error": "timed out" }),
+        };
         json!({
             "node": self.record(routes),
             "connected": self.connected(),
@@ -159,6 +167,37 @@ impl Cluster {
             },
             "nodes": nodes,
             "jetstream": jetstream,
+            "streams": streams,
         })
+    }
+
+    /// The streams of this cluster's queues and topics (names under the prefix), at
+    /// most [`STREAMS_SHOWN`], with their state.
+    async fn streams(&self) -> Result<Vec<serde_json::Value>, String> {
+        use futures::StreamExt;
+        let mut out = Vec::new();
+        let mut list = self.js.streams();
+        let queue = format!("{}SBQ_", self.settings.prefix);
+        let topics = format!("{}SB_TOPICS", self.settings.prefix);
+        while let Some(info) = list.next().await {
+            let info = info.map_err(|e| e.to_string())?;
+            let name = &info.config.name;
+            if !(name.starts_with(&queue) || *name == topics) {
+                continue;
+            }
+            out.push(json!({
+                "stream": name,
+                "queue": info.config.description.as_deref().and_then(|d| d.strip_prefix("Switchboard queue ")),
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+                "consumers": info.state.consumer_count,
+                "replicas": info.config.num_replicas,
+            }));
+            if out.len() >= STREAMS_SHOWN {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a["stream"].as_str().cmp(&b["stream"].as_str()));
+        Ok(out)
     }
 }

@@ -130,11 +130,14 @@ impl Core {
         {
             // Clustered: the other routers' subscribers and the shared (durable)
             // subscriptions get it through the cluster, once.
+            // Counted as reached: other routers may have subscribers, and this one
+            // cannot know (an MQTT 5 publisher must not be told "no subscribers").
             for m in messages {
                 let encoded = super::persist::encode_queued(destination, m);
                 reached
                     .waits
                     .push(shared.publish_topic(topic, m, encoded.into()));
+                reached.deliveries += 1;
             }
         }
         if queues.is_empty() {

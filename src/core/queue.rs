@@ -175,7 +175,11 @@ impl Queue {
         if st.deleted {
             return 0;
         }
-        let credit: usize = st.consumers.iter().map(|c| c.credit()).sum();
+        // Saturating: a client may ask for a prefetch as large as `usize` allows.
+        let credit = st
+            .consumers
+            .iter()
+            .fold(0usize, |n, c| n.saturating_add(c.credit()));
         credit.saturating_sub(st.ready.len())
     }
 
