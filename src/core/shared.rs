@@ -128,3 +128,6 @@ impl Feed {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;
