@@ -470,6 +470,41 @@ async fn deleting_a_shared_queue_releases_what_is_ready_and_closes_its_log() {
 }
 
 #[tokio::test]
+async fn what_arrives_for_consumers_that_left_goes_back_to_the_cluster() {
+    let (core, cluster) = FakeCluster::core();
+    let q = core.declare_queue("work", None).unwrap();
+    let c = core.consume("work", ConsumeOptions::manual(2)).unwrap();
+    assert_eq!(q.wanted(), 2, "the log fetches two");
+    // ... but the consumer leaves before they come in.
+    drop(c);
+    assert!(cluster.arrive("work", Message::new("a"), 1, 0));
+    assert!(cluster.arrive("work", Message::new("b"), 2, 0));
+    assert_eq!(
+        cluster.releases("work"),
+        [1, 2],
+        "not held here while consumers of other routers may wait for them"
+    );
+    assert_eq!(q.len(), 0);
+
+    // Held back in `ready` by a byte budget when the last consumer leaves.
+    static CAUSE: Cause = Cause::new("test.shared.budget_left");
+    let budget = ByteBudget::new(1, &CAUSE);
+    let c = core
+        .consume("work", ConsumeOptions::manual(5).with_budget(budget))
+        .unwrap();
+    for t in 3..=5 {
+        cluster.arrive("work", Message::new("m"), t, 0);
+    }
+    assert_eq!(q.len(), 2, "two wait for room in the budget");
+    drop(c);
+    let mut released = cluster.releases("work");
+    released.sort_unstable();
+    assert_eq!(released, [1, 2, 3, 4, 5]);
+    assert_eq!(q.len(), 0);
+    assert!(cluster.acks("work").is_empty());
+}
+
+#[tokio::test]
 async fn local_queues_of_a_clustered_core_stay_local() {
     let mut config = CoreConfig::default();
     config
