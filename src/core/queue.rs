@@ -418,6 +418,16 @@ impl Queue {
     fn dispatch(&self, st: &mut State, now: Instant, dead: &mut Vec<DeadLetter>) {
         let n = st.consumers.len();
         if n == 0 {
+            // Fix: a shared queue with no consumer here gives back what was fetched for
+            // consumers that went away (arriving after they left, or held back by a
+            // budget when the last one left). Kept, it stayed held on this router (its
+            // log keeps held messages alive) while consumers of other routers waited.
+            if let Some(shared) = &self.shared {
+                for e in st.ready.drain(..) {
+                    shared.release(e.seq);
+                }
+                st.ready_bytes = 0;
+            }
             return;
         }
         let mut freed = false;

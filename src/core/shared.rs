@@ -20,8 +20,9 @@
 //!   gets a message: consumers on every router compete for it.
 //! - **Settling**: a message that leaves for good (acknowledged, expired,
 //!   dead-lettered) is [`SharedLog::ack`]ed; one a consumer gave back (NACK with
-//!   requeue, a consumer that went away) is [`SharedLog::release`]d to the cluster,
-//!   which delivers it again, on this router or another, flagged redelivered.
+//!   requeue, a consumer that went away), or one fetched while no local consumer is
+//!   left to take it, is [`SharedLog::release`]d to the cluster, which delivers it
+//!   again, on this router or another, flagged redelivered.
 //!
 //! A shared queue bound to topic patterns (a durable subscription) is fed by the
 //! cluster too: a topic publish is handed to [`Shared::publish_topic`] once, and the
@@ -128,3 +129,6 @@ impl Feed {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;
