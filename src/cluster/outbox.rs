@@ -182,9 +182,16 @@ async fn confirm(
                 | PublishErrorKind::BrokenPipe
                 | PublishErrorKind::MaxAckPending
         );
-        if !retry || Instant::now() >= deadline {
+        if !retry {
             crate::rate_warn!(PUBLISH_REFUSED, subject = %subject, error = %e, "cluster: publish refused");
             return Err(StoreError::Unavailable(format!("cluster: {e}")));
+        }
+        if Instant::now() >= deadline {
+            crate::rate_warn!(PUBLISH_REFUSED, subject = %subject, error = %e, "cluster: publish refused");
+            return Err(StoreError::Unavailable(format!(
+                "cluster: JetStream did not store the message within {}s (no quorum, or the stream's leader is unreachable); last answer: {e}",
+                RETRY_FOR.as_secs()
+            )));
         }
         crate::rate_info!(PUBLISH_RETRIED, subject = %subject, error = %e, "cluster: publish not acknowledged; sending it again");
         tokio::time::sleep(RETRY_PAUSE).await;

@@ -49,8 +49,10 @@ pub const ACK_WAIT: Duration = Duration::from_secs(5);
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
 /// The most messages fetched in one pull.
 const BATCH_MAX: usize = 256;
-/// How long one pull waits for messages before it is made again.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How long one pull waits for messages before it is made again. Short: a pull left
+/// open by a router that died may still be handed messages, which then wait out
+/// [`ACK_WAIT`] before going elsewhere.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// The consumer every router pulls a queue's own messages from.
 const WORK_CONSUMER: &str = "work";
 /// Deliveries JetStream may have outstanding on one consumer, over all routers.
@@ -146,8 +148,11 @@ impl Link {
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             num_replicas: self.cx.replicas,
+            // `max_length` only: JetStream reserves a stream's `max_bytes` on every
+            // replica up front, so the 256 MiB default per queue would exhaust a
+            // server's storage after a few dozen queues. The bytes are bounded by the
+            // count and NATS's `max_payload`, and the servers' storage limits.
             max_messages: limit(self.options.max_length),
-            max_bytes: limit(self.options.max_bytes),
             discard: DiscardPolicy::New,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()

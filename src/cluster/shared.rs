@@ -39,9 +39,9 @@ use crate::store::StoreWait;
 
 /// The header naming the router a topic publish came from.
 const NODE_HEADER: &str = "Sb-Node";
-/// The topic stream keeps at most this much for durable subscriptions whose
+/// The topic stream keeps at most this many messages for durable subscriptions whose
 /// subscribers are away (the oldest goes first).
-const TOPICS_MAX_BYTES: i64 = 1 << 30;
+const TOPICS_MAX_MESSAGES: i64 = 1_000_000;
 /// Message ids remembered to drop a topic publish received twice.
 const SEEN_MAX: usize = 65_536;
 
@@ -106,7 +106,8 @@ impl SharedCluster {
                 retention: RetentionPolicy::Interest,
                 storage: StorageType::File,
                 num_replicas: replicas,
-                max_bytes: TOPICS_MAX_BYTES,
+                // A count, not bytes: JetStream reserves `max_bytes` up front.
+                max_messages: TOPICS_MAX_MESSAGES,
                 discard: DiscardPolicy::Old,
                 duplicate_window: std::time::Duration::from_secs(120),
                 ..Default::default()
@@ -164,11 +165,11 @@ impl SharedCluster {
 }
 
 impl Shared for SharedCluster {
-    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Box<dyn SharedLog>> {
+    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>> {
         if !options.durable || options.auto_delete || name.starts_with('$') {
             return None;
         }
-        Some(Box::new(QueueLink::new(
+        Some(Arc::new(QueueLink::new(
             Arc::clone(&self.cx),
             name,
             options,

@@ -13,6 +13,7 @@ use super::fanout::Sender;
 use super::message::Message;
 use super::queue::Queue;
 use crate::ratelog::Cause;
+use crate::store::StoreWait;
 
 /// Per-message drops, counted and logged at most once a second each (see
 /// [`crate::ratelog`]).
@@ -69,16 +70,33 @@ impl Core {
     pub(super) fn forward_dead_hops(&self, from: &Queue, dead: Vec<DeadLetter>, hops: u8) {
         for d in dead {
             let stored = d.stored;
-            self.forward_one_dead(from, d, hops);
+            let waits = self.forward_one_dead(from, d, hops);
+            let Some(seq) = stored else { continue };
+            // A shared queue's message is acknowledged to the cluster only once its
+            // copy is confirmed where it went (the cluster does not order one publish
+            // before another's acknowledgement as the journal does); given back for
+            // another try if the copy was refused.
+            if let Some(log) = from.shared_log()
+                && !waits.iter().all(StoreWait::is_done_ok)
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                rt.spawn(async move {
+                    let mut ok = true;
+                    for w in waits {
+                        ok &= w.wait().await.is_ok();
+                    }
+                    if ok { log.ack(seq) } else { log.release(seq) }
+                });
+                continue;
+            }
             // Only now, after the copy (if any) went to its destination's store: a crash
             // in between leaves the message in both places, never in neither.
-            if let Some(seq) = stored {
-                from.forget(seq);
-            }
+            from.forget(seq);
         }
     }
 
-    fn forward_one_dead(&self, from: &Queue, d: DeadLetter, hops: u8) {
+    /// Forwards one dead letter; returns the store (or cluster) writes of its copy.
+    fn forward_one_dead(&self, from: &Queue, d: DeadLetter, hops: u8) -> Vec<StoreWait> {
         let target = from
             .options()
             .dead_letter
@@ -87,7 +105,7 @@ impl Core {
         if target.is_some() && hops >= MAX_DEAD_LETTER_HOPS {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
             crate::rate_warn!(DEAD_LETTER_CHAIN, queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), hops, "message dropped: dead-letter chain too long");
-            return;
+            return Vec::new();
         }
         let Some(target) = target else {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -96,7 +114,7 @@ impl Core {
             } else {
                 crate::rate_warn!(DROPPED_NO_DEAD_LETTER, queue = from.name(), message_id = %d.message.id, reason = d.reason.as_str(), "message dropped: the queue has no dead-letter destination");
             }
-            return;
+            return Vec::new();
         };
         let mut m = (*d.message).clone();
         m.headers.set("x-death-reason", d.reason.as_str());
@@ -114,12 +132,14 @@ impl Core {
             .targets(target)
             .and_then(|to| self.fan_out_now(&to, target, &[Arc::new(m)], sender));
         match result {
-            Ok(_) => {
+            Ok(reached) => {
                 from.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                reached.waits
             }
             Err(e) => {
                 from.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 crate::rate_warn!(DEAD_LETTER_REFUSED, queue = from.name(), dead_letter = %target, error = %e, message_id = %d.message.id, "dead-letter destination refused message; dropped");
+                Vec::new()
             }
         }
     }

@@ -121,7 +121,7 @@ pub struct Queue {
     store: Option<(Arc<dyn Store>, Box<dyn QueueLog>)>,
     /// Clustered, the shared log this queue's messages live in instead (see
     /// [`super::shared`]); its entries' `seq` is the log's token.
-    shared: Option<Box<dyn SharedLog>>,
+    shared: Option<Arc<dyn SharedLog>>,
     /// Woken when a shared queue's consumers may want more than `ready` holds.
     wants: Notify,
 }
@@ -131,7 +131,7 @@ impl Queue {
         name: Arc<str>,
         options: QueueOptions,
         store: Option<Arc<dyn Store>>,
-        shared: Option<Box<dyn SharedLog>>,
+        shared: Option<Arc<dyn SharedLog>>,
     ) -> Self {
         // A shared queue's messages live in the cluster, not in the local journal.
         let store = store
@@ -166,6 +166,12 @@ impl Queue {
 
     pub(crate) fn shared(&self) -> Option<&dyn SharedLog> {
         self.shared.as_deref()
+    }
+
+    /// The shared log itself, for work that outlives a call (settling a dead letter
+    /// once its copy is confirmed).
+    pub(crate) fn shared_log(&self) -> Option<Arc<dyn SharedLog>> {
+        self.shared.clone()
     }
 
     /// How many more messages a shared queue's consumers could take now than `ready`

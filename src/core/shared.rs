@@ -51,7 +51,7 @@ use crate::store::StoreWait;
 pub trait Shared: Send + Sync + std::fmt::Debug {
     /// The shared log of queue `name`, declared with `options`, if the queue lives in
     /// the cluster; `None` keeps it local. Asked once, when the queue is created.
-    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Box<dyn SharedLog>>;
+    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>>;
 
     /// A publish to `topic` (as `encoded`: [`super::persist::encode_queued`] with the
     /// topic as destination) for every other router's subscribers and every shared

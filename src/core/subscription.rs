@@ -28,16 +28,14 @@ impl Core {
         Ok(())
     }
 
-    /// Tells the cluster, if any, that `q` gained or lost the binding to `pattern`: a
-    /// shared queue's log gets its whole new set, a local queue's pattern counts as
-    /// this router's interest (see [`super::shared`]).
+    /// Tells the cluster, if any, that local queue `q` gained or lost the binding to
+    /// `pattern`: it counts as this router's interest (see [`super::shared`]). (A shared
+    /// queue's log is given its whole new set by the topics, under their lock.)
     fn bindings_changed(&self, q: &Arc<Queue>, pattern: &Pattern, bound: bool) {
-        let Some(shared) = &self.inner.shared else {
-            return;
-        };
-        match q.shared() {
-            Some(log) => log.bind(&self.inner.topics.parsed_patterns(q.name())),
-            None => shared.interest(pattern, bound),
+        if let Some(shared) = &self.inner.shared
+            && !q.is_shared()
+        {
+            shared.interest(pattern, bound);
         }
     }
 

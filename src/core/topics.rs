@@ -63,8 +63,10 @@ impl Topics {
             return false;
         }
         bound.push(pattern.clone());
-        if !q.is_shared() {
-            b.trie.insert(&pattern, QueueRef(Arc::clone(q)));
+        match q.shared() {
+            // Told under the lock, so concurrent changes reach the log in order.
+            Some(log) => log.bind(bound),
+            None => b.trie.insert(&pattern, QueueRef(Arc::clone(q))),
         }
         self.generation.fetch_add(1, Ordering::Release);
         true
@@ -77,6 +79,9 @@ impl Topics {
         if let Some(patterns) = b.by_queue.get_mut(q.name()) {
             removed |= patterns.contains(pattern);
             patterns.retain(|p| p != pattern);
+            if let Some(log) = q.shared() {
+                log.bind(patterns);
+            }
             if patterns.is_empty() {
                 b.by_queue.remove(q.name());
             }
@@ -96,11 +101,6 @@ impl Topics {
         }
         self.generation.fetch_add(1, Ordering::Release);
         patterns
-    }
-
-    /// The parsed patterns `queue` is bound to.
-    pub(super) fn parsed_patterns(&self, queue: &str) -> Vec<Pattern> {
-        self.read().by_queue.get(queue).cloned().unwrap_or_default()
     }
 
     /// The patterns the queue called `queue` is bound to.

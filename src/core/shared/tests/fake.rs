@@ -151,12 +151,12 @@ fn tokens(calls: &[(String, u64)], queue: &str) -> Vec<u64> {
 }
 
 impl Shared for FakeCluster {
-    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Box<dyn SharedLog>> {
+    fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>> {
         if !options.durable || options.auto_delete || name.starts_with('$') {
             return None;
         }
         self.calls().opened.push(name.to_owned());
-        Some(Box::new(FakeLog {
+        Some(Arc::new(FakeLog {
             name: name.to_owned(),
             cluster: self.clone(),
         }))

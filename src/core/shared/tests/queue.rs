@@ -536,3 +536,27 @@ async fn local_queues_of_a_clustered_core_stay_local() {
     assert!(cluster.calls().publishes.is_empty());
     assert!(cluster.calls().releases.is_empty());
 }
+
+/// The cluster does not order a publish before another message's acknowledgement as
+/// the journal does: a dead letter's original is acknowledged only once its copy is
+/// confirmed, and given back when the copy is refused.
+#[tokio::test]
+async fn a_dead_letter_is_acked_only_once_its_copy_is_confirmed() {
+    let (core, cluster) = with_dead_letter(QueueOptions::default());
+    let c = core.consume("work", ConsumeOptions::manual(10)).unwrap();
+    cluster.arrive("work", Message::new("kept"), 1, 0);
+    cluster.arrive("work", Message::new("refused"), 2, 0);
+    let got = drain(&c);
+    cluster.hold_confirms();
+    assert!(c.nack(got[0].tag, false));
+    assert!(c.nack(got[1].tag, false));
+    tokio::task::yield_now().await;
+    assert!(cluster.acks("work").is_empty(), "copies not confirmed yet");
+    cluster.confirm(Ok(()));
+    cluster.confirm(Err(StoreError::Unavailable("no quorum".into())));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(cluster.acks("work"), [1]);
+    assert_eq!(cluster.releases("work"), [2]);
+}
