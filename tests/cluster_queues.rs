@@ -117,6 +117,18 @@ fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
     );
 }
 
+/// Issue 22: a STOMP request/reply whose requester (its temporary queue) is on A and
+/// whose responder is on C.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_reply_to_a_temporary_queue_crosses_routers() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qy");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "reply", &["--count", "50"]);
+}
+
 #[test]
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn mqtt_qos1_publishes_reach_subscribers_on_every_router_once() {

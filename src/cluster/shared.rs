@@ -14,6 +14,8 @@
 //!   (header `Sb-Node`) and a message it received twice through overlapping
 //!   subscriptions (by `Nats-Msg-Id`), and hands the rest to
 //!   [`Core::deliver_remote`].
+//! - A reply address (a STOMP temporary queue) stays on its router; the others reach
+//!   it through [`super::reply`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +82,9 @@ pub struct SharedCluster {
     topics_out: Outbox,
     interest: mpsc::UnboundedSender<(Pattern, bool)>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
+    /// Local reply addresses created and deleted, for [`super::reply::serve`].
+    replies: mpsc::UnboundedSender<(String, bool)>,
+    replies_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     core: OnceLock<Core>,
 }
 
@@ -131,11 +136,14 @@ impl SharedCluster {
         });
         let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
         let (interest, interest_rx) = mpsc::unbounded_channel();
+        let (replies, replies_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             cx,
             topics_out,
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
+            replies,
+            replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
         }))
     }
@@ -154,7 +162,20 @@ impl SharedCluster {
         if let Some(rx) = rx {
             self.cx
                 .runtime
-                .spawn(follow_interest(Arc::clone(&self.cx), core, rx));
+                .spawn(follow_interest(Arc::clone(&self.cx), core.clone(), rx));
+        }
+        let replies = self
+            .replies_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(rx) = replies {
+            self.cx.runtime.spawn(super::reply::serve(
+                self.cx.js.client(),
+                self.cx.root.clone(),
+                core,
+                rx,
+            ));
         }
     }
 
@@ -190,6 +211,26 @@ impl Shared for SharedCluster {
 
     fn interest(&self, pattern: &Pattern, bound: bool) {
         let _ = self.interest.send((pattern.clone(), bound));
+    }
+
+    fn local_queue(&self, name: &str, exists: bool) {
+        if super::reply::is_reply_address(name) {
+            let _ = self.replies.send((name.to_owned(), exists));
+        }
+    }
+
+    fn forwards(&self, name: &str) -> bool {
+        super::reply::is_reply_address(name)
+    }
+
+    fn forward(&self, name: &str, encoded: Bytes) -> StoreWait {
+        super::reply::forward(
+            &self.cx.runtime,
+            self.cx.js.client(),
+            &self.cx.root,
+            name,
+            encoded,
+        )
     }
 }
 

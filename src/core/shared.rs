@@ -62,6 +62,26 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
     /// A local, non-shared queue was bound to `pattern` (`bound`) or unbound from it:
     /// one call per binding, so the cluster counts them per pattern.
     fn interest(&self, pattern: &Pattern, bound: bool);
+
+    /// A local (non-shared) queue `name` was created (`exists`) or deleted. Some are
+    /// addresses other routers' clients may send to (a STOMP temporary queue named in
+    /// a `reply-to`): the cluster routes those publishes here (see [`Shared::forwards`]).
+    fn local_queue(&self, _name: &str, _exists: bool) {}
+
+    /// Whether a publish to queue `name`, which does not exist on this router, goes to
+    /// the router that holds it (a reply address) instead of creating it here.
+    fn forwards(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// Hands a publish to queue `name` (encoded as for [`SharedLog::publish`]) to the
+    /// router that holds it; resolves once that router put it in the queue, or fails
+    /// when no router holds it.
+    fn forward(&self, name: &str, _encoded: Bytes) -> StoreWait {
+        StoreWait::Done(Err(crate::store::StoreError::Unavailable(format!(
+            "no router holds queue {name}"
+        ))))
+    }
 }
 
 /// One shared queue's link to the cluster, owned by its [`Queue`].

@@ -11,6 +11,7 @@ Scenarios:
   mqtt_topic   QoS 1 publisher on A, QoS 1 subscribers on A, B and C: each gets every message once
   durable      a durable topic subscription on B outlives B (kill -9) and is resumed on A
   nats_outage  one NATS node killed mid-stream, then a second stopped, then started again
+  reply        STOMP request/reply: requester on A (reply-to a /temp-queue/), responder on C
 
 The JetStream side is read from the rig's monitoring ports (8222-8224, /jsz): which node leads
 the queue's stream (`<prefix>SBQ_…`), and whether it is empty (every message acknowledged).
@@ -514,7 +515,43 @@ def nats_outage():
     c.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage]}
+def reply():
+    """Requests from A carry `reply-to: /temp-queue/answers`; a responder on C answers each
+    with a receipt: every answer reaches A's temporary queue once, each receipted at C;
+    an answer to a requester that has gone is dropped, the responder kept connected."""
+    q = f"/queue/{uniq('requests')}"
+    c, ccol = conn(args.c_stomp)
+    c.subscribe(q, id="s", ack="auto", receipt="sub-c")
+    ccol.wait_receipt("sub-c")
+    a, acol = conn(args.port)
+    n = args.count
+    for i in range(n):
+        a.send(q, f"q{i}", headers={"reply-to": "/temp-queue/answers", "persistent": "true", "receipt": f"r{i}"})
+    wait_for(lambda: len(ccol.messages) >= n or ccol.errors, T, lambda: f"{len(ccol.messages)} of {n} requests at C")
+    reply_to = {m.headers.get("reply-to") for m in ccol.messages}
+    expect(len(reply_to) == 1 and next(iter(reply_to)).startswith("/queue/$sb.tmp."),
+           f"reply-to as C sees it: {reply_to}")
+    for m in ccol.messages:
+        c.send(m.headers["reply-to"], "re:" + m.body, headers={"receipt": "a-" + m.body})
+    wait_for(lambda: all(f"a-q{i}" in ccol.receipts for i in range(n)) or ccol.errors, T,
+             lambda: f"{sum(f'a-q{i}' in ccol.receipts for i in range(n))} of {n} answers receipted at C")
+    expect(not ccol.errors, f"ERROR frames at C: {[(e.headers, e.body) for e in ccol.errors]}")
+    wanted = sorted(f"re:q{i}" for i in range(n))
+    wait_for(lambda: len(acol.bodies()) >= n, T, lambda: f"{len(acol.bodies())} of {n} answers at A")
+    got = sorted(acol.bodies())
+    expect(got == wanted, f"answers at A: {got[:10]} ({len(got)})")
+    # The requester leaves: its temporary queue goes with it. An answer sent now reaches
+    # nobody, and the responder is not failed for it (as on one router).
+    gone = next(iter(reply_to))
+    a.disconnect()
+    c.send(gone, "late", headers={"receipt": "late"})
+    ccol.wait_receipt("late")
+    expect(not ccol.errors, f"ERROR frame for a reply to a gone requester: {ccol.errors}")
+    print(f"{n} requests from A answered from C, each once; a late answer dropped")
+    c.disconnect()
+
+
+SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()
