@@ -2,11 +2,14 @@
 //! membership and one route table (docs/cluster.md). Queues, topics and MQTT sessions
 //! are still each router's own.
 //!
-//! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`).
+//! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`,
+//!   `SB_RETAINED`).
 //! - [`membership`]: this router's key in `SB_NODES`, refreshed while it runs; the
 //!   others' keys are the routers seen.
 //! - [`table`]: a route directory as one KV value (`switchboard routes push` writes it).
 //! - [`follow`]: every router watches that value and swaps its live table, as a reload.
+//! - [`replicated`]: metadata kept for every router in a KV bucket, mirrored by its
+//!   owner (MQTT retained messages).
 //! - [`node`]: the running router's side, [`Cluster`], for start-up and `GET /cluster`.
 //!
 //! Wiring-level: it builds on the routes' live table and the settings; nothing below
@@ -15,11 +18,13 @@
 pub mod connection;
 mod follow;
 mod membership;
+mod mirror_ledger;
 mod names;
 mod node;
 mod outbox;
 pub mod push;
 mod queue_link;
+mod replicated;
 mod shared;
 pub mod table;
 

@@ -14,6 +14,8 @@
 //!   (header `Sb-Node`) and a message it received twice through overlapping
 //!   subscriptions (by `Nats-Msg-Id`), and hands the rest to
 //!   [`Core::deliver_remote`].
+//! - The MQTT listener's retained messages are kept in the bucket
+//!   `<prefix>SB_RETAINED` ([`Shared::metadata`], [`MetaBucket`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +31,13 @@ use tokio::sync::{mpsc, watch};
 use super::names;
 use super::outbox::Outbox;
 use super::queue_link::QueueLink;
+use super::replicated::MetaBucket;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
 use crate::core::queue::QueueOptions;
-use crate::core::shared::{Shared, SharedLog};
+use crate::core::shared::{Shared, SharedLog, SharedMeta};
 use crate::core::{Core, Message, persist};
+use crate::listener::mqtt::persist::META_MQTT_RETAINED;
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
 
@@ -81,6 +85,8 @@ pub struct SharedCluster {
     interest: mpsc::UnboundedSender<(Pattern, bool)>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
     core: OnceLock<Core>,
+    /// The MQTT listener's retained messages.
+    retained: Arc<MetaBucket>,
 }
 
 impl SharedCluster {
@@ -129,6 +135,15 @@ impl SharedCluster {
             epoch,
             next: AtomicU64::new(1),
         });
+        let retained_kv = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::RETAINED_BUCKET,
+            "Switchboard MQTT retained messages: one key per topic",
+        )
+        .await?;
+        let retained = MetaBucket::new(&cx, retained_kv, client.server_info().max_payload);
         let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
         let (interest, interest_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
@@ -137,6 +152,7 @@ impl SharedCluster {
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
             core: OnceLock::new(),
+            retained,
         }))
     }
 
@@ -190,6 +206,10 @@ impl Shared for SharedCluster {
 
     fn interest(&self, pattern: &Pattern, bound: bool) {
         let _ = self.interest.send((pattern.clone(), bound));
+    }
+
+    fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
+        (ns == META_MQTT_RETAINED).then(|| Arc::clone(&self.retained) as Arc<dyn SharedMeta>)
     }
 }
 
