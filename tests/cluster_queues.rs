@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use common::cluster::{Buckets, URLS, router_on};
 use common::{
-    Daemon, http_json, password_hash, peer_lock, python, python_scenario, unique_prefix,
-    wait_until,
+    Daemon, http_json, password_hash, peer_lock, python, python_scenario, unique_prefix, wait_until,
 };
 
 const NATS_CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/nats-ctl.sh");
@@ -257,7 +256,11 @@ fn retained_messages_are_the_clusters_and_outlive_the_router_that_set_them() {
     let full = converged(&c, &a, "A's second retained message mirrored on C");
     assert!(full + 1000 > MAX_RETAINED_BYTES, "{full} bytes retained");
     set_retained(&c, "r/z", &"z".repeat(1000), Some(0x97));
-    assert_eq!(retained_bytes(&c), full, "a refused message is not retained");
+    assert_eq!(
+        retained_bytes(&c),
+        full,
+        "a refused message is not retained"
+    );
     read_retained(&c, &[("r/x", &x), ("r/fill", &fill)]);
     // Replacing a topic with less is taken (the refusal was the byte limit's).
     set_retained(&c, "r/fill", "f", None);
