@@ -15,6 +15,8 @@ use crate::config::ClusterSettings;
 pub const NODES_BUCKET: &str = "SB_NODES";
 /// The bucket of the route table: key [`TABLE_KEY`], one revision per push.
 pub const ROUTES_BUCKET: &str = "SB_ROUTES";
+/// The bucket of MQTT retained messages: one key per topic ([`super::names::kv_key`]).
+pub const RETAINED_BUCKET: &str = "SB_RETAINED";
 /// The route table's key in [`ROUTES_BUCKET`].
 pub const TABLE_KEY: &str = "table";
 /// Route tables kept in [`ROUTES_BUCKET`] (the current one and nine before it).
@@ -126,4 +128,23 @@ pub async fn routes_bucket(
         ..Default::default()
     };
     open(js, settings, client, ROUTES_BUCKET, config).await
+}
+
+/// A bucket of replicated metadata ([`crate::core::shared::SharedMeta`]): the last value
+/// of each key only, on disk, values up to the largest message the server takes.
+pub async fn meta_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+    bucket: &str,
+    description: &str,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        description: description.into(),
+        history: 1,
+        max_value_size: i32::try_from(client.server_info().max_payload).unwrap_or(i32::MAX),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    open(js, settings, client, bucket, config).await
 }

@@ -25,6 +25,9 @@ use crate::store::{StoreError, StoreWait};
 
 static REPLY_GONE: crate::ratelog::Cause = crate::ratelog::Cause::new("cluster.reply_to_gone");
 
+/// How long "no responders" must last before a reply's holder is believed gone.
+const GONE_AFTER: Duration = Duration::from_secs(2);
+
 /// How long a forwarded reply waits for the holder's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,7 +53,26 @@ pub fn forward(
     let subject = subject(root, name);
     let name = name.to_owned();
     runtime.spawn(async move {
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, client.request(subject, encoded)).await;
+        // The holder subscribes as its queue is made, asynchronously: a reply that
+        // follows the request closely may find no subscriber yet. "No responders" is
+        // believed only once it persists for `GONE_AFTER`.
+        let gone_after = tokio::time::Instant::now() + GONE_AFTER;
+        let answer = loop {
+            let a = tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                client.request(subject.clone(), encoded.clone()),
+            )
+            .await;
+            match &a {
+                Ok(Err(e))
+                    if e.kind() == async_nats::RequestErrorKind::NoResponders
+                        && tokio::time::Instant::now() < gone_after =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break a,
+            }
+        };
         let r = match answer {
             Ok(Ok(m)) if &m.payload[..] == b"ok" => Ok(()),
             Ok(Ok(m)) => Err(StoreError::Unavailable(format!(

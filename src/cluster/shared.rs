@@ -16,6 +16,8 @@
 //!   [`Core::deliver_remote`].
 //! - A reply address (a STOMP temporary queue) stays on its router; the others reach
 //!   it through [`super::reply`].
+//! - The MQTT listener's retained messages are kept in the bucket
+//!   `<prefix>SB_RETAINED` ([`Shared::metadata`], [`MetaBucket`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,11 +33,13 @@ use tokio::sync::{mpsc, watch};
 use super::names;
 use super::outbox::Outbox;
 use super::queue_link::QueueLink;
+use super::replicated::MetaBucket;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
 use crate::core::queue::QueueOptions;
-use crate::core::shared::{Shared, SharedLog};
+use crate::core::shared::{Shared, SharedLog, SharedMeta};
 use crate::core::{Core, Message, persist};
+use crate::listener::mqtt::persist::META_MQTT_RETAINED;
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
 
@@ -86,6 +90,8 @@ pub struct SharedCluster {
     replies: mpsc::UnboundedSender<(String, bool)>,
     replies_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     core: OnceLock<Core>,
+    /// The MQTT listener's retained messages.
+    retained: Arc<MetaBucket>,
 }
 
 impl SharedCluster {
@@ -134,6 +140,15 @@ impl SharedCluster {
             epoch,
             next: AtomicU64::new(1),
         });
+        let retained_kv = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::RETAINED_BUCKET,
+            "Switchboard MQTT retained messages: one key per topic",
+        )
+        .await?;
+        let retained = MetaBucket::new(&cx, retained_kv, client.server_info().max_payload);
         let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let (replies, replies_rx) = mpsc::unbounded_channel();
@@ -145,6 +160,7 @@ impl SharedCluster {
             replies,
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
+            retained,
         }))
     }
 
@@ -231,6 +247,10 @@ impl Shared for SharedCluster {
             name,
             encoded,
         )
+    }
+
+    fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
+        (ns == META_MQTT_RETAINED).then(|| Arc::clone(&self.retained) as Arc<dyn SharedMeta>)
     }
 }
 
