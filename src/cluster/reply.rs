@@ -20,10 +20,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::names;
 use crate::auth::owner::{Owner, owner_of};
-use crate::core::{Core, persist};
+use crate::core::{Core, PublishError, persist};
 use crate::store::{StoreError, StoreWait};
 
 static REPLY_GONE: crate::ratelog::Cause = crate::ratelog::Cause::new("cluster.reply_to_gone");
+
+/// The holder's answer when the queue was deleted as the reply arrived.
+const GONE: &str = "gone";
 
 /// How long "no responders" must last before a reply's holder is believed gone.
 const GONE_AFTER: Duration = Duration::from_secs(2);
@@ -75,6 +78,10 @@ pub fn forward(
         };
         let r = match answer {
             Ok(Ok(m)) if &m.payload[..] == b"ok" => Ok(()),
+            Ok(Ok(m)) if m.payload == GONE.as_bytes() => {
+                crate::rate_warn!(REPLY_GONE, queue = %name, "cluster: reply to a queue whose client has gone; message dropped");
+                Ok(())
+            }
             Ok(Ok(m)) => Err(StoreError::Unavailable(format!(
                 "queue {name}: {}",
                 String::from_utf8_lossy(&m.payload)
@@ -104,11 +111,12 @@ pub async fn serve(
     core: Core,
     mut rx: mpsc::UnboundedReceiver<(String, bool)>,
 ) {
-    let mut held: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut held: HashMap<String, oneshot::Sender<()>> = HashMap::new();
     while let Some((name, exists)) = rx.recv().await {
         if !exists {
-            if let Some(h) = held.remove(&name) {
-                h.abort();
+            // Drained, not dropped: what already reached the subscription is answered.
+            if let Some(close) = held.remove(&name) {
+                let _ = close.send(());
             }
             continue;
         }
@@ -117,13 +125,15 @@ pub async fn serve(
         }
         match client.subscribe(subject(&root, &name)).await {
             Ok(sub) => {
-                let task = tokio::spawn(answer(
+                let (close, closed) = oneshot::channel();
+                tokio::spawn(answer(
                     sub,
+                    closed,
                     client.clone(),
                     core.clone(),
                     Arc::from(name.as_str()),
                 ));
-                held.insert(name, task);
+                held.insert(name, close);
             }
             Err(e) => {
                 tracing::warn!(queue = %name, error = %e, "cluster: reply address not reachable from other routers")
@@ -132,17 +142,35 @@ pub async fn serve(
     }
 }
 
+/// Answers what arrives for reply address `name` until `closed` fires (its queue was
+/// deleted); then unsubscribes and answers what was already on its way.
 async fn answer(
     mut sub: async_nats::Subscriber,
+    mut closed: oneshot::Receiver<()>,
     client: async_nats::Client,
     core: Core,
     name: Arc<str>,
 ) {
-    while let Some(m) = sub.next().await {
+    let mut draining = false;
+    loop {
+        let m = tokio::select! {
+            m = sub.next() => m,
+            _ = &mut closed, if !draining => {
+                draining = true;
+                let _ = sub.drain().await;
+                continue;
+            }
+        };
+        let Some(m) = m else { return };
         let outcome = match persist::decode_queued(&m.payload) {
-            Ok((destination, message)) => core
-                .enqueue(&name, &destination, Arc::new(message))
-                .map_err(|e| e.to_string()),
+            Ok((destination, message)) => {
+                match core.enqueue(&name, &destination, Arc::new(message)) {
+                    Ok(()) => Ok(()),
+                    // Its client left meanwhile: the reply reaches nobody, as on one router.
+                    Err(PublishError::NotFound(_) | PublishError::Closed(_)) => Err(GONE.into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Err(e) => Err(format!("unreadable message: {e}")),
         };
         if let Some(reply) = m.reply {
