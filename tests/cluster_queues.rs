@@ -122,6 +122,17 @@ fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
     );
 }
 
+/// Issue 22: an MQTT `$share` group with members on A and C shares one group.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_shared_subscription_group_spans_routers() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qs");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "share", &["--count", "200"]);
+}
+
 /// Issue 22: a STOMP request/reply whose requester (its temporary queue) is on A and
 /// whose responder is on C.
 #[test]

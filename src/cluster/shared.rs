@@ -3,7 +3,8 @@
 //!
 //! - A queue is shared when it is durable, not auto-deleted and not one of the
 //!   router's own (`$…`: private subscription queues, MQTT session queues, link
-//!   queues); its link is a [`QueueLink`].
+//!   queues); its link is a [`QueueLink`]. MQTT `$share` groups are shared too, as a
+//!   topic consumer only ([`Kind::Group`]).
 //! - A topic publish goes once to subject `<root>.t.<levels>`: the topic stream
 //!   `<prefix>SB_TOPICS` (interest retention: kept only while a durable subscription's
 //!   consumer still wants it) captures it for the durable subscriptions, and the
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::names;
 use super::outbox::Outbox;
-use super::queue_link::QueueLink;
+use super::queue_link::{Kind, QueueLink};
 use super::replicated::MetaBucket;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
@@ -203,13 +204,21 @@ impl SharedCluster {
 
 impl Shared for SharedCluster {
     fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>> {
-        if !options.durable || options.auto_delete || name.starts_with('$') {
+        if !options.durable || options.auto_delete {
             return None;
         }
+        let kind = if crate::translate::mqtt_names::is_share_queue(name) {
+            Kind::Group
+        } else if name.starts_with('$') {
+            return None;
+        } else {
+            Kind::Queue
+        };
         Some(Arc::new(QueueLink::new(
             Arc::clone(&self.cx),
             name,
             options,
+            kind,
         )))
     }
 

@@ -12,6 +12,7 @@ Scenarios:
   durable      a durable topic subscription on B outlives B (kill -9) and is resumed on A
   nats_outage  one NATS node killed mid-stream, then a second stopped, then started again
   reply        STOMP request/reply: requester on A (reply-to a /temp-queue/), responder on C
+  share        an MQTT $share group with members on A and C, publisher on B: each message to one member
 
 The JetStream side is read from the rig's monitoring ports (8222-8224, /jsz): which node leads
 the queue's stream (`<prefix>SBQ_…`), and whether it is empty (every message acknowledged).
@@ -551,7 +552,47 @@ def reply():
     c.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply]}
+def share():
+    """`$share/GROUP/FILTER` with one member on A and one on C, QoS 1 publisher on B: every
+    message reaches exactly one member, and both members get some."""
+    base = uniq("sh")
+    members = [MqttClient(p, n) for p, n in ((args.mqtt_a, "A"), (args.mqtt_c, "C"))]
+    for m in members:
+        m.sub(f"$share/g1/{base}/#")
+    pub = MqttClient(args.mqtt_b, "pub")
+    # Each router starts pulling for the group shortly after its member's SUBACK: probe
+    # until every member got one.
+    k = 0
+
+    def probed():
+        nonlocal k
+        k += 1
+        pub.c.publish(f"{base}/probe", f"probe-{k}", qos=1).wait_for_publish(T)
+        return wait_for(lambda: all(any(p.startswith("probe") for p in m.payloads()) for m in members), 0.2)
+    wait_for(probed, T, lambda: f"probes: {[(m.name, m.payloads()) for m in members]}")
+    n = args.count
+    infos = [pub.c.publish(f"{base}/data", str(i), qos=1) for i in range(n)]
+    for i, info in enumerate(infos):
+        info.wait_for_publish(T)
+        expect(info.is_published(), f"message {i}: no PUBACK")
+
+    def data(m):
+        with m.lock:
+            return [x.payload.decode() for x in m.msgs if x.topic == f"{base}/data"]
+    wait_for(lambda: len(set(data(members[0]) + data(members[1]))) >= n, T,
+             lambda: f"{len(set(data(members[0]) + data(members[1])))} of {n} across the group")
+    got = data(members[0]) + data(members[1])
+    dups = sorted({int(p) for p in got if got.count(p) > 1})
+    expect(not dups, f"delivered to more than one member: {dups[:20]}")
+    expect(sorted(got, key=int) == [str(i) for i in range(n)], f"not the messages sent: {len(got)}")
+    na, nc = len(data(members[0])), len(data(members[1]))
+    expect(na > 0 and nc > 0, f"one member got everything: A {na}, C {nc}")
+    print(f"{n} QoS 1 messages from B to a $share group: A got {na}, C got {nc}, each once ({k} probes first)")
+    for m in members + [pub]:
+        m.bye()
+
+
+SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply, share]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()
