@@ -10,6 +10,7 @@ use switchboard::core::trie::SubjectTrie;
 use switchboard::core::{
     ConsumeOptions, Core, CoreConfig, Destination, Message, Pattern, QueueOptions,
 };
+use switchboard::counter::Sharded;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -159,9 +160,48 @@ fn matching(n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * names.len()) as f64
 }
 
+/// Average ns per increment when `threads` threads each bump one counter `per` times:
+/// one shared `AtomicU64`, or [`Sharded`] (each thread its own cache line).
+fn counting(threads: usize, per: u64, sharded: bool) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let shared = Arc::new(AtomicU64::new(0));
+    let shards = Arc::new(Sharded::<1>::new());
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (shared, shards) = (Arc::clone(&shared), Arc::clone(&shards));
+            std::thread::spawn(move || {
+                for _ in 0..per {
+                    if sharded {
+                        shards.add(0, std::hint::black_box(1));
+                    } else {
+                        shared.fetch_add(std::hint::black_box(1), Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let elapsed = start.elapsed().as_nanos() as f64;
+    let total = shared.load(Ordering::Relaxed) + shards.get(0);
+    assert_eq!(total, threads as u64 * per);
+    elapsed / per as f64
+}
+
 fn main() {
     let m = |v: f64| format!("{:>8.2} M", v / 1e6);
     println!("switchboard core benchmark (in-process, 100-byte bodies, release build)");
+    // Hot-path counters (src/counter.rs): wall time per increment of each thread.
+    for threads in [1, 2] {
+        let per = 50_000_000;
+        println!(
+            "counter, {threads} thread(s): shared AtomicU64 {:>5.1} ns/add, sharded {:>5.1} ns/add",
+            counting(threads, per, false),
+            counting(threads, per, true)
+        );
+    }
     let q11 = queue(1, 1, 2_000_000);
     println!("queue 1→1        {} msgs/s", m(q11));
     let q44 = queue(4, 4, 500_000);

@@ -36,10 +36,28 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The routes the traffic scenario's `routed` part counts (see its docstring).
+const ROUTES: &str = r#"routes:
+  - name: m-fanout
+    from: {queue: metrics.in}
+    to:
+      - queue: metrics.out
+      - mqtt: metrics/out
+  - name: m-urgent
+    from: {queue: metrics.in}
+    when: {headers: {class: urgent}}
+    to: [{queue: metrics.urgent}]
+  - name: m-by-kind
+    from: {queue: metrics.kind}
+    to: [{queue: "metrics.k.{header:kind}"}]
+"#;
+
+/// Traffic by protocol, route matches and errors, queue counters, MQTT figures and the
+/// journal histograms move exactly as stomp.py and paho traffic says.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn counters_move_as_the_traffic_says() {
-    let d = Daemon::start(&[], &[]);
+    let d = Daemon::start(&[("metrics.yaml", ROUTES)], &[]);
     let admin = d.addr("admin").port().to_string();
     let mqtt = d.addr("mqtt").port().to_string();
     common::python_scenario(

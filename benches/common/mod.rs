@@ -68,7 +68,7 @@ pub fn start_listeners(
     std::fs::write(&cfg, settings).expect("write settings");
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let mut cmd = Command::new(router_binary());
     cmd.arg("run");
     for name in ["admin", "stomp", "stomp-ws", "mqtt", "mqtt-ws"] {
         let value = if listeners.contains(&name) {
@@ -115,6 +115,15 @@ pub fn start_listeners(
         assert!(Instant::now() < deadline, "switchboard did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The router binary the benchmarks start: `SB_BENCH_ROUTER` when set (another build, to
+/// compare two versions with the same load generator, as docs/benchmarks.md's "Cost of
+/// the metrics" did), else the one this build made.
+pub fn router_binary() -> std::path::PathBuf {
+    std::env::var_os("SB_BENCH_ROUTER")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into())
 }
 
 /// Resident memory of a process, KiB.
