@@ -6,7 +6,7 @@
 //! sources and fails on an import against it:
 //!
 //! ```text
-//! wiring   app, admin, config, watermark, cluster, main   builds and connects everything below
+//! wiring   app, admin, config, watermark, cluster, systemd, main   builds and connects everything below
 //! edges    listener/ (stomp, mqtt), link/ (amqp, xmpp)   protocols, one folder each
 //! auth     users, passwords, permissions, who owns an internal name
 //! router   the route table in front of the core: publish = resolve routes + hand to core
@@ -50,6 +50,7 @@ pub mod ratelog;
 pub mod router;
 pub mod routes;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod translate;
 pub mod watermark;

@@ -52,7 +52,7 @@ fn layer_of(top: &str) -> Layer {
         "router" => Layer::Router,
         "auth" => Layer::Auth,
         "listener" | "link" => Layer::Edge,
-        "app" | "admin" | "config" | "watermark" | "main" | "lib" => Layer::Wiring,
+        "app" | "admin" | "config" | "watermark" | "systemd" | "main" | "lib" => Layer::Wiring,
         // Cluster plumbing (NATS membership, the cluster's route table): it drives the
         // live routes from outside, as the admin API does; nothing below may know it.
         "cluster" => Layer::Wiring,
