@@ -154,7 +154,9 @@ fn main() {
             continue;
         }
         let tag = format!("{i}{}", std::process::id());
+        let cpu = common::cpu_ns(router.0.id());
         let sb = rt.block_on(scenario(addr, None, *topic, *subs, *size, *n, *rate, &tag));
+        common::print_cpu(name, router.0.id(), cpu, n * subs);
         let line_sb = format!(
             "{:>12.0} {:>9.0} {:>9.0}",
             sb.msgs_per_s, sb.p50_us, sb.p99_us

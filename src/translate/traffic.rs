@@ -5,12 +5,11 @@
 //! `switchboard_messages_{received,delivered}_total` and
 //! `switchboard_payload_{received,delivered}_bytes_total`.
 //!
-//! The edges count on their hot paths, so the counters are [`Sharded`]: each worker
-//! thread adds to its own cache line. Deliveries are counted once per written batch.
+//! The edges count on their hot paths, so the counters are [`PerThread`]: each worker
+//! thread adds to its own row with a plain store. Deliveries are counted once per
+//! written batch.
 
-use std::sync::LazyLock;
-
-use crate::counter::Sharded;
+use crate::counter::{PerThread, Row};
 
 /// An edge's protocol, as the metrics label it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +36,22 @@ impl Protocol {
 /// Per protocol: received messages, received bytes, delivered messages, delivered bytes.
 const PER_PROTOCOL: usize = 4;
 
-static COUNTS: LazyLock<Sharded<{ 4 * PER_PROTOCOL }>> = LazyLock::new(Sharded::new);
+const COUNTERS: usize = 4 * PER_PROTOCOL;
+
+static COUNTS: PerThread<COUNTERS> = PerThread::new();
+
+thread_local! {
+    static MINE: Row<COUNTERS> = COUNTS.row();
+}
 
 fn add(p: Protocol, at: usize, messages: u64, bytes: u64) {
     let i = p as usize * PER_PROTOCOL + at;
-    COUNTS.add(i, messages);
-    COUNTS.add(i + 1, bytes);
+    // No row while this thread's locals are being destroyed: such late counts are lost
+    // (no edge counts from a thread-local destructor).
+    let _ = MINE.try_with(|r| {
+        r.add(i, messages);
+        r.add(i + 1, bytes);
+    });
 }
 
 /// `messages` carrying `bytes` of payload were published into the core by a `p` edge.
@@ -59,9 +68,7 @@ pub fn delivered(p: Protocol, messages: u64, bytes: u64) {
 
 /// Takes back a delivery counted too early (an AMQP publish confirmed, then returned).
 pub fn undelivered(p: Protocol, messages: u64, bytes: u64) {
-    let i = p as usize * PER_PROTOCOL + 2;
-    COUNTS.sub(i, messages);
-    COUNTS.sub(i + 1, bytes);
+    add(p, 2, messages.wrapping_neg(), bytes.wrapping_neg());
 }
 
 /// What one protocol's edges moved since start.
