@@ -2,7 +2,8 @@
 //! at scrape time from the state the rest of the admin API shows. Two sets are counted
 //! for the metrics alone, on the hot paths: traffic by protocol
 //! ([`crate::translate::traffic`]) and per-route matches ([`crate::routes::RouteCounters`]),
-//! both sharded per thread (their cost: docs/benchmarks.md, "Cost of the metrics").
+//! both kept per thread so that workers never share a cache line (their cost:
+//! docs/benchmarks.md, "Cost of the metrics").
 //! docs/admin-api.md lists every metric.
 //!
 //! Names start with `switchboard_`, are in base units (bytes, seconds) and end in
