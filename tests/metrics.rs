@@ -280,3 +280,37 @@ fn a_failed_reload_is_counted() {
         Some(0.0)
     );
 }
+
+/// docs/operations.md (alert rules, graphs) names only metrics docs/admin-api.md lists,
+/// which the scrape test above ties to the real output: a renamed metric cannot leave a
+/// silent alert behind. (The rules were also checked with `promtool check rules` when
+/// written.)
+#[test]
+fn the_operations_guide_names_only_real_metrics() {
+    let read =
+        |f: &str| std::fs::read_to_string(format!("{}/docs/{f}", env!("CARGO_MANIFEST_DIR")));
+    let (ops, api) = (
+        read("operations.md").unwrap(),
+        read("admin-api.md").unwrap(),
+    );
+    let mut named = 0;
+    for (at, _) in ops.match_indices("switchboard_") {
+        let name: String = ops[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            api.contains(&format!("`{family}`")) || api.contains(&format!("`{family}{{")),
+            "docs/operations.md names {name}, which docs/admin-api.md does not list"
+        );
+        named += 1;
+    }
+    assert!(
+        named > 20,
+        "the guide's alerts name metrics ({named} found)"
+    );
+}
