@@ -79,3 +79,67 @@ impl RouteTable {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::{Destination, Message};
+    use crate::routes::explain;
+    use crate::routes::reload::LiveRoutes;
+    use crate::routes::{CompileContext, RoutingError};
+
+    fn sources(text: &str) -> Vec<(String, String)> {
+        vec![("r.yaml".into(), text.into())]
+    }
+
+    const V1: &str = "routes:
+  - {name: keep, from: {queue: a}, to: [{queue: b}]}
+  - {name: gone, from: {queue: c}, to: [{queue: d}]}
+";
+    const V2: &str = "routes:
+  - {name: keep, from: {queue: a}, to: [{queue: e}]}
+  - {name: new, from: {queue: c}, to: [{queue: \"x.{header:k}\"}]}
+";
+
+    fn publish(live: &LiveRoutes, dest: &str) -> Result<(), RoutingError> {
+        let table = live.table().load_full();
+        table
+            .resolve(Destination::queue(dest), Message::new("m"))
+            .map(drop)
+    }
+
+    fn counts(live: &LiveRoutes, name: &str) -> (u64, u64) {
+        let table = live.table().load_full();
+        let r = table.routes.iter().find(|r| r.name == name).unwrap();
+        (r.counters.matches(), r.counters.failures())
+    }
+
+    #[test]
+    fn counts_follow_route_names_across_reloads_and_removed_routes_stay_in_the_sums() {
+        let live = LiveRoutes::clustered(CompileContext::default(), 1, Some(sources(V1))).unwrap();
+        publish(&live, "a").unwrap();
+        publish(&live, "a").unwrap();
+        publish(&live, "c").unwrap();
+        publish(&live, "nowhere").unwrap();
+        // `explain` walks the same code and counts nothing.
+        let query = explain::parse_query(&["internal".into(), "queue:a".into()]).unwrap();
+        let table = live.table().load_full();
+        assert!(explain::explain(&table, &query, Message::new("m")).contains("keep"));
+        assert_eq!(
+            (counts(&live, "keep"), counts(&live, "gone")),
+            ((2, 0), (1, 0))
+        );
+
+        live.install("test", 2, Ok(sources(V2))).unwrap();
+        // `keep` was edited, not renamed: it goes on counting; `gone`'s count retired.
+        assert_eq!(counts(&live, "keep"), (2, 0));
+        assert_eq!(counts(&live, "new"), (0, 0));
+        assert_eq!(live.retired_counts(), (1, 0));
+        publish(&live, "a").unwrap();
+        // No header `k`: the route takes the message and cannot render its target.
+        assert!(publish(&live, "c").is_err());
+        assert_eq!(
+            (counts(&live, "keep"), counts(&live, "new")),
+            ((3, 0), (1, 1))
+        );
+    }
+}
