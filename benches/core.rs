@@ -10,6 +10,7 @@ use switchboard::core::trie::SubjectTrie;
 use switchboard::core::{
     ConsumeOptions, Core, CoreConfig, Destination, Message, Pattern, QueueOptions,
 };
+use switchboard::counter::{PerThread, Row, Sharded};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -159,9 +160,78 @@ fn matching(n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * names.len()) as f64
 }
 
+/// The counters `counting` compares.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// One `AtomicU64` every thread adds to.
+    Shared,
+    /// `switchboard::counter::Sharded`.
+    Sharded,
+    /// `switchboard::counter::PerThread`.
+    PerThread,
+}
+
+static PER_THREAD: PerThread<1> = PerThread::new();
+thread_local! { static ROW: Row<1> = PER_THREAD.row(); }
+
+/// CPU time this thread has used, ns (wall time would count the other processes of a
+/// busy machine).
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// CPU ns per increment when `threads` threads each add to one counter `per` times.
+fn counting(threads: usize, per: u64, kind: Kind) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let shared = Arc::new(AtomicU64::new(0));
+    let shards = Arc::new(Sharded::<1>::new());
+    let before = PER_THREAD.get(0);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (shared, shards) = (Arc::clone(&shared), Arc::clone(&shards));
+            std::thread::spawn(move || {
+                let start = thread_cpu_ns();
+                for _ in 0..per {
+                    let n = std::hint::black_box(1);
+                    match kind {
+                        Kind::Shared => {
+                            shared.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Kind::Sharded => shards.add(0, n),
+                        Kind::PerThread => ROW.with(|r| r.add(0, n)),
+                    }
+                }
+                thread_cpu_ns() - start
+            })
+        })
+        .collect();
+    let cpu: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let total = shared.load(Ordering::Relaxed) + shards.get(0) + (PER_THREAD.get(0) - before);
+    assert_eq!(total, threads as u64 * per);
+    cpu as f64 / (threads as u64 * per) as f64
+}
+
 fn main() {
     let m = |v: f64| format!("{:>8.2} M", v / 1e6);
     println!("switchboard core benchmark (in-process, 100-byte bodies, release build)");
+    // Hot-path counters (src/counter.rs): CPU time per increment.
+    for threads in [1, 2] {
+        let per = 20_000_000;
+        let [shared, sharded, per_thread] =
+            [Kind::Shared, Kind::Sharded, Kind::PerThread].map(|k| counting(threads, per, k));
+        println!(
+            "counter, {threads} thread(s): shared AtomicU64 {shared:>5.1} ns/add, sharded {sharded:>5.1}, per thread {per_thread:>5.1}"
+        );
+    }
+    if std::env::var_os("CORE_BENCH_COUNTERS_ONLY").is_some() {
+        return;
+    }
     let q11 = queue(1, 1, 2_000_000);
     println!("queue 1→1        {} msgs/s", m(q11));
     let q44 = queue(4, 4, 500_000);

@@ -338,7 +338,9 @@ fn main() {
             continue;
         }
         let tag = format!("{i}-{}", std::process::id());
+        let cpu = common::cpu_ns(router.0.id());
         let sb = rt.block_on(scenario(addr, *qos, *subs, *size, *n, *rate, &tag));
+        common::print_cpu(name, router.0.id(), cpu, n * subs);
         let line = format!("{:>12.0} {:>9.0} {:>9.0}", sb.rate, sb.p50_us, sb.p99_us);
         if mosq_up {
             let mq = rt.block_on(scenario(mosq, *qos, *subs, *size, *n, *rate, &tag));

@@ -147,9 +147,16 @@ fn main() {
         ("queue 1→1 @5k/s", false, 1, 100, 20_000, Some(5_000)),
         ("topic 1→10 @2k/s", true, 10, 100, 8_000, Some(2_000)),
     ];
+    // `STOMP_BENCH` runs only the scenarios whose name contains it (`STOMP_BENCH=", 100 B"`).
+    let only = std::env::var("STOMP_BENCH").ok();
     for (i, (name, topic, subs, size, n, rate)) in cases.iter().enumerate() {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let tag = format!("{i}{}", std::process::id());
+        let cpu = common::cpu_ns(router.0.id());
         let sb = rt.block_on(scenario(addr, None, *topic, *subs, *size, *n, *rate, &tag));
+        common::print_cpu(name, router.0.id(), cpu, n * subs);
         let line_sb = format!(
             "{:>12.0} {:>9.0} {:>9.0}",
             sb.msgs_per_s, sb.p50_us, sb.p99_us

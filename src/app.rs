@@ -1,5 +1,6 @@
 //! Wiring and lifecycle: build the core, load the routes, start the watcher, the
-//! listeners and the sweeper; on SIGTERM/SIGINT stop accepting, drain, exit.
+//! listeners and the sweeper; on SIGTERM/SIGINT stop accepting, drain, exit. systemd is
+//! told each step ([`crate::systemd`]).
 //!
 //! One [`CancellationToken`] fans out to every task; a [`TaskTracker`] is awaited so
 //! shutdown ends only when every task has finished (or the grace period ran out).
@@ -60,6 +61,7 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    crate::systemd::spawn_watchdog(shutdown.clone());
     // Clustered, the cluster's route table is in force before any connection is taken.
     let cluster = match &settings.cluster {
         Some(c) => Some(Arc::new(
@@ -302,13 +304,21 @@ pub async fn run(
                 source,
             })?;
     }
+    let status = routes.status();
     tracing::info!(
-        routes = routes.status().routes,
-        version = routes.status().version,
+        routes = status.routes,
+        version = status.version,
         "switchboard ready"
     );
+    crate::systemd::ready(&format!(
+        "ready: {} routes (table version {}); listening: {}",
+        status.routes,
+        status.version,
+        bound.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
 
     wait_for_signal(shutdown.clone()).await;
+    crate::systemd::stopping();
     tracing::info!("shutting down: no new connections; draining");
     shutdown.cancel();
     tracker.close();

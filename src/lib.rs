@@ -6,7 +6,7 @@
 //! sources and fails on an import against it:
 //!
 //! ```text
-//! wiring   app, admin, config, watermark, cluster, main   builds and connects everything below
+//! wiring   app, admin, config, watermark, cluster, systemd, main   builds and connects everything below
 //! edges    listener/ (stomp, mqtt), link/ (amqp, xmpp)   protocols, one folder each
 //! auth     users, passwords, permissions, who owns an internal name
 //! router   the route table in front of the core: publish = resolve routes + hand to core
@@ -16,7 +16,7 @@
 //! store    durable bytes behind a trait (the file journal today); knows no message
 //! ```
 //!
-//! Leaf modules (`ratelog`, `alloc`, `tls`, `duration`, `random`) import nothing of the
+//! Leaf modules (`ratelog`, `counter`, `alloc`, `tls`, `duration`, `random`) import nothing of the
 //! crate and serve every layer. Edges never import each other: what two need moves down.
 //!
 //! Where to look:
@@ -41,6 +41,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod counter;
 pub mod duration;
 pub mod link;
 pub mod listener;
@@ -49,6 +50,7 @@ pub mod ratelog;
 pub mod router;
 pub mod routes;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod translate;
 pub mod watermark;

@@ -10,8 +10,8 @@
 //! another's (listener/stomp ↔ listener/mqtt, link/amqp ↔ link/xmpp), listeners do not
 //! reach into links or back, and the shared parts of listener/ and link/ (`limit`, `ws`,
 //! `Links`, …) know no single protocol. What two edges both need moves down (names into
-//! `translate`, the message into `core`). A few leaf modules (`ratelog`, `alloc`, `tls`,
-//! `duration`, `random`) import nothing of the crate and may be used by anyone.
+//! `translate`, the message into `core`). A few leaf modules (`ratelog`, `counter`,
+//! `alloc`, `tls`, `duration`, `random`) import nothing of the crate and may be used by anyone.
 //!
 //! The check reads the sources: every `crate::…` path (in `use`, in code, in doc links:
 //! a link upward sends the reader up too) and every `super::…` path, resolved against
@@ -43,9 +43,8 @@ enum Layer {
 /// here, or the test fails.
 fn layer_of(top: &str) -> Layer {
     match top {
-        "ratelog" | "rate_warn" | "rate_info" | "alloc" | "tls" | "duration" | "random" => {
-            Layer::Leaf
-        }
+        "ratelog" | "rate_warn" | "rate_info" | "counter" | "alloc" | "tls" | "duration"
+        | "random" => Layer::Leaf,
         "store" => Layer::Store,
         "core" => Layer::Core,
         "translate" => Layer::Translate,
@@ -53,7 +52,7 @@ fn layer_of(top: &str) -> Layer {
         "router" => Layer::Router,
         "auth" => Layer::Auth,
         "listener" | "link" => Layer::Edge,
-        "app" | "admin" | "config" | "watermark" | "main" | "lib" => Layer::Wiring,
+        "app" | "admin" | "config" | "watermark" | "systemd" | "main" | "lib" => Layer::Wiring,
         // Cluster plumbing (NATS membership, the cluster's route table): it drives the
         // live routes from outside, as the admin API does; nothing below may know it.
         "cluster" => Layer::Wiring,

@@ -36,10 +36,28 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The routes the traffic scenario's `routed` part counts (see its docstring).
+const ROUTES: &str = r#"routes:
+  - name: m-fanout
+    from: {queue: metrics.in}
+    to:
+      - queue: metrics.out
+      - mqtt: metrics/out
+  - name: m-urgent
+    from: {queue: metrics.in}
+    when: {headers: {class: urgent}}
+    to: [{queue: metrics.urgent}]
+  - name: m-by-kind
+    from: {queue: metrics.kind}
+    to: [{queue: "metrics.k.{header:kind}"}]
+"#;
+
+/// Traffic by protocol, route matches and errors, queue counters, MQTT figures and the
+/// journal histograms move exactly as stomp.py and paho traffic says.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn counters_move_as_the_traffic_says() {
-    let d = Daemon::start(&[], &[]);
+    let d = Daemon::start(&[("metrics.yaml", ROUTES)], &[]);
     let admin = d.addr("admin").port().to_string();
     let mqtt = d.addr("mqtt").port().to_string();
     common::python_scenario(
@@ -260,5 +278,39 @@ fn a_failed_reload_is_counted() {
     assert_eq!(
         sample(&m, "switchboard_route_last_reload_success"),
         Some(0.0)
+    );
+}
+
+/// docs/operations.md (alert rules, graphs) names only metrics docs/admin-api.md lists,
+/// which the scrape test above ties to the real output: a renamed metric cannot leave a
+/// silent alert behind. (The rules were also checked with `promtool check rules` when
+/// written.)
+#[test]
+fn the_operations_guide_names_only_real_metrics() {
+    let read =
+        |f: &str| std::fs::read_to_string(format!("{}/docs/{f}", env!("CARGO_MANIFEST_DIR")));
+    let (ops, api) = (
+        read("operations.md").unwrap(),
+        read("admin-api.md").unwrap(),
+    );
+    let mut named = 0;
+    for (at, _) in ops.match_indices("switchboard_") {
+        let name: String = ops[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            api.contains(&format!("`{family}`")) || api.contains(&format!("`{family}{{")),
+            "docs/operations.md names {name}, which docs/admin-api.md does not list"
+        );
+        named += 1;
+    }
+    assert!(
+        named > 20,
+        "the guide's alerts name metrics ({named} found)"
     );
 }

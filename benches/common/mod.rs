@@ -68,7 +68,7 @@ pub fn start_listeners(
     std::fs::write(&cfg, settings).expect("write settings");
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let mut cmd = Command::new(router_binary());
     cmd.arg("run");
     for name in ["admin", "stomp", "stomp-ws", "mqtt", "mqtt-ws"] {
         let value = if listeners.contains(&name) {
@@ -114,6 +114,38 @@ pub fn start_listeners(
         }
         assert!(Instant::now() < deadline, "switchboard did not start");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The router binary the benchmarks start: `SB_BENCH_ROUTER` when set (another build, to
+/// compare two versions with the same load generator, as docs/benchmarks.md's "Cost of
+/// the metrics" did), else the one this build made.
+pub fn router_binary() -> std::path::PathBuf {
+    std::env::var_os("SB_BENCH_ROUTER")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into())
+}
+
+/// CPU time a process's threads have used, in nanoseconds (the first field of each
+/// `/proc/PID/task/TID/schedstat`; threads that ended are not counted). Less sensitive
+/// than throughput to what else the machine runs: what a hot path costs shows in it.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// With `SB_BENCH_CPU` set, prints the router's CPU time per message of a scenario
+/// (`before` from [`cpu_ns`] when it started).
+pub fn print_cpu(name: &str, pid: u32, before: u64, messages: usize) {
+    if std::env::var_os("SB_BENCH_CPU").is_some() {
+        let ns = cpu_ns(pid).saturating_sub(before) as f64 / messages as f64;
+        println!("cpu {name:<22} {ns:>8.1} ns/msg");
     }
 }
 

@@ -1,13 +1,18 @@
 //! `GET /metrics`: the router's figures in the Prometheus text format (0.0.4), gathered
-//! at scrape time from the state the rest of the admin API shows, so the hot paths pay
-//! for nothing they did not already count. docs/admin-api.md lists every metric.
+//! at scrape time from the state the rest of the admin API shows. Two sets are counted
+//! for the metrics alone, on the hot paths: traffic by protocol
+//! ([`crate::translate::traffic`]) and per-route matches ([`crate::routes::RouteCounters`]),
+//! both kept per thread so that workers never share a cache line (their cost:
+//! docs/benchmarks.md, "Cost of the metrics").
+//! docs/admin-api.md lists every metric.
 //!
 //! Names start with `switchboard_`, are in base units (bytes, seconds) and end in
 //! `_total` when they are counters. Labels name listeners, links, causes and kinds,
 //! never a client id or a topic. With `?per_object=1` the queue metrics come per queue
 //! (label `queue`, client-owned names redacted for callers that are not admins, as in
-//! `/queues`) instead of summed, as RabbitMQ's `/metrics/per-object` does: the same
-//! names, so `sum()` of the detailed series is the plain one.
+//! `/queues`) instead of summed, and the route counters per route (label `route`), as
+//! RabbitMQ's `/metrics/per-object` does: the same names, so `sum()` of the detailed
+//! series is the plain one (less what removed queues and routes had counted).
 //!
 //! Gathering fills [`Families`], plain data, which [`super::families`] encodes through
 //! the `prometheus-client` crate.
@@ -27,6 +32,7 @@ use super::families::{Families, Labels};
 use super::totals::{Counts, counts};
 use super::{AdminState, Caller, process, redacted};
 use crate::store::Store as _;
+use crate::translate::traffic::{self, Protocol, Totals};
 
 /// The handler: `?per_object=1` (or `true`) for per-queue series.
 pub(super) async fn metrics(
@@ -57,12 +63,13 @@ fn gather(s: &AdminState, per_object: bool, caller: Caller) -> Families {
         .sample(vec![("version", env!("CARGO_PKG_VERSION").into())], 1);
     process_figures(&mut f);
     connections(&mut f, &s.gates.to_json());
+    traffic(&mut f);
     queues(&mut f, s, per_object, caller);
     memory(&mut f, s);
     drops(&mut f);
     mqtt(&mut f);
     links(&mut f, &s.links.to_json());
-    routes(&mut f, s);
+    routes(&mut f, s, per_object);
     if let Some(journal) = &s.journal {
         f.counter(
             "journal_commits",
@@ -175,6 +182,44 @@ fn connections(f: &mut Families, gates: &Value) {
             l.push(("cause", cause.clone()));
             refused.sample(l, n(v));
         }
+    }
+}
+
+/// Which figure of a protocol's traffic totals a metric shows.
+type Figure = fn(&Totals) -> u64;
+
+/// Traffic by protocol: (metric name, help, figure).
+const TRAFFIC: [(&str, &str, Figure); 4] = [
+    (
+        "messages_received",
+        "Messages the edges published into the core, by protocol: SENDs and PUBLISHes of clients (MQTT wills included), deliveries taken from a link's peer, replies a link routed back.",
+        |t| t.received,
+    ),
+    (
+        "payload_received_bytes",
+        "Payload (body) bytes of the messages received.",
+        |t| t.received_bytes,
+    ),
+    (
+        "messages_delivered",
+        "Messages the edges delivered, by protocol: written to a client (redeliveries included), published to a link's peer (once the peer confirmed, for AMQP).",
+        |t| t.delivered,
+    ),
+    (
+        "payload_delivered_bytes",
+        "Payload (body) bytes of the messages delivered, as sent (an MQTT 3.1.1 envelope included).",
+        |t| t.delivered_bytes,
+    ),
+];
+
+/// Messages and payload bytes in and out, per protocol (every protocol, moved or not).
+fn traffic(f: &mut Families) {
+    let totals = Protocol::ALL.map(|p| (p.name(), traffic::totals(p)));
+    for (name, help, figure) in TRAFFIC {
+        f.counter(name, help).samples = totals
+            .iter()
+            .map(|(p, t)| (vec![("protocol", (*p).to_owned())], figure(t)))
+            .collect();
     }
 }
 
@@ -447,8 +492,38 @@ fn links(f: &mut Families, links: &Value) {
     }
 }
 
-/// From `GET /routes`: the table in force and its reloads.
-fn routes(f: &mut Families, s: &AdminState) {
+/// From `GET /routes`: the table in force and its reloads; what the routes did, summed
+/// (removed routes included) or per route in force.
+fn routes(f: &mut Families, s: &AdminState, per_object: bool) {
+    let table = s.routes.table().load_full();
+    let rows: Vec<(Labels, u64, u64)> = if per_object {
+        table
+            .routes
+            .iter()
+            .map(|r| {
+                let c = &r.counters;
+                (vec![("route", r.name.clone())], c.matches(), c.failures())
+            })
+            .collect()
+    } else {
+        let (matches, failures) = table
+            .routes
+            .iter()
+            .fold(s.routes.retired_counts(), |(m, e), r| {
+                (m + r.counters.matches(), e + r.counters.failures())
+            });
+        vec![(Vec::new(), matches, failures)]
+    };
+    f.counter(
+        "route_matches",
+        "Messages a route took: its source matched and its filter accepted them (a message several routes take counts once per route). Per route with per_object=1; the sum includes removed routes.",
+    )
+    .samples = rows.iter().map(|(l, m, _)| (l.clone(), *m)).collect();
+    f.counter(
+        "route_errors",
+        "Messages a route took and could not route (a target or header template did not render, a body did not convert); their publish was refused.",
+    )
+    .samples = rows.into_iter().map(|(l, _, e)| (l, e)).collect();
     let st = s.routes.status();
     f.gauge("routes", "Routes in the table in force.")
         .value(st.routes as u64);

@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::translate::traffic::{self, Protocol};
+
 /// Connection state of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +65,9 @@ pub struct LinkStatus {
     /// Where it connects (no credentials).
     pub peer: String,
     pub counters: LinkCounters,
+    /// The protocol its traffic counts under (`None` for a kind that is no protocol:
+    /// tests' fake links).
+    protocol: Option<Protocol>,
     inner: Mutex<StateInner>,
 }
 
@@ -80,6 +85,7 @@ impl LinkStatus {
             kind,
             peer,
             counters: LinkCounters::default(),
+            protocol: Protocol::ALL.into_iter().find(|p| p.name() == kind),
             inner: Mutex::new(StateInner {
                 state: LinkState::Connecting,
                 since_unix_ms: now_ms(),
@@ -120,6 +126,40 @@ impl LinkStatus {
     /// Takes back one count that turned out wrong (a publish confirmed, then returned).
     pub fn unbump(counter: &AtomicU64) {
         counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A message with `payload` bytes taken from the peer and accepted by the core:
+    /// counted as the link's and as its protocol's traffic.
+    pub fn received(&self, payload: usize) {
+        Self::bump(&self.counters.received);
+        if let Some(p) = self.protocol {
+            traffic::received(p, 1, payload as u64);
+        }
+    }
+
+    /// A reply with `payload` bytes routed back to its requester (received traffic).
+    pub fn replied(&self, payload: usize) {
+        Self::bump(&self.counters.replies);
+        if let Some(p) = self.protocol {
+            traffic::received(p, 1, payload as u64);
+        }
+    }
+
+    /// A message with `payload` bytes delivered to the peer (confirmed, where the peer
+    /// confirms).
+    pub fn published(&self, payload: usize) {
+        Self::bump(&self.counters.published);
+        if let Some(p) = self.protocol {
+            traffic::delivered(p, 1, payload as u64);
+        }
+    }
+
+    /// Takes back [`published`](Self::published): confirmed, then returned.
+    pub fn unpublished(&self, payload: usize) {
+        Self::unbump(&self.counters.published);
+        if let Some(p) = self.protocol {
+            traffic::undelivered(p, 1, payload as u64);
+        }
     }
 
     /// The status as JSON, for the admin API.

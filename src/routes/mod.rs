@@ -3,6 +3,7 @@
 //! message is routed entirely by one table even while a reload happens.
 
 pub mod compile;
+mod counters;
 pub mod explain;
 mod fanout;
 mod files;
@@ -16,6 +17,7 @@ pub mod template;
 pub use compile::{
     CompileContext, DEFAULT_MAX_FANOUT, LinkKind, RouteError, compile_sources, load_dir,
 };
+pub use counters::{Retired, RouteCounters};
 pub use files::read as read_files;
 pub use route::{CompiledRoute, Declare, Rendered, RoutingError, Source, Target, Transform, When};
 pub use spec::BodyFormat;

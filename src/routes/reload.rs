@@ -17,7 +17,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CompileContext, RouteError, RouteTable, compile_sources, files};
+use super::{CompileContext, Retired, RouteError, RouteTable, compile_sources, files};
 
 /// Outcome of the latest reload attempt, for logs and the admin API.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -60,6 +60,8 @@ pub struct LiveRoutes {
     /// Reload attempts that failed (the previous table stayed), for `/metrics`: the
     /// status only tells whether the latest one did.
     failures: AtomicU64,
+    /// Counts of the routes reloads removed (see [`super::counters`]).
+    retired: Retired,
 }
 
 fn digest(sources: &[(String, String)]) -> u64 {
@@ -97,6 +99,7 @@ impl LiveRoutes {
             )),
             clustered: false,
             failures: AtomicU64::new(0),
+            retired: Retired::default(),
         }
     }
 
@@ -145,6 +148,7 @@ impl LiveRoutes {
             state: Mutex::new((status, digest(&sources))),
             clustered: false,
             failures: AtomicU64::new(0),
+            retired: Retired::default(),
         })
     }
 
@@ -173,6 +177,11 @@ impl LiveRoutes {
     /// Reload attempts that failed since start (a refused cluster reload is no attempt).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// (matches, failures) of the routes that reloads removed since start.
+    pub fn retired_counts(&self) -> (u64, u64) {
+        self.retired.get()
     }
 
     /// Re-reads and recompiles the directory; swaps the table only if it compiled. A
@@ -239,6 +248,8 @@ impl LiveRoutes {
                 let version = version.unwrap_or(status.version + 1);
                 table.version = version;
                 let routes = table.routes.len();
+                let (matches, failures) = table.adopt_counters(&self.table.load());
+                self.retired.add(matches, failures);
                 self.table.store(Arc::new(table));
                 self.changes.send_replace(version);
                 *last_digest = d;

@@ -185,6 +185,8 @@ pub struct CompiledRoute {
     pub loss: Option<crate::core::Loss>,
     /// AMQP topology the route declares.
     pub declare: Option<Declare>,
+    /// Messages it took and could not route; carried across reloads by name.
+    pub counters: std::sync::Arc<super::counters::RouteCounters>,
 }
 
 /// A route's validated AMQP declarations and the link they go to.

@@ -326,9 +326,24 @@ impl RouteTable {
         out: &mut Vec<Leg>,
         trace: &mut T,
     ) -> Result<(), RoutingError> {
-        let targets = route.render_targets(caps, m)?;
-        let mut changed = m.clone();
-        route.transform.apply(&route.name, &mut changed, caps)?;
+        // Only real publishes count (`explain` traces walk the same code).
+        if !T::ON {
+            route.counters.matched();
+        }
+        let rendered = route.render_targets(caps, m).and_then(|targets| {
+            let mut changed = m.clone();
+            route.transform.apply(&route.name, &mut changed, caps)?;
+            Ok((targets, changed))
+        });
+        let (targets, mut changed) = match rendered {
+            Ok(r) => r,
+            Err(e) => {
+                if !T::ON {
+                    route.counters.failed();
+                }
+                return Err(e);
+            }
+        };
         if let Some(loss) = route.loss {
             changed.loss = loss;
         }

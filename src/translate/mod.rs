@@ -6,10 +6,12 @@
 //! speaks that edge's frame or packet types. Here stay the pieces several layers need:
 //! the address conventions (how an MQTT topic or a STOMP destination spells an internal
 //! destination, which the route compiler needs as much as the listeners), level escaping,
-//! body conversion and the record of what a conversion could not carry (`loss`).
+//! body conversion, the record of what a conversion could not carry (`loss`) and of what
+//! each edge moved (`traffic`).
 
 pub mod body;
 pub mod escape;
 pub mod loss;
 pub mod mqtt_names;
 pub mod stomp_names;
+pub mod traffic;

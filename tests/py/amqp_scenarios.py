@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sbtest import expect, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
+from sbtest import expect, expect_traffic, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
 from stomptest import Collector  # noqa: E402
 
 import pika  # noqa: E402
@@ -125,6 +125,10 @@ def inbound():
     wait_for(lambda: queue_depth(f"{P}.in") == 0, T, "every message acked in RabbitMQ")
     st = links()["rabbit"]
     expect(st["counters"]["received"] >= n and st["counters"]["rejected"] >= 1, f"counters {st}")
+    # 200 taken from RabbitMQ (bodies m0…m199: 690 bytes; the rejected one not counted)
+    # and written to the STOMP subscriber.
+    body_bytes = sum(len(f"m{i}") for i in range(n))
+    expect_traffic(args.admin_port, T, amqp=(n, body_bytes, 0, 0), stomp=(0, 0, n, body_bytes))
     c.close()
     s.disconnect()
     print("ok")
@@ -214,6 +218,13 @@ def outbound():
            f"dead-letter headers {d}")
     st = links()["rabbit"]["counters"]
     expect(st["published"] == n and st["dead_lettered"] == lost + 1 and st["publish_failures"] == 3 * lost, f"{st}")
+    # STOMP in: the n events, the unroutable ones, `nox` and the marker. AMQP out: only the
+    # n RabbitMQ confirmed and did not return (a return after its confirm is taken back).
+    # STOMP out: the dead letters and the marker.
+    events = sum(len(f"e{i}") for i in range(n))
+    dead = sum(len(f"lost{j}") for j in range(lost)) + len("nox")
+    expect_traffic(args.admin_port, T, stomp=(n + lost + 2, events + dead + len("marker"), lost + 2, dead + len("marker")),
+                   amqp=(0, 0, n, events))
     c.close()
     s.disconnect()
     print("ok")

@@ -82,6 +82,30 @@ def stomp_gauge(s):
     return s.get("switchboard_connections", listener="stomp", protocol="stomp")
 
 
+PROTOCOLS = ["stomp", "mqtt", "amqp", "xmpp"]
+
+
+def expect_traffic(before, **moved):
+    """Every protocol's traffic counters moved exactly as `moved` says (protocol=(received,
+    received bytes, delivered, delivered bytes)); the others did not move. A delivery is
+    counted once written, which may be a moment after the client read it: waits for the
+    figures (more than said never passes)."""
+    names = ["switchboard_messages_received_total", "switchboard_payload_received_bytes_total",
+             "switchboard_messages_delivered_total", "switchboard_payload_delivered_bytes_total"]
+    want = {p: moved.get(p, (0, 0, 0, 0)) for p in PROTOCOLS}
+
+    def moved_now():
+        s = Scrape()
+        return {p: tuple(delta(before, s, n, protocol=p) for n in names) for p in PROTOCOLS}, s
+    last = [None]
+
+    def settled():
+        got, s = moved_now()
+        last[0] = got
+        return got == want and s
+    return wait_for(settled, T, lambda: f"traffic moved {last[0]}, traffic says {want}")
+
+
 QUEUE_COUNTERS = ["published", "delivered", "acked", "redelivered", "dead_lettered", "expired", "dropped"]
 
 
@@ -129,7 +153,9 @@ def stomp_queue(before):
     prod.send(f"/topic/metrics.nobody.{U}", "unheard", receipt="unheard")
     pcol.wait_receipt("unheard")
 
-    after = Scrape()
+    # Six SENDs (five 2-byte bodies, one of 7 bytes); seven MESSAGE frames (two, then
+    # those two again with the three others).
+    after = expect_traffic(before, stomp=(6, 17, 7, 14))
     expect_deltas(before, after, queue_counters(published=5, delivered=7, acked=4, redelivered=2, dropped=1))
     expect_deltas(before, after, {"switchboard_topic_unrouted_messages_total": 1})
     expect_deltas(before, after, {"switchboard_drops_and_refusals_total": 1}, cause="dead_letter.none")
@@ -157,6 +183,7 @@ def stomp_topic(before):
     scol.wait_messages(3)
     mid = Scrape()
     expect_deltas(before, mid, queue_counters(published=3, delivered=3, acked=3))
+    expect_traffic(before, stomp=(3, 6, 3, 6))
     sub.disconnect()
     wait_for(lambda: Scrape().get("switchboard_queues") == queues - 1, T, "the subscription's queue deleted")
     end = Scrape()
@@ -197,6 +224,8 @@ def mqtt_oversize(before):
     expect(got == [b"small", b"end"], f"the large message is not delivered: {got}")
     after = Scrape()
     expect_deltas(before, after, {"switchboard_mqtt_oversize_dropped_total": 1})
+    # Three PUBLISHes in (5 + 1000 + 3 bytes); two out: the large one was never written.
+    expect_traffic(before, mqtt=(3, 1008, 2, 8))
     expect_deltas(before, after, {"switchboard_drops_and_refusals_total": 1}, cause="mqtt.larger_than_client_max")
     for c in (pub, sub):
         c.disconnect()
@@ -208,6 +237,57 @@ def mqtt_oversize(before):
     names = Scrape(per_object=True).label_values("switchboard_queue_messages_ready", "queue")
     expect(not any(cid in n for n in names), f"the client id shows: {names}")
     expect(any(n.startswith("$mqtt.s.~") for n in names), f"the session's queue, redacted: {names}")
+
+
+def routed(before):
+    """Through the routes of tests/metrics.rs: `m-fanout` copies what reaches queue
+    metrics.in to queue metrics.out and MQTT topic metrics/out, `m-urgent` also to queue
+    metrics.urgent when the header `class` is `urgent`, `m-by-kind` sends what reaches
+    metrics.kind to metrics.k.{header:kind}. Three STOMP SENDs to metrics.in (one urgent),
+    one to metrics.kind with a kind, one without (the route cannot render it: refused)."""
+    got, subscribed = [], threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"metrics-routed-{U}", protocol=mqtt.MQTTv311)
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect(H, args.mqtt_port)
+    sub.loop_start()
+    sub.subscribe("metrics/out", qos=0)
+    expect(subscribed.wait(T), "SUBACK")
+    cons, ccol = stomp_conn()
+    for q in ("metrics.out", "metrics.urgent"):
+        cons.subscribe(f"/queue/{q}", id=q, ack="auto", receipt=q)
+        ccol.wait_receipt(q)
+    prod, pcol = stomp_conn()
+    prod.send("/queue/metrics.in", "aa")
+    prod.send("/queue/metrics.in", "bbb", headers={"class": "urgent"})
+    prod.send("/queue/metrics.in", "cccc", receipt="in")
+    prod.send("/queue/metrics.kind", "kind-x", headers={"kind": "x"}, receipt="kind")
+    pcol.wait_receipt("kind")
+    ccol.wait_messages(4)
+    wait_for(lambda: len(got) >= 3, T, lambda: f"MQTT got {got}")
+    expect(sorted(got) == [b"aa", b"bbb", b"cccc"], f"MQTT got {got}")
+    # The route cannot render its target without the header: the SEND is refused (ERROR).
+    bad, bcol = stomp_conn()
+    bad.send("/queue/metrics.kind", "no-kind", receipt="bad")
+    wait_for(lambda: bcol.errors, T, "an ERROR for the SEND the route could not route")
+
+    # Received: four SENDs routed (9 + 6 bytes), the refused one not. Delivered: four
+    # MESSAGE frames (metrics.out ×3, metrics.urgent ×1: 12 bytes), three PUBLISHes (9).
+    after = expect_traffic(before, stomp=(4, 15, 4, 12), mqtt=(0, 0, 3, 9))
+    expect_deltas(before, after, {"switchboard_route_matches_total": 6, "switchboard_route_errors_total": 1})
+    per_route = Scrape(per_object=True)
+    counts = {r: (per_route.get("switchboard_route_matches_total", route=r),
+                  per_route.get("switchboard_route_errors_total", route=r))
+              for r in ("m-fanout", "m-urgent", "m-by-kind")}
+    expect(counts == {"m-fanout": (3, 0), "m-urgent": (1, 0), "m-by-kind": (2, 1)}, f"per route: {counts}")
+    for c in (prod, cons):
+        c.disconnect()
+    sub.disconnect()
+    sub.loop_stop()
+    wait_for(lambda: stomp_gauge(Scrape()) == 0, T, "the STOMP connections closed")
+    wait_for(lambda: Scrape().get("switchboard_connections", listener="mqtt", protocol="mqtt") == 0, T,
+             "the MQTT connection closed")
+    return after
 
 
 def journal(before):
@@ -237,6 +317,7 @@ def traffic():
     after = stomp_queue(before)
     journal(before)
     after = stomp_topic(after)
+    after = routed(after)
     mqtt_oversize(after)
     process()
     print("ok")

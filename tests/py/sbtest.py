@@ -65,6 +65,35 @@ def wait_for(predicate, timeout=10.0, msg=None, interval=0.05):
         time.sleep(interval)
 
 
+TRAFFIC = ["switchboard_messages_received_total", "switchboard_payload_received_bytes_total",
+           "switchboard_messages_delivered_total", "switchboard_payload_delivered_bytes_total"]
+PROTOCOLS = ("stomp", "mqtt", "amqp", "xmpp")
+
+
+def traffic(admin_port):
+    """The router's traffic counters from `GET /metrics` (parsed by prometheus_client):
+    protocol → (received, received bytes, delivered, delivered bytes)."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    got = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in TRAFFIC:
+                got.setdefault(smp.labels["protocol"], {})[smp.name] = smp.value
+    return {p: tuple(v[n] for n in TRAFFIC) for p, v in got.items()}
+
+
+def expect_traffic(admin_port, timeout, **want):
+    """A fresh router's traffic counters reach exactly `want` (protocol=(received, bytes,
+    delivered, bytes); protocols not named: all 0). A delivery is counted once written,
+    which may be a moment after the client read it: waits; more than said never passes."""
+    want = {p: want.get(p, (0, 0, 0, 0)) for p in PROTOCOLS}
+    wait_for(lambda: traffic(admin_port) == want, timeout,
+             lambda: f"traffic {traffic(admin_port)}, expected {want}")
+
+
 def mqtt5_responder(port, topic, answer, timeout=10.0):
     """An MQTT 5 responder (paho): subscribes to `topic` and answers every request by
     publishing answer(payload) to its response topic with its correlation data. Returns the

@@ -18,7 +18,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sbtest import expect, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
+from sbtest import expect, expect_traffic, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
 from stomptest import Collector  # noqa: E402
 
 import slixmpp  # noqa: E402
@@ -136,6 +136,9 @@ async def chat_roundtrip():
     expect(f"orders@{BRIDGE}" in jids, f"items {jids}")
     st = links()["im"]["counters"]
     expect(st["received"] >= 1 and st["rejected"] >= 1 and st["published"] >= 1, f"{st}")
+    # In by XMPP, out by STOMP: the chat (9 bytes); in by STOMP, out by XMPP: the reply (7).
+    # The chat state and the message no route serves are not counted.
+    expect_traffic(args.admin_port, T, xmpp=(1, 9, 1, 7), stomp=(1, 7, 1, 9))
     u.disconnect()
     s.disconnect()
     print("ok")

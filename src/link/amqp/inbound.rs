@@ -206,6 +206,7 @@ async fn handle(
     let routing_key = d.routing_key.to_string();
     let exchange = d.exchange.to_string();
     let acker = d.acker;
+    let payload = d.data.len();
     let message = convert::from_amqp(
         &Inbound {
             link,
@@ -225,7 +226,7 @@ async fn handle(
     };
     let routed = match routed {
         Ok(Ok(Some((n, confirmation)))) if n > 0 => {
-            LinkStatus::bump(&c.received);
+            ctx.status.received(payload);
             pending.acker = Some(acker);
             pending.confirmation.extend(confirmation);
             return Ok(());

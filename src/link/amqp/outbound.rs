@@ -359,7 +359,7 @@ impl<'a> Publisher<'a> {
                 // It was counted as published when its confirm came first; its return
                 // came with a later confirm of the same batch: it was not published.
                 if let Some(other) = self.recent.remove(i) {
-                    LinkStatus::unbump(&self.ctx.status.counters.published);
+                    self.ctx.status.unpublished(other.message.body.len());
                     self.failed(other, "unroutable", detail).await?;
                 }
             } else {
@@ -381,7 +381,7 @@ impl<'a> Publisher<'a> {
                 if let Some(d) = job.d.take() {
                     self.consumer.ack(d.tag);
                 }
-                LinkStatus::bump(&self.ctx.status.counters.published);
+                self.ctx.status.published(job.message.body.len());
                 self.recent.push_back(job);
                 while self.recent.len() > 2 * self.ctx.settings.publish_window {
                     self.recent.pop_front();
@@ -515,8 +515,9 @@ impl<'a> Publisher<'a> {
         match self.waiting.take(&token) {
             Some((dest, correlation)) => {
                 m.correlation_id = correlation;
+                let payload = m.body.len();
                 match self.ctx.router.publish(dest.clone(), m).await {
-                    Ok(_) => LinkStatus::bump(&self.ctx.status.counters.replies),
+                    Ok(_) => self.ctx.status.replied(payload),
                     Err(e) => {
                         crate::rate_warn!(REPLY_LOST, reply_to = %dest, error = %e, "cannot deliver a reply")
                     }

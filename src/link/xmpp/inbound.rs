@@ -114,6 +114,7 @@ async fn message(
     let c = &ctx.status.counters;
     let mut m = convert::from_stanza(&s);
     m.reply_to = Some(xmpp_reply_address(link, &from.to_string(), &to.to_string()));
+    let payload = m.body.len();
     // A full destination makes the publish wait; the link must not stall for long (it
     // also sends, pings and pushes), so the sender is told to try again later instead.
     let to_text = to.to_string();
@@ -174,7 +175,7 @@ async fn message(
     };
     match refused {
         None => {
-            LinkStatus::bump(&c.received);
+            ctx.status.received(payload);
             let receipt = (!groupchat && convert::wants_receipt(&s))
                 .then(|| convert::receipt(&s))
                 .flatten();

@@ -73,7 +73,7 @@ pub(super) async fn outgoing(
     match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
         Ok(s) => {
             sink.send(Stanza::Message(s)).await?;
-            LinkStatus::bump(&ctx.status.counters.published);
+            ctx.status.published(m.body.len());
             Ok(true)
         }
         Err(e) => Ok(dead_letter(ctx, &d, "untranslatable", &e.to_string()).await),

@@ -17,7 +17,6 @@ use super::convert;
 use super::link::{LinkCtx, Sub, lock};
 use super::session::{Session, Sink};
 use crate::core::{ConsumeOptions, Destination, Message};
-use crate::link::LinkStatus;
 use crate::translate::escape::escape_level;
 
 /// Prefix of the durable subscription queues of presence-driven push.
@@ -173,12 +172,13 @@ async fn event(ctx: &LinkCtx, c: &Change) {
     m.origin = crate::core::Origin::new("xmpp", &c.jid);
     m.headers.set(convert::FROM_HEADER, c.jid.as_str());
     let user = c.user.as_str();
+    let payload = m.body.len();
     match ctx
         .router
         .publish_from_xmpp(&ctx.settings.name, user, true, m)
         .await
     {
-        Ok(Some(_)) => LinkStatus::bump(&ctx.status.counters.received),
+        Ok(Some(_)) => ctx.status.received(payload),
         Ok(None) => {}
         Err(e) => tracing::warn!(user, error = %e, "cannot publish a presence event"),
     }
@@ -314,7 +314,7 @@ async fn push(
         }
         if ack_rx.await.unwrap_or(false) {
             consumer.ack(d.tag);
-            LinkStatus::bump(&ctx.status.counters.published);
+            ctx.status.published(d.message.body.len());
         } else {
             break;
         }

@@ -241,6 +241,7 @@ impl Compiler<'_> {
             passthrough: r.passthrough,
             loss: r.loss.map(Into::into),
             declare,
+            counters: Default::default(),
         });
     }
 

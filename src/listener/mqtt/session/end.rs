@@ -17,6 +17,7 @@ use crate::listener::mqtt::convert::{publish_destination, publish_to_message};
 use crate::listener::mqtt::persist;
 use crate::listener::mqtt::state::MqttState;
 use crate::translate::mqtt_names::session_queue;
+use crate::translate::traffic::{self, Protocol};
 
 /// Why the connection ends.
 #[derive(Debug)]
@@ -162,8 +163,10 @@ async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish)
     }
     let m = publish_to_message(&w, Origin::new("mqtt", principal.name()));
     let retained = w.retain.then(|| Arc::new(m.clone()));
+    let bytes = m.body.len() as u64;
     match state.router.publish(dest.clone(), m).await {
         Ok(n) => {
+            traffic::received(Protocol::Mqtt, 1, bytes);
             tracing::info!(topic = %w.topic, subscribers = n, "will published");
             if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
                 let _ = state.retain(t, m);

@@ -14,6 +14,7 @@ use crate::listener::mqtt::convert::{
     RETAIN_HEADER, RETAINED_HEADER, delivery_topic, message_to_publish,
 };
 use crate::translate::loss::{self, Edge};
+use crate::translate::traffic::{self, Protocol};
 
 /// A QoS 1/2 delivery awaiting the client's acknowledgement. The consumer is named by
 /// its queue, not by position: subscriptions come and go while messages are in flight.
@@ -69,7 +70,8 @@ impl<T: Transport> Connection<T> {
         // Deliveries settled as soon as they are sent or skipped (at-most-once ones):
         // acknowledged together after each batch, under one lock of their queue.
         let mut settled = Vec::new();
-        let mut sent = false;
+        // Messages written and their payload bytes, counted once per call.
+        let (mut sent, mut bytes) = (0u64, 0u64);
         for i in 0..self.consumers.len() {
             loop {
                 let room = usize::from(self.client_receive_max).saturating_sub(self.inflight.len());
@@ -85,7 +87,11 @@ impl<T: Transport> Connection<T> {
                 let result = loop {
                     let Some(d) = batch.next() else { break Ok(()) };
                     match self.deliver_one(i, d, &mut settled).await {
-                        Ok(s) => sent |= s,
+                        Ok(Some(payload)) => {
+                            sent += 1;
+                            bytes += payload as u64;
+                        }
+                        Ok(None) => {}
                         Err(e) => break Err(e),
                     }
                 };
@@ -97,24 +103,26 @@ impl<T: Transport> Connection<T> {
                 result?;
             }
         }
-        if sent {
+        if sent > 0 {
             self.flush().await?;
+            traffic::delivered(Protocol::Mqtt, sent, bytes);
         }
         Ok(())
     }
 
     /// Sends one delivery; the tags of those settled without waiting for the client
     /// (QoS 0, or not sent at all) go into `settled` for the caller to acknowledge.
+    /// `Some(payload bytes)` when it was written.
     async fn deliver_one(
         &mut self,
         source: usize,
         d: Delivery,
         settled: &mut Vec<u64>,
-    ) -> Result<bool, End> {
+    ) -> Result<Option<usize>, End> {
         let Some((sub_qos, rap, ids)) = self.matching(&d, source) else {
             // No subscription wants it any more (unsubscribed meanwhile, or no-local).
             settled.push(d.tag);
-            return Ok(false);
+            return Ok(None);
         };
         if !self.principal.can_read(&d.destination) {
             // Never counted as delivered: dead-lettered with its reason (dropped and
@@ -123,7 +131,7 @@ impl<T: Transport> Connection<T> {
             self.consumers[source]
                 .1
                 .dead_letter(d.tag, DeadReason::Forbidden);
-            return Ok(false);
+            return Ok(None);
         }
         let qos = sub_qos.min(d.message.qos);
         let retain = d.message.headers.get(RETAINED_HEADER) == Some("1")
@@ -149,7 +157,7 @@ impl<T: Transport> Connection<T> {
                     self.consumers[source]
                         .1
                         .dead_letter(d.tag, DeadReason::Untranslatable);
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         }
@@ -175,7 +183,7 @@ impl<T: Transport> Connection<T> {
                 OVERSIZE_DROPPED.fetch_add(1, Ordering::Relaxed);
                 crate::rate_warn!(TOO_LARGE, topic = %d.destination, size, max, "message larger than the client's Maximum Packet Size; not sent");
                 settled.push(d.tag);
-                return Ok(false);
+                return Ok(None);
             }
         }
         if let Some(a) = &mut self.out_aliases {
@@ -198,8 +206,9 @@ impl<T: Transport> Connection<T> {
         } else {
             settled.push(d.tag);
         }
+        let payload = p.payload.len();
         self.send(Out::Publish(Box::new(p))).await?;
-        Ok(true)
+        Ok(Some(payload))
     }
 
     /// Acknowledges the delivery sent as `pid`. True when that may have written to the

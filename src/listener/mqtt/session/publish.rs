@@ -13,6 +13,7 @@ use crate::listener::mqtt::convert::{publish_destination, publish_to_message};
 use crate::ratelog::Cause;
 use crate::router::RouterError;
 use crate::translate::mqtt_names;
+use crate::translate::traffic::{self, Protocol};
 
 /// What a QoS 1/2 PUBLISH whose message is not durable yet is answered with (its
 /// PUBACK/PUBREC), or (with `release`) the PUBREL of an outbound QoS 2 delivery that
@@ -218,6 +219,7 @@ impl<T: Transport> Connection<T> {
         m: Message,
     ) -> Result<(usize, Confirmation), u8> {
         let router = self.state.router.clone();
+        let bytes = m.body.len() as u64;
         let fut = router.publish_unconfirmed(dest, m);
         tokio::pin!(fut);
         let notify = Arc::clone(&self.notify);
@@ -225,6 +227,9 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 r = &mut fut => {
+                    if r.is_ok() {
+                        traffic::received(Protocol::Mqtt, 1, bytes);
+                    }
                     return r.map_err(|e| {
                         crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                         match e {

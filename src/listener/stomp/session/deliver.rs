@@ -11,6 +11,7 @@ use crate::listener::stomp::convert::{MessageFrameInfo, delivery_to_frame};
 use crate::listener::stomp::frame::Version;
 use crate::ratelog::Cause;
 use crate::translate::stomp_names;
+use crate::translate::traffic::{self, Protocol};
 
 /// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
 static READ_DENIED: Cause = Cause::new("stomp.delivery_forbidden");
@@ -36,6 +37,7 @@ impl<T: Transport> Connection<T> {
         let mut buf = Vec::new();
         let mut written: Vec<(String, Vec<u64>)> = Vec::new();
         let mut refused = 0usize;
+        let mut bytes = 0u64;
         for (id, sub) in &self.subs {
             match sub.consumer.try_recv_many(BATCH, &mut buf) {
                 Ok(n) => more |= n == BATCH,
@@ -71,6 +73,7 @@ impl<T: Transport> Connection<T> {
                     stomp_names::from_internal(&d.destination)
                 };
                 let reply_to = d.message.reply_to.as_ref().map(stomp_names::from_internal);
+                bytes += d.message.body.len() as u64;
                 let frame = delivery_to_frame(
                     &d,
                     MessageFrameInfo {
@@ -106,10 +109,12 @@ impl<T: Transport> Connection<T> {
         if frames.is_empty() {
             return Ok(());
         }
+        let sent = frames.len() as u64;
         for f in frames {
             self.write(Outgoing::Frame(f)).await?;
         }
         self.flush().await?;
+        traffic::delivered(Protocol::Stomp, sent, bytes);
         // Written: `auto` deliveries are done. (Had the write failed, the session would
         // end and they would go back to their queues, marked redelivered.)
         for (id, tags) in written {

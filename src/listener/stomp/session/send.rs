@@ -14,6 +14,7 @@ use crate::listener::stomp::convert::{SendError, send_to_message};
 use crate::listener::stomp::frame::Frame;
 use crate::ratelog::Cause;
 use crate::translate::stomp_names::{self, StompDest};
+use crate::translate::traffic::{self, Protocol};
 
 /// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
 static REPLY_DROPPED: Cause = Cause::new("stomp.reply_to_gone");
@@ -111,13 +112,17 @@ impl<T: Transport> Connection<T> {
             return Ok(Confirmation::default());
         }
         let router = self.shared.router.clone();
+        let bytes = message.body.len() as u64;
         let fut = router.publish_unconfirmed(dest, message);
         tokio::pin!(fut);
         let notify = Arc::clone(&self.notify);
         loop {
             tokio::select! {
                 r = &mut fut => {
-                    return r.map(|(_, c)| c).map_err(|e| {
+                    return r.map(|(_, c)| {
+                        traffic::received(Protocol::Stomp, 1, bytes);
+                        c
+                    }).map_err(|e| {
                         tracing::warn!(destination = %dest_text, error = %e, "publish refused");
                         fatal("message refused", format!("{dest_text}: {e}"))
                     });
