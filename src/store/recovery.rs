@@ -56,6 +56,26 @@ pub(super) struct Pending {
 }
 
 /// Reads a whole segment file into `buf` (reusing its allocation).
+/// Refuses a segment whose header is complete but not this version's: written by
+/// another version of Switchboard (a downgrade, a future format) or not a journal at
+/// all. Repairing it as a torn tail would discard every record in it; the daemon must
+/// not start on it instead. A header cut short or never written (zeros) is the torn
+/// creation of a new segment, repaired as usual.
+fn foreign_header(bytes: &[u8], path: &Path) -> Result<(), String> {
+    let Some(head) = bytes.get(..MAGIC.len()) else {
+        return Ok(());
+    };
+    if head == MAGIC || head.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: segment header {:?} is not this version's ({:?}): written by another version of switchboard, or not a journal segment; refusing to start rather than discard it (run the version that wrote it, or restore the data directory from a backup)",
+        path.display(),
+        String::from_utf8_lossy(head),
+        String::from_utf8_lossy(MAGIC)
+    ))
+}
+
 fn read_segment(file: &mut File, path: &Path, buf: &mut Vec<u8>) -> Result<(), String> {
     buf.clear();
     file.rewind()
@@ -82,6 +102,7 @@ impl Segments {
             let mut file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             read_segment(&mut file, &path, &mut bytes)?;
             drop(file);
+            foreign_header(&bytes, &path)?;
             out.bytes += bytes.len() as u64;
             let base = bytes.as_ptr() as usize;
             let torn = journal::scan(&bytes, |rec, offset, len| {

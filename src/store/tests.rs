@@ -236,6 +236,31 @@ async fn a_torn_tail_is_cut_back_to_the_last_complete_record() {
     assert!(r.repairs.is_empty(), "{:?}", r.repairs);
 }
 
+/// A segment another version wrote (its header says so) is not repaired away: opening
+/// the journal fails, and the segment keeps its bytes.
+#[tokio::test]
+async fn a_segment_of_another_format_version_refuses_to_open_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = open(dir.path(), FsyncPolicy::Always);
+        s.queue("t").append(1, enc("kept")).wait().await.unwrap();
+        s.close();
+    }
+    let seg = journal::segment_path(dir.path(), 1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[6..8].copy_from_slice(b"99");
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = FileJournal::open(dir.path(), FsyncPolicy::Always)
+        .and_then(|s| s.recover(&mut |_, _| {}).map(|_| ()))
+        .expect_err("a foreign segment must not be opened");
+    assert!(e.to_string().contains("not this version's"), "{e}");
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "the segment is untouched"
+    );
+}
+
 /// With small segments, acknowledged data is reclaimed (files deleted, live records
 /// of an old segment moved to the head) and what is live survives it all.
 #[tokio::test]
