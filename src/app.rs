@@ -256,6 +256,7 @@ pub async fn run(
                         settings.mqtt.clone(),
                     ));
                     crate::listener::mqtt::persist::restore(&state);
+                    crate::listener::mqtt::roaming::start(&state);
                     state
                 }));
                 let loopback = local.ip().is_loopback();

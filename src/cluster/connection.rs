@@ -127,3 +127,24 @@ pub async fn routes_bucket(
     };
     open(js, settings, client, ROUTES_BUCKET, config).await
 }
+
+/// The bucket of MQTT sessions: one key per client id, claimed by the router serving it.
+pub const SESSIONS_BUCKET: &str = "SB_SESSIONS";
+/// The largest session record (its subscriptions): NATS's default `max_payload`.
+const MAX_SESSION_BYTES: i32 = 1024 * 1024;
+
+/// The bucket of MQTT sessions (see `claims`).
+pub async fn sessions_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        description: "Switchboard MQTT sessions: one key per client id, written by the router serving it".into(),
+        history: 1,
+        max_value_size: MAX_SESSION_BYTES,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    open(js, settings, client, SESSIONS_BUCKET, config).await
+}

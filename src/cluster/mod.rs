@@ -12,6 +12,7 @@
 //! Wiring-level: it builds on the routes' live table and the settings; nothing below
 //! (core, store, routes, the edges) knows it exists.
 
+mod claims;
 pub mod connection;
 mod follow;
 mod membership;

@@ -2,8 +2,10 @@
 //! across routers (docs/cluster.md).
 //!
 //! - A queue is shared when it is durable, not auto-deleted and not one of the
-//!   router's own (`$…`: private subscription queues, MQTT session queues, link
-//!   queues); its link is a [`QueueLink`].
+//!   router's own (`$…`: private subscription queues, MQTT shared-group queues, link
+//!   queues) — a persistent MQTT session's queue (`$mqtt.s.…`) is shared, so the
+//!   session can resume on another router; its link is a [`QueueLink`].
+//! - The MQTT sessions' records are [`ClaimBucket`]'s (`<prefix>SB_SESSIONS`).
 //! - A topic publish goes once to subject `<root>.t.<levels>`: the topic stream
 //!   `<prefix>SB_TOPICS` (interest retention: kept only while a durable subscription's
 //!   consumer still wants it) captures it for the durable subscriptions, and the
@@ -26,16 +28,19 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use super::claims::ClaimBucket;
 use super::names;
 use super::outbox::Outbox;
 use super::queue_link::QueueLink;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
 use crate::core::queue::QueueOptions;
+use crate::core::shared::claims::Claims;
 use crate::core::shared::{Shared, SharedLog};
 use crate::core::{Core, Message, persist};
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
+use crate::translate::mqtt_names::SESSION_QUEUE_PREFIX;
 
 /// The header naming the router a topic publish came from.
 const NODE_HEADER: &str = "Sb-Node";
@@ -81,6 +86,8 @@ pub struct SharedCluster {
     interest: mpsc::UnboundedSender<(Pattern, bool)>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
     core: OnceLock<Core>,
+    /// The MQTT sessions' records (`<prefix>SB_SESSIONS`).
+    claims: Arc<ClaimBucket>,
 }
 
 impl SharedCluster {
@@ -114,10 +121,12 @@ impl SharedCluster {
             })
             .await
             .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))?;
+        let sessions = super::connection::sessions_bucket(&js, settings, client).await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let runtime = tokio::runtime::Handle::current();
+        let claims_runtime = runtime.clone();
         let cx = Arc::new(Context {
             js: js.clone(),
             runtime: runtime.clone(),
@@ -137,6 +146,7 @@ impl SharedCluster {
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
             core: OnceLock::new(),
+            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
         }))
     }
 
@@ -166,7 +176,10 @@ impl SharedCluster {
 
 impl Shared for SharedCluster {
     fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>> {
-        if !options.durable || options.auto_delete || name.starts_with('$') {
+        // The router's own `$` queues stay local, except a persistent MQTT session's:
+        // its messages must outlive the router, for the session to resume elsewhere.
+        let own = name.starts_with('$') && !name.starts_with(SESSION_QUEUE_PREFIX);
+        if !options.durable || options.auto_delete || own {
             return None;
         }
         Some(Arc::new(QueueLink::new(
@@ -190,6 +203,10 @@ impl Shared for SharedCluster {
 
     fn interest(&self, pattern: &Pattern, bound: bool) {
         let _ = self.interest.send((pattern.clone(), bound));
+    }
+
+    fn claims(&self) -> Option<Arc<dyn Claims>> {
+        Some(Arc::clone(&self.claims) as Arc<dyn Claims>)
     }
 }
 

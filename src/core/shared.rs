@@ -62,6 +62,12 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
     /// A local, non-shared queue was bound to `pattern` (`bound`) or unbound from it:
     /// one call per binding, so the cluster counts them per pattern.
     fn interest(&self, pattern: &Pattern, bound: bool);
+
+    /// The records one router at a time owns (MQTT sessions), if the cluster keeps
+    /// them: see [`claims`].
+    fn claims(&self) -> Option<Arc<dyn claims::Claims>> {
+        None
+    }
 }
 
 /// One shared queue's link to the cluster, owned by its [`Queue`].
@@ -82,6 +88,10 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
 
     /// The queue's topic bindings are now `patterns` (possibly none).
     fn bind(&self, patterns: &[Pattern]);
+
+    /// The queue is no longer served by this router (the cluster keeps it): stop
+    /// feeding it and release what was fetched, without deleting anything.
+    fn detach(&self);
 
     /// The queue was deleted (by a user: an admin `DELETE`, an ended durable
     /// subscription): stop feeding it, release what was fetched, and delete it in the
@@ -130,5 +140,6 @@ impl Feed {
     }
 }
 
+pub mod claims;
 #[cfg(test)]
 mod tests;
