@@ -9,6 +9,7 @@
 //! so the message is not lost; a client that resends the PUBLISH itself may cause one
 //! duplicate.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -135,7 +136,9 @@ pub fn decode_session(bytes: &[u8], now: SystemTime) -> Result<Decoded, serde_js
 
 /// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
 /// set when the client just left (the expiry clock runs from then). Clustered, the
-/// record is the session's claim (see [`super::roaming`]).
+/// record is the session's claim (see [`super::roaming`]), written over `claim`, the
+/// revision this router's entry holds (none: the session is not this router's). Never
+/// takes the sessions lock: callers may hold it.
 pub fn save_session(
     state: &MqttState,
     client_id: &str,
@@ -143,6 +146,7 @@ pub fn save_session(
     data: &SessionData,
     expiry: u32,
     offline_since: Option<SystemTime>,
+    claim: Option<&Arc<AtomicU64>>,
 ) -> Option<StoreWait> {
     let bytes = match encode_session(owner, data, expiry, offline_since) {
         Ok(v) => v,
@@ -152,7 +156,7 @@ pub fn save_session(
         }
     };
     if let Some(claims) = state.router.core().claims() {
-        return Some(super::roaming::save(state, claims, client_id, bytes));
+        return Some(super::roaming::save(claims, client_id, bytes, claim?));
     }
     let store = state.router.core().store()?;
     Some(store.put(META_MQTT_SESSION, client_id, bytes))

@@ -24,7 +24,7 @@
 //! their client id (the expiry deadline is in the record).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -185,20 +185,15 @@ pub fn join_groups(state: &MqttState, subs: &BTreeMap<String, Sub>) {
     }
 }
 
-/// Writes a session's record (encoded) over the revision this router claimed.
+/// Writes a session's record (encoded) over the revision this router claimed (`claim`,
+/// advanced when written).
 pub fn save(
-    state: &MqttState,
     claims: Arc<dyn Claims>,
     client_id: &str,
     bytes: Vec<u8>,
+    claim: &Arc<AtomicU64>,
 ) -> StoreWait {
-    let claim = state
-        .sessions()
-        .get(client_id)
-        .and_then(|e| e.claim.clone());
-    let Some(claim) = claim else {
-        return StoreWait::Done(Ok(()));
-    };
+    let claim = Arc::clone(claim);
     let base = claim.load(Ordering::Acquire);
     if base == 0 {
         return StoreWait::Done(Ok(()));
@@ -258,6 +253,27 @@ pub fn start(state: &Arc<MqttState>) {
                 continue;
             }
             taken_elsewhere(&state, &change.key, change.revision);
+        }
+    });
+}
+
+/// Reads the record of a client id just claimed at `revision` once more: a later
+/// claim by another router whose change arrived before this router recorded its own
+/// claim would otherwise go unnoticed.
+pub fn recheck(state: &Arc<MqttState>, client_id: &Arc<str>, revision: u64) {
+    let Some(claims) = state.router.core().claims() else {
+        return;
+    };
+    let read = claims.read(client_id);
+    let me = claims.node().to_owned();
+    let state = Arc::clone(state);
+    let client_id = Arc::clone(client_id);
+    tokio::spawn(async move {
+        if let Ok(Some(r)) = read.await
+            && r.revision > revision
+            && r.node != me
+        {
+            taken_elsewhere(&state, &client_id, r.revision);
         }
     });
 }

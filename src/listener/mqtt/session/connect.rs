@@ -335,6 +335,7 @@ pub(super) async fn connect_session<T: Transport>(
             &d,
             c.session_expiry,
             None,
+            None,
         );
     }
     // The session queue is attached now when the session outlives this connection, and
@@ -392,15 +393,29 @@ pub(super) async fn connect_session<T: Transport>(
         }
     }
     let handoff = Arc::new(Handoff::default());
-    state
-        .sessions()
-        .entry(client_id.clone())
-        .or_default()
-        .holder = Some(Holder {
+    let holder = Holder {
         conn,
         notify: Arc::clone(&notify),
         handoff: Arc::clone(&handoff),
-    });
+    };
+    // Clustered, another router may have claimed the client id since this one did
+    // (its change seen before this connection held the session): then this connection
+    // is taken over at once, and leaves the session alone.
+    let taken = {
+        let mut sessions = state.sessions();
+        let taken = claimed.as_ref().is_some_and(|cl| {
+            sessions.get(&client_id).and_then(|e| e.claimed()) != Some(cl.revision)
+        });
+        if !taken {
+            sessions.entry(client_id.clone()).or_default().holder = Some(holder.clone());
+        }
+        taken
+    };
+    if taken {
+        holder.kick(Leave::TakenOver);
+    } else if let Some(cl) = &claimed {
+        roaming::recheck(state, &client_id, cl.revision);
+    }
     let ack = Out::ConnAck {
         session_present,
         code: reason_code::SUCCESS,

@@ -92,6 +92,7 @@ impl<T: Transport> Connection<T> {
                         &d,
                         expiry,
                         Some(std::time::SystemTime::now()),
+                        entry.claim.as_ref(),
                     );
                 }
             }
