@@ -65,10 +65,12 @@ class Client:
     unless `clean`), recording messages (payload, dup, arrival time) and how it was
     disconnected."""
 
-    def __init__(self, port, name, client_id, clean=False, connect=True):
+    def __init__(self, port, name, client_id, clean=False, connect=True, ack_first=None):
+        """`ack_first`: acknowledge (PUBACK) only the first N messages, the later ones never."""
         self.name, self.port, self.clean = name, port, clean
+        self.ack_first, self.acked = ack_first, set()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5)
+                             protocol=mqtt.MQTTv5, manual_ack=ack_first is not None)
         self.msgs, self.subacks, self.lock = [], {}, threading.Lock()
         self.connack = None  # (reason code, session present)
         self.disconnected = None  # reason code value
@@ -111,6 +113,10 @@ class Client:
     def _msg(self, c, u, m):
         with self.lock:
             self.msgs.append((m.payload.decode(), m.dup, time.monotonic()))
+            n = len(self.msgs)
+        if self.ack_first is not None and n <= self.ack_first:
+            c.ack(m.mid, m.qos)
+            self.acked.add(m.payload.decode())
 
     def wait_connack(self):
         expect(self.connected.wait(T), f"{self.name}: no CONNACK")
@@ -175,13 +181,15 @@ def resume():
     expect(args.kill_pid, "this scenario needs --kill-pid (router B)")
     base, cid = uniq("rs"), uniq("sess")
     topic = f"{base}/data"
-    sub = Client(args.mqtt_b, "sub@B", cid)
+    # On B the subscriber acknowledges only what arrives before a quarter of the stream;
+    # what follows stays unacknowledged (B holds up to its in-flight window of them).
+    n = args.count
+    sub = Client(args.mqtt_b, "sub@B", cid, ack_first=n // 4)
     sub.wait_connack()
     sub.sub(topic)
     pub = Publisher(args.port)
     probes = probe_until_received(pub, sub, topic)
 
-    n = args.count
     confirmed, infos = [], []
     kill_at = None
 
@@ -191,8 +199,8 @@ def resume():
             time.sleep(0.01)
     t = threading.Thread(target=publish_all, daemon=True)
     t.start()
-    # Kill B mid-stream: after a third of the messages reached the subscriber.
-    wait_for(lambda: sum(p.isdigit() for p, _, _ in sub.got()) >= n // 3, T,
+    # Kill B mid-stream, once it has sent 20 messages the subscriber did not acknowledge.
+    wait_for(lambda: sum(p.isdigit() for p, _, _ in sub.got()) >= n // 4 + 20, T,
              lambda: f"sub@B got {len(sub.got())} before the kill")
     before = sub.got()
     kill_at = time.monotonic()
@@ -219,6 +227,11 @@ def resume():
     wait_for(lambda: received() >= set(confirmed), 3 * T,
              lambda: f"lost: {sorted(set(confirmed) - received(), key=int)[:30]} "
                      f"({len(set(confirmed) - received())} of {n})")
+    # What B held unacknowledged comes again once JetStream's ack wait ran out for B.
+    unacked = {p for p, _, _ in sub.got() if p.isdigit()} - sub.acked
+    wait_for(lambda: unacked <= {p for p, dup, _ in again.got() if dup}, 3 * T,
+             lambda: f"not acknowledged on B, not (yet) redelivered with DUP on C: "
+                     f"{sorted(unacked - {p for p, dup, _ in again.got() if dup}, key=int)[:20]}")
     # Let late redeliveries come in before counting duplicates.
     time.sleep(1)
     on_c = [(p, dup, at) for p, dup, at in again.got() if p.isdigit()]
@@ -229,6 +242,9 @@ def resume():
     dups_on_b = len(got_on_b) - len(seen_on_b)
     dups_on_c = len(on_c) - len({p for p, _, _ in on_c})
     expect(not unflagged_dups, f"received again without DUP: {unflagged_dups[:20]}")
+    flagged_set = set(flagged)
+    expect(unacked <= flagged_set,
+           f"not acknowledged on B, not redelivered with DUP on C: {sorted(unacked - flagged_set, key=int)[:20]}")
     expect(dups_on_b == 0 and dups_on_c == 0,
            f"duplicates within one connection: B {dups_on_b}, C {dups_on_c}")
     redelivered = [at for p, dup, at in on_c if dup]
@@ -238,7 +254,7 @@ def resume():
         expect(min(redelivered) - kill_at < 10,
                f"first redelivery {min(redelivered) - kill_at:.2f} s after the kill (limit 10 s)")
     print(f"{n} QoS 1 messages confirmed on A; subscriber got {len(seen_on_b)} on B "
-          f"({len(before)} when B was killed), {len(on_c)} on C after resuming there "
+          f"({len(before)} when B was killed, {len(unacked)} of them not acknowledged), {len(on_c)} on C after resuming there "
           f"{resumed_at - kill_at:.2f} s after the kill (session present); 0 lost; "
           f"{len(dups)} received twice, all flagged DUP ({len(flagged)} DUP-flagged on C); "
           f"first message on C {first - kill_at:.2f} s after the kill"
