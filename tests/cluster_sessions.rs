@@ -39,7 +39,14 @@ fn scenario(routers: &[Daemon], name: &str, extra: &[&str]) -> String {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/py/cluster_mqtt_sessions.py"
         ))
-        .args(["--port", &port(a), "--mqtt-b", &port(b), "--mqtt-c", &port(c)])
+        .args([
+            "--port",
+            &port(a),
+            "--mqtt-b",
+            &port(b),
+            "--mqtt-c",
+            &port(c),
+        ])
         .args(["--timeout", "20"])
         .args(extra)
         .arg(name)

@@ -129,9 +129,7 @@ impl Claims for ClaimBucket {
         v.extend_from_slice(b"\n");
         v.extend_from_slice(&value);
         let v = v.freeze();
-        Box::pin(async move {
-            kv.update(key, v, revision).await.map_err(update_error)
-        })
+        Box::pin(async move { kv.update(key, v, revision).await.map_err(update_error) })
     }
 
     fn remove(&self, key: &str, revision: u64) -> BoxFuture<'static, Result<(), ClaimError>> {

@@ -140,7 +140,9 @@ pub async fn sessions_bucket(
     client: &async_nats::Client,
 ) -> Result<kv::Store, String> {
     let config = kv::Config {
-        description: "Switchboard MQTT sessions: one key per client id, written by the router serving it".into(),
+        description:
+            "Switchboard MQTT sessions: one key per client id, written by the router serving it"
+                .into(),
         history: 1,
         max_value_size: MAX_SESSION_BYTES,
         storage: jetstream::stream::StorageType::File,

@@ -138,7 +138,10 @@ pub async fn claim(
                 });
             }
             Err(ClaimError::Changed) => {
-                tracing::debug!(client_id, "cluster: session claimed elsewhere meanwhile; reading it again");
+                tracing::debug!(
+                    client_id,
+                    "cluster: session claimed elsewhere meanwhile; reading it again"
+                );
             }
             Err(e) => return Err(unavailable(e)),
         }
@@ -204,12 +207,14 @@ pub fn save(
     tokio::spawn(async move {
         let r = match write.await {
             Ok(revision) => {
-                let _ =
-                    claim.compare_exchange(base, revision, Ordering::AcqRel, Ordering::Acquire);
+                let _ = claim.compare_exchange(base, revision, Ordering::AcqRel, Ordering::Acquire);
                 Ok(())
             }
             Err(ClaimError::Changed) => {
-                tracing::debug!(client_id, "cluster: session record not written: another router claimed it");
+                tracing::debug!(
+                    client_id,
+                    "cluster: session record not written: another router claimed it"
+                );
                 Ok(())
             }
             Err(ClaimError::Unavailable(e)) => Err(StoreError::Unavailable(e)),
@@ -304,15 +309,16 @@ fn taken_elsewhere(state: &Arc<MqttState>, client_id: &str, revision: u64) {
     let client_id: Arc<str> = client_id.into();
     match entry.holder {
         Some(holder) => {
-            tracing::info!(client_id = &*client_id, "session taken over by another router");
+            tracing::info!(
+                client_id = &*client_id,
+                "session taken over by another router"
+            );
             holder.kick(Leave::TakenOver);
             let state = Arc::clone(state);
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    state.wait_gone(&holder.handoff),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), state.wait_gone(&holder.handoff))
+                        .await;
                 unload(&state, &client_id, &queue);
             });
         }

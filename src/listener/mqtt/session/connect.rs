@@ -271,7 +271,11 @@ pub(super) async fn connect_session<T: Transport>(
                 state.release_session(&old.lock().unwrap_or_else(PoisonError::into_inner));
                 if !c.clean_start {
                     roaming::join_groups(state, &subs);
-                    entry.data.lock().unwrap_or_else(PoisonError::into_inner).subs = subs;
+                    entry
+                        .data
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .subs = subs;
                     restored_here = true;
                 }
             }
