@@ -249,16 +249,22 @@ pub async fn run(
                 }
             }
             "mqtt" | "mqtt-ws" => {
-                let state = Arc::clone(mqtt_state.get_or_insert_with(|| {
-                    let state = Arc::new(crate::listener::mqtt::state::MqttState::new(
-                        router.clone(),
-                        Arc::clone(&settings.auth),
-                        settings.mqtt.clone(),
-                    ));
-                    crate::listener::mqtt::persist::restore(&state);
-                    crate::listener::mqtt::roaming::start(&state);
-                    state
-                }));
+                let state = match &mqtt_state {
+                    Some(state) => Arc::clone(state),
+                    None => {
+                        let state = Arc::new(crate::listener::mqtt::state::MqttState::new(
+                            router.clone(),
+                            Arc::clone(&settings.auth),
+                            settings.mqtt.clone(),
+                        ));
+                        if let Some(mirrored) = crate::listener::mqtt::persist::restore(&state) {
+                            wait_retained_mirror(mirrored).await;
+                        }
+                        crate::listener::mqtt::roaming::start(&state);
+                        mqtt_state = Some(Arc::clone(&state));
+                        state
+                    }
+                };
                 let loopback = local.ip().is_loopback();
                 let cancel = shutdown.clone();
                 let t = tracker.clone();
@@ -320,6 +326,23 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Clustered, the MQTT listeners serve once the cluster's retained messages are
+/// mirrored (a subscriber of the first moments gets them too), or after
+/// [`RETAINED_MIRROR_WAIT`] with a warning (they arrive meanwhile).
+async fn wait_retained_mirror(mirrored: crate::store::StoreWait) {
+    match tokio::time::timeout(RETAINED_MIRROR_WAIT, mirrored.wait()).await {
+        Ok(Ok(())) => tracing::info!("cluster: retained messages mirrored"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cluster: retained messages not mirrored"),
+        Err(_) => tracing::warn!(
+            wait = ?RETAINED_MIRROR_WAIT,
+            "cluster: retained messages not mirrored yet; serving MQTT while they arrive"
+        ),
+    }
+}
+
+/// See [`wait_retained_mirror`].
+const RETAINED_MIRROR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The core, backed by the durable store when a data directory is set, with what the
 /// store held put back.

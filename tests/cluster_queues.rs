@@ -7,7 +7,10 @@
 //! - MQTT QoS 1 from A reaches subscribers on every router once, in order;
 //! - a durable STOMP subscription made on B outlives B and is resumed on A;
 //! - NATS nodes die under a persistent stream: one down, publishing goes on; two down,
-//!   publishes are refused; one back, they are confirmed again; nothing confirmed is lost.
+//!   publishes are refused; one back, they are confirmed again; nothing confirmed is lost;
+//! - MQTT retained messages are the cluster's (issue 22; paho steps in
+//!   tests/py/cluster_retained.py): set on A, read on C, still read on B, C and a new
+//!   router after A's death; cleared on B, gone on C; the byte limit holds cluster-wide.
 //!
 //! Each test runs under a `cluster.prefix` no other run uses; [`Buckets`] deletes its
 //! streams and buckets when it ends. The NATS outage test holds the rig alone (the
@@ -19,7 +22,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{Buckets, URLS, router_on};
-use common::{Daemon, password_hash, peer_lock, python, unique_prefix, wait_until};
+use common::{
+    Daemon, http_json, password_hash, peer_lock, python, python_scenario, unique_prefix, wait_until,
+};
 
 const NATS_CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/nats-ctl.sh");
 
@@ -117,6 +122,29 @@ fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
     );
 }
 
+/// Issue 22: an MQTT `$share` group with members on A and C shares one group.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_shared_subscription_group_spans_routers() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qs");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "share", &["--count", "200"]);
+}
+
+/// Issue 22: a STOMP request/reply whose requester (its temporary queue) is on A and
+/// whose responder is on C.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_reply_to_a_temporary_queue_crosses_routers() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qy");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "reply", &["--count", "50"]);
+}
+
 #[test]
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn mqtt_qos1_publishes_reach_subscribers_on_every_router_once() {
@@ -181,6 +209,115 @@ impl Drop for NatsNodes {
             },
         );
     }
+}
+
+/// `mqtt.max_retained_bytes` of the retained test's routers: a few messages fill it.
+const MAX_RETAINED_BYTES: u64 = 4096;
+
+/// Bytes of retained messages the router holds (`GET /memory`, `held.retained`).
+fn retained_bytes(d: &Daemon) -> u64 {
+    let (status, v) = http_json(d.addr("admin"), "GET", "/memory");
+    assert_eq!(status, 200, "{v}");
+    v["held"]["retained"].as_u64().unwrap()
+}
+
+/// Waits until `d` holds as many bytes of retained messages as `like` (and not 0): the
+/// change `like` made has reached `d`'s mirror. Returns the count.
+fn converged(d: &Daemon, like: &Daemon, what: &str) -> u64 {
+    wait_until(Duration::from_secs(20), what, || {
+        let want = retained_bytes(like);
+        (want > 0 && retained_bytes(d) == want).then_some(want)
+    })
+}
+
+/// A retained QoS 1 publish on `d` (an empty payload clears), answered with reason code
+/// `code` (success when `None`).
+fn set_retained(d: &Daemon, topic: &str, payload: &str, code: Option<u8>) {
+    let code = code.map(|c| format!("{c:#x}"));
+    let mut extra = vec![topic, payload];
+    if let Some(c) = &code {
+        extra.extend(["--code", c]);
+    }
+    python_scenario(d, "cluster_retained.py", "mqtt", "set", &extra);
+}
+
+/// A new subscriber to `r/#` on `d` gets exactly `expected` (topic, payload) as retained
+/// messages, each flagged retained.
+fn read_retained(d: &Daemon, expected: &[(&str, &str)]) {
+    let expected: Vec<String> = expected.iter().map(|(t, p)| format!("{t}={p}")).collect();
+    let mut extra = vec!["r/#", "--marker", "r/live"];
+    for e in &expected {
+        extra.extend(["--expect", e.as_str()]);
+    }
+    python_scenario(d, "cluster_retained.py", "mqtt", "read", &extra);
+}
+
+/// Retained messages live in `<prefix>SB_RETAINED`, mirrored by every router; the
+/// mirrors are compared through `GET /memory`.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn retained_messages_are_the_clusters_and_outlive_the_router_that_set_them() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qt");
+    let _buckets = Buckets(prefix.clone());
+    let extra = format!("mqtt:\n  max_retained_bytes: {MAX_RETAINED_BYTES}\n");
+    let mut routers = routers(&prefix, &extra);
+    let c = routers.pop().unwrap();
+    let b = routers.pop().unwrap();
+    let mut a = routers.pop().unwrap();
+
+    // Set on A (PUBACK received), read on C.
+    let x = "x".repeat(100);
+    set_retained(&a, "r/x", &x, None);
+    converged(&c, &a, "A's retained message mirrored on C");
+    read_retained(&c, &[("r/x", &x)]);
+    assert_eq!(retained_bytes(&b), retained_bytes(&a));
+
+    // The byte limit, cluster-wide: A fills it, C is refused more.
+    let fill = "f".repeat(3000);
+    set_retained(&a, "r/fill", &fill, None);
+    let full = converged(&c, &a, "A's second retained message mirrored on C");
+    assert!(full + 1000 > MAX_RETAINED_BYTES, "{full} bytes retained");
+    set_retained(&c, "r/z", &"z".repeat(1000), Some(0x97));
+    assert_eq!(
+        retained_bytes(&c),
+        full,
+        "a refused message is not retained"
+    );
+    read_retained(&c, &[("r/x", &x), ("r/fill", &fill)]);
+    // Replacing a topic with less is taken (the refusal was the byte limit's).
+    set_retained(&c, "r/fill", "f", None);
+    let after = converged(&a, &c, "C's replacement mirrored on A");
+    assert!(after < full, "{after} < {full}");
+    read_retained(&a, &[("r/x", &x), ("r/fill", "f")]);
+
+    // A dies: what it set stays, for every router, even one started afterwards.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    read_retained(&b, &[("r/x", &x), ("r/fill", "f")]);
+    read_retained(&c, &[("r/x", &x), ("r/fill", "f")]);
+    let d = router_on(URLS, "d", &prefix, &extra);
+    assert_eq!(
+        retained_bytes(&d),
+        after,
+        "a router started later mirrors the retained messages before serving:\n{}",
+        d.log()
+    );
+    read_retained(&d, &[("r/x", &x), ("r/fill", "f")]);
+
+    // Cleared on B, then a marker set: C has the marker, so the clear before it too.
+    set_retained(&b, "r/x", "", None);
+    set_retained(&b, "r/m", "marker", None);
+    converged(&c, &b, "B's clear and marker mirrored on C");
+    read_retained(&c, &[("r/fill", "f"), ("r/m", "marker")]);
+    read_retained(&d, &[("r/fill", "f"), ("r/m", "marker")]);
+
+    let (_, v) = http_json(b.addr("admin"), "GET", "/cluster");
+    assert_eq!(
+        v["buckets"]["retained"],
+        format!("{prefix}SB_RETAINED"),
+        "{v}"
+    );
 }
 
 fn nats_ctl(cmd: &str) -> String {

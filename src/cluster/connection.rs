@@ -15,6 +15,8 @@ use crate::config::ClusterSettings;
 pub const NODES_BUCKET: &str = "SB_NODES";
 /// The bucket of the route table: key [`TABLE_KEY`], one revision per push.
 pub const ROUTES_BUCKET: &str = "SB_ROUTES";
+/// The bucket of MQTT retained messages: one key per topic ([`super::names::kv_key`]).
+pub const RETAINED_BUCKET: &str = "SB_RETAINED";
 /// The route table's key in [`ROUTES_BUCKET`].
 pub const TABLE_KEY: &str = "table";
 /// Route tables kept in [`ROUTES_BUCKET`] (the current one and nine before it).
@@ -128,25 +130,25 @@ pub async fn routes_bucket(
     open(js, settings, client, ROUTES_BUCKET, config).await
 }
 
-/// The bucket of MQTT sessions: one key per client id, claimed by the router serving it.
-pub const SESSIONS_BUCKET: &str = "SB_SESSIONS";
-/// The largest session record (its subscriptions): NATS's default `max_payload`.
-const MAX_SESSION_BYTES: i32 = 1024 * 1024;
-
-/// The bucket of MQTT sessions (see `claims`).
-pub async fn sessions_bucket(
+/// A bucket of replicated metadata ([`crate::core::shared::SharedMeta`]): the last value
+/// of each key only, on disk, values up to the largest message the server takes.
+pub async fn meta_bucket(
     js: &jetstream::Context,
     settings: &ClusterSettings,
     client: &async_nats::Client,
+    bucket: &str,
+    description: &str,
 ) -> Result<kv::Store, String> {
     let config = kv::Config {
-        description:
-            "Switchboard MQTT sessions: one key per client id, written by the router serving it"
-                .into(),
+        description: description.into(),
         history: 1,
-        max_value_size: MAX_SESSION_BYTES,
+        max_value_size: i32::try_from(client.server_info().max_payload).unwrap_or(i32::MAX),
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
     };
-    open(js, settings, client, SESSIONS_BUCKET, config).await
+    open(js, settings, client, bucket, config).await
 }
+
+/// The bucket of MQTT sessions: one key per client id, claimed by the router serving it
+/// (see `claims`).
+pub const SESSIONS_BUCKET: &str = "SB_SESSIONS";

@@ -1,26 +1,37 @@
-//! Cluster mode, part 1: several routers over one NATS JetStream cluster share their
-//! membership and one route table (docs/cluster.md). Queues, topics and MQTT sessions
-//! are still each router's own.
+//! Cluster mode: several routers over one NATS JetStream cluster share their
+//! membership, one route table, durable queues and topics (docs/cluster.md). MQTT
+//! sessions, retained messages and the links are still each router's own.
 //!
-//! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`).
+//! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`,
+//!   `SB_RETAINED`).
 //! - [`membership`]: this router's key in `SB_NODES`, refreshed while it runs; the
 //!   others' keys are the routers seen.
 //! - [`table`]: a route directory as one KV value (`switchboard routes push` writes it).
 //! - [`follow`]: every router watches that value and swaps its live table, as a reload.
+//! - [`replicated`]: metadata kept for every router in a KV bucket, mirrored by its
+//!   owner (MQTT retained messages).
 //! - [`node`]: the running router's side, [`Cluster`], for start-up and `GET /cluster`.
+//! - [`shared`]: the core's [`Shared`](crate::core::Shared): which queues live in
+//!   JetStream ([`queue_link`], published through an [`outbox`]), topics across
+//!   routers, reply addresses across routers ([`reply`]); [`names`] maps our names
+//!   onto NATS's.
 //!
-//! Wiring-level: it builds on the routes' live table and the settings; nothing below
-//! (core, store, routes, the edges) knows it exists.
+//! Wiring-level: it builds on the routes' live table and the settings, and implements
+//! the core's seam to the cluster (`core/shared.rs`); nothing below (core, store,
+//! routes, the edges) knows NATS exists.
 
 mod claims;
 pub mod connection;
 mod follow;
 mod membership;
+mod mirror_ledger;
 mod names;
 mod node;
 mod outbox;
 pub mod push;
 mod queue_link;
+mod replicated;
+mod reply;
 mod shared;
 pub mod table;
 

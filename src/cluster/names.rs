@@ -10,7 +10,10 @@
 //!   `%XX`; an empty level is a lone `%` (no escape produces one);
 //! - a stream or consumer name keeps letters, digits and `-`, writes `_` as `__` and
 //!   every other byte as `_XX`; a name longer than [`MAX_NAME`] is cut and ends in a
-//!   hash of the whole.
+//!   hash of the whole;
+//! - a KV key (NATS allows `A-Z a-z 0-9 - _ / = .`, `.` separating tokens, no empty
+//!   token) keeps each `.`-separated level's letters, digits, `-` and `_`, writes every
+//!   other byte as `=XX` and an empty level as a lone `=`: read back by [`from_kv_key`].
 
 use crate::core::pattern::{Level, Pattern};
 
@@ -107,6 +110,61 @@ pub fn escape_name(name: &str) -> String {
     out
 }
 
+/// The longest KV key made here: the key is a subject token sequence, and a subject
+/// goes into a protocol line NATS caps at 4 KiB with the reply subject and size.
+pub const MAX_KV_KEY: usize = 2048;
+
+/// `key` (levels separated by `.`, as internal topic names are) as a KV key; `None`
+/// when its escaped form is longer than [`MAX_KV_KEY`].
+pub fn kv_key(key: &str) -> Option<String> {
+    let mut out = String::with_capacity(key.len());
+    for (i, level) in key.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if level.is_empty() {
+            out.push('=');
+        }
+        for b in level.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+    }
+    (out.len() <= MAX_KV_KEY).then_some(out)
+}
+
+/// The key [`kv_key`] made `escaped` from; `None` for a key it does not make.
+pub fn from_kv_key(escaped: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(escaped.len());
+    for (i, level) in escaped.split('.').enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if level == "=" {
+            continue;
+        }
+        let bytes = level.as_bytes();
+        let mut j = 0;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'=' => {
+                    let hex = std::str::from_utf8(bytes.get(j + 1..j + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    j += 3;
+                }
+                b => {
+                    out.push(b);
+                    j += 1;
+                }
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// FNV-1a, 64 bits: stable across builds and platforms (std's hasher is not promised
 /// to be), so every router names a long queue's stream alike.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -144,6 +202,35 @@ mod tests {
         assert_eq!(subjects("#"), ["sb.t.>"]);
         assert_eq!(subjects("a.#.b"), ["sb.t.a.>"]);
         assert_eq!(subjects("*.#"), ["sb.t.*.>", "sb.t.*"]);
+    }
+
+    #[test]
+    fn kv_keys_escape_reversibly() {
+        for key in [
+            "a.b",
+            "sensors.v1%2E2.temp",
+            "a..b",
+            ".a.",
+            "x=y/z é",
+            "$SYS.-_",
+        ] {
+            let k = kv_key(key).unwrap();
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=.".contains(&b)),
+                "{k}"
+            );
+            assert!(
+                !k.starts_with('.') && !k.ends_with('.') && !k.contains(".."),
+                "{k}"
+            );
+            assert_eq!(from_kv_key(&k).as_deref(), Some(key), "{k}");
+        }
+        assert_eq!(kv_key("a.b%2Ec").unwrap(), "a.b=252Ec");
+        assert_eq!(kv_key("a..b").unwrap(), "a.=.b");
+        assert_ne!(kv_key("a=3D").unwrap(), kv_key("a=").unwrap());
+        assert!(kv_key(&"x".repeat(MAX_KV_KEY + 1)).is_none());
+        assert_eq!(from_kv_key("a=G1"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::{self, NODES_BUCKET, ROUTES_BUCKET, TABLE_KEY};
+use super::connection::{self, NODES_BUCKET, RETAINED_BUCKET, ROUTES_BUCKET, TABLE_KEY};
 use super::membership::{self, NodeRecord, QUERY_TIMEOUT};
 use super::table::TableBlob;
 use crate::config::ClusterSettings;
@@ -164,6 +164,7 @@ impl Cluster {
             "buckets": {
                 "nodes": connection::bucket_name(&self.settings, NODES_BUCKET),
                 "routes": connection::bucket_name(&self.settings, ROUTES_BUCKET),
+                "retained": connection::bucket_name(&self.settings, RETAINED_BUCKET),
             },
             "nodes": nodes,
             "jetstream": jetstream,

@@ -147,7 +147,7 @@ async fn run(
         let js = js.clone();
         tokio::spawn(async move {
             let r = confirm(&js, subject, publish, first).await;
-            let _ = done.send(r);
+            let _ = done.send(r.map(|_| ()));
         });
     }
 }
@@ -158,19 +158,20 @@ fn with_id(mut headers: HeaderMap, id: &str) -> HeaderMap {
 }
 
 /// Awaits the stream's acknowledgement of a publish, sending it again while NATS does
-/// not answer, for up to [`RETRY_FOR`].
-async fn confirm(
+/// not answer, for up to [`RETRY_FOR`]. Returns the stream sequence it was stored
+/// under.
+pub(super) async fn confirm(
     js: &jetstream::Context,
     subject: String,
     publish: Publish,
     first: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let deadline = Instant::now() + RETRY_FOR;
     let mut attempt = first;
     loop {
         let e = match attempt {
             Ok(ack) => match ack.await {
-                Ok(_) => return Ok(()),
+                Ok(ack) => return Ok(ack.sequence),
                 Err(e) => e,
             },
             Err(e) => e,

@@ -48,7 +48,7 @@ pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// How often a held message's deadline is pushed back.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
 /// The most messages fetched in one pull.
-const BATCH_MAX: usize = 256;
+const BATCH_MAX: usize = 64;
 /// How long one pull waits for messages before it is made again. Short: a pull left
 /// open by a router that died may still be handed messages, which then wait out
 /// [`ACK_WAIT`] before going elsewhere.
@@ -69,6 +69,21 @@ enum Settle {
     Term(Subject),
 }
 
+/// What a shared queue is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A queue of its own: stream `SBQ_<name>` (and, when bound, a topic consumer).
+    Queue,
+    /// An MQTT `$share` group: only its topic consumer, which every router with members
+    /// pulls from, so members on different routers share one group. A router whose
+    /// last member left stops pulling but does not delete it (members elsewhere still
+    /// use it); JetStream deletes it after [`GROUP_IDLE`] without any pull.
+    Group,
+}
+
+/// How long a `$share` group's consumer outlives its last pull.
+pub const GROUP_IDLE: Duration = Duration::from_secs(600);
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct QueueLink {
@@ -78,6 +93,7 @@ pub struct QueueLink {
 #[derive(Debug)]
 struct Link {
     name: String,
+    kind: Kind,
     cx: Arc<Context>,
     stream: String,
     subject: String,
@@ -101,7 +117,7 @@ struct Link {
 }
 
 impl QueueLink {
-    pub(super) fn new(cx: Arc<Context>, name: &str, options: &QueueOptions) -> Self {
+    pub(super) fn new(cx: Arc<Context>, name: &str, options: &QueueOptions, kind: Kind) -> Self {
         let (ready, ready_rx) = watch::channel(false);
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let escaped = names::escape_name(name);
@@ -109,6 +125,7 @@ impl QueueLink {
         Self {
             inner: Arc::new(Link {
                 name: name.to_owned(),
+                kind,
                 stream: format!("{}SBQ_{escaped}", cx.prefix),
                 subject: names::queue_subject(&cx.root, name),
                 topic_consumer: format!("SBD_{escaped}"),
@@ -281,7 +298,10 @@ impl Link {
                     () = self.closed.cancelled() => return,
                 }
             }
-            let config = consumer_config(&self.topic_consumer, subjects);
+            let mut config = consumer_config(&self.topic_consumer, subjects);
+            if self.kind == Kind::Group {
+                config.inactive_threshold = GROUP_IDLE;
+            }
             let consumer = match self.cx.topics.create_consumer(config).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -335,6 +355,10 @@ impl Link {
         for reply in held {
             let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
         }
+        if self.kind == Kind::Group {
+            // Members on other routers may still use it; JetStream deletes it once idle.
+            return;
+        }
         if let Err(e) = self.cx.js.delete_stream(&self.stream).await {
             tracing::warn!(queue = %self.name, stream = %self.stream, error = %e, "cluster: queue's stream not deleted");
         }
@@ -374,6 +398,14 @@ impl SharedLog for QueueLink {
             .take();
         let Some(rx) = rx else { return };
         self.inner.cx.runtime.spawn(async move {
+            if link.kind == Kind::Group {
+                tokio::select! {
+                    () = link.settle_loop(rx) => {}
+                    () = link.pump_topics(&feed) => {}
+                    () = link.closed.cancelled() => {}
+                }
+                return;
+            }
             let work = link.open().await;
             link.open_done.send_replace(true);
             let Some(work) = work else {
@@ -390,6 +422,13 @@ impl SharedLog for QueueLink {
     }
 
     fn publish(&self, encoded: Bytes, persistent: bool) -> StoreWait {
+        if self.inner.kind == Kind::Group {
+            // Nothing names a group's queue but its topic bindings.
+            return StoreWait::Done(Err(crate::store::StoreError::Unavailable(format!(
+                "{} is a shared subscription group: publish to its topics",
+                self.inner.name
+            ))));
+        }
         self.inner.outbox.send(
             self.inner.subject.clone(),
             encoded,

@@ -2,9 +2,10 @@
 //! across routers (docs/cluster.md).
 //!
 //! - A queue is shared when it is durable, not auto-deleted and not one of the
-//!   router's own (`$…`: private subscription queues, MQTT shared-group queues, link
-//!   queues) — a persistent MQTT session's queue (`$mqtt.s.…`) is shared, so the
-//!   session can resume on another router; its link is a [`QueueLink`].
+//!   router's own (`$…`: private subscription queues, link queues); its link is a
+//!   [`QueueLink`]. MQTT `$share` groups are shared too, as a topic consumer only
+//!   ([`Kind::Group`]), and so is a persistent MQTT session's queue (`$mqtt.s.…`), so
+//!   the session can resume on another router.
 //! - The MQTT sessions' records are [`ClaimBucket`]'s (`<prefix>SB_SESSIONS`).
 //! - A topic publish goes once to subject `<root>.t.<levels>`: the topic stream
 //!   `<prefix>SB_TOPICS` (interest retention: kept only while a durable subscription's
@@ -16,6 +17,10 @@
 //!   (header `Sb-Node`) and a message it received twice through overlapping
 //!   subscriptions (by `Nats-Msg-Id`), and hands the rest to
 //!   [`Core::deliver_remote`].
+//! - A reply address (a STOMP temporary queue) stays on its router; the others reach
+//!   it through [`super::reply`].
+//! - The MQTT listener's retained messages are kept in the bucket
+//!   `<prefix>SB_RETAINED` ([`Shared::metadata`], [`MetaBucket`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +36,15 @@ use tokio::sync::{mpsc, watch};
 use super::claims::ClaimBucket;
 use super::names;
 use super::outbox::Outbox;
-use super::queue_link::QueueLink;
+use super::queue_link::{Kind, QueueLink};
+use super::replicated::MetaBucket;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
 use crate::core::queue::QueueOptions;
 use crate::core::shared::claims::Claims;
-use crate::core::shared::{Shared, SharedLog};
+use crate::core::shared::{Shared, SharedLog, SharedMeta};
 use crate::core::{Core, Message, persist};
+use crate::listener::mqtt::persist::META_MQTT_RETAINED;
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
 use crate::translate::mqtt_names::SESSION_QUEUE_PREFIX;
@@ -85,7 +92,12 @@ pub struct SharedCluster {
     topics_out: Outbox,
     interest: mpsc::UnboundedSender<(Pattern, bool)>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
+    /// Local reply addresses created and deleted, for [`super::reply::serve`].
+    replies: mpsc::UnboundedSender<(String, bool)>,
+    replies_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     core: OnceLock<Core>,
+    /// The MQTT listener's retained messages.
+    retained: Arc<MetaBucket>,
     /// The MQTT sessions' records (`<prefix>SB_SESSIONS`).
     claims: Arc<ClaimBucket>,
 }
@@ -121,7 +133,14 @@ impl SharedCluster {
             })
             .await
             .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))?;
-        let sessions = super::connection::sessions_bucket(&js, settings, client).await?;
+        let sessions = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::SESSIONS_BUCKET,
+            "Switchboard MQTT sessions: one key per client id, written by the router serving it",
+        )
+        .await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -138,14 +157,27 @@ impl SharedCluster {
             epoch,
             next: AtomicU64::new(1),
         });
+        let retained_kv = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::RETAINED_BUCKET,
+            "Switchboard MQTT retained messages: one key per topic",
+        )
+        .await?;
+        let retained = MetaBucket::new(&cx, retained_kv, client.server_info().max_payload);
         let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
         let (interest, interest_rx) = mpsc::unbounded_channel();
+        let (replies, replies_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             cx,
             topics_out,
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
+            replies,
+            replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
+            retained,
             claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
         }))
     }
@@ -164,7 +196,20 @@ impl SharedCluster {
         if let Some(rx) = rx {
             self.cx
                 .runtime
-                .spawn(follow_interest(Arc::clone(&self.cx), core, rx));
+                .spawn(follow_interest(Arc::clone(&self.cx), core.clone(), rx));
+        }
+        let replies = self
+            .replies_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(rx) = replies {
+            self.cx.runtime.spawn(super::reply::serve(
+                self.cx.js.client(),
+                self.cx.root.clone(),
+                core,
+                rx,
+            ));
         }
     }
 
@@ -176,16 +221,24 @@ impl SharedCluster {
 
 impl Shared for SharedCluster {
     fn open_queue(&self, name: &str, options: &QueueOptions) -> Option<Arc<dyn SharedLog>> {
-        // The router's own `$` queues stay local, except a persistent MQTT session's:
-        // its messages must outlive the router, for the session to resume elsewhere.
-        let own = name.starts_with('$') && !name.starts_with(SESSION_QUEUE_PREFIX);
-        if !options.durable || options.auto_delete || own {
+        if !options.durable || options.auto_delete {
             return None;
         }
+        let kind = if crate::translate::mqtt_names::is_share_queue(name) {
+            Kind::Group
+        } else if name.starts_with('$') && !name.starts_with(SESSION_QUEUE_PREFIX) {
+            // The router's own `$` queues stay local, except a persistent MQTT
+            // session's: its messages must outlive the router, for the session to
+            // resume elsewhere.
+            return None;
+        } else {
+            Kind::Queue
+        };
         Some(Arc::new(QueueLink::new(
             Arc::clone(&self.cx),
             name,
             options,
+            kind,
         )))
     }
 
@@ -203,6 +256,30 @@ impl Shared for SharedCluster {
 
     fn interest(&self, pattern: &Pattern, bound: bool) {
         let _ = self.interest.send((pattern.clone(), bound));
+    }
+
+    fn local_queue(&self, name: &str, exists: bool) {
+        if super::reply::is_reply_address(name) {
+            let _ = self.replies.send((name.to_owned(), exists));
+        }
+    }
+
+    fn forwards(&self, name: &str) -> bool {
+        super::reply::is_reply_address(name)
+    }
+
+    fn forward(&self, name: &str, encoded: Bytes) -> StoreWait {
+        super::reply::forward(
+            &self.cx.runtime,
+            self.cx.js.client(),
+            &self.cx.root,
+            name,
+            encoded,
+        )
+    }
+
+    fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
+        (ns == META_MQTT_RETAINED).then(|| Arc::clone(&self.retained) as Arc<dyn SharedMeta>)
     }
 
     fn claims(&self) -> Option<Arc<dyn Claims>> {

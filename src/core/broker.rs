@@ -172,6 +172,11 @@ impl Core {
             Arc::downgrade(&self.inner),
             Arc::downgrade(&q),
         ));
+        if let Some(shared) = &self.inner.shared
+            && !q.is_shared()
+        {
+            shared.local_queue(q.name(), true);
+        }
         self.save_queue_meta(&q);
         Ok(q)
     }
@@ -182,6 +187,7 @@ impl Core {
     pub fn delete_queue(&self, name: &str) -> Option<usize> {
         let q = write(&self.inner.queues).remove(name)?;
         self.unbind_all(&q);
+        self.local_queue_gone(&q);
         if let Some(s) = q.store() {
             s.delete(super::durable::META_QUEUE, name);
         }
@@ -219,7 +225,23 @@ impl Core {
         };
         if let Some(q) = removed {
             self.unbind_all(&q);
+            self.local_queue_gone(&q);
             q.close();
+        }
+    }
+
+    /// Whether a publish to queue `name` can reach it now without creating it: it is
+    /// here, or (clustered) another router holds it as a reply address.
+    pub fn reaches_queue(&self, name: &str) -> bool {
+        self.queue(name).is_some() || self.inner.shared.as_ref().is_some_and(|s| s.forwards(name))
+    }
+
+    /// Tells the cluster, if any, that a local queue is gone.
+    fn local_queue_gone(&self, q: &Queue) {
+        if let Some(shared) = &self.inner.shared
+            && !q.is_shared()
+        {
+            shared.local_queue(q.name(), false);
         }
     }
 

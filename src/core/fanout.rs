@@ -81,6 +81,8 @@ pub(super) enum Targets {
     Queue(Arc<Queue>),
     /// The subscriptions of a topic (possibly none): one refusing is its own loss.
     Subscriptions(Arc<[Arc<Queue>]>),
+    /// A queue another router of the cluster holds (a reply address): handed to it.
+    Forward(Arc<str>),
 }
 
 impl Targets {
@@ -88,6 +90,7 @@ impl Targets {
         match self {
             Self::Queue(q) => std::slice::from_ref(q),
             Self::Subscriptions(subs) => subs,
+            Self::Forward(_) => &[],
         }
     }
 }
@@ -106,6 +109,12 @@ impl Core {
     /// demand when auto-create is on), or the subscriptions of the topic.
     pub(super) fn targets(&self, destination: &Destination) -> Result<Targets, PublishError> {
         Ok(match destination {
+            Destination::Queue(name)
+                if self.queue(name).is_none()
+                    && self.inner.shared.as_ref().is_some_and(|s| s.forwards(name)) =>
+            {
+                Targets::Forward(Arc::clone(name))
+            }
             Destination::Queue(name) => Targets::Queue(self.queue_for_publish(name)?),
             Destination::Topic(name) => Targets::Subscriptions(self.match_topic(name)),
         })
@@ -124,6 +133,14 @@ impl Core {
     ) -> Result<Reached, PublishError> {
         let queues = to.queues();
         let mut reached = Reached::default();
+        if let (Targets::Forward(name), Some(shared)) = (to, &self.inner.shared) {
+            for m in messages {
+                let encoded = super::persist::encode_queued(destination, m);
+                reached.waits.push(shared.forward(name, encoded.into()));
+                reached.deliveries += 1;
+            }
+            return Ok(reached);
+        }
         if let (Targets::Subscriptions(_), Destination::Topic(topic), Some(shared)) =
             (to, destination, &self.inner.shared)
             && sender.shares()

@@ -34,6 +34,11 @@
 //! Local (non-shared) subscriptions receive the topic publishes of other routers
 //! through [`Core::deliver_remote`](super::Core::deliver_remote); the cluster learns
 //! which patterns this router needs from [`Shared::interest`].
+//!
+//! Metadata a layer keeps by namespace (the store's `put`/`delete`) may be kept by the
+//! cluster instead, for every router: [`Shared::metadata`] says which namespaces are,
+//! and the owner then holds a mirror of the namespace kept current by
+//! [`SharedMeta::watch`] (MQTT retained messages are the first).
 
 use std::sync::{Arc, Weak};
 
@@ -62,6 +67,33 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
     /// A local, non-shared queue was bound to `pattern` (`bound`) or unbound from it:
     /// one call per binding, so the cluster counts them per pattern.
     fn interest(&self, pattern: &Pattern, bound: bool);
+
+    /// A local (non-shared) queue `name` was created (`exists`) or deleted. Some are
+    /// addresses other routers' clients may send to (a STOMP temporary queue named in
+    /// a `reply-to`): the cluster routes those publishes here (see [`Shared::forwards`]).
+    fn local_queue(&self, _name: &str, _exists: bool) {}
+
+    /// Whether a publish to queue `name`, which does not exist on this router, goes to
+    /// the router that holds it (a reply address) instead of creating it here.
+    fn forwards(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// Hands a publish to queue `name` (encoded as for [`SharedLog::publish`]) to the
+    /// router that holds it; resolves once that router put it in the queue, or fails
+    /// when no router holds it.
+    fn forward(&self, name: &str, _encoded: Bytes) -> StoreWait {
+        StoreWait::Done(Err(crate::store::StoreError::Unavailable(format!(
+            "no router holds queue {name}"
+        ))))
+    }
+
+    /// The namespace `ns` of metadata, when the cluster keeps it for every router
+    /// ([`SharedMeta`]); `None` (the default) leaves it in this router's store.
+    fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
+        let _ = ns;
+        None
+    }
 
     /// The records one router at a time owns (MQTT sessions), if the cluster keeps
     /// them: see [`claims`].
@@ -141,5 +173,43 @@ impl Feed {
 }
 
 pub mod claims;
+/// Called with a key of a [`SharedMeta`] namespace and its new value (`None`: the key
+/// was deleted). Values are what the owner wrote: the cluster stores them as given.
+pub type MetaApply = Box<dyn Fn(&str, Option<Bytes>) + Send + Sync>;
+
+/// One metadata namespace (a store namespace, as [`crate::store::Store::put`] takes)
+/// that the cluster keeps for every router instead of this router's store: clustered,
+/// its owner (the layer that names the namespace) holds a mirror of it, writes its own
+/// changes through [`put`](Self::put) and [`delete`](Self::delete), and is told of
+/// every router's changes by [`watch`](Self::watch). The last write the cluster
+/// stored wins; two routers writing one key at once end with the same value.
+pub trait SharedMeta: Send + Sync + std::fmt::Debug {
+    /// Stores `value` under `key` for every router. Resolves once the cluster stored it
+    /// (at its replication), or with why it could not (too large, unavailable).
+    fn put(&self, key: &str, value: Bytes) -> StoreWait;
+
+    /// Deletes `key` for every router; resolves as [`put`](Self::put).
+    fn delete(&self, key: &str) -> StoreWait;
+
+    /// Starts telling `apply` of the namespace's values (called once): first every
+    /// value present now, then every change, in the cluster's order, from another task.
+    /// A change written through this handle is not echoed back to `apply` (the owner
+    /// applied it when it wrote it), except to correct it: once this router's writes
+    /// to a key have settled, a value the cluster holds other than the one written
+    /// (a later write by another router, a write that failed) is applied.
+    /// Resolves once the values present at the call were applied: the owner waits for
+    /// that before serving. The watch is kept up (re-made after a lost connection,
+    /// from where it stopped) for the life of the process.
+    fn watch(&self, apply: MetaApply) -> StoreWait;
+}
+
+impl Core {
+    /// The cluster's replicated metadata namespace `ns` ([`SharedMeta`]), when this
+    /// router is clustered and the cluster keeps `ns`; `None`: `ns` lives in the store.
+    pub fn shared_metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
+        self.inner.shared.as_ref()?.metadata(ns)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,8 @@ Scenarios:
   mqtt_topic   QoS 1 publisher on A, QoS 1 subscribers on A, B and C: each gets every message once
   durable      a durable topic subscription on B outlives B (kill -9) and is resumed on A
   nats_outage  one NATS node killed mid-stream, then a second stopped, then started again
+  reply        STOMP request/reply: requester on A (reply-to a /temp-queue/), responder on C
+  share        an MQTT $share group with members on A and C, publisher on B: each message to one member
 
 The JetStream side is read from the rig's monitoring ports (8222-8224, /jsz): which node leads
 the queue's stream (`<prefix>SBQ_…`), and whether it is empty (every message acknowledged).
@@ -514,7 +516,83 @@ def nats_outage():
     c.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage]}
+def reply():
+    """Requests from A carry `reply-to: /temp-queue/answers`; a responder on C answers each
+    with a receipt: every answer reaches A's temporary queue once, each receipted at C;
+    an answer to a requester that has gone is dropped, the responder kept connected."""
+    q = f"/queue/{uniq('requests')}"
+    c, ccol = conn(args.c_stomp)
+    c.subscribe(q, id="s", ack="auto", receipt="sub-c")
+    ccol.wait_receipt("sub-c")
+    a, acol = conn(args.port)
+    n = args.count
+    for i in range(n):
+        a.send(q, f"q{i}", headers={"reply-to": "/temp-queue/answers", "persistent": "true", "receipt": f"r{i}"})
+    wait_for(lambda: len(ccol.messages) >= n or ccol.errors, T, lambda: f"{len(ccol.messages)} of {n} requests at C")
+    reply_to = {m.headers.get("reply-to") for m in ccol.messages}
+    expect(len(reply_to) == 1 and next(iter(reply_to)).startswith("/queue/$sb.tmp."),
+           f"reply-to as C sees it: {reply_to}")
+    for m in ccol.messages:
+        c.send(m.headers["reply-to"], "re:" + m.body, headers={"receipt": "a-" + m.body})
+    wait_for(lambda: all(f"a-q{i}" in ccol.receipts for i in range(n)) or ccol.errors, T,
+             lambda: f"{sum(f'a-q{i}' in ccol.receipts for i in range(n))} of {n} answers receipted at C")
+    expect(not ccol.errors, f"ERROR frames at C: {[(e.headers, e.body) for e in ccol.errors]}")
+    wanted = sorted(f"re:q{i}" for i in range(n))
+    wait_for(lambda: len(acol.bodies()) >= n, T, lambda: f"{len(acol.bodies())} of {n} answers at A")
+    got = sorted(acol.bodies())
+    expect(got == wanted, f"answers at A: {got[:10]} ({len(got)})")
+    # The requester leaves: its temporary queue goes with it. An answer sent now reaches
+    # nobody, and the responder is not failed for it (as on one router).
+    gone = next(iter(reply_to))
+    a.disconnect()
+    c.send(gone, "late", headers={"receipt": "late"})
+    ccol.wait_receipt("late")
+    expect(not ccol.errors, f"ERROR frame for a reply to a gone requester: {ccol.errors}")
+    print(f"{n} requests from A answered from C, each once; a late answer dropped")
+    c.disconnect()
+
+
+def share():
+    """`$share/GROUP/FILTER` with one member on A and one on C, QoS 1 publisher on B: every
+    message reaches exactly one member, and both members get some."""
+    base = uniq("sh")
+    members = [MqttClient(p, n) for p, n in ((args.mqtt_a, "A"), (args.mqtt_c, "C"))]
+    for m in members:
+        m.sub(f"$share/g1/{base}/#")
+    pub = MqttClient(args.mqtt_b, "pub")
+    # Each router starts pulling for the group shortly after its member's SUBACK: probe
+    # until every member got one.
+    k = 0
+
+    def probed():
+        nonlocal k
+        k += 1
+        pub.c.publish(f"{base}/probe", f"probe-{k}", qos=1).wait_for_publish(T)
+        return wait_for(lambda: all(any(p.startswith("probe") for p in m.payloads()) for m in members), 0.2)
+    wait_for(probed, T, lambda: f"probes: {[(m.name, m.payloads()) for m in members]}")
+    n = args.count
+    infos = [pub.c.publish(f"{base}/data", str(i), qos=1) for i in range(n)]
+    for i, info in enumerate(infos):
+        info.wait_for_publish(T)
+        expect(info.is_published(), f"message {i}: no PUBACK")
+
+    def data(m):
+        with m.lock:
+            return [x.payload.decode() for x in m.msgs if x.topic == f"{base}/data"]
+    wait_for(lambda: len(set(data(members[0]) + data(members[1]))) >= n, T,
+             lambda: f"{len(set(data(members[0]) + data(members[1])))} of {n} across the group")
+    got = data(members[0]) + data(members[1])
+    dups = sorted({int(p) for p in got if got.count(p) > 1})
+    expect(not dups, f"delivered to more than one member: {dups[:20]}")
+    expect(sorted(got, key=int) == [str(i) for i in range(n)], f"not the messages sent: {len(got)}")
+    na, nc = len(data(members[0])), len(data(members[1]))
+    expect(na > 0 and nc > 0, f"one member got everything: A {na}, C {nc}")
+    print(f"{n} QoS 1 messages from B to a $share group: A got {na}, C got {nc}, each once ({k} probes first)")
+    for m in members + [pub]:
+        m.bye()
+
+
+SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply, share]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

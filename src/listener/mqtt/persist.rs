@@ -4,6 +4,11 @@
 //! messages. Both are kept in the durable store under this listener's own namespaces
 //! (`META_MQTT_SESSION`, `META_MQTT_RETAINED`).
 //!
+//! Clustered, the retained messages are the cluster's, not the store's: the core says
+//! so ([`Core::shared_metadata`](crate::core::Core::shared_metadata) has the
+//! namespace), every write goes there, and [`restore`] starts the mirror's watch
+//! instead of reading the store.
+//!
 //! Not kept: the packet ids of inbound QoS 2 messages between PUBREC and PUBREL. After
 //! a restart a PUBREL for an unknown id is completed anyway (as MQTT 5 §4.3.3 allows),
 //! so the message is not lost; a client that resends the PUBLISH itself may cause one
@@ -15,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::codec::SubOpts;
 use super::state::{MqttState, SessionData, SessionEntry, Sub};
+use crate::core::shared::SharedMeta;
 use crate::core::{Message, Pattern, persist};
 use crate::store::StoreWait;
 use crate::translate::mqtt_names::{is_share_queue, session_queue};
@@ -22,8 +28,9 @@ use crate::translate::mqtt_names::{is_share_queue, session_queue};
 /// The store namespace of persistent MQTT sessions, keyed by client id.
 const META_MQTT_SESSION: &str = "mqtt-session";
 /// The store namespace of MQTT retained messages (encoded as the core stores a
-/// message), keyed by topic.
-const META_MQTT_RETAINED: &str = "mqtt-retained";
+/// message), keyed by topic (internal spelling). Public: the cluster keeps this
+/// namespace for every router.
+pub const META_MQTT_RETAINED: &str = "mqtt-retained";
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StoredSub {
@@ -174,8 +181,22 @@ pub fn forget_session(state: &MqttState, client_id: &str, claim: Option<u64>) {
     }
 }
 
-/// Records (or, for an empty payload, forgets) a topic's retained message.
+/// The cluster's retained messages, when the router is clustered.
+pub fn retained_replica(core: &crate::core::Core) -> Option<Arc<dyn SharedMeta>> {
+    core.shared_metadata(META_MQTT_RETAINED)
+}
+
+/// Records (or, for an empty payload, forgets) a topic's retained message: in the
+/// cluster when clustered (a clearing is awaited too there: another router's
+/// subscriber must not get it once its publisher was acknowledged).
 pub fn save_retained(state: &MqttState, topic: &str, m: &Message) -> Option<StoreWait> {
+    if let Some(replica) = state.retained_replica() {
+        return Some(if m.body.is_empty() {
+            replica.delete(topic)
+        } else {
+            replica.put(topic, persist::encode(m).into())
+        });
+    }
     let store = state.router.core().store()?;
     if m.body.is_empty() {
         store.delete(META_MQTT_RETAINED, topic);
@@ -185,10 +206,39 @@ pub fn save_retained(state: &MqttState, topic: &str, m: &Message) -> Option<Stor
 }
 
 /// Puts back the stored sessions (with their expiry timers) and retained messages.
-/// Called once, when the MQTT state is created.
-pub fn restore(state: &Arc<MqttState>) {
+/// Called once, when the MQTT state is created. Clustered, the retained messages come
+/// from the cluster instead: the result resolves once its current ones are mirrored
+/// (wait for it before serving).
+pub fn restore(state: &Arc<MqttState>) -> Option<StoreWait> {
     let core = state.router.core().clone();
     let now = SystemTime::now();
+    let mirrored = match state.retained_replica() {
+        Some(replica) => {
+            let local = core.take_recovered(META_MQTT_RETAINED);
+            if !local.is_empty() {
+                tracing::info!(
+                    count = local.len(),
+                    "retained messages stored by this router alone are not restored: the cluster's are in force"
+                );
+            }
+            let weak = Arc::downgrade(state);
+            Some(replica.watch(Box::new(move |topic, value| {
+                if let Some(state) = weak.upgrade() {
+                    state.apply_retained(topic, value);
+                }
+            })))
+        }
+        None => {
+            restore_retained(state, &core, now);
+            None
+        }
+    };
+    restore_sessions(state, &core, now);
+    mirrored
+}
+
+/// The retained messages of the store, within the limits.
+fn restore_retained(state: &MqttState, core: &crate::core::Core, now: SystemTime) {
     let mut retained = 0usize;
     let mut over = 0usize;
     for (topic, bytes) in core.take_recovered(META_MQTT_RETAINED) {
@@ -218,6 +268,13 @@ pub fn restore(state: &Arc<MqttState>) {
             "retained messages over the byte limit not restored (mqtt.max_retained / mqtt.max_retained_bytes)"
         );
     }
+    if retained > 0 {
+        tracing::info!(retained, "MQTT retained messages restored");
+    }
+}
+
+/// The persistent sessions of the store, with their expiry timers.
+fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: SystemTime) {
     let mut sessions = 0usize;
     for (client_id, bytes) in core.take_recovered(META_MQTT_SESSION) {
         let stored = match decode_session(&bytes, now) {
@@ -266,12 +323,8 @@ pub fn restore(state: &Arc<MqttState>) {
         }
         sessions += 1;
     }
-    if sessions + retained > 0 {
-        tracing::info!(
-            sessions,
-            retained,
-            "MQTT sessions and retained messages restored"
-        );
+    if sessions > 0 {
+        tracing::info!(sessions, "MQTT sessions restored");
     }
 }
 

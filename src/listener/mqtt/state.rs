@@ -6,11 +6,21 @@
 //! auto-deleted for a clean one. So while a persistent client is offline its messages
 //! wait in a bounded queue, and unacknowledged QoS 1/2 messages return to it marked
 //! redelivered (sent again with DUP).
+//!
+//! Retained messages are kept here, one per topic, and stored in the durable store
+//! (`super::persist`). Clustered (docs/cluster.md), the cluster keeps them for every
+//! router instead ([`crate::core::shared::SharedMeta`]): the map here is then a mirror
+//! of the cluster's, changed at once by this router's retained publishes (which the
+//! cluster stores before a QoS 1/2 publisher is acknowledged) and by the cluster's
+//! watch for everyone's ([`MqttState::apply_retained`]). The limits are checked
+//! against the mirror, so they hold cluster-wide, up to retained publishes made at
+//! the same moment on several routers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
@@ -18,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::codec::SubOpts;
 use crate::auth::Auth;
+use crate::core::shared::SharedMeta;
 use crate::core::{Message, Pattern};
 use crate::router::Router;
 use crate::translate::mqtt_names::is_share_queue;
@@ -211,6 +222,8 @@ pub struct MqttState {
     /// Bytes of the retained messages ([`retained_size`]); changed under the `retained`
     /// lock, mirrored in the core's [`crate::core::Held::retained`] for the watermark.
     retained_bytes: AtomicU64,
+    /// Clustered: the cluster's retained messages, which `retained` mirrors.
+    retained_replica: Option<Arc<dyn SharedMeta>>,
     /// Sessions holding each `$share` group queue; the queue goes with the last one
     /// (MQTT 5 §4.8.2: a shared subscription lives while a session holds it).
     pub shared_members: Mutex<HashMap<String, usize>>,
@@ -222,7 +235,9 @@ pub struct MqttState {
 
 impl MqttState {
     pub fn new(router: Router, auth: Arc<Auth>, settings: MqttSettings) -> Self {
+        let retained_replica = super::persist::retained_replica(router.core());
         Self {
+            retained_replica,
             router,
             auth,
             settings,
@@ -358,8 +373,9 @@ impl MqttState {
     }
 
     /// Stores (or, for an empty payload, clears) the retained message of a topic, also
-    /// in the durable store: the returned write is what a QoS 1/2 publisher's
-    /// acknowledgement waits for. `Err` when the retained set is full.
+    /// in the durable store (clustered: in the cluster): the returned write is what a
+    /// QoS 1/2 publisher's acknowledgement waits for. `Err` when the retained set is
+    /// full.
     pub fn retain(
         &self,
         topic: &str,
@@ -422,6 +438,41 @@ impl MqttState {
         }
         self.retained_bytes_add(size);
         true
+    }
+
+    /// Clustered: the cluster's retained messages ([`SharedMeta`]), which this router's
+    /// mirror.
+    pub fn retained_replica(&self) -> Option<&Arc<dyn SharedMeta>> {
+        self.retained_replica.as_ref()
+    }
+
+    /// Clustered: the cluster's retained message of `topic` changed (another router set
+    /// or cleared it, or this is its value at start-up; `None`: cleared). Applied as it
+    /// is, without the limits: they were checked where it was set, and a mirror that
+    /// refused it would differ from the others'.
+    pub fn apply_retained(&self, topic: &str, value: Option<Bytes>) {
+        let m = value.and_then(|v| match crate::core::persist::decode(&v) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cluster's retained message unreadable; not kept");
+                None
+            }
+        });
+        let mut r = self.retained();
+        match m.filter(|m| !m.body.is_empty()) {
+            Some(m) => {
+                let size = retained_size(topic, &m);
+                if let Some(old) = r.insert(topic.to_owned(), Arc::new(m)) {
+                    self.retained_bytes_sub(retained_size(topic, &old));
+                }
+                self.retained_bytes_add(size);
+            }
+            None => {
+                if let Some(old) = r.remove(topic) {
+                    self.retained_bytes_sub(retained_size(topic, &old));
+                }
+            }
+        }
     }
 
     /// Bytes held by retained messages.

@@ -104,7 +104,7 @@ impl<T: Transport> Connection<T> {
         if let Destination::Queue(n) = &dest
             && n.starts_with(PRIVATE_PREFIX)
             && crate::router::reply_target(&dest).is_none()
-            && self.shared.router.core().queue(n).is_none()
+            && !self.shared.router.core().reaches_queue(n)
         {
             // A reply to a temporary queue whose owner has gone: nobody can receive it.
             crate::rate_warn!(REPLY_DROPPED, destination = %dest_text, message_id = %message.id, "reply to a temporary queue that no longer exists; message dropped");
