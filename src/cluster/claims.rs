@@ -82,10 +82,27 @@ fn unavailable(e: impl std::fmt::Display) -> ClaimError {
 /// A refused write (or removal): [`ClaimError::Changed`] when the revision was not the
 /// key's last.
 fn update_error(e: kv::UpdateError) -> ClaimError {
-    match e.kind() {
-        kv::UpdateErrorKind::WrongLastRevision => ClaimError::Changed,
-        _ => unavailable(e),
+    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || wrong_last_sequence(&e) {
+        ClaimError::Changed
+    } else {
+        unavailable(e)
     }
+}
+
+/// Whether JetStream refused the write for its expected last sequence: besides the
+/// code the client maps (10071), servers answer 10164 when the key had no message yet
+/// (expected revision 0), which the client reports as some other error.
+fn wrong_last_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>()
+            && matches!(js.error_code().0, 10071 | 10164)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 impl Claims for ClaimBucket {
