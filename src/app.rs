@@ -262,6 +262,7 @@ pub async fn run(
                         if let Some(mirrored) = crate::listener::mqtt::persist::restore(&state) {
                             wait_retained_mirror(mirrored).await;
                         }
+                        crate::listener::mqtt::roaming::start(&state);
                         mqtt_state = Some(Arc::clone(&state));
                         state
                     }

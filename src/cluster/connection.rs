@@ -148,3 +148,7 @@ pub async fn meta_bucket(
     };
     open(js, settings, client, bucket, config).await
 }
+
+/// The bucket of MQTT sessions: one key per client id, claimed by the router serving it
+/// (see `claims`).
+pub const SESSIONS_BUCKET: &str = "SB_SESSIONS";

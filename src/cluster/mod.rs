@@ -1,9 +1,11 @@
 //! Cluster mode: several routers over one NATS JetStream cluster share their
-//! membership, one route table, durable queues and topics (docs/cluster.md). MQTT
-//! sessions, retained messages and the links are still each router's own.
+//! membership, one route table, durable queues and topics, MQTT persistent sessions and
+//! retained messages (docs/cluster.md). The links are still each router's own.
 //!
 //! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`,
-//!   `SB_RETAINED`).
+//!   `SB_RETAINED`, `SB_SESSIONS`).
+//! - [`claims`]: the core's `Claims` over `SB_SESSIONS`: MQTT session records written
+//!   by compare-and-set on the key's revision.
 //! - [`membership`]: this router's key in `SB_NODES`, refreshed while it runs; the
 //!   others' keys are the routers seen.
 //! - [`table`]: a route directory as one KV value (`switchboard routes push` writes it).
@@ -20,6 +22,7 @@
 //! the core's seam to the cluster (`core/shared.rs`); nothing below (core, store,
 //! routes, the edges) knows NATS exists.
 
+mod claims;
 pub mod connection;
 mod follow;
 mod membership;

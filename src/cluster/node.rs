@@ -165,6 +165,7 @@ impl Cluster {
                 "nodes": connection::bucket_name(&self.settings, NODES_BUCKET),
                 "routes": connection::bucket_name(&self.settings, ROUTES_BUCKET),
                 "retained": connection::bucket_name(&self.settings, RETAINED_BUCKET),
+                "sessions": connection::bucket_name(&self.settings, connection::SESSIONS_BUCKET),
             },
             "nodes": nodes,
             "jetstream": jetstream,

@@ -110,6 +110,10 @@ struct Link {
     /// The topic subjects of the queue's bindings.
     filters: watch::Sender<Vec<String>>,
     closed: CancellationToken,
+    /// Set once the first opening of the stream finished (made, or given up because
+    /// the queue was deleted): a deletion waits for it, or it could delete the stream
+    /// before an opening still under way made it again.
+    open_done: watch::Sender<bool>,
 }
 
 impl QueueLink {
@@ -134,6 +138,7 @@ impl QueueLink {
                 settle_rx: Mutex::new(Some(settle_rx)),
                 filters: watch::channel(Vec::new()).0,
                 closed: CancellationToken::new(),
+                open_done: watch::channel(false).0,
                 cx,
             }),
         }
@@ -343,6 +348,8 @@ impl Link {
     /// The queue was deleted: give back what is held, delete the stream and the
     /// subscription's consumer.
     async fn delete(&self) {
+        let mut done = self.open_done.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| *d)).await;
         let held: Vec<Subject> = self.held().drain().map(|(_, r)| r).collect();
         let client = self.cx.js.client();
         for reply in held {
@@ -399,7 +406,9 @@ impl SharedLog for QueueLink {
                 }
                 return;
             }
-            let Some(work) = link.open().await else {
+            let work = link.open().await;
+            link.open_done.send_replace(true);
+            let Some(work) = work else {
                 return;
             };
             link.ready.send_replace(true);
@@ -445,6 +454,17 @@ impl SharedLog for QueueLink {
         subjects.sort();
         subjects.dedup();
         self.inner.filters.send_replace(subjects);
+    }
+
+    fn detach(&self) {
+        self.inner.closed.cancel();
+        let held: Vec<Subject> = self.inner.held().drain().map(|(_, r)| r).collect();
+        let client = self.inner.cx.js.client();
+        self.inner.cx.runtime.spawn(async move {
+            for reply in held {
+                let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
+            }
+        });
     }
 
     fn close(&self) {

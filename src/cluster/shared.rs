@@ -2,9 +2,11 @@
 //! across routers (docs/cluster.md).
 //!
 //! - A queue is shared when it is durable, not auto-deleted and not one of the
-//!   router's own (`$…`: private subscription queues, MQTT session queues, link
-//!   queues); its link is a [`QueueLink`]. MQTT `$share` groups are shared too, as a
-//!   topic consumer only ([`Kind::Group`]).
+//!   router's own (`$…`: private subscription queues, link queues); its link is a
+//!   [`QueueLink`]. MQTT `$share` groups are shared too, as a topic consumer only
+//!   ([`Kind::Group`]), and so is a persistent MQTT session's queue (`$mqtt.s.…`), so
+//!   the session can resume on another router.
+//! - The MQTT sessions' records are [`ClaimBucket`]'s (`<prefix>SB_SESSIONS`).
 //! - A topic publish goes once to subject `<root>.t.<levels>`: the topic stream
 //!   `<prefix>SB_TOPICS` (interest retention: kept only while a durable subscription's
 //!   consumer still wants it) captures it for the durable subscriptions, and the
@@ -31,6 +33,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use super::claims::ClaimBucket;
 use super::names;
 use super::outbox::Outbox;
 use super::queue_link::{Kind, QueueLink};
@@ -38,11 +41,13 @@ use super::replicated::MetaBucket;
 use crate::config::ClusterSettings;
 use crate::core::pattern::Pattern;
 use crate::core::queue::QueueOptions;
+use crate::core::shared::claims::Claims;
 use crate::core::shared::{Shared, SharedLog, SharedMeta};
 use crate::core::{Core, Message, persist};
 use crate::listener::mqtt::persist::META_MQTT_RETAINED;
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
+use crate::translate::mqtt_names::SESSION_QUEUE_PREFIX;
 
 /// The header naming the router a topic publish came from.
 const NODE_HEADER: &str = "Sb-Node";
@@ -93,6 +98,8 @@ pub struct SharedCluster {
     core: OnceLock<Core>,
     /// The MQTT listener's retained messages.
     retained: Arc<MetaBucket>,
+    /// The MQTT sessions' records (`<prefix>SB_SESSIONS`).
+    claims: Arc<ClaimBucket>,
 }
 
 impl SharedCluster {
@@ -126,10 +133,19 @@ impl SharedCluster {
             })
             .await
             .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))?;
+        let sessions = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::SESSIONS_BUCKET,
+            "Switchboard MQTT sessions: one key per client id, written by the router serving it",
+        )
+        .await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let runtime = tokio::runtime::Handle::current();
+        let claims_runtime = runtime.clone();
         let cx = Arc::new(Context {
             js: js.clone(),
             runtime: runtime.clone(),
@@ -162,6 +178,7 @@ impl SharedCluster {
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
             retained,
+            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
         }))
     }
 
@@ -209,7 +226,10 @@ impl Shared for SharedCluster {
         }
         let kind = if crate::translate::mqtt_names::is_share_queue(name) {
             Kind::Group
-        } else if name.starts_with('$') {
+        } else if name.starts_with('$') && !name.starts_with(SESSION_QUEUE_PREFIX) {
+            // The router's own `$` queues stay local, except a persistent MQTT
+            // session's: its messages must outlive the router, for the session to
+            // resume elsewhere.
             return None;
         } else {
             Kind::Queue
@@ -260,6 +280,10 @@ impl Shared for SharedCluster {
 
     fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
         (ns == META_MQTT_RETAINED).then(|| Arc::clone(&self.retained) as Arc<dyn SharedMeta>)
+    }
+
+    fn claims(&self) -> Option<Arc<dyn Claims>> {
+        Some(Arc::clone(&self.claims) as Arc<dyn Claims>)
     }
 }
 

@@ -113,6 +113,11 @@ impl Core {
         self.inner.shared.is_some()
     }
 
+    /// The cluster's claimed records (MQTT sessions), when clustered.
+    pub fn claims(&self) -> Option<Arc<dyn super::shared::claims::Claims>> {
+        self.inner.shared.as_ref()?.claims()
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.inner.config
     }
@@ -187,6 +192,23 @@ impl Core {
             s.delete(super::durable::META_QUEUE, name);
         }
         Some(q.close())
+    }
+
+    /// Forgets a shared queue on this router only, when nobody here consumes it: the
+    /// cluster keeps it and its messages (another router serves it now: an MQTT session
+    /// that moved). False when it is not here, is local, or has consumers.
+    pub fn unload_queue(&self, name: &str) -> bool {
+        let removed = {
+            let mut queues = write(&self.inner.queues);
+            match queues.get(name) {
+                Some(q) if q.is_shared() && q.consumer_count() == 0 => queues.remove(name),
+                _ => None,
+            }
+        };
+        let Some(q) = removed else { return false };
+        self.unbind_all(&q);
+        q.unload();
+        true
     }
 
     /// Deletes `queue` if the registry still holds this very queue (an auto-delete queue

@@ -481,6 +481,16 @@ impl Queue {
 
     /// Marks the queue deleted and wakes everyone waiting on it. Returns what it held.
     pub(crate) fn close(&self) -> usize {
+        self.close_as(false)
+    }
+
+    /// Closes a shared queue on this router only: what it fetched goes back to the
+    /// cluster, which keeps the queue (see [`super::Core::unload_queue`]).
+    pub(crate) fn unload(&self) -> usize {
+        self.close_as(true)
+    }
+
+    fn close_as(&self, here_only: bool) -> usize {
         let mut st = self.lock();
         st.deleted = true;
         if let Some(log) = self.log() {
@@ -490,7 +500,11 @@ impl Queue {
             for e in &st.ready {
                 s.release(e.seq);
             }
-            s.close();
+            if here_only {
+                s.detach();
+            } else {
+                s.close();
+            }
         }
         self.wants.notify_one();
         let n = st.ready.len();

@@ -94,6 +94,12 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
         let _ = ns;
         None
     }
+
+    /// The records one router at a time owns (MQTT sessions), if the cluster keeps
+    /// them: see [`claims`].
+    fn claims(&self) -> Option<Arc<dyn claims::Claims>> {
+        None
+    }
 }
 
 /// One shared queue's link to the cluster, owned by its [`Queue`].
@@ -114,6 +120,10 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
 
     /// The queue's topic bindings are now `patterns` (possibly none).
     fn bind(&self, patterns: &[Pattern]);
+
+    /// The queue is no longer served by this router (the cluster keeps it): stop
+    /// feeding it and release what was fetched, without deleting anything.
+    fn detach(&self);
 
     /// The queue was deleted (by a user: an admin `DELETE`, an ended durable
     /// subscription): stop feeding it, release what was fetched, and delete it in the
@@ -162,6 +172,7 @@ impl Feed {
     }
 }
 
+pub mod claims;
 /// Called with a key of a [`SharedMeta`] namespace and its new value (`None`: the key
 /// was deleted). Values are what the owner wrote: the cluster stores them as given.
 pub type MetaApply = Box<dyn Fn(&str, Option<Bytes>) + Send + Sync>;

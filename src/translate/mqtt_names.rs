@@ -112,10 +112,13 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
 /// belong to sessions, never to be named by a client (`auth/owner.rs` reads it).
 pub const MQTT_QUEUE_PREFIX: &str = "$mqtt.";
 
+/// Prefix of the session queues ([`session_queue`]).
+pub const SESSION_QUEUE_PREFIX: &str = "$mqtt.s.";
+
 /// The core queue name of a client's session: the client id with anything outside a
 /// safe set percent-encoded, so every client id gives a valid, distinct name.
 pub fn session_queue(client_id: &str) -> String {
-    let mut out = format!("{MQTT_QUEUE_PREFIX}s.");
+    let mut out = SESSION_QUEUE_PREFIX.to_owned();
     for b in client_id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
             out.push(b as char);

@@ -2,11 +2,13 @@
 //!
 //! `codec` wraps the `rmqtt-codec` crate behind version-neutral packet types, `convert`
 //! maps PUBLISH to and from the canonical message, `state` holds what outlives a
-//! connection (sessions by client id, retained messages), `session` runs one connection.
+//! connection (sessions by client id, retained messages), `session` runs one connection,
+//! `roaming` moves sessions between the routers of a cluster.
 
 pub mod codec;
 pub mod convert;
 pub mod persist;
+pub mod roaming;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -14,6 +14,7 @@
 //! so the message is not lost; a client that resends the PUBLISH itself may cause one
 //! duplicate.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,17 +63,13 @@ fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
-/// set when the client just left (the expiry clock runs from then).
-pub fn save_session(
-    state: &MqttState,
-    client_id: &str,
+/// A session as stored: what [`save_session`] writes and [`decode_session`] reads.
+pub fn encode_session(
     owner: &str,
     data: &SessionData,
     expiry: u32,
     offline_since: Option<SystemTime>,
-) -> Option<StoreWait> {
-    let store = state.router.core().store()?;
+) -> Result<Vec<u8>, serde_json::Error> {
     let stored = StoredSession {
         owner: Some(owner.to_owned()),
         expiry,
@@ -94,17 +91,91 @@ pub fn save_session(
             })
             .collect(),
     };
-    match serde_json::to_vec(&stored) {
-        Ok(v) => Some(store.put(META_MQTT_SESSION, client_id, v)),
-        Err(e) => {
-            tracing::warn!(client_id, error = %e, "session not stored");
-            None
-        }
-    }
+    serde_json::to_vec(&stored)
 }
 
-/// Forgets a session that ended for good.
-pub fn forget_session(state: &MqttState, client_id: &str) {
+/// A stored session, read back.
+#[derive(Debug)]
+pub struct Decoded {
+    pub owner: Option<String>,
+    /// Session expiry interval, seconds.
+    pub expiry: u32,
+    /// How long it has left before it expires offline (`None`: online, or never).
+    pub left: Option<Duration>,
+    pub subs: std::collections::BTreeMap<String, Sub>,
+}
+
+/// Reads what [`encode_session`] wrote; subscriptions whose pattern no longer parses
+/// are left out.
+pub fn decode_session(bytes: &[u8], now: SystemTime) -> Result<Decoded, serde_json::Error> {
+    let stored: StoredSession = serde_json::from_slice(bytes)?;
+    let left = stored
+        .expires_at_ms
+        .map(|at| Duration::from_millis(at.saturating_sub(millis(now))));
+    let subs = stored
+        .subs
+        .into_iter()
+        .filter_map(|s| {
+            let pattern = Pattern::parse(&s.pattern).ok()?;
+            Some((
+                s.filter,
+                Sub {
+                    opts: SubOpts {
+                        qos: s.qos,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling: s.retain_handling,
+                    },
+                    pattern,
+                    shared_queue: s.shared_queue,
+                    subscription_id: s.subscription_id,
+                },
+            ))
+        })
+        .collect();
+    Ok(Decoded {
+        owner: stored.owner,
+        expiry: stored.expiry,
+        left,
+        subs,
+    })
+}
+
+/// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
+/// set when the client just left (the expiry clock runs from then). Clustered, the
+/// record is the session's claim (see [`super::roaming`]), written over `claim`, the
+/// revision this router's entry holds (none: the session is not this router's). Never
+/// takes the sessions lock: callers may hold it.
+pub fn save_session(
+    state: &MqttState,
+    client_id: &str,
+    owner: &str,
+    data: &SessionData,
+    expiry: u32,
+    offline_since: Option<SystemTime>,
+    claim: Option<&Arc<AtomicU64>>,
+) -> Option<StoreWait> {
+    let bytes = match encode_session(owner, data, expiry, offline_since) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(client_id, error = %e, "session not stored");
+            return None;
+        }
+    };
+    if let Some(claims) = state.router.core().claims() {
+        return Some(super::roaming::save(claims, client_id, bytes, claim?));
+    }
+    let store = state.router.core().store()?;
+    Some(store.put(META_MQTT_SESSION, client_id, bytes))
+}
+
+/// Forgets a session that ended for good. `claim`: the revision its entry claimed
+/// (clustered, the record is removed only while it is still that one).
+pub fn forget_session(state: &MqttState, client_id: &str, claim: Option<u64>) {
+    if let Some(claims) = state.router.core().claims() {
+        super::roaming::forget(claims, client_id, claim);
+        return;
+    }
     if let Some(store) = state.router.core().store() {
         store.delete(META_MQTT_SESSION, client_id);
     }
@@ -206,7 +277,7 @@ fn restore_retained(state: &MqttState, core: &crate::core::Core, now: SystemTime
 fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: SystemTime) {
     let mut sessions = 0usize;
     for (client_id, bytes) in core.take_recovered(META_MQTT_SESSION) {
-        let stored: StoredSession = match serde_json::from_slice(&bytes) {
+        let stored = match decode_session(&bytes, now) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client_id, error = %e, "stored MQTT session unreadable; dropped");
@@ -214,42 +285,26 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
             }
         };
         let queue = session_queue(&client_id);
-        let left = stored
-            .expires_at_ms
-            .map(|at| Duration::from_millis(at.saturating_sub(millis(now))));
+        let left = stored.left;
         if left.is_some_and(|l| l.is_zero()) || core.queue(&queue).is_none() {
             core.delete_queue(&queue);
-            forget_session(state, &client_id);
+            forget_session(state, &client_id, None);
             tracing::info!(
                 client_id,
                 "stored session expired while the router was down"
             );
             continue;
         }
-        let mut data = SessionData::default();
-        for s in stored.subs {
-            let Ok(pattern) = Pattern::parse(&s.pattern) else {
-                continue;
-            };
+        let data = SessionData {
+            subs: stored.subs,
+            ..Default::default()
+        };
+        for s in data.subs.values() {
             if let Some(q) = &s.shared_queue
                 && is_share_queue(q)
             {
                 state.share_join(q);
             }
-            data.subs.insert(
-                s.filter,
-                Sub {
-                    opts: SubOpts {
-                        qos: s.qos,
-                        no_local: s.no_local,
-                        retain_as_published: s.retain_as_published,
-                        retain_handling: s.retain_handling,
-                    },
-                    pattern,
-                    shared_queue: s.shared_queue,
-                    subscription_id: s.subscription_id,
-                },
-            );
         }
         let pending = tokio_util::sync::CancellationToken::new();
         let client_id: Arc<str> = client_id.into();
@@ -260,6 +315,7 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
                 data: Arc::new(Mutex::new(data)),
                 holder: None,
                 pending: Some(pending.clone()),
+                claim: None,
             },
         );
         if let Some(left) = left {

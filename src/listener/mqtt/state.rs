@@ -199,6 +199,16 @@ pub struct SessionEntry {
     pub holder: Option<Holder>,
     /// Pending delayed will or session expiry; cancelled when a client takes the session.
     pub pending: Option<CancellationToken>,
+    /// Clustered: the revision of this router's claim on the client id (see
+    /// [`super::roaming`]), advanced by each write of the session's record.
+    pub claim: Option<Arc<AtomicU64>>,
+}
+
+impl SessionEntry {
+    /// The revision this router claimed, if it did.
+    pub fn claimed(&self) -> Option<u64> {
+        self.claim.as_ref().map(|c| c.load(Ordering::Acquire))
+    }
 }
 
 /// Shared by every MQTT connection of the daemon.

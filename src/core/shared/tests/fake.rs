@@ -48,6 +48,8 @@ pub(super) struct Calls {
     pub releases: Vec<(String, u64)>,
     pub binds: Vec<(String, Vec<String>)>,
     pub closed: Vec<String>,
+    /// Queues [`SharedLog::detach`]ed (unloaded here, kept in the cluster).
+    pub detached: Vec<String>,
     pub interest: Vec<(String, bool)>,
 }
 
@@ -219,6 +221,10 @@ impl SharedLog for FakeLog {
             .calls()
             .binds
             .push((self.name.clone(), patterns));
+    }
+
+    fn detach(&self) {
+        self.cluster.calls().detached.push(self.name.clone());
     }
 
     fn close(&self) {

@@ -560,3 +560,31 @@ async fn a_dead_letter_is_acked_only_once_its_copy_is_confirmed() {
     assert_eq!(cluster.acks("work"), [1]);
     assert_eq!(cluster.releases("work"), [2]);
 }
+
+#[tokio::test]
+async fn unloading_a_shared_queue_releases_and_detaches_without_deleting() {
+    let (core, cluster) = FakeCluster::core();
+    let q = core.declare_queue("work", None).unwrap();
+    core.bind("work", "a.*").unwrap();
+    let c = core.consume("work", ConsumeOptions::manual(5)).unwrap();
+    assert!(!core.unload_queue("work"), "not while a consumer is here");
+    drop(c);
+    for t in 1..=2 {
+        cluster.arrive("work", Message::new("m"), t, 0);
+    }
+    assert!(core.unload_queue("work"));
+    assert!(core.queue("work").is_none(), "gone from this router");
+    assert_eq!(cluster.releases("work"), [1, 2]);
+    assert_eq!(cluster.calls().detached, ["work"]);
+    assert!(
+        cluster.calls().closed.is_empty(),
+        "the cluster keeps the queue"
+    );
+    assert!(core.bindings("work").is_empty());
+    assert!(cluster.feed("work").queue().is_none());
+    drop(q);
+    assert!(!core.unload_queue("work"));
+    // A local queue is never unloaded.
+    core.declare_queue("$local", None).unwrap();
+    assert!(!core.unload_queue("$local"));
+}

@@ -21,6 +21,7 @@ use crate::listener::limit::ConnSlot;
 use crate::listener::mqtt::codec::{CodecError, Connect, In, Out, Version};
 use crate::listener::mqtt::convert::publish_destination;
 use crate::listener::mqtt::persist;
+use crate::listener::mqtt::roaming::{self, Refused};
 use crate::listener::mqtt::state::{Handoff, Holder, Leave, MqttState, SessionData};
 use crate::translate::mqtt_names::session_queue;
 
@@ -190,7 +191,47 @@ pub(super) async fn connect_session<T: Transport>(
     // ---- Client-id ownership (issue 19) ----
     // A client id whose session belongs to another user is refused before anything of
     // that session is touched: not taken over, not drained, not discarded.
-    if let Err(owner) = state.claim_client_id(&client_id, &principal.owner_id()) {
+    // Clustered, the cluster's record of the client id says whose it is, and claiming
+    // it makes this router the one serving it (see `roaming`).
+    let mut claimed = None;
+    if let Some(claims) = state.router.core().claims() {
+        match roaming::claim(
+            state,
+            &claims,
+            &client_id,
+            &principal.owner_id(),
+            c.clean_start,
+            c.session_expiry,
+        )
+        .await
+        {
+            Ok(cl) => claimed = Some(cl),
+            Err(Refused::Owner(owner)) => {
+                tracing::warn!(
+                    client_id = &*client_id,
+                    owner = %owner,
+                    "client id belongs to another user: connection refused"
+                );
+                let _ = t
+                    .send(connack(
+                        reason_code::NOT_AUTHORIZED,
+                        Some("this client id belongs to another user".into()),
+                    ))
+                    .await;
+                return None;
+            }
+            Err(Refused::Unavailable(e)) => {
+                tracing::warn!(client_id = &*client_id, error = %e, "cluster: client id not claimed: connection refused");
+                let _ = t
+                    .send(connack(
+                        reason_code::SERVER_UNAVAILABLE,
+                        Some("the session cannot be claimed in the cluster now".into()),
+                    ))
+                    .await;
+                return None;
+            }
+        }
+    } else if let Err(owner) = state.claim_client_id(&client_id, &principal.owner_id()) {
         tracing::warn!(
             client_id = &*client_id,
             owner = &*owner,
@@ -207,11 +248,38 @@ pub(super) async fn connect_session<T: Transport>(
     // ---- end of client-id ownership ----
 
     // Take the session over: make any current holder leave and wait until it has.
+    // A session served elsewhere until now, restored here from the cluster's record.
+    let mut restored_here = false;
     let (data, session_present, wait_gone) = {
         let mut sessions = state.sessions();
         let entry = sessions.entry(client_id.clone()).or_default();
         // Claimed above; set again in case the entry went and came back in between.
         entry.owner.get_or_insert_with(|| principal.owner_id());
+        if let Some(cl) = &mut claimed {
+            // The cluster's record is the truth: the user it names, the revision this
+            // router now holds, and the subscriptions of a session served elsewhere.
+            entry.owner = Some(principal.owner_id());
+            entry
+                .claim
+                .get_or_insert_with(Default::default)
+                .store(cl.revision, std::sync::atomic::Ordering::Release);
+            if let Some(subs) = cl.restored.take() {
+                let old = std::mem::replace(
+                    &mut entry.data,
+                    Arc::new(Mutex::new(SessionData::default())),
+                );
+                state.release_session(&old.lock().unwrap_or_else(PoisonError::into_inner));
+                if !c.clean_start {
+                    roaming::join_groups(state, &subs);
+                    entry
+                        .data
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .subs = subs;
+                    restored_here = true;
+                }
+            }
+        }
         let wait_gone = entry.holder.take().map(|h| {
             h.kick(Leave::TakenOver);
             h.handoff
@@ -220,11 +288,12 @@ pub(super) async fn connect_session<T: Transport>(
             p.cancel();
         }
         let present = !c.clean_start
-            && state
-                .router
-                .core()
-                .queue(&session_queue(&client_id))
-                .is_some();
+            && (claimed.as_ref().is_some_and(|cl| cl.existed)
+                || state
+                    .router
+                    .core()
+                    .queue(&session_queue(&client_id))
+                    .is_some());
         if c.clean_start {
             let old = std::mem::replace(
                 &mut entry.data,
@@ -243,14 +312,24 @@ pub(super) async fn connect_session<T: Transport>(
     }
     let core = state.router.core().clone();
     let queue = session_queue(&client_id);
-    if c.clean_start {
+    if let Some(cl) = &claimed {
+        // A clean start (or a session that expired while its router was gone) discards
+        // the queue in the cluster, also when it was never open on this router. The
+        // record was written afresh by the claim.
+        if cl.discard_queue && core.queue(&queue).is_none() {
+            let _ = core.declare_queue(&queue, Some(session_queue_options(state, true)));
+        }
+        if cl.discard_queue || c.clean_start {
+            core.delete_queue(&queue);
+        }
+    } else if c.clean_start {
         // A clean start discards the previous session's queue (its shared and queue
         // subscriptions were per-session consumers, gone with the old connection).
         core.delete_queue(&queue);
-        persist::forget_session(state, &client_id);
+        persist::forget_session(state, &client_id, None);
     }
     let persistent = c.session_expiry > 0;
-    if persistent {
+    if persistent && claimed.is_none() {
         // Online now: the stored session no longer carries an expiry deadline.
         let d = data.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = persist::save_session(
@@ -260,6 +339,7 @@ pub(super) async fn connect_session<T: Transport>(
             &d,
             c.session_expiry,
             None,
+            None,
         );
     }
     // The session queue is attached now when the session outlives this connection, and
@@ -267,7 +347,9 @@ pub(super) async fn connect_session<T: Transport>(
     // Expiry Interval (MQTT 5: 0, the session ends with this connection) still gets what
     // was queued and what its subscriptions bring while it is connected.
     let attach_now = persistent || session_present;
-    let opts = session_queue_options(state, persistent);
+    // A session resumed from the cluster keeps its queue there, whatever this
+    // connection's expiry (it ends the session when it goes, deleting it there).
+    let opts = session_queue_options(state, persistent || restored_here);
     let receive_max = c.receive_max.clamp(1, state.settings.max_inflight.max(1));
     let notify = Arc::new(Notify::new());
     let attach = |name: &str, opts: Option<QueueOptions>| -> Result<Consumer, String> {
@@ -290,6 +372,13 @@ pub(super) async fn connect_session<T: Transport>(
                 return None;
             }
         }
+        if restored_here {
+            roaming::rebind(
+                &core,
+                &queue,
+                &data.lock().unwrap_or_else(PoisonError::into_inner),
+            );
+        }
     }
     // Resume shared and queue subscriptions of a persistent session.
     let shared: Vec<String> = data
@@ -308,15 +397,29 @@ pub(super) async fn connect_session<T: Transport>(
         }
     }
     let handoff = Arc::new(Handoff::default());
-    state
-        .sessions()
-        .entry(client_id.clone())
-        .or_default()
-        .holder = Some(Holder {
+    let holder = Holder {
         conn,
         notify: Arc::clone(&notify),
         handoff: Arc::clone(&handoff),
-    });
+    };
+    // Clustered, another router may have claimed the client id since this one did
+    // (its change seen before this connection held the session): then this connection
+    // is taken over at once, and leaves the session alone.
+    let taken = {
+        let mut sessions = state.sessions();
+        let taken = claimed.as_ref().is_some_and(|cl| {
+            sessions.get(&client_id).and_then(|e| e.claimed()) != Some(cl.revision)
+        });
+        if !taken {
+            sessions.entry(client_id.clone()).or_default().holder = Some(holder.clone());
+        }
+        taken
+    };
+    if taken {
+        holder.kick(Leave::TakenOver);
+    } else if let Some(cl) = &claimed {
+        roaming::recheck(state, &client_id, cl.revision);
+    }
     let ack = Out::ConnAck {
         session_present,
         code: reason_code::SUCCESS,

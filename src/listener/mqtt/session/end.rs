@@ -74,6 +74,7 @@ impl<T: Transport> Connection<T> {
             {
                 entry.holder = None;
                 if expiry == 0 {
+                    let claim = entry.claimed();
                     if let Some(e) = sessions.remove(&client_id) {
                         state.release_session(
                             &e.data.lock().unwrap_or_else(PoisonError::into_inner),
@@ -81,7 +82,7 @@ impl<T: Transport> Connection<T> {
                     }
                     // A session that was persistent and now ends with expiry 0 goes too.
                     state.router.core().delete_queue(&queue);
-                    persist::forget_session(&state, &client_id);
+                    persist::forget_session(&state, &client_id, claim);
                 } else {
                     entry.pending = Some(pending.clone());
                     let d = entry.data.lock().unwrap_or_else(PoisonError::into_inner);
@@ -92,6 +93,7 @@ impl<T: Transport> Connection<T> {
                         &d,
                         expiry,
                         Some(std::time::SystemTime::now()),
+                        entry.claim.as_ref(),
                     );
                 }
             }
@@ -144,11 +146,12 @@ pub(in crate::listener::mqtt) fn spawn_expiry(
                 if sessions.get(&*client_id).is_some_and(|e| e.holder.is_none()) {
                     let gone = sessions.remove(&*client_id);
                     drop(sessions);
+                    let claim = gone.as_ref().and_then(|e| e.claimed());
                     if let Some(e) = gone {
                         state.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
                     }
                     state.router.core().delete_queue(&queue);
-                    persist::forget_session(&state, &client_id);
+                    persist::forget_session(&state, &client_id, claim);
                     tracing::info!(client_id = &*client_id, "session expired");
                 }
             }

@@ -9,6 +9,7 @@ pub const PROTOCOL_ERROR: u8 = 0x82;
 pub const CLIENT_ID_INVALID: u8 = 0x85;
 pub const BAD_CREDENTIALS: u8 = 0x86;
 pub const NOT_AUTHORIZED: u8 = 0x87;
+pub const SERVER_UNAVAILABLE: u8 = 0x88;
 pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
 pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
 pub const SESSION_TAKEN_OVER: u8 = 0x8E;

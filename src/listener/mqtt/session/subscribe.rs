@@ -240,6 +240,11 @@ impl<T: Transport> Connection<T> {
         if self.session_expiry == 0 {
             return;
         }
+        let claim = self
+            .state
+            .sessions()
+            .get(&*self.client_id)
+            .and_then(|e| e.claim.clone());
         let write = {
             let d = self.data();
             super::super::persist::save_session(
@@ -249,6 +254,7 @@ impl<T: Transport> Connection<T> {
                 &d,
                 self.session_expiry,
                 None,
+                claim.as_ref(),
             )
         };
         if let Some(w) = write

@@ -1,0 +1,226 @@
+//! The core's [`Claims`] over a KV bucket (`<prefix>SB_SESSIONS`): one key per record
+//! (an MQTT client id), written with JetStream's expected-last-revision check, so a
+//! claim is a compare-and-set on the key's revision (docs/cluster.md, "MQTT sessions").
+//!
+//! - Key: the record's key with every byte outside `A-Z a-z 0-9 -` written `=XX`
+//!   (reversible: a watch gives back the key itself, also for a removal).
+//! - Value: the writing router's node name, a newline, then the owner's data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::core::shared::claims::{Claim, ClaimChange, ClaimError, Claims};
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct ClaimBucket {
+    kv: kv::Store,
+    node: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClaimBucket {
+    pub(super) fn new(kv: kv::Store, node: String, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        Arc::new(Self { kv, node, runtime })
+    }
+}
+
+/// The KV key of `key` (see the module docs).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        // A KV key cannot be empty.
+        out.push('=');
+    }
+    out
+}
+
+/// The key back from its KV form; `None` for one this module did not write.
+fn decode_key(kv_key: &str) -> Option<String> {
+    if kv_key == "=" {
+        return Some(String::new());
+    }
+    let b = kv_key.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' {
+            let hex = kv_key.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn split_value(v: &Bytes) -> Option<(String, Bytes)> {
+    let nl = v.iter().position(|b| *b == b'\n')?;
+    let node = std::str::from_utf8(&v[..nl]).ok()?.to_owned();
+    Some((node, v.slice(nl + 1..)))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ClaimError {
+    ClaimError::Unavailable(e.to_string())
+}
+
+/// A refused write (or removal): [`ClaimError::Changed`] when the revision was not the
+/// key's last.
+fn update_error(e: kv::UpdateError) -> ClaimError {
+    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || wrong_last_sequence(&e) {
+        ClaimError::Changed
+    } else {
+        unavailable(e)
+    }
+}
+
+/// Whether JetStream refused the write for its expected last sequence: besides the
+/// code the client maps (10071), servers answer 10164 when the key had no message yet
+/// (expected revision 0), which the client reports as some other error.
+fn wrong_last_sequence(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>()
+            && matches!(js.error_code().0, 10071 | 10164)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+impl Claims for ClaimBucket {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn read(&self, key: &str) -> BoxFuture<'static, Result<Option<Claim>, ClaimError>> {
+        let kv = self.kv.clone();
+        let key = encode_key(key);
+        Box::pin(async move {
+            let Some(e) = kv.entry(key).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            if e.operation != kv::Operation::Put {
+                return Ok(Some(Claim {
+                    node: String::new(),
+                    revision: e.revision,
+                    value: Bytes::new(),
+                }));
+            }
+            let (node, value) = split_value(&e.value).unwrap_or_default();
+            Ok(Some(Claim {
+                node,
+                revision: e.revision,
+                value,
+            }))
+        })
+    }
+
+    fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> BoxFuture<'static, Result<u64, ClaimError>> {
+        let kv = self.kv.clone();
+        let key = encode_key(key);
+        let mut v = BytesMut::with_capacity(self.node.len() + 1 + value.len());
+        v.extend_from_slice(self.node.as_bytes());
+        v.extend_from_slice(b"\n");
+        v.extend_from_slice(&value);
+        let v = v.freeze();
+        Box::pin(async move { kv.update(key, v, revision).await.map_err(update_error) })
+    }
+
+    fn remove(&self, key: &str, revision: u64) -> BoxFuture<'static, Result<(), ClaimError>> {
+        let kv = self.kv.clone();
+        let key = encode_key(key);
+        Box::pin(async move {
+            kv.delete_expect_revision(key, Some(revision))
+                .await
+                .map_err(update_error)
+        })
+    }
+
+    fn watch(&self) -> mpsc::UnboundedReceiver<ClaimChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.runtime.spawn(follow(self.kv.clone(), tx));
+        rx
+    }
+}
+
+/// Forwards every change of the bucket until the receiver goes; a watch that fails is
+/// made again from the revision after the last one seen, so none is missed.
+async fn follow(kv: kv::Store, tx: mpsc::UnboundedSender<ClaimChange>) {
+    let mut next: Option<u64> = None;
+    loop {
+        let watch = match next {
+            None => kv.watch_all().await,
+            Some(r) => kv.watch_all_from_revision(r).await,
+        };
+        match watch {
+            Ok(mut w) => {
+                while let Some(e) = w.next().await {
+                    let Ok(e) = e else { break };
+                    next = Some(e.revision + 1);
+                    let Some(key) = decode_key(&e.key) else {
+                        continue;
+                    };
+                    let node = (e.operation == kv::Operation::Put)
+                        .then(|| split_value(&e.value).map(|(n, _)| n))
+                        .flatten();
+                    let change = ClaimChange {
+                        key,
+                        revision: e.revision,
+                        node,
+                    };
+                    if tx.send(change).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot watch the sessions bucket; retrying")
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        for k in ["", "a", "client-1", "a.b c/d_e=f", "é€", "$mqtt"] {
+            let e = encode_key(k);
+            assert!(
+                e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'='),
+                "{e}"
+            );
+            assert_eq!(decode_key(&e).as_deref(), Some(k));
+        }
+    }
+}
