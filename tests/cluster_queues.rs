@@ -21,7 +21,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{Buckets, URLS, router_on};
+use common::cluster::{Buckets, URLS, router_on, run_scenario};
 use common::{
     Daemon, http_json, password_hash, peer_lock, python, python_scenario, unique_prefix, wait_until,
 };
@@ -44,49 +44,29 @@ fn scenario(routers: &[Daemon], prefix: &str, name: &str, extra: &[&str]) -> Str
         panic!("three routers")
     };
     let port = |d: &Daemon, l: &str| d.addr(l).port().to_string();
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/cluster_shared.py"
-        ))
-        .args(["--port", &port(a, "stomp")])
-        .args([
-            "--b-stomp",
-            &port(b, "stomp"),
-            "--c-stomp",
-            &port(c, "stomp"),
-        ])
-        .args(["--mqtt-a", &port(a, "mqtt"), "--mqtt-b", &port(b, "mqtt")])
-        .args(["--mqtt-c", &port(c, "mqtt"), "--prefix", prefix])
-        .args(["--timeout", "20"])
-        .args(extra)
-        .arg(name)
-        // nats-ctl.sh finds nats-server next to this Python (a worktree has no .venv).
-        .env("SWITCHBOARD_PYTHON", python())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !(out.status.success() && stdout.trim_end().ends_with("ok")) {
-        let logs: String = ["A", "B", "C"]
-            .iter()
-            .zip(routers)
-            .map(|(n, d)| {
-                format!(
-                    "\n===== router {n} log (last 150 lines) =====\n{}",
-                    tail(&d.log(), 150)
-                )
-            })
-            .collect();
-        panic!("scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}{logs}");
-    }
-    eprintln!("{name}: {stdout}{stderr}");
-    stdout
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let mut args: Vec<String> = [
+        "--port",
+        &port(a, "stomp"),
+        "--b-stomp",
+        &port(b, "stomp"),
+        "--c-stomp",
+        &port(c, "stomp"),
+        "--mqtt-a",
+        &port(a, "mqtt"),
+        "--mqtt-b",
+        &port(b, "mqtt"),
+        "--mqtt-c",
+        &port(c, "mqtt"),
+        "--prefix",
+        prefix,
+        "--timeout",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run_scenario("cluster_shared.py", &args, name, routers)
 }
 
 fn prefix(name: &str) -> String {

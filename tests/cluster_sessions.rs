@@ -15,10 +15,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::cluster::{Buckets, URLS, router_on};
-use common::{Daemon, peer_lock, python, unique_prefix};
+use common::cluster::{Buckets, URLS, router_on, run_scenario};
+use common::{Daemon, peer_lock, unique_prefix};
 
 fn routers(prefix: &str) -> Vec<Daemon> {
     ["a", "b", "c"]
@@ -34,43 +32,21 @@ fn scenario(routers: &[Daemon], name: &str, extra: &[&str]) -> String {
         panic!("three routers")
     };
     let port = |d: &Daemon| d.addr("mqtt").port().to_string();
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/cluster_mqtt_sessions.py"
-        ))
-        .args([
-            "--port",
-            &port(a),
-            "--mqtt-b",
-            &port(b),
-            "--mqtt-c",
-            &port(c),
-        ])
-        .args(["--timeout", "20"])
-        .args(extra)
-        .arg(name)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !(out.status.success() && stdout.trim_end().ends_with("ok")) {
-        let logs: String = ["A", "B", "C"]
-            .iter()
-            .zip(routers)
-            .map(|(n, d)| {
-                let log = d.log();
-                let lines: Vec<&str> = log.lines().collect();
-                format!(
-                    "\n===== router {n} log (last 150 lines) =====\n{}",
-                    lines[lines.len().saturating_sub(150)..].join("\n")
-                )
-            })
-            .collect();
-        panic!("scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}{logs}");
-    }
-    eprintln!("{name}: {stdout}{stderr}");
-    stdout
+    let mut args: Vec<String> = [
+        "--port",
+        &port(a),
+        "--mqtt-b",
+        &port(b),
+        "--mqtt-c",
+        &port(c),
+        "--timeout",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run_scenario("cluster_mqtt_sessions.py", &args, name, routers)
 }
 
 fn prefix(name: &str) -> String {

@@ -99,3 +99,43 @@ pub fn router_on(servers: &str, node: &str, prefix: &str, extra: &str) -> Daemon
         &["--config", &config, "--cluster", servers, "--node", node],
     )
 }
+
+/// Runs `tests/py/SCRIPT` with `args` then `scenario` (the script prints `ok` last when
+/// it passed) and returns what it printed; on failure, panics with its output and the
+/// last 150 log lines of each of `routers` (named A, B, C… in order).
+#[allow(dead_code)] // not every test binary that includes `common` runs scenarios
+pub fn run_scenario(script: &str, args: &[String], scenario: &str, routers: &[Daemon]) -> String {
+    let out = std::process::Command::new(super::python())
+        .arg(format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .arg(scenario)
+        // nats-ctl.sh finds nats-server next to this Python (a worktree has no .venv).
+        .env("SWITCHBOARD_PYTHON", super::python())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (run scripts/setup python): {e}",
+                super::python()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !(out.status.success() && stdout.trim_end().ends_with("ok")) {
+        let logs: String = routers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let log = d.log();
+                let lines: Vec<&str> = log.lines().collect();
+                format!(
+                    "\n===== router {} log (last 150 lines) =====\n{}",
+                    char::from(b'A' + i as u8),
+                    lines[lines.len().saturating_sub(150)..].join("\n")
+                )
+            })
+            .collect();
+        panic!("scenario {scenario} failed\nstdout:\n{stdout}\nstderr:\n{stderr}{logs}");
+    }
+    eprintln!("{scenario}: {stdout}{stderr}");
+    stdout
+}

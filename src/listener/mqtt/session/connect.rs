@@ -194,7 +194,8 @@ pub(super) async fn connect_session<T: Transport>(
     // Clustered, the cluster's record of the client id says whose it is, and claiming
     // it makes this router the one serving it (see `roaming`).
     let mut claimed = None;
-    if let Some(claims) = state.router.core().claims() {
+    const FOREIGN: &str = "this client id belongs to another user";
+    let refused = if let Some(claims) = state.router.core().claims() {
         match roaming::claim(
             state,
             &claims,
@@ -205,44 +206,34 @@ pub(super) async fn connect_session<T: Transport>(
         )
         .await
         {
-            Ok(cl) => claimed = Some(cl),
+            Ok(cl) => {
+                claimed = Some(cl);
+                None
+            }
             Err(Refused::Owner(owner)) => {
-                tracing::warn!(
-                    client_id = &*client_id,
-                    owner = %owner,
-                    "client id belongs to another user: connection refused"
-                );
-                let _ = t
-                    .send(connack(
-                        reason_code::NOT_AUTHORIZED,
-                        Some("this client id belongs to another user".into()),
-                    ))
-                    .await;
-                return None;
+                tracing::warn!(client_id = &*client_id, owner = %owner, "{FOREIGN}: connection refused");
+                Some((reason_code::NOT_AUTHORIZED, FOREIGN))
             }
             Err(Refused::Unavailable(e)) => {
                 tracing::warn!(client_id = &*client_id, error = %e, "cluster: client id not claimed: connection refused");
-                let _ = t
-                    .send(connack(
-                        reason_code::SERVER_UNAVAILABLE,
-                        Some("the session cannot be claimed in the cluster now".into()),
-                    ))
-                    .await;
-                return None;
+                Some((
+                    reason_code::SERVER_UNAVAILABLE,
+                    "the session cannot be claimed in the cluster now",
+                ))
             }
         }
     } else if let Err(owner) = state.claim_client_id(&client_id, &principal.owner_id()) {
         tracing::warn!(
             client_id = &*client_id,
             owner = &*owner,
-            "client id belongs to another user: connection refused"
+            "{FOREIGN}: connection refused"
         );
-        let _ = t
-            .send(connack(
-                reason_code::NOT_AUTHORIZED,
-                Some("this client id belongs to another user".into()),
-            ))
-            .await;
+        Some((reason_code::NOT_AUTHORIZED, FOREIGN))
+    } else {
+        None
+    };
+    if let Some((code, why)) = refused {
+        let _ = t.send(connack(code, Some(why.into()))).await;
         return None;
     }
     // ---- end of client-id ownership ----
