@@ -263,6 +263,15 @@ pub async fn run(
                             wait_retained_mirror(mirrored).await;
                         }
                         crate::listener::mqtt::roaming::start(&state);
+                        if let Some(c) = &cluster {
+                            let s = Arc::downgrade(&state);
+                            c.count_sessions(move || {
+                                s.upgrade().map_or(0, |s| {
+                                    s.sessions().values().filter(|e| e.holder.is_some()).count()
+                                        as u64
+                                })
+                            });
+                        }
                         mqtt_state = Some(Arc::clone(&state));
                         state
                     }

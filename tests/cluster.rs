@@ -80,6 +80,33 @@ fn three_routers_share_membership_and_the_route_table() {
     }
     assert_eq!(routes_version(&routers[0]), 0, "no table pushed yet");
 
+    // How many MQTT sessions each router serves: a client connected to A shows on B.
+    let mut mqtt = TcpStream::connect(routers[0].addr("mqtt")).unwrap();
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 60 s, client id "m1".
+    mqtt.write_all(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'm', b'1',
+    ])
+    .unwrap();
+    let mut connack = [0u8; 4];
+    mqtt.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    let b_admin = routers[1].addr("admin");
+    let sessions_of_a = |want: u64| {
+        let (_, v) = http_json(b_admin, "GET", "/cluster");
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .any(|n| n["node"] == "a" && n["mqtt_sessions"] == want)
+            .then_some(())
+    };
+    wait_until(WAIT, "A serving 1 MQTT session, seen from B", || {
+        sessions_of_a(1)
+    });
+    drop(mqtt);
+    wait_until(WAIT, "A serving no MQTT session, seen from B", || {
+        sessions_of_a(0)
+    });
+
     let work = tempfile::tempdir().unwrap();
     let config = settings(work.path(), &prefix);
 

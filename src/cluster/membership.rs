@@ -25,6 +25,10 @@ pub struct NodeRecord {
     pub routes_version: u64,
     /// When the router started (Unix ms, its own clock: shown, never compared).
     pub started_at_unix_ms: u64,
+    /// MQTT sessions this router serves now (clients connected to it), as of its last
+    /// refresh.
+    #[serde(default)]
+    pub mqtt_sessions: u64,
 }
 
 impl NodeRecord {

@@ -31,6 +31,8 @@ pub struct Cluster {
     nodes: kv::Store,
     routes_kv: kv::Store,
     started_at_unix_ms: u64,
+    /// Counts the MQTT sessions served here (see [`Cluster::count_sessions`]).
+    sessions: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -59,6 +61,7 @@ impl Cluster {
             nodes,
             routes_kv,
             started_at_unix_ms,
+            sessions: std::sync::OnceLock::new(),
         })
     }
 
@@ -95,7 +98,14 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").into(),
             routes_version: routes.status().version,
             started_at_unix_ms: self.started_at_unix_ms,
+            mqtt_sessions: self.sessions.get().map_or(0, |count| count()),
         }
+    }
+
+    /// Tells the cluster how to count the MQTT sessions this router serves (shown in
+    /// its `SB_NODES` record and `GET /cluster`). Set once, when MQTT starts.
+    pub fn count_sessions(&self, count: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.sessions.set(Box::new(count));
     }
 
     /// Registers this router (the name must be free) and starts keeping its key and
