@@ -54,11 +54,19 @@ pub fn start_listeners(
     routes: &str,
     durable: bool,
 ) -> (Router, Vec<SocketAddr>) {
-    let dir = std::env::temp_dir().join(format!(
-        "sb-bench-{}-{}",
-        listeners.join("-"),
-        std::process::id()
-    ));
+    start_named(&listeners.join("-"), listeners, settings, routes, durable)
+}
+
+/// As [`start_listeners`], in a directory of its own named `name` (several routers side
+/// by side: the cluster benchmark); the router's log goes to `router.log` there.
+pub fn start_named(
+    name: &str,
+    listeners: &[&str],
+    settings: &str,
+    routes: &str,
+    durable: bool,
+) -> (Router, Vec<SocketAddr>) {
+    let dir = bench_dir(name);
     let _ = std::fs::remove_dir_all(dir.join("data"));
     let _ = std::fs::create_dir_all(dir.join("routes"));
     if !routes.is_empty() {
@@ -92,11 +100,16 @@ pub fn start_listeners(
                 "off".into()
             })
             .env("SWITCHBOARD_LOG", "warn")
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("router.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("start switchboard"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: a clustered router starts only once NATS answered its first requests.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(t) = std::fs::read_to_string(&ready) {
             let v: serde_json::Value = serde_json::from_str(&t).expect("ready file");
@@ -115,6 +128,11 @@ pub fn start_listeners(
         assert!(Instant::now() < deadline, "switchboard did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The directory [`start_named`] gives the router called `name` (settings, journal, log).
+pub fn bench_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sb-bench-{name}-{}", std::process::id()))
 }
 
 /// The router binary the benchmarks start: `SB_BENCH_ROUTER` when set (another build, to

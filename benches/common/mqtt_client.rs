@@ -22,12 +22,18 @@ pub fn now_ns() -> u64 {
 }
 
 pub async fn connect(addr: SocketAddr, id: &str) -> Conn {
+    connect_session(addr, id, true).await
+}
+
+/// As [`connect`]; `clean_session: false` asks for a persistent session (kept, and its
+/// queue durable, after the connection ends).
+pub async fn connect_session(addr: SocketAddr, id: &str, clean_session: bool) -> Conn {
     let s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).ok();
     let mut c = Framed::new(s, Codec::new(16 * 1024 * 1024));
     let connect = Connect {
         protocol: Protocol::default(),
-        clean_session: true,
+        clean_session,
         keep_alive: 0,
         client_id: id.into(),
         ..Connect::default()
