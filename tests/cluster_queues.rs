@@ -102,6 +102,18 @@ fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
     );
 }
 
+/// A subscription confirmed (MQTT SUBACK, STOMP RECEIPT) is in force on every router:
+/// a publish made on another router right after it reaches it (no probe).
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_confirmed_subscription_is_in_force_on_every_router() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = prefix("qf");
+    let _buckets = Buckets(prefix.clone());
+    let routers = routers(&prefix, "");
+    scenario(&routers, &prefix, "in_force", &[]);
+}
+
 /// Issue 22: an MQTT `$share` group with members on A and C shares one group.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]

@@ -47,6 +47,8 @@ use crate::store::StoreWait;
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// How often a held message's deadline is pushed back.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
+/// How long a subscription's confirmation waits for its consumer to be in force.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// The most messages fetched in one pull.
 const BATCH_MAX: usize = 64;
 /// How long one pull waits for messages before it is made again. Short: a pull left
@@ -107,8 +109,11 @@ struct Link {
     next_token: AtomicU64,
     settle: mpsc::UnboundedSender<Settle>,
     settle_rx: Mutex<Option<mpsc::UnboundedReceiver<Settle>>>,
-    /// The topic subjects of the queue's bindings.
-    filters: watch::Sender<Vec<String>>,
+    /// The topic subjects of the queue's bindings, with the number of the change that
+    /// set them.
+    filters: watch::Sender<(u64, Vec<String>)>,
+    /// The last change of `filters` the topic consumer was made with.
+    applied: watch::Sender<u64>,
     closed: CancellationToken,
     /// Set once the first opening of the stream finished (made, or given up because
     /// the queue was deleted): a deletion waits for it, or it could delete the stream
@@ -136,7 +141,8 @@ impl QueueLink {
                 next_token: AtomicU64::new(1),
                 settle,
                 settle_rx: Mutex::new(Some(settle_rx)),
-                filters: watch::channel(Vec::new()).0,
+                filters: watch::channel((0, Vec::new())).0,
+                applied: watch::channel(0).0,
                 closed: CancellationToken::new(),
                 open_done: watch::channel(false).0,
                 cx,
@@ -291,8 +297,9 @@ impl Link {
     async fn pump_topics(&self, feed: &Feed) {
         let mut filters = self.filters.subscribe();
         loop {
-            let subjects = filters.borrow_and_update().clone();
+            let (change, subjects) = filters.borrow_and_update().clone();
             if subjects.is_empty() {
+                self.applied.send_replace(change);
                 tokio::select! {
                     r = filters.changed() => if r.is_err() { return } else { continue },
                     () = self.closed.cancelled() => return,
@@ -303,7 +310,10 @@ impl Link {
                 config.inactive_threshold = GROUP_IDLE;
             }
             let consumer = match self.cx.topics.create_consumer(config).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    self.applied.send_replace(change);
+                    c
+                }
                 Err(e) => {
                     tracing::warn!(queue = %self.name, error = %e, "cluster: cannot open the subscription's consumer; retrying");
                     tokio::select! {
@@ -453,7 +463,32 @@ impl SharedLog for QueueLink {
             .collect();
         subjects.sort();
         subjects.dedup();
-        self.inner.filters.send_replace(subjects);
+        self.inner.filters.send_modify(|(change, now)| {
+            *change += 1;
+            *now = subjects;
+        });
+    }
+
+    fn settled(&self) -> StoreWait {
+        let want = self.inner.filters.borrow().0;
+        if *self.inner.applied.borrow() >= want {
+            return StoreWait::Done(Ok(()));
+        }
+        let mut applied = self.inner.applied.subscribe();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let name = self.inner.name.clone();
+        self.inner.cx.runtime.spawn(async move {
+            let waited = tokio::time::timeout(
+                SETTLE_WAIT,
+                applied.wait_for(|a| *a >= want),
+            )
+            .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                tracing::warn!(queue = %name, "cluster: subscription's consumer not in force in time; confirming the subscription anyway");
+            }
+            let _ = tx.send(Ok(()));
+        });
+        StoreWait::Pending(rx)
     }
 
     fn detach(&self) {

@@ -90,8 +90,8 @@ impl Context {
 pub struct SharedCluster {
     cx: Arc<Context>,
     topics_out: Outbox,
-    interest: mpsc::UnboundedSender<(Pattern, bool)>,
-    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(Pattern, bool)>>>,
+    interest: mpsc::UnboundedSender<Interest>,
+    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
     /// Local reply addresses created and deleted, for [`super::reply::serve`].
     replies: mpsc::UnboundedSender<(String, bool)>,
     replies_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
@@ -255,7 +255,17 @@ impl Shared for SharedCluster {
     }
 
     fn interest(&self, pattern: &Pattern, bound: bool) {
-        let _ = self.interest.send((pattern.clone(), bound));
+        let _ = self
+            .interest
+            .send(Interest::Binding(pattern.clone(), bound));
+    }
+
+    fn interest_settled(&self) -> StoreWait {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.interest.send(Interest::Settled(tx)) {
+            Ok(()) => StoreWait::Pending(rx),
+            Err(_) => StoreWait::Done(Ok(())),
+        }
     }
 
     fn local_queue(&self, name: &str, exists: bool) {
@@ -287,17 +297,37 @@ impl Shared for SharedCluster {
     }
 }
 
+/// What the interest task is told, in order.
+#[derive(Debug)]
+enum Interest {
+    /// A local binding to a pattern was made (`true`) or removed.
+    Binding(Pattern, bool),
+    /// Answer once every binding before this is subscribed and the subscriptions have
+    /// reached the server.
+    Settled(tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>),
+}
+
 /// Keeps one NATS subscription per subject the local subscriptions need, counted by
 /// binding, and delivers what they receive.
-async fn follow_interest(
-    cx: Arc<Context>,
-    core: Core,
-    mut rx: mpsc::UnboundedReceiver<(Pattern, bool)>,
-) {
+async fn follow_interest(cx: Arc<Context>, core: Core, mut rx: mpsc::UnboundedReceiver<Interest>) {
     let client = cx.js.client();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut subs: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
-    while let Some((pattern, bound)) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
+        let (pattern, bound) = match event {
+            Interest::Binding(p, b) => (p, b),
+            Interest::Settled(done) => {
+                // A flush round-trips a PING: every SUB sent before it has reached the
+                // server. (Its peers learn of it over their routes within moments.)
+                let r =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), client.flush()).await;
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::debug!("cluster: interest not confirmed by the server in time");
+                }
+                let _ = done.send(Ok(()));
+                continue;
+            }
+        };
         for subject in names::pattern_subjects(&cx.root, &pattern) {
             if bound {
                 if let Some((n, _)) = subs.get_mut(&subject) {

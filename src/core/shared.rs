@@ -88,6 +88,13 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
         ))))
     }
 
+    /// Resolves once every local binding made before it is in force in the cluster:
+    /// the router's subscriptions reached its NATS server, so a publish on another
+    /// router made after this resolved reaches the local subscribers.
+    fn interest_settled(&self) -> StoreWait {
+        StoreWait::Done(Ok(()))
+    }
+
     /// The namespace `ns` of metadata, when the cluster keeps it for every router
     /// ([`SharedMeta`]); `None` (the default) leaves it in this router's store.
     fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
@@ -125,6 +132,13 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
     /// feeding it and release what was fetched, without deleting anything.
     fn detach(&self);
 
+    /// Resolves once the bindings given to [`SharedLog::bind`] before it are in force
+    /// in the cluster (the subscription's consumer filters on them), so a topic publish
+    /// made after it reaches this queue.
+    fn settled(&self) -> StoreWait {
+        StoreWait::Done(Ok(()))
+    }
+
     /// The queue was deleted (by a user: an admin `DELETE`, an ended durable
     /// subscription): stop feeding it, release what was fetched, and delete it in the
     /// cluster with its messages, for every router.
@@ -138,6 +152,22 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
 pub struct Feed {
     core: Weak<Inner>,
     queue: Weak<Queue>,
+}
+
+impl Core {
+    /// Resolves once the bindings of queue `queue` made so far are in force across the
+    /// cluster (at once on a router running alone): an edge awaits it before it
+    /// confirms a subscription (SUBACK, RECEIPT), so a publish its client makes (or
+    /// causes) after the confirmation, on any router, reaches the subscription.
+    pub fn bindings_settled(&self, queue: &str) -> StoreWait {
+        let Some(shared) = &self.inner.shared else {
+            return StoreWait::Done(Ok(()));
+        };
+        match self.queue(queue).as_deref().and_then(|q| q.shared_log()) {
+            Some(log) => log.settled(),
+            None => shared.interest_settled(),
+        }
+    }
 }
 
 impl Feed {

@@ -13,6 +13,9 @@ Scenarios:
   nats_outage  one NATS node killed mid-stream, then a second stopped, then started again
   reply        STOMP request/reply: requester on A (reply-to a /temp-queue/), responder on C
   share        an MQTT $share group with members on A and C, publisher on B: each message to one member
+  in_force     a subscription is in force on every router once confirmed: no probe; 20 fresh MQTT
+               subscribers on C and 10 durable STOMP subscriptions on B each get the message A
+               publishes right after their SUBACK / RECEIPT
 
 The JetStream side is read from the rig's monitoring ports (8222-8224, /jsz): which node leads
 the queue's stream (`<prefix>SBQ_…`), and whether it is empty (every message acknowledged).
@@ -592,7 +595,37 @@ def share():
         m.bye()
 
 
-SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply, share]}
+def in_force():
+    """What a SUBACK or a subscription's RECEIPT promises holds across routers at once."""
+    pub = MqttClient(args.mqtt_a, "pub")
+    for i in range(20):
+        topic = f"{uniq('if')}/x"
+        sub = MqttClient(args.mqtt_c, f"C{i}")
+        sub.sub(topic)
+        info = pub.c.publish(topic, f"m{i}", qos=1)
+        info.wait_for_publish(T)
+        expect(info.is_published(), f"round {i}: no PUBACK")
+        wait_for(lambda: f"m{i}" in sub.payloads(), T,
+                 lambda: f"round {i}: the message published on A after C's SUBACK never came")
+        sub.bye()
+    a, acol = conn(args.port)
+    for i in range(10):
+        t = f"/topic/{uniq('ifd')}"
+        b, bcol = conn(args.b_stomp)
+        b.subscribe(t, id=f"d{i}", ack="auto", headers={"durable": "true"}, receipt=f"s{i}")
+        bcol.wait_receipt(f"s{i}")
+        a.send(t, f"d{i}", headers={"persistent": "true", "receipt": f"p{i}"})
+        acol.wait_receipt(f"p{i}")
+        wait_for(lambda: f"d{i}" in bcol.bodies(), T,
+                 lambda: f"round {i}: the message published on A after B's durable RECEIPT never came")
+        b.unsubscribe(f"d{i}", headers={"durable": "true"})
+        b.disconnect()
+    print("20 MQTT subscriptions on C and 10 durable STOMP subscriptions on B each got what A published right after")
+    pub.bye()
+    a.disconnect()
+
+
+SCENARIOS = {f.__name__: f for f in [compete, redeliver, mqtt_topic, durable, nats_outage, reply, share, in_force]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

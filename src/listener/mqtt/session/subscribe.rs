@@ -23,9 +23,17 @@ impl<T: Transport> Connection<T> {
     ) -> Result<(), End> {
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
+        let mut bound = std::collections::BTreeSet::new();
         for (filter, opts) in filters {
             let code = match self.subscribe_one(&filter, opts, sub_id) {
                 Ok((granted, send_retained)) => {
+                    let queue = self
+                        .data()
+                        .subs
+                        .get(&filter)
+                        .and_then(|s| s.shared_queue.clone())
+                        .unwrap_or_else(|| session_queue(&self.client_id));
+                    bound.insert(queue);
                     if let Some(pattern) = send_retained {
                         for (topic, m) in self.state.retained_matching(&pattern) {
                             retained.push((topic, m, granted, opts));
@@ -41,6 +49,12 @@ impl<T: Transport> Connection<T> {
             codes.push(code);
         }
         self.save_subscriptions().await;
+        // The SUBACK promises the subscription: clustered, its bindings must be in force
+        // on the other routers first (at once on a router alone).
+        let core = self.state.router.core().clone();
+        for queue in &bound {
+            let _ = core.bindings_settled(queue).wait().await;
+        }
         self.send(Out::SubAck {
             packet_id: pid,
             codes,

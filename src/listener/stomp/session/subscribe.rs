@@ -148,6 +148,15 @@ impl<T: Transport> Connection<T> {
             }
         }
         .map_err(|e| fatal("invalid destination", e.to_string()))?;
+        // Clustered, the subscription is in force on the other routers before it is
+        // confirmed and before this connection's next frame (at once on a router alone).
+        let _ = self
+            .shared
+            .router
+            .core()
+            .bindings_settled(consumer.queue_name())
+            .wait()
+            .await;
         tracing::debug!(id = %id, destination = %dest_text, ?ack, prefetch, "subscribed");
         self.subs.insert(
             id,
