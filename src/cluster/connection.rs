@@ -80,21 +80,50 @@ async fn open(
     config: kv::Config,
 ) -> Result<kv::Store, String> {
     let name = bucket_name(settings, bucket);
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
     let config = kv::Config {
         bucket: name.clone(),
         num_replicas: replicas(settings, client),
         ..config
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another router created it meanwhile.
-        Err(e) => js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| format!("cannot open or create the KV bucket {name}: {e}")),
+    patiently(|| async {
+        if let Ok(store) = js.get_key_value(&name).await {
+            return Ok(store);
+        }
+        match js.create_key_value(config.clone()).await {
+            Ok(store) => Ok(store),
+            // Another router created it meanwhile.
+            Err(e) => js
+                .get_key_value(&name)
+                .await
+                .map_err(|_| format!("cannot open or create the KV bucket {name}: {e}")),
+        }
+    })
+    .await
+}
+
+/// How long start-up keeps asking a NATS cluster that refuses for a moment.
+const START_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Runs `attempt` until it succeeds, for up to [`START_PATIENCE`]. A NATS cluster that
+/// is itself starting, or has just had a node restarted, refuses for a moment what it
+/// will do a second later (`no suitable peers for placement, peer offline`, `503 no
+/// responders` while a leader is elected): a router starting then waits instead of
+/// failing.
+pub(super) async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "cluster: refused at start-up; asking again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -115,8 +115,8 @@ impl SharedCluster {
             .build(client.clone());
         let root = format!("{}sb", settings.prefix);
         let topics_name = format!("{}SB_TOPICS", settings.prefix);
-        let topics = js
-            .get_or_create_stream(jetstream::stream::Config {
+        let topics = super::connection::patiently(|| async {
+            js.get_or_create_stream(jetstream::stream::Config {
                 name: topics_name.clone(),
                 description: Some(
                     "Switchboard topic publishes, kept for durable subscriptions".into(),
@@ -132,7 +132,9 @@ impl SharedCluster {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))?;
+            .map_err(|e| format!("cannot open or create the stream {topics_name}: {e}"))
+        })
+        .await?;
         let sessions = super::connection::meta_bucket(
             &js,
             settings,
