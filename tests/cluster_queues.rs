@@ -21,20 +21,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{Buckets, URLS, router_on, run_scenario};
-use common::{
-    Daemon, http_json, password_hash, peer_lock, python, python_scenario, unique_prefix, wait_until,
-};
+use common::cluster::{Buckets, URLS, router_on, run_prefix, run_scenario, three_routers};
+use common::{Daemon, http_json, password_hash, peer_lock, python, python_scenario, wait_until};
 
 const NATS_CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/nats-ctl.sh");
-
-/// Routers A, B and C under one prefix, with `extra` settings.
-fn routers(prefix: &str, extra: &str) -> Vec<Daemon> {
-    ["a", "b", "c"]
-        .iter()
-        .map(|n| router_on(URLS, n, prefix, extra))
-        .collect()
-}
 
 /// Runs `tests/py/cluster_shared.py SCENARIO` against routers A, B, C (in that order)
 /// and asserts it passed; returns what it printed. On failure, the message carries every
@@ -69,10 +59,6 @@ fn scenario(routers: &[Daemon], prefix: &str, name: &str, extra: &[&str]) -> Str
     run_scenario("cluster_shared.py", &args, name, routers)
 }
 
-fn prefix(name: &str) -> String {
-    format!("{}_", unique_prefix(name))
-}
-
 fn pid(d: &Daemon) -> String {
     d.child.id().to_string()
 }
@@ -81,9 +67,9 @@ fn pid(d: &Daemon) -> String {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn competing_consumers_on_two_routers_get_each_message_once() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qc");
+    let prefix = run_prefix("qc");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "compete", &["--count", "300"]);
 }
 
@@ -91,9 +77,9 @@ fn competing_consumers_on_two_routers_get_each_message_once() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qr");
+    let prefix = run_prefix("qr");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(
         &routers,
         &prefix,
@@ -108,9 +94,9 @@ fn a_killed_router_s_unacked_messages_are_redelivered_elsewhere_within_10_s() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_confirmed_subscription_is_in_force_on_every_router() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qf");
+    let prefix = run_prefix("qf");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "in_force", &[]);
 }
 
@@ -119,9 +105,9 @@ fn a_confirmed_subscription_is_in_force_on_every_router() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_shared_subscription_group_spans_routers() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qs");
+    let prefix = run_prefix("qs");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "share", &["--count", "200"]);
 }
 
@@ -131,9 +117,9 @@ fn a_shared_subscription_group_spans_routers() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_reply_to_a_temporary_queue_crosses_routers() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qy");
+    let prefix = run_prefix("qy");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "reply", &["--count", "50"]);
 }
 
@@ -141,9 +127,9 @@ fn a_reply_to_a_temporary_queue_crosses_routers() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn mqtt_qos1_publishes_reach_subscribers_on_every_router_once() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qm");
+    let prefix = run_prefix("qm");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "mqtt_topic", &["--count", "200"]);
 }
 
@@ -151,14 +137,14 @@ fn mqtt_qos1_publishes_reach_subscribers_on_every_router_once() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_durable_subscription_outlives_its_router_and_resumes_on_another() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qd");
+    let prefix = run_prefix("qd");
     let _buckets = Buckets(prefix.clone());
     // A configured user: the durable subscription is the user's, resumed under the same login.
     let users = format!(
         "auth:\n  users:\n    alice:\n      password_hash: \"{}\"\n",
         password_hash("pw")
     );
-    let routers = routers(&prefix, &users);
+    let routers = three_routers(&prefix, &users);
     scenario(
         &routers,
         &prefix,
@@ -250,10 +236,10 @@ fn read_retained(d: &Daemon, expected: &[(&str, &str)]) {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn retained_messages_are_the_clusters_and_outlive_the_router_that_set_them() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qt");
+    let prefix = run_prefix("qt");
     let _buckets = Buckets(prefix.clone());
     let extra = format!("mqtt:\n  max_retained_bytes: {MAX_RETAINED_BYTES}\n");
-    let mut routers = routers(&prefix, &extra);
+    let mut routers = three_routers(&prefix, &extra);
     let c = routers.pop().unwrap();
     let b = routers.pop().unwrap();
     let mut a = routers.pop().unwrap();
@@ -325,11 +311,11 @@ fn nats_ctl(cmd: &str) -> String {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn losing_nats_nodes_never_loses_a_confirmed_message() {
     let _lock = peer_lock("nats", true, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("qn");
+    let prefix = run_prefix("qn");
     // Dropped in reverse: the routers first, then the nodes restarted, then the streams
     // deleted (which needs the nodes back).
     let _buckets = Buckets(prefix.clone());
     let _nodes = NatsNodes;
-    let routers = routers(&prefix, "");
+    let routers = three_routers(&prefix, "");
     scenario(&routers, &prefix, "nats_outage", &["--nats-ctl", NATS_CTL]);
 }

@@ -15,15 +15,8 @@
 
 mod common;
 
-use common::cluster::{Buckets, URLS, router_on, run_scenario};
-use common::{Daemon, peer_lock, unique_prefix};
-
-fn routers(prefix: &str) -> Vec<Daemon> {
-    ["a", "b", "c"]
-        .iter()
-        .map(|n| router_on(URLS, n, prefix, ""))
-        .collect()
-}
+use common::cluster::{Buckets, run_prefix, run_scenario, three_routers};
+use common::{Daemon, peer_lock};
 
 /// Runs `tests/py/cluster_mqtt_sessions.py SCENARIO` against routers A, B, C and
 /// asserts it passed; on failure the message carries every router's log.
@@ -49,17 +42,13 @@ fn scenario(routers: &[Daemon], name: &str, extra: &[&str]) -> String {
     run_scenario("cluster_mqtt_sessions.py", &args, name, routers)
 }
 
-fn prefix(name: &str) -> String {
-    format!("{}_", unique_prefix(name))
-}
-
 #[test]
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn a_persistent_session_resumes_on_another_router_after_its_router_is_killed() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("ms");
+    let prefix = run_prefix("ms");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix);
+    let routers = three_routers(&prefix, "");
     let b = routers[1].child.id().to_string();
     scenario(&routers, "resume", &["--kill-pid", &b, "--count", "300"]);
 }
@@ -68,8 +57,8 @@ fn a_persistent_session_resumes_on_another_router_after_its_router_is_killed() {
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
 fn two_clients_racing_for_one_client_id_on_two_routers_leave_exactly_one() {
     let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
-    let prefix = prefix("mr");
+    let prefix = run_prefix("mr");
     let _buckets = Buckets(prefix.clone());
-    let routers = routers(&prefix);
+    let routers = three_routers(&prefix, "");
     scenario(&routers, "race", &["--rounds", "5"]);
 }

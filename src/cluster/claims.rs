@@ -2,8 +2,9 @@
 //! (an MQTT client id), written with JetStream's expected-last-revision check, so a
 //! claim is a compare-and-set on the key's revision (docs/cluster.md, "MQTT sessions").
 //!
-//! - Key: the record's key with every byte outside `A-Z a-z 0-9 -` written `=XX`
-//!   (reversible: a watch gives back the key itself, also for a removal).
+//! - Key: the record's key escaped by [`names::kv_key`] (reversible: a watch gives back
+//!   the key itself, also for a removal); a key whose escaped form is longer than
+//!   [`names::MAX_KV_KEY`] is refused.
 //! - Value: the writing router's node name, a newline, then the owner's data.
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use super::names;
 use crate::core::shared::claims::{Claim, ClaimChange, ClaimError, Claims};
 
 /// See the module docs.
@@ -31,42 +33,16 @@ impl ClaimBucket {
     }
 }
 
-/// The KV key of `key` (see the module docs).
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
-    if out.is_empty() {
-        // A KV key cannot be empty.
-        out.push('=');
-    }
-    out
-}
-
-/// The key back from its KV form; `None` for one this module did not write.
-fn decode_key(kv_key: &str) -> Option<String> {
-    if kv_key == "=" {
-        return Some(String::new());
-    }
-    let b = kv_key.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'=' {
-            let hex = kv_key.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// The KV key of `key` ([`names::kv_key`], as retained topics are keyed); a key too
+/// long to be one is refused.
+fn encode_key(key: &str) -> Result<String, ClaimError> {
+    names::kv_key(key).ok_or_else(|| {
+        ClaimError::Unavailable(format!(
+            "a key of {} bytes is too long for the cluster (at most {} escaped)",
+            key.len(),
+            names::MAX_KV_KEY
+        ))
+    })
 }
 
 fn split_value(v: &Bytes) -> Option<(String, Bytes)> {
@@ -114,7 +90,7 @@ impl Claims for ClaimBucket {
         let kv = self.kv.clone();
         let key = encode_key(key);
         Box::pin(async move {
-            let Some(e) = kv.entry(key).await.map_err(unavailable)? else {
+            let Some(e) = kv.entry(key?).await.map_err(unavailable)? else {
                 return Ok(None);
             };
             if e.operation != kv::Operation::Put {
@@ -146,14 +122,14 @@ impl Claims for ClaimBucket {
         v.extend_from_slice(b"\n");
         v.extend_from_slice(&value);
         let v = v.freeze();
-        Box::pin(async move { kv.update(key, v, revision).await.map_err(update_error) })
+        Box::pin(async move { kv.update(key?, v, revision).await.map_err(update_error) })
     }
 
     fn remove(&self, key: &str, revision: u64) -> BoxFuture<'static, Result<(), ClaimError>> {
         let kv = self.kv.clone();
         let key = encode_key(key);
         Box::pin(async move {
-            kv.delete_expect_revision(key, Some(revision))
+            kv.delete_expect_revision(key?, Some(revision))
                 .await
                 .map_err(update_error)
         })
@@ -180,7 +156,7 @@ async fn follow(kv: kv::Store, tx: mpsc::UnboundedSender<ClaimChange>) {
                 while let Some(e) = w.next().await {
                     let Ok(e) = e else { break };
                     next = Some(e.revision + 1);
-                    let Some(key) = decode_key(&e.key) else {
+                    let Some(key) = names::from_kv_key(&e.key) else {
                         continue;
                     };
                     let node = (e.operation == kv::Operation::Put)
@@ -212,15 +188,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_round_trip() {
-        for k in ["", "a", "client-1", "a.b c/d_e=f", "é€", "$mqtt"] {
-            let e = encode_key(k);
-            assert!(
-                e.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'='),
-                "{e}"
-            );
-            assert_eq!(decode_key(&e).as_deref(), Some(k));
+    fn keys_round_trip_and_long_ones_are_refused() {
+        for k in ["", "a", "client-1", "a.b c/d_e=f", "é€", "$mqtt", ".x..y."] {
+            let e = encode_key(k).unwrap();
+            assert_eq!(names::from_kv_key(&e).as_deref(), Some(k), "{e}");
         }
+        assert!(encode_key(&"é".repeat(names::MAX_KV_KEY)).is_err());
     }
 }

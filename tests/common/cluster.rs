@@ -139,3 +139,18 @@ pub fn run_scenario(script: &str, args: &[String], scenario: &str, routers: &[Da
     eprintln!("{scenario}: {stdout}{stderr}");
     stdout
 }
+
+/// Routers `a`, `b` and `c` on the rig under `prefix`, with `extra` settings.
+#[allow(dead_code)] // not every test binary that includes `common` starts three
+pub fn three_routers(prefix: &str, extra: &str) -> Vec<Daemon> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| router_on(URLS, n, prefix, extra))
+        .collect()
+}
+
+/// A `cluster.prefix` no other run uses, for the test `name`.
+#[allow(dead_code)]
+pub fn run_prefix(name: &str) -> String {
+    format!("{}_", super::unique_prefix(name))
+}
