@@ -18,6 +18,10 @@ pub(super) fn validate(
     set_given(&mut d.max_queued, m.max_queued.map(|v| v.max(1)));
     set_given(&mut d.max_retained, m.max_retained);
     set_given(&mut d.max_retained_bytes, m.max_retained_bytes);
+    set_given(
+        &mut d.max_subscriptions,
+        m.max_subscriptions.map(|v| v.max(1)),
+    );
     set_given(&mut d.max_connections, m.max_connections);
     set_given(&mut d.max_keep_alive, m.max_keep_alive);
     if let Some(t) = duration_or_off(

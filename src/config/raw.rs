@@ -190,6 +190,8 @@ pub struct RawMqtt {
     pub max_retained: Option<usize>,
     /// Most bytes of retained messages in all.
     pub max_retained_bytes: Option<u64>,
+    /// Most topic filters per session.
+    pub max_subscriptions: Option<usize>,
     pub max_connections: Option<usize>,
     /// Longest keep-alive accepted, seconds (0: any).
     pub max_keep_alive: Option<u16>,

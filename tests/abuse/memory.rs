@@ -103,6 +103,20 @@ fn one_stomp_transaction_cannot_buffer_more_than_its_limit() {
     assert_eq!(v["held"]["transactions"], 0, "the buffer is freed: {v}");
 }
 
+/// Each MQTT filter costs the router a binding (clustered, a NATS subscription too): a
+/// session holds at most `mqtt.max_subscriptions`.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn an_mqtt_session_holds_at_most_its_subscription_limit() {
+    let d = daemon_with_config(&limits_config("mqtt:\n  max_subscriptions: 4\n"));
+    scenario(&d, "subscriptions", &["--expect-max", "4"]);
+    assert_eq!(
+        hits(&d, "mqtt.subscriptions_full"),
+        6,
+        "3 refusals per protocol version"
+    );
+}
+
 #[test]
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn retained_messages_are_bounded_in_bytes_also_after_a_restart() {

@@ -11,6 +11,9 @@ Usage: abuse_memory.py --port PORT SCENARIO --pid PID --rss-limit-mib N [--mqtt-
   retained_count  MQTT: count the retained messages under r/# (must be <= --expect-max).
   overflow     STOMP: a topic subscriber that never reads while a publisher floods the
                topic (the Rust test counts the daemon's log lines).
+  subscriptions  MQTT 5 (and 3.1.1): a session subscribing to more filters than allowed
+               (--expect-max N) gets SUBACK 0x97 (0x80) beyond N; re-subscribing a held
+               filter still works; an honest client subscribes and receives beside it.
 """
 
 import os
@@ -296,5 +299,43 @@ def retained_count():
     print("ok")
 
 
+def subscriptions():
+    import paho.mqtt.client as mqtt
+
+    def client(name, proto):
+        acks, got, connected = {}, [], threading.Event()
+        cl = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:6]}", protocol=proto)
+        cl.on_connect = lambda c, u, f, rc, p: connected.set()
+        cl.on_subscribe = lambda c, u, mid, rcs, p: acks.__setitem__(mid, [getattr(r, "value", r) for r in rcs])
+        cl.on_message = lambda c, u, m: got.append(m.payload)
+        cl.connect(H, args.mqtt_port)
+        cl.loop_start()
+        expect(connected.wait(T), f"{name}: no CONNACK")
+        return cl, acks, got
+
+    def sub(cl, acks, flt):
+        _, mid = cl.subscribe(flt, qos=0)
+        wait_for(lambda: mid in acks, T, f"no SUBACK for {flt}")
+        return acks[mid][0]
+
+    n = args.expect_max
+    for proto, refusal in ((mqtt.MQTTv5, 0x97), (mqtt.MQTTv311, 0x80)):
+        cl, acks, _ = client("greedy", proto)
+        codes = [sub(cl, acks, f"s/{i}") for i in range(n + 3)]
+        expect(codes[:n] == [0] * n, f"the first {n} filters refused: {codes}")
+        expect(codes[n:] == [refusal] * 3, f"filters beyond {n} not refused with {refusal:#x}: {codes}")
+        expect(sub(cl, acks, "s/0") == 0, "re-subscribing a held filter refused")
+        cl.disconnect()
+        cl.loop_stop()
+    honest, hacks, hgot = client("honest", mqtt.MQTTv5)
+    expect(sub(honest, hacks, "h/x") == 0, "an honest client's subscription refused")
+    honest.publish("h/x", b"hello", qos=1).wait_for_publish(T)
+    wait_for(lambda: b"hello" in hgot, T, "the honest client got nothing")
+    honest.disconnect()
+    honest.loop_stop()
+    print(f"{n} filters per session held, the rest refused in 5.0 and 3.1.1")
+    print("ok")
+
+
 {"unacked": unacked, "transaction": transaction, "retained": retained,
- "retained_count": retained_count, "overflow": overflow}[args.scenario]()
+ "retained_count": retained_count, "overflow": overflow, "subscriptions": subscriptions}[args.scenario]()

@@ -46,6 +46,9 @@ pub struct MqttSettings {
     pub max_retained: usize,
     /// Most bytes of retained messages kept, all topics together (0: no limit).
     pub max_retained_bytes: u64,
+    /// Most topic filters one session subscribes to (each costs the router a binding,
+    /// and clustered a NATS subscription and bytes of the session's record).
+    pub max_subscriptions: usize,
     pub max_connections: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: std::time::Duration,
@@ -68,6 +71,7 @@ impl Default for MqttSettings {
             max_queued: 10_000,
             max_retained: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,
+            max_subscriptions: 1024,
             max_connections: 10_000,
             connect_timeout: std::time::Duration::from_secs(10),
             topic_alias_max: 16,

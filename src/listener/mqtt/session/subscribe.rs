@@ -98,6 +98,22 @@ impl<T: Transport> Connection<T> {
             },
             None => (None, filter),
         };
+        // Each filter costs the router a binding (and, clustered, a NATS subscription):
+        // a session holds at most `max_subscriptions` (replacing one is not a new one).
+        let max = self.state.settings.max_subscriptions;
+        if !self.data().subs.contains_key(filter) && self.data().subs.len() >= max {
+            crate::rate_warn!(
+                SUBSCRIPTIONS_FULL,
+                client_id = &*self.client_id,
+                max,
+                "subscription refused: the session has as many as allowed"
+            );
+            return Err(if v5 {
+                reason_code::QUOTA_EXCEEDED
+            } else {
+                reason_code::UNSPECIFIED
+            });
+        }
         let queue_sub = real.strip_prefix(QUEUE_PREFIX).filter(|_| group.is_none());
         let core = self.state.router.core().clone();
         let granted = opts.qos.min(2);
@@ -282,3 +298,5 @@ impl<T: Transport> Connection<T> {
 /// Retained messages a subscriber's full queue could not take (see [`crate::ratelog`]).
 static RETAINED_NOT_QUEUED: crate::ratelog::Cause =
     crate::ratelog::Cause::new("mqtt.retained_not_queued");
+static SUBSCRIPTIONS_FULL: crate::ratelog::Cause =
+    crate::ratelog::Cause::new("mqtt.subscriptions_full");
