@@ -228,10 +228,7 @@ impl Shared for SharedCluster {
         }
         let kind = if crate::translate::mqtt_names::is_share_queue(name) {
             Kind::Group
-        } else if name.starts_with('$') && !name.starts_with(SESSION_QUEUE_PREFIX) {
-            // The router's own `$` queues stay local, except a persistent MQTT
-            // session's: its messages must outlive the router, for the session to
-            // resume elsewhere.
+        } else if name.starts_with('$') && !lives_in_cluster(name) {
             return None;
         } else {
             Kind::Queue
@@ -297,6 +294,23 @@ impl Shared for SharedCluster {
     fn claims(&self) -> Option<Arc<dyn Claims>> {
         Some(Arc::clone(&self.claims) as Arc<dyn Claims>)
     }
+}
+
+/// Which of the router's own `$` queues live in the cluster (the others stay local:
+/// temporary queues, a router's reply queues): those whose messages must outlive the
+/// router for another one to carry on — a persistent MQTT session's (the session
+/// resumes elsewhere), a link's outbound queue (every router running the link serves
+/// it; one holding the XMPP link's lease is the only consumer, whichever router
+/// routed the message) and a presence-driven push's (the user is pushed by whichever
+/// router holds the XMPP link when they come online).
+fn lives_in_cluster(name: &str) -> bool {
+    [
+        SESSION_QUEUE_PREFIX,
+        crate::router::LINK_QUEUE_PREFIX,
+        crate::link::xmpp::PUSH_PREFIX,
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// What the interest task is told, in order.
