@@ -53,8 +53,9 @@ fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check
 }
 
 /// Link states in which a link is up: `blocked` is connected, with RabbitMQ holding
-/// publishes back for a while (messages wait in the link queue).
-const LINK_UP: &[&str] = &["connected", "blocked"];
+/// publishes back for a while (messages wait in the link queue); `standby` is run by
+/// another router of the cluster, which holds its lease.
+const LINK_UP: &[&str] = &["connected", "blocked", "standby"];
 
 fn checks(s: &AdminState) -> Vec<Check> {
     let mut out = Vec::new();

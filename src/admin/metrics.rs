@@ -405,7 +405,14 @@ fn mqtt(f: &mut Families) {
 }
 
 /// Link states, each a 0/1 series.
-const LINK_STATES: [&str; 5] = ["connecting", "connected", "blocked", "retrying", "stopped"];
+const LINK_STATES: [&str; 6] = [
+    "connecting",
+    "connected",
+    "blocked",
+    "retrying",
+    "standby",
+    "stopped",
+];
 
 /// `GET /links` counters: (JSON field, metric name, help).
 const LINK_COUNTERS: [(&str, &str, &str); 9] = [

@@ -58,11 +58,17 @@ fn unavailable(e: impl std::fmt::Display) -> ClaimError {
 /// A refused write (or removal): [`ClaimError::Changed`] when the revision was not the
 /// key's last.
 fn update_error(e: kv::UpdateError) -> ClaimError {
-    if e.kind() == kv::UpdateErrorKind::WrongLastRevision || wrong_last_sequence(&e) {
+    if is_wrong_revision(&e) {
         ClaimError::Changed
     } else {
         unavailable(e)
     }
+}
+
+/// Whether a KV write was refused because the key's revision was not the one named
+/// (another router wrote it, or it expired meanwhile).
+pub(super) fn is_wrong_revision(e: &kv::UpdateError) -> bool {
+    e.kind() == kv::UpdateErrorKind::WrongLastRevision || wrong_last_sequence(e)
 }
 
 /// Whether JetStream refused the write for its expected last sequence: besides the

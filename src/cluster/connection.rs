@@ -17,6 +17,8 @@ pub const NODES_BUCKET: &str = "SB_NODES";
 pub const ROUTES_BUCKET: &str = "SB_ROUTES";
 /// The bucket of MQTT retained messages: one key per topic ([`super::names::kv_key`]).
 pub const RETAINED_BUCKET: &str = "SB_RETAINED";
+/// The bucket of the XMPP link's presence subscriptions: one key per (user, our JID).
+pub const XMPP_PUSH_BUCKET: &str = "SB_XMPP_PUSH";
 /// The route table's key in [`ROUTES_BUCKET`].
 pub const TABLE_KEY: &str = "table";
 /// Route tables kept in [`ROUTES_BUCKET`] (the current one and nine before it).
@@ -141,6 +143,27 @@ pub async fn nodes_bucket(
         ..Default::default()
     };
     open(js, settings, client, NODES_BUCKET, config).await
+}
+
+/// The bucket of leases: one key per lease, naming its holder; a key lives
+/// [`LEASE_TTL`](super::leases::LEASE_TTL) after its last renewal.
+pub const LEASES_BUCKET: &str = "SB_LEASES";
+
+/// The bucket of leases (see [`super::leases`]).
+pub async fn leases_bucket(
+    js: &jetstream::Context,
+    settings: &ClusterSettings,
+    client: &async_nats::Client,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        description:
+            "Switchboard leases: one key per lease, naming its holder, renewed every second".into(),
+        history: 1,
+        max_age: super::leases::LEASE_TTL,
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    open(js, settings, client, LEASES_BUCKET, config).await
 }
 
 /// The bucket of the route table.

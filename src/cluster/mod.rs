@@ -1,9 +1,11 @@
 //! Cluster mode: several routers over one NATS JetStream cluster share their
 //! membership, one route table, durable queues and topics, MQTT persistent sessions and
-//! retained messages (docs/cluster.md). The links are still each router's own.
+//! retained messages, the links' queues and leases (docs/cluster.md).
 //!
 //! - [`connection`]: the NATS connection and the KV buckets (`SB_NODES`, `SB_ROUTES`,
-//!   `SB_RETAINED`, `SB_SESSIONS`).
+//!   `SB_RETAINED`, `SB_SESSIONS`, `SB_LEASES`).
+//! - [`leases`]: the core's leases (one router at a time runs the XMPP link) over
+//!   `SB_LEASES`: taken by create, kept by compare-and-set, expired by `max_age`.
 //! - [`claims`]: the core's `Claims` over `SB_SESSIONS`: MQTT session records written
 //!   by compare-and-set on the key's revision.
 //! - [`membership`]: this router's key in `SB_NODES`, refreshed while it runs; the
@@ -25,6 +27,7 @@
 mod claims;
 pub mod connection;
 mod follow;
+mod leases;
 mod membership;
 mod mirror_ledger;
 mod names;

@@ -30,6 +30,7 @@ pub struct Cluster {
     js: jetstream::Context,
     nodes: kv::Store,
     routes_kv: kv::Store,
+    leases: kv::Store,
     started_at_unix_ms: u64,
     /// Counts the MQTT sessions served here (see [`Cluster::count_sessions`]).
     sessions: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
@@ -51,6 +52,7 @@ impl Cluster {
         let js = jetstream::new(client.clone());
         let nodes = connection::nodes_bucket(&js, settings, &client).await?;
         let routes_kv = connection::routes_bucket(&js, settings, &client).await?;
+        let leases = connection::leases_bucket(&js, settings, &client).await?;
         let started_at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -60,6 +62,7 @@ impl Cluster {
             js,
             nodes,
             routes_kv,
+            leases,
             started_at_unix_ms,
             sessions: std::sync::OnceLock::new(),
         })
@@ -166,6 +169,16 @@ impl Cluster {
             Ok(Err(e)) => json!({ "error": e }),
             Err(_) => json!({ "error": "timed out" }),
         };
+        let leases =
+            match tokio::time::timeout(QUERY_TIMEOUT, super::leases::holders(&self.leases)).await {
+                Ok(Ok(list)) => json!(
+                    list.into_iter()
+                        .map(|(lease, holder)| json!({ "lease": lease, "holder": holder }))
+                        .collect::<Vec<_>>()
+                ),
+                Ok(Err(e)) => json!({ "error": e }),
+                Err(_) => json!({ "error": "timed out" }),
+            };
         json!({
             "node": self.record(routes),
             "connected": self.connected(),
@@ -176,7 +189,9 @@ impl Cluster {
                 "routes": connection::bucket_name(&self.settings, ROUTES_BUCKET),
                 "retained": connection::bucket_name(&self.settings, RETAINED_BUCKET),
                 "sessions": connection::bucket_name(&self.settings, connection::SESSIONS_BUCKET),
+                "leases": connection::bucket_name(&self.settings, connection::LEASES_BUCKET),
             },
+            "leases": leases,
             "nodes": nodes,
             "jetstream": jetstream,
             "streams": streams,

@@ -44,6 +44,7 @@ use crate::core::queue::QueueOptions;
 use crate::core::shared::claims::Claims;
 use crate::core::shared::{Shared, SharedLog, SharedMeta};
 use crate::core::{Core, Message, persist};
+use crate::link::xmpp::META_XMPP_PUSH;
 use crate::listener::mqtt::persist::META_MQTT_RETAINED;
 use crate::ratelog::Cause;
 use crate::store::StoreWait;
@@ -100,6 +101,10 @@ pub struct SharedCluster {
     retained: Arc<MetaBucket>,
     /// The MQTT sessions' records (`<prefix>SB_SESSIONS`).
     claims: Arc<ClaimBucket>,
+    /// The XMPP link's presence subscriptions (`<prefix>SB_XMPP_PUSH`).
+    xmpp_push: Arc<MetaBucket>,
+    /// The leases (`<prefix>SB_LEASES`).
+    leases: async_nats::jetstream::kv::Store,
 }
 
 impl SharedCluster {
@@ -168,6 +173,16 @@ impl SharedCluster {
         )
         .await?;
         let retained = MetaBucket::new(&cx, retained_kv, client.server_info().max_payload);
+        let xmpp_push_kv = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::XMPP_PUSH_BUCKET,
+            "Switchboard XMPP presence subscriptions: one key per user and JID of ours",
+        )
+        .await?;
+        let xmpp_push = MetaBucket::new(&cx, xmpp_push_kv, client.server_info().max_payload);
+        let leases = super::connection::leases_bucket(&js, settings, client).await?;
         let topics_out = Outbox::spawn(&runtime, js, watch::channel(true).1);
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let (replies, replies_rx) = mpsc::unbounded_channel();
@@ -181,6 +196,8 @@ impl SharedCluster {
             core: OnceLock::new(),
             retained,
             claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
+            xmpp_push,
+            leases,
         }))
     }
 
@@ -288,11 +305,25 @@ impl Shared for SharedCluster {
     }
 
     fn metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {
-        (ns == META_MQTT_RETAINED).then(|| Arc::clone(&self.retained) as Arc<dyn SharedMeta>)
+        let bucket = match ns {
+            META_MQTT_RETAINED => &self.retained,
+            META_XMPP_PUSH => &self.xmpp_push,
+            _ => return None,
+        };
+        Some(Arc::clone(bucket) as Arc<dyn SharedMeta>)
     }
 
     fn claims(&self) -> Option<Arc<dyn Claims>> {
         Some(Arc::clone(&self.claims) as Arc<dyn Claims>)
+    }
+
+    fn lease(&self, name: &str) -> Option<crate::core::shared::lease::Lease> {
+        Some(super::leases::contend(
+            self.leases.clone(),
+            self.cx.node.clone(),
+            name,
+            &self.cx.runtime,
+        ))
     }
 }
 

@@ -118,6 +118,15 @@ impl Core {
         self.inner.shared.as_ref()?.claims()
     }
 
+    /// The lease `name`: contended for across the cluster, or this router's alone.
+    pub fn lease(&self, name: &str) -> super::shared::lease::Lease {
+        self.inner
+            .shared
+            .as_ref()
+            .and_then(|s| s.lease(name))
+            .unwrap_or_else(|| super::shared::lease::Lease::alone(name))
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.inner.config
     }

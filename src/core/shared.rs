@@ -102,6 +102,12 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Starts contending for the lease `name` (see [`lease`]), if the cluster keeps
+    /// leases; `None` (the default): this router holds it alone.
+    fn lease(&self, _name: &str) -> Option<lease::Lease> {
+        None
+    }
+
     /// The records one router at a time owns (MQTT sessions), if the cluster keeps
     /// them: see [`claims`].
     fn claims(&self) -> Option<Arc<dyn claims::Claims>> {
@@ -203,6 +209,7 @@ impl Feed {
 }
 
 pub mod claims;
+pub mod lease;
 /// Called with a key of a [`SharedMeta`] namespace and its new value (`None`: the key
 /// was deleted). Values are what the owner wrote: the cluster stores them as given.
 pub type MetaApply = Box<dyn Fn(&str, Option<Bytes>) + Send + Sync>;

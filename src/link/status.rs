@@ -20,6 +20,9 @@ pub enum LinkState {
     Blocked,
     /// Waiting before the next connection attempt.
     Retrying,
+    /// Not connecting: another router of the cluster holds the link's lease (see
+    /// `held_by` in the status) and runs it.
+    Standby,
     Stopped,
 }
 
@@ -55,6 +58,8 @@ struct StateInner {
     last_error: Option<String>,
     /// Declaration problems by route name.
     topology_errors: BTreeMap<String, String>,
+    /// The router holding the link's lease, when it is another one (`standby`).
+    held_by: Option<String>,
 }
 
 /// Shared, queryable status of one link.
@@ -91,6 +96,7 @@ impl LinkStatus {
                 since_unix_ms: now_ms(),
                 last_error: None,
                 topology_errors: BTreeMap::new(),
+                held_by: None,
             }),
         }
     }
@@ -105,10 +111,19 @@ impl LinkStatus {
 
     pub fn set_state(&self, state: LinkState) {
         let mut i = self.lock();
+        if state != LinkState::Standby {
+            i.held_by = None;
+        }
         if i.state != state {
             i.state = state;
             i.since_unix_ms = now_ms();
         }
+    }
+
+    /// Standby: router `holder` runs the link (`None`: nobody known to, yet).
+    pub fn set_standby(&self, holder: Option<String>) {
+        self.set_state(LinkState::Standby);
+        self.lock().held_by = holder;
     }
 
     pub fn set_error(&self, error: impl Into<String>) {
@@ -175,6 +190,7 @@ impl LinkStatus {
             "since_unix_ms": i.since_unix_ms,
             "last_error": i.last_error,
             "topology_errors": i.topology_errors,
+            "held_by": i.held_by,
             "counters": {
                 "received": n(&c.received),
                 "redelivered": n(&c.redelivered),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, LinkState, LinkStatus};
+use crate::core::shared::lease::{Holder, Lease};
 
 /// A link kind, as its supervisor drives it.
 pub(crate) trait Supervised: Send {
@@ -38,17 +39,28 @@ pub(crate) trait Supervised: Send {
 
 /// Keeps `link` connected until `cancel`: the state on `status` follows
 /// connecting → connected → retrying → …, then stopped.
+///
+/// The link runs only while this router holds `lease` (a router running alone always
+/// does; clustered, one router at a time runs a link that allows one connection —
+/// see [`crate::core::shared::lease`]). Without it the link is on `standby`; when the
+/// lease is lost the session is ended at once (another router is about to connect),
+/// and the lease is given back on shutdown.
 pub(crate) async fn supervise<L: Supervised>(
     mut link: L,
     status: Arc<LinkStatus>,
     mut backoff: Backoff,
     cancel: CancellationToken,
+    mut lease: Lease,
 ) {
     let mut connected_before = false;
     loop {
+        if !standby(&status, &mut lease, &cancel).await {
+            break;
+        }
         status.set_state(LinkState::Connecting);
         let attempt = tokio::select! {
             _ = cancel.cancelled() => break,
+            () = lease.lost() => continue,
             c = link.connect() => c,
         };
         match attempt {
@@ -60,7 +72,19 @@ pub(crate) async fn supervise<L: Supervised>(
                 connected_before = true;
                 status.set_state(LinkState::Connected);
                 link.log_connected();
-                let reason = link.run(conn, &cancel).await;
+                let session = cancel.child_token();
+                let run = link.run(conn, &session);
+                tokio::pin!(run);
+                let reason = tokio::select! {
+                    reason = &mut run => reason,
+                    () = lease.lost() => {
+                        session.cancel();
+                        run.await;
+                        tracing::warn!("{} link handed over: this router no longer holds its lease", L::LABEL);
+                        status.set_error("lease lost: another router runs the link");
+                        continue;
+                    }
+                };
                 if cancel.is_cancelled() {
                     break;
                 }
@@ -77,8 +101,31 @@ pub(crate) async fn supervise<L: Supervised>(
             break;
         }
     }
+    lease.release().await;
     status.set_state(LinkState::Stopped);
     tracing::info!("{} link stopped", L::LABEL);
+}
+
+/// Waits, on `standby`, until this router holds `lease` (at once if it does). `false`
+/// when shutdown came first.
+async fn standby(status: &LinkStatus, lease: &mut Lease, cancel: &CancellationToken) -> bool {
+    let mut logged = false;
+    loop {
+        let holder = match lease.holder() {
+            Holder::Us => return true,
+            Holder::Other(node) => Some(node),
+            Holder::Unknown => None,
+        };
+        if !logged {
+            tracing::info!(lease = lease.name(), held_by = ?holder, "link on standby: another router of the cluster runs it");
+            logged = true;
+        }
+        status.set_standby(holder);
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            () = lease.changed() => {}
+        }
+    }
 }
 
 /// Between connection attempts: marks the link `retrying`, waits the next backoff
@@ -153,6 +200,7 @@ mod tests {
             Arc::clone(&status),
             backoff,
             cancel.clone(),
+            Lease::alone("t"),
         ));
         is_up.recv().await.unwrap();
         assert_eq!(status.state(), LinkState::Connected);

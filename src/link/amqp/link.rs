@@ -54,7 +54,10 @@ pub fn spawn(
         routes_changed,
         tracker: tracker.clone(),
     };
-    tracker.spawn(supervise(link, status, backoff, cancel).instrument(span));
+    // Every router of a cluster may run an AMQP link (RabbitMQ spreads consumers; the
+    // routers compete on the shared link queue): no lease.
+    let lease = crate::core::shared::lease::Lease::alone(&status.name);
+    tracker.spawn(supervise(link, status, backoff, cancel, lease).instrument(span));
 }
 
 /// The supervisor's side of an AMQP link.

@@ -13,6 +13,7 @@ use super::availability::Availability;
 use super::session::session;
 use super::stream;
 use crate::core::Destination;
+use crate::core::shared::SharedMeta;
 use crate::link::{Backoff, LinkStatus, Links, Supervised, supervise};
 use crate::router::Router;
 
@@ -22,8 +23,12 @@ pub(super) struct LinkCtx {
     pub router: Router,
     pub status: Arc<LinkStatus>,
     /// Presence-driven push: (user's bare JID, our JID) → what is pushed. Kept across
-    /// reconnects (in memory; durable storage is the durability issue's).
+    /// reconnects (in memory alone; clustered, a mirror of [`Self::shared_subs`]).
     pub subs: Mutex<BTreeMap<(String, String), Sub>>,
+    /// Clustered: the cluster's copy of `subs`, which the router holding the link
+    /// writes and every router mirrors, so whichever takes the link over knows whom
+    /// to push (see [`super::presence::shared_key`]).
+    pub shared_subs: Option<Arc<dyn SharedMeta>>,
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
@@ -52,19 +57,48 @@ pub fn spawn(
         &settings.dead_letter,
     );
     let span = tracing::info_span!("xmpp_link", link = %settings.name, domain = %settings.domain);
+    let shared_subs = router.core().shared_metadata(super::META_XMPP_PUSH);
     let ctx = Arc::new(LinkCtx {
         settings,
         router,
         status,
         subs: Mutex::new(BTreeMap::new()),
+        shared_subs,
+    });
+    let mirrored = ctx.shared_subs.as_ref().map(|shared| {
+        let mirror = Arc::downgrade(&ctx);
+        shared.watch(Box::new(move |key, value| {
+            if let Some(ctx) = mirror.upgrade() {
+                super::presence::mirror(&ctx, key, value.as_deref());
+            }
+        }))
     });
     let backoff = Backoff::new(ctx.settings.reconnect_initial, ctx.settings.reconnect_max);
     let status = Arc::clone(&ctx.status);
+    // A server takes one component connection per domain: clustered, one router at a
+    // time runs the link, the one holding this lease.
+    let lease = ctx.router.core().lease(&lease_name(&ctx.settings.domain));
     let link = XmppLink {
         ctx,
         presence: Availability::default(),
     };
-    tracker.spawn(supervise(link, status, backoff, cancel).instrument(span));
+    tracker.spawn(
+        async move {
+            // Whom to probe after connecting: the cluster's subscriptions, once read.
+            if let Some(mirrored) = mirrored
+                && let Err(e) = mirrored.wait().await
+            {
+                tracing::warn!(error = %e, "cannot read the cluster's presence subscriptions");
+            }
+            supervise(link, status, backoff, cancel, lease).await;
+        }
+        .instrument(span),
+    );
+}
+
+/// The lease of the component connection for `domain` (`GET /cluster` lists it).
+pub fn lease_name(domain: &str) -> String {
+    format!("xmpp:{}", domain.to_ascii_lowercase())
 }
 
 /// The supervisor's side of an XMPP link.

@@ -24,5 +24,5 @@ pub mod settings;
 mod stream;
 
 pub use link::spawn;
-pub use presence::PUSH_PREFIX;
+pub use presence::{META_XMPP_PUSH, PUSH_PREFIX};
 pub use settings::{RawXmppLink, XmppLinkSettings};

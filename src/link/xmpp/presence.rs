@@ -22,6 +22,73 @@ use crate::translate::escape::escape_level;
 /// Prefix of the durable subscription queues of presence-driven push.
 pub const PUSH_PREFIX: &str = "$sb.push.";
 
+/// The metadata namespace of presence subscriptions, which a cluster keeps for every
+/// router ([`crate::core::Core::shared_metadata`]); alone, they are kept in memory.
+pub const META_XMPP_PUSH: &str = "xmpp_push";
+
+/// A subscription's key in [`META_XMPP_PUSH`]: both bare JIDs, which cannot contain
+/// `/`.
+pub(super) fn shared_key(user: &str, ours: &str) -> String {
+    format!("{user}/{ours}")
+}
+
+/// A subscription as the cluster keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedSub {
+    destination: String,
+    queue: String,
+}
+
+/// Applies another router's change to the cluster's presence subscriptions (`None`:
+/// ended) to this router's mirror.
+pub(super) fn mirror(ctx: &LinkCtx, key: &str, value: Option<&[u8]>) {
+    let Some((user, ours)) = key.split_once('/') else {
+        return;
+    };
+    let key = (user.to_owned(), ours.to_owned());
+    let sub = value.and_then(|v| {
+        let s: SharedSub = serde_json::from_slice(v).ok()?;
+        Some(Sub {
+            dest: Destination::parse(&s.destination).ok()?,
+            queue: s.queue,
+        })
+    });
+    let mut subs = lock(&ctx.subs);
+    match sub {
+        Some(sub) => {
+            subs.insert(key, sub);
+        }
+        None => {
+            subs.remove(&key);
+        }
+    }
+}
+
+/// Writes a subscription's change to the cluster (clustered only), logging a failure:
+/// the router holding the link still pushes; one taking it over would not know.
+fn share(ctx: &LinkCtx, user: &str, ours: &str, sub: Option<&Sub>) {
+    let Some(shared) = &ctx.shared_subs else {
+        return;
+    };
+    let key = shared_key(user, ours);
+    let wait = match sub {
+        Some(sub) => {
+            let value = SharedSub {
+                destination: sub.dest.to_string(),
+                queue: sub.queue.clone(),
+            };
+            shared.put(&key, serde_json::to_vec(&value).unwrap_or_default().into())
+        }
+        None => shared.delete(&key),
+    };
+    let (user, ours) = (user.to_owned(), ours.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = wait.wait().await {
+            tracing::warn!(user, jid = ours, error = %e, "cannot record a presence subscription in the cluster: another router taking the link over would not push it");
+        }
+    });
+}
+
 pub(super) async fn handle(
     ctx: &Arc<LinkCtx>,
     sink: &mut Sink,
@@ -54,11 +121,13 @@ pub(super) async fn handle(
                 .await?;
         }
         PresenceType::Subscribe => {
+            // The subscription collects before it is accepted: an alert published
+            // once the user sees it accepted (on any router) reaches them.
+            subscribe(ctx, &user, &ours).await;
             sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
                 .await?;
             sink.send(Stanza::Presence(reply(PresenceType::None)))
                 .await?;
-            subscribe(ctx, &user, &ours);
             // Ask for theirs in return (as gateways do): a component has no roster of
             // its own, so only a mutual subscription makes the user's server send us
             // their presence — which is what starts and stops the push.
@@ -184,8 +253,9 @@ async fn event(ctx: &LinkCtx, c: &Change) {
     }
 }
 
-/// Records a subscription and creates what collects its messages.
-fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
+/// Records a subscription and creates what collects its messages; resolves once that
+/// collects topic publishes made anywhere in the cluster.
+async fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
     let table = ctx.router.table();
     let Some(dest) = table.xmpp_destination(&ctx.settings.name, ours) else {
         tracing::info!(
@@ -215,7 +285,12 @@ fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
                 .core()
                 .subscribe_durable(&name, &[t], ConsumeOptions::manual(1))
             {
-                Ok(_consumer) => name,
+                Ok(_consumer) => {
+                    if let Err(e) = ctx.router.core().bindings_settled(&name).wait().await {
+                        tracing::warn!(user, jid = ours, error = %e, "the push subscription may miss what other routers publish until the cluster answers");
+                    }
+                    name
+                }
                 Err(e) => {
                     tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
                     return;
@@ -224,7 +299,9 @@ fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
         }
     };
     tracing::info!(user, jid = ours, destination = %dest, "presence subscription: pushing this destination while the user is online");
-    lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), Sub { dest, queue });
+    let sub = Sub { dest, queue };
+    share(ctx, user, ours, Some(&sub));
+    lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), sub);
 }
 
 fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
@@ -232,7 +309,9 @@ fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
     if let Some(stop) = st.pushes.remove(&key) {
         stop.cancel();
     }
-    if let Some(sub) = lock(&ctx.subs).remove(&key) {
+    let removed = lock(&ctx.subs).remove(&key);
+    if let Some(sub) = removed {
+        share(ctx, user, ours, None);
         ctx.router.core().delete_queue(&sub.queue);
         tracing::info!(
             user,

@@ -1,0 +1,140 @@
+//! Leases: something only one router of a cluster may do at a time (the XMPP link: a
+//! server takes one component connection per domain). A router asks for a lease by
+//! name ([`Core::lease`](crate::core::Core::lease)) and gets a [`Lease`] that says, as
+//! it changes, who holds it: this router, another one (named), or nobody known (the
+//! cluster cannot be asked). Alone, a router always holds every lease.
+//!
+//! The holder keeps the lease by renewing it; a holder that cannot renew for a while
+//! steps down (its [`Lease::lost`] resolves) before any other router can take the
+//! lease, so two routers never act as holders at once while their clocks run at the
+//! same rate. A router that dies holds the lease until it times out; one that stops
+//! cleanly [`release`](Lease::release)s it for the next at once.
+
+use tokio::sync::{oneshot, watch};
+
+/// Who holds a lease, as this router knows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// This router.
+    Us,
+    /// Another router, by node name.
+    Other(String),
+    /// Nobody known: not taken yet, or the cluster cannot be asked.
+    Unknown,
+}
+
+/// A lease this router contends for (see the module docs). Dropping it without
+/// [`release`](Self::release) leaves a held lease to time out.
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    holder: watch::Receiver<Holder>,
+    /// Asks the keeper to give the lease up; it answers once it did.
+    give_up: Option<oneshot::Sender<oneshot::Sender<()>>>,
+}
+
+impl Lease {
+    /// A lease that is always this router's: a router running alone.
+    pub fn alone(name: &str) -> Self {
+        let (tx, holder) = watch::channel(Holder::Us);
+        // The receiver outlives the sender: the value stays `Us` for good.
+        drop(tx);
+        Self {
+            name: name.to_owned(),
+            holder,
+            give_up: None,
+        }
+    }
+
+    /// A lease kept by a cluster task: `holder` follows who holds it, `give_up` asks
+    /// the task to release it.
+    pub fn kept(
+        name: &str,
+        holder: watch::Receiver<Holder>,
+        give_up: oneshot::Sender<oneshot::Sender<()>>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            holder,
+            give_up: Some(give_up),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Who holds it now.
+    pub fn holder(&self) -> Holder {
+        self.holder.borrow().clone()
+    }
+
+    /// Resolves once this router holds the lease (at once if it does).
+    pub async fn held(&mut self) {
+        if self.holder.wait_for(|h| *h == Holder::Us).await.is_err() {
+            // The keeper is gone (shutdown): never held again.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once this router no longer holds the lease (never, alone).
+    pub async fn lost(&mut self) {
+        if self.holder.wait_for(|h| *h != Holder::Us).await.is_err() {
+            // No keeper: alone (held for good), or shut down (nothing left to lose).
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves when who holds the lease changes (never, alone).
+    pub async fn changed(&mut self) {
+        if self.holder.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Gives the lease up (if held) so another router takes it without waiting for it
+    /// to time out; resolves once the cluster was told, or could not be.
+    pub async fn release(mut self) {
+        let Some(give_up) = self.give_up.take() else {
+            return;
+        };
+        let (done, given_up) = oneshot::channel();
+        if give_up.send(done).is_ok() {
+            let _ = given_up.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn alone_the_lease_is_held_for_good() {
+        let mut lease = Lease::alone("x");
+        assert_eq!(lease.holder(), Holder::Us);
+        lease.held().await;
+        let lost = tokio::time::timeout(Duration::from_millis(20), lease.lost()).await;
+        assert!(lost.is_err(), "a lone router never loses a lease");
+        lease.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_kept_lease_follows_its_keeper_and_is_released_through_it() {
+        let (tx, rx) = watch::channel(Holder::Other("b".into()));
+        let (give_up, mut asked) = oneshot::channel();
+        let mut lease = Lease::kept("x", rx, give_up);
+        assert_eq!(lease.holder(), Holder::Other("b".into()));
+        tx.send_replace(Holder::Us);
+        lease.held().await;
+        tx.send_replace(Holder::Unknown);
+        lease.lost().await;
+        let keeper = tokio::spawn(async move {
+            let done: oneshot::Sender<()> = (&mut asked).await.unwrap();
+            done.send(()).unwrap();
+        });
+        lease.release().await;
+        keeper.await.unwrap();
+    }
+}
