@@ -100,6 +100,7 @@ fn twenty_kill_9_of_random_routers_under_mixed_load_lose_no_confirmed_message() 
         String::from_utf8_lossy(&pushed.stderr)
     );
 
+    let began = std::time::Instant::now();
     let out = Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -125,5 +126,5 @@ fn twenty_kill_9_of_random_routers_under_mixed_load_lose_no_confirmed_message() 
         String::from_utf8_lossy(&out.stderr),
         log_tails(dir.path(), 100)
     );
-    println!("{stdout}");
+    println!("{stdout}driver ran {:.1} s", began.elapsed().as_secs_f64());
 }

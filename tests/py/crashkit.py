@@ -174,7 +174,7 @@ class Ledger:
                 self.counts["after_receipted_ack"] += 1
                 if self.strict_acks:
                     self.violation(f"{key}: {body} delivered again after its ACK was confirmed with a RECEIPT ({flag}={flagged})")
-            elif body in self.seen[key]:
+            if body in self.seen[key]:
                 self.counts["redelivered"] += 1
                 if check_flag and not flagged:
                     self.violation(f"{key}: {body} delivered again without {flag}")
