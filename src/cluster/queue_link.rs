@@ -69,6 +69,8 @@ enum Settle {
     Ack(Subject),
     Nak(Subject),
     Term(Subject),
+    /// Answer once the settlements before it reached the NATS server (a flush).
+    Sent(tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>),
 }
 
 /// What a shared queue is in the cluster.
@@ -342,6 +344,18 @@ impl Link {
                         Settle::Ack(r) => (r, b"+ACK"),
                         Settle::Nak(r) => (r, b"-NAK"),
                         Settle::Term(r) => (r, b"+TERM"),
+                        Settle::Sent(answer) => {
+                            // The server answers a flush after everything published
+                            // before it: from then on it routes those acks to the
+                            // consumer's leader whatever becomes of this router.
+                            let flushed = client.flush().await.map_err(|e| {
+                                crate::store::StoreError::Unavailable(format!(
+                                    "acknowledgements not sent to the cluster: {e}"
+                                ))
+                            });
+                            let _ = answer.send(flushed);
+                            continue;
+                        }
                     };
                     let _ = client.publish(reply, Bytes::from_static(body)).await;
                 }
@@ -454,6 +468,15 @@ impl SharedLog for QueueLink {
 
     fn release(&self, token: u64) {
         self.inner.settle(token, Settle::Nak);
+    }
+
+    fn settlements_sent(&self) -> StoreWait {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.inner.settle.send(Settle::Sent(tx)) {
+            Ok(()) => StoreWait::Pending(rx),
+            // The queue is closed: what it held was given back already.
+            Err(_) => StoreWait::Done(Ok(())),
+        }
     }
 
     fn bind(&self, patterns: &[Pattern]) {

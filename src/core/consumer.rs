@@ -206,6 +206,12 @@ impl Consumer {
         self.queue.store().is_some()
     }
 
+    /// Its queue lives in the cluster, so a settlement is sent there (see
+    /// [`Core::settlements_sent`]).
+    pub fn is_shared(&self) -> bool {
+        self.queue.is_shared()
+    }
+
     /// Acknowledges mode of the consumer's queue slot is fixed at attach time; this tells
     /// whether deliveries need settling.
     pub fn is_closed(&self) -> bool {

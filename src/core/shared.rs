@@ -131,6 +131,14 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
     /// The message under `token` goes back to the cluster, to be delivered again.
     fn release(&self, token: u64);
 
+    /// Resolves once every [`ack`](Self::ack) and [`release`](Self::release) made
+    /// before it has left this router for the cluster, so this router dying after it
+    /// cannot undo them: what a client's confirmation of its settlements (a STOMP
+    /// RECEIPT for an ACK) waits for.
+    fn settlements_sent(&self) -> StoreWait {
+        StoreWait::Done(Ok(()))
+    }
+
     /// The queue's topic bindings are now `patterns` (possibly none).
     fn bind(&self, patterns: &[Pattern]);
 
@@ -241,6 +249,23 @@ pub trait SharedMeta: Send + Sync + std::fmt::Debug {
 }
 
 impl Core {
+    /// Resolves once the settlements (acks, releases) made so far on the shared
+    /// queues among `queues` have left this router ([`SharedLog::settlements_sent`]);
+    /// local queues need nothing here (their settlements are the store's:
+    /// [`Core::settlements_durable`]).
+    pub fn settlements_sent<'a>(
+        &self,
+        queues: impl IntoIterator<Item = &'a str>,
+    ) -> super::Confirmation {
+        let mut c = super::Confirmation::default();
+        for q in queues {
+            if let Some(log) = self.queue(q).and_then(|q| q.shared_log()) {
+                c.push(log.settlements_sent());
+            }
+        }
+        c
+    }
+
     /// The cluster's replicated metadata namespace `ns` ([`SharedMeta`]), when this
     /// router is clustered and the cluster keeps `ns`; `None`: `ns` lives in the store.
     pub fn shared_metadata(&self, ns: &'static str) -> Option<Arc<dyn SharedMeta>> {

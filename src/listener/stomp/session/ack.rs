@@ -91,6 +91,12 @@ impl<T: Transport> Connection<T> {
             return;
         };
         self.settled_durable |= sub.consumer.is_durable();
+        if sub.consumer.is_shared() {
+            let queue = sub.consumer.queue_name();
+            if !self.settled_shared.iter().any(|q| q == queue) {
+                self.settled_shared.push(queue.to_owned());
+            }
+        }
         // `client` mode is cumulative: it settles every earlier delivery of the subscription.
         let cumulative = sub.ack == AckPolicy::Client;
         match (ack, cumulative) {

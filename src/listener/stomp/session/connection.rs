@@ -68,6 +68,9 @@ pub(super) struct Connection<T: Transport> {
     /// next RECEIPT waits until what it wrote to the store (a removal, a dead-letter
     /// copy) is durable, so a RECEIPT confirms every earlier settlement.
     pub(super) settled_durable: bool,
+    /// Shared (clustered) queues settled on since the last RECEIPT: the next one waits
+    /// until those settlements left this router ([`crate::core::Core::settlements_sent`]).
+    pub(super) settled_shared: Vec<String>,
 }
 
 /// Counted, rate-limited causes of this listener (see [`crate::ratelog`]).
@@ -106,6 +109,7 @@ pub async fn run<T: Transport>(
         last_active: Instant::now(),
         confirmations: Confirmations::default(),
         settled_durable: false,
+        settled_shared: Vec::new(),
     };
     let result = s.serve(&cancel).await;
     match result {

@@ -46,13 +46,20 @@ impl<T: Transport> Connection<T> {
     }
 
     /// What a RECEIPT must wait for besides its own frame's work: the settlements since
-    /// the last RECEIPT, when one of them wrote to the store.
+    /// the last RECEIPT, when one of them wrote to the store or (clustered) was sent to
+    /// a shared queue's cluster — a message whose ACK was receipted never comes back.
     pub(super) fn settlements_owed(&mut self) -> Confirmation {
-        if std::mem::take(&mut self.settled_durable) {
-            self.shared.router.core().settlements_durable()
+        let core = self.shared.router.core();
+        let mut owed = if std::mem::take(&mut self.settled_durable) {
+            core.settlements_durable()
         } else {
             Confirmation::default()
+        };
+        if !self.settled_shared.is_empty() {
+            let queues = std::mem::take(&mut self.settled_shared);
+            owed.extend(core.settlements_sent(queues.iter().map(String::as_str)));
         }
+        owed
     }
 
     /// Answers a frame handled at once (no pipelining): its RECEIPT, if it asked for
