@@ -176,6 +176,7 @@ impl Cluster {
                 "routes": connection::bucket_name(&self.settings, ROUTES_BUCKET),
                 "retained": connection::bucket_name(&self.settings, RETAINED_BUCKET),
                 "sessions": connection::bucket_name(&self.settings, connection::SESSIONS_BUCKET),
+                "links": connection::bucket_name(&self.settings, connection::LINKS_BUCKET),
             },
             "nodes": nodes,
             "jetstream": jetstream,

@@ -19,6 +19,8 @@
 //!   [`Core::deliver_remote`].
 //! - A reply address (a STOMP temporary queue) stays on its router; the others reach
 //!   it through [`super::reply`].
+//! - The links' records ([`Shared::link_records`]: which AMQP topology was declared)
+//!   are a [`ClaimBucket`] too (`<prefix>SB_LINKS`).
 //! - The MQTT listener's retained messages are kept in the bucket
 //!   `<prefix>SB_RETAINED` ([`Shared::metadata`], [`MetaBucket`]).
 
@@ -100,6 +102,8 @@ pub struct SharedCluster {
     retained: Arc<MetaBucket>,
     /// The MQTT sessions' records (`<prefix>SB_SESSIONS`).
     claims: Arc<ClaimBucket>,
+    /// The links' records (`<prefix>SB_LINKS`): AMQP topology markers.
+    link_records: Arc<ClaimBucket>,
 }
 
 impl SharedCluster {
@@ -143,6 +147,14 @@ impl SharedCluster {
             "Switchboard MQTT sessions: one key per client id, written by the router serving it",
         )
         .await?;
+        let links = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::LINKS_BUCKET,
+            "Switchboard links: one key per link and purpose (the AMQP topology a router declared)",
+        )
+        .await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -180,7 +192,8 @@ impl SharedCluster {
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
             retained,
-            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
+            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime.clone()),
+            link_records: ClaimBucket::new(links, settings.node.clone(), claims_runtime),
         }))
     }
 
@@ -293,6 +306,10 @@ impl Shared for SharedCluster {
 
     fn claims(&self) -> Option<Arc<dyn Claims>> {
         Some(Arc::clone(&self.claims) as Arc<dyn Claims>)
+    }
+
+    fn link_records(&self) -> Option<Arc<dyn Claims>> {
+        Some(Arc::clone(&self.link_records) as Arc<dyn Claims>)
     }
 }
 

@@ -16,6 +16,7 @@
 //!   `republished`).
 
 pub mod convert;
+mod declared_once;
 mod inbound;
 mod link;
 mod outbound;
