@@ -1,14 +1,14 @@
 """The AMQP link on three clustered routers A, B, C (tests/cluster_amqp.rs): pika on the RabbitMQ
 side, stomp.py on the routers' side. Routes (pushed by the Rust test):
   P.fi (RabbitMQ queue, every router's link consumes it) -> /queue/P.fi_out (shared in the cluster)
-  /queue/P.fo_in on any router -> the link -> RabbitMQ queue P.fo
+  /queue/P.fo_in on any router, MQTT topic P/fo on any router -> the link -> RabbitMQ queue P.fo
 
-    cluster_amqp.py --port A_STOMP --stomp A,B,C --admin A,B,C --prefix P --ctl rabbitmq-ctl.sh
+    cluster_amqp.py --port A_STOMP --stomp A,B,C --mqtt A,B,C --admin A,B,C --prefix P --ctl rabbitmq-ctl.sh
                     [--kill-pid B_PID] SCENARIO
 
 Scenarios:
   restart  pika publishes into P.fi with confirms while STOMP clients on A, B and C send to P.fo_in
-           with receipts; RabbitMQ is stopped (stop_app) mid-stream and started again: every
+           with receipts (and a paho QoS 1 publisher on C to P/fo); RabbitMQ is stopped (stop_app) mid-stream and started again: every
            confirmed message arrives (inbound on a STOMP consumer on A, outbound in P.fo), duplicates
            counted; more than one router's link received and published.
   kill     the same traffic; router B is killed (-9) once its link has published part of it: every
@@ -28,15 +28,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, parse_args, wait_for  # noqa: E402
 from stomptest import Collector  # noqa: E402
 
+import paho.mqtt.client as mqtt  # noqa: E402
 import pika  # noqa: E402
 import stomp  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--stomp", required=True), p.add_argument("--admin", required=True),
+                             p.add_argument("--mqtt", required=True),
                              p.add_argument("--ctl", required=True), p.add_argument("--kill-pid", type=int)))
 P = args.prefix
 STOMP = [int(x) for x in args.stomp.split(",")]
 ADMIN = [int(x) for x in args.admin.split(",")]
+MQTT = [int(x) for x in args.mqtt.split(",")]
 NAMES = "ABC"
 AMQP = pika.ConnectionParameters("127.0.0.1", 5672, "/", pika.PlainCredentials("guest", "guest"),
                                  heartbeat=30, blocked_connection_timeout=60)
@@ -134,6 +137,43 @@ class Outbound:
             pass
 
 
+class MqttOut:
+    """A paho client on router `i` publishing `n` messages at QoS 1 to P/fo; `confirmed()` is
+    the bodies whose PUBACK came."""
+
+    def __init__(self, tag, i, n):
+        self.tag, self.i, self.n = tag, i, n
+        self.sent = 0
+        self.mids, self.acked = {}, set()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{P}-{tag}-pub")
+        self.c.on_publish = self.on_publish
+        self.c.connect("127.0.0.1", MQTT[i])
+        self.c.loop_start()
+        self.done = threading.Event()
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def on_publish(self, _c, _u, mid, _rc, _props):
+        # No lock of ours here: paho calls this holding its own, which publish() takes too.
+        self.acked.add(mid)
+
+    def run(self):
+        for k in range(self.n):
+            body = f"{self.tag}-mqtt{NAMES[self.i]}-out{k}"
+            info = self.c.publish(f"{P}/fo", body.encode(), qos=1)
+            self.mids[info.mid] = body
+            self.sent = k + 1
+            time.sleep(0.002)
+        self.done.set()
+
+    def confirmed(self):
+        wait_for(lambda: len(self.acked) >= self.n, 30, lambda: f"PUBACKs {len(self.acked)} of {self.n}")
+        return {self.mids[m] for m in list(self.acked)}
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 def drain(queue, want, timeout=120):
     """Consumes `queue` with pika until every body of `want` came; returns what came."""
     c = pika.BlockingConnection(AMQP)
@@ -165,7 +205,7 @@ def check(tag, inbound, senders, col, started_at):
     in_dupes = len(ins) - len(set(ins))
     out_dupes = len(seen) - len(set(seen))
     log(f"{tag}: inbound {len(inbound.confirmed)} confirmed by RabbitMQ, all arrived, {in_dupes} duplicates; "
-        f"outbound {len(confirmed_out)} confirmed by RECEIPT (of {sum(s.sent for s in senders)} sent), "
+        f"outbound {len(confirmed_out)} confirmed by RECEIPT or PUBACK (of {sum(s.sent for s in senders)} sent), "
         f"all in RabbitMQ, {out_dupes} duplicates, {len(set(seen) - confirmed_out)} unconfirmed ones arrived too; "
         f"{time.monotonic() - started_at:.1f} s")
 
@@ -184,7 +224,7 @@ def restart():
     before = counters(range(3))
     c, col = consumer()
     inbound = Inbound("r", 3000)
-    senders = [Outbound("r", i, 1000) for i in range(3)]
+    senders = [Outbound("r", i, 1000) for i in range(3)] + [MqttOut("r", 2, 1000)]
     wait_for(lambda: len(inbound.confirmed) > 600, args.timeout, "traffic before the restart")
     ctl("stop_app")
     try:
@@ -192,7 +232,7 @@ def restart():
                  lambda: f"every link noticed: {[link(i)['state'] for i in range(3)]}")
         at = sum(s.sent for s in senders)
         wait_for(lambda: sum(s.sent for s in senders) >= at + 300 or all(s.done.is_set() for s in senders),
-                 args.timeout, "STOMP sends during the outage")
+                 args.timeout, lambda: f"sends during the outage: {[(s.sent, s.done.is_set()) for s in senders]}")
     finally:
         ctl("start_app")  # whatever failed, RabbitMQ comes back: every later test needs it
     check("r", inbound, senders, col, started)
@@ -216,7 +256,7 @@ def kill():
     before = counters(range(3))
     c, col = consumer()
     inbound = Inbound("k", 3000)
-    senders = [Outbound("k", i, 1500) for i in range(3)]
+    senders = [Outbound("k", i, 1500) for i in range(3)] + [MqttOut("k", 2, 1500)]
     b_published = lambda: link(1)["counters"]["published"] - before[1]["published"]
     wait_for(lambda: b_published() >= 100, args.timeout, "B's link publishing")
     expect(not all(s.done.is_set() for s in senders), "the stream is still on when B is killed")
@@ -231,7 +271,7 @@ def kill():
     log(f"per router: received {delta(after, before, 'received')}, published {delta(after, before, 'published')}"
         f" (B: until killed), republished by A and C {republished}; {time.monotonic() - killed_at:.1f} s after the kill")
     expect(sum(republished.values()) > 0, f"nothing of B's was republished by A or C: {republished}")
-    for s in (senders[0], senders[2]):
+    for s in (senders[0], senders[2], senders[3]):
         s.close()
     c.disconnect()
     print("ok")
