@@ -20,7 +20,7 @@
 //! queue lives in the cluster, so whichever router's link takes a message publishes it
 //! and acks it to the cluster after the confirm (a router that dies leaves its
 //! unconfirmed ones to another). The topology is declared by one router per change
-//! ([`declared_once`]), not by every router on every connection.
+//! (`declared_once.rs`), not by every router on every connection.
 
 pub mod convert;
 mod declared_once;
