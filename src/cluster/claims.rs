@@ -1,4 +1,5 @@
-//! The core's [`Claims`] over a KV bucket (`<prefix>SB_SESSIONS`): one key per record
+//! The core's [`Claims`] over a KV bucket (`<prefix>SB_SESSIONS`; the links' records in
+//! `<prefix>SB_LINKS` are another): one key per record
 //! (an MQTT client id), written with JetStream's expected-last-revision check, so a
 //! claim is a compare-and-set on the key's revision (docs/cluster.md, "MQTT sessions").
 //!

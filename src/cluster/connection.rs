@@ -204,3 +204,7 @@ pub async fn meta_bucket(
 /// The bucket of MQTT sessions: one key per client id, claimed by the router serving it
 /// (see `claims`).
 pub const SESSIONS_BUCKET: &str = "SB_SESSIONS";
+
+/// The bucket of the links' records: one key per link and purpose (an AMQP link's
+/// marker of the topology declared, `amqp-topology.<link>`).
+pub const LINKS_BUCKET: &str = "SB_LINKS";

@@ -190,6 +190,7 @@ impl Cluster {
                 "retained": connection::bucket_name(&self.settings, RETAINED_BUCKET),
                 "sessions": connection::bucket_name(&self.settings, connection::SESSIONS_BUCKET),
                 "leases": connection::bucket_name(&self.settings, connection::LEASES_BUCKET),
+                "links": connection::bucket_name(&self.settings, connection::LINKS_BUCKET),
             },
             "leases": leases,
             "nodes": nodes,

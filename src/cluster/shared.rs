@@ -19,6 +19,8 @@
 //!   [`Core::deliver_remote`].
 //! - A reply address (a STOMP temporary queue) stays on its router; the others reach
 //!   it through [`super::reply`].
+//! - The links' records ([`Shared::link_records`]: which AMQP topology was declared)
+//!   are a [`ClaimBucket`] too (`<prefix>SB_LINKS`).
 //! - The MQTT listener's retained messages are kept in the bucket
 //!   `<prefix>SB_RETAINED` ([`Shared::metadata`], [`MetaBucket`]).
 
@@ -105,6 +107,8 @@ pub struct SharedCluster {
     xmpp_push: Arc<MetaBucket>,
     /// The leases (`<prefix>SB_LEASES`).
     leases: async_nats::jetstream::kv::Store,
+    /// The links' records (`<prefix>SB_LINKS`): AMQP topology markers.
+    link_records: Arc<ClaimBucket>,
 }
 
 impl SharedCluster {
@@ -146,6 +150,14 @@ impl SharedCluster {
             client,
             super::connection::SESSIONS_BUCKET,
             "Switchboard MQTT sessions: one key per client id, written by the router serving it",
+        )
+        .await?;
+        let links = super::connection::meta_bucket(
+            &js,
+            settings,
+            client,
+            super::connection::LINKS_BUCKET,
+            "Switchboard links: one key per link and purpose (the AMQP topology a router declared)",
         )
         .await?;
         let epoch = std::time::SystemTime::now()
@@ -195,7 +207,8 @@ impl SharedCluster {
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
             retained,
-            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
+            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime.clone()),
+            link_records: ClaimBucket::new(links, settings.node.clone(), claims_runtime),
             xmpp_push,
             leases,
         }))
@@ -324,6 +337,10 @@ impl Shared for SharedCluster {
             name,
             &self.cx.runtime,
         ))
+    }
+
+    fn link_records(&self) -> Option<Arc<dyn Claims>> {
+        Some(Arc::clone(&self.link_records) as Arc<dyn Claims>)
     }
 }
 

@@ -127,6 +127,12 @@ impl Core {
             .unwrap_or_else(|| super::shared::lease::Lease::alone(name))
     }
 
+    /// The cluster's records of links ([`super::shared::Shared::link_records`]), when
+    /// clustered.
+    pub fn link_records(&self) -> Option<Arc<dyn super::shared::claims::Claims>> {
+        self.inner.shared.as_ref()?.link_records()
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.inner.config
     }

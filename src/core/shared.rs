@@ -113,6 +113,14 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
     fn claims(&self) -> Option<Arc<dyn claims::Claims>> {
         None
     }
+
+    /// Records the links keep for every router, one key per link and purpose,
+    /// compare-and-set as [`claims`] are (an AMQP link's marker of the topology it
+    /// declared, so one router declares it per change, not every router): `None`
+    /// (the default) when the router runs alone.
+    fn link_records(&self) -> Option<Arc<dyn claims::Claims>> {
+        None
+    }
 }
 
 /// One shared queue's link to the cluster, owned by its [`Queue`].

@@ -14,8 +14,16 @@
 //!   in the core only after RabbitMQ's publisher confirm. Unconfirmed messages go back
 //!   to the core queue when the connection drops and are published again (counted as
 //!   `republished`).
+//!
+//! Clustered (docs/cluster.md, "Links"), every router may run the link: RabbitMQ
+//! spreads an inbound queue's messages among the routers' consumers, and the link
+//! queue lives in the cluster, so whichever router's link takes a message publishes it
+//! and acks it to the cluster after the confirm (a router that dies leaves its
+//! unconfirmed ones to another). The topology is declared by one router per change
+//! (`declared_once.rs`), not by every router on every connection.
 
 pub mod convert;
+mod declared_once;
 mod inbound;
 mod link;
 mod outbound;

@@ -16,23 +16,48 @@ use super::link::LinkCtx;
 use crate::routes::spec::{DeclareSpec, ExchangeType};
 
 /// Declares every route's topology for this link; records failures per route.
+/// Clustered, one router declares it per change ([`super::declared_once`]); a
+/// declaration with an exclusive queue belongs to one connection, so every router
+/// makes its own.
 pub(super) async fn declare_all(ctx: &Arc<LinkCtx>, conn: &Connection) {
     let table = ctx.router.table();
+    let specs: Vec<(&str, &DeclareSpec)> = table.amqp_declarations(&ctx.settings.name).collect();
+    let per_connection = specs
+        .iter()
+        .any(|(_, s)| s.queues.iter().any(|q| q.exclusive));
+    match ctx.router.core().link_records() {
+        Some(records) if !specs.is_empty() && !per_connection => {
+            super::declared_once::declare(ctx, conn, records.as_ref(), &specs).await;
+        }
+        _ => {
+            declare_now(ctx, conn, &specs).await;
+        }
+    }
+}
+
+/// Declares `specs` now; records failures per route. True when all were declared.
+pub(super) async fn declare_now(
+    ctx: &LinkCtx,
+    conn: &Connection,
+    specs: &[(&str, &DeclareSpec)],
+) -> bool {
     let mut errors = BTreeMap::new();
     let mut declared = 0;
-    for (route, spec) in table.amqp_declarations(&ctx.settings.name) {
+    for (route, spec) in specs {
         match declare(conn, spec).await {
             Ok(()) => declared += 1,
             Err(e) => {
                 tracing::error!(route, error = %e, "AMQP topology declaration failed; the route's other work goes on");
-                errors.insert(route.to_owned(), e);
+                errors.insert((*route).to_owned(), e);
             }
         }
     }
     if declared > 0 {
         tracing::info!(routes = declared, "AMQP topology declared");
     }
+    let ok = errors.is_empty();
     ctx.status.set_topology(errors);
+    ok
 }
 
 async fn declare(conn: &Connection, spec: &DeclareSpec) -> Result<(), String> {
