@@ -143,6 +143,8 @@ impl SharedCluster {
             "Switchboard MQTT sessions: one key per client id, written by the router serving it",
         )
         .await?;
+        // The routers alive, for the claims (the router itself opened it to join).
+        let nodes = super::connection::nodes_bucket(&js, settings, client).await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -180,7 +182,7 @@ impl SharedCluster {
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
             retained,
-            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime),
+            claims: ClaimBucket::new(sessions, nodes, settings.node.clone(), claims_runtime),
         }))
     }
 
