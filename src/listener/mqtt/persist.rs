@@ -273,6 +273,7 @@ pub fn decode_session(bytes: &[u8], now: SystemTime) -> Result<Decoded, serde_js
 /// record is the session's claim (see [`super::roaming`]), written over `claim`, the
 /// revision this router's entry holds (none: the session is not this router's). Never
 /// takes the sessions lock: callers may hold it.
+#[allow(clippy::too_many_arguments)] // each is one field of the record, named at the call
 pub fn save_session(
     state: &MqttState,
     client_id: &str,

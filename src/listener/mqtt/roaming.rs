@@ -268,6 +268,7 @@ pub async fn write_over(
     match claims.write(client_id, bytes.into(), base).await {
         Ok(revision) => {
             let _ = claim.compare_exchange(base, revision, Ordering::AcqRel, Ordering::Acquire);
+            tracing::debug!(client_id, revision, "cluster: session record written");
             Ok(true)
         }
         Err(ClaimError::Changed) => Ok(false),
