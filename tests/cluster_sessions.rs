@@ -82,13 +82,11 @@ fn the_wills_of_a_killed_routers_clients_are_published_once_by_another() {
     let _buckets = Buckets(prefix.clone());
     let routers = three_routers(&prefix, "");
     let b = routers[1].child.id().to_string();
-    let log_b = routers[1]
-        .dir
-        .path()
-        .join("daemon.log")
-        .display()
-        .to_string();
-    scenario(&routers, "wills", &["--kill-pid", &b, "--log-b", &log_b]);
+    scenario(
+        &routers,
+        "wills",
+        &["--kill-pid", &b, "--logs", &logs(&routers)],
+    );
 }
 
 #[test]
@@ -99,10 +97,6 @@ fn a_killed_routers_offline_session_expires_in_the_cluster() {
     let _buckets = Buckets(prefix.clone());
     let routers = three_routers(&prefix, "");
     let b = routers[1].child.id().to_string();
-    let logs: Vec<String> = routers
-        .iter()
-        .map(|d| d.dir.path().join("daemon.log").display().to_string())
-        .collect();
     let client_id = format!("exp-{}", prefix.to_lowercase());
     scenario(
         &routers,
@@ -111,7 +105,7 @@ fn a_killed_routers_offline_session_expires_in_the_cluster() {
             "--kill-pid",
             &b,
             "--logs",
-            &logs.join(","),
+            &logs(&routers),
             "--client-id",
             &client_id,
         ],
@@ -129,6 +123,15 @@ fn a_killed_routers_offline_session_expires_in_the_cluster() {
         !stream_exists(&stream),
         "stream {stream} of the expired session is still in JetStream"
     );
+}
+
+/// The routers' log files, comma-separated (the scenarios read them for events).
+fn logs(routers: &[Daemon]) -> String {
+    routers
+        .iter()
+        .map(|d| d.dir.path().join("daemon.log").display().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether JetStream has the stream `name` now.

@@ -2,7 +2,7 @@
 with paho-mqtt (MQTT 5): message ids are checked end to end.
 
     cluster_mqtt_sessions.py --port A_MQTT --mqtt-b P --mqtt-c P [--kill-pid B_PID] [--count N]
-        [--qos 1|2] [--log-b PATH] [--logs A,B,C --client-id ID] SCENARIO
+        [--qos 1|2] [--logs A,B,C] [--client-id ID] SCENARIO
 
 Scenarios:
   resume    a QoS 1 subscriber with a persistent session on B, a QoS 1 publisher on A; B is
@@ -51,7 +51,6 @@ args = parse_args(lambda p: (
     p.add_argument("--count", type=int, default=300),
     p.add_argument("--rounds", type=int, default=5),
     p.add_argument("--qos", type=int, default=1),
-    p.add_argument("--log-b"),
     p.add_argument("--logs"),
     p.add_argument("--client-id"),
 ))
@@ -333,11 +332,9 @@ def wills():
     on_b["d"].close()
     # B must have recorded the clean end before it dies (its log says when), or its
     # record still holds the will of a connected client.
-    if args.log_b:
-        def recorded():
-            with open(args.log_b) as f:
-                return any("session record written" in line and ids["d"] in line for line in f)
-        wait_for(recorded, T, "B did not record d's clean disconnect")
+    if args.logs:
+        wait_for(lambda: logged([args.logs.split(",")[1]], "session record written", ids["d"]), T,
+                 "B did not record d's clean disconnect")
 
     kill_at = time.monotonic()
     os.kill(args.kill_pid, signal.SIGKILL)
@@ -366,6 +363,13 @@ def wills():
     counts = {k: len(arrived(k)) for k in ids}
     expect(counts == {"x0": 1, "x2": 1, "y2": 0, "y15": 0, "d": 0},
            f"wills published (expected x0 1, x2 1, others 0): {counts}")
+    if args.logs:
+        log_a, _, log_c = args.logs.split(",")
+        expect(logged([log_a, log_c], "session of a dead router taken over", ids["y15"]),
+               "y15's record was not taken over before it came back on C 9 s after the kill")
+        for k in ("x0", "x2"):
+            expect(sum(logged([p], "session of a dead router taken over", ids[k]) for p in (log_a, log_c)) == 1,
+                   f"{k}'s record not taken over by exactly one of A and C")
     (p0, u0, at0), = arrived("x0")
     expect(p0 == "x0 gone" and u0.get("from") == "b", f"x0's will: {p0!r} {u0}")
     (_, _, at2), = arrived("x2")

@@ -127,9 +127,13 @@ async fn expire(state: &MqttState, client_id: &str, durable_queue: bool) {
         let sessions = state.sessions();
         match sessions.get(client_id) {
             Some(e) if e.holder.is_none() => e.claimed(),
-            _ => return,
+            _ => {
+                tracing::debug!(client_id, "session expiry due, but a client holds it");
+                return;
+            }
         }
     };
+    tracing::debug!(client_id, claim, "session expiry due");
     if let (Some(claims), Some(revision)) = (state.router.core().claims(), claim) {
         match claims.remove(client_id, revision).await {
             Ok(()) => {}
@@ -149,13 +153,14 @@ async fn expire(state: &MqttState, client_id: &str, durable_queue: bool) {
     }
     let gone = {
         let mut sessions = state.sessions();
-        if !sessions
-            .get(client_id)
-            .is_some_and(|e| e.holder.is_none() && e.claimed() == claim)
-        {
-            return;
+        match sessions.get(client_id) {
+            Some(e) if e.holder.is_none() && e.claimed() == claim => sessions.remove(client_id),
+            // A client took the session here meanwhile.
+            Some(_) => return,
+            // Clustered, this router may have seen its own removal of the record first
+            // (a removal names no router): the session is forgotten here already.
+            None => None,
         }
-        sessions.remove(client_id)
     };
     if let Some(e) = gone {
         state.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));

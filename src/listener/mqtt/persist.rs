@@ -463,3 +463,54 @@ fn forget_retained(state: &MqttState, topic: &str) {
         store.delete(META_MQTT_RETAINED, topic);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_will_round_trips_through_the_record_with_its_properties_and_due_time() {
+        let will = Will {
+            publish: Publish {
+                dup: false,
+                retain: true,
+                qos: 1,
+                topic: "a/will".into(),
+                packet_id: None,
+                payload: bytes::Bytes::from_static(b"\x00gone\xff"),
+                props: Props {
+                    content_type: Some("text/plain".into()),
+                    correlation_data: Some(bytes::Bytes::from_static(b"\x01\x02")),
+                    response_topic: Some("r/t".into()),
+                    expiry: Some(60),
+                    user: vec![("from".into(), "b".into())],
+                    utf8: false,
+                    ..Default::default()
+                },
+            },
+            delay: 30,
+        };
+        let now = SystemTime::now();
+        let rec = WillRecord {
+            will: &will,
+            user: "alice",
+            due: Some(now + Duration::from_secs(10)),
+        };
+        let data = SessionData::default();
+        let bytes = encode_session("alice", &data, 300, None, Some(rec)).unwrap();
+        let w = decode_session(&bytes, now)
+            .unwrap()
+            .will
+            .expect("will kept");
+        assert_eq!(w.will, will);
+        assert_eq!(w.user, "alice");
+        let left = w.left.expect("due time kept");
+        assert!(left <= Duration::from_secs(10) && left >= Duration::from_secs(9));
+        // Without a will (a clean DISCONNECT) none comes back; nor from a record written
+        // before wills were kept.
+        let bytes = encode_session("alice", &data, 300, None, None).unwrap();
+        assert!(decode_session(&bytes, now).unwrap().will.is_none());
+        let old = br#"{"owner":"alice","expiry":300,"expires_at_ms":null,"subs":[]}"#;
+        assert!(decode_session(old, now).unwrap().will.is_none());
+    }
+}
