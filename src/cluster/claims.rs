@@ -7,6 +7,8 @@
 //!   the key itself, also for a removal); a key whose escaped form is longer than
 //!   [`names::MAX_KV_KEY`] is refused.
 //! - Value: the writing router's node name, a newline, then the owner's data.
+//!
+//! The routers alive are the keys of `SB_NODES` (see [`super::membership`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,13 +26,25 @@ use crate::core::shared::claims::{Claim, ClaimChange, ClaimError, Claims};
 #[derive(Debug)]
 pub struct ClaimBucket {
     kv: kv::Store,
+    /// `SB_NODES`: one key per router alive.
+    nodes: kv::Store,
     node: String,
     runtime: tokio::runtime::Handle,
 }
 
 impl ClaimBucket {
-    pub(super) fn new(kv: kv::Store, node: String, runtime: tokio::runtime::Handle) -> Arc<Self> {
-        Arc::new(Self { kv, node, runtime })
+    pub(super) fn new(
+        kv: kv::Store,
+        nodes: kv::Store,
+        node: String,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            kv,
+            nodes,
+            node,
+            runtime,
+        })
     }
 }
 
@@ -139,6 +153,18 @@ impl Claims for ClaimBucket {
             kv.delete_expect_revision(key?, Some(revision))
                 .await
                 .map_err(update_error)
+        })
+    }
+
+    fn live_nodes(&self) -> BoxFuture<'static, Result<Vec<String>, ClaimError>> {
+        let nodes = self.nodes.clone();
+        Box::pin(async move {
+            let mut keys = nodes.keys().await.map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(key) = keys.next().await {
+                out.push(key.map_err(unavailable)?);
+            }
+            Ok(out)
         })
     }
 

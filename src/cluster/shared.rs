@@ -160,6 +160,8 @@ impl SharedCluster {
             "Switchboard links: one key per link and purpose (the AMQP topology a router declared)",
         )
         .await?;
+        // The routers alive, for the claims (the router itself opened it to join).
+        let nodes = super::connection::nodes_bucket(&js, settings, client).await?;
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -207,8 +209,13 @@ impl SharedCluster {
             replies_rx: Mutex::new(Some(replies_rx)),
             core: OnceLock::new(),
             retained,
-            claims: ClaimBucket::new(sessions, settings.node.clone(), claims_runtime.clone()),
-            link_records: ClaimBucket::new(links, settings.node.clone(), claims_runtime),
+            claims: ClaimBucket::new(
+                sessions,
+                nodes.clone(),
+                settings.node.clone(),
+                claims_runtime.clone(),
+            ),
+            link_records: ClaimBucket::new(links, nodes, settings.node.clone(), claims_runtime),
             xmpp_push,
             leases,
         }))

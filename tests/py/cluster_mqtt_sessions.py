@@ -1,13 +1,25 @@
 """MQTT persistent sessions across three clustered routers A, B and C (tests/cluster_sessions.rs),
 with paho-mqtt (MQTT 5): message ids are checked end to end.
 
-    cluster_mqtt_sessions.py --port A_MQTT --mqtt-b P --mqtt-c P [--kill-pid B_PID] [--count N] SCENARIO
+    cluster_mqtt_sessions.py --port A_MQTT --mqtt-b P --mqtt-c P [--kill-pid B_PID] [--count N]
+        [--qos 1|2] [--logs A,B,C] [--client-id ID] SCENARIO
 
 Scenarios:
   resume    a QoS 1 subscriber with a persistent session on B, a QoS 1 publisher on A; B is
             killed (-9) mid-stream; the subscriber reconnects to C with the same client id and
             clean start 0 (no new SUBSCRIBE): every confirmed message arrives, a message
             received twice is flagged DUP the second time, the first redelivery within 10 s
+  resume --qos 2   the same with QoS 2 (publisher and subscription): paho sends PUBREC itself
+            and hands a message over at PUBREL, so "acknowledged" is what got its PUBREL
+  wills     clients with wills (MQTT 5) on B, a subscriber to the will topics on A; B is killed:
+            the will without delay (clean session) and the one with a 2 s delay (persistent
+            session) arrive on A exactly once, within a bound; a client that reconnects to C
+            right after the kill (delay 2 s), or 9 s after it (delay 15 s, by then the record
+            was taken over), has no will published; a client that disconnected cleanly
+            (DISCONNECT 0x00) before the kill neither
+  expiry    a session with expiry 3 s on B (subscribed, messages queued after the kill); B is
+            killed: exactly one of A and C takes its record over and ends it once the expiry has
+            run (their logs), and a clean start 0 on C then finds no session
   race      two clients with one client id connect at once to A and C (several rounds): exactly
             one keeps the session, the other is disconnected with reason 0x8E (session taken
             over); the survivor gets what is published; then a plain takeover from A to C keeps
@@ -38,6 +50,9 @@ args = parse_args(lambda p: (
     p.add_argument("--kill-pid", type=int),
     p.add_argument("--count", type=int, default=300),
     p.add_argument("--rounds", type=int, default=5),
+    p.add_argument("--qos", type=int, default=1),
+    p.add_argument("--logs"),
+    p.add_argument("--client-id"),
 ))
 T = args.timeout
 TAKEN_OVER = 0x8E
@@ -65,9 +80,14 @@ class Client:
     unless `clean`), recording messages (payload, dup, arrival time) and how it was
     disconnected."""
 
-    def __init__(self, port, name, client_id, clean=False, connect=True, ack_first=None):
-        """`ack_first`: acknowledge (PUBACK) only the first N messages, the later ones never."""
+    def __init__(self, port, name, client_id, clean=False, connect=True, ack_first=None,
+                 expiry=None, will=None):
+        """`ack_first`: acknowledge (PUBACK) only the first N messages, the later ones never.
+        `expiry`: the session expiry interval (default 0 if `clean`, else 300 s); `will`:
+        (topic, payload, delay in s), sent with a user property from=b."""
         self.name, self.port, self.clean = name, port, clean
+        self.expiry = expiry if expiry is not None else (0 if clean else 300)
+        self.full = []  # (topic, payload, user properties)
         self.ack_first, self.acked = ack_first, set()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5, manual_ack=ack_first is not None)
@@ -82,12 +102,18 @@ class Client:
         self.c.on_connect = self._connected
         self.c.on_disconnect = self._disconnected
         self.c.max_inflight_messages_set(50)
+        if will:
+            topic, payload, delay = will
+            wp = Properties(PacketTypes.WILLMESSAGE)
+            wp.WillDelayInterval = delay
+            wp.UserProperty = [("from", "b")]
+            self.c.will_set(topic, payload, qos=1, properties=wp)
         if connect:
             self.connect()
 
     def connect(self):
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0 if self.clean else 300
+        props.SessionExpiryInterval = self.expiry
         self.c.connect(args.host, self.port, clean_start=self.clean, properties=props, keepalive=30)
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -111,8 +137,10 @@ class Client:
         self.gone.set()
 
     def _msg(self, c, u, m):
+        user = dict(getattr(m.properties, "UserProperty", None) or [])
         with self.lock:
             self.msgs.append((m.payload.decode(), m.dup, time.monotonic()))
+            self.full.append((m.topic, m.payload.decode(), user, time.monotonic()))
             n = len(self.msgs)
         if self.ack_first is not None and n <= self.ack_first:
             c.ack(m.mid, m.qos)
@@ -126,8 +154,8 @@ class Client:
         with self.lock:
             return list(self.msgs)
 
-    def sub(self, topic):
-        _, mid = self.c.subscribe(topic, 1)
+    def sub(self, topic, qos=1):
+        _, mid = self.c.subscribe(topic, qos)
         wait_for(lambda: mid in self.subacks, T, f"{self.name}: no SUBACK for {topic}")
         expect(not self.subacks[mid][0].is_failure, f"{self.name}: SUBACK {self.subacks[mid]}")
 
@@ -145,7 +173,8 @@ class Client:
 class Publisher:
     """paho MQTT 3.1.1 QoS 1 publisher (paho's own loop: A is never killed)."""
 
-    def __init__(self, port):
+    def __init__(self, port, qos=1):
+        self.qos = qos
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=uniq("pub"),
                              protocol=mqtt.MQTTv311, clean_session=True)
         ok = threading.Event()
@@ -156,7 +185,7 @@ class Publisher:
         expect(ok.wait(T), "publisher: no CONNACK")
 
     def publish(self, topic, payload):
-        return self.c.publish(topic, payload, qos=1)
+        return self.c.publish(topic, payload, qos=self.qos)
 
     def bye(self):
         self.c.disconnect()
@@ -186,8 +215,8 @@ def resume():
     n = args.count
     sub = Client(args.mqtt_b, "sub@B", cid, ack_first=n // 4)
     sub.wait_connack()
-    sub.sub(topic)
-    pub = Publisher(args.port)
+    sub.sub(topic, args.qos)
+    pub = Publisher(args.port, args.qos)
     probes = probe_until_received(pub, sub, topic)
 
     confirmed, infos = [], []
@@ -208,6 +237,9 @@ def resume():
     wait_for(lambda: dead(args.kill_pid), T, "router B still running after SIGKILL")
     sub.close()
     got_on_b = [p for p, _, _ in sub.got() if p.isdigit()]
+    # QoS 2: paho answered PUBREC itself and hands a message to the application only at
+    # PUBREL; what it holds between the two when B dies is the PUBREL window.
+    held_by_paho = len(sub.c._in_messages) if args.qos == 2 else 0
 
     # The same client id on C, clean start 0, no SUBSCRIBE: the session resumes there.
     again = Client(args.mqtt_c, "sub@C", cid)
@@ -228,7 +260,11 @@ def resume():
              lambda: f"lost: {sorted(set(confirmed) - received(), key=int)[:30]} "
                      f"({len(set(confirmed) - received())} of {n})")
     # What B held unacknowledged comes again once JetStream's ack wait ran out for B.
+    # (QoS 2: "unacknowledged" are those without PUBCOMP, after their PUBREL: the router
+    # was done with them at PUBREC, so they do not come again.)
     unacked = {p for p, _, _ in sub.got() if p.isdigit()} - sub.acked
+    if args.qos == 2:
+        unacked = set()
     wait_for(lambda: unacked <= {p for p, dup, _ in again.got() if dup}, 3 * T,
              lambda: f"not acknowledged on B, not (yet) redelivered with DUP on C: "
                      f"{sorted(unacked - {p for p, dup, _ in again.got() if dup}, key=int)[:20]}")
@@ -253,13 +289,134 @@ def resume():
     if redelivered:
         expect(min(redelivered) - kill_at < 10,
                f"first redelivery {min(redelivered) - kill_at:.2f} s after the kill (limit 10 s)")
-    print(f"{n} QoS 1 messages confirmed on A; subscriber got {len(seen_on_b)} on B "
+    print(f"{n} QoS {args.qos} messages confirmed on A; subscriber got {len(seen_on_b)} on B "
           f"({len(before)} when B was killed, {len(unacked)} of them not acknowledged), {len(on_c)} on C after resuming there "
           f"{resumed_at - kill_at:.2f} s after the kill (session present); 0 lost; "
           f"{len(dups)} received twice, all flagged DUP ({len(flagged)} DUP-flagged on C); "
           f"first message on C {first - kill_at:.2f} s after the kill"
           + (f", first redelivery {min(redelivered) - kill_at:.2f} s" if redelivered else "")
-          + f" ({probes} probes first)")
+          + f" ({probes} probes first)"
+          + (f"; paho held {held_by_paho} PUBREC'd messages awaiting PUBREL when B died"
+             if args.qos == 2 else ""))
+    again.close()
+    pub.bye()
+
+
+def logged(paths, *words):
+    """True once a line of one of the router logs `paths` holds every one of `words`."""
+    for path in paths:
+        with open(path) as f:
+            if any(all(w in line for w in words) for line in f):
+                return True
+    return False
+
+
+def wills():
+    expect(args.kill_pid, "this scenario needs --kill-pid (router B)")
+    base = uniq("wl")
+    wt = f"{base}/will"
+    watch = Client(args.port, "watch@A", uniq("watch"), clean=True)
+    watch.wait_connack()
+    watch.sub(f"{wt}/#")
+    pub = Publisher(args.mqtt_c)
+    probe_until_received(pub, watch, f"{wt}/probe")
+    ids = {k: uniq(k) for k in ("x0", "x2", "y2", "y15", "d")}
+    delays = {"x0": 0, "x2": 2, "y2": 2, "y15": 15, "d": 0}
+    on_b = {k: Client(args.mqtt_b, f"{k}@B", ids[k], clean=(k == "x0"),
+                      will=(f"{wt}/{k}", f"{k} gone", delays[k])) for k in ids}
+    for c in on_b.values():
+        c.wait_connack()
+    # d leaves cleanly (DISCONNECT 0x00): its will must never be published.
+    on_b["d"].c.disconnect()
+    wait_for(lambda: on_b["d"].gone.is_set(), T, "d@B: no clean disconnect")
+    on_b["d"].close()
+    # B must have recorded the clean end before it dies (its log says when), or its
+    # record still holds the will of a connected client.
+    if args.logs:
+        wait_for(lambda: logged([args.logs.split(",")[1]], "session record written", ids["d"]), T,
+                 "B did not record d's clean disconnect")
+
+    kill_at = time.monotonic()
+    os.kill(args.kill_pid, signal.SIGKILL)
+    wait_for(lambda: dead(args.kill_pid), T, "router B still running after SIGKILL")
+    for c in on_b.values():
+        c.close()
+    # y2 comes back on C at once, before its will's delay has passed anywhere.
+    y2 = Client(args.mqtt_c, "y2@C", ids["y2"])
+    y2.wait_connack()
+    expect(y2.connack[1], f"y2@C: session present not set: {y2.connack}")
+
+    def arrived(k):
+        return [(p, u, at) for t, p, u, at in watch.full if t == f"{wt}/{k}"]
+    wait_for(lambda: arrived("x0"), 15, "the will of x0 (no delay) did not arrive within 15 s of the kill")
+    # y15 comes back on C 9 s after the kill: B's record was taken over by then (B is seen
+    # dead 4 to 6 s after its death, plus a sweep of 1 s), its will is due 15 s after that.
+    time.sleep(max(0.0, kill_at + 9 - time.monotonic()))
+    y15 = Client(args.mqtt_c, "y15@C", ids["y15"])
+    y15.wait_connack()
+    expect(y15.connack[1], f"y15@C: session present not set: {y15.connack}")
+    wait_for(lambda: arrived("x2"), 20 - (time.monotonic() - kill_at),
+             "the will of x2 (delay 2 s) did not arrive within 20 s of the kill")
+    # Count over a window past every will that could still come (y15's would be due at
+    # most ~8 + 15 s after the kill).
+    time.sleep(max(0.0, kill_at + 26 - time.monotonic()))
+    counts = {k: len(arrived(k)) for k in ids}
+    expect(counts == {"x0": 1, "x2": 1, "y2": 0, "y15": 0, "d": 0},
+           f"wills published (expected x0 1, x2 1, others 0): {counts}")
+    if args.logs:
+        log_a, _, log_c = args.logs.split(",")
+        expect(logged([log_a, log_c], "session of a dead router taken over", ids["y15"]),
+               "y15's record was not taken over before it came back on C 9 s after the kill")
+        for k in ("x0", "x2"):
+            expect(sum(logged([p], "session of a dead router taken over", ids[k]) for p in (log_a, log_c)) == 1,
+                   f"{k}'s record not taken over by exactly one of A and C")
+    (p0, u0, at0), = arrived("x0")
+    expect(p0 == "x0 gone" and u0.get("from") == "b", f"x0's will: {p0!r} {u0}")
+    (_, _, at2), = arrived("x2")
+    expect(at2 - at0 >= 1.5, f"x2's will (delay 2 s) {at2 - at0:.2f} s after x0's (no delay)")
+    print(f"B killed: the will without delay arrived on A {at0 - kill_at:.2f} s after the kill, "
+          f"the one with a 2 s delay {at2 - kill_at:.2f} s after it, each once (counted until "
+          f"26 s); none for the clients back on C at once (delay 2 s) and after 9 s (delay 15 s), "
+          f"none for the one that had disconnected cleanly")
+    for c in (watch, y2, y15):
+        c.close()
+    pub.bye()
+
+
+def expiry():
+    expect(args.kill_pid and args.logs and args.client_id,
+           "this scenario needs --kill-pid (router B), --logs (A, B, C) and --client-id")
+    cid = args.client_id
+    log_a, log_b, log_c = args.logs.split(",")
+    topic = f"{uniq('ex')}/data"
+    e = Client(args.mqtt_b, "e@B", cid, expiry=3)
+    e.wait_connack()
+    e.sub(topic)
+    pub = Publisher(args.mqtt_c)
+    probe_until_received(pub, e, topic)
+    expect(logged([log_b], "shared queue open", f"$mqtt.s.{cid}"), "B: the session queue is not in the cluster")
+    kill_at = time.monotonic()
+    os.kill(args.kill_pid, signal.SIGKILL)
+    wait_for(lambda: dead(args.kill_pid), T, "router B still running after SIGKILL")
+    e.close()
+    # Queued for the offline session meanwhile.
+    for i in range(5):
+        pub.publish(topic, f"m{i}").wait_for_publish(T)
+    # One router (A or C) takes B's record over and ends the session at its expiry.
+    wait_for(lambda: logged([log_a, log_c], "session expired", cid), 20,
+             "no router ended the session within 20 s of the kill (session expiry 3 s)", interval=0.2)
+    gone_at = time.monotonic()
+    expect(gone_at - kill_at >= 3, f"session ended {gone_at - kill_at:.2f} s after the kill, before its expiry")
+    adopters = [n for n, path in (("A", log_a), ("C", log_c))
+                if logged([path], "session of a dead router taken over", cid)]
+    expect(len(adopters) == 1, f"routers that took the session over: {adopters}")
+    again = Client(args.mqtt_c, "e@C", cid, expiry=0)
+    again.wait_connack()
+    expect(not again.connack[1], f"e@C: session present after the session expired: {again.connack}")
+    time.sleep(1)
+    expect(not again.got(), f"e@C: messages of the expired session: {again.got()[:5]}")
+    print(f"session with expiry 3 s on B, B killed: taken over by {adopters[0]} alone, ended "
+          f"{gone_at - kill_at:.2f} s after the kill; clean start 0 on C: session present 0, nothing queued")
     again.close()
     pub.bye()
 
@@ -325,5 +482,5 @@ def race():
     pub.bye()
 
 
-{"resume": resume, "race": race}[args.scenario]()
+{"resume": resume, "race": race, "wills": wills, "expiry": expiry}[args.scenario]()
 print("ok")

@@ -7,7 +7,9 @@
 //! routers claiming one key both read revision `r`, one writes `r + 1`, the other is
 //! refused, reads again and writes `r + 2` — one claim after the other, never both at
 //! once, and every router sees them in that order through [`Claims::watch`]. No lease:
-//! a router that died does not hold its records, the next claim simply replaces it.
+//! a router that died does not hold its records, the next claim simply replaces it;
+//! [`Claims::live_nodes`] tells which routers are alive, so that the others can take
+//! over what a dead router's records still promised (MQTT wills, session expiry).
 //!
 //! Alone, a router has no claims ([`super::Shared::claims`] is `None`) and keeps what
 //! it needs in its own store.
@@ -76,6 +78,11 @@ pub trait Claims: Send + Sync + std::fmt::Debug {
 
     /// Removes the record of `key` if it is still at `revision`.
     fn remove(&self, key: &str, revision: u64) -> BoxFuture<'static, Result<(), ClaimError>>;
+
+    /// The routers of the cluster alive now (their names, as [`Claim::node`] has them).
+    /// A router is dead once it has stopped announcing itself for a while (a crash, a
+    /// partition); one that stopped cleanly leaves at once.
+    fn live_nodes(&self) -> BoxFuture<'static, Result<Vec<String>, ClaimError>>;
 
     /// Every change from now on, in revision order, this router's own included (for
     /// as long as the receiver is kept).

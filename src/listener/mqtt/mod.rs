@@ -3,10 +3,14 @@
 //! `codec` wraps the `rmqtt-codec` crate behind version-neutral packet types, `convert`
 //! maps PUBLISH to and from the canonical message, `state` holds what outlives a
 //! connection (sessions by client id, retained messages), `session` runs one connection,
-//! `roaming` moves sessions between the routers of a cluster.
+//! `offline` runs a session no client holds (delayed will, expiry), `roaming` moves
+//! sessions between the routers of a cluster and `orphans` takes over the sessions of a
+//! dead one.
 
 pub mod codec;
 pub mod convert;
+pub mod offline;
+pub mod orphans;
 pub mod persist;
 pub mod roaming;
 pub mod server;

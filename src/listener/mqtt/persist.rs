@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::codec::SubOpts;
+use super::codec::{Props, Publish, SubOpts, Will};
 use super::state::{MqttState, SessionData, SessionEntry, Sub};
 use crate::core::shared::SharedMeta;
 use crate::core::{Message, Pattern, persist};
@@ -56,6 +56,120 @@ struct StoredSession {
     /// when it never expires.
     expires_at_ms: Option<u64>,
     subs: Vec<StoredSub>,
+    /// The will still to publish: the connected client's (it goes out if its router
+    /// dies), or a delayed one pending (`due_at_ms` set). Clustered, another router
+    /// publishes it when the one serving the session died (see [`super::orphans`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    will: Option<StoredWill>,
+}
+
+/// A will as the session's record keeps it (MQTT 5 properties included).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredWill {
+    topic: String,
+    /// Base64.
+    payload: String,
+    qos: u8,
+    retain: bool,
+    /// Will delay interval, seconds.
+    delay: u32,
+    /// The user it is published as (the connection's login).
+    user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    /// Base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    correlation_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_expiry: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    user_properties: Vec<(String, String)>,
+    #[serde(default)]
+    utf8: bool,
+    /// When a delayed will is due (ms since the epoch); `None` while the client is
+    /// connected (it is due its delay after the connection ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    due_at_ms: Option<u64>,
+}
+
+/// A will to keep in a session's record.
+#[derive(Debug, Clone, Copy)]
+pub struct WillRecord<'a> {
+    pub will: &'a Will,
+    /// The user it is published as.
+    pub user: &'a str,
+    /// When it is due (a delayed will pending), `None` while the client is connected.
+    pub due: Option<SystemTime>,
+}
+
+/// A will read back from a record.
+#[derive(Debug, Clone)]
+pub struct DecodedWill {
+    pub will: Will,
+    pub user: String,
+    /// How long until it is due (`None`: its client was connected, so its delay).
+    pub left: Option<Duration>,
+}
+
+impl StoredWill {
+    fn new(w: WillRecord<'_>) -> Self {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let p = &w.will.publish;
+        Self {
+            topic: p.topic.clone(),
+            payload: b64.encode(&p.payload),
+            qos: p.qos,
+            retain: p.retain,
+            delay: w.will.delay,
+            user: w.user.to_owned(),
+            content_type: p.props.content_type.clone(),
+            correlation_data: p.props.correlation_data.as_ref().map(|d| b64.encode(d)),
+            response_topic: p.props.response_topic.clone(),
+            message_expiry: p.props.expiry,
+            user_properties: p.props.user.clone(),
+            utf8: p.props.utf8,
+            due_at_ms: w.due.map(millis),
+        }
+    }
+
+    fn decode(self, now: SystemTime) -> Option<DecodedWill> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let payload = b64.decode(&self.payload).ok()?;
+        let correlation_data = match self.correlation_data {
+            Some(d) => Some(b64.decode(d).ok()?.into()),
+            None => None,
+        };
+        Some(DecodedWill {
+            will: Will {
+                publish: Publish {
+                    dup: false,
+                    retain: self.retain,
+                    qos: self.qos,
+                    topic: self.topic,
+                    packet_id: None,
+                    payload: payload.into(),
+                    props: Props {
+                        content_type: self.content_type,
+                        correlation_data,
+                        response_topic: self.response_topic,
+                        expiry: self.message_expiry,
+                        user: self.user_properties,
+                        utf8: self.utf8,
+                        ..Default::default()
+                    },
+                },
+                delay: self.delay,
+            },
+            user: self.user,
+            left: self
+                .due_at_ms
+                .map(|at| Duration::from_millis(at.saturating_sub(millis(now)))),
+        })
+    }
 }
 
 fn millis(t: SystemTime) -> u64 {
@@ -63,19 +177,28 @@ fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// When a session with `expiry` that went offline at `offline_since` expires (`None`:
+/// online, or never).
+pub fn deadline(expiry: u32, offline_since: Option<SystemTime>) -> Option<SystemTime> {
+    offline_since
+        .filter(|_| expiry != u32::MAX)
+        .map(|t| t + Duration::from_secs(u64::from(expiry)))
+}
+
 /// A session as stored: what [`save_session`] writes and [`decode_session`] reads.
+/// `expires_at`: see [`deadline`].
 pub fn encode_session(
     owner: &str,
     data: &SessionData,
     expiry: u32,
-    offline_since: Option<SystemTime>,
+    expires_at: Option<SystemTime>,
+    will: Option<WillRecord<'_>>,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let stored = StoredSession {
         owner: Some(owner.to_owned()),
         expiry,
-        expires_at_ms: offline_since
-            .filter(|_| expiry != u32::MAX)
-            .map(|t| millis(t + Duration::from_secs(u64::from(expiry)))),
+        expires_at_ms: expires_at.map(millis),
+        will: will.map(StoredWill::new),
         subs: data
             .subs
             .iter()
@@ -103,6 +226,8 @@ pub struct Decoded {
     /// How long it has left before it expires offline (`None`: online, or never).
     pub left: Option<Duration>,
     pub subs: std::collections::BTreeMap<String, Sub>,
+    /// The will still to publish (an unreadable one is left out).
+    pub will: Option<DecodedWill>,
 }
 
 /// Reads what [`encode_session`] wrote; subscriptions whose pattern no longer parses
@@ -138,14 +263,17 @@ pub fn decode_session(bytes: &[u8], now: SystemTime) -> Result<Decoded, serde_js
         expiry: stored.expiry,
         left,
         subs,
+        will: stored.will.and_then(|w| w.decode(now)),
     })
 }
 
-/// Records a persistent session's owner, subscriptions and expiry. `offline_since` is
-/// set when the client just left (the expiry clock runs from then). Clustered, the
+/// Records a persistent session's owner, subscriptions, expiry and will still to
+/// publish. `offline_since` is set when the client just left (the expiry clock runs
+/// from then). Clustered, the
 /// record is the session's claim (see [`super::roaming`]), written over `claim`, the
 /// revision this router's entry holds (none: the session is not this router's). Never
 /// takes the sessions lock: callers may hold it.
+#[allow(clippy::too_many_arguments)] // each is one field of the record, named at the call
 pub fn save_session(
     state: &MqttState,
     client_id: &str,
@@ -153,9 +281,10 @@ pub fn save_session(
     data: &SessionData,
     expiry: u32,
     offline_since: Option<SystemTime>,
+    will: Option<WillRecord<'_>>,
     claim: Option<&Arc<AtomicU64>>,
 ) -> Option<StoreWait> {
-    let bytes = match encode_session(owner, data, expiry, offline_since) {
+    let bytes = match encode_session(owner, data, expiry, deadline(expiry, offline_since), will) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(client_id, error = %e, "session not stored");
@@ -316,10 +445,11 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
                 holder: None,
                 pending: Some(pending.clone()),
                 claim: None,
+                adopted: false,
             },
         );
         if let Some(left) = left {
-            super::session::spawn_expiry(Arc::clone(state), client_id, queue, pending, left);
+            super::session::spawn_expiry(Arc::clone(state), client_id, pending, left);
         }
         sessions += 1;
     }
@@ -331,5 +461,56 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
 fn forget_retained(state: &MqttState, topic: &str) {
     if let Some(store) = state.router.core().store() {
         store.delete(META_MQTT_RETAINED, topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_will_round_trips_through_the_record_with_its_properties_and_due_time() {
+        let will = Will {
+            publish: Publish {
+                dup: false,
+                retain: true,
+                qos: 1,
+                topic: "a/will".into(),
+                packet_id: None,
+                payload: bytes::Bytes::from_static(b"\x00gone\xff"),
+                props: Props {
+                    content_type: Some("text/plain".into()),
+                    correlation_data: Some(bytes::Bytes::from_static(b"\x01\x02")),
+                    response_topic: Some("r/t".into()),
+                    expiry: Some(60),
+                    user: vec![("from".into(), "b".into())],
+                    utf8: false,
+                    ..Default::default()
+                },
+            },
+            delay: 30,
+        };
+        let now = SystemTime::now();
+        let rec = WillRecord {
+            will: &will,
+            user: "alice",
+            due: Some(now + Duration::from_secs(10)),
+        };
+        let data = SessionData::default();
+        let bytes = encode_session("alice", &data, 300, None, Some(rec)).unwrap();
+        let w = decode_session(&bytes, now)
+            .unwrap()
+            .will
+            .expect("will kept");
+        assert_eq!(w.will, will);
+        assert_eq!(w.user, "alice");
+        let left = w.left.expect("due time kept");
+        assert!(left <= Duration::from_secs(10) && left >= Duration::from_secs(9));
+        // Without a will (a clean DISCONNECT) none comes back; nor from a record written
+        // before wills were kept.
+        let bytes = encode_session("alice", &data, 300, None, None).unwrap();
+        assert!(decode_session(&bytes, now).unwrap().will.is_none());
+        let old = br#"{"owner":"alice","expiry":300,"expires_at_ms":null,"subs":[]}"#;
+        assert!(decode_session(old, now).unwrap().will.is_none());
     }
 }

@@ -19,9 +19,10 @@
 //!   session moved meanwhile, and its new router is the one that writes).
 //!
 //! No lease: a router that died holds nothing, the next claim replaces its record.
-//! What a dead router cannot do is not done by anyone else: its clients' wills are
-//! not published, and its offline sessions expire only when a client next claims
-//! their client id (the expiry deadline is in the record).
+//! What a dead router can no longer do (publish its clients' wills, end their sessions
+//! at their expiry) is in its records — the will of a connected client, a delayed will
+//! pending, the expiry deadline — and another router takes those records over
+//! ([`super::orphans`]), then does it ([`super::offline`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,11 @@ pub struct Claimed {
     /// A persistent session's queue may be in the cluster but must not be resumed (a
     /// clean start, or it expired while its router was gone): delete it.
     pub discard_queue: bool,
+    /// The will of the session's previous connection, due already: its router died
+    /// with the will due (no delay, or a delay already passed) before any router
+    /// took the record over. The claim replaced the record, so publishing it falls to
+    /// this router.
+    pub due_will: Option<persist::DecodedWill>,
 }
 
 /// Claims `client_id` for `owner` (see the module docs).
@@ -74,6 +80,7 @@ pub async fn claim(
     owner: &str,
     clean_start: bool,
     expiry: u32,
+    will: Option<persist::WillRecord<'_>>,
 ) -> Result<Claimed, Refused> {
     let unavailable = |e: ClaimError| Refused::Unavailable(e.to_string());
     for _ in 0..ATTEMPTS {
@@ -90,6 +97,10 @@ pub async fn claim(
             },
             None => None,
         };
+        let previous_will = stored
+            .as_ref()
+            .filter(|_| !mine)
+            .and_then(|s| s.will.clone());
         if let Some(o) = stored.as_ref().and_then(|s| s.owner.as_deref())
             && o != owner
         {
@@ -100,7 +111,7 @@ pub async fn claim(
             let sessions = state.sessions();
             sessions.get(client_id).and_then(|e| {
                 let claimed = e.claim.as_ref()?.load(Ordering::Acquire);
-                (mine && claimed == revision).then(|| {
+                (mine && claimed == revision && !e.adopted).then(|| {
                     e.data
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -125,16 +136,18 @@ pub async fn claim(
             subs,
             ..Default::default()
         };
-        let value = persist::encode_session(owner, &data, expiry, None)
+        let value = persist::encode_session(owner, &data, expiry, None, will)
             .map_err(|e| Refused::Unavailable(e.to_string()))?;
         match claims.write(client_id, value.into(), revision).await {
             Ok(revision) => {
+                let writer = record.as_ref().map_or("", |r| r.node.as_str());
                 return Ok(Claimed {
                     revision,
                     restored,
                     existed: persistent && !clean_start,
                     discard_queue: (clean_start || expired)
                         && stored_had_queue(record.is_some(), expired, persistent),
+                    due_will: due_will(claims, writer, previous_will).await,
                 });
             }
             Err(ClaimError::Changed) => {
@@ -149,6 +162,26 @@ pub async fn claim(
     Err(Refused::Unavailable(format!(
         "client id {client_id} claimed by other routers {ATTEMPTS} times in a row"
     )))
+}
+
+/// The will a claim took from another router's record, if it is due and no one else
+/// will publish it: a delayed will whose time has come (its router, alive, finds the
+/// record claimed and leaves it), or the will of a client connected to a router that
+/// is dead (alive, that router publishes it when the connection is taken over).
+async fn due_will(
+    claims: &Arc<dyn Claims>,
+    writer: &str,
+    will: Option<persist::DecodedWill>,
+) -> Option<persist::DecodedWill> {
+    let w = will?;
+    match w.left {
+        Some(left) => left.is_zero().then_some(w),
+        None if w.will.delay == 0 => {
+            let live = claims.live_nodes().await.ok()?;
+            (!live.iter().any(|n| n == writer)).then_some(w)
+        }
+        None => None,
+    }
 }
 
 /// Whether a record points at a session queue that may be in the cluster.
@@ -196,21 +229,16 @@ pub fn save(
     bytes: Vec<u8>,
     claim: &Arc<AtomicU64>,
 ) -> StoreWait {
-    let claim = Arc::clone(claim);
-    let base = claim.load(Ordering::Acquire);
-    if base == 0 {
+    if claim.load(Ordering::Acquire) == 0 {
         return StoreWait::Done(Ok(()));
     }
-    let write = claims.write(client_id, bytes.into(), base);
+    let claim = Arc::clone(claim);
     let (tx, rx) = oneshot::channel();
     let client_id = client_id.to_owned();
     tokio::spawn(async move {
-        let r = match write.await {
-            Ok(revision) => {
-                let _ = claim.compare_exchange(base, revision, Ordering::AcqRel, Ordering::Acquire);
-                Ok(())
-            }
-            Err(ClaimError::Changed) => {
+        let r = match write_over(&claims, &client_id, bytes, &claim).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 tracing::debug!(
                     client_id,
                     "cluster: session record not written: another router claimed it"
@@ -218,10 +246,34 @@ pub fn save(
                 Ok(())
             }
             Err(ClaimError::Unavailable(e)) => Err(StoreError::Unavailable(e)),
+            Err(ClaimError::Changed) => Ok(()),
         };
         let _ = tx.send(r);
     });
     StoreWait::Pending(rx)
+}
+
+/// Writes `bytes` as the record of `client_id` over the revision in `claim` (advanced
+/// when written): `Ok(false)` when another router claimed it meanwhile.
+pub async fn write_over(
+    claims: &Arc<dyn Claims>,
+    client_id: &str,
+    bytes: Vec<u8>,
+    claim: &AtomicU64,
+) -> Result<bool, ClaimError> {
+    let base = claim.load(Ordering::Acquire);
+    if base == 0 {
+        return Ok(false);
+    }
+    match claims.write(client_id, bytes.into(), base).await {
+        Ok(revision) => {
+            let _ = claim.compare_exchange(base, revision, Ordering::AcqRel, Ordering::Acquire);
+            tracing::debug!(client_id, revision, "cluster: session record written");
+            Ok(true)
+        }
+        Err(ClaimError::Changed) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes the record of a session that ended here for good, if it is still the one
@@ -248,6 +300,7 @@ pub fn start(state: &Arc<MqttState>) {
     let Some(claims) = state.router.core().claims() else {
         return;
     };
+    super::orphans::start(state, &claims);
     let mut changes = claims.watch();
     let me = claims.node().to_owned();
     let state = Arc::downgrade(state);

@@ -206,6 +206,10 @@ pub struct SessionEntry {
     /// Clustered: the revision of this router's claim on the client id (see
     /// [`super::roaming`]), advanced by each write of the session's record.
     pub claim: Option<Arc<AtomicU64>>,
+    /// Clustered: taken over from a dead router ([`super::orphans`]) and not opened
+    /// here since: its queue and subscriptions are the cluster's only, so a client
+    /// resuming it here restores them as from another router.
+    pub adopted: bool,
 }
 
 impl SessionEntry {

@@ -27,7 +27,10 @@ use crate::translate::mqtt_names::session_queue;
 
 /// Options of a session's queue: bounded by `mqtt.max_queued`, oldest dropped first;
 /// durable for a persistent session, deleted with the last consumer for a clean one.
-pub(super) fn session_queue_options(state: &MqttState, persistent: bool) -> QueueOptions {
+pub(in crate::listener::mqtt) fn session_queue_options(
+    state: &MqttState,
+    persistent: bool,
+) -> QueueOptions {
     QueueOptions {
         max_length: state.settings.max_queued,
         overflow: crate::core::Overflow::DropHead,
@@ -203,10 +206,26 @@ pub(super) async fn connect_session<T: Transport>(
             &principal.owner_id(),
             c.clean_start,
             c.session_expiry,
+            c.will.as_ref().map(|w| persist::WillRecord {
+                will: w,
+                user: principal.name(),
+                due: None,
+            }),
         )
         .await
         {
-            Ok(cl) => {
+            Ok(mut cl) => {
+                if let Some(w) = cl.due_will.take() {
+                    tracing::info!(
+                        client_id = &*client_id,
+                        "will of the session's dead router published"
+                    );
+                    let st = Arc::clone(state);
+                    tokio::spawn(async move {
+                        crate::listener::mqtt::offline::publish_will(&st, &w.user, w.will.publish)
+                            .await
+                    });
+                }
                 claimed = Some(cl);
                 None
             }
@@ -250,6 +269,7 @@ pub(super) async fn connect_session<T: Transport>(
             // The cluster's record is the truth: the user it names, the revision this
             // router now holds, and the subscriptions of a session served elsewhere.
             entry.owner = Some(principal.owner_id());
+            entry.adopted = false;
             entry
                 .claim
                 .get_or_insert_with(Default::default)
@@ -329,6 +349,7 @@ pub(super) async fn connect_session<T: Transport>(
             principal.name(),
             &d,
             c.session_expiry,
+            None,
             None,
             None,
         );

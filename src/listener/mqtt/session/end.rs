@@ -4,20 +4,19 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use futures::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
 use super::reason_code;
 use super::transport::Transport;
-use crate::auth::Principal;
-use crate::core::{Destination, Origin};
-use crate::listener::mqtt::codec::{Out, Publish, Version};
-use crate::listener::mqtt::convert::{publish_destination, publish_to_message};
-use crate::listener::mqtt::persist;
+use crate::listener::mqtt::codec::{Out, Version};
+use crate::listener::mqtt::convert::publish_destination;
 use crate::listener::mqtt::state::MqttState;
+use crate::listener::mqtt::{offline, persist};
 use crate::translate::mqtt_names::session_queue;
-use crate::translate::traffic::{self, Protocol};
 
 /// Why the connection ends.
 #[derive(Debug)]
@@ -62,11 +61,35 @@ impl<T: Transport> Connection<T> {
             Some(w) if ended.will && !(taken_over && w.delay > 0) => Some(w),
             _ => None,
         };
+        let will = will.filter(|w| {
+            let allowed = self
+                .principal
+                .can_publish(&publish_destination(&w.publish.topic));
+            if !allowed {
+                tracing::warn!(topic = %w.publish.topic, "will not published: its topic is no longer allowed");
+            }
+            allowed
+        });
         let state = Arc::clone(&self.state);
         let client_id = self.client_id.clone();
         let queue = session_queue(&self.client_id);
         let expiry = self.session_expiry;
         let pending = CancellationToken::new();
+        let now = SystemTime::now();
+        let user = self.principal.name().to_owned();
+        // A will with a delay waits (in the session's record too, clustered: if this
+        // router dies meanwhile, another publishes it); one without goes out now.
+        let delay =
+            Duration::from_secs(u64::from(will.as_ref().map_or(0, |w| w.delay.min(expiry))));
+        let (delayed, at_once) = match will {
+            Some(w) if !delay.is_zero() => (Some(w), None),
+            w => (None, w),
+        };
+        let record = offline::Record {
+            owner: user.clone(),
+            expiry,
+            expires_at: persist::deadline(expiry, Some(now)),
+        };
         {
             let mut sessions = state.sessions();
             if let Some(entry) = sessions.get_mut(&client_id)
@@ -92,39 +115,35 @@ impl<T: Transport> Connection<T> {
                         self.principal.name(),
                         &d,
                         expiry,
-                        Some(std::time::SystemTime::now()),
+                        Some(now),
+                        delayed.as_deref().map(|w| persist::WillRecord {
+                            will: w,
+                            user: &user,
+                            due: Some(now + delay),
+                        }),
                         entry.claim.as_ref(),
                     );
                 }
             }
         }
         self.handoff.set_gone(&state);
-        if let Some(w) = will {
-            let delay = Duration::from_secs(u64::from(w.delay.min(expiry)));
+        if let Some(w) = at_once {
             let st = Arc::clone(&state);
-            let p = pending.clone();
-            let principal = self.principal.clone();
-            tokio::spawn(async move {
-                if !delay.is_zero() {
-                    tokio::select! {
-                        _ = p.cancelled() => {
-                            tracing::debug!("delayed will cancelled: the client came back");
-                            return;
-                        }
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                publish_will(&st, &principal, w.publish).await;
-            });
+            let user = user.clone();
+            tokio::spawn(async move { offline::publish_will(&st, &user, w.publish).await });
         }
-        if expiry != 0 && expiry != u32::MAX {
-            spawn_expiry(
-                state,
-                client_id,
-                queue,
-                pending,
-                Duration::from_secs(u64::from(expiry)),
-            );
+        let expire_after =
+            (expiry != 0 && expiry != u32::MAX).then(|| Duration::from_secs(u64::from(expiry)));
+        let will = delayed.map(|w| {
+            let d = offline::DelayedWill {
+                publish: w.publish,
+                user,
+                after: delay,
+            };
+            (d, record)
+        });
+        if will.is_some() || expire_after.is_some() {
+            offline::spawn(state, client_id, pending, will, expire_after, true);
         }
     }
 }
@@ -134,47 +153,8 @@ impl<T: Transport> Connection<T> {
 pub(in crate::listener::mqtt) fn spawn_expiry(
     state: Arc<MqttState>,
     client_id: Arc<str>,
-    queue: String,
     pending: CancellationToken,
     after: Duration,
 ) {
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = pending.cancelled() => {}
-            _ = tokio::time::sleep(after) => {
-                let mut sessions = state.sessions();
-                if sessions.get(&*client_id).is_some_and(|e| e.holder.is_none()) {
-                    let gone = sessions.remove(&*client_id);
-                    drop(sessions);
-                    let claim = gone.as_ref().and_then(|e| e.claimed());
-                    if let Some(e) = gone {
-                        state.release_session(&e.data.lock().unwrap_or_else(PoisonError::into_inner));
-                    }
-                    state.router.core().delete_queue(&queue);
-                    persist::forget_session(&state, &client_id, claim);
-                    tracing::info!(client_id = &*client_id, "session expired");
-                }
-            }
-        }
-    });
-}
-
-async fn publish_will(state: &Arc<MqttState>, principal: &Principal, w: Publish) {
-    let dest = publish_destination(&w.topic);
-    if !principal.can_publish(&dest) {
-        return;
-    }
-    let m = publish_to_message(&w, Origin::new("mqtt", principal.name()));
-    let retained = w.retain.then(|| Arc::new(m.clone()));
-    let bytes = m.body.len() as u64;
-    match state.router.publish(dest.clone(), m).await {
-        Ok(n) => {
-            traffic::received(Protocol::Mqtt, 1, bytes);
-            tracing::info!(topic = %w.topic, subscribers = n, "will published");
-            if let (Some(m), Destination::Topic(t)) = (retained, &dest) {
-                let _ = state.retain(t, m);
-            }
-        }
-        Err(e) => tracing::warn!(topic = %w.topic, error = %e, "will could not be published"),
-    }
+    offline::spawn(state, client_id, pending, None, Some(after), true);
 }

@@ -25,6 +25,7 @@ mod reason_code;
 mod subscribe;
 mod transport;
 
+pub(in crate::listener::mqtt) use connect::session_queue_options;
 pub use connection::run;
 pub(in crate::listener::mqtt) use end::spawn_expiry;
 pub use outbound::oversize_dropped;

@@ -284,6 +284,13 @@ impl<T: Transport> Connection<T> {
                 &d,
                 self.session_expiry,
                 None,
+                self.will
+                    .as_deref()
+                    .map(|w| super::super::persist::WillRecord {
+                        will: w,
+                        user: self.principal.name(),
+                        due: None,
+                    }),
                 claim.as_ref(),
             )
         };
