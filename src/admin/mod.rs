@@ -13,6 +13,7 @@
 //! | POST | `/queues/{q}/messages/{id}/replay` | a dead letter back where it died, or `to` another destination |
 //! | POST | `/queues/{q}/purge`, `/queues/{q}/move`, `/queues/{q}/replay` | remove every ready message; move them `to` a destination; replay them |
 //! | GET | `/dead-letters` | the dead-letter queues, their depth and the queues sending there |
+//! | GET, DELETE | `/connections`, `/connections/{id}` | open STOMP connections (protocol, peer, user, client id); close one |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
 //! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |
@@ -42,6 +43,7 @@ use crate::routes::reload::LiveRoutes;
 use crate::store::FileJournal;
 
 mod access;
+mod connections;
 mod endpoints;
 mod families;
 mod health;
@@ -134,6 +136,11 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/queues/{queue}/move", post(queue_actions::move_messages))
         .route("/queues/{queue}/replay", post(queue_actions::replay))
         .route("/dead-letters", get(queue_actions::dead_letters))
+        .route("/connections", get(connections::list))
+        .route(
+            "/connections/{id}",
+            axum::routing::delete(connections::close),
+        )
         .route("/memory", get(memory))
         .route("/links", get(links_status))
         .route(
