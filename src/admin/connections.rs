@@ -15,7 +15,7 @@ use crate::listener::connections;
 
 pub(super) async fn list(Extension(caller): Extension<Caller>) -> Response {
     if let Err(r) = admin_only(caller) {
-        return r;
+        return *r;
     }
     Json(json!({ "connections": connections::list() })).into_response()
 }
@@ -25,7 +25,7 @@ pub(super) async fn close(
     Path(id): Path<String>,
 ) -> Response {
     if let Err(r) = admin_only(caller) {
-        return r;
+        return *r;
     }
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, "a connection id is a number");

@@ -24,12 +24,17 @@ pub(super) fn error(status: StatusCode, why: impl std::fmt::Display) -> Response
     (status, Json(json!({ "error": why.to_string() }))).into_response()
 }
 
+/// [`error`], boxed for a `Result` (a response is large; the success path stays small).
+fn refusal(status: StatusCode, why: impl std::fmt::Display) -> Box<Response> {
+    Box::new(error(status, why))
+}
+
 /// 403 unless the caller is an admin (a loopback caller without credentials, allowed to
 /// read figures when no admin is configured, is not).
-pub(super) fn admin_only(caller: Caller) -> Result<(), Response> {
+pub(super) fn admin_only(caller: Caller) -> Result<(), Box<Response>> {
     match caller {
         Caller::Admin => Ok(()),
-        Caller::Local => Err(error(
+        Caller::Local => Err(refusal(
             StatusCode::FORBIDDEN,
             "this needs an admin: configure an admin user (`admin: true`) or token and send its credentials",
         )),
@@ -54,11 +59,11 @@ fn param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
 }
 
 /// A numeric query parameter: `default` when absent, 400 when not a number.
-fn number(uri: &Uri, name: &str, default: usize) -> Result<usize, Response> {
+fn number(uri: &Uri, name: &str, default: usize) -> Result<usize, Box<Response>> {
     match param(uri, name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| {
-            error(
+            refusal(
                 StatusCode::BAD_REQUEST,
                 format!("`{name}` must be a number, not `{v}`"),
             )
@@ -66,35 +71,35 @@ fn number(uri: &Uri, name: &str, default: usize) -> Result<usize, Response> {
     }
 }
 
-fn seq(uri: &Uri) -> Result<Option<u64>, Response> {
+fn seq(uri: &Uri) -> Result<Option<u64>, Box<Response>> {
     param(uri, "seq")
         .map(|v| {
             v.parse()
-                .map_err(|_| error(StatusCode::BAD_REQUEST, "`seq` must be a number"))
+                .map_err(|_| refusal(StatusCode::BAD_REQUEST, "`seq` must be a number"))
         })
         .transpose()
 }
 
 /// The JSON request body, `{}` when empty.
-fn body(bytes: &Bytes) -> Result<Value, Response> {
+fn body(bytes: &Bytes) -> Result<Value, Box<Response>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
     serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
+        .map_err(|e| refusal(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
 }
 
 /// `to` of a request body, parsed (`queue:NAME` or `topic:NAME`).
-fn target(v: &Value) -> Result<Option<Destination>, Response> {
+fn target(v: &Value) -> Result<Option<Destination>, Box<Response>> {
     match v.get("to") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Destination::parse(s).map(Some).map_err(|e| {
-            error(
+            refusal(
                 StatusCode::BAD_REQUEST,
                 format!("`to`: {e} (`queue:NAME` or `topic:NAME`)"),
             )
         }),
-        Some(_) => Err(error(
+        Some(_) => Err(refusal(
             StatusCode::BAD_REQUEST,
             "`to` is a string: `queue:NAME` or `topic:NAME`",
         )),
@@ -102,13 +107,13 @@ fn target(v: &Value) -> Result<Option<Destination>, Response> {
 }
 
 /// `count` of a request body: how many messages at most; all when absent.
-fn count(v: &Value) -> Result<usize, Response> {
+fn count(v: &Value) -> Result<usize, Box<Response>> {
     match v.get("count") {
         None | Some(Value::Null) => Ok(usize::MAX),
         Some(c) => c
             .as_u64()
             .map(|c| c as usize)
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "`count` is a whole number")),
+            .ok_or_else(|| refusal(StatusCode::BAD_REQUEST, "`count` is a whole number")),
     }
 }
 
@@ -126,7 +131,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
 }

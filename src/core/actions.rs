@@ -188,7 +188,7 @@ impl Core {
         if let Transfer::Move { to } | Transfer::Replay { to: Some(to) } = how
             && matches!(to, Destination::Queue(n) if **n == *q.name())
         {
-            return Err(ActionError::SameQueue.into());
+            return Err(ActionError::SameQueue);
         }
         let mut done = Transferred::default();
         let (mut left, through) = match pick {
