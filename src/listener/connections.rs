@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// One open connection as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenConnection {
-    /// The process-unique connection id ([`super::next_connection_id`]).
+    /// The process-unique connection id ([`crate::listener::next_connection_id`]).
     pub id: u64,
     pub protocol: &'static str,
     /// The peer's address (`IP:PORT`).
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn registered_until_dropped_and_closed_through_the_token() {
         let shutdown = CancellationToken::new();
-        let id = super::super::next_connection_id();
+        let id = crate::listener::next_connection_id();
         let (reg, token) = register(id, "stomp", "127.0.0.1:5000", &shutdown);
         identify(id, "alice", None);
         let shown = list().into_iter().find(|c| c.id == id).unwrap();

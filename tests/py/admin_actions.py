@@ -118,6 +118,16 @@ def peek_does_not_consume():
     expect(one["body"] == "x" * 10000 and not one["truncated"], "one message, whole body")
     status, _ = api("GET", f"/queues/{q(queue)}/messages/nope-{U}")
     expect(status == 404, f"unknown id: {status}")
+    # Two messages with one id: named by their seq.
+    twin = f"twin-{U}"
+    for b in ("t1", "t2"):
+        c.send(f"/queue/{queue}.twins", b, receipt=f"{twin}-{b}", headers={"message-id": twin})
+        col.wait_receipt(f"{twin}-{b}")
+    status, v = api("DELETE", f"/queues/{q(queue)}.twins/messages/{twin}")
+    expect(status == 409 and "seq" in v["error"], f"ambiguous id: {status} {v}")
+    seqs = [m["seq"] for m in peek(f"{queue}.twins")["messages"]]
+    ok("DELETE", f"/queues/{q(queue)}.twins/messages/{twin}?seq={seqs[1]}")
+    expect(ready(f"{queue}.twins") == ["t1"], f"twins: {ready(queue + '.twins')}")
     # A consumer still gets everything, in order, none of it redelivered.
     c.subscribe(f"/queue/{queue}", id="s", ack="client-individual")
     col.wait_messages(7)
