@@ -8,6 +8,12 @@
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors (in cluster mode: why it is refused) |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
+//! | GET | `/queues/{q}/messages` | peek: the first ready messages, left in place (admin only, as every action below; [`queue_actions`]) |
+//! | GET, DELETE | `/queues/{q}/messages/{id}` | one ready message: inspect, delete |
+//! | POST | `/queues/{q}/messages/{id}/replay` | a dead letter back where it died, or `to` another destination |
+//! | POST | `/queues/{q}/purge`, `/queues/{q}/move`, `/queues/{q}/replay` | remove every ready message; move them `to` a destination; replay them |
+//! | GET | `/dead-letters` | the dead-letter queues, their depth and the queues sending there |
+//! | GET, DELETE | `/connections`, `/connections/{id}` | open STOMP connections (protocol, peer, user, client id); close one |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
 //! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |
@@ -37,11 +43,14 @@ use crate::routes::reload::LiveRoutes;
 use crate::store::FileJournal;
 
 mod access;
+mod connections;
 mod endpoints;
 mod families;
 mod health;
+mod message_json;
 mod metrics;
 mod process;
+mod queue_actions;
 mod totals;
 
 pub use access::{AdminAccess, parse_token_digest, token_digest};
@@ -114,6 +123,24 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
         .route("/queues", get(queues))
+        .route("/queues/{queue}/messages", get(queue_actions::peek))
+        .route(
+            "/queues/{queue}/messages/{id}",
+            get(queue_actions::inspect).delete(queue_actions::delete),
+        )
+        .route(
+            "/queues/{queue}/messages/{id}/replay",
+            post(queue_actions::replay_one),
+        )
+        .route("/queues/{queue}/purge", post(queue_actions::purge))
+        .route("/queues/{queue}/move", post(queue_actions::move_messages))
+        .route("/queues/{queue}/replay", post(queue_actions::replay))
+        .route("/dead-letters", get(queue_actions::dead_letters))
+        .route("/connections", get(connections::list))
+        .route(
+            "/connections/{id}",
+            axum::routing::delete(connections::close),
+        )
         .route("/memory", get(memory))
         .route("/links", get(links_status))
         .route(

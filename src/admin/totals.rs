@@ -93,6 +93,7 @@ mod tests {
             dead_lettered: 0,
             expired: 0,
             dropped: 0,
+            purged: 0,
         }
     }
 

@@ -13,9 +13,11 @@
 //! [`Core`] (in `broker`) is the handle everything goes through; `publish` holds the
 //! ways to publish, `fanout` the one path by which messages enter queues,
 //! `subscription` topic subscriptions over the `topics` bindings, `dead_letter` where
-//! unacknowledged messages go, `sweeper` periodic TTL expiry and `durable` what the core
-//! keeps in the store.
+//! unacknowledged messages go, `sweeper` periodic TTL expiry, `durable` what the core
+//! keeps in the store and `actions` what an operator does to a queue's messages (peek,
+//! purge, delete, move, replay).
 
+mod actions;
 mod broker;
 pub mod budget;
 mod config;
@@ -37,6 +39,7 @@ mod sweeper;
 mod topics;
 pub mod trie;
 
+pub use actions::{ActionError, Transfer, TransferFailure, Transferred};
 pub use broker::{Core, CoreStats};
 pub use budget::{ByteBudget, Held};
 pub use config::CoreConfig;
@@ -47,6 +50,6 @@ pub use durable::Confirmation;
 pub use error::{CoreError, PublishError};
 pub use message::{Delivery, Headers, Loss, Message, MessageId, Origin};
 pub use pattern::{Capture, Pattern};
-pub use queue::{AckMode, ExpiredAction, Overflow, Queue, QueueOptions, QueueStats};
+pub use queue::{AckMode, ExpiredAction, Overflow, Peeked, Pick, Queue, QueueOptions, QueueStats};
 pub use shared::{Shared, SharedLog};
 pub use subscription::PRIVATE_PREFIX;

@@ -26,11 +26,13 @@
 //! This file holds the queue's state and the way in (admission under the overflow
 //! policy, dispatch to consumers); `consumers` the way out (taking, acknowledging,
 //! redelivering), `expiry` TTL deadlines and expiry, `entry` a message as a queue holds
-//! it, `options` the limits and policies a queue is declared with.
+//! it, `options` the limits and policies a queue is declared with, `operate` what an
+//! operator does to ready messages (peek, purge, take out for a move).
 
 mod consumers;
 mod entry;
 mod expiry;
+mod operate;
 mod options;
 
 use std::collections::VecDeque;
@@ -49,6 +51,8 @@ use crate::store::{QueueLog, Store, StoreWait};
 pub(crate) use consumers::Take;
 use consumers::{ConsumerSlot, release_slot};
 pub(crate) use entry::Entry;
+pub(crate) use operate::PickError;
+pub use operate::{Peeked, Pick};
 pub use options::{AckMode, ExpiredAction, Overflow, QueueOptions};
 
 /// Why an offer was refused.
@@ -86,6 +90,8 @@ pub struct QueueCounters {
     pub dead_lettered: AtomicU64,
     pub expired: AtomicU64,
     pub dropped: AtomicU64,
+    /// Ready messages an operator removed (purge, delete).
+    pub purged: AtomicU64,
 }
 
 /// A snapshot of a queue's state for the admin API and tests.
@@ -105,6 +111,8 @@ pub struct QueueStats {
     pub dead_lettered: u64,
     pub expired: u64,
     pub dropped: u64,
+    /// Ready messages an operator removed (purge, delete) through the admin API.
+    pub purged: u64,
 }
 
 /// A queue. Created and owned by [`super::Core`].
@@ -568,6 +576,7 @@ impl Queue {
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            purged: c.purged.load(Ordering::Relaxed),
         }
     }
 }

@@ -6,9 +6,11 @@
 //! Besides, what the STOMP and MQTT sessions both need and no protocol owns: [`confirm`]
 //! (answering a publisher once its message is durable, in order), [`ws`] and
 //! [`ws_endpoint`] (WebSocket listeners), [`origin`] (cross-site checks), [`limit`] and
-//! [`refuse`] (admission), [`packet_io`] (a framed stream that holds no buffer while idle).
+//! [`refuse`] (admission), [`packet_io`] (a framed stream that holds no buffer while idle),
+//! [`connections`] (the open connections an operator lists and closes).
 
 pub mod confirm;
+pub mod connections;
 pub mod limit;
 pub mod mqtt;
 pub mod origin;

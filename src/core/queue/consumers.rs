@@ -141,7 +141,7 @@ impl Queue {
     }
 
     /// Puts entries back into `ready` at their sequence positions.
-    fn requeue_locked(&self, st: &mut State, mut back: Vec<Entry>) {
+    pub(super) fn requeue_locked(&self, st: &mut State, mut back: Vec<Entry>) {
         if back.is_empty() {
             return;
         }

@@ -76,7 +76,12 @@ async fn serve_one<T: session::Transport>(
     slot: Option<ConnSlot>,
 ) {
     match slot {
-        Some(_slot) => session::run(t, shared, id, peer, cancel).await,
+        Some(_slot) => {
+            // Listed for the admin API until the session ends; closed through `close`.
+            let (_listed, close) =
+                crate::listener::connections::register(id, "stomp", &peer, &cancel);
+            session::run(t, shared, id, peer, close).await
+        }
         None => session::refuse(t, "connection limit reached").await,
     }
 }

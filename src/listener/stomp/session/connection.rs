@@ -38,6 +38,8 @@ pub(super) struct Connection<T: Transport> {
     pub(super) t: T,
     pub(super) shared: Arc<Shared>,
     pub(super) id: String,
+    /// The process-unique connection id ([`crate::listener::next_connection_id`]).
+    pub(super) conn_id: u64,
     pub(super) peer: String,
     pub(super) version: Version,
     pub(super) principal: Option<Principal>,
@@ -90,6 +92,7 @@ pub async fn run<T: Transport>(
         t,
         shared,
         id: format!("sb-{conn_id}"),
+        conn_id,
         peer,
         version: Version::V1_0,
         principal: None,
@@ -111,7 +114,14 @@ pub async fn run<T: Transport>(
         settled_durable: false,
         settled_shared: Vec::new(),
     };
-    let result = s.serve(&cancel).await;
+    let mut result = s.serve(&cancel).await;
+    if let Err(f) = &mut result
+        && cancel.is_cancelled()
+        && crate::listener::connections::closed_by_operator(conn_id)
+    {
+        f.message = "closed by an operator".into();
+        f.detail = "an operator closed this connection; unacknowledged messages are returned to their queues".into();
+    }
     match result {
         Ok(()) => tracing::debug!("connection closed"),
         Err(f) => {
