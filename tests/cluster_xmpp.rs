@@ -185,3 +185,46 @@ fn the_xmpp_link_moves_to_another_router_when_its_holder_dies() {
         );
     }
 }
+
+/// A holder that cannot reach the XMPP server steps aside: router A (configured with an
+/// address where no server listens) takes the lease first, fails to connect three
+/// times, and leaves it to B, which connects; A is then on standby naming B.
+#[test]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs the NATS rig, Prosody and Python: run scripts/test"
+)]
+fn a_holder_that_cannot_reach_the_server_steps_aside_for_another_router() {
+    let _prosody = PROSODY.lock();
+    let _nats = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("xs");
+    let p = prefix.trim_end_matches('_').to_owned();
+    let _buckets = Buckets(prefix.clone());
+    let settings = link_settings(&p);
+    let work = tempfile::tempdir().unwrap();
+    push_routes(work.path(), &p, &settings);
+    // A port nothing listens on: bound, then closed.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let unreachable = settings.replace(&PROSODY.component_addr(), &nowhere.to_string());
+    let a = router_on(URLS, "a", &prefix, &unreachable);
+    wait_until(WAIT, "A holding the lease", || {
+        (holder(&a).as_deref() == Some("a")).then_some(())
+    });
+    let b = router_on(URLS, "b", &prefix, &settings);
+    wait_until(WAIT, "B connected, holding the lease", || {
+        (holder(&b).as_deref() == Some("b") && link_state(&b).0 == "connected").then_some(())
+    });
+    wait_until(WAIT, "A on standby naming B", || {
+        (link_state(&a) == ("standby".into(), Some("b".into()))).then_some(())
+    });
+    assert!(
+        a.log().contains(
+            "link cannot connect from this router; letting another router of the cluster try"
+        ),
+        "{}",
+        a.log()
+    );
+}

@@ -23,11 +23,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::names;
-use crate::core::shared::lease::{Holder, Lease};
+use crate::core::shared::lease::{Holder, Lease, LeaseAsk};
 
 /// How long a lease outlives its holder's last renewal (the bucket's `max_age`).
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -45,7 +45,7 @@ const ASK: Duration = Duration::from_secs(1);
 /// not released or dropped.
 pub fn contend(kv: kv::Store, node: String, name: &str, runtime: &tokio::runtime::Handle) -> Lease {
     let (tx, rx) = watch::channel(Holder::Unknown);
-    let (give_up, asked) = oneshot::channel();
+    let (asks, asked) = mpsc::unbounded_channel();
     let keeper = Keeper {
         kv,
         node,
@@ -54,7 +54,7 @@ pub fn contend(kv: kv::Store, node: String, name: &str, runtime: &tokio::runtime
         holder: tx,
     };
     runtime.spawn(keeper.run(asked));
-    Lease::kept(name, rx, give_up)
+    Lease::kept(name, rx, asks)
 }
 
 /// One lease's task (see the module docs).
@@ -71,23 +71,33 @@ struct Keeper {
 type Held = (u64, Instant);
 
 impl Keeper {
-    async fn run(self, mut asked: oneshot::Receiver<oneshot::Sender<()>>) {
+    async fn run(self, mut asked: mpsc::UnboundedReceiver<LeaseAsk>) {
         let Some(key) = self.key.clone() else {
             tracing::error!(lease = %self.name, "cluster: lease name too long for a key; never taken");
-            let _ = asked.await;
+            while asked.recv().await.is_some() {}
             return;
         };
         let mut held: Option<Held> = None;
         let mut next = Instant::now();
         loop {
             tokio::select! {
-                answer = &mut asked => {
-                    self.give_up(&key, held).await;
-                    if let Ok(done) = answer {
-                        let _ = done.send(());
+                ask = asked.recv() => match ask {
+                    Some(LeaseAsk::StepAside(pause)) => {
+                        tracing::info!(lease = %self.name, pause_ms = pause.as_millis() as u64, "cluster: stepping aside: another router may take the lease");
+                        self.give_up(&key, held.take()).await;
+                        next = Instant::now() + pause;
+                        continue;
                     }
-                    return;
-                }
+                    Some(LeaseAsk::Release(done)) => {
+                        self.give_up(&key, held).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.give_up(&key, held).await;
+                        return;
+                    }
+                },
                 () = tokio::time::sleep_until(next) => {}
             }
             held = match held {
@@ -185,7 +195,7 @@ impl Keeper {
         }
     }
 
-    /// Deletes the key if held (so the next router takes it at once), and stops.
+    /// Deletes the key if held, so the next router takes it at once.
     async fn give_up(&self, key: &str, held: Option<Held>) {
         self.tell(Holder::Unknown);
         let Some((revision, _)) = held else {

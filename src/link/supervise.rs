@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,7 @@ pub(crate) async fn supervise<L: Supervised>(
     mut lease: Lease,
 ) {
     let mut connected_before = false;
+    let mut failures = 0u32;
     loop {
         if !standby(&status, &mut lease, &cancel).await {
             break;
@@ -65,6 +67,7 @@ pub(crate) async fn supervise<L: Supervised>(
         };
         match attempt {
             Ok(conn) => {
+                failures = 0;
                 backoff.reset();
                 if connected_before {
                     LinkStatus::bump(&status.counters.reconnects);
@@ -95,6 +98,17 @@ pub(crate) async fn supervise<L: Supervised>(
                 let e = format!("connect failed: {e}");
                 link.log_cannot_connect(&e);
                 status.set_error(e);
+                failures += 1;
+                if lease.is_contended() && failures >= STEP_ASIDE_AFTER {
+                    // The peer may be reachable from another router, not from here.
+                    tracing::warn!(
+                        failures,
+                        "{} link cannot connect from this router; letting another router of the cluster try",
+                        L::LABEL
+                    );
+                    failures = 0;
+                    lease.step_aside(STEP_ASIDE_FOR);
+                }
             }
         }
         if !retry_pause(&status, &mut backoff, &cancel).await {
@@ -105,6 +119,12 @@ pub(crate) async fn supervise<L: Supervised>(
     status.set_state(LinkState::Stopped);
     tracing::info!("{} link stopped", L::LABEL);
 }
+
+/// Failed connection attempts in a row after which a router holding a contended lease
+/// steps aside, and for how long it then leaves the lease to the others: a peer
+/// unreachable from one router may be reachable from another. Alone, it just retries.
+const STEP_ASIDE_AFTER: u32 = 3;
+const STEP_ASIDE_FOR: Duration = Duration::from_secs(10);
 
 /// Waits, on `standby`, until this router holds `lease` (at once if it does). `false`
 /// when shutdown came first.

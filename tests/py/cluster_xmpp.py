@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import signal
-import ssl
 import sys
 import time
 import urllib.request
@@ -33,8 +32,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, fail, wait_for  # noqa: E402
 from stomptest import Collector  # noqa: E402
+from xmpptest import User  # noqa: E402
 
-import slixmpp  # noqa: E402
 import stomp  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -80,37 +79,9 @@ def on(col, dest):
         return [m for m in col.messages if m.headers.get("destination") == dest]
 
 
-class User(slixmpp.ClientXMPP):
-    def __init__(self):
-        super().__init__(args.jid, args.password)
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0030", "xep_0045", "xep_0184", "xep_0199"):
-            self.register_plugin(p)
-        self.plugin["xep_0184"].auto_request = True
-        self.plugin["xep_0184"].auto_ack = True
-        self.messages, self.receipts, self.errors, self.said = [], set(), set(), []
-        self.online = asyncio.Event()
-        self.add_event_handler("session_start", self._start)
-        self.add_event_handler("message", lambda m: m["type"] != "error" and self.messages.append(m))
-        self.add_event_handler("message_error", lambda m: self.errors.add(m["id"]))
-        self.add_event_handler("receipt_received", lambda m: self.receipts.add(m["receipt"]))
-        self.add_event_handler("groupchat_message", lambda m: self.said.append(m))
-
-    async def _start(self, _event):
-        self.send_presence()
-        await self.get_roster()
-        self.online.set()
-
-    def bodies_from(self, local):
-        return [m["body"] for m in self.messages if str(m["from"]).startswith(f"{local}@{BRIDGE}")]
-
-    async def wait(self, pred, what, timeout=T):
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                fail(f"timed out: {what}")
-            await asyncio.sleep(0.05)
+def bodies_from(u, local):
+    """Bodies of the messages the user got from local@bridge."""
+    return [m["body"] for m in u.messages if str(m["from"]).startswith(f"{local}@{BRIDGE}")]
 
 
 async def failover():
@@ -123,13 +94,14 @@ async def failover():
     def events():
         return [json.loads(m.body) for m in on(col, f"/topic/{P}.presence.{args.jid.split('@')[0]}")]
 
-    u = User()
+    u = User(args.jid, args.password, T)
     u.connect("127.0.0.1", args.c2s_port)
-    await asyncio.wait_for(u.online.wait(), T)
+    await u.started()
+    errors = lambda: {m["id"] for m in u.errors}  # noqa: E731
     u.send_presence_subscription(pto=f"alerts@{BRIDGE}")
     await u.wait(lambda: any(e["available"] for e in events()), "an available event before the move")
     s2.send(f"/topic/{P}.alerts", "before")
-    await u.wait(lambda: "before" in u.bodies_from("alerts"), "the alert pushed before the move")
+    await u.wait(lambda: "before" in bodies_from(u, "alerts"), "the alert pushed before the move")
     await u.plugin["xep_0045"].join_muc_wait(ROOM, "alice", maxstanzas=0, timeout=T)
     await u.wait(lambda: "switchboard" in u.plugin["xep_0045"].get_roster(ROOM), "router in the room")
 
@@ -175,7 +147,7 @@ async def failover():
     stop.set()
     await asyncio.gather(*tasks)
     last = f"c{len(sent) - 1}"
-    await u.wait(lambda: last in u.receipts or last in u.errors, "the last chat settled")
+    await u.wait(lambda: last in u.receipts or last in errors(), "the last chat settled")
 
     # Chats: what was receipted, and all sent after the move, arrive.
     got = [m.body for m in on(col, f"/queue/{P}.chats")]
@@ -188,17 +160,17 @@ async def failover():
     expect(not missing_after, f"chats sent after the move that never arrived: {missing_after}")
     gap = [c for c, t in sent.items() if t_kill <= t < t_up]
     before = [c for c, t in sent.items() if t < t_kill]
-    bounced = [c for c in gap + before if c in u.errors and c not in delivered]
-    lost = [c for c in gap + before if c not in delivered and c not in u.errors]
+    bounced = [c for c in gap + before if c in errors() and c not in delivered]
+    lost = [c for c in gap + before if c not in delivered and c not in errors()]
     first_after_kill = min((c for c in u.receipts if sent[c] >= t_kill), key=lambda c: sent[c], default=None)
 
     # Notifications: every confirmed one reaches the user.
     col2.wait_receipt(notified[-1])
     confirmed = [n for n in notified if n in col2.receipts]
-    await u.wait(lambda: set(confirmed) <= set(u.bodies_from("notify")),
+    await u.wait(lambda: set(confirmed) <= set(bodies_from(u, "notify")),
                  f"every confirmed notification at the user: missing "
-                 f"{sorted(set(confirmed) - set(u.bodies_from('notify')))[:20]}")
-    nb = u.bodies_from("notify")
+                 f"{sorted(set(confirmed) - set(bodies_from(u, 'notify')))[:20]}")
+    nb = bodies_from(u, "notify")
 
     # The new holder is in the room (only an occupant may say something there).
     s2.send(f"/topic/{P}.say", "after the move")
@@ -208,7 +180,7 @@ async def failover():
                  "a room message through the new holder")
     # It knows the presence subscription: alerts are pushed again, and presence changes are events.
     s2.send(f"/topic/{P}.alerts", "after")
-    await u.wait(lambda: "after" in u.bodies_from("alerts"), "an alert pushed by the new holder")
+    await u.wait(lambda: "after" in bodies_from(u, "alerts"), "an alert pushed by the new holder")
     u.send_presence(pshow="away", pstatus="moved")
     await u.wait(lambda: any(e.get("status") == "moved" for e in events()), "a presence event from the new holder")
 

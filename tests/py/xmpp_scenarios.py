@@ -11,7 +11,6 @@ Usage: xmpp_scenarios.py --port STOMP_PORT --admin-port PORT --prefix P --jid US
 import asyncio
 import json
 import os
-import ssl
 import sys
 import threading
 import urllib.request
@@ -20,8 +19,8 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, expect_traffic, fail, mqtt5_responder, parse_args, wait_for  # noqa: E402
 from stomptest import Collector  # noqa: E402
+from xmpptest import User  # noqa: E402
 
-import slixmpp  # noqa: E402
 import stomp  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
@@ -47,46 +46,10 @@ def stomp_conn():
     return c, col
 
 
-class User(slixmpp.ClientXMPP):
-    """An IM user: records every message and receipt it gets."""
-
-    def __init__(self):
-        super().__init__(args.jid, args.password)
-        # The servers' test certificates are self-signed: no verification on loopback.
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0030", "xep_0045", "xep_0184", "xep_0199"):
-            self.register_plugin(p)
-        self.plugin["xep_0184"].auto_request = True
-        self.plugin["xep_0184"].auto_ack = True
-        self.messages, self.receipts, self.errors = [], [], []
-        self.online = asyncio.Event()
-        self.add_event_handler("session_start", self._start)
-        self.add_event_handler("message", self._message)
-        self.add_event_handler("message_error", lambda m: self.errors.append(m))
-        self.add_event_handler("receipt_received", lambda m: self.receipts.append(m["receipt"]))
-
-    async def _start(self, _event):
-        self.send_presence()
-        await self.get_roster()
-        self.online.set()
-
-    def _message(self, m):
-        if m["type"] != "error":
-            self.messages.append(m)
-
-    async def wait(self, pred, what, timeout=T):
-        deadline = asyncio.get_event_loop().time() + timeout
-        while not pred():
-            if asyncio.get_event_loop().time() > deadline:
-                fail(f"timed out: {what}")
-            await asyncio.sleep(0.05)
-
-
 async def login():
-    u = User()
+    u = User(args.jid, args.password, T)
     u.connect("127.0.0.1", args.c2s_port)
-    await asyncio.wait_for(u.online.wait(), T)
+    await u.started()
     return u
 
 

@@ -8,9 +8,13 @@
 //! steps down (its [`Lease::lost`] resolves) before any other router can take the
 //! lease, so two routers never act as holders at once while their clocks run at the
 //! same rate. A router that dies holds the lease until it times out; one that stops
-//! cleanly [`release`](Lease::release)s it for the next at once.
+//! cleanly [`release`](Lease::release)s it for the next at once, and a holder that
+//! cannot do the leased work from where it runs (the XMPP server unreachable from this
+//! router) [steps aside](Lease::step_aside) for a while, letting another router try.
 
-use tokio::sync::{oneshot, watch};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Who holds a lease, as this router knows it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,14 +27,23 @@ pub enum Holder {
     Unknown,
 }
 
-/// A lease this router contends for (see the module docs). Dropping it without
-/// [`release`](Self::release) leaves a held lease to time out.
+/// What a [`Lease`] asks of the task keeping it.
+#[derive(Debug)]
+pub enum LeaseAsk {
+    /// Give the lease up for good (answered once done): shutdown.
+    Release(oneshot::Sender<()>),
+    /// Give the lease up if held, and do not contend for it for this long.
+    StepAside(Duration),
+}
+
+/// A lease this router contends for (see the module docs). Dropped, it is given up
+/// as by [`release`](Self::release), without waiting.
 #[derive(Debug)]
 pub struct Lease {
     name: String,
     holder: watch::Receiver<Holder>,
-    /// Asks the keeper to give the lease up; it answers once it did.
-    give_up: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    /// To the keeper; `None` alone.
+    asks: Option<mpsc::UnboundedSender<LeaseAsk>>,
 }
 
 impl Lease {
@@ -42,21 +55,21 @@ impl Lease {
         Self {
             name: name.to_owned(),
             holder,
-            give_up: None,
+            asks: None,
         }
     }
 
-    /// A lease kept by a cluster task: `holder` follows who holds it, `give_up` asks
-    /// the task to release it.
+    /// A lease kept by a cluster task: `holder` follows who holds it, `asks` reach the
+    /// task.
     pub fn kept(
         name: &str,
         holder: watch::Receiver<Holder>,
-        give_up: oneshot::Sender<oneshot::Sender<()>>,
+        asks: mpsc::UnboundedSender<LeaseAsk>,
     ) -> Self {
         Self {
             name: name.to_owned(),
             holder,
-            give_up: Some(give_up),
+            asks: Some(asks),
         }
     }
 
@@ -92,14 +105,27 @@ impl Lease {
         }
     }
 
+    /// Whether other routers contend for it (clustered); alone, never.
+    pub fn is_contended(&self) -> bool {
+        self.asks.is_some()
+    }
+
+    /// Gives the lease up if held and stops contending for `pause`, so another router
+    /// takes it (nothing alone).
+    pub fn step_aside(&self, pause: Duration) {
+        if let Some(asks) = &self.asks {
+            let _ = asks.send(LeaseAsk::StepAside(pause));
+        }
+    }
+
     /// Gives the lease up (if held) so another router takes it without waiting for it
     /// to time out; resolves once the cluster was told, or could not be.
     pub async fn release(mut self) {
-        let Some(give_up) = self.give_up.take() else {
+        let Some(asks) = self.asks.take() else {
             return;
         };
         let (done, given_up) = oneshot::channel();
-        if give_up.send(done).is_ok() {
+        if asks.send(LeaseAsk::Release(done)).is_ok() {
             let _ = given_up.await;
         }
     }
@@ -113,6 +139,8 @@ mod tests {
     #[tokio::test]
     async fn alone_the_lease_is_held_for_good() {
         let mut lease = Lease::alone("x");
+        assert!(!lease.is_contended());
+        lease.step_aside(Duration::from_secs(1));
         assert_eq!(lease.holder(), Holder::Us);
         lease.held().await;
         let lost = tokio::time::timeout(Duration::from_millis(20), lease.lost()).await;
@@ -123,15 +151,22 @@ mod tests {
     #[tokio::test]
     async fn a_kept_lease_follows_its_keeper_and_is_released_through_it() {
         let (tx, rx) = watch::channel(Holder::Other("b".into()));
-        let (give_up, mut asked) = oneshot::channel();
-        let mut lease = Lease::kept("x", rx, give_up);
+        let (asks, mut asked) = mpsc::unbounded_channel();
+        let mut lease = Lease::kept("x", rx, asks);
+        assert!(lease.is_contended());
         assert_eq!(lease.holder(), Holder::Other("b".into()));
         tx.send_replace(Holder::Us);
         lease.held().await;
         tx.send_replace(Holder::Unknown);
         lease.lost().await;
+        lease.step_aside(Duration::from_secs(3));
         let keeper = tokio::spawn(async move {
-            let done: oneshot::Sender<()> = (&mut asked).await.unwrap();
+            assert!(
+                matches!(asked.recv().await, Some(LeaseAsk::StepAside(d)) if d == Duration::from_secs(3))
+            );
+            let Some(LeaseAsk::Release(done)) = asked.recv().await else {
+                panic!("a release");
+            };
             done.send(()).unwrap();
         });
         lease.release().await;
