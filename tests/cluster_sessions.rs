@@ -158,3 +158,28 @@ fn two_clients_racing_for_one_client_id_on_two_routers_leave_exactly_one() {
     let routers = three_routers(&prefix, "");
     scenario(&routers, "race", &["--rounds", "5"]);
 }
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_qos2_message_awaiting_pubcomp_when_its_router_is_killed_comes_again_on_another() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("mk");
+    let _buckets = Buckets(prefix.clone());
+    let routers = three_routers(&prefix, "");
+    let b = routers[1].child.id().to_string();
+    scenario(
+        &routers,
+        "pubrel-kill",
+        &["--kill-pid", &b, "--count", "10"],
+    );
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn pubrels_resent_on_the_same_router_bring_no_duplicate_and_a_move_gives_their_messages_back() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("mp");
+    let _buckets = Buckets(prefix.clone());
+    let routers = three_routers(&prefix, "");
+    scenario(&routers, "pubrel-resume", &["--count", "6"]);
+}
