@@ -6,7 +6,12 @@
 //!   mid-stream; the subscriber reconnects to C with the same client id and clean
 //!   start 0: session present, every confirmed message arrives, what comes twice is
 //!   flagged DUP, the first redelivery within 10 s of the kill;
-//! - the same with QoS 2 (publisher and subscription);
+//! - the same with QoS 2 (publisher and subscription): what paho held between PUBREC
+//!   and PUBREL when B died comes again on C;
+//! - QoS 2 deliveries whose PUBREL a raw-socket subscriber leaves unanswered when B is
+//!   killed come again on C, flagged DUP (settled at PUBCOMP, not PUBREC); resumed and
+//!   taken over on B, the PUBRELs come again and the messages do not; moved to C with
+//!   B alive, B gives them back and C sends them (DUP);
 //! - wills of clients on B, B killed: a will without delay and one with a 2 s delay
 //!   arrive on A exactly once within a bound; none for clients back on C before their
 //!   delay passed, none after a clean DISCONNECT;

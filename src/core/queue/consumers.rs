@@ -133,8 +133,8 @@ impl Queue {
                 .partition(|(tag, _)| keep.contains(tag));
         slot.unacked = kept;
         let held = slot.unacked.len();
-        let released: usize =
-            pending.iter().map(|e| e.size).sum::<usize>() + gone.values().map(|e| e.size).sum::<usize>();
+        let released: usize = pending.iter().map(|e| e.size).sum::<usize>()
+            + gone.values().map(|e| e.size).sum::<usize>();
         release_slot(slot, released);
         st.held_bytes -= released;
         let dead_before = dead.len();

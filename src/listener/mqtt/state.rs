@@ -145,7 +145,10 @@ impl SessionData {
     /// The PUBCOMP of `pid` for a delivery a retired consumer holds: acknowledges it;
     /// a consumer left holding nothing is returned, to be dropped outside the lock.
     pub fn complete_retired(&mut self, pid: u16) -> Option<Retired> {
-        let i = self.retired.iter().position(|r| r.tags.contains_key(&pid))?;
+        let i = self
+            .retired
+            .iter()
+            .position(|r| r.tags.contains_key(&pid))?;
         let r = &mut self.retired[i];
         if let Some(tag) = r.tags.remove(&pid) {
             r.consumer.ack(tag);

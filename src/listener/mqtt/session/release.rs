@@ -87,7 +87,8 @@ impl<T: Transport> Connection<T> {
                 .collect();
             // The others stay until the client answers them (their packet ids are
             // still in use), settling nothing: their consumer is gone.
-            self.inflight.retain(|_, f| !(f.released && *f.queue == *name));
+            self.inflight
+                .retain(|_, f| !(f.released && *f.queue == *name));
             if tags.is_empty() {
                 continue;
             }
