@@ -6,7 +6,12 @@
 //!   mid-stream; the subscriber reconnects to C with the same client id and clean
 //!   start 0: session present, every confirmed message arrives, what comes twice is
 //!   flagged DUP, the first redelivery within 10 s of the kill;
-//! - the same with QoS 2 (publisher and subscription);
+//! - the same with QoS 2 (publisher and subscription): what paho held between PUBREC
+//!   and PUBREL when B died comes again on C;
+//! - QoS 2 deliveries whose PUBREL a raw-socket subscriber leaves unanswered when B is
+//!   killed come again on C, flagged DUP (settled at PUBCOMP, not PUBREC); resumed and
+//!   taken over on B, the PUBRELs come again and the messages do not; moved to C with
+//!   B alive, B gives them back and C sends them (DUP);
 //! - wills of clients on B, B killed: a will without delay and one with a 2 s delay
 //!   arrive on A exactly once within a bound; none for clients back on C before their
 //!   delay passed, none after a clean DISCONNECT;
@@ -157,4 +162,29 @@ fn two_clients_racing_for_one_client_id_on_two_routers_leave_exactly_one() {
     let _buckets = Buckets(prefix.clone());
     let routers = three_routers(&prefix, "");
     scenario(&routers, "race", &["--rounds", "5"]);
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_qos2_message_awaiting_pubcomp_when_its_router_is_killed_comes_again_on_another() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("mk");
+    let _buckets = Buckets(prefix.clone());
+    let routers = three_routers(&prefix, "");
+    let b = routers[1].child.id().to_string();
+    scenario(
+        &routers,
+        "pubrel-kill",
+        &["--kill-pid", &b, "--count", "10"],
+    );
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn pubrels_resent_on_the_same_router_bring_no_duplicate_and_a_move_gives_their_messages_back() {
+    let _lock = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("mp");
+    let _buckets = Buckets(prefix.clone());
+    let routers = three_routers(&prefix, "");
+    scenario(&routers, "pubrel-resume", &["--count", "6"]);
 }

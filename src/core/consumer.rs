@@ -185,6 +185,20 @@ impl Consumer {
         });
     }
 
+    /// Stops taking deliveries but keeps holding `keep` (unacknowledged tags) until
+    /// they are settled through this handle or it is dropped: the rest goes back to the
+    /// queue as when a consumer is dropped. For a delivery whose outcome the client
+    /// still has to tell (an MQTT QoS 2 message awaiting PUBCOMP) after the connection
+    /// that took it ended. Returns how many of `keep` it holds.
+    pub fn retire(&self, keep: &[u64]) -> usize {
+        let mut held = 0;
+        self.settle(|q, now, dead| {
+            held = q.retire(self.id, keep, now, dead);
+            true
+        });
+        held
+    }
+
     /// Changes the credit window.
     pub fn set_prefetch(&self, prefetch: usize) {
         self.settle(|q, now, dead| {

@@ -10,7 +10,8 @@ Scenarios:
             clean start 0 (no new SUBSCRIBE): every confirmed message arrives, a message
             received twice is flagged DUP the second time, the first redelivery within 10 s
   resume --qos 2   the same with QoS 2 (publisher and subscription): paho sends PUBREC itself
-            and hands a message over at PUBREL, so "acknowledged" is what got its PUBREL
+            and hands a message over at PUBREL, so "acknowledged" is what got its PUBREL; what
+            paho held between PUBREC and PUBREL when B died comes again on C, flagged DUP
   wills     clients with wills (MQTT 5) on B, a subscriber to the will topics on A; B is killed:
             the will without delay (clean session) and the one with a 2 s delay (persistent
             session) arrive on A exactly once, within a bound; a client that reconnects to C
@@ -20,6 +21,12 @@ Scenarios:
   expiry    a session with expiry 3 s on B (subscribed, messages queued after the kill); B is
             killed: exactly one of A and C takes its record over and ends it once the expiry has
             run (their logs), and a clean start 0 on C then finds no session
+  pubrel-kill    QoS 2 deliveries whose PUBREL a raw-socket subscriber on B leaves unanswered
+            (the others completed); B is killed; the subscriber resumes on C: each unanswered one
+            comes again, flagged DUP, once; none lost
+  pubrel-resume  the same subscriber leaves B with PUBRELs unanswered and resumes on B, then is
+            taken over on B: the PUBRELs come again, the messages never; then it moves to C (B
+            alive): those messages come again there (DUP), the completed ones never
   race      two clients with one client id connect at once to A and C (several rounds): exactly
             one keeps the session, the other is disconnected with reason 0x8E (session taken
             over); the survivor gets what is published; then a plain takeover from A to C keeps
@@ -38,6 +45,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sbtest import expect, parse_args, wait_for  # noqa: E402
+from rawmqtt import RawSub  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -239,7 +247,8 @@ def resume():
     got_on_b = [p for p, _, _ in sub.got() if p.isdigit()]
     # QoS 2: paho answered PUBREC itself and hands a message to the application only at
     # PUBREL; what it holds between the two when B dies is the PUBREL window.
-    held_by_paho = len(sub.c._in_messages) if args.qos == 2 else 0
+    held_by_paho = ({m.payload.decode() for m in sub.c._in_messages.values()}
+                    if args.qos == 2 else set())
 
     # The same client id on C, clean start 0, no SUBSCRIBE: the session resumes there.
     again = Client(args.mqtt_c, "sub@C", cid)
@@ -260,11 +269,11 @@ def resume():
              lambda: f"lost: {sorted(set(confirmed) - received(), key=int)[:30]} "
                      f"({len(set(confirmed) - received())} of {n})")
     # What B held unacknowledged comes again once JetStream's ack wait ran out for B.
-    # (QoS 2: "unacknowledged" are those without PUBCOMP, after their PUBREL: the router
-    # was done with them at PUBREC, so they do not come again.)
+    # (QoS 2: paho acknowledges by itself; what it held between PUBREC and PUBREL, not
+    # handed over, must come again: the router settles those at PUBCOMP.)
     unacked = {p for p, _, _ in sub.got() if p.isdigit()} - sub.acked
     if args.qos == 2:
-        unacked = set()
+        unacked = {p for p in held_by_paho if p.isdigit()}
     wait_for(lambda: unacked <= {p for p, dup, _ in again.got() if dup}, 3 * T,
              lambda: f"not acknowledged on B, not (yet) redelivered with DUP on C: "
                      f"{sorted(unacked - {p for p, dup, _ in again.got() if dup}, key=int)[:20]}")
@@ -296,7 +305,8 @@ def resume():
           f"first message on C {first - kill_at:.2f} s after the kill"
           + (f", first redelivery {min(redelivered) - kill_at:.2f} s" if redelivered else "")
           + f" ({probes} probes first)"
-          + (f"; paho held {held_by_paho} PUBREC'd messages awaiting PUBREL when B died"
+          + (f"; paho held {len(held_by_paho)} PUBREC'd messages awaiting PUBREL when B "
+             f"died, all of them again on C (DUP)"
              if args.qos == 2 else ""))
     again.close()
     pub.bye()
@@ -482,5 +492,122 @@ def race():
     pub.bye()
 
 
-{"resume": resume, "race": race, "wills": wills, "expiry": expiry}[args.scenario]()
+def held_setup(port, name, n):
+    """A raw subscriber (persistent session) on `port` that answers PUBREC to every message and
+    PUBCOMP only to even ones; `n` QoS 2 messages published on A, confirmed, and a PUBREL
+    received for each: the router had every PUBREC. Returns (client id, topic, subscriber,
+    publisher, the odd payloads: their PUBREL unanswered)."""
+    cid, topic = uniq("sess"), f"{uniq('q2')}/data"
+    held = {str(i) for i in range(n) if i % 2}
+    sub = RawSub(args.host, port, cid, complete=lambda p: p not in held, timeout=T, name=name)
+    expect(sub.connect() == (0, False), f"{name}: CONNACK {sub.connack}")
+    expect(sub.subscribe(topic, 2) == 2, f"{name}: SUBACK {sub.subacks}")
+    pub = Publisher(args.port, 2)
+    probe_until_received(pub, sub, topic)
+    for i in range(n):
+        info = pub.publish(topic, str(i))
+        info.wait_for_publish(T)
+        expect(info.is_published(), f"message {i}: not confirmed")
+    wait_for(lambda: {p for _, p in sub.pubrels()} >= {str(i) for i in range(n)}, T,
+             lambda: f"{name}: PUBREL for {sorted({p for _, p in sub.pubrels() if p})} only")
+    return cid, topic, sub, pub, held
+
+
+def published(c, payloads, dup=None):
+    return [p for p, d, _ in c.got() if p in payloads and (dup is None or d == dup)]
+
+
+def pubrel_kill():
+    """QoS 2 messages whose PUBREL the subscriber has not answered (a client handing messages
+    over at PUBREL, which never got it, has not handed them over) when B is killed: the client
+    resumes on C and gets each again, flagged DUP; none lost."""
+    expect(args.kill_pid, "this scenario needs --kill-pid (router B)")
+    n = args.count
+    cid, topic, sub, pub, held = held_setup(args.mqtt_b, "sub@B", n)
+    kill_at = time.monotonic()
+    os.kill(args.kill_pid, signal.SIGKILL)
+    wait_for(lambda: dead(args.kill_pid), T, "router B still running after SIGKILL")
+    sub.close()
+    again = RawSub(args.host, args.mqtt_c, cid, timeout=T, known=sub.pids, name="sub@C")
+    expect(again.connect() == (0, True), f"sub@C: CONNACK {again.connack} (want session present)")
+    wait_for(lambda: held <= set(published(again, held, dup=True)), 3 * T,
+             lambda: f"awaiting PUBCOMP on B, lost: {sorted(held - set(published(again, held)), key=int)} "
+                     f"of {sorted(held, key=int)} (on C: {[(p, d) for p, d, _ in again.got()]})")
+    arrived = max(at for p, d, at in again.got() if p in held)
+    # Let late redeliveries come in before counting duplicates.
+    pub.publish(topic, "marker").wait_for_publish(T)
+    wait_for(lambda: published(again, {"marker"}), T, "sub@C: no marker")
+    time.sleep(1)
+    twice = [p for p in published(again, held) if published(again, {p}).count(p) > 1]
+    expect(not twice, f"received twice on C: {twice}")
+    done_again = published(again, {str(i) for i in range(n)} - held)
+    expect(set(done_again) == set(published(again, set(done_again), dup=True)),
+           f"completed on B, received again on C without DUP: {done_again}")
+    print(f"{n} QoS 2 messages on B, PUBREC'd, {len(held)} of them with their PUBREL unanswered "
+          f"when B was killed: all {len(held)} again on C flagged DUP (last "
+          f"{arrived - kill_at:.2f} s after the kill), 0 lost, none twice on C; "
+          f"{len(done_again)} completed on B came again (DUP)")
+    again.close()
+    pub.bye()
+
+
+def pubrel_resume():
+    """Pending PUBRELs on the same router: the subscriber leaves (no DISCONNECT) with PUBRELs
+    unanswered and resumes on B; then a second connection takes the session over on B: each
+    time the PUBRELs come again and the messages do not (no duplicate PUBLISH). Then the session
+    moves to C with B alive: B gives those messages back, and C delivers them (DUP); the ones
+    completed on B never come again."""
+    n = args.count
+    cid, topic, sub, pub, held = held_setup(args.mqtt_b, "sub@B", n)
+    keep = lambda p: p not in held  # noqa: E731
+    pids = {pid for pid, p in sub.pids.items() if p in held}
+    conns = [sub]
+
+    def no_publish_again(c, marker):
+        wait_for(lambda: {pid for pid, _ in c.pubrels()} >= pids, T,
+                 lambda: f"{c.name}: PUBRELs not sent again: {c.pubrels()} (want {sorted(pids)})")
+        pub.publish(topic, marker).wait_for_publish(T)
+        wait_for(lambda: published(c, {marker}), T, f"{c.name}: no {marker}")
+        time.sleep(1)
+        again = published(c, {str(i) for i in range(n)})
+        expect(not again, f"{c.name}: PUBLISHed again although their PUBREL was resent: {again}")
+
+    sub.close()
+    again = RawSub(args.host, args.mqtt_b, cid, complete=keep, timeout=T, known=sub.pids,
+                   name="sub@B again")
+    expect(again.connect() == (0, True), f"{again.name}: CONNACK {again.connack}")
+    conns.append(again)
+    no_publish_again(again, "marker-1")
+    over = RawSub(args.host, args.mqtt_b, cid, complete=keep, timeout=T, known=sub.pids,
+                  name="sub@B takeover")
+    expect(over.connect() == (0, True), f"{over.name}: CONNACK {over.connack}")
+    conns.append(over)
+    wait_for(lambda: again.closed.is_set(), T, "the connection taken over is still open")
+    expect(again.disconnect == TAKEN_OVER, f"taken over with {again.disconnect}, not 0x8E")
+    no_publish_again(over, "marker-2")
+    over.close()
+    moved = RawSub(args.host, args.mqtt_c, cid, timeout=T, known=sub.pids, name="sub@C")
+    expect(moved.connect() == (0, True), f"{moved.name}: CONNACK {moved.connack}")
+    conns.append(moved)
+    wait_for(lambda: held <= set(published(moved, held, dup=True)), 3 * T,
+             lambda: f"awaiting PUBCOMP on B, not given back to C: "
+                     f"{sorted(held - set(published(moved, held)), key=int)}")
+    pub.publish(topic, "marker-3").wait_for_publish(T)
+    wait_for(lambda: published(moved, {"marker-3"}), T, "sub@C: no marker-3")
+    time.sleep(1)
+    twice = [p for p in held if published(moved, {p}).count(p) > 1]
+    expect(not twice, f"received twice on C: {twice}")
+    done = {str(i) for i in range(n)} - held
+    back = [p for c in conns[1:] for p in published(c, done)]
+    expect(not back, f"completed on B, delivered again: {back}")
+    print(f"{n} QoS 2 messages on B, {len(held)} with their PUBREL unanswered: resumed on B and "
+          f"taken over on B, the PUBRELs came again ({len(pids)} each time) and no message was "
+          f"published again; moved to C: the {len(held)} came again there (DUP), once each; "
+          f"the {len(done)} completed never again")
+    moved.close()
+    pub.bye()
+
+
+{"resume": resume, "race": race, "wills": wills, "expiry": expiry,
+ "pubrel-kill": pubrel_kill, "pubrel-resume": pubrel_resume}[args.scenario]()
 print("ok")

@@ -110,6 +110,46 @@ impl Queue {
         st.consumers.len()
     }
 
+    /// Keeps consumer `id` attached holding only the deliveries `keep` (tags it has
+    /// unacknowledged), until they are settled or it detaches: everything else it was
+    /// assigned or had goes back as [`Queue::detach`] gives it back, and it is assigned
+    /// nothing more (credit 0). Returns how many of `keep` it still holds.
+    pub(crate) fn retire(
+        &self,
+        id: u64,
+        keep: &[u64],
+        now: Instant,
+        dead: &mut Vec<DeadLetter>,
+    ) -> usize {
+        let mut st = self.lock();
+        let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
+            return 0;
+        };
+        slot.prefetch = 0;
+        let pending = std::mem::take(&mut slot.pending);
+        let (kept, gone): (BTreeMap<u64, Entry>, BTreeMap<u64, Entry>) =
+            std::mem::take(&mut slot.unacked)
+                .into_iter()
+                .partition(|(tag, _)| keep.contains(tag));
+        slot.unacked = kept;
+        let held = slot.unacked.len();
+        let released: usize = pending.iter().map(|e| e.size).sum::<usize>()
+            + gone.values().map(|e| e.size).sum::<usize>();
+        release_slot(slot, released);
+        st.held_bytes -= released;
+        let dead_before = dead.len();
+        let mut back: Vec<Entry> = pending.into_iter().collect();
+        for (_, e) in gone {
+            self.redeliver(e, &mut back, dead);
+        }
+        self.requeue_locked(&mut st, back);
+        self.dispatch(&mut st, now, dead);
+        if released > 0 || dead_before < dead.len() {
+            Self::room_freed(&mut st, &self.space);
+        }
+        held
+    }
+
     /// Wakes publishers waiting for room after bytes held by consumers were released.
     fn room_freed(st: &mut State, space: &Notify) {
         if st.publisher_waiting {

@@ -357,7 +357,15 @@ fn taken_elsewhere(state: &Arc<MqttState>, client_id: &str, revision: u64) {
     if let Some(p) = &entry.pending {
         p.cancel();
     }
-    state.release_session(&entry.data.lock().unwrap_or_else(PoisonError::into_inner));
+    {
+        let mut data = entry.data.lock().unwrap_or_else(PoisonError::into_inner);
+        state.release_session(&data);
+        // QoS 2 deliveries awaiting PUBCOMP go back to the cluster: the new router
+        // delivers them again (it does not know their PUBRELs). The connection holding
+        // the session, if any, gives back its own when it ends (the session is no
+        // longer here for it to hand them to).
+        data.retired.clear();
+    }
     let queue = session_queue(client_id);
     let client_id: Arc<str> = client_id.into();
     match entry.holder {

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use super::codec::SubOpts;
 use crate::auth::Auth;
 use crate::core::shared::SharedMeta;
-use crate::core::{Message, Pattern};
+use crate::core::{Consumer, Message, Pattern};
 use crate::router::Router;
 use crate::translate::mqtt_names::is_share_queue;
 
@@ -101,11 +101,60 @@ pub struct SessionData {
     pub incoming_qos2: BTreeSet<u16>,
     /// Outbound QoS 2 packet ids released (PUBREL sent) and not yet completed.
     pub pending_rel: BTreeSet<u16>,
+    /// Consumers of ended connections still holding QoS 2 deliveries of shared queues
+    /// whose PUBREL is in `pending_rel` (see [`Retired`]).
+    pub retired: Vec<Retired>,
     /// Packet ids of QoS 1/2 messages sent and not yet acknowledged, by message id: a
     /// message sent again after a reconnect keeps its packet id (MQTT 3.1.1 §4.4,
     /// 5.0 §4.4), so a client that had it already recognises the duplicate.
     /// A BTreeMap, not a HashMap: empty, it costs no hasher state in every session.
     pub sent_pids: BTreeMap<crate::core::MessageId, u16>,
+}
+
+/// A consumer of a connection that ended with QoS 2 deliveries of a shared queue
+/// released (PUBREL sent) and not completed (no PUBCOMP): it holds them, unacknowledged,
+/// for the session, which sends their PUBRELs again when it resumes on this router.
+/// Their PUBCOMP acknowledges them; the session leaving this router or ending drops it,
+/// which gives them back to the cluster (delivered again, DUP, wherever the session
+/// resumes). See `session::release`.
+#[derive(Debug)]
+pub struct Retired {
+    pub consumer: Consumer,
+    /// Packet id → delivery tag.
+    pub tags: BTreeMap<u16, u64>,
+}
+
+impl SessionData {
+    /// Takes over the retired consumers of a connection that ended: what was completed
+    /// meanwhile (its packet id no longer in `pending_rel`) is acknowledged now.
+    pub fn adopt(&mut self, retired: Vec<Retired>) {
+        for mut r in retired {
+            r.tags.retain(|pid, tag| {
+                let pending = self.pending_rel.contains(pid);
+                if !pending {
+                    r.consumer.ack(*tag);
+                }
+                pending
+            });
+            if !r.tags.is_empty() {
+                self.retired.push(r);
+            }
+        }
+    }
+
+    /// The PUBCOMP of `pid` for a delivery a retired consumer holds: acknowledges it;
+    /// a consumer left holding nothing is returned, to be dropped outside the lock.
+    pub fn complete_retired(&mut self, pid: u16) -> Option<Retired> {
+        let i = self
+            .retired
+            .iter()
+            .position(|r| r.tags.contains_key(&pid))?;
+        let r = &mut self.retired[i];
+        if let Some(tag) = r.tags.remove(&pid) {
+            r.consumer.ack(tag);
+        }
+        r.tags.is_empty().then(|| self.retired.swap_remove(i))
+    }
 }
 
 /// The retained set is at `max_retained` messages or `max_retained_bytes`.

@@ -264,6 +264,42 @@ async fn a_consumer_going_away_releases_what_it_held() {
 }
 
 #[tokio::test]
+async fn a_retired_consumer_keeps_only_what_it_was_told_and_takes_nothing_more() {
+    let (core, cluster) = FakeCluster::core();
+    let c = core.consume("work", ConsumeOptions::manual(4)).unwrap();
+    let q = core.queue("work").unwrap();
+    for t in 1..=4 {
+        cluster.arrive("work", Message::new(format!("m{t}")), t, 0);
+    }
+    let mut taken = Vec::new();
+    c.try_recv_many(3, &mut taken).unwrap();
+    let keep = [taken[0].tag, taken[2].tag];
+
+    assert_eq!(c.retire(&keep), 2);
+    let mut released = cluster.releases("work");
+    released.sort_unstable();
+    assert_eq!(
+        released,
+        [2, 4],
+        "the other delivery and the one assigned go back"
+    );
+    assert_eq!(q.stats().unacked, 2);
+    assert_eq!(q.wanted(), 0, "a retired consumer has no credit");
+    cluster.arrive("work", Message::new("m5"), 5, 0);
+    assert!(drain(&c).is_empty(), "nothing new is assigned to it");
+
+    let other = core.consume("work", ConsumeOptions::manual(4)).unwrap();
+    assert_eq!(drain(&other).len(), 1, "a new consumer takes what arrives");
+    assert!(c.ack(keep[0]));
+    assert_eq!(cluster.acks("work"), [1]);
+    drop(c);
+    assert!(
+        cluster.releases("work").contains(&3),
+        "dropped, it gives back the rest"
+    );
+}
+
+#[tokio::test]
 async fn an_auto_ack_consumer_acknowledges_as_it_takes() {
     let (core, cluster) = FakeCluster::core();
     let c = core.consume("work", ConsumeOptions::auto_ack(10)).unwrap();

@@ -403,6 +403,11 @@ impl<T: Transport> Connection<T> {
                 self.settle(pid);
                 self.deliver().await
             }
+            In::PubRec(pid) if self.settle_at_pubcomp(pid) => {
+                self.data().pending_rel.insert(pid);
+                self.release(pid).await?;
+                self.deliver().await
+            }
             In::PubRec(pid) => {
                 // The client has the message: done with the core; finish the handshake.
                 let durable = self.settle(pid);
@@ -429,8 +434,9 @@ impl<T: Transport> Connection<T> {
                 self.deliver().await
             }
             In::PubComp(pid) => {
-                self.data().pending_rel.remove(&pid);
-                Ok(())
+                self.complete(pid);
+                // A delivery settled now made room in the in-flight window.
+                self.deliver().await
             }
             In::PubRel(pid) => {
                 let known = self.data().incoming_qos2.remove(&pid);

@@ -52,8 +52,9 @@ impl<T: Transport> Connection<T> {
                 .await;
         }
         let _ = self.t.close().await;
-        // Give the core back what the client did not acknowledge.
-        self.consumers.clear();
+        // Give the core back what the client did not acknowledge; QoS 2 deliveries of
+        // shared queues awaiting PUBCOMP stay held for the session (see `release`).
+        let mut retired = self.retire_consumers(|_| true);
         let taken_over = ended.code == Some(reason_code::SESSION_TAKEN_OVER);
         // MQTT 5 §3.1.2.8: a new connection to the session before the will delay has
         // passed means no will; with no delay the will goes out at once.
@@ -126,6 +127,18 @@ impl<T: Transport> Connection<T> {
                 }
             }
         }
+        {
+            // Whichever connection holds the session next on this router sends their
+            // PUBRELs again, so it keeps what awaits their PUBCOMP; a session gone from
+            // here (ended, started clean, claimed by another router) gives it back.
+            let sessions = state.sessions();
+            if let Some(entry) = sessions.get(&client_id)
+                && Arc::ptr_eq(&entry.data, &self.data)
+            {
+                self.data().adopt(std::mem::take(&mut retired));
+            }
+        }
+        drop(retired);
         self.handoff.set_gone(&state);
         if let Some(w) = at_once {
             let st = Arc::clone(&state);

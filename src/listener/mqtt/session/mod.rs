@@ -5,8 +5,9 @@
 //! Inbound, an acknowledgement (PUBACK, PUBREC) is sent only after the router accepted
 //! the message. Outbound, a message is acknowledged to the core when the client
 //! acknowledged it (PUBACK; PUBREC for QoS 2, after which the PUBREL/PUBCOMP exchange is
-//! tracked in the session), so a connection lost mid-flight gives the message back to
-//! the session queue, redelivered with DUP on the next connection.
+//! tracked in the session; PUBCOMP for QoS 2 from a shared queue, see `release`), so a
+//! connection lost mid-flight gives the message back to the session queue, redelivered
+//! with DUP on the next connection.
 //!
 //! `Connection` (in `connection`) holds one connection's state and runs its serve loop;
 //! `connect` opens or takes over the session, `publish` takes the client's messages,
@@ -22,6 +23,7 @@ mod outbound;
 pub mod park;
 mod publish;
 mod reason_code;
+mod release;
 mod subscribe;
 mod transport;
 

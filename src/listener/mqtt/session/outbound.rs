@@ -19,8 +19,12 @@ use crate::translate::traffic::{self, Protocol};
 /// A QoS 1/2 delivery awaiting the client's acknowledgement. The consumer is named by
 /// its queue, not by position: subscriptions come and go while messages are in flight.
 pub(super) struct Inflight {
-    queue: Arc<str>,
-    tag: u64,
+    pub(super) queue: Arc<str>,
+    pub(super) tag: u64,
+    /// QoS 2 from a shared queue: PUBREC received and PUBREL sent, settled with the core
+    /// at PUBCOMP (see `super::release`). Still counts in the in-flight window, as the
+    /// core counts it in the consumer's credit (and MQTT 5 §4.9 until PUBCOMP).
+    pub(super) released: bool,
 }
 
 impl<T: Transport> Connection<T> {
@@ -202,7 +206,14 @@ impl<T: Transport> Connection<T> {
             p.packet_id = Some(pid);
             p.dup = d.redelivered;
             let queue = self.consumers[source].1.queue_name().into();
-            self.inflight.insert(pid, Inflight { queue, tag: d.tag });
+            self.inflight.insert(
+                pid,
+                Inflight {
+                    queue,
+                    tag: d.tag,
+                    released: false,
+                },
+            );
         } else {
             settled.push(d.tag);
         }

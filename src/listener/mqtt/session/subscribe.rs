@@ -244,8 +244,9 @@ impl<T: Transport> Connection<T> {
                             }
                         }
                         Some(q) => {
-                            self.consumers
-                                .retain(|(s, _)| !matches!(s, Source::Shared(n) if n == q));
+                            let retired =
+                                self.retire_consumers(|s| matches!(s, Source::Shared(n) if n == q));
+                            self.data().adopt(retired);
                             if crate::translate::mqtt_names::is_share_queue(q) {
                                 self.state.share_leave(q);
                             }
