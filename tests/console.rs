@@ -72,7 +72,10 @@ impl Drop for Reap {
 }
 
 #[test]
-#[cfg_attr(not(peers), ignore = "needs Node, Chromium and the Python clients: run scripts/test")]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs Node, Chromium and the Python clients: run scripts/test"
+)]
 fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
     let d = start();
     let body = format!("dead-{}", std::process::id());
@@ -97,7 +100,10 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
 
     let dir = std::env::var("SWITCHBOARD_NODE_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console_check.mjs");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/console_check.mjs"
+    );
     let out = Command::new("node")
         .current_dir(&dir)
         .args([
@@ -183,7 +189,10 @@ fn explain_walks_the_table_in_force() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let text = v["text"].as_str().unwrap();
     assert!(text.contains("route `fill-in`"), "{text}");
-    assert!(text.contains("delivered to 1 destination") && text.contains("queue:fill"), "{text}");
+    assert!(
+        text.contains("delivered to 1 destination") && text.contains("queue:fill"),
+        "{text}"
+    );
     let (status, body) = ask("", r#"{"query": ["smtp", "x"]}"#);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("expected one of"), "{body}");

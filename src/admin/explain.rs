@@ -98,8 +98,8 @@ mod tests {
         assert_eq!(&m.body[..], b"hi");
         assert_eq!(m.content_type.as_deref(), Some("text/plain"));
         assert_eq!(m.headers.get("a"), Some("1"));
-        let (w, m) = parse(&json!({"query": ["mqtt", "a b"], "headers": [["x", "1"], ["x", "2"]]}))
-            .unwrap();
+        let (w, m) =
+            parse(&json!({"query": ["mqtt", "a b"], "headers": [["x", "1"], ["x", "2"]]})).unwrap();
         assert_eq!(w, ["mqtt", "a b"]);
         assert_eq!(m.headers.iter().count(), 2);
         assert!(parse(&json!({})).is_err());

@@ -21,6 +21,9 @@ const browser = await chromium.launch({
 });
 const report = { ok: false, steps: [] };
 const step = (name, detail) => { report.steps.push(detail === undefined ? name : { [name]: detail }); };
+// CONSOLE_SCREENSHOTS=DIR keeps a picture of each screen (for a human to look at).
+const shots = process.env.CONSOLE_SCREENSHOTS;
+const shoot = async (page, name) => { if (shots) await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true }); };
 const problems = []; // script errors and CSP violations: any fails the test
 try {
   const page = await browser.newPage();
@@ -53,6 +56,7 @@ try {
     const pts = document.querySelector('figure[data-chart="received"] polyline').getAttribute('points') || '';
     return now > 0 && pts.split(' ').length >= 3;
   });
+  await shoot(page, 'overview');
   step('overview', await page.$eval('.now[data-chart="received"]', (e) => e.textContent));
 
   // Queues: `fill` grows while the publisher runs (three rising readings).
@@ -76,12 +80,14 @@ try {
   if (bodies[0] !== 'fill-0' || bodies[1] !== 'fill-1') throw new Error(`peek shows ${bodies.slice(0, 3)}`);
   const after = Number(await page.textContent(readyCell));
   if (after < seen[seen.length - 1]) throw new Error(`peek consumed: ${after} < ${seen}`);
+  await shoot(page, 'queues');
   step('peek', bodies.length);
 
   // Connections: the stomp.py consumer waiting for the replay is listed.
   await page.click('a[href="#connections"]');
   await page.waitForFunction(() => [...document.querySelectorAll('#connections-rows tr')]
     .some((r) => r.cells[1].textContent === 'stomp'));
+  await shoot(page, 'connections');
   step('connections', await page.$$eval('#connections-rows tr', (rs) => rs.length));
 
   // Dead letters: the rejected message, its body and why it died; replayed with the keyboard.
@@ -119,6 +125,7 @@ try {
     const r = document.querySelector('#dlq-rows tr[data-key="work.dlq"]');
     return r && r.cells[1].textContent === '0';
   });
+  await shoot(page, 'dead-letters');
   step('replayed_with_keyboard', path);
 
   // Routes: a broken file; the reload keeps the table in force and shows file and line.
@@ -142,6 +149,7 @@ try {
   await page.waitForFunction(() => document.getElementById('explain-output').textContent.includes('fill-in'));
   const explained = await page.textContent('#explain-output');
   if (!explained.includes('queue:fill')) throw new Error(`explain: ${explained}`);
+  await shoot(page, 'routes');
   step('explain', explained.split('\n').length);
 
   if (problems.length) throw new Error(problems.join('; '));

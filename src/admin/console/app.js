@@ -528,8 +528,11 @@ function messageCard(queue, m, refresh, deadLetters) {
       await refresh();
     }),
   }, 'Delete…'));
-  return h('article', { class: 'message', 'data-id': m.id, 'aria-label': `Message ${m.id}` },
-    h('h4', {}, `Message ${m.seq}`), dl, headers, body, actions);
+  // Collapsed in a peek (a list to scan), open among dead letters (each one to judge).
+  const preview = m.body_encoding === 'text' ? m.body.slice(0, 80) : '(binary)';
+  return h('article', { class: 'message', 'data-id': m.id, 'aria-label': `Message ${m.seq}` },
+    h('details', { open: deadLetters },
+      h('summary', {}, h('strong', {}, `Message ${m.seq}`), ` ${preview}`), dl, headers, body, actions));
 }
 
 // ---- connections ----------------------------------------------------------------------
