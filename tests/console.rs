@@ -98,6 +98,26 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
     assert_eq!(line.trim(), "subscribed", "{}", d.log());
     let _publisher = Reap(client(&d, "mqtt", "publish", &["--every", "0.1"]));
 
+    let v = console_check(
+        &d,
+        &[
+            &format!("http://{}", d.addr("admin")),
+            USER,
+            PASSWORD,
+            &d.routes_dir().display().to_string(),
+            &body,
+        ],
+    );
+    eprintln!("console check: {v}");
+    passed(receiver, "stomp.py receiving the replayed dead letter", &d);
+    assert!(
+        d.log().contains("admin API: messages replayed"),
+        "the replay went through the admin API"
+    );
+}
+
+/// Runs tests/browser/console_check.mjs in headless Chromium; its report.
+fn console_check(d: &Daemon, args: &[&str]) -> serde_json::Value {
     let dir = std::env::var("SWITCHBOARD_NODE_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
     let script = concat!(
@@ -106,14 +126,8 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
     );
     let out = Command::new("node")
         .current_dir(&dir)
-        .args([
-            script,
-            &format!("http://{}", d.addr("admin")),
-            USER,
-            PASSWORD,
-            &d.routes_dir().display().to_string(),
-            &body,
-        ])
+        .arg(script)
+        .args(args)
         .output()
         .expect("node (run scripts/setup browser)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -125,12 +139,16 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(v["ok"], true, "{v}");
-    eprintln!("console check: {v}");
-    passed(receiver, "stomp.py receiving the replayed dead letter", &d);
-    assert!(
-        d.log().contains("admin API: messages replayed"),
-        "the replay went through the admin API"
-    );
+    v
+}
+
+/// With no admin configured, a loopback browser gets the figures without a login, and
+/// the actions are refused with the API's reason.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
+fn console_without_an_admin_shows_figures_only() {
+    let d = Daemon::start(&[("fill.yaml", FILL_ROUTE)], &[]);
+    console_check(&d, &["--no-admin", &format!("http://{}", d.addr("admin"))]);
 }
 
 /// The page, its script and style come from the binary with a strict policy and no data;

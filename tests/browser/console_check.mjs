@@ -13,12 +13,39 @@ import { join } from 'node:path';
 // node_modules), so the script also runs from a checkout without its own node_modules.
 const { chromium } = createRequire(join(process.cwd(), 'package.json'))('playwright-core');
 
+//   node console_check.mjs --no-admin URL   (a router with no admin configured)
 const [url, user, password, routesDir, deadBody] = process.argv.slice(2);
-if (!deadBody) { console.error('usage: node console_check.mjs URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY'); process.exit(2); }
+const noAdmin = url === '--no-admin';
+if (!deadBody && !(noAdmin && user)) {
+  console.error('usage: node console_check.mjs URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY | --no-admin URL');
+  process.exit(2);
+}
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
 });
+if (noAdmin) {
+  // No login asked; figures shown; an action refused with the API's reason.
+  try {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(15000);
+    await page.goto(`${user}/?every=300`);
+    await page.waitForSelector('#nav', { state: 'visible' });
+    if (await page.isVisible('#login-form')) throw new Error('a login was asked');
+    const who = await page.textContent('#who');
+    if (!who.includes('No admin is configured')) throw new Error(`who: ${who}`);
+    await page.waitForFunction(() => document.getElementById('overview-figures').textContent.includes('needs an admin'));
+    await page.click('a[href="#connections"]');
+    await page.waitForFunction(() => document.getElementById('status').textContent.includes('this needs an admin'));
+    console.log(JSON.stringify({ ok: true, who }));
+  } catch (e) {
+    console.error(`console check (no admin) failed: ${e.message}`);
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+  process.exit();
+}
 const report = { ok: false, steps: [] };
 const step = (name, detail) => { report.steps.push(detail === undefined ? name : { [name]: detail }); };
 // CONSOLE_SCREENSHOTS=DIR keeps a picture of each screen (for a human to look at).
@@ -82,6 +109,25 @@ try {
   if (after < seen[seen.length - 1]) throw new Error(`peek consumed: ${after} < ${seen}`);
   await shoot(page, 'queues');
   step('peek', bodies.length);
+
+  // Move the first 5 to another queue, then purge that one: confirmed with the keyboard.
+  await page.click('tr[data-key="fill"] button:text("Move…")');
+  await page.fill('#move-to', 'queue:fill.moved');
+  await page.fill('#move-count', '5');
+  await page.press('#move-count', 'Enter');
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Moved 5 message(s)'));
+  await page.waitForFunction(() => {
+    const r = document.querySelector('tr[data-key="fill.moved"]');
+    return r && r.cells[1].textContent === '5';
+  });
+  await page.click('tr[data-key="fill.moved"] button:text("Purge…")');
+  // The confirmation takes the focus: Enter confirms.
+  const confirmFocused = await page.evaluate(() => document.activeElement.textContent);
+  if (confirmFocused !== 'Purge') throw new Error(`focus on the confirmation: ${confirmFocused}`);
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'Purged 5 message(s) from fill.moved.');
+  await page.waitForFunction(() => document.querySelector('tr[data-key="fill.moved"]').cells[1].textContent === '0');
+  step('move_and_purge', 5);
 
   // Connections: the stomp.py consumer waiting for the replay is listed.
   await page.click('a[href="#connections"]');
