@@ -143,12 +143,31 @@ fn console_check(d: &Daemon, args: &[&str]) -> serde_json::Value {
 }
 
 /// With no admin configured, a loopback browser gets the figures without a login, and
-/// the actions are refused with the API's reason.
+/// the actions are refused with the API's reason. A link that cannot connect shows its
+/// state and last error.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
-fn console_without_an_admin_shows_figures_only() {
-    let d = Daemon::start(&[("fill.yaml", FILL_ROUTE)], &[]);
-    console_check(&d, &["--no-admin", &format!("http://{}", d.addr("admin"))]);
+fn console_without_an_admin_shows_figures_and_a_link_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(dir.path().join("amqp.pw"), "guest\n").unwrap();
+    let config = dir.path().join("switchboard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "links:\n  rabbit:\n    amqp:\n      uri: \"amqp://127.0.0.1:{closed}/%2f\"\n      username: guest\n      password_file: amqp.pw\n      reconnect_initial: 100ms\n      reconnect_max: 500ms\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &config]);
+    let v = console_check(&d, &["--no-admin", &format!("http://{}", d.addr("admin"))]);
+    assert_eq!(v["link"]["state"], "retrying", "{v}");
 }
 
 /// The page, its script and style come from the binary with a strict policy and no data;

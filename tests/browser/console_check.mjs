@@ -37,7 +37,17 @@ if (noAdmin) {
     await page.waitForFunction(() => document.getElementById('overview-figures').textContent.includes('needs an admin'));
     await page.click('a[href="#connections"]');
     await page.waitForFunction(() => document.getElementById('status').textContent.includes('this needs an admin'));
-    console.log(JSON.stringify({ ok: true, who }));
+    // Links: the link that cannot connect, its state and why.
+    await page.click('a[href="#links"]');
+    await page.waitForFunction(() => {
+      const r = document.querySelector('#links-rows tr[data-key="rabbit"]');
+      return r && r.cells[3].textContent === 'retrying' && r.cells[9].textContent.length > 0;
+    });
+    const link = await page.$eval('#links-rows tr[data-key="rabbit"]', (r) => ({
+      kind: r.cells[1].textContent, state: r.cells[3].textContent, last_error: r.cells[9].textContent }));
+    const cluster = await page.textContent('#cluster');
+    if (!cluster.includes('runs alone')) throw new Error(`cluster: ${cluster}`);
+    console.log(JSON.stringify({ ok: true, who, link }));
   } catch (e) {
     console.error(`console check (no admin) failed: ${e.message}`);
     process.exitCode = 1;
