@@ -24,6 +24,8 @@ pub(super) async fn routes_status(State(s): State<AdminState>) -> impl IntoRespo
                 "from": r.source_text,
                 "targets": r.targets.len(),
                 "passthrough": r.passthrough,
+                "matches": r.counters.matches(),
+                "errors": r.counters.failures(),
             })
         })
         .collect();

@@ -6,6 +6,8 @@
 //! | GET | `/health/live`, `/health/ready` | liveness; readiness with its checks, 503 when one fails (always open; [`health`]) |
 //! | GET | `/metrics` | Prometheus text exposition; `?per_object=1` for per-queue series ([`metrics`]) |
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
+//! | GET | `/`, `/console/…` | the management console's page, script and style (open: no data in them; [`console`]) |
+//! | POST | `/explain` | `switchboard explain` against the table in force ([`explain`]) |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors (in cluster mode: why it is refused) |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
 //! | GET | `/queues/{q}/messages` | peek: the first ready messages, left in place (admin only, as every action below; [`queue_actions`]) |
@@ -44,7 +46,9 @@ use crate::store::FileJournal;
 
 mod access;
 mod connections;
+mod console;
 mod endpoints;
+mod explain;
 mod families;
 mod health;
 mod message_json;
@@ -122,6 +126,7 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/metrics", get(metrics::metrics))
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
+        .route("/explain", post(explain::explain))
         .route("/queues", get(queues))
         .route("/queues/{queue}/messages", get(queue_actions::peek))
         .route(
@@ -161,5 +166,7 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/limits", get(limits))
         .route("/cluster", get(cluster_status))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        // After the guard's layer: the console's page holds no data (see [`console`]).
+        .merge(console::router())
         .with_state(state)
 }
