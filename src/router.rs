@@ -133,12 +133,15 @@ impl Router {
         mut message: Message,
     ) -> Result<Option<(usize, Confirmation)>, RouterError> {
         let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
-            return self
-                .route_from_amqp(link, key, routing_key, message)
-                .await;
+            return self.route_from_amqp(link, key, routing_key, message).await;
         };
         let from = LinkSource("amqp", link, routing_key);
-        traced(&t, &from, self.route_from_amqp(link, key, routing_key, message)).await
+        traced(
+            &t,
+            &from,
+            self.route_from_amqp(link, key, routing_key, message),
+        )
+        .await
     }
 
     async fn route_from_amqp(

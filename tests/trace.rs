@@ -100,13 +100,13 @@ fn scenario(d: &Daemon, p: &str, name: &str) -> Vec<(String, String)> {
 fn assert_logged(d: &Daemon, traces: &[(String, String)], line: &str) {
     for (trace, span) in traces {
         let want = format!("trace_id={trace} span_id={span}");
-        let log = wait_until(Duration::from_secs(5), "the traced log line", || {
-            let log = d.log();
-            log.lines()
-                .any(|l| l.contains(&want) && l.contains(line))
-                .then_some(log)
+        let found = wait_until(Duration::from_secs(5), "the traced log line", || {
+            d.log()
+                .lines()
+                .find(|l| l.contains(&want) && l.contains(line))
+                .map(str::to_owned)
         });
-        assert!(log.contains(&want), "{log}");
+        eprintln!("{found}");
     }
 }
 

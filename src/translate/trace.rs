@@ -242,7 +242,7 @@ pub fn reparent(headers: &mut Headers, start: bool) -> Option<Traced> {
                 parent_id: span.0,
                 ..p
             };
-            set_traceparent(headers, out.format());
+            set_traceparent(headers, &out);
             Traced::Continued {
                 trace: TraceId(p.trace_id),
                 span,
@@ -267,15 +267,29 @@ pub fn reparent(headers: &mut Headers, start: bool) -> Option<Traced> {
     Some(traced)
 }
 
-/// Replaces the one `traceparent` (whatever its case) in place, named in lower case.
-fn set_traceparent(headers: &mut Headers, value: String) {
-    let mut value = Some(value);
+/// Replaces the one `traceparent` (whatever its case) in place, named in lower case. A
+/// version-00 value differs from `out` only in its parent id: those 16 characters are
+/// overwritten where they are, without a new allocation.
+fn set_traceparent(headers: &mut Headers, out: &TraceParent) {
     headers.for_each_mut(|k, v| {
-        if is_traceparent(k)
-            && let Some(new) = value.take()
-        {
+        if !is_traceparent(k) {
+            return;
+        }
+        if k != TRACEPARENT {
             *k = TRACEPARENT.to_owned();
-            *v = new;
+        }
+        if v.len() == 55 && v.starts_with("00-") {
+            let mut hex = [0u8; 16];
+            for (i, b) in out.parent_id.iter().enumerate() {
+                hex[2 * i] = HEX[usize::from(b >> 4)];
+                hex[2 * i + 1] = HEX[usize::from(b & 15)];
+            }
+            // Hex digits are ASCII: the conversion cannot fail.
+            if let Ok(hex) = std::str::from_utf8(&hex) {
+                v.replace_range(36..52, hex);
+            }
+        } else {
+            *v = out.format();
         }
     });
 }
@@ -328,6 +342,12 @@ mod tests {
         let p = TraceParent::parse(v).unwrap();
         assert_eq!(p.flags, 1, "only the sampled bit of an unknown version");
         assert!(p.format().starts_with("00-4bf92f35"));
+        let mut h: Headers = [("traceparent", v)].into_iter().collect();
+        let span = reparent(&mut h, false).unwrap().span_id().unwrap();
+        assert_eq!(
+            h.get(TRACEPARENT).unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01")
+        );
     }
 
     #[test]
@@ -352,19 +372,22 @@ mod tests {
         assert_ne!(span, parent);
         assert_eq!(out.flags, 1);
         assert_eq!(h.get(TRACESTATE), Some("a=b"));
-        assert_eq!(h.iter().map(|(k, _)| k).collect::<Vec<_>>(), [
-            "x",
-            "traceparent",
-            "tracestate"
-        ]);
+        assert_eq!(
+            h.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["x", "traceparent", "tracestate"]
+        );
         assert_eq!(trace_id(&h), Some(trace));
     }
 
     #[test]
     fn an_invalid_or_repeated_traceparent_is_removed_with_its_tracestate() {
-        let mut h: Headers = [("traceparent", "garbage"), ("tracestate", "a=b"), ("x", "1")]
-            .into_iter()
-            .collect();
+        let mut h: Headers = [
+            ("traceparent", "garbage"),
+            ("tracestate", "a=b"),
+            ("x", "1"),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(reparent(&mut h, false), Some(Traced::Dropped));
         assert_eq!(h.iter().collect::<Vec<_>>(), [("x", "1")]);
         let mut h: Headers = [("traceparent", TP), ("traceparent", TP)]
