@@ -217,9 +217,49 @@ fn counting(threads: usize, per: u64, kind: Kind) -> f64 {
     cpu as f64 / (threads as u64 * per) as f64
 }
 
+/// CPU ns per `trace::reparent` on the headers of a benchmark message (`t` and, when
+/// given, one more header): what tracing adds to a publish before routing.
+fn reparenting(extra: Option<(&str, &str)>) -> f64 {
+    use switchboard::core::Headers;
+    use switchboard::translate::trace;
+    let mut base = Headers::new();
+    base.append("t", "1764900000000000000");
+    if let Some((k, v)) = extra {
+        base.append(k, v);
+    }
+    let n = 2_000_000;
+    let mut copies: Vec<Headers> = (0..n).map(|_| base.clone()).collect();
+    let start = thread_cpu_ns();
+    let mut traced = 0usize;
+    for h in copies.iter_mut() {
+        traced += usize::from(trace::reparent(h, false).is_some());
+    }
+    let ns = (thread_cpu_ns() - start) as f64 / n as f64;
+    assert_eq!(
+        traced,
+        if extra.is_some_and(|(k, _)| k == "traceparent") {
+            n
+        } else {
+            0
+        }
+    );
+    ns
+}
+
 fn main() {
     let m = |v: f64| format!("{:>8.2} M", v / 1e6);
     println!("switchboard core benchmark (in-process, 100-byte bodies, release build)");
+    // W3C trace context (src/translate/trace.rs): CPU time per message before routing.
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    println!(
+        "trace context: no traceparent {:>5.1} ns/msg, an ordinary header {:>5.1}, a traceparent (re-parented) {:>5.1}",
+        reparenting(None),
+        reparenting(Some(("x-not-traced", TP))),
+        reparenting(Some(("traceparent", TP)))
+    );
+    if std::env::var_os("CORE_BENCH_TRACE_ONLY").is_some() {
+        return;
+    }
     // Hot-path counters (src/counter.rs): CPU time per increment.
     for threads in [1, 2] {
         let per = 20_000_000;

@@ -62,9 +62,46 @@ async fn scenario(
             (Instant::now(), lat)
         }));
     }
+    let body = Bytes::from(vec![b'x'; size.max(8)]);
+    let (start, acks) = match common::mqtt_client::bench_header() {
+        None => publish_v3(addr, &topic, qos, n, rate, &body, tag).await,
+        Some(h) => publish_v5(addr, &topic, qos, n, rate, &body, tag, h).await,
+    };
+    let mut lat = Vec::new();
+    let mut end = start;
+    for c in consumers {
+        let (t, l) = c.await.unwrap();
+        end = end.max(t);
+        lat.extend(l);
+    }
+    acks.abort();
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Outcome {
+        rate: (n * subs) as f64 / (end - start).as_secs_f64(),
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+    }
+}
+
+/// The 3.1.1 publisher of a scenario; returns when it started, and its task reading
+/// acknowledgements (aborted once the subscribers are done).
+async fn publish_v3(
+    addr: SocketAddr,
+    topic: &str,
+    qos: QoS,
+    n: usize,
+    rate: Option<u64>,
+    body: &Bytes,
+    tag: &str,
+) -> (Instant, tokio::task::JoinHandle<()>) {
     let p = connect(addr, &format!("pub-{tag}")).await;
     let (mut sink, mut stream) = p.split();
-    let body = Bytes::from(vec![b'x'; size.max(8)]);
     // QoS 1: a window of 100 unacknowledged publishes, as a real client keeps.
     let window = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
     let acks = {
@@ -91,32 +128,65 @@ async fn scenario(
             window.acquire().await.unwrap().forget();
             (i % 65_000 + 1) as u16
         };
-        sink.feed(publish(&topic, qos, pid, &body)).await.unwrap();
+        sink.feed(publish(topic, qos, pid, body)).await.unwrap();
         if i % 64 == 63 || pace.is_some() {
             sink.flush().await.unwrap();
         }
     }
     sink.flush().await.unwrap();
-    let mut lat = Vec::new();
-    let mut end = start;
-    for c in consumers {
-        let (t, l) = c.await.unwrap();
-        end = end.max(t);
-        lat.extend(l);
-    }
-    acks.abort();
-    lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
+    (start, acks)
+}
+
+/// [`publish_v3`] as an MQTT 5 client whose every PUBLISH carries the user property
+/// `header` (`SB_BENCH_HEADER`).
+#[allow(clippy::too_many_arguments)]
+async fn publish_v5(
+    addr: SocketAddr,
+    topic: &str,
+    qos: QoS,
+    n: usize,
+    rate: Option<u64>,
+    body: &Bytes,
+    tag: &str,
+    header: (&str, &str),
+) -> (Instant, tokio::task::JoinHandle<()>) {
+    use common::mqtt_client::v5;
+    let p = v5::connect(addr, &format!("pub-{tag}")).await;
+    let (mut sink, mut stream) = p.split();
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let acks = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            while let Some(Ok((pk, _))) = stream.next().await {
+                if let rmqtt_codec::v5::Packet::PublishAck(_) = pk {
+                    window.add_permits(1);
+                }
+            }
+        })
     };
-    Outcome {
-        rate: (n * subs) as f64 / (end - start).as_secs_f64(),
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
+    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
+    let start = Instant::now();
+    for i in 0..n {
+        if let Some(p) = pace
+            && i % 10 == 0
+        {
+            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
+        }
+        let pid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            window.acquire().await.unwrap().forget();
+            (i % 65_000 + 1) as u16
+        };
+        sink.feed(v5::publish(topic, qos, pid, body, header))
+            .await
+            .unwrap();
+        if i % 64 == 63 || pace.is_some() {
+            sink.flush().await.unwrap();
+        }
     }
+    sink.flush().await.unwrap();
+    (start, acks)
 }
 
 /// KiB of resident memory per idle connection, over `n` connections.

@@ -70,6 +70,7 @@ async fn scenario(
     }
     let mut p = connect(addr, login).await;
     let body = Bytes::from(vec![b'x'; size]);
+    let header = bench_header();
     let start = Instant::now();
     // Open loop: batches of 10 on a fixed schedule, for latency at a sustainable rate.
     let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
@@ -83,6 +84,9 @@ async fn scenario(
             .with_header("destination", dest.as_str())
             .with_header("t", now_ns().to_string())
             .with_body(body.clone());
+        if let Some((name, value)) = header {
+            f = f.with_header(name, value);
+        }
         if i + 1 == n {
             f = f.with_header("receipt", "end");
         }
@@ -111,6 +115,18 @@ async fn scenario(
         msgs_per_s: (n * subs) as f64 / (end - start).as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+    }
+}
+
+/// A header every SEND carries, from `SB_BENCH_HEADER`: `traceparent` (a valid W3C one,
+/// which the router re-parents) or `plain` (an ordinary header of the same size); `None`
+/// when unset (docs/benchmarks.md, "Cost of trace context").
+fn bench_header() -> Option<(&'static str, &'static str)> {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    match std::env::var("SB_BENCH_HEADER").ok()?.as_str() {
+        "traceparent" => Some(("traceparent", TP)),
+        "plain" => Some(("x-not-traced", TP)),
+        other => panic!("SB_BENCH_HEADER={other}: traceparent or plain"),
     }
 }
 

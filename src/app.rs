@@ -90,7 +90,8 @@ pub async fn run(
     if let Some(s) = &shared {
         s.deliver_to(core.clone());
     }
-    let router = crate::router::Router::new(core.clone(), routes.table());
+    let router = crate::router::Router::new(core.clone(), routes.table())
+        .with_start_traces(settings.start_traces);
     let tracker = TaskTracker::new();
 
     tracker.spawn({

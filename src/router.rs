@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use crate::core::{Confirmation, Core, Destination, Message, PublishError};
 use crate::routes::{AmqpSourceKey, Leg, Rendered, RouteTable, RoutingError};
+use crate::translate::trace::{self, Traced};
 
 /// Prefix of the internal queues that hold messages for an external link; the link
 /// consumes its queue, so messages wait in the core (bounded) while the link is down.
@@ -30,11 +32,23 @@ pub enum RouterError {
 pub struct Router {
     core: Core,
     table: Arc<ArcSwap<RouteTable>>,
+    /// Start a W3C trace for a message that arrives without one (`log.start_traces`).
+    start_traces: bool,
 }
 
 impl Router {
     pub fn new(core: Core, table: Arc<ArcSwap<RouteTable>>) -> Self {
-        Self { core, table }
+        Self {
+            core,
+            table,
+            start_traces: false,
+        }
+    }
+
+    /// Starts a trace for every message published without a valid `traceparent`.
+    pub fn with_start_traces(mut self, start: bool) -> Self {
+        self.start_traces = start;
+        self
     }
 
     /// A router with an empty table (tests, embedding).
@@ -62,6 +76,18 @@ impl Router {
     /// [`Router::publish`] that returns before the message is durable, with the
     /// [`Confirmation`] its publisher's acknowledgement must wait for.
     pub async fn publish_unconfirmed(
+        &self,
+        dest: Destination,
+        mut message: Message,
+    ) -> Result<(usize, Confirmation), RouterError> {
+        let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
+            return self.route(dest, message).await;
+        };
+        let what = dest.clone();
+        traced(&t, &what, self.route(dest, message)).await
+    }
+
+    async fn route(
         &self,
         dest: Destination,
         message: Message,
@@ -104,6 +130,25 @@ impl Router {
         link: &str,
         key: &AmqpSourceKey,
         routing_key: &str,
+        mut message: Message,
+    ) -> Result<Option<(usize, Confirmation)>, RouterError> {
+        let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
+            return self.route_from_amqp(link, key, routing_key, message).await;
+        };
+        let from = LinkSource("amqp", link, routing_key);
+        traced(
+            &t,
+            &from,
+            self.route_from_amqp(link, key, routing_key, message),
+        )
+        .await
+    }
+
+    async fn route_from_amqp(
+        &self,
+        link: &str,
+        key: &AmqpSourceKey,
+        routing_key: &str,
         message: Message,
     ) -> Result<Option<(usize, Confirmation)>, RouterError> {
         let legs = {
@@ -137,6 +182,20 @@ impl Router {
     /// [`Router::publish_from_xmpp`] that returns before the message is durable, with
     /// the [`Confirmation`] the link's receipt must wait for.
     pub async fn publish_from_xmpp_unconfirmed(
+        &self,
+        link: &str,
+        to: &str,
+        presence: bool,
+        mut message: Message,
+    ) -> Result<Option<(usize, Confirmation)>, RouterError> {
+        let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
+            return self.route_from_xmpp(link, to, presence, message).await;
+        };
+        let from = LinkSource("xmpp", link, to);
+        traced(&t, &from, self.route_from_xmpp(link, to, presence, message)).await
+    }
+
+    async fn route_from_xmpp(
         &self,
         link: &str,
         to: &str,
@@ -184,6 +243,72 @@ impl Router {
             confirmation.extend(c);
         }
         Ok((reached, confirmation))
+    }
+}
+
+/// Runs one traced message's routing inside the router's span for it (`message`, with
+/// the fields `trace_id` and `span_id`, at debug level so that it costs nothing while
+/// debug is off), and logs one debug line: where the message came from or went, the
+/// parent span, and how many queues or legs it reached. A message whose `traceparent`
+/// was invalid gets the line, without a span.
+async fn traced<T: Reached>(
+    t: &Traced,
+    dest: &(dyn std::fmt::Display + Sync),
+    route: impl Future<Output = Result<T, RouterError>>,
+) -> Result<T, RouterError> {
+    let span = match (t.trace_id(), t.span_id()) {
+        (Some(trace_id), Some(span_id)) => {
+            tracing::debug_span!("message", %trace_id, %span_id)
+        }
+        _ => tracing::Span::none(),
+    };
+    async move {
+        let r = route.await;
+        let reached = r.as_ref().map(Reached::reached);
+        match (t, reached) {
+            (Traced::Continued { parent, .. }, Ok(n)) => {
+                tracing::debug!(%dest, parent_id = %parent, reached = n, "routed, trace continued")
+            }
+            (Traced::Started { .. }, Ok(n)) => {
+                tracing::debug!(%dest, reached = n, "routed, trace started")
+            }
+            (Traced::Dropped, Ok(n)) => tracing::debug!(
+                %dest,
+                reached = n,
+                "routed; an invalid traceparent was removed (and its tracestate)"
+            ),
+            (_, Err(e)) => tracing::debug!(%dest, error = %e, "not routed"),
+        }
+        r
+    }
+    .instrument(span)
+    .await
+}
+
+/// Where a link's message came from, rendered only when the traced line is logged:
+/// protocol, link name, and the routing key or JID it arrived with.
+struct LinkSource<'a>(&'static str, &'a str, &'a str);
+
+impl std::fmt::Display for LinkSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} link {} from {}", self.0, self.1, self.2)
+    }
+}
+
+/// How many queues (or legs) a routing result reached, for the traced log line.
+trait Reached {
+    fn reached(&self) -> usize;
+}
+
+impl Reached for (usize, Confirmation) {
+    fn reached(&self) -> usize {
+        self.0
+    }
+}
+
+impl Reached for Option<(usize, Confirmation)> {
+    fn reached(&self) -> usize {
+        self.as_ref().map_or(0, |(n, _)| *n)
     }
 }
 

@@ -81,3 +81,69 @@ pub fn publish(topic: &str, qos: QoS, pid: u16, body: &Bytes) -> Packet {
         properties: None,
     }))
 }
+
+/// A header (user property) every benchmark publish carries, from `SB_BENCH_HEADER`:
+/// `traceparent` (a valid W3C one, which the router re-parents) or `plain` (an ordinary
+/// user property of the same size, `x-not-traced`); `None` when unset. For the cost of
+/// trace context (docs/benchmarks.md, "Cost of trace context").
+pub fn bench_header() -> Option<(&'static str, &'static str)> {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    match std::env::var("SB_BENCH_HEADER").ok()?.as_str() {
+        "traceparent" => Some(("traceparent", TP)),
+        "plain" => Some(("x-not-traced", TP)),
+        other => panic!("SB_BENCH_HEADER={other}: traceparent or plain"),
+    }
+}
+
+pub mod v5 {
+    //! An MQTT 5 publisher (the 3.1.1 client above cannot carry user properties).
+
+    use super::*;
+    use rmqtt_codec::v5::{Codec, Connect, Packet, PublishProperties};
+
+    pub type Conn = Framed<TcpStream, Codec>;
+
+    pub async fn connect(addr: SocketAddr, id: &str) -> Conn {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).ok();
+        let mut c = Framed::new(s, Codec::new(16 * 1024 * 1024, 16 * 1024 * 1024));
+        let connect = Connect {
+            clean_start: true,
+            keep_alive: 0,
+            client_id: id.into(),
+            ..Connect::default()
+        };
+        c.send(Packet::Connect(Box::new(connect)))
+            .await
+            .expect("CONNECT");
+        match c.next().await {
+            Some(Ok((Packet::ConnectAck(_), _))) => c,
+            other => panic!("no CONNACK: {other:?}"),
+        }
+    }
+
+    /// As [`super::publish`], with one user property.
+    pub fn publish(
+        topic: &str,
+        qos: QoS,
+        pid: u16,
+        body: &Bytes,
+        (name, value): (&str, &str),
+    ) -> Packet {
+        let mut payload = Vec::with_capacity(body.len());
+        payload.extend_from_slice(&now_ns().to_be_bytes());
+        payload.extend_from_slice(&body[8.min(body.len())..]);
+        Packet::Publish(Box::new(Publish {
+            dup: false,
+            retain: false,
+            qos,
+            topic: topic.into(),
+            packet_id: NonZeroU16::new(pid),
+            payload: payload.into(),
+            properties: Some(PublishProperties {
+                user_properties: vec![(name.into(), value.into())],
+                ..Default::default()
+            }),
+        }))
+    }
+}

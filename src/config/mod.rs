@@ -59,6 +59,9 @@ pub struct Settings {
     pub xmpp_links: Vec<XmppLinkSettings>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Start a W3C trace (a `traceparent` header) for every message published without a
+    /// valid one (`log.start_traces`, off by default; docs/operations.md, "Tracing").
+    pub start_traces: bool,
     /// How often expired messages are swept out of queues.
     pub sweep_interval: Duration,
     /// How long shutdown waits for in-flight work.
@@ -112,6 +115,7 @@ impl Settings {
             xmpp_links: Vec::new(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            start_traces: false,
             sweep_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             reload_debounce: Duration::from_millis(200),
@@ -260,6 +264,7 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
         if let Some(level) = l.level {
             s.log_level = level;
         }
+        set_given(&mut s.start_traces, l.start_traces);
     }
     if let Some(v) = raw.sweep_interval {
         match parse_duration(&v) {

@@ -116,6 +116,8 @@ pub enum RawLink {
 pub struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
+    /// Start a W3C trace for messages published without a `traceparent`.
+    pub start_traces: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

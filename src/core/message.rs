@@ -82,6 +82,18 @@ impl Headers {
         }
     }
 
+    /// Keeps the headers for which `keep(name, value)` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.0.retain(|(k, v)| keep(k, v));
+    }
+
+    /// Visits every header with its name and value open to change, in order.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut String, &mut String)) {
+        for (k, v) in self.0.iter_mut() {
+            f(k, v);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }

@@ -7,11 +7,12 @@
 //! the address conventions (how an MQTT topic or a STOMP destination spells an internal
 //! destination, which the route compiler needs as much as the listeners), level escaping,
 //! body conversion, the record of what a conversion could not carry (`loss`) and of what
-//! each edge moved (`traffic`).
+//! each edge moved (`traffic`), and W3C trace context (`trace`).
 
 pub mod body;
 pub mod escape;
 pub mod loss;
 pub mod mqtt_names;
 pub mod stomp_names;
+pub mod trace;
 pub mod traffic;

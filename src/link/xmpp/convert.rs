@@ -388,6 +388,36 @@ mod tests {
         );
     }
 
+    /// A SHIM `traceparent` is the message's `traceparent`, and the re-parented one goes
+    /// back out as a SHIM header (the router re-parents between the two).
+    #[test]
+    fn a_shim_traceparent_crosses_both_ways() {
+        use crate::translate::trace::{self, TraceParent};
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let s = stanza(&format!(
+            "<message xmlns='jabber:component:accept' from='alice@localhost/phone' to='orders@bridge.localhost' type='chat'>\
+               <body>hi</body>\
+               <headers xmlns='http://jabber.org/protocol/shim'><header name='traceparent'>{tp}</header><header name='tracestate'>v=1</header></headers>\
+             </message>"
+        ));
+        let mut m = from_stanza(&s);
+        assert_eq!(m.headers.get("traceparent"), Some(tp));
+        let t = trace::reparent(&mut m.headers, false).unwrap();
+        let back = to_stanza(
+            &m,
+            "bob@localhost",
+            "orders@bridge.localhost",
+            "chat",
+            |_| false,
+        )
+        .unwrap();
+        let again = from_stanza(&back);
+        let out = TraceParent::parse(again.headers.get("traceparent").unwrap()).unwrap();
+        assert_eq!(Some(trace::TraceId(out.trace_id)), t.trace_id());
+        assert_eq!(Some(trace::SpanId(out.parent_id)), t.span_id());
+        assert_eq!(again.headers.get("tracestate"), Some("v=1"));
+    }
+
     #[test]
     fn json_and_binary_bodies() {
         let s = stanza(
