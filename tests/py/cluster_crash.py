@@ -74,7 +74,9 @@ AMQP_IN, AMQP_OUT = f"{args.amqp_prefix}.ain", f"{args.amqp_prefix}.aout"
 # Ledger keys: what order is checked over (a queue or a session, and a producer).
 ORDERED = [f"cc.s/{s}" for s in STOMP_PRODUCERS] + [f"{sub}/{m}" for sub in MQTT_SUBSCRIBERS for m in MQTT_PRODUCERS]
 UNORDERED = ["cc.a/a0", "rabbit/o0"]
-ledger = Ledger(ORDERED + UNORDERED, strict_acks=False)
+# A message whose ACK was confirmed with a RECEIPT never comes back: the RECEIPT waits
+# until the acknowledgement reached the NATS server (only routers are killed here).
+ledger = Ledger(ORDERED + UNORDERED, strict_acks=True)
 # Paces each publisher (the load's schedule, not a wait for an event): the rig shares
 # two cores with the routers and NATS.
 PACE = 0.03
