@@ -75,8 +75,10 @@ AMQP_IN, AMQP_OUT = f"{args.amqp_prefix}.ain", f"{args.amqp_prefix}.aout"
 ORDERED = [f"cc.s/{s}" for s in STOMP_PRODUCERS] + [f"{sub}/{m}" for sub in MQTT_SUBSCRIBERS for m in MQTT_PRODUCERS]
 UNORDERED = ["cc.a/a0", "rabbit/o0"]
 # A message whose ACK was confirmed with a RECEIPT never comes back: the RECEIPT waits
-# until the acknowledgement reached the NATS server (only routers are killed here).
-ledger = Ledger(ORDERED + UNORDERED, strict_acks=True)
+# until the acknowledgement reached the NATS server (only routers are killed here). Not
+# checked on cc.a: a link killed between storing a RabbitMQ delivery and acking it gets
+# it again from RabbitMQ and stores it a second time, a new message with the same body.
+ledger = Ledger(ORDERED + UNORDERED, strict_acks=[k for k in ORDERED + UNORDERED if k != "cc.a/a0"])
 # Paces each publisher (the load's schedule, not a wait for an event): the rig shares
 # two cores with the routers and NATS.
 PACE = 0.03

@@ -134,13 +134,14 @@ class Ledger:
     """What was confirmed and what was delivered, per key (a queue, or a queue and a
     producer: whatever the order is checked over), and the checks of the crash semantics.
 
-    `strict_acks`: a message whose ACK was confirmed with a RECEIPT must never come again
-    (one router: the ACK is journaled before the RECEIPT); otherwise such a delivery is
-    counted, not a violation. Every method takes the ledger's lock itself."""
+    `strict_acks` (True: every key; or the keys listed): on those keys a message whose ACK
+    was confirmed with a RECEIPT must never come again (one router: the ACK is journaled
+    before the RECEIPT; clustered: it reached NATS); elsewhere such a delivery is counted,
+    not a violation. Every method takes the ledger's lock itself."""
 
     def __init__(self, keys, strict_acks=True):
         self.lock = threading.RLock()
-        self.strict_acks = strict_acks
+        self.strict_acks = set(keys) if strict_acks is True else set(strict_acks or ())
         self.confirmed = {k: [] for k in keys}        # seqs whose publisher got its confirmation
         self.confirmed_bodies = {k: set() for k in keys}
         self.received = {k: [] for k in keys}         # (seq, body, flagged, connection) as delivered
@@ -172,7 +173,7 @@ class Ledger:
             self.received[key].append((seq_of(body), body, flagged, conn))
             if body in self.acked[key]:
                 self.counts["after_receipted_ack"] += 1
-                if self.strict_acks:
+                if key in self.strict_acks:
                     self.violation(f"{key}: {body} delivered again after its ACK was confirmed with a RECEIPT ({flag}={flagged})")
             if body in self.seen[key]:
                 self.counts["redelivered"] += 1
