@@ -7,6 +7,7 @@
 //! | GET | `/metrics` | Prometheus text exposition; `?per_object=1` for per-queue series ([`metrics`]) |
 //! | GET | `/routes` | reload status (version, route count, last errors) and the routes in force |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors (in cluster mode: why it is refused) |
+//! | PUT, DELETE | `/routes/files/NAME` | write or remove a route file, checked first (400 with the errors); admin callers only ([`route_files`]) |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
@@ -25,7 +26,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router as Http};
 use serde_json::json;
 
@@ -42,6 +43,7 @@ mod families;
 mod health;
 mod metrics;
 mod process;
+mod route_files;
 mod totals;
 
 pub use access::{AdminAccess, parse_token_digest, token_digest};
@@ -113,6 +115,10 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/metrics", get(metrics::metrics))
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
+        .route(
+            "/routes/files/{name}",
+            put(route_files::put_file).delete(route_files::delete_file),
+        )
         .route("/queues", get(queues))
         .route("/memory", get(memory))
         .route("/links", get(links_status))
