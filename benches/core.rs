@@ -164,7 +164,9 @@ fn matching(n: usize) -> f64 {
 
 /// A 1 KiB sensor reading, as JSON.
 fn reading_1k() -> bytes::Bytes {
-    let samples: Vec<String> = (0..100).map(|i| format!("{}.{}", 20 + i % 7, i % 10)).collect();
+    let samples: Vec<String> = (0..100)
+        .map(|i| format!("{}.{}", 20 + i % 7, i % 10))
+        .collect();
     let body = format!(
         r#"{{"device":"t-17","site":"north","temp_f":71.6,"rh":40,"ts":"2026-12-05T08:00:00Z","fw":"2.4.1","samples":[{}],"note":"{}"}}"#,
         samples.join(","),

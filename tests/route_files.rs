@@ -31,7 +31,10 @@ fn call(
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 const TOKEN: &str = "tok-routes-8d1e0c";
@@ -77,11 +80,15 @@ fn put_checks_writes_and_reloads_and_delete_removes() {
         .collect();
     let shown = file.display().to_string();
     assert!(
-        errors.iter().any(|e| e.starts_with(&format!("{shown}:4:17: route `broken`: jq program, line 1 column 10"))),
+        errors.iter().any(|e| e.starts_with(&format!(
+            "{shown}:4:17: route `broken`: jq program, line 1 column 10"
+        ))),
         "{errors:?}"
     );
     assert!(
-        errors.iter().any(|e| e.starts_with(&format!("{shown}:5:11: route `broken`: template `out.{{2}}`"))),
+        errors.iter().any(|e| e.starts_with(&format!(
+            "{shown}:5:11: route `broken`: template `out.{{2}}`"
+        ))),
         "{errors:?}"
     );
     assert!(!file.exists());
@@ -105,7 +112,10 @@ fn put_checks_writes_and_reloads_and_delete_removes() {
     assert_eq!(names, ["20-api.yaml"]);
 
     // Without credentials: refused by the guard; a bad name: 400.
-    assert_eq!(call(a, "DELETE", "/routes/files/20-api.yaml", None, "").0, 401);
+    assert_eq!(
+        call(a, "DELETE", "/routes/files/20-api.yaml", None, "").0,
+        401
+    );
     let (status, v) = call(a, "PUT", "/routes/files/..%2Fx.yaml", Some(TOKEN), GOOD);
     assert_eq!(status, 400, "{v}");
 

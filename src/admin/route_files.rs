@@ -146,7 +146,10 @@ async fn edit(s: AdminState, name: String, text: Option<String>) -> Answer {
 /// the loader sees the old file or the new one, never half of one.
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("routes");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("routes");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
@@ -169,7 +172,14 @@ mod tests {
     fn names_are_plain_route_files() {
         assert!(valid_name("10-orders.yaml").is_ok());
         assert!(valid_name("a.yml").is_ok());
-        for bad in ["", ".hidden.yaml", "../x.yaml", "a/b.yaml", "x.txt", "x yaml.yaml"] {
+        for bad in [
+            "",
+            ".hidden.yaml",
+            "../x.yaml",
+            "a/b.yaml",
+            "x.txt",
+            "x yaml.yaml",
+        ] {
             assert!(valid_name(bad).is_err(), "{bad}");
         }
     }
