@@ -145,3 +145,38 @@ fn without_an_admin_configured_route_files_cannot_be_written() {
     let (_, r) = http_json(a, "GET", "/routes");
     assert_eq!(r["status"]["version"], 1);
 }
+
+/// A clustered router takes its table from the cluster: writing a file is refused with
+/// the way to publish one, and nothing is written.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_clustered_router_points_to_routes_push() {
+    let _lock = common::peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = format!("{}_", common::unique_prefix("rf"));
+    let _buckets = common::cluster::Buckets(prefix.clone());
+    let d = common::cluster::router_on(
+        common::cluster::URLS,
+        "rf",
+        &prefix,
+        &format!(
+            "auth:\n  admin_tokens: [\"{}\"]\n",
+            switchboard::admin::token_digest(TOKEN)
+        ),
+    );
+    let (status, v) = call(
+        d.addr("admin"),
+        "PUT",
+        "/routes/files/20-api.yaml",
+        Some(TOKEN),
+        GOOD,
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("switchboard routes push"),
+        "{v}"
+    );
+    assert!(!d.routes_dir().join("20-api.yaml").exists());
+}
