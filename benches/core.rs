@@ -1,7 +1,9 @@
 //! In-process core throughput (not a test; run with `cargo bench --bench core`).
 //!
 //! Prints msgs/s for one queue 1→1 and 4→4, topic fan-out 1→10 and 1→1,000, and the
-//! cost of matching a topic name with 1k and 100k subscriptions in the trie.
+//! cost of matching a topic name with 1k and 100k subscriptions in the trie, and one
+//! route with and without a jq transform on a 1 KiB JSON body (`CORE_BENCH_JQ_ONLY=1`
+//! runs only that).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,6 +162,116 @@ fn matching(n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / (rounds * names.len()) as f64
 }
 
+/// A 1 KiB sensor reading, as JSON.
+fn reading_1k() -> bytes::Bytes {
+    let samples: Vec<String> = (0..100)
+        .map(|i| format!("{}.{}", 20 + i % 7, i % 10))
+        .collect();
+    let body = format!(
+        r#"{{"device":"t-17","site":"north","temp_f":71.6,"rh":40,"ts":"2026-12-05T08:00:00Z","fw":"2.4.1","samples":[{}],"note":"{}"}}"#,
+        samples.join(","),
+        "x".repeat(420)
+    );
+    assert!((1000..=1100).contains(&body.len()), "{}", body.len());
+    bytes::Bytes::from(body)
+}
+
+/// CPU time of the whole process so far (all threads), µs: on a shared machine the
+/// CPU a message costs is steadier than the wall time it takes.
+fn process_cpu_us() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 * 1e6 + v.tv_usec as f64;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// One route `in` → `out` (with `transform`, if any) in front of the core: one task
+/// publishes `n` 1 KiB JSON messages through the router, one consumer drains `out`.
+/// Returns (msgs/s, CPU µs per message).
+fn routed(transform: &str, n: usize) -> (f64, f64) {
+    let text = format!(
+        "routes:\n  - name: r\n    from: {{ queue: in }}\n    to: [ {{ queue: out }} ]\n{transform}"
+    );
+    let table = switchboard::routes::compile_sources(
+        &[("bench.yaml".to_owned(), text)],
+        &switchboard::routes::CompileContext::default(),
+    )
+    .expect("bench route compiles");
+    rt().block_on(async {
+        let core = core();
+        let router = switchboard::router::Router::new(
+            core.clone(),
+            Arc::new(arc_swap::ArcSwap::from_pointee(table)),
+        );
+        let body = reading_1k();
+        let c = core.consume("out", ConsumeOptions::auto_ack(1024)).unwrap();
+        let drain = tokio::spawn(async move {
+            let mut got = 0usize;
+            let mut buf = Vec::with_capacity(1024);
+            while got < n {
+                got += c.recv_many(1024, &mut buf).await.unwrap();
+                buf.clear();
+            }
+            got
+        });
+        let start = Instant::now();
+        let cpu = process_cpu_us();
+        let d = Destination::queue("in");
+        for _ in 0..n {
+            let mut m = Message::new(body.clone());
+            m.content_type = Some("application/json".to_owned());
+            router.publish(d.clone(), m).await.unwrap();
+        }
+        assert_eq!(drain.await.unwrap(), n);
+        (
+            n as f64 / start.elapsed().as_secs_f64(),
+            (process_cpu_us() - cpu) / n as f64,
+        )
+    })
+}
+
+/// Median and spread (min, max) of `runs` measurements of each figure `f` returns,
+/// after one warm-up run.
+fn repeat(runs: usize, mut f: impl FnMut() -> (f64, f64)) -> [(f64, f64, f64); 2] {
+    f();
+    let (mut a, mut b): (Vec<f64>, Vec<f64>) = (0..runs).map(|_| f()).unzip();
+    [&mut a, &mut b].map(|v| {
+        v.sort_by(f64::total_cmp);
+        (v[runs / 2], v[0], v[runs - 1])
+    })
+}
+
+/// jq's cost per message: one route without a transform, with a header transform, and
+/// with a jq reshape of the 1 KiB body.
+fn jq_cost() {
+    const JQ: &str = "    transform:\n      jq: '{device: .body.device, site: .body.site, celsius: ((.body.temp_f - 32) * 5 / 9), at: .body.ts, mean: (.body.samples | add / length)}'\n";
+    let n = 50_000;
+    let rows = [
+        ("route, no transform", String::new()),
+        (
+            "route, set_headers",
+            "    transform: { set_headers: { via: bench } }\n".to_owned(),
+        ),
+        (
+            "route, transform.jq '.body'",
+            "    transform: { jq: '.body' }\n".to_owned(),
+        ),
+        ("route, transform.jq reshape", JQ.to_owned()),
+    ];
+    let mut base = 0.0;
+    for (i, (name, t)) in rows.iter().enumerate() {
+        let [(med, lo, hi), (cpu, cpu_lo, cpu_hi)] = repeat(5, || routed(t, n));
+        if i == 0 {
+            base = cpu;
+        }
+        println!(
+            "{name:<30} {med:>9.0} msgs/s (median of 5, {lo:.0}–{hi:.0}); CPU {cpu:>6.2} µs/msg ({cpu_lo:.2}–{cpu_hi:.2}), +{:.2} µs over no transform",
+            cpu - base
+        );
+    }
+}
+
 /// The counters `counting` compares.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -248,6 +360,10 @@ fn reparenting(extra: Option<(&str, &str)>) -> f64 {
 
 fn main() {
     let m = |v: f64| format!("{:>8.2} M", v / 1e6);
+    if std::env::var_os("CORE_BENCH_JQ_ONLY").is_some() {
+        jq_cost();
+        return;
+    }
     println!("switchboard core benchmark (in-process, 100-byte bodies, release build)");
     // W3C trace context (src/translate/trace.rs): CPU time per message before routing.
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -291,5 +407,6 @@ fn main() {
         "trie match, 100k subscriptions   {m100k:>7.0} ns/lookup  (×{:.2} for 100× the subscriptions)",
         m100k / m1k
     );
+    jq_cost();
     let _ = Arc::new(());
 }

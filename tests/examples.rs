@@ -79,3 +79,14 @@ fn chat_ops_an_xmpp_user_asks_an_amqp_worker() {
         "every question answered in its own thread",
     );
 }
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
+fn reshape_mqtt_sensor_json_into_amqp_jobs_with_jq() {
+    let _l = rabbit();
+    run_example(
+        "reshape",
+        &["--check"],
+        "every reading arrived as the job the worker expects",
+    );
+}

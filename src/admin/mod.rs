@@ -9,6 +9,7 @@
 //! | GET | `/`, `/console/…` | the management console's page, script and style (open: no data in them; [`console`]) |
 //! | POST | `/explain` | `switchboard explain` against the table in force ([`explain`]) |
 //! | POST | `/routes/reload` | reload now; 200 with the status, or 422 with the errors (in cluster mode: why it is refused) |
+//! | PUT, DELETE | `/routes/files/NAME` | write or remove a route file, checked first (400 with the errors); admin callers only ([`route_files`]) |
 //! | GET | `/queues` | per-queue counters (names owned by clients redacted unless the caller is an admin) |
 //! | GET | `/queues/{q}/messages` | peek: the first ready messages, left in place (admin only, as every action below; [`queue_actions`]) |
 //! | GET, DELETE | `/queues/{q}/messages/{id}` | one ready message: inspect, delete |
@@ -33,7 +34,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router as Http};
 use serde_json::json;
 
@@ -55,6 +56,7 @@ mod message_json;
 mod metrics;
 mod process;
 mod queue_actions;
+mod route_files;
 mod totals;
 
 pub use access::{AdminAccess, parse_token_digest, token_digest};
@@ -127,6 +129,10 @@ pub fn router(d: AdminDeps) -> Http {
         .route("/routes", get(routes_status))
         .route("/routes/reload", post(reload))
         .route("/explain", post(explain::explain))
+        .route(
+            "/routes/files/{name}",
+            put(route_files::put_file).delete(route_files::delete_file),
+        )
         .route("/queues", get(queues))
         .route("/queues/{queue}/messages", get(queue_actions::peek))
         .route(

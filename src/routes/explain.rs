@@ -24,7 +24,7 @@ pub(crate) trait Trace {
         _caps: &[Capture],
         _targets: &[Rendered],
         _before: &Message,
-        _after: &Message,
+        _after: &[Message],
     ) {
     }
     /// A route's source matched but its filter refused the message.
@@ -144,7 +144,7 @@ impl Trace for Recorder {
         caps: &[Capture],
         targets: &[Rendered],
         before: &Message,
-        after: &Message,
+        after: &[Message],
     ) {
         let pad = "  ".repeat(depth + 1);
         let _ = writeln!(
@@ -165,8 +165,25 @@ impl Trace for Recorder {
         if route.when.is_some() {
             let _ = writeln!(self.out, "{pad}  filter: passed");
         }
-        for line in transform_lines(before, after) {
-            let _ = writeln!(self.out, "{pad}  {line}");
+        if route.transform.jq.is_some() {
+            let _ = writeln!(
+                self.out,
+                "{pad}  jq: {} message{}",
+                after.len(),
+                if after.len() == 1 { "" } else { "s" }
+            );
+            for (i, a) in after.iter().enumerate() {
+                let _ = writeln!(self.out, "{pad}    [{}] body: {}", i + 1, body_text(a));
+                for line in transform_lines(before, a) {
+                    if !line.starts_with("body ") {
+                        let _ = writeln!(self.out, "{pad}        {line}");
+                    }
+                }
+            }
+        } else if let [after] = after {
+            for line in transform_lines(before, after) {
+                let _ = writeln!(self.out, "{pad}  {line}");
+            }
         }
         for t in targets {
             let _ = writeln!(self.out, "{pad}  → {}", target_text(t));
@@ -235,6 +252,20 @@ fn transform_lines(before: &Message, after: &Message) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// A body as `explain` shows it: its text, cut at 300 characters.
+fn body_text(m: &Message) -> String {
+    let text = String::from_utf8_lossy(&m.body);
+    let mut shown: String = text.chars().take(300).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!(
+        "{shown}   ({}, {} bytes)",
+        m.content_type.as_deref().unwrap_or("no content type"),
+        m.body.len()
+    )
 }
 
 /// A rendered target, with the names each protocol knows it by.

@@ -12,7 +12,9 @@
 //!   largest neighbourhood sum;
 //! - every destination resolved also counts one leg for itself (delivered as addressed
 //!   when no route claims it, or by `passthrough`);
-//! - chains stop at [`MAX_ROUTE_DEPTH`] as they do at run time.
+//! - chains stop at [`MAX_ROUTE_DEPTH`] as they do at run time;
+//! - a route whose jq transform may split a message counts its legs `jq_max_outputs`
+//!   times.
 
 use super::template::Grammar;
 use super::{CompiledRoute, MAX_ROUTE_DEPTH, Source, Target};
@@ -190,7 +192,7 @@ pub(super) fn worst_case(routes: &[CompiledRoute]) -> Option<(u64, usize)> {
     for d in (0..MAX_ROUTE_DEPTH).rev() {
         let mut cur = vec![0u64; n];
         for i in 0..n {
-            cur[i] = targets[i].iter().fold(0u64, |acc, g| {
+            let per_copy = targets[i].iter().fold(0u64, |acc, g| {
                 let legs = match g {
                     None => 1,
                     Some(g) if g.members.is_empty() || d + 1 >= MAX_ROUTE_DEPTH => 1,
@@ -198,6 +200,8 @@ pub(super) fn worst_case(routes: &[CompiledRoute]) -> Option<(u64, usize)> {
                 };
                 acc.saturating_add(legs)
             });
+            // A jq transform may split the message: every copy goes to every target.
+            cur[i] = per_copy.saturating_mul(routes[i].transform.max_copies() as u64);
         }
         next = cur;
     }

@@ -8,6 +8,7 @@ pub mod explain;
 mod fanout;
 mod files;
 pub mod jid_pattern;
+pub mod jq;
 pub mod reload;
 mod route;
 pub mod spec;
@@ -19,6 +20,8 @@ pub use compile::{
 };
 pub use counters::{Retired, RouteCounters};
 pub use files::read as read_files;
-pub use route::{CompiledRoute, Declare, Rendered, RoutingError, Source, Target, Transform, When};
+pub use route::{
+    CompiledRoute, Declare, JqTransform, Rendered, RoutingError, Source, Target, Transform, When,
+};
 pub use spec::BodyFormat;
 pub use table::{AmqpSourceKey, Leg, MAX_ROUTE_DEPTH, RouteTable};

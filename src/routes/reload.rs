@@ -203,6 +203,20 @@ impl LiveRoutes {
         self.update(trigger, None, || files::read(&self.dir))
     }
 
+    /// Compiles the routes directory as it would be with the file `name` holding `text`
+    /// (`None`: removed), without touching the table in force: what the admin API checks
+    /// before it writes a route file.
+    pub fn check_edit(&self, name: &str, text: Option<&str>) -> Result<(), Vec<RouteError>> {
+        let shown = self.dir.join(name).display().to_string();
+        let mut sources = files::read(&self.dir)?;
+        sources.retain(|(f, _)| *f != shown);
+        if let Some(t) = text {
+            sources.push((shown, t.to_owned()));
+            sources.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        compile_sources(&sources, &self.ctx).map(|_| ())
+    }
+
     /// Swaps in a table received from elsewhere (the cluster's route table): `sources`
     /// as (file name, text) pairs, compiled like a reload, in force as `version`. Errors
     /// are recorded as a failed reload's and the previous table stays.

@@ -3,6 +3,7 @@
 //! [`super::RouteTable`] applies it to each message.
 
 use super::jid_pattern::JidPattern;
+use super::jq::{JqError, Output, Program};
 use super::spec::{BodyFormat, DeclareSpec};
 use super::template::{Grammar, RenderError, Template};
 use crate::core::{Capture, Destination, Message, Pattern, validate_name};
@@ -74,10 +75,33 @@ pub struct When {
     pub headers: Vec<(String, String)>,
     pub content_type: Option<String>,
     pub origin: Option<String>,
+    /// Runs last, after the cheap checks passed.
+    pub jq: Option<Program>,
 }
 
+/// `when.jq` programs that failed on a message (body not JSON, a jq error): the route
+/// does not take it, and the count is in `GET /memory` (`limits`).
+static WHEN_JQ_FAILED: crate::ratelog::Cause = crate::ratelog::Cause::new("route_when_jq_failed");
+
 impl When {
-    pub fn matches(&self, m: &Message) -> bool {
+    /// Whether route `route`, whose source matched with `caps`, takes `m`.
+    pub fn matches(&self, m: &Message, route: &str, caps: &[Capture]) -> bool {
+        if !self.matches_fields(m) {
+            return false;
+        }
+        match &self.jq {
+            None => true,
+            Some(p) => match p.accepts(m, route, caps) {
+                Ok(yes) => yes,
+                Err(e) => {
+                    crate::rate_warn!(WHEN_JQ_FAILED, route, error = %e, "`when.jq` failed on a message: the route does not take it");
+                    false
+                }
+            },
+        }
+    }
+
+    fn matches_fields(&self, m: &Message) -> bool {
         if let Some(ct) = &self.content_type {
             let actual = m.content_type.as_deref().unwrap_or("");
             let mime = actual.split(';').next().unwrap_or("").trim();
@@ -96,13 +120,23 @@ impl When {
     }
 }
 
-/// A route's message changes: rename, then remove, then set headers; then the body.
+/// A route's message changes: jq first (which may split the message), then on each
+/// message rename, remove and set headers; then convert the body.
 #[derive(Debug, Clone, Default)]
 pub struct Transform {
     pub set: Vec<(String, Template)>,
     pub rename: Vec<(String, String)>,
     pub remove: Vec<String>,
     pub body: Option<BodyFormat>,
+    pub jq: Option<JqTransform>,
+}
+
+/// `transform.jq` compiled, with how its outputs are read and how many it may yield.
+#[derive(Debug, Clone)]
+pub struct JqTransform {
+    pub program: Program,
+    pub output: Output,
+    pub max_outputs: usize,
 }
 
 /// Why a message could not be routed.
@@ -118,6 +152,8 @@ pub enum RoutingError {
     },
     #[error("route `{route}`: body conversion failed: {err}")]
     Body { route: String, err: BodyError },
+    #[error("route `{route}`: {err}")]
+    Jq { route: String, err: JqError },
     #[error("routing depth limit reached at {0} (a loop through header templates?)")]
     TooDeep(Destination),
 }
@@ -128,15 +164,46 @@ impl Transform {
             && self.rename.is_empty()
             && self.remove.is_empty()
             && self.body.is_none()
+            && self.jq.is_none()
     }
 
-    pub(super) fn apply(
+    /// How many messages one message may become (1 without jq).
+    pub fn max_copies(&self) -> usize {
+        self.jq.as_ref().map_or(1, |j| j.max_outputs)
+    }
+
+    /// The messages `m` becomes: one, or with jq one per output (possibly none).
+    pub(super) fn apply_all(
+        &self,
+        route: &str,
+        m: &Message,
+        caps: &[Capture],
+    ) -> Result<Vec<Message>, RoutingError> {
+        let mut out = match &self.jq {
+            None => vec![m.clone()],
+            Some(j) => j
+                .program
+                .transform(m, route, caps, j.output, j.max_outputs)
+                .map_err(|err| RoutingError::Jq {
+                    route: route.to_owned(),
+                    err,
+                })?,
+        };
+        for next in &mut out {
+            self.apply(route, next, &m.headers, caps)?;
+        }
+        Ok(out)
+    }
+
+    /// Header changes and body conversion on one message; templates read `original`,
+    /// the headers as the route received them.
+    fn apply(
         &self,
         route: &str,
         m: &mut Message,
+        original: &crate::core::Headers,
         caps: &[Capture],
     ) -> Result<(), RoutingError> {
-        let original = m.headers.clone();
         for (from, to) in &self.rename {
             m.headers.rename(from, to);
         }
@@ -145,7 +212,7 @@ impl Transform {
         }
         for (k, t) in &self.set {
             let v =
-                t.render(caps, &original, Grammar::Text)
+                t.render(caps, original, Grammar::Text)
                     .map_err(|err| RoutingError::Render {
                         route: route.to_owned(),
                         err,
@@ -197,6 +264,13 @@ pub struct Declare {
 }
 
 impl CompiledRoute {
+    /// Whether the route's filter (if any) takes `m`, which its source matched with `caps`.
+    pub fn takes(&self, m: &Message, caps: &[Capture]) -> bool {
+        self.when
+            .as_ref()
+            .is_none_or(|w| w.matches(m, &self.name, caps))
+    }
+
     /// Renders every target for a message that matched with `caps`.
     pub fn render_targets(
         &self,

@@ -243,6 +243,9 @@ pub struct WhenSpec {
     /// The protocol the message entered by (`stomp`, `mqtt`, `amqp`, `xmpp`, `internal`).
     #[serde(default)]
     pub origin: Option<String>,
+    /// A jq program over `{body, headers, source}`: its first output must be truthy.
+    #[serde(default)]
+    pub jq: Option<Spanned<String>>,
 }
 
 /// Changes made to the message on its way.
@@ -261,4 +264,13 @@ pub struct TransformSpec {
     /// Convert the body.
     #[serde(default)]
     pub body: Option<BodyFormat>,
+    /// A jq program over `{body, headers, source}`; each output becomes a message.
+    #[serde(default)]
+    pub jq: Option<Spanned<String>>,
+    /// How the outputs are read: `body` (default) or `message` (`{body, headers}`).
+    #[serde(default)]
+    pub jq_output: Option<crate::routes::jq::Output>,
+    /// Most outputs (messages) one message may become; default 16, at most 1000.
+    #[serde(default)]
+    pub jq_max_outputs: Option<Spanned<usize>>,
 }

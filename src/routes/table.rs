@@ -62,7 +62,7 @@ impl RouteTable {
     pub fn matching(&self, dest: &Destination, m: &Message) -> Vec<(&CompiledRoute, Vec<Capture>)> {
         self.source_matches(dest)
             .into_iter()
-            .filter(|(r, _)| r.when.as_ref().is_none_or(|w| w.matches(m)))
+            .filter(|(r, caps)| r.takes(m, caps))
             .collect()
     }
 
@@ -115,8 +115,8 @@ impl RouteTable {
     ) -> Result<(), RoutingError> {
         let hits = self.matching(&dest, &m);
         if T::ON {
-            for (r, _) in self.source_matches(&dest) {
-                if !r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+            for (r, caps) in self.source_matches(&dest) {
+                if !r.takes(&m, &caps) {
                     trace.refused(depth, r);
                 }
             }
@@ -301,7 +301,7 @@ impl RouteTable {
                 continue;
             };
             any = true;
-            if r.when.as_ref().is_none_or(|w| w.matches(&m)) {
+            if r.takes(&m, &caps) {
                 hits.push((r, caps));
             } else {
                 trace.refused(0, r);
@@ -331,8 +331,7 @@ impl RouteTable {
             route.counters.matched();
         }
         let rendered = route.render_targets(caps, m).and_then(|targets| {
-            let mut changed = m.clone();
-            route.transform.apply(&route.name, &mut changed, caps)?;
+            let changed = route.transform.apply_all(&route.name, m, caps)?;
             Ok((targets, changed))
         });
         let (targets, mut changed) = match rendered {
@@ -345,18 +344,22 @@ impl RouteTable {
             }
         };
         if let Some(loss) = route.loss {
-            changed.loss = loss;
+            for c in &mut changed {
+                c.loss = loss;
+            }
         }
         trace.route(depth, route, caps, &targets, m, &changed);
-        for t in targets {
-            match t {
-                Rendered::Internal(d) => {
-                    self.resolve_into(d, changed.clone(), depth + 1, out, trace)?
+        for c in changed {
+            for t in &targets {
+                match t {
+                    Rendered::Internal(d) => {
+                        self.resolve_into(d.clone(), c.clone(), depth + 1, out, trace)?
+                    }
+                    other => out.push(Leg {
+                        target: other.clone(),
+                        message: c.clone(),
+                    }),
                 }
-                other => out.push(Leg {
-                    target: other,
-                    message: changed.clone(),
-                }),
             }
         }
         Ok(())

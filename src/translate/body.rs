@@ -65,6 +65,11 @@ fn kind_of(content_type: Option<&str>) -> Kind {
     }
 }
 
+/// Whether `content_type` names XML (`application/xml`, `text/xml`, `*+xml`).
+pub fn is_xml(content_type: Option<&str>) -> bool {
+    kind_of(content_type) == Kind::Xml
+}
+
 /// Converts `body` (of `content_type`) to `to`; returns the new body and content type.
 pub fn convert(
     body: &Bytes,

@@ -5,9 +5,11 @@
 //! `switchboard check` and a failed reload show an operator everything to fix at once.
 //! Only a table without errors is ever returned. A route's parts are compiled beside
 //! this: its `from:` in `source`, its `to:` and `transform:` in `target`, its AMQP
-//! `declare:` in `declare`; routing loops across the table in `loops`.
+//! `declare:` in `declare`; jq programs in `jq`; routing loops across the table in
+//! `loops`.
 
 mod declare;
+mod jq;
 mod loops;
 mod source;
 mod target;
@@ -201,6 +203,11 @@ impl Compiler<'_> {
             );
             self.err(file, r.name.referenced, &name, msg);
         }
+        let when_jq = r
+            .when
+            .as_ref()
+            .and_then(|w| w.jq.as_ref())
+            .and_then(|p| self.jq_program(file, &name, p));
         let when = r.when.as_ref().map(|w| When {
             headers: w
                 .headers
@@ -209,6 +216,7 @@ impl Compiler<'_> {
                 .collect(),
             content_type: w.content_type.clone(),
             origin: w.origin.clone(),
+            jq: when_jq,
         });
         if r.passthrough && matches!(source, Some(Source::Amqp { .. } | Source::Xmpp { .. })) {
             self.err(

@@ -197,6 +197,7 @@ impl Compiler<'_> {
                 .collect(),
             remove: t.value.remove_headers.clone(),
             body: t.value.body,
+            jq: self.jq_transform(file, route, t),
             ..Transform::default()
         };
         for (k, v) in &t.value.set_headers {

@@ -1,0 +1,186 @@
+//! `PUT /routes/files/NAME` and `DELETE /routes/files/NAME`: route files managed over the
+//! admin API. The files stay the source of truth: a change is compiled with the rest of
+//! the directory exactly as `switchboard check` would (400 with every error, nothing
+//! written), then written atomically (a dot-file beside it, which the loader skips,
+//! fsynced and renamed over the name) and reloaded at once; the file watcher sees the
+//! same change and finds nothing new. The answer carries the version in force.
+//!
+//! Admin callers only: on a router without admin users or tokens (loopback access) the
+//! API can read and reload, not write files (403). A clustered router takes its table
+//! from the cluster: refused (409) with a pointer to `switchboard routes push`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{AdminState, Caller};
+use crate::routes::reload::ReloadOutcome;
+
+/// One edit at a time: check, write and reload are one step for each request.
+static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+type Answer = (StatusCode, Json<Value>);
+
+fn refusal(status: StatusCode, error: impl Into<String>) -> Answer {
+    (status, Json(json!({ "error": error.into() })))
+}
+
+/// A file name the loader reads (`*.yaml`/`*.yml`, not hidden) and nothing else: no
+/// path separators, only letters, digits, `.`, `_` and `-`.
+fn valid_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if name.is_empty()
+        || name.len() > 200
+        || !ok_chars
+        || name.starts_with('.')
+        || !(name.ends_with(".yaml") || name.ends_with(".yml"))
+    {
+        return Err(format!(
+            "`{name}` is not a route file name: letters, digits, `.`, `_`, `-`, ending in .yaml or .yml, not starting with `.`"
+        ));
+    }
+    Ok(())
+}
+
+/// What every handler checks first: an admin, a router that owns its files, a name.
+fn allowed(s: &AdminState, caller: Caller, name: &str) -> Result<(), Answer> {
+    if caller != Caller::Admin {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "writing route files needs an admin user or token (auth: admin users or admin_tokens)",
+        ));
+    }
+    if s.cluster.is_some() {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "this router takes its routes from the cluster: edit the files and publish them with `switchboard routes push`",
+        ));
+    }
+    valid_name(name).map_err(|e| refusal(StatusCode::BAD_REQUEST, e))
+}
+
+/// `PUT /routes/files/NAME` with the file's text as the body.
+pub(super) async fn put_file(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    text: String,
+) -> Answer {
+    if let Err(a) = allowed(&s, caller, &name) {
+        return a;
+    }
+    edit(s, name, Some(text)).await
+}
+
+/// `DELETE /routes/files/NAME`.
+pub(super) async fn delete_file(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer {
+    if let Err(a) = allowed(&s, caller, &name) {
+        return a;
+    }
+    edit(s, name, None).await
+}
+
+/// Check, write (or remove) and reload, under [`EDITS`], off the async workers.
+async fn edit(s: AdminState, name: String, text: Option<String>) -> Answer {
+    let _one = EDITS.lock().await;
+    let routes = Arc::clone(&s.routes);
+    let done = tokio::task::spawn_blocking(move || {
+        let path = routes.dir().join(&name);
+        if text.is_none() && !path.is_file() {
+            return refusal(StatusCode::NOT_FOUND, format!("no route file `{name}`"));
+        }
+        if let Err(errors) = routes.check_edit(&name, text.as_deref()) {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "errors": errors, "version": routes.status().version })),
+            );
+        }
+        let written = match &text {
+            Some(t) => write_atomic(&path, t),
+            None => std::fs::remove_file(&path),
+        };
+        if let Err(e) = written {
+            return refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot write `{name}`: {e}"),
+            );
+        }
+        let trigger = format!(
+            "admin api: {} {name}",
+            if text.is_some() { "PUT" } else { "DELETE" }
+        );
+        match routes.reload(&trigger) {
+            Ok(ReloadOutcome::Swapped { version, .. } | ReloadOutcome::Unchanged { version }) => (
+                StatusCode::OK,
+                Json(json!({ "file": name, "version": version, "routes": routes.status().routes })),
+            ),
+            // The directory changed between the check and the reload (another editor):
+            // the file is written, the table in force stays.
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                (
+                    StatusCode::CONFLICT,
+                    Json(json!({ "errors": errors, "version": routes.status().version })),
+                )
+            }
+        }
+    })
+    .await;
+    done.unwrap_or_else(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Writes `text` to a hidden file beside `path`, syncs it and renames it over `path`, so
+/// the loader sees the old file or the new one, never half of one.
+fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("routes");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_are_plain_route_files() {
+        assert!(valid_name("10-orders.yaml").is_ok());
+        assert!(valid_name("a.yml").is_ok());
+        for bad in [
+            "",
+            ".hidden.yaml",
+            "../x.yaml",
+            "a/b.yaml",
+            "x.txt",
+            "x yaml.yaml",
+        ] {
+            assert!(valid_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Route files over the admin API (`PUT`/`DELETE /routes/files/NAME`) with real HTTP:
+//! checked like `switchboard check` before anything is written, written atomically into
+//! the routes directory, in force after one reload; admin callers only.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Daemon, daemon_with_config, http_json};
+
+/// One request; returns (status, JSON body).
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/yaml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+const TOKEN: &str = "tok-routes-8d1e0c";
+
+fn admin_daemon() -> Daemon {
+    daemon_with_config(&format!(
+        "auth:\n  admin_tokens: [\"{}\"]\n",
+        switchboard::admin::token_digest(TOKEN)
+    ))
+}
+
+fn routes(d: &Daemon) -> serde_json::Value {
+    let mut s = TcpStream::connect(d.addr("admin")).unwrap();
+    let a = d.addr("admin");
+    write!(
+        s,
+        "GET /routes HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+const GOOD: &str = "routes:\n  - name: api-route\n    from: { queue: in }\n    transform: { jq: '{v: .body}' }\n    to: [ { queue: out } ]\n";
+const BROKEN: &str = "routes:\n  - name: broken\n    from: { queue: in2 }\n    when: { jq: '.body.t >' }\n    to: [ { queue: \"out.{2}\" } ]\n";
+
+#[test]
+fn put_checks_writes_and_reloads_and_delete_removes() {
+    let d = admin_daemon();
+    let a = d.addr("admin");
+    let file = d.routes_dir().join("20-api.yaml");
+    assert_eq!(routes(&d)["status"]["version"], 1);
+
+    // A broken file: 400 with check's errors, nothing written, the table unchanged.
+    let (status, v) = call(a, "PUT", "/routes/files/20-api.yaml", Some(TOKEN), BROKEN);
+    assert_eq!(status, 400, "{v}");
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let shown = file.display().to_string();
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!(
+            "{shown}:4:17: route `broken`: jq program, line 1 column 10"
+        ))),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!(
+            "{shown}:5:11: route `broken`: template `out.{{2}}`"
+        ))),
+        "{errors:?}"
+    );
+    assert!(!file.exists());
+    assert_eq!(v["version"], 1);
+    assert_eq!(routes(&d)["status"]["version"], 1);
+
+    // A good one: written, in force after one reload, version in the answer.
+    let (status, v) = call(a, "PUT", "/routes/files/20-api.yaml", Some(TOKEN), GOOD);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["version"], 2, "{v}");
+    assert_eq!(v["routes"], 1, "{v}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), GOOD);
+    let r = routes(&d);
+    assert_eq!(r["status"]["version"], 2, "{r}");
+    assert_eq!(r["routes"][0]["name"], "api-route", "{r}");
+    // No temporary file is left beside it, and the watcher's own look finds nothing new.
+    let names: Vec<String> = std::fs::read_dir(d.routes_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["20-api.yaml"]);
+
+    // Without credentials: refused by the guard; a bad name: 400.
+    assert_eq!(
+        call(a, "DELETE", "/routes/files/20-api.yaml", None, "").0,
+        401
+    );
+    let (status, v) = call(a, "PUT", "/routes/files/..%2Fx.yaml", Some(TOKEN), GOOD);
+    assert_eq!(status, 400, "{v}");
+
+    // DELETE: removed and reloaded; again: 404.
+    let (status, v) = call(a, "DELETE", "/routes/files/20-api.yaml", Some(TOKEN), "");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["version"], 3, "{v}");
+    assert_eq!(v["routes"], 0, "{v}");
+    assert!(!file.exists());
+    assert_eq!(
+        call(a, "DELETE", "/routes/files/20-api.yaml", Some(TOKEN), "").0,
+        404
+    );
+}
+
+#[test]
+fn without_an_admin_configured_route_files_cannot_be_written() {
+    let d = Daemon::start(&[], &[]);
+    let a = d.addr("admin");
+    let (status, v) = call(a, "PUT", "/routes/files/x.yaml", None, GOOD);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("admin user or token"),
+        "{v}"
+    );
+    assert!(!d.routes_dir().join("x.yaml").exists());
+    let (_, r) = http_json(a, "GET", "/routes");
+    assert_eq!(r["status"]["version"], 1);
+}
+
+/// A clustered router takes its table from the cluster: writing a file is refused with
+/// the way to publish one, and nothing is written.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
+fn a_clustered_router_points_to_routes_push() {
+    let _lock = common::peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = format!("{}_", common::unique_prefix("rf"));
+    let _buckets = common::cluster::Buckets(prefix.clone());
+    let d = common::cluster::router_on(
+        common::cluster::URLS,
+        "rf",
+        &prefix,
+        &format!(
+            "auth:\n  admin_tokens: [\"{}\"]\n",
+            switchboard::admin::token_digest(TOKEN)
+        ),
+    );
+    let (status, v) = call(
+        d.addr("admin"),
+        "PUT",
+        "/routes/files/20-api.yaml",
+        Some(TOKEN),
+        GOOD,
+    );
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("switchboard routes push"),
+        "{v}"
+    );
+    assert!(!d.routes_dir().join("20-api.yaml").exists());
+}
