@@ -1,5 +1,5 @@
 //! systemd service notifications (`sd_notify(3)`), for units with `Type=notify`
-//! (examples/systemd/switchboard.service, docs/operations.md):
+//! (contrib/systemd/switchboard.service, docs/operations.md):
 //!
 //! - `READY=1` once the route table is loaded, the store recovered and every configured
 //!   listener is bound and accepting (the same moment as the ready file and the

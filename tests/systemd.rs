@@ -189,7 +189,7 @@ fn a_watchdog_meant_for_another_process_is_not_pinged() {
     );
 }
 
-/// examples/systemd/switchboard.service as `systemd-analyze` reads it (no systemd runs
+/// contrib/systemd/switchboard.service as `systemd-analyze` reads it (no systemd runs
 /// in the test machines, but the tool works on files): valid, every program it names
 /// executable (the binary path pointed at this build), and its hardening rated "OK"
 /// (exposure at most 2.0 of 10; 1.4 when written).
@@ -197,7 +197,7 @@ fn a_watchdog_meant_for_another_process_is_not_pinged() {
 fn the_example_unit_is_valid_and_hardened() {
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/systemd/switchboard.service"
+        "/contrib/systemd/switchboard.service"
     ))
     .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
