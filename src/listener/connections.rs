@@ -239,8 +239,20 @@ mod tests {
         assert_eq!(handoff.leave(), None);
         assert!(close(id).is_some());
         assert_eq!(handoff.leave(), Some(Leave::Administrative));
+        // A later reason does not replace the first (shutdown while closing).
+        holder_kick_again(&handoff, id);
+        assert_eq!(handoff.leave(), Some(Leave::Administrative));
         drop(reg);
         assert!(list().iter().all(|c| c.id != id));
+    }
+
+    fn holder_kick_again(handoff: &Arc<Handoff>, id: u64) {
+        let again = Holder {
+            conn: id,
+            notify: Arc::new(Notify::new()),
+            handoff: Arc::clone(handoff),
+        };
+        again.kick(Leave::Shutdown);
     }
 
     /// Every MQTT connection, idle ones too, has an entry: it stays small.
