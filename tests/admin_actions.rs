@@ -28,6 +28,8 @@ fn start() -> Daemon {
 
 fn run(d: &Daemon, scenario: &str) {
     let admin = d.addr("admin").port().to_string();
+    let mqtt = d.addr("mqtt").port().to_string();
+    let mqtt_ws = d.addr("mqtt-ws").port().to_string();
     let user = format!("{USER}:{PASSWORD}");
     common::python_scenario(
         d,
@@ -41,6 +43,10 @@ fn run(d: &Daemon, scenario: &str) {
             TOKEN,
             "--user-auth",
             &user,
+            "--mqtt-port",
+            &mqtt,
+            "--mqtt-ws-port",
+            &mqtt_ws,
         ],
     );
 }
@@ -73,6 +79,15 @@ fn callers_who_are_not_admins_are_refused_every_action() {
 #[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
 fn a_closed_connection_is_seen_closed_by_its_client() {
     run(&start(), "close_connection");
+}
+
+/// MQTT connections (5.0 over TCP, parked when closed; 3.1.1 over WebSocket) listed
+/// with their client ids and closed: 5.0 sees DISCONNECT 0x98, 3.1.1 the connection
+/// closed; sessions kept and wills published, as on a network drop.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn closed_mqtt_connections_behave_as_a_network_drop() {
+    run(&start(), "close_mqtt");
 }
 
 /// A delete, a move and a replay answered 200, then kill -9: after the restart the

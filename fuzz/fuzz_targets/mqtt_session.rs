@@ -431,7 +431,11 @@ fn open(state: &Arc<MqttState>, cancel: &CancellationToken, id: u64) -> Slot {
     let session = tokio::spawn(session::run(
         t,
         Arc::clone(state),
-        id,
+        session::Accepted {
+            id,
+            listener: "mqtt",
+            peer: "127.0.0.1:1".parse().unwrap(),
+        },
         true,
         cancel.clone(),
         None,

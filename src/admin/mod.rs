@@ -16,7 +16,7 @@
 //! | POST | `/queues/{q}/messages/{id}/replay` | a dead letter back where it died, or `to` another destination |
 //! | POST | `/queues/{q}/purge`, `/queues/{q}/move`, `/queues/{q}/replay` | remove every ready message; move them `to` a destination; replay them |
 //! | GET | `/dead-letters` | the dead-letter queues, their depth and the queues sending there |
-//! | GET, DELETE | `/connections`, `/connections/{id}` | open STOMP connections (protocol, peer, user, client id); close one |
+//! | GET, DELETE | `/connections`, `/connections/{id}` | open STOMP and MQTT connections (protocol, listener, peer, user, client id); close one |
 //! | GET | `/links` | each link's state (connected, retrying, blocked…), last error, topology errors by route, counters |
 //! | GET | `/loss` | fields dropped, encoded or rejected at each edge |
 //! | GET | `/mqtt` | MQTT: connections parked in the idle-connection poller, deliveries over a client's Maximum Packet Size not sent, bytes saved by outbound topic aliases |

@@ -139,10 +139,14 @@ try {
   await page.waitForFunction(() => document.querySelector('tr[data-key="fill.moved"]').cells[1].textContent === '0');
   step('move_and_purge', 5);
 
-  // Connections: the stomp.py consumer waiting for the replay is listed.
+  // Connections: the stomp.py consumer waiting for the replay is listed, and the paho
+  // publisher with its client id (cells: id, protocol, listener, user, client id, ...).
   await page.click('a[href="#connections"]');
   await page.waitForFunction(() => [...document.querySelectorAll('#connections-rows tr')]
     .some((r) => r.cells[1].textContent === 'stomp'));
+  await page.waitForFunction(() => [...document.querySelectorAll('#connections-rows tr')]
+    .some((r) => r.cells[1].textContent === 'mqtt' && r.cells[2].textContent === 'mqtt'
+      && r.cells[4].textContent.startsWith('console-pub-')));
   await shoot(page, 'connections');
   step('connections', await page.$$eval('#connections-rows tr', (rs) => rs.length));
 

@@ -24,7 +24,8 @@ from stomptest import Collector  # noqa: E402
 import stomp  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--admin-port", type=int, required=True),
-                             p.add_argument("--token", required=True), p.add_argument("--user-auth", required=True)))
+                             p.add_argument("--token", required=True), p.add_argument("--user-auth", required=True),
+                             p.add_argument("--mqtt-port", type=int), p.add_argument("--mqtt-ws-port", type=int)))
 H, P, T = args.host, args.port, args.timeout
 U = uuid.uuid4().hex[:8]
 
@@ -271,6 +272,122 @@ def close_connection():
     print("ok")
 
 
+class Paho:
+    """A paho client (MQTT 5 or 3.1.1, TCP or WebSocket) that records its messages and
+    disconnects."""
+
+    def __init__(self, version, cid, ws=False, will=None, clean=True, auth=None):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        self.v5 = version == 5
+        proto = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
+        kw = {} if self.v5 else {"clean_session": clean}
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto,
+                             transport="websockets" if ws else "tcp", **kw)
+        if ws:
+            self.c.ws_set_options(path="/mqtt")
+        if auth:
+            self.c.username_pw_set(*auth.split(":", 1))
+        if will:
+            self.c.will_set(will[0], will[1], qos=1)
+        self.msgs, self.disconnects, self.subacks = [], [], {}
+        self.connack = None
+        self.c.on_connect = lambda c, u, flags, rc, props: setattr(self, "connack", (flags, rc))
+        self.c.on_message = lambda c, u, m: self.msgs.append(m)
+        self.c.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.append(rc)
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.__setitem__(mid, rcs)
+        props, ckw = None, {}
+        if self.v5:
+            ckw["clean_start"] = clean
+            if not clean:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = 60
+        self.c.connect(H, args.mqtt_ws_port if ws else args.mqtt_port, keepalive=30, properties=props, **ckw)
+        self.c.loop_start()
+        wait_for(lambda: self.connack is not None, T, f"{cid}: no CONNACK")
+        expect(not self.connack[1].is_failure, f"{cid}: CONNACK {self.connack[1]}")
+
+    def local_port(self):
+        return self.c.socket().getsockname()[1]
+
+    def sub(self, topic):
+        _, mid = self.c.subscribe(topic, qos=1)
+        wait_for(lambda: mid in self.subacks, T, f"no SUBACK for {topic}")
+
+    def bye(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def listed(cid):
+    """The admin API's entry for the MQTT connection with client id `cid`."""
+    found = []
+    wait_for(lambda: found.extend(x for x in ok("GET", "/connections")["connections"] if x["client_id"] == cid) or found,
+             T, f"{cid} not listed")
+    return found[0]
+
+
+def parked():
+    """Idle MQTT connections waiting in the router's poller, from GET /metrics."""
+    req = urllib.request.Request(f"http://{H}:{args.admin_port}/metrics")
+    req.add_header("Authorization", f"Bearer {args.token}")
+    with urllib.request.urlopen(req, timeout=T) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("switchboard_mqtt_parked_connections "):
+                return float(line.split()[1])
+    return 0
+
+
+def close_mqtt():
+    """MQTT connections are listed with their client id and closed: 5.0 over TCP (parked
+    in the poller when closed) sees DISCONNECT 0x98, 3.1.1 over WebSocket sees the
+    connection closed; each session stays and each will is published, as on a
+    network drop."""
+    expect(args.mqtt_port and args.mqtt_ws_port, "needs --mqtt-port and --mqtt-ws-port")
+    top = f"adm/{U}"
+    watcher = Paho(5, f"watch-{U}")
+    watcher.sub(f"{top}/#")
+    user = args.user_auth.split(":", 1)[0]
+    cid5 = f"adm5-{U}"
+    a = Paho(5, cid5, will=(f"{top}/a", "a will"), clean=False, auth=args.user_auth)
+    e = listed(cid5)
+    expect(e["protocol"] == "mqtt" and e["listener"] == "mqtt" and e["user"] == user
+           and e["peer"].endswith(f":{a.local_port()}") and e["since_unix_ms"] > 0, f"listed: {e}")
+    # Both idle connections are parked (no task of their own): the close reaches them.
+    wait_for(lambda: parked() >= 2, T, lambda: f"parked: {parked()}")
+    status, v = api("DELETE", f"/connections/{e['id']}")
+    expect(status == 200 and v["closed"] == e["id"], f"close: {status} {v}")
+    wait_for(lambda: a.disconnects, T, "paho (5.0) did not see the disconnect")
+    expect(a.disconnects[0].value == 0x98, f"reason: {a.disconnects[0]!r} ({a.disconnects[0].value:#x})")
+    a.c.loop_stop()
+    wait_for(lambda: watcher.msgs, T, "a's will not published")
+    expect([(m.topic, m.payload) for m in watcher.msgs] == [(f"{top}/a", b"a will")], f"{watcher.msgs}")
+    wait_for(lambda: all(x["id"] != e["id"] for x in ok("GET", "/connections")["connections"]), T,
+             "the closed connection still listed")
+    status, v = api("DELETE", f"/connections/{e['id']}")
+    expect(status == 404, f"closed twice: {status} {v}")
+    again = Paho(5, cid5, clean=False, auth=args.user_auth)
+    expect(again.connack[0].session_present, "a's session kept")
+    again.bye()
+
+    cid3 = f"adm3-{U}"
+    b = Paho(3, cid3, ws=True, will=(f"{top}/b", "b will"), clean=False)
+    e = listed(cid3)
+    expect(e["protocol"] == "mqtt" and e["listener"] == "mqtt-ws" and e["user"] == "anonymous", f"listed: {e}")
+    ok("DELETE", f"/connections/{e['id']}")
+    wait_for(lambda: b.disconnects, T, "paho (3.1.1, WebSocket) did not see the connection closed")
+    expect(b.disconnects[0].is_failure, f"3.1.1 close: {b.disconnects[0]!r}")
+    b.c.loop_stop()
+    wait_for(lambda: len(watcher.msgs) == 2, T, "b's will not published")
+    expect((watcher.msgs[1].topic, watcher.msgs[1].payload) == (f"{top}/b", b"b will"), f"{watcher.msgs[1]}")
+    back = Paho(3, cid3, ws=True, clean=False)
+    expect(back.connack[0].session_present, "b's session kept")
+    back.bye()
+    watcher.bye()
+    print("ok")
+
+
 def durable_before():
     """Persistent messages, then a delete, a move and a replay, each answered 200 just
     before the daemon is killed (-9) by the Rust test."""
@@ -309,6 +426,7 @@ def durable_after():
 
 
 SCENARIOS = {f.__name__: f for f in [peek_does_not_consume, dead_letters, purge_and_move, refused, close_connection,
+                                     close_mqtt,
                                      durable_before, durable_after]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")

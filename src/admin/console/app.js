@@ -540,7 +540,7 @@ function messageCard(queue, m, refresh, deadLetters) {
 async function refreshConnections() {
   const r = await api('GET', '/connections');
   syncRows($('connections-rows'), r.connections, (c) => String(c.id),
-    (c) => [c.id, c.protocol, c.user, c.client_id, c.peer, fmtTime(c.since_unix_ms)],
+    (c) => [c.id, c.protocol, c.listener, c.user, c.client_id, c.peer, fmtTime(c.since_unix_ms)],
     (item) => [h('button', {
       type: 'button',
       onclick: (ev) => confirmIn(ev.target.parentElement, `Close connection ${item().id} (${item().peer})?`, 'Close', async () => {

@@ -41,7 +41,12 @@ pub async fn serve_tcp(
         gate,
         cancel,
         tracker,
-        move |stream, _peer, id, permit| {
+        move |stream, peer, id, permit| {
+            let accepted = session::Accepted {
+                id,
+                listener: "mqtt",
+                peer,
+            };
             let state = Arc::clone(&state);
             let cancel = c2.clone();
             let codec = Codec::new(state.settings.max_packet_size);
@@ -54,7 +59,7 @@ pub async fn serve_tcp(
                 (Some(permit), None) => Either::Left(Either::Right(session::run(
                     PacketIo::new(stream, codec),
                     state,
-                    id,
+                    accepted,
                     loopback,
                     cancel,
                     Some(permit),
@@ -66,8 +71,8 @@ pub async fn serve_tcp(
                     let timeout = state.settings.connect_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            session::run(PacketIo::new(s, codec), state, id, loopback, cancel, None)
-                                .await
+                            let t = PacketIo::new(s, codec);
+                            session::run(t, state, accepted, loopback, cancel, None).await
                         }
                         Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!("TLS handshake timed out"),
@@ -126,7 +131,12 @@ impl Endpoint for MqttWs {
         async move {
             let codec = Codec::new(self.state.settings.max_packet_size);
             let t = WsFramed::new(conn.socket, codec, false);
-            session::run(t, self.state, conn.id, loopback, conn.cancel, conn.slot).await;
+            let accepted = session::Accepted {
+                id: conn.id,
+                listener: Self::PROTOCOL,
+                peer: conn.peer,
+            };
+            session::run(t, self.state, accepted, loopback, conn.cancel, conn.slot).await;
         }
     }
 }

@@ -184,13 +184,15 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Makes the holder leave; [`MqttState::wait_gone`] tells when it has.
+    /// Makes the holder leave; [`MqttState::wait_gone`] tells when it has. A holder
+    /// told to leave already keeps the first reason (a connection taken over and then
+    /// closed by an operator still ends as taken over).
     pub fn kick(&self, why: Leave) {
         let _ = self
             .handoff
             .flags
             .fetch_update(Ordering::Release, Ordering::Relaxed, |f| {
-                Some((f & GONE) | why as u8)
+                (f & !GONE == 0).then_some(f | why as u8)
             });
         self.notify.notify_one();
     }
@@ -203,6 +205,8 @@ pub enum Leave {
     TakenOver = 1,
     /// The listeners are shutting down.
     Shutdown = 2,
+    /// An operator closed the connection (admin API, `DELETE /connections/{id}`).
+    Administrative = 3,
 }
 
 /// Between the connection holding a session and whoever makes it leave.
@@ -227,6 +231,7 @@ impl Handoff {
         match self.flags.load(Ordering::Acquire) & !GONE {
             1 => Some(Leave::TakenOver),
             2 => Some(Leave::Shutdown),
+            3 => Some(Leave::Administrative),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //! `v10.stomp`, `v11.stomp`, `v12.stomp`).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -41,16 +42,16 @@ pub async fn serve_tcp(
             let tls = tls.clone();
             async move {
                 let codec = StompCodec::new(shared.settings.limits);
-                let peer = peer.to_string();
                 let Some(acceptor) = tls else {
-                    return serve_one(Framed::new(stream, codec), shared, id, peer, cancel, slot)
-                        .await;
+                    let t = Framed::new(stream, codec);
+                    return serve_one(t, shared, id, "stomp", peer, cancel, slot).await;
                 };
                 match tokio::time::timeout(shared.settings.connect_timeout, acceptor.accept(stream))
                     .await
                 {
                     Ok(Ok(s)) => {
-                        serve_one(Framed::new(s, codec), shared, id, peer, cancel, slot).await
+                        let t = Framed::new(s, codec);
+                        serve_one(t, shared, id, "stomp", peer, cancel, slot).await
                     }
                     Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::info!("TLS handshake timed out"),
@@ -71,7 +72,8 @@ async fn serve_one<T: session::Transport>(
     t: T,
     shared: Arc<Shared>,
     id: u64,
-    peer: String,
+    listener: &'static str,
+    peer: SocketAddr,
     cancel: CancellationToken,
     slot: Option<ConnSlot>,
 ) {
@@ -79,8 +81,8 @@ async fn serve_one<T: session::Transport>(
         Some(_slot) => {
             // Listed for the admin API until the session ends; closed through `close`.
             let (_listed, close) =
-                crate::listener::connections::register(id, "stomp", &peer, &cancel);
-            session::run(t, shared, id, peer, close).await
+                crate::listener::connections::register(id, listener, peer, &cancel);
+            session::run(t, shared, id, peer.to_string(), close).await
         }
         None => session::refuse(t, "connection limit reached").await,
     }
@@ -118,8 +120,8 @@ impl Endpoint for StompWs {
         async move {
             let codec = StompCodec::new(shared.settings.limits);
             let t = WsFramed::new(conn.socket, codec, true);
-            let peer = conn.peer.to_string();
-            serve_one(t, shared, conn.id, peer, conn.cancel, conn.slot).await
+            let (id, peer) = (conn.id, conn.peer);
+            serve_one(t, shared, id, Self::PROTOCOL, peer, conn.cancel, conn.slot).await
         }
     }
 }

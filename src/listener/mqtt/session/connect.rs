@@ -11,12 +11,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::alias::OutAliases;
-use super::connection::{Connection, Source};
+use super::connection::{Accepted, Connection, Source};
 use super::reason_code;
 use super::transport::Transport;
 use crate::auth::AuthError;
 use crate::core::{ConsumeOptions, Consumer, QueueOptions};
 use crate::listener::confirm::Confirmations;
+use crate::listener::connections;
 use crate::listener::limit::ConnSlot;
 use crate::listener::mqtt::codec::{CodecError, Connect, In, Out, Version};
 use crate::listener::mqtt::convert::publish_destination;
@@ -94,7 +95,7 @@ pub(super) async fn read_connect<T: Transport>(
 pub(super) async fn connect_session<T: Transport>(
     mut t: T,
     state: &Arc<MqttState>,
-    conn: u64,
+    accepted: Accepted,
     c: Connect,
     loopback: bool,
     permit: Option<ConnSlot>,
@@ -410,10 +411,23 @@ pub(super) async fn connect_session<T: Transport>(
     }
     let handoff = Arc::new(Handoff::default());
     let holder = Holder {
-        conn,
+        conn: accepted.id,
         notify: Arc::clone(&notify),
         handoff: Arc::clone(&handoff),
     };
+    // Listed for the admin API from now on; an operator's close kicks it as a takeover
+    // does (an idle connection is parked without a task: this reaches it all the same).
+    let conn = connections::register_holder(
+        accepted.id,
+        accepted.listener,
+        accepted.peer,
+        holder.clone(),
+    );
+    connections::identify(
+        conn.id(),
+        principal.user.clone(),
+        Some(Arc::clone(&client_id)),
+    );
     // Clustered, another router may have claimed the client id since this one did
     // (its change seen before this connection held the session): then this connection
     // is taken over at once, and leaves the session alone.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
@@ -25,6 +26,7 @@ use super::transport::Transport;
 use crate::auth::Principal;
 use crate::core::{Confirmation, Consumer, PublishError};
 use crate::listener::confirm::Confirmations;
+use crate::listener::connections::Registration;
 use crate::listener::limit::ConnSlot;
 use crate::listener::mqtt::codec::{CodecError, In, Out, Version, Will};
 use crate::listener::mqtt::state::{Handoff, Leave, MqttState, SessionData};
@@ -43,7 +45,9 @@ pub(super) enum Source {
 pub(super) struct Connection<T> {
     pub(super) t: T,
     pub(super) state: Arc<MqttState>,
-    pub(super) conn: u64,
+    /// The connection id, listed for the admin API while the connection lives (see
+    /// [`crate::listener::connections`]): unlisted when the connection is dropped.
+    pub(super) conn: Registration,
     pub(super) version: Version,
     /// Shared with the session registry's key: one allocation, not two.
     pub(super) client_id: Arc<str>,
@@ -109,6 +113,16 @@ enum Stop {
     Park,
 }
 
+/// Where a connection came from, as the admin API lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// Process-unique ([`crate::listener::next_connection_id`]).
+    pub id: u64,
+    /// `mqtt` or `mqtt-ws`.
+    pub listener: &'static str,
+    pub peer: SocketAddr,
+}
+
 /// Serves one connection until it ends.
 ///
 /// Not an `async fn`: its arguments would stay in the connection's task for its whole
@@ -120,7 +134,7 @@ enum Stop {
 pub fn run<T: Transport + 'static>(
     t: T,
     state: Arc<MqttState>,
-    conn: u64,
+    conn: Accepted,
     loopback: bool,
     cancel: CancellationToken,
     permit: Option<ConnSlot>,
@@ -164,7 +178,7 @@ pub(super) async fn live<T: Transport + 'static>(mut s: Connection<T>) {
 pub(super) async fn start<T: Transport>(
     t: T,
     state: Arc<MqttState>,
-    conn: u64,
+    conn: Accepted,
     loopback: bool,
     cancel: CancellationToken,
     permit: Option<ConnSlot>,
@@ -276,6 +290,14 @@ impl<T: Transport> Connection<T> {
                     return Stop::End(end(
                         reason_code::SESSION_TAKEN_OVER,
                         "session taken over by a new connection",
+                    ));
+                }
+                // As a network drop for the session (kept, will published: MQTT 5
+                // §3.1.2.5, only a DISCONNECT 0x00 from the client discards the will).
+                Some(Leave::Administrative) => {
+                    return Stop::End(end(
+                        reason_code::ADMINISTRATIVE_ACTION,
+                        "closed by an operator",
                     ));
                 }
             }

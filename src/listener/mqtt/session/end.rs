@@ -94,7 +94,10 @@ impl<T: Transport> Connection<T> {
         {
             let mut sessions = state.sessions();
             if let Some(entry) = sessions.get_mut(&client_id)
-                && entry.holder.as_ref().is_some_and(|h| h.conn == self.conn)
+                && entry
+                    .holder
+                    .as_ref()
+                    .is_some_and(|h| h.conn == self.conn.id())
             {
                 entry.holder = None;
                 if expiry == 0 {

@@ -28,7 +28,7 @@ mod subscribe;
 mod transport;
 
 pub(in crate::listener::mqtt) use connect::session_queue_options;
-pub use connection::run;
+pub use connection::{Accepted, run};
 pub(in crate::listener::mqtt) use end::spawn_expiry;
 pub use outbound::oversize_dropped;
 pub use transport::{Socket, Transport};

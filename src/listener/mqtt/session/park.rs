@@ -330,7 +330,7 @@ fn revive(shared: &Shared, tracker: &TaskTracker, key: usize) {
     let span = tracing::info_span!(
         "conn",
         protocol = "mqtt",
-        id = session.conn,
+        id = session.conn.id(),
         peer,
         client_id = &*session.client_id,
         user = session.principal.name()

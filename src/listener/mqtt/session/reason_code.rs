@@ -19,4 +19,5 @@ pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
 pub const RECEIVE_MAX_EXCEEDED: u8 = 0x93;
 pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
 pub const QUOTA_EXCEEDED: u8 = 0x97;
+pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
 pub const SHARED_NOT_SUPPORTED: u8 = 0x9E;

@@ -49,7 +49,7 @@ impl<T: Transport> Connection<T> {
                 fatal("access refused", e.to_string())
             })?;
         tracing::Span::current().record("user", principal.name());
-        crate::listener::connections::identify(self.conn_id, principal.name(), None);
+        crate::listener::connections::identify(self.conn_id, principal.user.clone(), None);
         self.principal = Some(principal);
 
         // sx,sy offered by us.
