@@ -4,8 +4,8 @@
 //! and client id once it knows them, and is closed through what it registered with.
 //!
 //! STOMP sessions register at accept with a cancellation token they watch. MQTT
-//! sessions register once CONNECT is accepted, with a kick through the session's own
-//! takeover mechanism ([`crate::listener::mqtt::state::Holder`]): an idle MQTT
+//! sessions register once CONNECT is accepted, with the way their protocol tells a
+//! session to leave ([`Told`]: the MQTT session's own takeover mechanism): an idle MQTT
 //! connection is parked without a task (see `mqtt::session::park`), so it watches no
 //! token, and its registration is the connection id it already carried. An entry here
 //! is 128 bytes (plus the map's share), outside the connection's task.
@@ -16,9 +16,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::mqtt::state::{Holder, Leave};
+/// A session told to leave its protocol's own way (an MQTT session: as a takeover
+/// tells it, with the reason "administrative action"), then woken by the notifier it
+/// registered with.
+pub trait Told: Send + Sync {
+    /// Marks the session as closed by an operator; a session told to leave already
+    /// keeps its first reason.
+    fn closed_by_operator(&self);
+}
 
 /// What a principal without a user name is called ([`crate::auth::Principal::name`]).
 const ANONYMOUS: &str = "anonymous";
@@ -45,9 +53,9 @@ pub struct OpenConnection {
 enum Closer {
     /// The session watches the token (STOMP).
     Token(CancellationToken),
-    /// The session is told as a takeover tells it (MQTT), as
-    /// [`Leave::Administrative`]: no allocation of its own.
-    Kick(Holder),
+    /// The session is told ([`Told`]), then woken: shares what the session already
+    /// holds, no allocation of its own.
+    Told(Arc<Notify>, Arc<dyn Told>),
 }
 
 /// Who a connection logged in as.
@@ -148,15 +156,17 @@ pub fn register(
     (r, close)
 }
 
-/// Lists MQTT connection `id` (from `listener`), closed by kicking `holder` (the
-/// session's takeover mechanism, which reaches a parked connection too).
-pub fn register_holder(
+/// Lists connection `id` (from `listener`), closed by telling `session`, then waking
+/// `notify` (an MQTT session's takeover mechanism, which reaches a parked connection
+/// too).
+pub fn register_told(
     id: u64,
     listener: &'static str,
     peer: SocketAddr,
-    holder: Holder,
+    notify: Arc<Notify>,
+    session: Arc<dyn Told>,
 ) -> Registration {
-    insert(id, listener, peer, Closer::Kick(holder))
+    insert(id, listener, peer, Closer::Told(notify, session))
 }
 
 /// Names the user (`None`: anonymous, as [`crate::auth::Principal::user`]) and client id of
@@ -181,7 +191,10 @@ pub fn close(id: u64) -> Option<OpenConnection> {
     e.closed_by_operator = true;
     match &e.close {
         Closer::Token(t) => t.cancel(),
-        Closer::Kick(holder) => holder.kick(Leave::Administrative),
+        Closer::Told(notify, session) => {
+            session.closed_by_operator();
+            notify.notify_one();
+        }
     }
     Some(e.shown(id))
 }
@@ -194,8 +207,7 @@ pub fn closed_by_operator(id: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listener::mqtt::state::Handoff;
-    use tokio::sync::Notify;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn peer() -> SocketAddr {
         "127.0.0.1:5000".parse().unwrap()
@@ -221,38 +233,35 @@ mod tests {
         assert!(list().iter().all(|c| c.id != id));
     }
 
-    #[test]
-    fn a_holder_is_closed_by_a_kick() {
+    #[derive(Default)]
+    struct Session(AtomicBool);
+
+    impl Told for Session {
+        fn closed_by_operator(&self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_told_session_is_told_and_woken() {
         let id = crate::listener::next_connection_id();
-        let handoff = Arc::new(Handoff::default());
-        let holder = Holder {
-            conn: id,
-            notify: Arc::new(Notify::new()),
-            handoff: Arc::clone(&handoff),
-        };
-        let reg = register_holder(id, "mqtt", peer(), holder);
+        let session = Arc::new(Session::default());
+        let notify = Arc::new(Notify::new());
+        let reg = register_told(id, "mqtt", peer(), Arc::clone(&notify), session.clone());
         identify(id, Some("bob".into()), Some("sensor-1".into()));
         let shown = list().into_iter().find(|c| c.id == id).unwrap();
         assert_eq!((shown.protocol, shown.listener), ("mqtt", "mqtt"));
         assert_eq!(shown.client_id.as_deref(), Some("sensor-1"));
         assert_eq!(shown.user.as_deref(), Some("bob"));
-        assert_eq!(handoff.leave(), None);
+        assert!(!session.0.load(Ordering::Relaxed));
         assert!(close(id).is_some());
-        assert_eq!(handoff.leave(), Some(Leave::Administrative));
-        // A later reason does not replace the first (shutdown while closing).
-        holder_kick_again(&handoff, id);
-        assert_eq!(handoff.leave(), Some(Leave::Administrative));
+        assert!(session.0.load(Ordering::Relaxed) && closed_by_operator(id));
+        // The wake-up is kept for the session's next wait.
+        tokio::time::timeout(std::time::Duration::from_secs(1), notify.notified())
+            .await
+            .unwrap();
         drop(reg);
         assert!(list().iter().all(|c| c.id != id));
-    }
-
-    fn holder_kick_again(handoff: &Arc<Handoff>, id: u64) {
-        let again = Holder {
-            conn: id,
-            notify: Arc::new(Notify::new()),
-            handoff: Arc::clone(handoff),
-        };
-        again.kick(Leave::Shutdown);
     }
 
     /// Every MQTT connection, idle ones too, has an entry: it stays small.

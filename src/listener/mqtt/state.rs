@@ -188,12 +188,7 @@ impl Holder {
     /// told to leave already keeps the first reason (a connection taken over and then
     /// closed by an operator still ends as taken over).
     pub fn kick(&self, why: Leave) {
-        let _ = self
-            .handoff
-            .flags
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |f| {
-                (f & !GONE == 0).then_some(f | why as u8)
-            });
+        self.handoff.tell(why);
         self.notify.notify_one();
     }
 }
@@ -220,6 +215,26 @@ pub struct Handoff {
     /// A [`Leave`] once the holder must leave (0 before), and [`GONE`] once it has left
     /// and saved the session.
     flags: AtomicU8,
+}
+
+impl Handoff {
+    /// Records why the holder must leave, unless it was told already (the first
+    /// reason stays) or has left.
+    fn tell(&self, why: Leave) {
+        let _ = self
+            .flags
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |f| {
+                (f & !GONE == 0).then_some(f | why as u8)
+            });
+    }
+}
+
+/// An operator's close (`DELETE /connections/{id}`) tells the holder as a takeover
+/// does, with its own reason; the registration wakes it.
+impl crate::listener::connections::Told for Handoff {
+    fn closed_by_operator(&self) {
+        self.tell(Leave::Administrative);
+    }
 }
 
 /// [`Handoff`]: the holder has left.
@@ -560,5 +575,28 @@ impl MqttState {
             .filter(|(t, m)| pattern.matches(t) && m.expiry.is_none_or(|e| e > now))
             .map(|(t, m)| (t.clone(), Arc::clone(m)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::connections::Told;
+
+    /// An operator's close marks the holder as a kick would, and the first reason
+    /// stays: a shutdown while closing does not turn it into another.
+    #[test]
+    fn the_first_reason_to_leave_stays() {
+        let handoff = Arc::new(Handoff::default());
+        let holder = Holder {
+            conn: 1,
+            notify: Arc::new(Notify::new()),
+            handoff: Arc::clone(&handoff),
+        };
+        assert_eq!(handoff.leave(), None);
+        handoff.closed_by_operator();
+        assert_eq!(handoff.leave(), Some(Leave::Administrative));
+        holder.kick(Leave::Shutdown);
+        assert_eq!(handoff.leave(), Some(Leave::Administrative));
     }
 }

@@ -417,11 +417,12 @@ pub(super) async fn connect_session<T: Transport>(
     };
     // Listed for the admin API from now on; an operator's close kicks it as a takeover
     // does (an idle connection is parked without a task: this reaches it all the same).
-    let conn = connections::register_holder(
+    let conn = connections::register_told(
         accepted.id,
         accepted.listener,
         accepted.peer,
-        holder.clone(),
+        Arc::clone(&holder.notify),
+        Arc::clone(&holder.handoff) as Arc<dyn connections::Told>,
     );
     connections::identify(
         conn.id(),
