@@ -51,6 +51,10 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// The most messages fetched in one pull.
 const BATCH_MAX: usize = 64;
+/// How long a client's confirmation of its settlements (a STOMP RECEIPT for an ACK)
+/// waits for them to reach the NATS server: while NATS is away it is refused after this
+/// rather than held without end.
+const SENT_WAIT: Duration = Duration::from_secs(10);
 /// How long one pull waits for messages before it is made again. Short: a pull left
 /// open by a router that died may still be handed messages, which then wait out
 /// [`ACK_WAIT`] before going elsewhere.
@@ -348,11 +352,15 @@ impl Link {
                             // The server answers a flush after everything published
                             // before it: from then on it routes those acks to the
                             // consumer's leader whatever becomes of this router.
-                            let flushed = client.flush().await.map_err(|e| {
-                                crate::store::StoreError::Unavailable(format!(
-                                    "acknowledgements not sent to the cluster: {e}"
-                                ))
-                            });
+                            let flushed = match tokio::time::timeout(SENT_WAIT, client.flush()).await {
+                                Ok(Ok(())) => Ok(()),
+                                Ok(Err(e)) => Err(format!("acknowledgements not sent to the cluster: {e}")),
+                                Err(_) => Err(format!(
+                                    "acknowledgements not sent to the cluster within {} s",
+                                    SENT_WAIT.as_secs()
+                                )),
+                            }
+                            .map_err(crate::store::StoreError::Unavailable);
                             let _ = answer.send(flushed);
                             continue;
                         }
