@@ -423,6 +423,7 @@ def expiry():
     again = Client(args.mqtt_c, "e@C", cid, expiry=0)
     again.wait_connack()
     expect(not again.connack[1], f"e@C: session present after the session expired: {again.connack}")
+    # An absence window: nothing of the expired session may arrive.
     time.sleep(1)
     expect(not again.got(), f"e@C: messages of the expired session: {again.got()[:5]}")
     print(f"session with expiry 3 s on B, B killed: taken over by {adopters[0]} alone, ended "
@@ -455,6 +456,7 @@ def race():
         # Exactly one is taken over (0x8E); the other stays.
         wait_for(lambda: a.gone.is_set() or c.gone.is_set(), T,
                  f"round {r}: both clients still connected: one client id served by two routers")
+        # An absence window: the other client must stay connected, not be kicked late.
         time.sleep(1.0)
         gone = [x for x in (a, c) if x.gone.is_set()]
         expect(len(gone) == 1, f"round {r}: {len(gone)} clients disconnected: "
