@@ -1,8 +1,9 @@
-//! The management console (issue 23) in headless Chromium (tests/browser/console_check.mjs)
-//! with real clients around it (tests/py/console_clients.py): log in, a queue filling
-//! while a paho publisher runs, a peek, a dead letter rejected by stomp.py, replayed from
-//! the console with the keyboard and received again by stomp.py, a broken route file's
-//! error with its line, an explanation. Also the page's headers and what it leaves open.
+//! The management console (issue 23) in headless Chromium and Firefox (Debian's `chromium`
+//! and `firefox-esr`; one scenario, tests/browser/console_check.mjs) with real clients
+//! around it (tests/py/console_clients.py): log in, a queue filling while a paho publisher
+//! runs, a peek, a dead letter rejected by stomp.py, replayed from the console with the
+//! keyboard and received again by stomp.py, a broken route file's error with its line, an
+//! explanation. Also the page's headers and what it leaves open.
 
 mod common;
 
@@ -77,6 +78,19 @@ impl Drop for Reap {
     ignore = "needs Node, Chromium and the Python clients: run scripts/test"
 )]
 fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
+    fills_peeks_replays_and_shows_route_errors(Browser::Chromium);
+}
+
+#[test]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs Node, Firefox ESR and the Python clients: run scripts/test"
+)]
+fn console_in_firefox_fills_peeks_replays_and_shows_route_errors() {
+    fills_peeks_replays_and_shows_route_errors(Browser::Firefox);
+}
+
+fn fills_peeks_replays_and_shows_route_errors(browser: Browser) {
     let d = start();
     let body = format!("dead-{}", std::process::id());
     passed(
@@ -100,6 +114,7 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
 
     let v = console_check(
         &d,
+        browser,
         &[
             &format!("http://{}", d.addr("admin")),
             USER,
@@ -108,7 +123,7 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
             &body,
         ],
     );
-    eprintln!("console check: {v}");
+    eprintln!("console check in {}: {v}", browser.name());
     passed(receiver, "stomp.py receiving the replayed dead letter", &d);
     assert!(
         d.log().contains("admin API: messages replayed"),
@@ -116,8 +131,27 @@ fn console_in_chromium_fills_peeks_replays_and_shows_route_errors() {
     );
 }
 
-/// Runs tests/browser/console_check.mjs in headless Chromium; its report.
-fn console_check(d: &Daemon, args: &[&str]) -> serde_json::Value {
+/// The browsers tests/browser/browsers.mjs starts (`--browser NAME`).
+#[derive(Clone, Copy)]
+enum Browser {
+    /// Debian's `chromium` (CHROMIUM), through playwright-core.
+    Chromium,
+    /// Debian's `firefox-esr` (FIREFOX), over WebDriver BiDi, through an older
+    /// playwright-core (docs/operations.md, "Browsers", says why).
+    Firefox,
+}
+
+impl Browser {
+    fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+}
+
+/// Runs tests/browser/console_check.mjs in `browser`, headless; its report.
+fn console_check(d: &Daemon, browser: Browser, args: &[&str]) -> serde_json::Value {
     let dir = std::env::var("SWITCHBOARD_NODE_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser").into());
     let script = concat!(
@@ -127,13 +161,15 @@ fn console_check(d: &Daemon, args: &[&str]) -> serde_json::Value {
     let out = Command::new("node")
         .current_dir(&dir)
         .arg(script)
+        .args(["--browser", browser.name()])
         .args(args)
         .output()
         .expect("node (run scripts/setup browser)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "console check failed\nstdout: {stdout}\nstderr: {}\nlog:\n{}",
+        "console check in {} failed\nstdout: {stdout}\nstderr: {}\nlog:\n{}",
+        browser.name(),
         String::from_utf8_lossy(&out.stderr),
         d.log()
     );
@@ -147,7 +183,17 @@ fn console_check(d: &Daemon, args: &[&str]) -> serde_json::Value {
 /// state and last error.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs Node and Chromium: run scripts/test")]
-fn console_without_an_admin_shows_figures_and_a_link_down() {
+fn console_in_chromium_without_an_admin_shows_figures_and_a_link_down() {
+    without_an_admin_shows_figures_and_a_link_down(Browser::Chromium);
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs Node and Firefox ESR: run scripts/test")]
+fn console_in_firefox_without_an_admin_shows_figures_and_a_link_down() {
+    without_an_admin_shows_figures_and_a_link_down(Browser::Firefox);
+}
+
+fn without_an_admin_shows_figures_and_a_link_down(browser: Browser) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -166,7 +212,11 @@ fn console_without_an_admin_shows_figures_and_a_link_down() {
     .unwrap();
     let config = config.display().to_string();
     let d = Daemon::start_in(dir, &["--config", &config]);
-    let v = console_check(&d, &["--no-admin", &format!("http://{}", d.addr("admin"))]);
+    let v = console_check(
+        &d,
+        browser,
+        &["--no-admin", &format!("http://{}", d.addr("admin"))],
+    );
     assert_eq!(v["link"]["state"], "retrying", "{v}");
 }
 

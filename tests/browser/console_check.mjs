@@ -1,29 +1,32 @@
 #!/usr/bin/env node
-// Headless Chromium drives the management console (tests/console.rs sets the scene: a
-// paho publisher filling queue `fill`, one dead letter in `work.dlq`, a stomp.py consumer
-// waiting on `work`). Logs in, watches the queue fill, peeks, replays the dead letter
-// with the keyboard, breaks a route file and reads its error and line, explains an
-// address. Prints one JSON line; exit 0 on success, 1 otherwise.
-//   node console_check.mjs URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY
+// A headless browser (Chromium; Firefox with --browser firefox: browsers.mjs) drives the
+// management console (tests/console.rs sets the scene: a paho publisher filling queue
+// `fill`, one dead letter in `work.dlq`, a stomp.py consumer waiting on `work`). Logs in,
+// watches the queue fill, peeks, replays the dead letter with the keyboard, breaks a route
+// file and reads its error and line, explains an address. Prints one JSON line; exit 0 on
+// success, 1 otherwise.
+//   node console_check.mjs [--browser chromium|firefox] URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY
 import { writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { browserArg, launch } from './browsers.mjs';
 
-// Resolved from the working directory (SWITCHBOARD_NODE_DIR, where `npm ci` put
-// node_modules), so the script also runs from a checkout without its own node_modules.
-const { chromium } = createRequire(join(process.cwd(), 'package.json'))('playwright-core');
-
-//   node console_check.mjs --no-admin URL   (a router with no admin configured)
-const [url, user, password, routesDir, deadBody] = process.argv.slice(2);
-const noAdmin = url === '--no-admin';
-if (!deadBody && !(noAdmin && user)) {
-  console.error('usage: node console_check.mjs URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY | --no-admin URL');
+//   node console_check.mjs [--browser NAME] --no-admin URL   (a router with no admin configured)
+const usage = 'usage: node console_check.mjs [--browser chromium|firefox] URL USER PASSWORD ROUTES_DIR DEAD_LETTER_BODY | --no-admin URL';
+let browserName, args;
+try {
+  [browserName, args] = browserArg(process.argv.slice(2));
+} catch (e) {
+  console.error(`${e.message}\n${usage}`);
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
-});
+const [url, user, password, routesDir, deadBody] = args;
+const noAdmin = url === '--no-admin';
+if (!deadBody && !(noAdmin && user)) {
+  console.error(usage);
+  process.exit(2);
+}
+const browser = await launch(browserName);
+const browserSeen = `${browserName} ${browser.version()}`; // in the report: which build ran
 if (noAdmin) {
   // No login asked; figures shown; an action refused with the API's reason.
   try {
@@ -47,7 +50,7 @@ if (noAdmin) {
       kind: r.cells[1].textContent, state: r.cells[3].textContent, last_error: r.cells[9].textContent }));
     const cluster = await page.textContent('#cluster');
     if (!cluster.includes('runs alone')) throw new Error(`cluster: ${cluster}`);
-    console.log(JSON.stringify({ ok: true, who, link }));
+    console.log(JSON.stringify({ ok: true, browser: browserSeen, who, link }));
   } catch (e) {
     console.error(`console check (no admin) failed: ${e.message}`);
     process.exitCode = 1;
@@ -56,7 +59,7 @@ if (noAdmin) {
   }
   process.exit();
 }
-const report = { ok: false, steps: [] };
+const report = { ok: false, browser: browserSeen, steps: [] };
 const step = (name, detail) => { report.steps.push(detail === undefined ? name : { [name]: detail }); };
 // CONSOLE_SCREENSHOTS=DIR keeps a picture of each screen (for a human to look at).
 const shots = process.env.CONSOLE_SCREENSHOTS;
@@ -67,7 +70,8 @@ try {
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // The refused login and the failed reload answer 401 and 422: Chromium logs those
-  // responses; anything else logged as an error (a CSP violation, a script error) counts.
+  // responses (Firefox does not); anything else logged as an error (a CSP violation, a
+  // script error) counts. Firefox reports CSP violations as page errors: counted too.
   page.on('console', (m) => {
     if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
   });
