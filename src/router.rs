@@ -83,6 +83,9 @@ impl Router {
         let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
             return self.route(dest, message).await;
         };
+        if !trace_logged() {
+            return self.route(dest, message).await;
+        }
         let what = dest.clone();
         traced(&t, &what, self.route(dest, message)).await
     }
@@ -135,6 +138,9 @@ impl Router {
         let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
             return self.route_from_amqp(link, key, routing_key, message).await;
         };
+        if !trace_logged() {
+            return self.route_from_amqp(link, key, routing_key, message).await;
+        }
         let from = LinkSource("amqp", link, routing_key);
         traced(
             &t,
@@ -191,6 +197,9 @@ impl Router {
         let Some(t) = trace::reparent(&mut message.headers, self.start_traces) else {
             return self.route_from_xmpp(link, to, presence, message).await;
         };
+        if !trace_logged() {
+            return self.route_from_xmpp(link, to, presence, message).await;
+        }
         let from = LinkSource("xmpp", link, to);
         traced(&t, &from, self.route_from_xmpp(link, to, presence, message)).await
     }
@@ -244,6 +253,16 @@ impl Router {
         }
         Ok((reached, confirmation))
     }
+}
+
+/// Whether the router's traced lines are logged now (debug level for this module): when
+/// not, a traced message is routed exactly as an untraced one, without the span, the
+/// wrapper future and the copy of its destination that [`traced`] needs for its line.
+/// One relaxed load of the subscriber's level hint (and, when that lets debug through, the
+/// callsite's cached interest), so a `traceparent` costs its parse and nothing more at
+/// `info` (docs/benchmarks.md, "Cost of trace context").
+fn trace_logged() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
 }
 
 /// Runs one traced message's routing inside the router's span for it (`message`, with

@@ -1,6 +1,7 @@
 //! Route files over the admin API (`PUT`/`DELETE /routes/files/NAME`) with real HTTP:
 //! checked like `switchboard check` before anything is written, written atomically into
-//! the routes directory, in force after one reload; admin callers only.
+//! the routes directory, in force after one reload; admin callers only. On clustered
+//! routers the same requests edit the cluster's table.
 
 mod common;
 
@@ -146,37 +147,64 @@ fn without_an_admin_configured_route_files_cannot_be_written() {
     assert_eq!(r["status"]["version"], 1);
 }
 
-/// A clustered router takes its table from the cluster: writing a file is refused with
-/// the way to publish one, and nothing is written.
+/// Clustered routers: the same API edits the cluster's table (checked the same way,
+/// stored by compare-and-set), which every router then runs; the routes directory of
+/// the router asked is not written.
 #[test]
 #[cfg_attr(not(peers), ignore = "needs a NATS cluster: run scripts/test")]
-fn a_clustered_router_points_to_routes_push() {
+fn on_clustered_routers_the_api_edits_the_clusters_table() {
     let _lock = common::peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
     let prefix = format!("{}_", common::unique_prefix("rf"));
     let _buckets = common::cluster::Buckets(prefix.clone());
-    let d = common::cluster::router_on(
-        common::cluster::URLS,
-        "rf",
-        &prefix,
-        &format!(
-            "auth:\n  admin_tokens: [\"{}\"]\n",
-            switchboard::admin::token_digest(TOKEN)
-        ),
+    let auth = format!(
+        "auth:\n  admin_tokens: [\"{}\"]\n",
+        switchboard::admin::token_digest(TOKEN)
     );
-    let (status, v) = call(
-        d.addr("admin"),
-        "PUT",
-        "/routes/files/20-api.yaml",
-        Some(TOKEN),
-        GOOD,
-    );
-    assert_eq!(status, 409, "{v}");
+    let a = common::cluster::router_on(common::cluster::URLS, "rfa", &prefix, &auth);
+    let b = common::cluster::router_on(common::cluster::URLS, "rfb", &prefix, &auth);
+    let (aa, ba) = (a.addr("admin"), b.addr("admin"));
+    assert_eq!(routes(&a)["status"]["version"], 0, "no table pushed yet");
+
+    // A broken file: 400 with check's errors located in the file, nothing stored.
+    let (status, v) = call(aa, "PUT", "/routes/files/20-api.yaml", Some(TOKEN), BROKEN);
+    assert_eq!(status, 400, "{v}");
+    let errors = v["errors"].to_string();
     assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("switchboard routes push"),
+        errors.contains("20-api.yaml:4:17: route `broken`: jq program, line 1 column 10"),
         "{v}"
     );
-    assert!(!d.routes_dir().join("20-api.yaml").exists());
+    assert_eq!(routes(&a)["status"]["version"], 0);
+    assert_eq!(routes(&b)["status"]["version"], 0);
+
+    // A good one: stored, in force on A when answered, and on B after its watch.
+    let (status, v) = call(aa, "PUT", "/routes/files/20-api.yaml", Some(TOKEN), GOOD);
+    assert_eq!(status, 200, "{v}");
+    let v1 = v["version"].as_u64().unwrap();
+    assert!(v1 > 0, "{v}");
+    assert_eq!(v["routes"], 1, "{v}");
+    assert_eq!(routes(&a)["status"]["version"], v1);
+    assert!(!a.routes_dir().join("20-api.yaml").exists());
+    common::wait_until(common::cluster::WAIT, "the edit in force on B", || {
+        let r = routes(&b);
+        (r["status"]["version"] == v1).then_some(r)
+    });
+    assert_eq!(routes(&b)["routes"][0]["name"], "api-route");
+
+    // A second file through B: both files in the table.
+    let other = GOOD.replace("api-route", "second").replace("in }", "in9 }");
+    let (status, v) = call(ba, "PUT", "/routes/files/30-more.yaml", Some(TOKEN), &other);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["routes"], 2, "{v}");
+
+    // DELETE through A: gone everywhere; again: 404.
+    let (status, v) = call(aa, "DELETE", "/routes/files/20-api.yaml", Some(TOKEN), "");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["routes"], 1, "{v}");
+    let v3 = v["version"].as_u64().unwrap();
+    common::wait_until(common::cluster::WAIT, "the delete in force on B", || {
+        let r = routes(&b);
+        (r["status"]["version"] == v3 && r["routes"][0]["name"] == "second").then_some(())
+    });
+    let (status, v) = call(ba, "DELETE", "/routes/files/20-api.yaml", Some(TOKEN), "");
+    assert_eq!(status, 404, "{v}");
 }

@@ -30,6 +30,9 @@ routes:
   - name: P-s2m
     from: {stomp: /queue/P.s2m}
     to: [{mqtt: P/s2m}]
+  - name: P-lost
+    from: {stomp: /queue/P.lost}
+    to: [{amqp: {link: rabbit, routing_key: P.nowhere}}]
   - name: P-a2s
     from: {amqp: {link: rabbit, queue: P.a2s}}
     to: [{stomp: /queue/P.a2s_out}]
@@ -51,6 +54,7 @@ links:
       username: guest
       password_file: amqp.pw
       dead_letter: "{p}.dead"
+      publish_attempts: 1
       reconnect_initial: 100ms
       reconnect_max: 1s
 "#
@@ -127,4 +131,15 @@ fn one_trace_from_an_mqtt5_publisher_to_a_pika_consumer_and_in_the_routers_log()
     assert_logged(&d, &traces, "routed, trace continued");
     let traces = scenario(&d, &p, "amqp_to_stomp");
     assert_logged(&d, &traces, "routed, trace continued");
+    // An outbound link's warning about a message names its trace.
+    let traces = scenario(&d, &p, "stomp_to_nowhere");
+    for (trace, _) in &traces {
+        let want = format!("trace_id={trace}");
+        wait_until(Duration::from_secs(5), "the link's given-up line", || {
+            d.log()
+                .lines()
+                .find(|l| l.contains("AMQP publish given up") && l.contains(&want))
+                .map(str::to_owned)
+        });
+    }
 }

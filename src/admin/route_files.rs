@@ -6,12 +6,18 @@
 //! same change and finds nothing new. The answer carries the version in force.
 //!
 //! Admin callers only: on a router without admin users or tokens (loopback access) the
-//! API can read and reload, not write files (403). A clustered router takes its table
-//! from the cluster: refused (409) with a pointer to `switchboard routes push`.
+//! API can read and reload, not write files (403).
+//!
+//! A clustered router edits the cluster's table instead (its routes directory is not
+//! read): the same check, then a compare-and-set on the revision it read
+//! ([`Cluster::edit_table`](crate::cluster::Cluster::edit_table); 409 when another push
+//! or edit came first), and the answer once this router runs the new revision, which
+//! every other router swaps in as after `switchboard routes push`.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::Json;
@@ -20,6 +26,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{AdminState, Caller};
+use crate::cluster::TableEditError;
 use crate::routes::reload::ReloadOutcome;
 
 /// One edit at a time: check, write and reload are one step for each request.
@@ -50,18 +57,12 @@ fn valid_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What every handler checks first: an admin, a router that owns its files, a name.
-fn allowed(s: &AdminState, caller: Caller, name: &str) -> Result<(), Answer> {
+/// What every handler checks first: an admin and a name.
+fn allowed(caller: Caller, name: &str) -> Result<(), Answer> {
     if caller != Caller::Admin {
         return Err(refusal(
             StatusCode::FORBIDDEN,
             "writing route files needs an admin user or token (auth: admin users or admin_tokens)",
-        ));
-    }
-    if s.cluster.is_some() {
-        return Err(refusal(
-            StatusCode::CONFLICT,
-            "this router takes its routes from the cluster: edit the files and publish them with `switchboard routes push`",
         ));
     }
     valid_name(name).map_err(|e| refusal(StatusCode::BAD_REQUEST, e))
@@ -74,7 +75,7 @@ pub(super) async fn put_file(
     UrlPath(name): UrlPath<String>,
     text: String,
 ) -> Answer {
-    if let Err(a) = allowed(&s, caller, &name) {
+    if let Err(a) = allowed(caller, &name) {
         return a;
     }
     edit(s, name, Some(text)).await
@@ -86,7 +87,7 @@ pub(super) async fn delete_file(
     Extension(caller): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Answer {
-    if let Err(a) = allowed(&s, caller, &name) {
+    if let Err(a) = allowed(caller, &name) {
         return a;
     }
     edit(s, name, None).await
@@ -95,6 +96,9 @@ pub(super) async fn delete_file(
 /// Check, write (or remove) and reload, under [`EDITS`], off the async workers.
 async fn edit(s: AdminState, name: String, text: Option<String>) -> Answer {
     let _one = EDITS.lock().await;
+    if let Some(cluster) = s.cluster.clone() {
+        return edit_cluster(&s, &cluster, name, text).await;
+    }
     let routes = Arc::clone(&s.routes);
     let done = tokio::task::spawn_blocking(move || {
         let path = routes.dir().join(&name);
@@ -140,6 +144,71 @@ async fn edit(s: AdminState, name: String, text: Option<String>) -> Answer {
     })
     .await;
     done.unwrap_or_else(|e| refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// How long a clustered edit's answer waits for this router to run the stored revision
+/// (its watch usually brings it within milliseconds).
+const IN_FORCE_WAIT: Duration = Duration::from_secs(10);
+
+/// [`edit`] on a clustered router: the cluster's table, checked with this router's
+/// settings, stored by compare-and-set; answered once this router runs it.
+async fn edit_cluster(
+    s: &AdminState,
+    cluster: &crate::cluster::Cluster,
+    name: String,
+    text: Option<String>,
+) -> Answer {
+    let routes = Arc::clone(&s.routes);
+    let check = move |sources: Vec<(String, String)>| routes.check_sources(&sources);
+    let revision = match cluster.edit_table(&name, text, check).await {
+        Ok(r) => r,
+        Err(e) => {
+            let version = s.routes.status().version;
+            return match e {
+                TableEditError::Invalid(errors) => {
+                    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    (
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({ "errors": errors, "version": version })),
+                    )
+                }
+                TableEditError::NoSuchFile(n) => refusal(
+                    StatusCode::NOT_FOUND,
+                    format!("no route file `{n}` in the cluster's table"),
+                ),
+                TableEditError::TooLarge(n) => refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the route table would be {n} bytes; the cluster takes at most {}",
+                        crate::cluster::connection::MAX_TABLE_BYTES
+                    ),
+                ),
+                TableEditError::Conflict(why) => refusal(StatusCode::CONFLICT, why),
+                TableEditError::Unavailable(why) => refusal(StatusCode::SERVICE_UNAVAILABLE, why),
+            };
+        }
+    };
+    let deadline = tokio::time::Instant::now() + IN_FORCE_WAIT;
+    loop {
+        let status = s.routes.status();
+        if status.version >= revision {
+            return (
+                StatusCode::OK,
+                Json(json!({ "file": name, "version": revision, "routes": status.routes })),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "file": name,
+                    "version": revision,
+                    "error": "stored in the cluster's table; this router does not run it yet (see GET /routes and GET /cluster)",
+                })),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes `text` to a hidden file beside `path`, syncs it and renames it over `path`, so

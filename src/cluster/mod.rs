@@ -12,6 +12,8 @@
 //!   others' keys are the routers seen.
 //! - [`table`]: a route directory as one KV value (`switchboard routes push` writes it).
 //! - [`follow`]: every router watches that value and swaps its live table, as a reload.
+//! - [`table_edit`]: one file of that table changed over the admin API, by
+//!   compare-and-set on the revision read.
 //! - [`replicated`]: metadata kept for every router in a KV bucket, mirrored by its
 //!   owner (MQTT retained messages).
 //! - [`node`]: the running router's side, [`Cluster`], for start-up and `GET /cluster`.
@@ -39,6 +41,8 @@ mod replicated;
 mod reply;
 mod shared;
 pub mod table;
+mod table_edit;
 
 pub use node::Cluster;
 pub use shared::SharedCluster;
+pub use table_edit::TableEditError;

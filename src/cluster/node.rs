@@ -74,6 +74,11 @@ impl Cluster {
         super::SharedCluster::open(&self.settings, &self.client, replicas).await
     }
 
+    /// The bucket holding the route table (key `table`).
+    pub(super) fn routes_kv(&self) -> &kv::Store {
+        &self.routes_kv
+    }
+
     /// The route table in force in the cluster now.
     /// A bucket another router has just created may not answer yet (its stream's
     /// leader is still being elected: `503 no responders`), so this asks again for a

@@ -217,6 +217,13 @@ impl LiveRoutes {
         compile_sources(&sources, &self.ctx).map(|_| ())
     }
 
+    /// Compiles `sources` ((file name, text) pairs in evaluation order) with this
+    /// router's settings, without touching the table in force: what the admin API checks
+    /// before it stores an edit of the cluster's table.
+    pub fn check_sources(&self, sources: &[(String, String)]) -> Result<(), Vec<RouteError>> {
+        compile_sources(sources, &self.ctx).map(|_| ())
+    }
+
     /// Swaps in a table received from elsewhere (the cluster's route table): `sources`
     /// as (file name, text) pairs, compiled like a reload, in force as `version`. Errors
     /// are recorded as a failed reload's and the previous table stays.

@@ -176,7 +176,25 @@ def amqp_to_stomp():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [mqtt5_to_amqp, stomp_to_mqtt5, amqp_to_stomp]}
+def stomp_to_nowhere():
+    """A traced STOMP message routed to an AMQP routing key no queue is bound to: RabbitMQ returns
+    it, the link gives up after its attempts and dead-letters it; the copy read from the link's
+    dead-letter queue still carries the router's traceparent (whose trace the link's warning names)."""
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.dead", id="1", ack="auto", receipt="sub")
+    col.wait_receipt("sub")
+    tp, trace, parent = new_traceparent()
+    s.send(f"/queue/{P}.lost", "lost", headers={"traceparent": tp}, receipt="r")
+    col.wait_receipt("r")
+    col.wait_messages(1, "dead-lettered copy")
+    h = col.messages[0].headers
+    expect(h.get("x-death-reason") == "unroutable", f"dead-letter headers {h}")
+    check_reparented(h.get("traceparent"), trace, parent, "01", "dead-lettered copy")
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [mqtt5_to_amqp, stomp_to_mqtt5, amqp_to_stomp, stomp_to_nowhere]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

@@ -31,6 +31,7 @@ use crate::link::{LinkStatus, link_queue};
 use crate::router::{LINK_TARGET_HEADER, reply_target};
 use crate::routes::Rendered;
 use crate::translate::loss::{self, Fields};
+use crate::translate::trace;
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Most requests awaiting a reply at once; the oldest is forgotten beyond it.
@@ -398,7 +399,7 @@ impl<'a> Publisher<'a> {
             return self.dead_letter(job, reason, detail).await;
         }
         let delay = Duration::from_millis(100 << job.attempt.min(8));
-        crate::rate_warn!(PUBLISH_RETRY, target = %job.shown, reason, %detail, attempt = job.attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
+        crate::rate_warn!(PUBLISH_RETRY, target = %job.shown, trace_id = trace::trace_id(&job.message.headers).map(tracing::field::display), reason, %detail, attempt = job.attempt, retry_in_ms = delay.as_millis() as u64, "AMQP publish failed; retrying");
         self.pending.push(Box::pin(async move {
             tokio::time::sleep(delay).await;
             Step::Retry(Job {
@@ -413,7 +414,7 @@ impl<'a> Publisher<'a> {
     /// dead-letter queue, then the original is acked.
     async fn dead_letter(&mut self, job: Job, reason: &str, detail: String) -> Result<(), String> {
         let s = &self.ctx.settings;
-        crate::rate_warn!(PUBLISH_GIVEN_UP, target = %job.shown, reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
+        crate::rate_warn!(PUBLISH_GIVEN_UP, target = %job.shown, trace_id = trace::trace_id(&job.message.headers).map(tracing::field::display), reason, %detail, dead_letter = %s.dead_letter, "AMQP publish given up: message sent to the dead-letter queue");
         let mut m = (*job.message).clone();
         m.headers.remove(LINK_TARGET_HEADER);
         m.headers.set("x-death-reason", reason);

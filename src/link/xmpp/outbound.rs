@@ -11,6 +11,7 @@ use crate::core::{Delivery, Destination, Loss};
 use crate::link::{LinkStatus, link_queue};
 use crate::router::LINK_TARGET_HEADER;
 use crate::translate::loss;
+use crate::translate::trace;
 
 /// A message for XMPP: stanza out, or the dead-letter queue if it cannot be one.
 /// `Ok(false)`: neither worked; leave it in the link queue.
@@ -83,7 +84,7 @@ pub(super) async fn outgoing(
 /// Gives up on a message; `false` if even that failed (then it stays in the link queue).
 async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) -> bool {
     let s = &ctx.settings;
-    tracing::warn!(reason, detail, dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
+    tracing::warn!(reason, detail, trace_id = trace::trace_id(&d.message.headers).map(tracing::field::display), dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
     let mut m = (*d.message).clone();
     m.headers.remove(LINK_TARGET_HEADER);
     m.headers.set("x-death-reason", reason);
