@@ -103,11 +103,12 @@ impl Router {
         }
         // One snapshot for the whole publish: a concurrent reload never splits a message
         // between two tables.
-        let legs = {
+        let routed = {
             let table = self.table.load();
             table.resolve(dest, message)?
         };
-        self.publish_legs_unconfirmed(legs).await
+        held(routed.hold).await;
+        self.publish_legs_unconfirmed(routed.legs).await
     }
 
     /// Routes a message an AMQP link consumed from `key`; returns how many legs it
@@ -157,15 +158,16 @@ impl Router {
         routing_key: &str,
         message: Message,
     ) -> Result<Option<(usize, Confirmation)>, RouterError> {
-        let legs = {
+        let routed = {
             let table = self.table.load();
             match table.resolve_amqp(link, key, routing_key, message) {
                 None => return Ok(None),
-                Some(legs) => legs?,
+                Some(routed) => routed?,
             }
         };
-        let n = legs.len();
-        let (_, confirmation) = self.publish_legs_unconfirmed(legs).await?;
+        held(routed.hold).await;
+        let n = routed.legs.len();
+        let (_, confirmation) = self.publish_legs_unconfirmed(routed.legs).await?;
         Ok(Some((n, confirmation)))
     }
 
@@ -211,15 +213,16 @@ impl Router {
         presence: bool,
         message: Message,
     ) -> Result<Option<(usize, Confirmation)>, RouterError> {
-        let legs = {
+        let routed = {
             let table = self.table.load();
             match table.resolve_xmpp(link, to, presence, message) {
                 None => return Ok(None),
-                Some(legs) => legs?,
+                Some(routed) => routed?,
             }
         };
-        let n = legs.len();
-        let (_, confirmation) = self.publish_legs_unconfirmed(legs).await?;
+        held(routed.hold).await;
+        let n = routed.legs.len();
+        let (_, confirmation) = self.publish_legs_unconfirmed(routed.legs).await?;
         Ok(Some((n, confirmation)))
     }
 
@@ -263,6 +266,15 @@ impl Router {
 /// `info` (docs/benchmarks.md, "Cost of trace context").
 fn trace_logged() -> bool {
     tracing::enabled!(tracing::Level::DEBUG)
+}
+
+/// Waits out a route's rate limit (`over: hold`) before the legs are delivered. The
+/// edge awaits its publish, so its publisher waits too: an MQTT PUBACK or a STOMP
+/// RECEIPT comes later, and the connection is not read meanwhile.
+async fn held(hold: std::time::Duration) {
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
 }
 
 /// Runs one traced message's routing inside the router's span for it (`message`, with

@@ -45,7 +45,7 @@ fn runs_reloads_on_edit_and_sighup_and_stops_cleanly_on_sigterm() {
     });
     assert_eq!(v["status"]["version"], 2);
     let err = v["status"]["errors"][0].as_str().unwrap();
-    assert!(err.ends_with("b.yaml:3:5: unknown field `form`, expected one of name, description, from, when, to, transform, passthrough, loss, declare"), "{err}");
+    assert!(err.ends_with("b.yaml:3:5: unknown field `form`, expected one of name, description, from, when, to, transform, passthrough, loss, declare, invalid, rate_limit"), "{err}");
     assert_eq!(
         v["routes"].as_array().unwrap().len(),
         2,

@@ -132,6 +132,35 @@ fn put_checks_writes_and_reloads_and_delete_removes() {
     );
 }
 
+/// A route naming a schema file that is not there: 400 with the error at the route's
+/// `schema:`, as `check` reports it; nothing written. With the file in place: accepted.
+#[test]
+fn put_locates_a_missing_schema() {
+    let d = admin_daemon();
+    let a = d.addr("admin");
+    let text = "routes:\n  - name: s\n    from: { queue: in }\n    when: { schema: schemas/r.json }\n    to: [ { queue: out } ]\n";
+    let (status, v) = call(a, "PUT", "/routes/files/30-s.yaml", Some(TOKEN), text);
+    assert_eq!(status, 400, "{v}");
+    let file = d.routes_dir().join("30-s.yaml");
+    let expected = format!(
+        "{}:4:21: route `s`: schema `schemas/r.json`: cannot read",
+        file.display()
+    );
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with(&expected)),
+        "{v}"
+    );
+    assert!(!file.exists());
+    std::fs::create_dir(d.routes_dir().join("schemas")).unwrap();
+    std::fs::write(d.routes_dir().join("schemas/r.json"), "{}").unwrap();
+    let (status, v) = call(a, "PUT", "/routes/files/30-s.yaml", Some(TOKEN), text);
+    assert_eq!(status, 200, "{v}");
+}
+
 #[test]
 fn without_an_admin_configured_route_files_cannot_be_written() {
     let d = Daemon::start(&[], &[]);

@@ -94,7 +94,7 @@ fn every_error_is_reported_with_its_position() {
     assert_eq!(code, 1);
     let expected = "\
 c.yaml:3:13: unknown variant `queu`, expected one of queue, topic, stomp, mqtt, amqp, xmpp
-d.yaml:3:5: unknown field `colour`, expected one of name, description, from, when, to, transform, passthrough, loss, declare
+d.yaml:3:5: unknown field `colour`, expected one of name, description, from, when, to, transform, passthrough, loss, declare, invalid, rate_limit
 e.yaml:5:24: unknown variant `yaml`, expected one of text, json, xml
 f.yaml:5:11: unknown variant `sometimes`, expected one of drop, encode, reject
 a.yaml:5:9: route `dup`: template `out.{2}` uses {2} but the source pattern has 1 wildcard

@@ -344,7 +344,8 @@ routes:
     let legs = table
         .resolve_amqp("rabbit", &key, "sensors.k7.temp", Message::new("21.5"))
         .expect("the route consumes this source")
-        .unwrap();
+        .unwrap()
+        .legs;
     assert_eq!(
         legs[0].target,
         switchboard::routes::Rendered::Internal(Destination::topic("temp.k7"))

@@ -17,6 +17,7 @@ pub(super) async fn routes_status(State(s): State<AdminState>) -> impl IntoRespo
         .routes
         .iter()
         .map(|r| {
+            let c = r.counters.counts();
             json!({
                 "name": r.name,
                 "file": r.file,
@@ -24,8 +25,11 @@ pub(super) async fn routes_status(State(s): State<AdminState>) -> impl IntoRespo
                 "from": r.source_text,
                 "targets": r.targets.len(),
                 "passthrough": r.passthrough,
-                "matches": r.counters.matches(),
-                "errors": r.counters.failures(),
+                "matches": c.matched,
+                "errors": c.failed,
+                "schema_invalid": c.invalid,
+                "rate_held": c.held,
+                "rate_dropped": c.rate_dropped,
             })
         })
         .collect();

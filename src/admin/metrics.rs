@@ -31,6 +31,7 @@ use serde_json::Value;
 use super::families::{Families, Labels};
 use super::totals::{Counts, counts};
 use super::{AdminState, Caller, process, redacted};
+use crate::routes::Counts as RouteCounts;
 use crate::store::Store as _;
 use crate::translate::traffic::{self, Protocol, Totals};
 
@@ -503,34 +504,49 @@ fn links(f: &mut Families, links: &Value) {
 /// (removed routes included) or per route in force.
 fn routes(f: &mut Families, s: &AdminState, per_object: bool) {
     let table = s.routes.table().load_full();
-    let rows: Vec<(Labels, u64, u64)> = if per_object {
+    let rows: Vec<(Labels, RouteCounts)> = if per_object {
         table
             .routes
             .iter()
-            .map(|r| {
-                let c = &r.counters;
-                (vec![("route", r.name.clone())], c.matches(), c.failures())
-            })
+            .map(|r| (vec![("route", r.name.clone())], r.counters.counts()))
             .collect()
     } else {
-        let (matches, failures) = table
+        let sum = table
             .routes
             .iter()
-            .fold(s.routes.retired_counts(), |(m, e), r| {
-                (m + r.counters.matches(), e + r.counters.failures())
+            .fold(s.routes.retired_counts(), |sum, r| {
+                sum + r.counters.counts()
             });
-        vec![(Vec::new(), matches, failures)]
+        vec![(Vec::new(), sum)]
+    };
+    let series = |f: fn(&RouteCounts) -> u64| -> Vec<(Labels, u64)> {
+        rows.iter().map(|(l, c)| (l.clone(), f(c))).collect()
     };
     f.counter(
         "route_matches",
         "Messages a route took: its source matched and its filter accepted them (a message several routes take counts once per route). Per route with per_object=1; the sum includes removed routes.",
     )
-    .samples = rows.iter().map(|(l, m, _)| (l.clone(), *m)).collect();
+    .samples = series(|c| c.matched);
     f.counter(
         "route_errors",
         "Messages a route took and could not route (a target or header template did not render, a body did not convert); their publish was refused.",
     )
-    .samples = rows.into_iter().map(|(l, _, e)| (l, e)).collect();
+    .samples = series(|c| c.failed);
+    f.counter(
+        "route_schema_invalid",
+        "Messages a route's schema (when.schema) found invalid: dead-lettered with invalid.dead_letter, else not taken by the route.",
+    )
+    .samples = series(|c| c.invalid);
+    f.counter(
+        "route_rate_held",
+        "Messages a route's rate limit held back (over: hold): delivered late, their publisher waited.",
+    )
+    .samples = series(|c| c.held);
+    f.counter(
+        "route_rate_dropped",
+        "Messages a route's rate limit dropped (over: drop).",
+    )
+    .samples = series(|c| c.rate_dropped);
     let st = s.routes.status();
     f.gauge("routes", "Routes in the table in force.")
         .value(st.routes as u64);

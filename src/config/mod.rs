@@ -186,6 +186,8 @@ impl Settings {
             known_queues: (!self.core.auto_create_queues)
                 .then(|| self.core.queues.keys().cloned().collect::<BTreeSet<_>>()),
             max_fanout: self.max_fanout,
+            // Set by whoever reads a routes directory (`load_dir`, `LiveRoutes::load`).
+            schema_dir: None,
         }
     }
 }

@@ -27,8 +27,18 @@ pub(crate) trait Trace {
         _after: &[Message],
     ) {
     }
-    /// A route's source matched but its filter refused the message.
-    fn refused(&mut self, _depth: usize, _route: &CompiledRoute) {}
+    /// A route's source matched but its filter refused the message (`why`: its schema
+    /// found it invalid, for this reason).
+    fn refused(&mut self, _depth: usize, _route: &CompiledRoute, _why: Option<&str>) {}
+    /// A route's schema found the message invalid; it goes to the route's dead letter.
+    fn dead_lettered(
+        &mut self,
+        _depth: usize,
+        _route: &CompiledRoute,
+        _why: &str,
+        _target: &Rendered,
+    ) {
+    }
     /// The message is delivered to `dest` as addressed: no route claims it, or (with
     /// `passthrough`) a route passes it through.
     fn addressed(&mut self, _depth: usize, _dest: &Destination, _passthrough: bool) {}
@@ -165,6 +175,17 @@ impl Trace for Recorder {
         if route.when.is_some() {
             let _ = writeln!(self.out, "{pad}  filter: passed");
         }
+        if let Some(l) = &route.rate {
+            let l = l.limit();
+            let _ = writeln!(
+                self.out,
+                "{pad}  rate limit: {}/s, burst {}, per {}, over: {} (not applied by explain)",
+                l.rate,
+                l.burst,
+                l.per.as_str(),
+                l.over.as_str()
+            );
+        }
         if route.transform.jq.is_some() {
             let _ = writeln!(
                 self.out,
@@ -203,13 +224,34 @@ impl Trace for Recorder {
         }
     }
 
-    fn refused(&mut self, depth: usize, route: &CompiledRoute) {
+    fn refused(&mut self, depth: usize, route: &CompiledRoute, why: Option<&str>) {
         let pad = "  ".repeat(depth + 1);
         let _ = writeln!(
             self.out,
             "{pad}route `{}` ({}) matches the address, but its filter refuses this message",
             route.name,
             at(route)
+        );
+        if let Some(why) = why {
+            let _ = writeln!(self.out, "{pad}  schema: invalid: {why}");
+        }
+    }
+
+    fn dead_lettered(&mut self, depth: usize, route: &CompiledRoute, why: &str, target: &Rendered) {
+        let pad = "  ".repeat(depth + 1);
+        let _ = writeln!(
+            self.out,
+            "{pad}route `{}` ({}) from {}",
+            route.name,
+            at(route),
+            route.source_text
+        );
+        let _ = writeln!(self.out, "{pad}  schema: invalid: {why}");
+        let _ = writeln!(
+            self.out,
+            "{pad}  dead letter (header {}) → {}",
+            super::schema::ERROR_HEADER,
+            target_text(target)
         );
     }
 
@@ -350,7 +392,7 @@ pub fn explain(table: &RouteTable, query: &Query, message: Message) -> String {
                     let _ = writeln!(rec.out, "  the link consumes {k} for:");
                     match table.resolve_amqp_traced(link, k, routing_key, message.clone(), &mut rec)
                     {
-                        Some(Ok(l)) => legs.extend(l),
+                        Some(Ok(l)) => legs.extend(l.legs),
                         Some(Err(e)) => err = Some(e),
                         None => {}
                     }
@@ -372,7 +414,9 @@ pub fn explain(table: &RouteTable, query: &Query, message: Message) -> String {
                 format!("a chat to {jid}")
             };
             let _ = writeln!(rec.out, "XMPP link `{link}`: {what}");
-            table.resolve_xmpp_traced(link, jid, *presence, message, &mut rec)
+            table
+                .resolve_xmpp_traced(link, jid, *presence, message, &mut rec)
+                .map(|r| r.map(|r| r.legs))
         }
     };
     let mut out = rec.out;
@@ -407,9 +451,9 @@ fn table_resolve(
     m: Message,
     rec: &mut Recorder,
 ) -> Result<Vec<Leg>, RoutingError> {
-    let mut out = Vec::new();
+    let mut out = super::Resolved::default();
     table.resolve_into(dest, m, 0, &mut out, rec)?;
-    Ok(out)
+    Ok(out.legs)
 }
 
 /// Does an exchange source's binding key take `routing_key`?

@@ -9,8 +9,10 @@ mod fanout;
 mod files;
 pub mod jid_pattern;
 pub mod jq;
+pub mod rate;
 pub mod reload;
 mod route;
+pub mod schema;
 pub mod spec;
 mod table;
 pub mod template;
@@ -18,10 +20,11 @@ pub mod template;
 pub use compile::{
     CompileContext, DEFAULT_MAX_FANOUT, LinkKind, RouteError, compile_sources, load_dir,
 };
-pub use counters::{Retired, RouteCounters};
+pub use counters::{Counts, Retired, RouteCounters};
 pub use files::read as read_files;
 pub use route::{
-    CompiledRoute, Declare, JqTransform, Rendered, RoutingError, Source, Target, Transform, When,
+    CompiledRoute, Declare, JqTransform, Rendered, RoutingError, Source, Target, Transform,
+    Verdict, When,
 };
 pub use spec::BodyFormat;
-pub use table::{AmqpSourceKey, Leg, MAX_ROUTE_DEPTH, RouteTable};
+pub use table::{AmqpSourceKey, Leg, MAX_ROUTE_DEPTH, Resolved, RouteTable};

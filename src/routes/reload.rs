@@ -17,6 +17,7 @@ use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::counters::Counts;
 use super::{CompileContext, Retired, RouteError, RouteTable, compile_sources, files};
 
 /// Outcome of the latest reload attempt, for logs and the admin API.
@@ -80,7 +81,8 @@ fn now_ms() -> u64 {
 impl LiveRoutes {
     /// Live routes for a routes directory that does not exist: no routes; reloads (SIGHUP,
     /// admin API) pick the directory up once it is created.
-    pub fn missing(dir: &Path, ctx: CompileContext) -> Self {
+    pub fn missing(dir: &Path, mut ctx: CompileContext) -> Self {
+        ctx.schema_dir = Some(dir.to_owned());
         Self {
             dir: dir.to_owned(),
             ctx,
@@ -113,6 +115,8 @@ impl LiveRoutes {
     ) -> Result<Self, Vec<RouteError>> {
         let mut live = Self::missing(Path::new("cluster"), ctx);
         live.clustered = true;
+        // The cluster's table is route files only: no directory to read schemas from.
+        live.ctx.schema_dir = None;
         if let Some(sources) = sources {
             live.install("start", version, Ok(sources))?;
         } else {
@@ -127,7 +131,8 @@ impl LiveRoutes {
 
     /// Loads the directory once. Errors here are fatal to start-up: the daemon does not
     /// start on a broken table.
-    pub fn load(dir: &Path, ctx: CompileContext) -> Result<Self, Vec<RouteError>> {
+    pub fn load(dir: &Path, mut ctx: CompileContext) -> Result<Self, Vec<RouteError>> {
+        ctx.schema_dir = Some(dir.to_owned());
         let sources = files::read(dir)?;
         let mut table = compile_sources(&sources, &ctx)?;
         table.version = 1;
@@ -179,8 +184,8 @@ impl LiveRoutes {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// (matches, failures) of the routes that reloads removed since start.
-    pub fn retired_counts(&self) -> (u64, u64) {
+    /// The counts of the routes that reloads removed since start.
+    pub fn retired_counts(&self) -> Counts {
         self.retired.get()
     }
 
@@ -237,7 +242,8 @@ impl LiveRoutes {
     }
 
     /// One reload attempt: `read` gives the sources; `version` is the new table's version
-    /// (`None`: one more than the current, and unchanged sources leave the table alone).
+    /// (`None`: one more than the current, and unchanged sources and schema files leave
+    /// the table alone).
     fn update(
         &self,
         trigger: &str,
@@ -251,7 +257,7 @@ impl LiveRoutes {
         status.at_unix_ms = now_ms();
         let compiled = read().and_then(|s| {
             let d = digest(&s);
-            if version.is_none() && d == *last_digest {
+            if version.is_none() && d == *last_digest && !self.table.load().schema_files_changed() {
                 return Ok(None);
             }
             compile_sources(&s, &self.ctx).map(|t| Some((t, d)))
@@ -269,8 +275,8 @@ impl LiveRoutes {
                 let version = version.unwrap_or(status.version + 1);
                 table.version = version;
                 let routes = table.routes.len();
-                let (matches, failures) = table.adopt_counters(&self.table.load());
-                self.retired.add(matches, failures);
+                let gone = table.adopt_state(&self.table.load());
+                self.retired.add(gone);
                 self.table.store(Arc::new(table));
                 self.changes.send_replace(version);
                 *last_digest = d;
@@ -326,8 +332,9 @@ impl LiveRoutes {
                 }
             })
             .map_err(|e| format!("cannot watch routes directory: {e}"))?;
+        // Recursive: schema files may sit in a folder of the routes directory.
         debouncer
-            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .watch(&self.dir, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
         let routes = Arc::clone(self);
         Ok(tokio::spawn(async move {

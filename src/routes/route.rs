@@ -4,6 +4,8 @@
 
 use super::jid_pattern::JidPattern;
 use super::jq::{JqError, Output, Program};
+use super::rate::RateLimiter;
+use super::schema::Schema;
 use super::spec::{BodyFormat, DeclareSpec};
 use super::template::{Grammar, RenderError, Template};
 use crate::core::{Capture, Destination, Message, Pattern, validate_name};
@@ -75,8 +77,19 @@ pub struct When {
     pub headers: Vec<(String, String)>,
     pub content_type: Option<String>,
     pub origin: Option<String>,
-    /// Runs last, after the cheap checks passed.
+    /// Checked after the cheap checks, before `jq`.
+    pub schema: Option<Schema>,
+    /// Runs last, after the other checks passed.
     pub jq: Option<Program>,
+}
+
+/// What a route's filter says about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    Refuse,
+    /// The body fails the route's schema, for this reason.
+    Invalid(String),
 }
 
 /// `when.jq` programs that failed on a message (body not JSON, a jq error): the route
@@ -84,12 +97,18 @@ pub struct When {
 static WHEN_JQ_FAILED: crate::ratelog::Cause = crate::ratelog::Cause::new("route_when_jq_failed");
 
 impl When {
-    /// Whether route `route`, whose source matched with `caps`, takes `m`.
-    pub fn matches(&self, m: &Message, route: &str, caps: &[Capture]) -> bool {
+    /// Whether route `route`, whose source matched with `caps`, takes `m`: the cheap
+    /// checks, then the schema, then jq.
+    pub fn verdict(&self, m: &Message, route: &str, caps: &[Capture]) -> Verdict {
         if !self.matches_fields(m) {
-            return false;
+            return Verdict::Refuse;
         }
-        match &self.jq {
+        if let Some(s) = &self.schema
+            && let Err(why) = s.check(m)
+        {
+            return Verdict::Invalid(why);
+        }
+        let taken = match &self.jq {
             None => true,
             Some(p) => match p.accepts(m, route, caps) {
                 Ok(yes) => yes,
@@ -98,6 +117,11 @@ impl When {
                     false
                 }
             },
+        };
+        if taken {
+            Verdict::Take
+        } else {
+            Verdict::Refuse
         }
     }
 
@@ -252,6 +276,11 @@ pub struct CompiledRoute {
     pub loss: Option<crate::core::Loss>,
     /// AMQP topology the route declares.
     pub declare: Option<Declare>,
+    /// Where messages its schema finds invalid go (`invalid.dead_letter`); without it
+    /// the route does not take them.
+    pub dead_letter: Option<Target>,
+    /// Its `rate_limit`, carried across reloads while name and settings stay.
+    pub rate: Option<std::sync::Arc<RateLimiter>>,
     /// Messages it took and could not route; carried across reloads by name.
     pub counters: std::sync::Arc<super::counters::RouteCounters>,
 }
@@ -264,11 +293,12 @@ pub struct Declare {
 }
 
 impl CompiledRoute {
-    /// Whether the route's filter (if any) takes `m`, which its source matched with `caps`.
-    pub fn takes(&self, m: &Message, caps: &[Capture]) -> bool {
+    /// What the route's filter (if any) says about `m`, which its source matched with
+    /// `caps`.
+    pub fn verdict(&self, m: &Message, caps: &[Capture]) -> Verdict {
         self.when
             .as_ref()
-            .is_none_or(|w| w.matches(m, &self.name, caps))
+            .map_or(Verdict::Take, |w| w.verdict(m, &self.name, caps))
     }
 
     /// Renders every target for a message that matched with `caps`.
@@ -277,6 +307,20 @@ impl CompiledRoute {
         caps: &[Capture],
         m: &Message,
     ) -> Result<Vec<Rendered>, RoutingError> {
+        self.targets
+            .iter()
+            .map(|t| self.render_target(t, caps, m))
+            .collect()
+    }
+
+    /// Renders one target (of `to`, or the dead letter's) for a message that matched
+    /// with `caps`.
+    pub fn render_target(
+        &self,
+        t: &Target,
+        caps: &[Capture],
+        m: &Message,
+    ) -> Result<Rendered, RoutingError> {
         let render = |t: &Template, g: Grammar| {
             t.render(caps, &m.headers, g)
                 .map_err(|err| RoutingError::Render {
@@ -293,51 +337,46 @@ impl CompiledRoute {
                     reason: e.to_string(),
                 })
         };
-        self.targets
-            .iter()
-            .map(|t| {
-                Ok(match t {
-                    Target::Queue(tpl) => {
-                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::queue)?)
-                    }
-                    Target::Topic(tpl) => {
-                        Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::topic)?)
-                    }
-                    Target::Mqtt(tpl) => {
-                        let topic = render(tpl, Grammar::Slash)?;
-                        Rendered::Internal(name_ok(
-                            mqtt_names::topic_to_internal(&topic),
-                            Destination::topic,
-                        )?)
-                    }
-                    Target::Amqp {
-                        link,
-                        exchange,
-                        routing_key,
-                    } => Rendered::Amqp {
-                        link: link.clone(),
-                        exchange: exchange.clone(),
-                        routing_key: match routing_key {
-                            Some(k) => render(k, Grammar::Dot)?,
-                            None => String::new(),
-                        },
-                    },
-                    Target::Xmpp {
-                        link,
-                        to,
-                        from,
-                        kind,
-                    } => Rendered::Xmpp {
-                        link: link.clone(),
-                        to: render(to, Grammar::Text)?,
-                        from: from
-                            .as_ref()
-                            .map(|f| render(f, Grammar::Text))
-                            .transpose()?,
-                        kind: kind.clone(),
-                    },
-                })
-            })
-            .collect()
+        Ok(match t {
+            Target::Queue(tpl) => {
+                Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::queue)?)
+            }
+            Target::Topic(tpl) => {
+                Rendered::Internal(name_ok(render(tpl, Grammar::Dot)?, Destination::topic)?)
+            }
+            Target::Mqtt(tpl) => {
+                let topic = render(tpl, Grammar::Slash)?;
+                Rendered::Internal(name_ok(
+                    mqtt_names::topic_to_internal(&topic),
+                    Destination::topic,
+                )?)
+            }
+            Target::Amqp {
+                link,
+                exchange,
+                routing_key,
+            } => Rendered::Amqp {
+                link: link.clone(),
+                exchange: exchange.clone(),
+                routing_key: match routing_key {
+                    Some(k) => render(k, Grammar::Dot)?,
+                    None => String::new(),
+                },
+            },
+            Target::Xmpp {
+                link,
+                to,
+                from,
+                kind,
+            } => Rendered::Xmpp {
+                link: link.clone(),
+                to: render(to, Grammar::Text)?,
+                from: from
+                    .as_ref()
+                    .map(|f| render(f, Grammar::Text))
+                    .transpose()?,
+                kind: kind.clone(),
+            },
+        })
     }
 }

@@ -47,6 +47,38 @@ pub struct RouteSpec {
     /// reload.
     #[serde(default)]
     pub declare: Option<Spanned<DeclareSpec>>,
+    /// What becomes of messages `when.schema` finds invalid (unset: the route does not
+    /// take them).
+    #[serde(default)]
+    pub invalid: Option<Spanned<InvalidSpec>>,
+    /// A token bucket in front of the route, per publisher or for the whole route.
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RateLimitSpec>>,
+}
+
+/// `invalid:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidSpec {
+    /// Where invalid messages go instead, with the validation error as a header.
+    pub dead_letter: Spanned<TargetSpec>,
+}
+
+/// `rate_limit:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Messages per second, sustained.
+    pub rate: Spanned<f64>,
+    /// Messages that may pass at once after a quiet spell (default: the rate, at least 1).
+    #[serde(default)]
+    pub burst: Option<Spanned<f64>>,
+    /// Whose messages share a bucket.
+    #[serde(default)]
+    pub per: crate::routes::rate::Per,
+    /// What a message over the limit does.
+    #[serde(default)]
+    pub over: crate::routes::rate::Over,
 }
 
 /// `loss:` as written.
@@ -246,6 +278,9 @@ pub struct WhenSpec {
     /// A jq program over `{body, headers, source}`: its first output must be truthy.
     #[serde(default)]
     pub jq: Option<Spanned<String>>,
+    /// A JSON Schema file (relative to the routes directory) the body must satisfy.
+    #[serde(default)]
+    pub schema: Option<Spanned<String>>,
 }
 
 /// Changes made to the message on its way.

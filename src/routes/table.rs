@@ -3,9 +3,12 @@
 //! on to further routes.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::explain;
-use super::route::{CompiledRoute, Rendered, RoutingError, Source};
+use super::rate::Admit;
+use super::route::{CompiledRoute, Rendered, RoutingError, Source, Verdict};
+use super::schema::{ERROR_HEADER, SchemaFile};
 use super::spec::DeclareSpec;
 use crate::core::trie::SubjectTrie;
 use crate::core::{Capture, Destination, Message};
@@ -20,6 +23,9 @@ pub struct RouteTable {
     by_topic: SubjectTrie<usize>,
     /// The files it was compiled from.
     pub files: Vec<String>,
+    /// The schema files its routes read, as they were then (a reload recompiles when
+    /// one changed, even if no route file did).
+    pub schema_files: Vec<SchemaFile>,
 }
 
 /// Upper bound on chained internal routes for one publish.
@@ -32,6 +38,19 @@ pub struct Leg {
     pub message: Message,
 }
 
+/// A routed publish: its legs, and how long the publisher must wait before they are
+/// delivered (a `rate_limit` with `over: hold` that had no token for it; zero
+/// otherwise).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resolved {
+    pub legs: Vec<Leg>,
+    pub hold: Duration,
+}
+
+/// A route that takes a message: with its captures, and the schema error when it takes
+/// it only to dead-letter it.
+type Hit<'a> = (&'a CompiledRoute, Vec<Capture>, Option<String>);
+
 impl RouteTable {
     pub fn empty() -> Self {
         Self::default()
@@ -39,13 +58,18 @@ impl RouteTable {
 
     /// A table of compiled routes (in evaluation order), indexed by source, with
     /// version 0 until a loader numbers it.
-    pub(super) fn new(routes: Vec<CompiledRoute>, files: Vec<String>) -> Self {
+    pub(super) fn new(
+        routes: Vec<CompiledRoute>,
+        files: Vec<String>,
+        schema_files: Vec<SchemaFile>,
+    ) -> Self {
         let mut table = RouteTable {
             version: 0,
             routes,
             by_queue: HashMap::new(),
             by_topic: SubjectTrie::new(),
             files,
+            schema_files,
         };
         for (i, r) in table.routes.iter().enumerate() {
             match &r.source {
@@ -57,13 +81,39 @@ impl RouteTable {
         table
     }
 
-    /// Routes whose source matches `dest` and whose filter accepts `m`, in table order,
-    /// with the source's wildcard captures.
-    pub fn matching(&self, dest: &Destination, m: &Message) -> Vec<(&CompiledRoute, Vec<Capture>)> {
-        self.source_matches(dest)
-            .into_iter()
-            .filter(|(r, caps)| r.takes(m, caps))
-            .collect()
+    /// Whether a schema file the table read holds something else now.
+    pub fn schema_files_changed(&self) -> bool {
+        self.schema_files.iter().any(SchemaFile::changed)
+    }
+
+    /// The routes (of `candidates`, whose sources matched) that take `m`: those whose
+    /// filter accepts it, and those whose schema refuses it when they dead-letter
+    /// invalid messages. Invalid messages are counted on their route (real publishes
+    /// only); routes that do not take `m` are reported to `trace`.
+    fn takers<'a, T: explain::Trace>(
+        candidates: impl IntoIterator<Item = (&'a CompiledRoute, Vec<Capture>)>,
+        m: &Message,
+        depth: usize,
+        trace: &mut T,
+    ) -> Vec<Hit<'a>> {
+        let mut hits = Vec::new();
+        for (r, caps) in candidates {
+            match r.verdict(m, &caps) {
+                Verdict::Take => hits.push((r, caps, None)),
+                Verdict::Refuse => trace.refused(depth, r, None),
+                Verdict::Invalid(why) => {
+                    if !T::ON {
+                        r.counters.invalid();
+                    }
+                    if r.dead_letter.is_some() {
+                        hits.push((r, caps, Some(why)));
+                    } else {
+                        trace.refused(depth, r, Some(&why));
+                    }
+                }
+            }
+        }
+        hits
     }
 
     /// Routes whose source matches `dest`, filters not applied, in table order.
@@ -99,8 +149,11 @@ impl RouteTable {
     /// Routes a message published to `dest`: follows internal routes (a route's internal
     /// target may itself be another route's source) and returns every leg to deliver.
     /// A destination no route claims is delivered as addressed.
-    pub fn resolve(&self, dest: Destination, m: Message) -> Result<Vec<Leg>, RoutingError> {
-        let mut out = Vec::with_capacity(1);
+    pub fn resolve(&self, dest: Destination, m: Message) -> Result<Resolved, RoutingError> {
+        let mut out = Resolved {
+            legs: Vec::with_capacity(1),
+            hold: Duration::ZERO,
+        };
         self.resolve_into(dest, m, 0, &mut out, &mut explain::NoTrace)?;
         Ok(out)
     }
@@ -110,20 +163,13 @@ impl RouteTable {
         dest: Destination,
         m: Message,
         depth: usize,
-        out: &mut Vec<Leg>,
+        out: &mut Resolved,
         trace: &mut T,
     ) -> Result<(), RoutingError> {
-        let hits = self.matching(&dest, &m);
-        if T::ON {
-            for (r, caps) in self.source_matches(&dest) {
-                if !r.takes(&m, &caps) {
-                    trace.refused(depth, r);
-                }
-            }
-        }
+        let hits = Self::takers(self.source_matches(&dest), &m, depth, trace);
         if hits.is_empty() {
             trace.addressed(depth, &dest, false);
-            out.push(Leg {
+            out.legs.push(Leg {
                 target: Rendered::Internal(dest),
                 message: m,
             });
@@ -132,13 +178,13 @@ impl RouteTable {
         if depth >= MAX_ROUTE_DEPTH {
             return Err(RoutingError::TooDeep(dest));
         }
-        let passthrough = hits.iter().any(|(r, _)| r.passthrough);
-        for (route, caps) in &hits {
-            self.apply_route(route, caps, &m, depth, out, trace)?;
+        let passthrough = hits.iter().any(|(r, ..)| r.passthrough);
+        for (route, caps, invalid) in hits {
+            self.apply_route(route, &caps, invalid, &m, depth, out, trace)?;
         }
         if passthrough {
             trace.addressed(depth, &dest, true);
-            out.push(Leg {
+            out.legs.push(Leg {
                 target: Rendered::Internal(dest),
                 message: m,
             });
@@ -181,7 +227,7 @@ impl RouteTable {
         to: &str,
         presence: bool,
         m: Message,
-    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+    ) -> Option<Result<Resolved, RoutingError>> {
         self.resolve_xmpp_traced(link, to, presence, m, &mut explain::NoTrace)
     }
 
@@ -192,7 +238,7 @@ impl RouteTable {
         presence: bool,
         m: Message,
         trace: &mut T,
-    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+    ) -> Option<Result<Resolved, RoutingError>> {
         self.resolve_link(m, trace, |source| match source {
             Source::Xmpp {
                 link: l,
@@ -260,7 +306,7 @@ impl RouteTable {
         key: &AmqpSourceKey,
         routing_key: &str,
         m: Message,
-    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+    ) -> Option<Result<Resolved, RoutingError>> {
         self.resolve_amqp_traced(link, key, routing_key, m, &mut explain::NoTrace)
     }
 
@@ -271,7 +317,7 @@ impl RouteTable {
         routing_key: &str,
         m: Message,
         trace: &mut T,
-    ) -> Option<Result<Vec<Leg>, RoutingError>> {
+    ) -> Option<Result<Resolved, RoutingError>> {
         self.resolve_link(m, trace, |source| {
             if amqp_key(source, link).as_ref() != Some(key) {
                 return None;
@@ -293,42 +339,59 @@ impl RouteTable {
         m: Message,
         trace: &mut T,
         matches: impl Fn(&Source) -> Option<Vec<Capture>>,
-    ) -> Option<Result<Vec<Leg>, RoutingError>> {
-        let mut hits = Vec::new();
-        let mut any = false;
-        for r in &self.routes {
-            let Some(caps) = matches(&r.source) else {
-                continue;
-            };
-            any = true;
-            if r.takes(&m, &caps) {
-                hits.push((r, caps));
-            } else {
-                trace.refused(0, r);
+    ) -> Option<Result<Resolved, RoutingError>> {
+        let candidates: Vec<_> = self
+            .routes
+            .iter()
+            .filter_map(|r| matches(&r.source).map(|caps| (r, caps)))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let hits = Self::takers(candidates, &m, 0, trace);
+        let mut out = Resolved::default();
+        for (r, caps, invalid) in hits {
+            if let Err(e) = self.apply_route(r, &caps, invalid, &m, 0, &mut out, trace) {
+                return Some(Err(e));
             }
         }
-        any.then(|| {
-            let mut out = Vec::new();
-            for (r, caps) in &hits {
-                self.apply_route(r, caps, &m, 0, &mut out, trace)?;
-            }
-            Ok(out)
-        })
+        Some(Ok(out))
     }
 
-    /// One matched route: render its targets, transform, follow internal targets.
+    /// One route that takes the message: its rate limit, then its targets (or, for a
+    /// message its schema refused, its dead letter), transform, and internal targets
+    /// followed on.
+    #[allow(clippy::too_many_arguments)]
     fn apply_route<T: explain::Trace>(
         &self,
         route: &CompiledRoute,
         caps: &[Capture],
+        invalid: Option<String>,
         m: &Message,
         depth: usize,
-        out: &mut Vec<Leg>,
+        out: &mut Resolved,
         trace: &mut T,
     ) -> Result<(), RoutingError> {
-        // Only real publishes count (`explain` traces walk the same code).
+        // Only real publishes count and spend tokens (`explain` traces walk the same
+        // code).
         if !T::ON {
             route.counters.matched();
+            if let Some(limiter) = &route.rate {
+                match limiter.admit(&m.origin, tokio::time::Instant::now()) {
+                    Admit::Now => {}
+                    Admit::After(wait) => {
+                        route.counters.held();
+                        out.hold = out.hold.max(wait);
+                    }
+                    Admit::Drop => {
+                        route.counters.rate_dropped();
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if let Some(why) = invalid {
+            return self.dead_letter(route, caps, why, m, depth, out, trace);
         }
         let rendered = route.render_targets(caps, m).and_then(|targets| {
             let changed = route.transform.apply_all(&route.name, m, caps)?;
@@ -355,13 +418,42 @@ impl RouteTable {
                     Rendered::Internal(d) => {
                         self.resolve_into(d.clone(), c.clone(), depth + 1, out, trace)?
                     }
-                    other => out.push(Leg {
+                    other => out.legs.push(Leg {
                         target: other.clone(),
                         message: c.clone(),
                     }),
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A message the route's schema refused goes, untransformed and with the reason in
+    /// [`ERROR_HEADER`], to the route's dead letter: as addressed, not routed again (as
+    /// the core's dead letters).
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter<T: explain::Trace>(
+        &self,
+        route: &CompiledRoute,
+        caps: &[Capture],
+        why: String,
+        m: &Message,
+        depth: usize,
+        out: &mut Resolved,
+        trace: &mut T,
+    ) -> Result<(), RoutingError> {
+        let Some(target) = &route.dead_letter else {
+            return Ok(());
+        };
+        let target = route.render_target(target, caps, m).inspect_err(|_| {
+            if !T::ON {
+                route.counters.failed();
+            }
+        })?;
+        trace.dead_lettered(depth, route, &why, &target);
+        let mut message = m.clone();
+        message.headers.set(ERROR_HEADER, why);
+        out.legs.push(Leg { target, message });
         Ok(())
     }
 

@@ -274,8 +274,15 @@ pub fn python() -> String {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())
 }
 
-/// Runs `tests/py/<script>` with `--port PORT SCENARIO extra…` and asserts it passed.
-pub fn python_scenario(d: &Daemon, script: &str, listener: &str, name: &str, extra: &[&str]) {
+/// Runs `tests/py/<script>` with `--port PORT SCENARIO extra…` and asserts it passed;
+/// returns what it printed.
+pub fn python_scenario(
+    d: &Daemon,
+    script: &str,
+    listener: &str,
+    name: &str,
+    extra: &[&str],
+) -> String {
     let port = d.addr(listener).port().to_string();
     let out = Command::new(python())
         .arg(format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR")))
@@ -290,6 +297,7 @@ pub fn python_scenario(d: &Daemon, script: &str, listener: &str, name: &str, ext
         String::from_utf8_lossy(&out.stderr),
         d.log()
     );
+    stdout.into_owned()
 }
 
 /// `switchboard passwd` for a password: its argon2 PHC string.

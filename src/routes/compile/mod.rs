@@ -11,12 +11,14 @@
 mod declare;
 mod jq;
 mod loops;
+mod rate;
+mod schema;
 mod source;
 mod target;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
 
@@ -76,6 +78,9 @@ pub struct CompileContext {
     /// Most legs one publish may turn into, worst case (`routes.max_fanout` of the
     /// daemon settings; 0: no limit). See [`super::fanout`].
     pub max_fanout: u64,
+    /// The routes directory, which `when.schema` paths are relative to (`None`: the
+    /// table has no directory, as the cluster's, and routes cannot name schemas).
+    pub schema_dir: Option<PathBuf>,
 }
 
 /// `routes.max_fanout` when the settings do not say.
@@ -87,13 +92,18 @@ impl Default for CompileContext {
             links: BTreeMap::new(),
             known_queues: None,
             max_fanout: DEFAULT_MAX_FANOUT,
+            schema_dir: None,
         }
     }
 }
 
-/// Reads and compiles every `*.yaml` / `*.yml` file in `dir`.
+/// Reads and compiles every `*.yaml` / `*.yml` file in `dir` (schemas relative to it).
 pub fn load_dir(dir: &Path, ctx: &CompileContext) -> Result<RouteTable, Vec<RouteError>> {
-    compile_sources(&files::read(dir)?, ctx)
+    let ctx = CompileContext {
+        schema_dir: Some(dir.to_owned()),
+        ..ctx.clone()
+    };
+    compile_sources(&files::read(dir)?, &ctx)
 }
 
 /// Compiles route files given as (display name, text) pairs.
@@ -107,6 +117,7 @@ pub fn compile_sources(
         errors,
         names: HashMap::new(),
         routes: Vec::new(),
+        schema_files: Vec::new(),
     };
     for (file, f) in &parsed {
         for r in &f.routes {
@@ -121,7 +132,7 @@ pub fn compile_sources(
         return Err(c.errors);
     }
     let file_names = sources.iter().map(|(f, _)| f.clone()).collect();
-    Ok(RouteTable::new(c.routes, file_names))
+    Ok(RouteTable::new(c.routes, file_names, c.schema_files))
 }
 
 struct Compiler<'a> {
@@ -129,6 +140,8 @@ struct Compiler<'a> {
     errors: Vec<RouteError>,
     names: HashMap<String, (String, u64)>,
     routes: Vec<CompiledRoute>,
+    /// Files the routes' schemas read.
+    schema_files: Vec<super::schema::SchemaFile>,
 }
 
 impl Compiler<'_> {
@@ -208,6 +221,16 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|w| w.jq.as_ref())
             .and_then(|p| self.jq_program(file, &name, p));
+        let schema = r
+            .when
+            .as_ref()
+            .and_then(|w| w.schema.as_ref())
+            .and_then(|s| self.schema(file, &name, s));
+        let dead_letter = self.dead_letter(file, &name, r, capture_count);
+        let rate = r
+            .rate_limit
+            .as_ref()
+            .and_then(|l| self.rate_limit(file, &name, l));
         let when = r.when.as_ref().map(|w| When {
             headers: w
                 .headers
@@ -216,6 +239,7 @@ impl Compiler<'_> {
                 .collect(),
             content_type: w.content_type.clone(),
             origin: w.origin.clone(),
+            schema,
             jq: when_jq,
         });
         if r.passthrough && matches!(source, Some(Source::Amqp { .. } | Source::Xmpp { .. })) {
@@ -249,6 +273,8 @@ impl Compiler<'_> {
             passthrough: r.passthrough,
             loss: r.loss.map(Into::into),
             declare,
+            dead_letter,
+            rate,
             counters: Default::default(),
         });
     }
