@@ -19,10 +19,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::frame::{Command, Frame};
-use crate::core::{Delivery, Destination, Headers, Message, MessageId, Origin};
+use super::codec::{CodecError, FrameWriter};
+use super::frame::{Command, Frame, Version};
+use crate::core::{Delivery, Destination, Message, MessageId, Origin};
 
 /// Headers with a meaning in STOMP frames; never copied verbatim from other protocols.
 pub const RESERVED: &[&str] = &[
@@ -156,51 +157,91 @@ pub struct MessageFrameInfo<'a> {
     pub reply_to: Option<String>,
 }
 
-/// Delivery → MESSAGE.
+/// Delivery → MESSAGE, as a [`Frame`] (what [`encode_delivery`] writes), for tests.
+#[cfg(test)]
 pub fn delivery_to_frame(d: &Delivery, info: MessageFrameInfo<'_>) -> Frame {
-    let m = &d.message;
-    let mut f = Frame::new(Command::Message)
-        .with_header("subscription", info.subscription)
-        .with_header("message-id", m.id.to_string())
-        .with_header("destination", info.destination);
-    if let Some(a) = info.ack {
-        f = f.with_header("ack", a);
-    }
-    if let Some(ct) = &m.content_type {
-        f = f.with_header("content-type", ct.as_str());
-    }
-    if let Some(c) = &m.correlation_id {
-        f = f.with_header("correlation-id", c.as_str());
-    }
-    if let Some(r) = info.reply_to {
-        f = f.with_header("reply-to", r);
-    }
-    if m.persistent {
-        f = f.with_header("persistent", "true");
-    }
-    if let Some(e) = m.expiry {
-        f = f.with_header("expires", ms_since_epoch(e).to_string());
-    }
-    if m.priority != 4 {
-        f = f.with_header("priority", m.priority.to_string());
-    }
-    f = f.with_header("timestamp", ms_since_epoch(m.timestamp).to_string());
-    // Always present, as RabbitMQ sends it: clients read `redelivered:false` to know that a
-    // message is a first delivery.
-    f = f.with_header("redelivered", if d.redelivered { "true" } else { "false" });
-    f.headers.extend(outgoing_headers(&m.headers));
-    f.body = m.body.clone();
+    let mut f = Frame::new(Command::Message);
+    let _ = delivery_headers::<()>(d, &info, |prefix, name, value| {
+        f.headers
+            .push((format!("{prefix}{name}"), value.to_owned()));
+        Ok(())
+    });
+    f.body = d.message.body.clone();
     f
 }
 
-fn outgoing_headers(h: &Headers) -> impl Iterator<Item = (String, String)> + '_ {
-    h.iter().map(|(k, v)| {
-        if RESERVED.contains(&k) {
-            (format!("x-sb-{k}"), v.to_owned())
-        } else {
-            (k.to_owned(), v.to_owned())
+/// Delivery → MESSAGE, written straight into `dst` in the wire format of `version`:
+/// the session's delivery path, with no [`Frame`] and no copy of each header between the
+/// message and the bytes sent. On an error (a header this version cannot carry) `dst`
+/// is left as it was.
+pub fn encode_delivery(
+    d: &Delivery,
+    info: &MessageFrameInfo<'_>,
+    version: Version,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
+    let mut w = FrameWriter::begin(Command::Message, version, dst);
+    delivery_headers(d, info, |prefix, name, value| {
+        w.prefixed_header(prefix, name, value)
+    })?;
+    w.finish(&d.message.body)
+}
+
+/// The MESSAGE frame's headers for a delivery, in order, each handed to `put` as (name
+/// prefix, name, value): a header from another protocol whose name STOMP reserves goes
+/// out as `x-sb-NAME` so it cannot change the frame's meaning.
+fn delivery_headers<E>(
+    d: &Delivery,
+    info: &MessageFrameInfo<'_>,
+    mut put: impl FnMut(&str, &str, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    let m = &d.message;
+    put("", "subscription", info.subscription)?;
+    let generated;
+    let id = match &m.id {
+        MessageId::Given(s) => &**s,
+        MessageId::Generated(_) => {
+            generated = m.id.to_string();
+            generated.as_str()
         }
-    })
+    };
+    put("", "message-id", id)?;
+    put("", "destination", info.destination)?;
+    if let Some(a) = info.ack {
+        put("", "ack", a)?;
+    }
+    if let Some(ct) = &m.content_type {
+        put("", "content-type", ct)?;
+    }
+    if let Some(c) = &m.correlation_id {
+        put("", "correlation-id", c)?;
+    }
+    if let Some(r) = &info.reply_to {
+        put("", "reply-to", r)?;
+    }
+    if m.persistent {
+        put("", "persistent", "true")?;
+    }
+    let mut digits = itoa::Buffer::new();
+    if let Some(e) = m.expiry {
+        put("", "expires", digits.format(ms_since_epoch(e)))?;
+    }
+    if m.priority != 4 {
+        put("", "priority", digits.format(m.priority))?;
+    }
+    put("", "timestamp", digits.format(ms_since_epoch(m.timestamp)))?;
+    // Always present, as RabbitMQ sends it: clients read `redelivered:false` to know that a
+    // message is a first delivery.
+    put(
+        "",
+        "redelivered",
+        if d.redelivered { "true" } else { "false" },
+    )?;
+    for (k, v) in m.headers.iter() {
+        let prefix = if RESERVED.contains(&k) { "x-sb-" } else { "" };
+        put(prefix, k, v)?;
+    }
+    Ok(())
 }
 
 /// An ERROR frame: `message` holds the short reason, the body the explanation.
@@ -309,6 +350,58 @@ mod tests {
             Some("false"),
             "as RabbitMQ sends it"
         );
+    }
+
+    /// The session's direct encoder writes byte for byte what encoding the frame of
+    /// [`delivery_to_frame`] writes, in every version, escapes and repeats included; a
+    /// header a version cannot carry fails both ways and leaves the buffer as it was.
+    #[test]
+    fn encode_delivery_writes_what_the_frame_encodes() {
+        use crate::listener::stomp::codec::encode_frame;
+        let mut m = Message::new("body\0with nul")
+            .with_header("destination", "evil")
+            .with_header("a:b", "c\\d")
+            .with_header("k", "1")
+            .with_header("k", "2")
+            .with_header("content-length", "3");
+        m.correlation_id = Some("c".into());
+        m.content_type = Some("text/plain".into());
+        m.persistent = true;
+        m.priority = 7;
+        m.expiry = Some(UNIX_EPOCH + Duration::from_millis(4102444800000));
+        let d = Delivery {
+            message: Arc::new(m),
+            destination: Destination::queue("q"),
+            tag: 1,
+            redelivered: false,
+            delivery_count: 1,
+        };
+        let info = MessageFrameInfo {
+            subscription: "s:1",
+            ack: Some("7"),
+            destination: "/queue/q",
+            reply_to: Some("/queue/r".into()),
+        };
+        for v in [Version::V1_0, Version::V1_1, Version::V1_2] {
+            let mut want = BytesMut::from(&b"earlier"[..]);
+            let mut got = want.clone();
+            let a = encode_frame(&delivery_to_frame(&d, info.clone()), v, &mut want);
+            let b = encode_delivery(&d, &info, v, &mut got);
+            assert_eq!(a.is_ok(), b.is_ok(), "{v:?}");
+            assert_eq!(want, got, "{v:?}");
+            assert!(got.starts_with(b"earlier"));
+        }
+        // A value with LF cannot go to a 1.0 client: refused, nothing written.
+        let mut m = (*d.message).clone();
+        m.headers.append("x", "line\nbreak");
+        let d = Delivery {
+            message: Arc::new(m),
+            ..d
+        };
+        let mut out = BytesMut::from(&b"earlier"[..]);
+        assert!(encode_delivery(&d, &info, Version::V1_0, &mut out).is_err());
+        assert_eq!(&out[..], b"earlier");
+        assert!(encode_delivery(&d, &info, Version::V1_2, &mut out).is_ok());
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl<T: Transport> Connection<T> {
     /// Queues a frame or heart-beat for writing (see [`Connection::flush`]).
     pub(super) async fn write(&mut self, o: Outgoing) -> Result<(), Fatal> {
         self.last_sent = Instant::now();
-        if matches!(o, Outgoing::Frame(_)) {
+        if matches!(o, Outgoing::Frame(_) | Outgoing::Encoded(_)) {
             self.last_active = self.last_sent;
         }
         self.t

@@ -7,7 +7,7 @@ use super::subscribe::AckPolicy;
 use super::transport::Transport;
 use crate::core::DeadReason;
 use crate::listener::stomp::codec::Outgoing;
-use crate::listener::stomp::convert::{MessageFrameInfo, delivery_to_frame};
+use crate::listener::stomp::convert::{MessageFrameInfo, encode_delivery};
 use crate::listener::stomp::frame::Version;
 use crate::ratelog::Cause;
 use crate::translate::stomp_names;
@@ -31,7 +31,10 @@ impl<T: Transport> Connection<T> {
         let Some(principal) = self.principal.as_ref() else {
             return Ok(());
         };
+        // Frames are written straight into one buffer, each split off as its own bytes
+        // (one WebSocket message each; shared allocation).
         let mut frames = Vec::new();
+        let mut out = bytes::BytesMut::new();
         let mut more = false;
         let mut closed = Vec::new();
         let mut buf = Vec::new();
@@ -74,20 +77,22 @@ impl<T: Transport> Connection<T> {
                 };
                 let reply_to = d.message.reply_to.as_ref().map(stomp_names::from_internal);
                 bytes += d.message.body.len() as u64;
-                let frame = delivery_to_frame(
-                    &d,
-                    MessageFrameInfo {
-                        subscription: id,
-                        ack: if self.version >= Version::V1_2 {
-                            token_text.as_deref()
-                        } else {
-                            None
-                        },
-                        destination: &dest,
-                        reply_to,
+                let info = MessageFrameInfo {
+                    subscription: id,
+                    ack: if self.version >= Version::V1_2 {
+                        token_text.as_deref()
+                    } else {
+                        None
                     },
-                );
-                frames.push(frame);
+                    destination: &dest,
+                    reply_to,
+                };
+                if out.capacity() - out.len() < 512 + d.message.body.len() {
+                    out.reserve(8192.max(512 + d.message.body.len()));
+                }
+                encode_delivery(&d, &info, self.version, &mut out)
+                    .map_err(|e| super::fatal::fatal("write failed", e.to_string()))?;
+                frames.push(out.split().freeze());
             }
             if !auto_tags.is_empty() {
                 written.push((id.clone(), auto_tags));
@@ -111,7 +116,7 @@ impl<T: Transport> Connection<T> {
         }
         let sent = frames.len() as u64;
         for f in frames {
-            self.write(Outgoing::Frame(f)).await?;
+            self.write(Outgoing::Encoded(f)).await?;
         }
         self.flush().await?;
         traffic::delivered(Protocol::Stomp, sent, bytes);
