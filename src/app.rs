@@ -430,7 +430,11 @@ async fn cluster_routes(
             (0, None)
         }
     };
-    let routes = LiveRoutes::clustered(settings.compile_context(), version, sources)
+    // Schema files of the cluster's tables are written into the data directory, or a
+    // temporary one.
+    let schema_dirs =
+        crate::routes::received::SchemaDirs::new(settings.durability.data_dir.as_deref());
+    let routes = LiveRoutes::clustered(settings.compile_context(), version, sources, schema_dirs)
         .map_err(|e| StartError::Routes(e.iter().map(ToString::to_string).collect()))?;
     tracing::info!(
         version,

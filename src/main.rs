@@ -170,11 +170,17 @@ fn push_routes(dir: PathBuf, cluster: Option<String>, config: Option<PathBuf>) -
             return ExitCode::from(2);
         }
     };
+    let ctx = switchboard::routes::CompileContext {
+        schema_dir: Some(dir.clone()),
+        ..settings.compile_context()
+    };
+    // As `check` compiles it; then the route files and the schema files the routes read,
+    // compiled from the blob alone as every router will.
     let compiled = switchboard::routes::read_files(&dir).and_then(|sources| {
-        switchboard::routes::compile_sources(&sources, &settings.compile_context())
-            .map(|table| (sources, table))
+        let table = switchboard::routes::compile_sources(&sources, &ctx)?;
+        switchboard::cluster::push::blob_of(&dir, &sources, &table, &ctx).map(|blob| (blob, table))
     });
-    let (sources, table) = match compiled {
+    let (blob, table) = match compiled {
         Ok(ok) => ok,
         Err(errors) => return print_route_errors(&errors),
     };
@@ -182,7 +188,7 @@ fn push_routes(dir: PathBuf, cluster: Option<String>, config: Option<PathBuf>) -
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
-        .and_then(|rt| rt.block_on(switchboard::cluster::push::push(&cluster, &sources)));
+        .and_then(|rt| rt.block_on(switchboard::cluster::push::push(&cluster, &blob)));
     match pushed {
         Ok(version) => {
             println!("{}; pushed as version {version}", summary(&table, &dir));

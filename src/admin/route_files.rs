@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, Caller};
 use crate::cluster::TableEditError;
+use crate::routes::received::Received;
 use crate::routes::reload::ReloadOutcome;
 
 /// One edit at a time: check, write and reload are one step for each request.
@@ -159,7 +160,7 @@ async fn edit_cluster(
     text: Option<String>,
 ) -> Answer {
     let routes = Arc::clone(&s.routes);
-    let check = move |sources: Vec<(String, String)>| routes.check_sources(&sources);
+    let check = move |table: Received| routes.check_received(&table);
     let revision = match cluster.edit_table(&name, text, check).await {
         Ok(r) => r,
         Err(e) => {

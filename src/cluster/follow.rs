@@ -42,8 +42,8 @@ pub async fn follow(routes_kv: kv::Store, routes: Arc<LiveRoutes>, cancel: Cance
                         }
                         let routes = Arc::clone(&routes);
                         let _ = tokio::task::spawn_blocking(move || {
-                            let sources = TableBlob::decode(&e.value, e.revision);
-                            routes.install("cluster push", e.revision, sources)
+                            let table = TableBlob::decode(&e.value, e.revision);
+                            routes.install("cluster push", e.revision, table)
                         })
                         .await;
                     }

@@ -14,11 +14,12 @@ use super::membership::{self, NodeRecord, QUERY_TIMEOUT};
 use super::table::TableBlob;
 use crate::config::ClusterSettings;
 use crate::routes::RouteError;
+use crate::routes::received::Received;
 use crate::routes::reload::LiveRoutes;
 
 /// The cluster's current route table at start-up: its revision and its files (or why
 /// they cannot be read), `None` before the first push.
-pub type InitialTable = Option<(u64, Result<Vec<(String, String)>, Vec<RouteError>>)>;
+pub type InitialTable = Option<(u64, Result<Received, Vec<RouteError>>)>;
 
 /// The most streams `GET /cluster` lists.
 const STREAMS_SHOWN: usize = 1000;

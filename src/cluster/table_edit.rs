@@ -1,6 +1,8 @@
 //! One route file of the cluster's table changed over the admin API (`PUT`/`DELETE
 //! /routes/files/NAME` on a clustered router): the table is read with its revision, the
-//! edit applied to its files, checked by the caller like `switchboard check`, and stored
+//! edit applied to its route files (its schema files stay as they are: the edited table
+//! is checked against them, so a route may name any schema the table carries), checked by
+//! the caller like `switchboard check`, and stored
 //! only if nobody pushed meanwhile (a compare-and-set on the revision read), so two
 //! editors on two routers cannot undo each other's change without noticing. Every router,
 //! this one included, then swaps the new revision in through its watch
@@ -12,6 +14,7 @@ use super::connection::{MAX_TABLE_BYTES, TABLE_KEY};
 use super::node::Cluster;
 use super::table::TableBlob;
 use crate::routes::RouteError;
+use crate::routes::received::Received;
 
 /// Why an edit of the cluster's table was not stored.
 #[derive(Debug)]
@@ -30,26 +33,24 @@ pub enum TableEditError {
 
 impl Cluster {
     /// Reads the table, applies the edit (`text: None` removes `name`), runs `check` on
-    /// the result (file name, text pairs in evaluation order) and stores it if the table
-    /// is still the revision read. Returns the new revision.
+    /// the result (route files in evaluation order, and the table's schema files) and
+    /// stores it if the table is still the revision read. Returns the new revision.
     pub async fn edit_table(
         &self,
         name: &str,
         text: Option<String>,
-        check: impl FnOnce(Vec<(String, String)>) -> Result<(), Vec<RouteError>> + Send + 'static,
+        check: impl FnOnce(Received) -> Result<(), Vec<RouteError>> + Send + 'static,
     ) -> Result<u64, TableEditError> {
         let kv = self.routes_kv();
         let entry = kv.entry(TABLE_KEY).await.map_err(|e| {
             TableEditError::Unavailable(format!("cannot read the cluster's route table: {e}"))
         })?;
         let read_at = entry.as_ref().map(|e| e.revision);
-        let mut files = match entry.filter(|e| e.operation == kv::Operation::Put) {
-            Some(e) => TableBlob::decode(&e.value, e.revision)
-                .map_err(TableEditError::Invalid)?
-                .into_iter()
-                .collect(),
-            None => std::collections::BTreeMap::new(),
+        let mut blob = match entry.filter(|e| e.operation == kv::Operation::Put) {
+            Some(e) => TableBlob::parse(&e.value, e.revision).map_err(TableEditError::Invalid)?,
+            None => TableBlob::default(),
         };
+        let files = &mut blob.files;
         match text {
             Some(t) => {
                 files.insert(name.to_owned(), t);
@@ -60,12 +61,12 @@ impl Cluster {
                 }
             }
         }
-        let sources: Vec<(String, String)> = files.clone().into_iter().collect();
-        tokio::task::spawn_blocking(move || check(sources))
+        let edited = blob.clone().into_received();
+        tokio::task::spawn_blocking(move || check(edited))
             .await
             .map_err(|e| TableEditError::Unavailable(e.to_string()))?
             .map_err(TableEditError::Invalid)?;
-        let blob = TableBlob { files }.encode();
+        let blob = blob.encode();
         if blob.len() > MAX_TABLE_BYTES {
             return Err(TableEditError::TooLarge(blob.len()));
         }

@@ -163,11 +163,25 @@ mod tests {
     use crate::core::{Destination, Message};
     use crate::routes::explain;
     use crate::routes::rate::RateLimiter;
+    use crate::routes::received::{Received, SchemaDirs};
     use crate::routes::reload::LiveRoutes;
     use crate::routes::{CompileContext, RoutingError};
 
-    fn sources(text: &str) -> Vec<(String, String)> {
-        vec![("r.yaml".into(), text.into())]
+    fn sources(text: &str) -> Received {
+        Received {
+            files: vec![("r.yaml".into(), text.into())],
+            ..Received::default()
+        }
+    }
+
+    fn clustered(text: &str) -> LiveRoutes {
+        LiveRoutes::clustered(
+            CompileContext::default(),
+            1,
+            Some(sources(text)),
+            SchemaDirs::temporary(),
+        )
+        .unwrap()
     }
 
     const V1: &str = "routes:
@@ -200,7 +214,7 @@ mod tests {
 
     #[test]
     fn counts_follow_route_names_across_reloads_and_removed_routes_stay_in_the_sums() {
-        let live = LiveRoutes::clustered(CompileContext::default(), 1, Some(sources(V1))).unwrap();
+        let live = clustered(V1);
         publish(&live, "a").unwrap();
         publish(&live, "a").unwrap();
         publish(&live, "c").unwrap();
@@ -237,7 +251,7 @@ mod tests {
             "routes:\n  - {name: r, from: {queue: a}, to: [{queue: c}], rate_limit: {rate: 1}}\n";
         let v3 =
             "routes:\n  - {name: r, from: {queue: a}, to: [{queue: c}], rate_limit: {rate: 2}}\n";
-        let live = LiveRoutes::clustered(CompileContext::default(), 1, Some(sources(v1))).unwrap();
+        let live = clustered(v1);
         let first = limiter(&live, "r");
         live.install("test", 2, Ok(sources(v2))).unwrap();
         assert!(std::sync::Arc::ptr_eq(&first, &limiter(&live, "r")));

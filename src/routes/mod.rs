@@ -10,6 +10,7 @@ mod files;
 pub mod jid_pattern;
 pub mod jq;
 pub mod rate;
+pub mod received;
 pub mod reload;
 mod route;
 pub mod schema;

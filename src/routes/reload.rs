@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::counters::Counts;
+use super::received::{Received, SchemaDirs};
 use super::{CompileContext, Retired, RouteError, RouteTable, compile_sources, files};
 
 /// Outcome of the latest reload attempt, for logs and the admin API.
@@ -58,6 +59,8 @@ pub struct LiveRoutes {
     changes: tokio::sync::watch::Sender<u64>,
     /// The table comes from the cluster (`install`), not from `dir`: `reload` refuses.
     clustered: bool,
+    /// Where the schema files of installed tables are written (clustered routers).
+    schema_dirs: Option<SchemaDirs>,
     /// Reload attempts that failed (the previous table stayed), for `/metrics`: the
     /// status only tells whether the latest one did.
     failures: AtomicU64,
@@ -100,25 +103,29 @@ impl LiveRoutes {
                 0,
             )),
             clustered: false,
+            schema_dirs: None,
             failures: AtomicU64::new(0),
             retired: Retired::default(),
         }
     }
 
-    /// Live routes of a clustered router: `sources` (file name, text) are the cluster's
-    /// table at `version` (its revision), or none yet (version 0, no routes). Errors are
-    /// fatal to start-up, as for [`load`](Self::load).
+    /// Live routes of a clustered router: `table` is the cluster's table at `version`
+    /// (its revision), or none yet (version 0, no routes); its schema files are written
+    /// under `schema_dirs`. Errors are fatal to start-up, as for [`load`](Self::load).
     pub fn clustered(
         ctx: CompileContext,
         version: u64,
-        sources: Option<Vec<(String, String)>>,
+        table: Option<Received>,
+        schema_dirs: SchemaDirs,
     ) -> Result<Self, Vec<RouteError>> {
         let mut live = Self::missing(Path::new("cluster"), ctx);
         live.clustered = true;
-        // The cluster's table is route files only: no directory to read schemas from.
+        // No routes directory: each installed table's schema files are in a folder of
+        // `schema_dirs`.
         live.ctx.schema_dir = None;
-        if let Some(sources) = sources {
-            live.install("start", version, Ok(sources))?;
+        live.schema_dirs = Some(schema_dirs);
+        if let Some(table) = table {
+            live.install("start", version, Ok(table))?;
         } else {
             live.state
                 .get_mut()
@@ -152,6 +159,7 @@ impl LiveRoutes {
             changes: tokio::sync::watch::Sender::new(1),
             state: Mutex::new((status, digest(&sources))),
             clustered: false,
+            schema_dirs: None,
             failures: AtomicU64::new(0),
             retired: Retired::default(),
         })
@@ -205,7 +213,7 @@ impl LiveRoutes {
                 message: "this router takes its routes from the cluster: publish a new table with `switchboard routes push`".into(),
             }]);
         }
-        self.update(trigger, None, || files::read(&self.dir))
+        self.update(trigger, None, None, || files::read(&self.dir))
     }
 
     /// Compiles the routes directory as it would be with the file `name` holding `text`
@@ -222,34 +230,67 @@ impl LiveRoutes {
         compile_sources(&sources, &self.ctx).map(|_| ())
     }
 
-    /// Compiles `sources` ((file name, text) pairs in evaluation order) with this
-    /// router's settings, without touching the table in force: what the admin API checks
-    /// before it stores an edit of the cluster's table.
-    pub fn check_sources(&self, sources: &[(String, String)]) -> Result<(), Vec<RouteError>> {
-        compile_sources(sources, &self.ctx).map(|_| ())
+    /// Compiles `table` (route files and schema files) with this router's settings,
+    /// without touching the table in force: what the admin API checks before it stores
+    /// an edit of the cluster's table.
+    pub fn check_received(&self, table: &Received) -> Result<(), Vec<RouteError>> {
+        match &self.schema_dirs {
+            Some(dirs) => dirs.compile(table, &self.ctx).map(|_| ()),
+            None => SchemaDirs::temporary()
+                .compile(table, &self.ctx)
+                .map(|_| ()),
+        }
     }
 
-    /// Swaps in a table received from elsewhere (the cluster's route table): `sources`
-    /// as (file name, text) pairs, compiled like a reload, in force as `version`. Errors
-    /// are recorded as a failed reload's and the previous table stays.
+    /// Swaps in a table received from elsewhere (the cluster's route table), compiled
+    /// like a reload against its own schema files, in force as `version`. Errors are
+    /// recorded as a failed reload's and the previous table stays. The schema files'
+    /// folder of the previous table is removed once this one is in force.
     pub fn install(
         &self,
         trigger: &str,
         version: u64,
-        sources: Result<Vec<(String, String)>, Vec<RouteError>>,
+        table: Result<Received, Vec<RouteError>>,
     ) -> Result<ReloadOutcome, Vec<RouteError>> {
-        self.update(trigger, Some(version), || sources)
+        let temporary;
+        let dirs = match &self.schema_dirs {
+            Some(d) => d,
+            None => {
+                temporary = SchemaDirs::temporary();
+                &temporary
+            }
+        };
+        let (sources, schema_dir) =
+            match table.and_then(|t| dirs.write_table(version, &t.schemas).map(|d| (t.files, d))) {
+                Ok((files, dir)) => (Ok(files), Some(dir)),
+                Err(e) => (Err(e), None),
+            };
+        let outcome = self.update(trigger, Some(version), schema_dir, || sources);
+        match outcome {
+            Ok(_) => dirs.keep_only(version),
+            Err(_) => dirs.discard(version),
+        }
+        outcome
     }
 
     /// One reload attempt: `read` gives the sources; `version` is the new table's version
     /// (`None`: one more than the current, and unchanged sources and schema files leave
-    /// the table alone).
+    /// the table alone); `schema_dir`, when set, is where this table's schemas are read
+    /// instead of the routes directory.
     fn update(
         &self,
         trigger: &str,
         version: Option<u64>,
+        schema_dir: Option<PathBuf>,
         read: impl FnOnce() -> Result<Vec<(String, String)>, Vec<RouteError>>,
     ) -> Result<ReloadOutcome, Vec<RouteError>> {
+        let ctx = match schema_dir {
+            Some(dir) => std::borrow::Cow::Owned(CompileContext {
+                schema_dir: Some(dir),
+                ..self.ctx.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(&self.ctx),
+        };
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (status, last_digest) = &mut *state;
         status.attempts += 1;
@@ -260,7 +301,7 @@ impl LiveRoutes {
             if version.is_none() && d == *last_digest && !self.table.load().schema_files_changed() {
                 return Ok(None);
             }
-            compile_sources(&s, &self.ctx).map(|t| Some((t, d)))
+            compile_sources(&s, &ctx).map(|t| Some((t, d)))
         });
         match compiled {
             Ok(None) => {

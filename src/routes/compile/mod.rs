@@ -78,8 +78,9 @@ pub struct CompileContext {
     /// Most legs one publish may turn into, worst case (`routes.max_fanout` of the
     /// daemon settings; 0: no limit). See [`super::fanout`].
     pub max_fanout: u64,
-    /// The routes directory, which `when.schema` paths are relative to (`None`: the
-    /// table has no directory, as the cluster's, and routes cannot name schemas).
+    /// The routes directory, which `when.schema` paths are relative to (for a table
+    /// received as text, the folder its schema files were written to; `None`: routes
+    /// cannot name schemas).
     pub schema_dir: Option<PathBuf>,
 }
 

@@ -10,7 +10,8 @@ use crate::routes::schema::Schema;
 use crate::routes::spec::RouteSpec;
 
 impl Compiler<'_> {
-    /// Loads `when.schema` from the routes directory.
+    /// Loads `when.schema` from the routes directory (for a table received as text, the
+    /// folder its schema files were written to: [`crate::routes::received`]).
     pub(super) fn schema(
         &mut self,
         file: &str,
@@ -22,7 +23,7 @@ impl Compiler<'_> {
                 file,
                 path.referenced,
                 route,
-                "`when.schema` reads a file of the routes directory; this table has none (a cluster's table carries route files only)",
+                "`when.schema` reads a file of the routes directory; this table was compiled without one",
             );
             return None;
         };
