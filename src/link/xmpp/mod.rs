@@ -11,8 +11,10 @@
 //! XMPP user is answered with a receipt (XEP-0184, when asked for) only after the core
 //! accepted it, and with an error stanza when it cannot be routed — never silence.
 
+mod accept_ns;
 mod availability;
 pub mod convert;
+mod header_version;
 mod inbound;
 mod iq;
 mod link;

@@ -117,8 +117,8 @@ impl XmppLinkSettings {
         if raw.domain.is_empty() || raw.domain.contains(['@', '/', '*']) {
             errors.push(format!("{here}.domain: `{}` is not a domain", raw.domain));
         }
-        // tokio-xmpp's component connector takes a socket address (name resolution
-        // would need its DNS feature, which this build leaves out).
+        // A socket address, as documented: the component port is on loopback or a
+        // private network, and the link resolves no host name for it.
         if raw.server.parse::<std::net::SocketAddr>().is_err() {
             errors.push(format!(
                 "{here}.server: `{}` is not IP:PORT (a host name is not resolved here)",
