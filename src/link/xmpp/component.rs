@@ -14,34 +14,35 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_xmpp::Stanza;
+use tokio_xmpp::minidom::Element;
 use tokio_xmpp::xmlstream::{
     FallibleStreamElement, ReadError, StreamHeader, Timeouts, XmlStream, XmppStreamElement,
     initiate_stream,
 };
 use xmpp_parsers::component::Handshake;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
 
 use super::accept_ns::{FromAccept, NS_ACCEPT, ToAccept};
+use super::conn::Incoming;
 use super::header_version::WithVersion;
+use super::iq::NS_PING;
 
 /// One connected, authenticated component stream.
-pub struct Conn {
+pub(super) struct ComponentConn {
     inner: XmlStream<BufStream<WithVersion<TcpStream>>, FromAccept>,
-}
-
-/// What reading the stream gave.
-pub enum Incoming {
-    Stanza(Box<Stanza>),
-    /// Something arrived that was not a usable stanza; the stream goes on.
-    Skipped(String),
-    /// Nothing arrived for a while: send something so the server answers.
-    Quiet,
-    /// The stream is over, and why.
-    Ended(String),
+    domain: Option<Jid>,
+    /// Keepalive pings sent, for their ids.
+    pings: u64,
 }
 
 /// Connects to `server` (IP:PORT), opens a stream for `domain` and authenticates with
 /// the shared secret (the handshake of XEP-0114 §3).
-pub async fn connect(server: &str, domain: &str, secret: &str) -> Result<Conn, String> {
+pub(super) async fn connect(
+    server: &str,
+    domain: &str,
+    secret: &str,
+) -> Result<ComponentConn, String> {
     let tcp = TcpStream::connect(server)
         .await
         .map_err(|e| format!("cannot open a stream: {e}"))?;
@@ -69,7 +70,11 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> Result<Conn, S
     loop {
         match inner.next().await.map(|r| r.map(|e| e.0)) {
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::ComponentHandshake(_)))) => {
-                return Ok(Conn { inner });
+                return Ok(ComponentConn {
+                    inner,
+                    domain: domain.parse().ok(),
+                    pings: 0,
+                });
             }
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
                 return Err(format!("the server refused the component: {}", e.0));
@@ -82,7 +87,7 @@ pub async fn connect(server: &str, domain: &str, secret: &str) -> Result<Conn, S
     }
 }
 
-impl Conn {
+impl ComponentConn {
     pub async fn send(&mut self, stanza: Stanza) -> Result<(), tokio_xmpp::Error> {
         self.inner
             .send(&ToAccept(&stanza))
@@ -110,6 +115,19 @@ impl Conn {
             }
             Some(Err(ReadError::HardError(e))) => Incoming::Ended(format!("read failed: {e}")),
         }
+    }
+
+    /// Something for the server to answer on a quiet stream: a ping to our own domain
+    /// comes back through the server.
+    pub async fn keepalive(&mut self) -> Result<(), tokio_xmpp::Error> {
+        self.pings += 1;
+        let ping = Iq::Get {
+            from: self.domain.clone(),
+            to: self.domain.clone(),
+            id: format!("sb-keepalive-{}", self.pings),
+            payload: Element::builder("ping", NS_PING).build(),
+        };
+        self.send(Stanza::Iq(ping)).await
     }
 
     /// Ends the stream politely.
