@@ -104,24 +104,12 @@ pub(super) async fn connect(
                 let Resumable { mut sm, jid } = carried.take().expect("checked above");
                 let done = sm.acked(r.h).map_err(|e| format!("resumption: {e}"))?;
                 settled.extend(done.into_iter().flatten().map(|s| (s, true)));
-                // What the server did not get, again, in order, before anything new.
-                for s in sm.unacked() {
-                    stream
-                        .feed(s)
-                        .await
-                        .map_err(|e| format!("send failed: {e}"))?;
+                // What the server did not get, again, in order, before anything new. If
+                // this connection fails meanwhile, the stream can still be resumed.
+                if let Err(e) = resend(&mut stream, &mut sm).await {
+                    *carried = Some(Resumable { sm, jid });
+                    return Err(format!("send failed: {e}"));
                 }
-                let request = sm.pending() > 0;
-                if request {
-                    stream
-                        .feed(&XmppStreamElement::SM(Nonza::Req(sm::R)))
-                        .await
-                        .map_err(|e| format!("send failed: {e}"))?;
-                    sm.requested = true;
-                }
-                <Stream as SinkExt<&Stanza>>::flush(&mut stream)
-                    .await
-                    .map_err(|e| format!("send failed: {e}"))?;
                 tracing::info!(
                     acknowledged = r.h,
                     sent_again = sm.pending(),
@@ -187,6 +175,23 @@ pub(super) async fn connect(
         None
     };
     Ok(ClientConn::new(stream, jid, sm, false, early))
+}
+
+/// Sends the unacknowledged stanzas of a resumed stream again, with a request for their
+/// acknowledgement.
+async fn resend(stream: &mut Stream, sm: &mut SmState) -> Result<(), std::io::Error> {
+    // A request made on the dead connection will get no answer.
+    sm.requested = false;
+    for s in sm.unacked() {
+        stream.feed(s).await?;
+    }
+    if sm.pending() > 0 {
+        stream
+            .feed(&XmppStreamElement::SM(Nonza::Req(sm::R)))
+            .await?;
+        sm.requested = true;
+    }
+    <Stream as SinkExt<&Stanza>>::flush(stream).await
 }
 
 /// TCP, TLS and SASL: the stream after SASL's restart, and its features.
