@@ -14,6 +14,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::cluster::{Buckets, URLS, WAIT, router_on, run_prefix, run_scenario};
 use common::xmpp_server::PROSODY;
@@ -227,4 +228,108 @@ fn a_holder_that_cannot_reach_the_server_steps_aside_for_another_router() {
         "{}",
         a.log()
     );
+}
+
+/// A bot link (`xmpp_client`) in a cluster: a server keeps one session per account and
+/// resource, so one router at a time logs in, the holder of the lease
+/// `xmpp_client:JID`; the other is on standby. When the holder dies (-9), the other
+/// takes the lease, logs in, and the bot chats both ways through it.
+#[test]
+#[cfg_attr(
+    not(peers),
+    ignore = "needs the NATS rig, Prosody and Python: run scripts/test"
+)]
+fn a_bot_link_is_run_by_one_router_and_moves_when_it_dies() {
+    let _prosody = PROSODY.lock();
+    let _nats = peer_lock("nats", false, "127.0.0.1:4222", "scripts/setup nats");
+    let prefix = run_prefix("xb");
+    let p = prefix.trim_end_matches('_').to_lowercase();
+    let _buckets = Buckets(prefix.clone());
+    let user = PROSODY.user(&p);
+    let (bot, _) = PROSODY.user(&format!("{p}-bot"));
+    let cert = format!(
+        "{}/certs/localhost.crt",
+        std::env::var("PROSODY_DIR").unwrap_or_else(|_| "/tmp/prosody-test".into())
+    );
+    let settings = format!(
+        "links:\n  bot:\n    xmpp_client:\n      jid: {bot}\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: {cert}\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n",
+        PROSODY.c2s
+    );
+    let routes = format!(
+        "routes:\n  - name: {p}-in\n    from: {{xmpp: {{link: bot, jid: \"{bot}\"}}}}\n    to: [{{stomp: /queue/{p}.inbox}}]\n  - name: {p}-say\n    from: {{stomp: /queue/{p}.say}}\n    to: [{{xmpp: {{link: bot, to: \"{{header:user}}\", type: chat}}}}]\n"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("routes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bot.yaml"), routes).unwrap();
+    let config = work.path().join("switchboard.yaml");
+    std::fs::write(
+        &config,
+        format!("cluster:\n  prefix: {prefix}\n  replicas: 3\n{settings}"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["routes", "push"])
+        .arg(&dir)
+        .args(["--cluster", URLS, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut routers: Vec<Daemon> = ["a", "b"]
+        .iter()
+        .map(|n| router_on(URLS, n, &prefix, &settings))
+        .collect();
+    let lease = format!("xmpp_client:{bot}");
+    let holder_of = |d: &Daemon| {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/cluster");
+        v["leases"]
+            .as_array()?
+            .iter()
+            .find(|l| l["lease"] == lease.as_str())
+            .and_then(|l| l["holder"].as_str())
+            .map(str::to_owned)
+    };
+    let held = wait_until(WAIT, "one router running the bot", || {
+        let h = holder_of(&routers[0])?;
+        let i = ["a", "b"].iter().position(|n| *n == h)?;
+        (link_state(&routers[i]).0 == "connected").then_some(i)
+    });
+    let other = 1 - held;
+    let node = ["a", "b"][held].to_owned();
+    wait_until(WAIT, "the other on standby", || {
+        (link_state(&routers[other]) == ("standby".into(), Some(node.clone()))).then_some(())
+    });
+    routers[held].child.kill().unwrap();
+    routers[held].child.wait().unwrap();
+    let survivor = &routers[other];
+    wait_until(Duration::from_secs(30), "the survivor logged in", || {
+        (holder_of(survivor).as_deref() == Some(["a", "b"][other])
+            && link_state(survivor).0 == "connected")
+            .then_some(())
+    });
+    let args: Vec<String> = [
+        "--port",
+        &survivor.addr("stomp").port().to_string(),
+        "--admin-port",
+        &survivor.addr("admin").port().to_string(),
+        "--prefix",
+        &p,
+        "--jid",
+        &user.0,
+        "--password",
+        &user.1,
+        "--bot",
+        &bot,
+        "--timeout",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    run_scenario("xmpp_client_scenarios.py", &args, "chat", &routers);
 }

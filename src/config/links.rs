@@ -1,4 +1,4 @@
-//! The `links:` section: outbound AMQP and XMPP links, by name.
+//! The `links:` section: outbound AMQP and XMPP (component or client) links, by name.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +38,14 @@ pub(super) fn validate(
                     Ok(x) => s.xmpp_links.push(x),
                     Err(es) => errors.extend(in_file(shown, es)),
                 }
+                LinkKind::Xmpp
+            }
+            RawLink::XmppClient(x) => {
+                match XmppLinkSettings::from_raw_client(&name, *x, base, &env) {
+                    Ok(x) => s.xmpp_links.push(x),
+                    Err(es) => errors.extend(in_file(shown, es)),
+                }
+                // Routes name it as any XMPP link (`xmpp: {link: NAME, …}`).
                 LinkKind::Xmpp
             }
         };

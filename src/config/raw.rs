@@ -103,12 +103,14 @@ pub struct RawQueue {
     pub max_deliveries: Option<u32>,
 }
 
-/// External links: `NAME: {amqp: …}` or `NAME: {xmpp: …}`.
+/// External links: `NAME: {amqp: …}`, `NAME: {xmpp: …}` or `NAME: {xmpp_client: …}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawLink {
     Amqp(Box<crate::link::amqp::RawAmqpLink>),
     Xmpp(Box<crate::link::xmpp::RawXmppLink>),
+    #[serde(rename = "xmpp_client")]
+    XmppClient(Box<crate::link::xmpp::RawXmppClientLink>),
 }
 
 #[derive(Debug, Default, Deserialize)]

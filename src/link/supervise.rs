@@ -31,6 +31,11 @@ pub(crate) trait Supervised: Send {
         cancel: &CancellationToken,
     ) -> impl Future<Output = String> + Send;
 
+    /// This router is about to wait on standby (another router holds the lease): drop
+    /// any state kept for resuming the previous connection, which is now the other
+    /// router's business.
+    fn on_standby(&mut self) {}
+
     /// Logs a connection made; each kind names its peer in its own terms.
     fn log_connected(&self);
 
@@ -56,6 +61,9 @@ pub(crate) async fn supervise<L: Supervised>(
     let mut connected_before = false;
     let mut failures = 0u32;
     loop {
+        if !matches!(lease.holder(), Holder::Us) {
+            link.on_standby();
+        }
         if !standby(&status, &mut lease, &cancel).await {
             break;
         }

@@ -14,6 +14,7 @@ pub struct Forwarder {
     port: u16,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     refusing: Arc<AtomicBool>,
+    swallowing: Arc<AtomicBool>,
 }
 
 impl Forwarder {
@@ -34,7 +35,9 @@ impl Forwarder {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
+        let swallowing = Arc::new(AtomicBool::new(false));
         let (kept, refused) = (Arc::clone(&conns), Arc::clone(&refusing));
+        let swallowed = Arc::clone(&swallowing);
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if refused.load(Ordering::SeqCst) {
@@ -47,10 +50,11 @@ impl Forwarder {
                 let mut kept = kept.lock().unwrap();
                 kept.push(client.try_clone().unwrap());
                 kept.push(server.try_clone().unwrap());
+                let swallowed = Arc::clone(&swallowed);
                 pipe(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
-                    plain,
+                    move |from, to| upstream(from, to, &swallowed),
                 );
                 pipe(server, client, downstream);
             }
@@ -59,6 +63,7 @@ impl Forwarder {
             port,
             conns,
             refusing,
+            swallowing,
         }
     }
 
@@ -78,9 +83,38 @@ impl Forwarder {
     pub fn refuse(&self, yes: bool) {
         self.refusing.store(yes, Ordering::SeqCst);
     }
+
+    /// While `yes`, what clients send is read and thrown away instead of forwarded: the
+    /// data a client writes just before its connection dies, which never reaches the
+    /// peer (the peer's own data still flows to the client).
+    pub fn swallow(&self, yes: bool) {
+        self.swallowing.store(yes, Ordering::SeqCst);
+    }
 }
 
-fn pipe(from: TcpStream, to: TcpStream, copy: Pipe) {
+/// The client-to-peer direction: as it is, unless swallowing.
+fn upstream(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    swallowing: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !swallowing.load(Ordering::SeqCst) {
+            to.write_all(&buf[..n])?;
+        }
+    }
+}
+
+fn pipe(
+    from: TcpStream,
+    to: TcpStream,
+    copy: impl FnOnce(TcpStream, TcpStream) -> std::io::Result<()> + Send + 'static,
+) {
     std::thread::spawn(move || {
         let _ = copy(from, to.try_clone().unwrap());
         let _ = to.shutdown(Shutdown::Both);

@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn chat_with_extensions_round_trips() {
         let s = stanza(
-            "<message xmlns='jabber:component:accept' from='alice@localhost/phone' to='orders@bridge.localhost' id='m1' type='chat'>\
+            "<message xmlns='jabber:client' from='alice@localhost/phone' to='orders@bridge.localhost' id='m1' type='chat'>\
                <body xml:lang='en'>status 42</body><subject>s</subject><thread>t-9</thread>\
                <request xmlns='urn:xmpp:receipts'/>\
                <headers xmlns='http://jabber.org/protocol/shim'><header name='priority-class'>high</header><header name='k'>1</header><header name='k'>2</header></headers>\
@@ -395,7 +395,7 @@ mod tests {
         use crate::translate::trace::{self, TraceParent};
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let s = stanza(&format!(
-            "<message xmlns='jabber:component:accept' from='alice@localhost/phone' to='orders@bridge.localhost' type='chat'>\
+            "<message xmlns='jabber:client' from='alice@localhost/phone' to='orders@bridge.localhost' type='chat'>\
                <body>hi</body>\
                <headers xmlns='http://jabber.org/protocol/shim'><header name='traceparent'>{tp}</header><header name='tracestate'>v=1</header></headers>\
              </message>"
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn json_and_binary_bodies() {
         let s = stanza(
-            "<message xmlns='jabber:component:accept' from='a@l/r' to='x@b'><body>fallback</body><json xmlns='urn:xmpp:json:0'>{\"n\":1}</json></message>",
+            "<message xmlns='jabber:client' from='a@l/r' to='x@b'><body>fallback</body><json xmlns='urn:xmpp:json:0'>{\"n\":1}</json></message>",
         );
         let m = from_stanza(&s);
         assert_eq!(&m.body[..], br#"{"n":1}"#);
@@ -475,9 +475,9 @@ mod tests {
     #[test]
     fn entities_are_never_expanded() {
         // A DTD with an entity: the parser refuses it rather than expanding anything.
-        let xml = "<!DOCTYPE m [<!ENTITY x 'boom'>]><message xmlns='jabber:component:accept'><body>&x;</body></message>";
+        let xml = "<!DOCTYPE m [<!ENTITY x 'boom'>]><message xmlns='jabber:client'><body>&x;</body></message>";
         assert!(xml.parse::<Element>().is_err());
-        let xml = "<message xmlns='jabber:component:accept'><body>&undefined;</body></message>";
+        let xml = "<message xmlns='jabber:client'><body>&undefined;</body></message>";
         assert!(xml.parse::<Element>().is_err());
     }
 }

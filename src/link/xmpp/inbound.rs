@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio_xmpp::Stanza;
+use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message as XMessage, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
@@ -86,6 +87,12 @@ async fn message(
     }
     let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {
         return Ok(());
+    };
+    // A client's messages come to its full JID; routes name the account.
+    let to: Jid = if ctx.settings.is_client() {
+        to.to_bare().into()
+    } else {
+        to
     };
     // Chat states ("typing…"), receipts for what we sent, read markers: no body, no
     // JSON payload — nothing to route. Routing them would fill queues with empty messages.

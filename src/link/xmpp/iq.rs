@@ -5,12 +5,12 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::Jid;
+use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::convert;
 use super::link::LinkCtx;
-use super::session::Sink;
+use super::session::{NS_ROSTER, ROSTER_ID, Sink};
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
@@ -21,6 +21,11 @@ pub(super) async fn handle(
     sink: &mut Sink,
     iq: Iq,
 ) -> Result<(), tokio_xmpp::Error> {
+    if let Some(account) = ctx.settings.account()
+        && let Some(reply) = roster(account, &iq)
+    {
+        return sink.send(Stanza::Iq(reply)).await;
+    }
     let (from, to, id, payload, is_get) = match iq {
         Iq::Get {
             from,
@@ -45,7 +50,7 @@ pub(super) async fn handle(
             "nothing here accepts iq set",
         ))
     } else if payload.is("query", NS_DISCO_INFO) {
-        Ok(Some(disco_info(&to).into()))
+        Ok(Some(disco_info(ctx, &to).into()))
     } else if payload.is("query", NS_DISCO_ITEMS) {
         Ok(Some(disco_items(ctx, &to).into()))
     } else if payload.is("ping", NS_PING) {
@@ -71,8 +76,42 @@ pub(super) async fn handle(
     sink.send(Stanza::Iq(reply)).await
 }
 
-fn disco_info(to: &Jid) -> DiscoInfoResult {
-    let identity = if to.node().is_none() {
+/// A client's roster traffic (RFC 6121 §2): the answer to the session's roster request
+/// is logged; a roster push from the account's server (no `from`, or the account's bare
+/// JID) is acknowledged, as the server expects.
+fn roster(account: &BareJid, iq: &Iq) -> Option<Iq> {
+    match iq {
+        Iq::Result {
+            id,
+            payload: Some(p),
+            ..
+        } if id == ROSTER_ID => {
+            let contacts = p.children().filter(|c| c.name() == "item").count();
+            tracing::info!(contacts, "roster received");
+            None
+        }
+        Iq::Set {
+            from, id, payload, ..
+        } if payload.is("query", NS_ROSTER)
+            && from
+                .as_ref()
+                .is_none_or(|f| f.resource().is_none() && f.to_bare() == *account) =>
+        {
+            Some(Iq::Result {
+                from: None,
+                to: None,
+                id: id.clone(),
+                payload: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn disco_info(ctx: &LinkCtx, to: &Jid) -> DiscoInfoResult {
+    let identity = if ctx.settings.is_client() {
+        Identity::new("client", "bot", "en", "Switchboard message router")
+    } else if to.node().is_none() {
         Identity::new("gateway", "switchboard", "en", "Switchboard message router")
     } else {
         Identity::new("component", "generic", "en", to.to_string())

@@ -8,10 +8,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::XmppLinkSettings;
 use super::availability::Availability;
-use super::session::session;
-use super::stream;
+use super::c2s::{self, Resumable};
+use super::component;
+use super::conn::{Conn, Kind, Settle};
+use super::session::{self, Session};
+use super::settings::{Mode, XmppLinkSettings};
 use crate::core::Destination;
 use crate::core::shared::SharedMeta;
 use crate::link::{Backoff, LinkStatus, Links, Supervised, supervise};
@@ -48,15 +50,23 @@ pub fn spawn(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let peer = format!("xmpp-component://{}@{}", settings.domain, settings.server);
-    let status = Arc::new(LinkStatus::new(&settings.name, "xmpp", peer));
+    let status = Arc::new(LinkStatus::new(
+        &settings.name,
+        settings.kind(),
+        settings.peer(),
+    ));
     links.add(
         &status,
         router.core(),
         settings.max_pending,
         &settings.dead_letter,
     );
-    let span = tracing::info_span!("xmpp_link", link = %settings.name, domain = %settings.domain);
+    let span = match &settings.mode {
+        Mode::Component { domain, .. } => {
+            tracing::info_span!("xmpp_link", link = %settings.name, domain = %domain)
+        }
+        Mode::Client(c) => tracing::info_span!("xmpp_link", link = %settings.name, jid = %c.jid),
+    };
     let shared_subs = router.core().shared_metadata(super::META_XMPP_PUSH);
     let ctx = Arc::new(LinkCtx {
         settings,
@@ -75,12 +85,14 @@ pub fn spawn(
     });
     let backoff = Backoff::new(ctx.settings.reconnect_initial, ctx.settings.reconnect_max);
     let status = Arc::clone(&ctx.status);
-    // A server takes one component connection per domain: clustered, one router at a
-    // time runs the link, the one holding this lease.
-    let lease = ctx.router.core().lease(&lease_name(&ctx.settings.domain));
+    // A server takes one component connection per domain (and one session per account
+    // and resource): clustered, one router at a time runs the link, the one holding
+    // this lease.
+    let lease = ctx.router.core().lease(&ctx.settings.lease_name());
     let link = XmppLink {
         ctx,
         presence: Availability::default(),
+        carried: None,
     };
     tracker.spawn(
         async move {
@@ -96,41 +108,124 @@ pub fn spawn(
     );
 }
 
-/// The lease of the component connection for `domain` (`GET /cluster` lists it).
-pub fn lease_name(domain: &str) -> String {
-    format!("xmpp:{}", domain.to_ascii_lowercase())
-}
-
 /// The supervisor's side of an XMPP link.
 struct XmppLink {
     ctx: Arc<LinkCtx>,
     /// Who was online, carried from one session to the next (see [`Availability::after`]).
     presence: Availability,
+    /// A client's session whose stream the server may resume (XEP-0198), waiting for
+    /// the next connection.
+    carried: Option<Carried>,
+}
+
+struct Carried {
+    session: Session,
+    /// Taken by the connection that asks the server to resume.
+    stream: Option<Resumable>,
+}
+
+impl XmppLink {
+    /// Ends a session for good: settles what `settled` says, and the rest of its
+    /// deliveries goes back to the link queue.
+    fn end(&mut self, session: Session, settled: Vec<(Settle, bool)>) {
+        session.settle(settled);
+        self.presence = Availability::after(session.end());
+    }
 }
 
 impl Supervised for XmppLink {
-    type Conn = stream::Conn;
+    type Conn = Conn;
     const LABEL: &'static str = "XMPP";
 
-    async fn connect(&mut self) -> Result<stream::Conn, String> {
-        let s = &self.ctx.settings;
-        stream::connect(&s.server, &s.domain, &s.secret).await
+    async fn connect(&mut self) -> Result<Conn, String> {
+        match &self.ctx.settings.mode {
+            Mode::Component {
+                server,
+                domain,
+                secret,
+            } => component::connect(server, domain, secret)
+                .await
+                .map(|c| Conn::new(Kind::Component(c), Vec::new())),
+            Mode::Client(c) => {
+                let mut none = None;
+                let stream = match self.carried.as_mut() {
+                    Some(carried) => &mut carried.stream,
+                    None => &mut none,
+                };
+                let mut settled = Vec::new();
+                let conn = c2s::connect(c, stream, &mut settled).await;
+                if !settled.is_empty()
+                    && let Some(carried) = &self.carried
+                {
+                    // The server answered about the previous stream (acknowledged
+                    // some, cannot resume the rest): settle that in its own session.
+                    carried.session.settle(settled);
+                }
+                let conn = conn?;
+                Ok(Conn::new(Kind::Client(conn), Vec::new()))
+            }
+        }
     }
 
-    async fn run(&mut self, conn: stream::Conn, cancel: &CancellationToken) -> String {
-        let presence = std::mem::take(&mut self.presence);
-        let (reason, known) = session(&self.ctx, conn, cancel, presence).await;
-        self.presence = Availability::after(known);
+    async fn run(&mut self, mut conn: Conn, cancel: &CancellationToken) -> String {
+        let resumed = conn.client().is_some_and(|c| c.resumed);
+        let carried = self.carried.take();
+        let mut session = match carried {
+            Some(c) if resumed => c.session,
+            other => {
+                if let Some(old) = other {
+                    self.end(old.session, Vec::new());
+                }
+                match Session::new(&self.ctx, std::mem::take(&mut self.presence), cancel) {
+                    Ok(s) => s,
+                    Err(e) => return e,
+                }
+            }
+        };
+        let reason = session::run(&self.ctx, &mut conn, &mut session, cancel, !resumed).await;
+        let (resumable, settled) = conn.into_parts();
+        match resumable {
+            Some(stream) if !cancel.is_cancelled() => {
+                session.settle(settled);
+                tracing::info!(
+                    "the server may resume this XMPP stream: its session waits for the next connection"
+                );
+                self.carried = Some(Carried {
+                    session,
+                    stream: Some(stream),
+                });
+            }
+            _ => self.end(session, settled),
+        }
         reason
     }
 
+    fn on_standby(&mut self) {
+        // Another router runs the link now: a stream kept for resumption is not ours
+        // to resume, and its deliveries go back to the (shared) link queue.
+        if let Some(c) = self.carried.take() {
+            self.end(c.session, Vec::new());
+        }
+    }
+
     fn log_connected(&self) {
-        tracing::info!(server = %self.ctx.settings.server, "XMPP component connected");
+        match &self.ctx.settings.mode {
+            Mode::Component { server, .. } => {
+                tracing::info!(server = %server, "XMPP component connected");
+            }
+            Mode::Client(c) => tracing::info!(server = %c.server, "XMPP client connected"),
+        }
     }
 
     fn log_cannot_connect(&self, error: &str) {
-        let s = &self.ctx.settings;
-        tracing::warn!(server = %s.server, error = %error, "XMPP component cannot connect");
+        match &self.ctx.settings.mode {
+            Mode::Component { server, .. } => {
+                tracing::warn!(server = %server, error = %error, "XMPP component cannot connect");
+            }
+            Mode::Client(c) => {
+                tracing::warn!(server = %c.server, error = %error, "XMPP client cannot connect");
+            }
+        }
     }
 }
 

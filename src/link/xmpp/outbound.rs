@@ -2,8 +2,8 @@
 //! they cannot be one.
 
 use tokio_xmpp::Stanza;
-use xmpp_parsers::jid::Jid;
 
+use super::conn::Settle;
 use super::convert;
 use super::link::LinkCtx;
 use super::session::Sink;
@@ -13,13 +13,31 @@ use crate::router::LINK_TARGET_HEADER;
 use crate::translate::loss;
 use crate::translate::trace;
 
+/// What became of a message of the link queue.
+pub(super) enum Outcome {
+    /// Handed to the connection with its delivery tag: the connection settles it
+    /// ([`super::conn::Conn::take_settled`]).
+    Sent,
+    /// In the dead-letter queue: done with.
+    DeadLettered,
+    /// Neither sent nor dead-lettered: it goes back to the link queue.
+    Stuck,
+}
+
+fn given_up(dead_lettered: bool) -> Outcome {
+    if dead_lettered {
+        Outcome::DeadLettered
+    } else {
+        Outcome::Stuck
+    }
+}
+
 /// A message for XMPP: stanza out, or the dead-letter queue if it cannot be one.
-/// `Ok(false)`: neither worked; leave it in the link queue.
 pub(super) async fn outgoing(
     ctx: &LinkCtx,
     sink: &mut Sink,
     d: Delivery,
-) -> Result<bool, tokio_xmpp::Error> {
+) -> Result<Outcome, tokio_xmpp::Error> {
     let m = &d.message;
     let target = m
         .headers
@@ -32,17 +50,13 @@ pub(super) async fn outgoing(
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     };
-    let domain = &ctx.settings.domain;
     let (Some(to), from, kind) = (field("to"), field("from"), field("type")) else {
-        return Ok(dead_letter(ctx, &d, "bad-target", "no XMPP address on the message").await);
+        let why = "no XMPP address on the message";
+        return Ok(given_up(dead_letter(ctx, &d, "bad-target", why).await));
     };
-    let from = from.unwrap_or_else(|| domain.clone());
-    let in_domain = from
-        .parse::<Jid>()
-        .is_ok_and(|j| j.domain().as_str().eq_ignore_ascii_case(domain));
-    if !in_domain {
-        let why = format!("`from` {from} is outside the component's domain {domain}");
-        return Ok(dead_letter(ctx, &d, "bad-target", &why).await);
+    let from = from.unwrap_or_else(|| ctx.settings.default_from());
+    if let Some(why) = ctx.settings.refuses_from(&from) {
+        return Ok(given_up(dead_letter(ctx, &d, "bad-target", &why).await));
     }
     let kind = kind.unwrap_or_else(|| "chat".into());
     // Fields a stanza cannot carry, as the route's loss policy says.
@@ -67,17 +81,22 @@ pub(super) async fn outgoing(
                     "a stanza cannot carry its {}; its route says `loss: reject`",
                     lost.names()
                 );
-                return Ok(dead_letter(ctx, &d, "untranslatable", &why).await);
+                return Ok(given_up(dead_letter(ctx, &d, "untranslatable", &why).await));
             }
         }
     };
     match convert::to_stanza(m, &to, &from, &kind, |k| k == LINK_TARGET_HEADER) {
-        Ok(s) => {
-            sink.send(Stanza::Message(s)).await?;
-            ctx.status.published(m.body.len());
-            Ok(true)
+        Ok(mut s) => {
+            s.from = s.from.and_then(|f| ctx.settings.stamp(&f));
+            let size = m.body.len();
+            sink.send_settled(Stanza::Message(s), Some(Settle::Link(d.tag)))
+                .await?;
+            ctx.status.published(size);
+            Ok(Outcome::Sent)
         }
-        Err(e) => Ok(dead_letter(ctx, &d, "untranslatable", &e.to_string()).await),
+        Err(e) => Ok(given_up(
+            dead_letter(ctx, &d, "untranslatable", &e.to_string()).await,
+        )),
     }
 }
 

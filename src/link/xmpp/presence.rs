@@ -102,7 +102,7 @@ pub(super) async fn handle(
     let ours = to.to_bare().to_string();
     let reply = |t: PresenceType| {
         let mut r = Presence::new(t);
-        r.from = Some(to.clone());
+        r.from = ctx.settings.stamp(&to);
         r.to = Some(from.to_bare().into());
         r
     };
@@ -126,11 +126,15 @@ pub(super) async fn handle(
             subscribe(ctx, &user, &ours).await;
             sink.send(Stanza::Presence(reply(PresenceType::Subscribed)))
                 .await?;
-            sink.send(Stanza::Presence(reply(PresenceType::None)))
-                .await?;
-            // Ask for theirs in return (as gateways do): a component has no roster of
-            // its own, so only a mutual subscription makes the user's server send us
-            // their presence — which is what starts and stops the push.
+            if !ctx.settings.is_client() {
+                // A client's server sends the account's presence to a new subscriber
+                // itself; a component's JIDs have only the presence they send.
+                sink.send(Stanza::Presence(reply(PresenceType::None)))
+                    .await?;
+            }
+            // Ask for theirs in return (as gateways do): only a mutual subscription
+            // makes the user's server send us their presence — which is what starts and
+            // stops the push (a client's roster then keeps the contact).
             sink.send(Stanza::Presence(reply(PresenceType::Subscribe)))
                 .await?;
         }

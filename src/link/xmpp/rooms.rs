@@ -7,7 +7,7 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use super::link::LinkCtx;
-use super::settings::Room;
+use super::settings::{Room, XmppLinkSettings};
 
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
@@ -16,7 +16,7 @@ const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// The presence that joins room `r` under its nick, without the room's history: what
 /// was said before is not news, and replaying it would re-route old messages. `None`
 /// when the room or our JID is not a JID.
-pub(super) fn join(r: &Room) -> Option<Presence> {
+pub(super) fn join(settings: &XmppLinkSettings, r: &Room) -> Option<Presence> {
     let (Ok(occupant), Ok(ours)) = (
         format!("{}/{}", r.room, r.nick).parse::<Jid>(),
         r.jid.parse::<Jid>(),
@@ -24,7 +24,7 @@ pub(super) fn join(r: &Room) -> Option<Presence> {
         return None;
     };
     let mut join = Presence::new(PresenceType::None);
-    join.from = Some(ours);
+    join.from = settings.stamp(&ours);
     join.to = Some(occupant);
     join.payloads.push(
         Element::builder("x", NS_MUC)
@@ -65,7 +65,7 @@ pub(super) fn instant_room(ctx: &LinkCtx, p: &Presence) -> Option<Iq> {
         )
         .build();
     Some(Iq::Set {
-        from: room.jid.parse().ok(),
+        from: room.jid.parse().ok().and_then(|j| ctx.settings.stamp(&j)),
         to: room.room.parse().ok(),
         id: format!("sb-room-{}", room.nick),
         payload: Element::builder("query", NS_MUC_OWNER).append(form).build(),

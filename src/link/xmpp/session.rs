@@ -1,6 +1,13 @@
-//! One connected session of an XMPP link: rooms joined, subscribers probed, then one
-//! loop that reads stanzas, sends what the core has for XMPP, settles receipts and keeps
-//! a quiet stream alive.
+//! One session of an XMPP link: set up (rooms joined; a component probes its
+//! subscribers, a client fetches its roster and sends its presence), then one loop that
+//! reads stanzas, sends what the core has for XMPP, settles receipts and what the
+//! server acknowledged, and keeps a quiet stream alive.
+//!
+//! A component's session lasts as long as its connection. A client's session can
+//! outlive one: when the connection drops and the server may resume the stream
+//! (XEP-0198), the [`Session`] — who is online, the pushes, the deliveries of the link
+//! queue still unacknowledged — waits for the next connection, which resumes it without
+//! setting anything up again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,155 +23,212 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use super::availability::Availability;
+use super::conn::{Conn, Incoming, Settle};
 use super::inbound::{Confirming, incoming, settle_receipt};
-use super::iq::NS_PING;
 use super::link::{LinkCtx, lock};
-use super::outbound::outgoing;
+use super::outbound::{Outcome, outgoing};
 use super::rooms;
-use super::stream::{self, Incoming};
-use crate::core::ConsumeOptions;
+use crate::core::{ConsumeOptions, Consumer};
 use crate::link::link_queue;
 
-/// One connected session's state.
+/// The roster (RFC 6121 §2) namespace.
+pub(super) const NS_ROSTER: &str = "jabber:iq:roster";
+/// The id of the roster request a client session starts with.
+pub(super) const ROSTER_ID: &str = "sb-roster";
+
+/// One session's state.
 pub(super) struct Session {
     /// Users with at least one available resource, and their resources.
     pub presence: Availability,
     /// Running pushes by (user, our JID).
     pub pushes: HashMap<(String, String), CancellationToken>,
     pub out: mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
+    out_rx: mpsc::Receiver<(Stanza, oneshot::Sender<bool>)>,
     pub cancel: CancellationToken,
     /// Receipts of accepted chats waiting for their messages to be durable; the session
     /// loop sends them as they resolve and keeps reading meanwhile.
     pub confirming: FuturesUnordered<Confirming>,
+    /// The link queue's messages for XMPP.
+    consumer: Consumer,
 }
 
 /// The session's connection, which its handlers write to.
-pub(super) type Sink = stream::Conn;
+pub(super) type Sink = Conn;
 
-/// One connected session; returns why it ended, and who was online then.
-pub(super) async fn session(
+impl Session {
+    /// A new session, following `presence` from the previous one; its pushes stop with
+    /// `cancel`.
+    pub fn new(
+        ctx: &LinkCtx,
+        presence: Availability,
+        cancel: &CancellationToken,
+    ) -> Result<Self, String> {
+        let consumer = ctx
+            .router
+            .core()
+            .consume(&link_queue(&ctx.settings.name), ConsumeOptions::manual(256))
+            .map_err(|e| format!("cannot consume the link queue: {e}"))?;
+        let (out, out_rx) = mpsc::channel(64);
+        Ok(Self {
+            presence,
+            pushes: HashMap::new(),
+            out,
+            out_rx,
+            cancel: cancel.child_token(),
+            confirming: FuturesUnordered::new(),
+            consumer,
+        })
+    }
+
+    /// Applies what the connection settled: a delivered message of the link queue is
+    /// acknowledged, one that was not goes back to the queue; a push learns its fate.
+    pub fn settle(&self, done: Vec<(Settle, bool)>) {
+        for (what, delivered) in done {
+            match what {
+                Settle::Link(tag) if delivered => {
+                    self.consumer.ack(tag);
+                }
+                Settle::Link(tag) => {
+                    self.consumer.nack(tag, true);
+                }
+                Settle::Push(tx) => {
+                    let _ = tx.send(delivered);
+                }
+            }
+        }
+    }
+
+    /// Ends the session: pushes stop, unsettled deliveries go back to the link queue;
+    /// returns who was online.
+    pub fn end(self) -> Availability {
+        self.cancel.cancel();
+        self.presence
+    }
+}
+
+/// Runs a session on `conn` until the connection ends (the reason) or `cancel`.
+/// `fresh`: a new session on the server, to set up; otherwise a resumed one.
+pub(super) async fn run(
     ctx: &Arc<LinkCtx>,
-    mut conn: stream::Conn,
+    conn: &mut Conn,
+    st: &mut Session,
     cancel: &CancellationToken,
-    presence: Availability,
-) -> (String, Availability) {
-    let (out_tx, mut out_rx) = mpsc::channel::<(Stanza, oneshot::Sender<bool>)>(64);
-    let mut st = Session {
-        presence,
-        pushes: HashMap::new(),
-        out: out_tx,
-        cancel: cancel.child_token(),
-        confirming: FuturesUnordered::new(),
+    fresh: bool,
+) -> String {
+    let reason = if fresh {
+        set_up(ctx, conn)
+            .await
+            .err()
+            .map(|e| format!("send failed: {e}"))
+    } else {
+        None
     };
-    let reason = session_loop(ctx, &mut conn, &mut out_rx, &mut st, cancel).await;
-    st.cancel.cancel();
-    (reason, st.presence)
+    let reason = match reason {
+        Some(r) => r,
+        None => session_loop(ctx, conn, st, cancel).await,
+    };
+    st.settle(conn.take_settled());
+    reason
+}
+
+/// What a new session sends first.
+async fn set_up(ctx: &Arc<LinkCtx>, sink: &mut Sink) -> Result<(), tokio_xmpp::Error> {
+    if ctx.settings.is_client() {
+        // The roster first, then presence (RFC 6121 §2.1.3): the server then sends the
+        // presence of the contacts we are subscribed to, and roster changes.
+        let roster = Iq::Get {
+            from: None,
+            to: None,
+            id: ROSTER_ID.into(),
+            payload: Element::builder("query", NS_ROSTER).build(),
+        };
+        sink.send(Stanza::Iq(roster)).await?;
+        sink.send(Stanza::Presence(Presence::new(PresenceType::None)))
+            .await?;
+    }
+    // Join the configured rooms (again, after a reconnect).
+    for r in &ctx.settings.rooms {
+        let Some(join) = rooms::join(&ctx.settings, r) else {
+            continue;
+        };
+        sink.send(Stanza::Presence(join)).await?;
+        tracing::info!(room = %r.room, nick = %r.nick, "joining room");
+    }
+    if !ctx.settings.is_client() {
+        // After a (re)connect, ask every subscribed user's server for their presence:
+        // the answers restart the pushes of those who are online. (A client's server
+        // does this itself when the client sends its presence.)
+        let subs: Vec<(String, String)> = lock(&ctx.subs).keys().cloned().collect();
+        for (user, ours) in subs {
+            if let (Ok(user), Ok(ours)) = (user.parse::<Jid>(), ours.parse::<Jid>()) {
+                let mut probe = Presence::new(PresenceType::Probe);
+                probe.from = Some(ours);
+                probe.to = Some(user);
+                sink.send(Stanza::Presence(probe)).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn session_loop(
     ctx: &Arc<LinkCtx>,
     sink: &mut Sink,
-    out_rx: &mut mpsc::Receiver<(Stanza, oneshot::Sender<bool>)>,
     st: &mut Session,
     cancel: &CancellationToken,
 ) -> String {
-    // Join the configured rooms (again, after a reconnect).
-    for r in &ctx.settings.rooms {
-        let Some(join) = rooms::join(r) else {
-            continue;
-        };
-        if let Err(e) = sink.send(Stanza::Presence(join)).await {
-            return format!("send failed: {e}");
-        }
-        tracing::info!(room = %r.room, nick = %r.nick, "joining room");
-    }
-    // After a (re)connect, ask every subscribed user's server for their presence: the
-    // answers restart the pushes of those who are online.
-    let subs: Vec<(String, String)> = lock(&ctx.subs).keys().cloned().collect();
-    for (user, ours) in subs {
-        if let (Ok(user), Ok(ours)) = (user.parse::<Jid>(), ours.parse::<Jid>()) {
-            let mut probe = Presence::new(PresenceType::Probe);
-            probe.from = Some(ours);
-            probe.to = Some(user);
-            if let Err(e) = sink.send(Stanza::Presence(probe)).await {
-                return format!("send failed: {e}");
-            }
-        }
-    }
-    let consumer = match ctx
-        .router
-        .core()
-        .consume(&link_queue(&ctx.settings.name), ConsumeOptions::manual(256))
-    {
-        Ok(c) => c,
-        Err(e) => return format!("cannot consume the link queue: {e}"),
-    };
-    let domain: Option<Jid> = ctx.settings.domain.parse().ok();
-    let mut pings = 0u64;
     loop {
-        tokio::select! {
+        let ended = tokio::select! {
             _ = cancel.cancelled() => {
-                let _ = sink.close().await;
-                return "shutdown".into();
+                sink.close().await;
+                Some("shutdown".to_owned())
             }
             Some(done) = st.confirming.next(), if !st.confirming.is_empty() => {
-                if let Err(e) = settle_receipt(ctx, sink, done).await {
-                    return format!("send failed: {e}");
-                }
+                settle_receipt(ctx, sink, done).await.err().map(|e| format!("send failed: {e}"))
             }
-            pushed = out_rx.recv() => {
-                if let Some((stanza, ack)) = pushed {
-                    let sent = sink.send(stanza).await;
-                    let _ = ack.send(sent.is_ok());
-                    if let Err(e) = sent {
-                        return format!("send failed: {e}");
-                    }
-                }
-            }
+            pushed = st.out_rx.recv() => match pushed {
+                Some((stanza, ack)) => sink
+                    .send_settled(stanza, Some(Settle::Push(ack)))
+                    .await
+                    .err()
+                    .map(|e| format!("send failed: {e}")),
+                None => None,
+            },
             read = sink.next() => match read {
                 Incoming::Stanza(stanza) => {
-                    if let Err(e) = incoming(ctx, sink, st, *stanza).await {
-                        return format!("send failed: {e}");
-                    }
+                    incoming(ctx, sink, st, *stanza).await.err().map(|e| format!("send failed: {e}"))
                 }
+                Incoming::Acked => None,
                 Incoming::Skipped(why) => {
                     tracing::warn!(reason = %why, "skipped something the server sent that is not a usable stanza");
+                    None
                 }
-                Incoming::Quiet => {
-                    // A quiet stream: a ping to our own domain comes back through the
-                    // server, so the stream hears something before it times out.
-                    pings += 1;
-                    let ping = Iq::Get {
-                        from: domain.clone(),
-                        to: domain.clone(),
-                        id: format!("sb-keepalive-{pings}"),
-                        payload: Element::builder("ping", NS_PING).build(),
-                    };
-                    if let Err(e) = sink.send(Stanza::Iq(ping)).await {
-                        return format!("send failed: {e}");
-                    }
-                }
-                Incoming::Ended(reason) => return reason,
+                Incoming::Quiet => sink.keepalive().await.err().map(|e| format!("send failed: {e}")),
+                Incoming::Ended(reason) => Some(reason),
             },
-            d = consumer.recv() => match d {
+            d = st.consumer.recv() => match d {
                 Some(d) => {
                     let tag = d.tag;
                     match outgoing(ctx, sink, d).await {
-                        Ok(true) => {
-                            consumer.ack(tag);
+                        Ok(Outcome::Sent) => None,
+                        Ok(Outcome::DeadLettered) => {
+                            st.consumer.ack(tag);
+                            None
                         }
-                        Ok(false) => {
-                            consumer.nack(tag, true);
+                        Ok(Outcome::Stuck) => {
+                            st.consumer.nack(tag, true);
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            None
                         }
-                        Err(e) => {
-                            consumer.nack(tag, true);
-                            return format!("send failed: {e}");
-                        }
+                        Err(e) => Some(format!("send failed: {e}")),
                     }
                 }
-                None => return "the link queue was closed".into(),
+                None => Some("the link queue was closed".into()),
             },
+        };
+        st.settle(sink.take_settled());
+        if let Some(reason) = ended {
+            return reason;
         }
     }
 }
