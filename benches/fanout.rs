@@ -15,7 +15,7 @@
 //!
 //! `FANOUT_SUBS` (default 10,000), `FANOUT_MESSAGES` (default 20 per round),
 //! `FANOUT_ROWS` (`mqtt0,mqtt1,stomp`), `MOSQUITTO_BIN` (default `mosquitto` on `PATH`),
-//! `RABBITMQ_STOMP` (default 127.0.0.1:61613; a closed port skips the STOMP peer).
+//! `RABBITMQ_STOMP` (default 127.0.0.1:61623; a closed port skips the STOMP peer).
 
 mod common;
 
@@ -452,7 +452,7 @@ fn main() {
     let router_pid = router.0.id();
     let mosquitto = start_mosquitto();
     let rabbit: SocketAddr = std::env::var("RABBITMQ_STOMP")
-        .unwrap_or_else(|_| "127.0.0.1:61613".into())
+        .unwrap_or_else(|_| "127.0.0.1:61623".into())
         .parse()
         .unwrap();
     let rabbit_up = std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
