@@ -194,7 +194,12 @@ fn main() {
         .build()
         .unwrap();
     let routes = "routes:\n  - name: bench-mqtt-to-amqp\n    from: { mqtt: \"bench/y\" }\n    to: [ { amqp: { link: rabbit, routing_key: sb-bench-cross } } ]\n";
-    let settings = format!("links:\n  rabbit:\n    amqp:\n      uri: \"{AMQP}\"\n");
+    // A session queue of 1,000,000: with the default 10,000 the router drops the oldest
+    // QoS 0 message when the subscriber lags behind a closed-loop publisher, where
+    // RabbitMQ holds the publisher back and drops nothing.
+    let settings = format!(
+        "mqtt:\n  max_queued: 1000000\nlinks:\n  rabbit:\n    amqp:\n      uri: \"{AMQP}\"\n"
+    );
     rt.block_on(declare("sb-bench-cross", None));
     rt.block_on(declare("rmq-bench-cross", Some("bench.y")));
     let (router, addrs) =
@@ -251,7 +256,7 @@ fn main() {
             "cross-protocol",
             name,
             &format!("CROSS_BENCH=\"{name}\" scripts/bench cross"),
-            "QoS 0 subscriber; both in memory",
+            "QoS 0 subscriber; both in memory; router mqtt.max_queued 1,000,000 (its default 10,000 drops the oldest when the subscriber lags; RabbitMQ holds the publisher back instead)",
             &stats,
             common::rss_mib(router.0.id()),
         );

@@ -81,7 +81,7 @@ def table(rows):
         if r.get("router_rss_mib") is not None:
             scenario += f"; router RSS {r['router_rss_mib']:.0f} MiB"
         if r.get("note"):
-            notes.setdefault(r["note"], []).append(f"{r['group']}: {r['scenario']}")
+            notes.setdefault((r["group"], r["note"]), []).append(r["scenario"])
         for i, s in enumerate(sides):
             out.append("| " + " | ".join([
                 r["group"] if i == 0 else "",
@@ -91,8 +91,14 @@ def table(rows):
                 f"`{r['command']}`" if i == 0 and r.get("command") else ""]) + " |")
     text = "\n".join(out)
     if notes:
-        text += "\n\nWhat each row compares:\n\n" + "\n".join(
-            f"- {', '.join(names)}: {note}." for note, names in notes.items())
+        rows_of = {}
+        for r in rows:
+            rows_of.setdefault(r["group"], []).append(r["scenario"])
+        lines = []
+        for (group, note), names in notes.items():
+            which = "every row" if names == rows_of[group] else "; ".join(names)
+            lines.append(f"- **{group}** ({which}): {note}.")
+        text += "\n\nWhat each row compares:\n\n" + "\n".join(lines)
     return text
 
 

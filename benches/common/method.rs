@@ -158,8 +158,9 @@ impl<'a> Side<'a> {
 /// How many messages a sample sends.
 #[derive(Clone, Copy, Debug)]
 pub enum Sizing {
-    /// Closed loop: warm up with `warm` messages (more, until a warm-up sample lasts half
-    /// a second), then send what that rate moves in `SB_BENCH_SECS`, at most `max`.
+    /// Closed loop: warm up with `warm` messages (more, until a warm-up sample lasts a
+    /// second), then send what that rate moves in `SB_BENCH_SECS`, at most `max`; each
+    /// later sample resized by how long the one before lasted.
     Closed { warm: usize, max: usize },
     /// Fixed rate (messages published per second): 1 s of warm-up, then `SB_BENCH_SECS`.
     Fixed { rate: u64 },
@@ -290,12 +291,12 @@ pub fn compare(plan: &Plan, sizing: Sizing, sides: &mut [Side]) -> Vec<Stats> {
         .iter_mut()
         .map(|s| match sizing {
             Sizing::Closed { warm, max } => {
-                // Warm-up samples, four times larger each time, until one lasts half a
-                // second (or half a sample): its rate sizes the measured samples.
+                // Warm-up samples, four times larger each time, until one lasts a second
+                // (or half a sample): its rate sizes the measured samples.
                 let mut n = warm;
                 loop {
                     let w = (s.run)(n);
-                    if w.secs >= (plan.secs / 2.0).min(0.5) || n >= max {
+                    if w.secs >= (plan.secs / 2.0).min(1.0) || n >= max {
                         break ((n as f64 * plan.secs / w.secs) as usize).clamp(warm, max);
                     }
                     n = (n * 4).min(max);
@@ -318,8 +319,15 @@ pub fn compare(plan: &Plan, sizing: Sizing, sides: &mut [Side]) -> Vec<Stats> {
             runs: Vec::new(),
         })
         .collect();
+    let mut counts = counts;
     for i in rotations(plan.repeats, sides.len()) {
         let r = (sides[i].run)(counts[i]);
+        // A closed-loop side whose sample missed the length asked (its warm-up ran
+        // slower or faster than it settles at) gets the next one resized, at most ×2.
+        if let Sizing::Closed { warm, max } = sizing {
+            let want = (counts[i] as f64 * plan.secs / r.secs) as usize;
+            counts[i] = want.clamp(counts[i] / 2, counts[i] * 2).clamp(warm, max);
+        }
         stats[i].runs.push(r);
     }
     stats
