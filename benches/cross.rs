@@ -4,19 +4,23 @@
 //!
 //! - STOMP → MQTT: a STOMP publisher SENDs to `/topic/bench.x`, an MQTT 3.1.1 subscriber
 //!   (QoS 0) of `bench/x` receives. RabbitMQ maps both onto `amq.topic`, key `bench.x`.
-//! - MQTT → AMQP: an MQTT publisher (QoS 1, 100 in flight) publishes to `bench/y`; an AMQP
-//!   consumer (lapin, no-ack) reads a queue. Switchboard: a route from `bench/y` to its
-//!   AMQP link, which publishes (with confirms) to that queue on RabbitMQ. RabbitMQ: its
-//!   MQTT plugin publishes to `amq.topic`, where the queue is bound with `bench.y`.
+//! - MQTT → AMQP: an MQTT publisher publishes QoS 0 to `bench/y`; an AMQP consumer
+//!   (lapin, no-ack) reads a queue. Switchboard: a route from `bench/y` to its AMQP link,
+//!   which publishes (with confirms) to that queue on RabbitMQ. RabbitMQ: its MQTT plugin
+//!   publishes to `amq.topic`, where the queue is bound with `bench.y`. QoS 0 so that both
+//!   sides give the publisher the same guarantee, none: at QoS 1 Switchboard PUBACKs once
+//!   the message is queued for its link while RabbitMQ's plugin PUBACKs on its own
+//!   confirm, and the row measured that difference.
 //!
 //! Both brokers keep messages in memory (Switchboard `--data-dir off`, non-durable
 //! RabbitMQ queues). Figures: messages over the time from the first publish to the last
-//! delivery; p50/p99 of the publish-to-delivery latency carried in each payload.
+//! delivery; latency percentiles of the publish-to-delivery time carried in each payload;
+//! every row follows benches/common/method.rs (warm-up, rotating order, repeats, median
+//! and spread, CPU of the router and of RabbitMQ's VM).
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,24 +34,9 @@ use switchboard::listener::stomp::codec::Outgoing;
 use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const N: usize = 50_000;
 const SIZE: usize = 100;
 
-struct Outcome {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn outcome(start: Instant, end: Instant, mut lat: Vec<u64>) -> Outcome {
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    Outcome {
-        rate: lat.len() as f64 / (end - start).as_secs_f64(),
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-    }
-}
+use common::method::{self, Run, Side, Sizing, Window};
 
 fn payload() -> Bytes {
     let mut b = common::mqtt_client::now_ns().to_be_bytes().to_vec();
@@ -65,27 +54,16 @@ async fn stomp_to_mqtt(
     stomp: SocketAddr,
     mqtt: SocketAddr,
     login: Option<(&str, &str)>,
-) -> Outcome {
-    let mut sub =
-        common::mqtt_client::connect(mqtt, &format!("x-sub-{}", std::process::id())).await;
+    pids: &[u32],
+    n: usize,
+    tag: &str,
+) -> Run {
+    let mut sub = common::mqtt_client::connect(mqtt, &format!("x-sub-{tag}")).await;
     common::mqtt_client::subscribe(&mut sub, "bench/x", QoS::AtMostOnce).await;
-    let recv = tokio::spawn(async move {
-        let mut lat = Vec::with_capacity(N);
-        while lat.len() < N {
-            match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-                Ok(Some(Ok((Packet::Publish(p), _)))) => {
-                    lat.push(common::mqtt_client::now_ns().saturating_sub(sent_at(&p.payload)));
-                }
-                Ok(Some(Ok(_))) => {}
-                other => panic!("MQTT subscriber: {other:?} after {}", lat.len()),
-            }
-        }
-        (Instant::now(), lat)
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let recv = tokio::spawn(async move { receive_mqtt(sub, n).await });
     let mut publ = stomp_client::connect(stomp, login).await;
-    let start = Instant::now();
-    for _ in 0..N {
+    let window = Window::open(pids);
+    for _ in 0..n {
         let f = Frame::new(Cmd::Send)
             .with_header("destination", "/topic/bench.x")
             .with_body(payload());
@@ -93,10 +71,33 @@ async fn stomp_to_mqtt(
     }
     SinkExt::<Outgoing>::flush(&mut publ).await.expect("flush");
     let (end, lat) = recv.await.expect("subscriber");
-    outcome(start, end, lat)
+    let got = lat.len() as u64;
+    window
+        .close_at(end.unwrap_or_else(Instant::now), got, lat)
+        .expecting(n as u64)
 }
 
-async fn mqtt_to_amqp(mqtt: SocketAddr, queue: &str) -> Outcome {
+/// Reads up to `n` QoS 0 deliveries; stops after 10 s without one (QoS 0 may be dropped).
+async fn receive_mqtt(mut sub: common::mqtt_client::Conn, n: usize) -> (Option<Instant>, Vec<u64>) {
+    let mut lat = Vec::with_capacity(n);
+    let mut last = None;
+    while lat.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+            Ok(Some(Ok((Packet::Publish(p), _)))) => {
+                last = Some(Instant::now());
+                lat.push(common::mqtt_client::now_ns().saturating_sub(sent_at(&p.payload)));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                println!("  MQTT subscriber stopped after {}: {other:?}", lat.len());
+                break;
+            }
+        }
+    }
+    (last, lat)
+}
+
+async fn mqtt_to_amqp(mqtt: SocketAddr, queue: &str, pids: &[u32], n: usize, tag: &str) -> Run {
     let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
         .await
         .expect("AMQP connect");
@@ -114,54 +115,46 @@ async fn mqtt_to_amqp(mqtt: SocketAddr, queue: &str) -> Outcome {
         .await
         .expect("consume");
     let recv = tokio::spawn(async move {
-        let mut lat = Vec::with_capacity(N);
-        while lat.len() < N {
-            match tokio::time::timeout(Duration::from_secs(30), consumer.next()).await {
+        let mut lat = Vec::with_capacity(n);
+        let mut last = None;
+        while lat.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
                 Ok(Some(Ok(d))) => {
+                    last = Some(Instant::now());
                     lat.push(common::mqtt_client::now_ns().saturating_sub(sent_at(&d.data)))
                 }
-                other => panic!("AMQP consumer: {other:?} after {}", lat.len()),
-            }
-        }
-        (Instant::now(), lat)
-    });
-    let publ = common::mqtt_client::connect(mqtt, &format!("x-pub-{}", std::process::id())).await;
-    let (mut tx, mut rx) = publ.split();
-    let window = Arc::new(tokio::sync::Semaphore::new(100));
-    let w2 = Arc::clone(&window);
-    let acks = tokio::spawn(async move {
-        let mut n = 0;
-        while n < N {
-            match rx.next().await {
-                Some(Ok((Packet::PublishAck { .. }, _))) => {
-                    n += 1;
-                    w2.add_permits(1);
+                other => {
+                    println!("  AMQP consumer stopped after {}: {other:?}", lat.len());
+                    break;
                 }
-                Some(Ok(_)) => {}
-                other => panic!("MQTT publisher: {other:?}"),
             }
         }
+        (last, lat)
     });
-    let start = Instant::now();
-    for i in 0..N {
-        window.acquire().await.expect("window").forget();
-        let pid = (i % 60_000) as u16 + 1;
+    let mut publ = common::mqtt_client::connect(mqtt, &format!("x-pub-{tag}")).await;
+    let window = Window::open(pids);
+    for i in 0..n {
         let body = payload();
-        tx.send(common::mqtt_client::publish(
+        publ.feed(common::mqtt_client::publish(
             "bench/y",
-            QoS::AtLeastOnce,
-            pid,
+            QoS::AtMostOnce,
+            0,
             &body,
         ))
         .await
         .expect("PUBLISH");
+        if i % 64 == 63 {
+            publ.flush().await.expect("flush");
+        }
     }
-    acks.await.expect("acks");
+    publ.flush().await.expect("flush");
     let (end, lat) = recv.await.expect("consumer");
     drop(conn);
-    outcome(start, end, lat)
+    let got = lat.len() as u64;
+    window
+        .close_at(end.unwrap_or_else(Instant::now), got, lat)
+        .expecting(n as u64)
 }
-
 /// Declares the non-durable queue `name` on RabbitMQ, bound to `amq.topic` with `key`
 /// when given.
 async fn declare(name: &str, key: Option<&str>) {
@@ -194,58 +187,121 @@ async fn declare(name: &str, key: Option<&str>) {
 }
 
 fn main() {
+    let plan = method::plan();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let routes = "routes:\n  - name: bench-mqtt-to-amqp\n    from: { mqtt: \"bench/y\" }\n    to: [ { amqp: { link: rabbit, routing_key: sb-bench-cross } } ]\n";
-    let settings = format!("links:\n  rabbit:\n    amqp:\n      uri: \"{AMQP}\"\n");
-    let (router, addrs) = common::start_listeners(&["stomp", "mqtt"], &settings, routes, false);
-    let (sb_stomp, sb_mqtt) = (addrs[0], addrs[1]);
-    let rmq_stomp: SocketAddr = "127.0.0.1:61623".parse().unwrap();
-    let rmq_mqtt: SocketAddr = "127.0.0.1:1893".parse().unwrap();
+    // A session queue of 1,000,000: with the default 10,000 the router drops the oldest
+    // QoS 0 message when the subscriber lags behind a closed-loop publisher, where
+    // RabbitMQ holds the publisher back and drops nothing.
+    let settings = format!(
+        "mqtt:\n  max_queued: 1000000\nlinks:\n  rabbit:\n    amqp:\n      uri: \"{AMQP}\"\n"
+    );
     rt.block_on(declare("sb-bench-cross", None));
     rt.block_on(declare("rmq-bench-cross", Some("bench.y")));
-    // The link connects in the background.
-    std::thread::sleep(Duration::from_secs(2));
+    let (router, addrs) =
+        common::start_listeners(&["stomp", "mqtt", "admin"], &settings, routes, false);
+    let (sb_stomp, sb_mqtt) = (addrs[0], addrs[1]);
+    common::wait_link_connected(addrs[2]);
+    let rmq_stomp: SocketAddr = "127.0.0.1:61623".parse().unwrap();
+    let rmq_mqtt: SocketAddr = "127.0.0.1:1893".parse().unwrap();
+    let rabbit = common::peers::rabbitmq_pid();
+    // The router's path involves RabbitMQ too (the link publishes there): both CPUs count.
+    let sb_pids: Vec<u32> = std::iter::once(router.0.id()).chain(rabbit).collect();
+    let rmq_pids: Vec<u32> = rabbit.into_iter().collect();
     println!(
-        "Cross-protocol benchmark: {N} messages of {SIZE} B, Switchboard vs RabbitMQ (same translation through its plugins)"
+        "Cross-protocol benchmark ({plan:?}): {SIZE} B messages, Switchboard vs RabbitMQ (same translation through its plugins)"
     );
-    println!(
-        "{:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
-        "scenario", "sb msg/s", "p50 µs", "p99 µs", "rmq msg/s", "p50 µs", "p99 µs", "ratio"
-    );
-    let pid = router.0.id();
-    let line = |name: &str, sb: Outcome, rmq: Outcome| {
-        common::row(
+    let only = std::env::var("CROSS_BENCH").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    let sizing = Sizing::Closed {
+        warm: 10_000,
+        max: 3_000_000,
+    };
+    let rt = &rt;
+    let name = "STOMP → MQTT, 100 B";
+    if wanted(name) {
+        let mut k = 0;
+        let mut sides = vec![Side::new("Switchboard", |n| {
+            k += 1;
+            rt.block_on(stomp_to_mqtt(
+                sb_stomp,
+                sb_mqtt,
+                None,
+                &sb_pids[..1],
+                n,
+                &format!("sb{k}"),
+            ))
+        })];
+        let mut j = 0;
+        if plan.peers {
+            sides.push(Side::new("RabbitMQ plugins", |n| {
+                j += 1;
+                rt.block_on(stomp_to_mqtt(
+                    rmq_stomp,
+                    rmq_mqtt,
+                    Some(("guest", "guest")),
+                    &rmq_pids,
+                    n,
+                    &format!("rmq{j}"),
+                ))
+            }));
+        }
+        let stats = method::compare(&plan, sizing, &mut sides);
+        drop(sides);
+        common::record_stats(
             "cross-protocol",
             name,
-            "msg/s",
-            common::Fig::rate(sb.rate, sb.p50_us, sb.p99_us),
-            Some((
-                "RabbitMQ plugins",
-                common::Fig::rate(rmq.rate, rmq.p50_us, rmq.p99_us),
-            )),
-            Some(pid),
+            &format!("CROSS_BENCH=\"{name}\" scripts/bench cross"),
+            "QoS 0 subscriber; both in memory; router mqtt.max_queued 1,000,000 (its default 10,000 drops the oldest when the subscriber lags; RabbitMQ holds the publisher back instead)",
+            &stats,
+            common::rss_mib(router.0.id()),
         );
-        println!(
-            "{name:<24} {:>12.0} {:>9.0} {:>9.0}   {:>12.0} {:>9.0} {:>9.0}   {:>6.2}×",
-            sb.rate,
-            sb.p50_us,
-            sb.p99_us,
-            rmq.rate,
-            rmq.p50_us,
-            rmq.p99_us,
-            sb.rate / rmq.rate
+    }
+    let name = "MQTT QoS 0 → AMQP, 100 B";
+    if wanted(name) {
+        let mut k = 0;
+        let mut sides = vec![Side::new("Switchboard", |n| {
+            k += 1;
+            rt.block_on(mqtt_to_amqp(
+                sb_mqtt,
+                "sb-bench-cross",
+                &sb_pids,
+                n,
+                &format!("sb{k}"),
+            ))
+        })];
+        let mut j = 0;
+        if plan.peers {
+            sides.push(Side::new("RabbitMQ plugins", |n| {
+                j += 1;
+                rt.block_on(mqtt_to_amqp(
+                    rmq_mqtt,
+                    "rmq-bench-cross",
+                    &rmq_pids,
+                    n,
+                    &format!("rmq{j}"),
+                ))
+            }));
+        }
+        let stats = method::compare(&plan, sizing, &mut sides);
+        drop(sides);
+        common::record_stats(
+            "cross-protocol",
+            name,
+            &format!("CROSS_BENCH=\"{name}\" scripts/bench cross"),
+            "same guarantee: QoS 0, no publisher acknowledgement on either side (Switchboard's link still publishes with confirms); the router's path runs through RabbitMQ too, so its per CPU-s ratio counts the router and RabbitMQ",
+            &stats,
+            common::rss_mib(router.0.id()),
         );
-    };
-    let sb = rt.block_on(stomp_to_mqtt(sb_stomp, sb_mqtt, None));
-    let rmq = rt.block_on(stomp_to_mqtt(rmq_stomp, rmq_mqtt, Some(("guest", "guest"))));
-    line("STOMP → MQTT, 100 B", sb, rmq);
-    let sb = rt.block_on(mqtt_to_amqp(sb_mqtt, "sb-bench-cross"));
-    let rmq = rt.block_on(mqtt_to_amqp(rmq_mqtt, "rmq-bench-cross"));
-    line("MQTT → AMQP, 100 B", sb, rmq);
+    }
+    rt.block_on(common::peers::rabbitmq_delete_queues(&[
+        "sb-bench-cross".into(),
+        "rmq-bench-cross".into(),
+    ]));
     println!(
         "router RSS after the run: {} MiB",
         common::rss_kb(router.0.id()) / 1024

@@ -1,11 +1,22 @@
-//! MQTT throughput, latency and memory, Switchboard side by side with Mosquitto, driven by
-//! the same load generator in the same run (not a test).
+//! MQTT throughput, latency and memory, Switchboard side by side with Mosquitto and with
+//! nats-server's MQTT (JetStream on), driven by the same load generator in the same run
+//! (not a test).
 //!
-//! Run with `scripts/bench mqtt` (starts Mosquitto on 127.0.0.1:18830 when it is not
-//! answering). The load generator is a minimal MQTT 3.1.1 client over `rmqtt-codec`.
-//! Scenarios: QoS 0 and QoS 1 1→1, QoS 0 fan-out 1→100 (closed loop), 1→1 at a fixed
-//! rate for latency, resident memory per idle connection at 10,000 connections, and bytes
-//! per message to a 5.0 subscriber with outbound topic aliases (`MQTT_BENCH=aliases`).
+//! Run with `scripts/bench mqtt`. The peers are this run's own: a Mosquitto and a single
+//! nats-server with MQTT on free loopback ports (benches/common/peers.rs; `MOSQUITTO` or
+//! `NATS_MQTT` = `HOST:PORT` to use another, `off` for none). Every side sends QoS 1
+//! deliveries with the same in-flight window of 100 (Switchboard `mqtt.max_inflight`,
+//! Mosquitto `max_inflight_messages`, nats-server `mqtt.max_ack_pending`), and QoS 1
+//! publishers keep 100 unacknowledged. Switchboard and Mosquitto keep messages in memory
+//! only; nats-server stores every QoS 1 publish in its JetStream stream (its only way:
+//! file store, default sync).
+//!
+//! Scenarios: QoS 0 and QoS 1 1→1, QoS 0 fan-out 1→100 (closed loop), 1→1 QoS 1 at fixed
+//! rates of 5,000 and 50,000/s for latency, resident memory per idle connection at 10,000
+//! connections (fresh servers every sample), and bytes per message to a 5.0 subscriber
+//! with outbound topic aliases (nats-server speaks MQTT 3.1.1 only: not compared there).
+//! Every row follows benches/common/method.rs: warm-up, samples of `SB_BENCH_SECS`
+//! rotating which side goes first, `SB_BENCH_REPEATS` of them, median and spread.
 
 mod common;
 
@@ -19,21 +30,23 @@ use rmqtt_codec::v3::Packet;
 
 use common::mqtt_client::{connect, now_ns, publish, subscribe};
 
-struct Outcome {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
+use common::method::{self, Run, Side, Sizing, Window};
+use common::peers::{self, MQTT_WINDOW};
 
+/// One sample: `subs` subscribers of one topic, a publisher sending `n` messages of
+/// `size` bytes (at `rate` per second when given); the window runs from the first publish
+/// to the last delivery, watching the CPU time of `pids`.
+#[allow(clippy::too_many_arguments)]
 async fn scenario(
     addr: SocketAddr,
+    pids: &[u32],
     qos: QoS,
     subs: usize,
     size: usize,
     n: usize,
     rate: Option<u64>,
     tag: &str,
-) -> Outcome {
+) -> Run {
     let topic = format!("bench/{tag}");
     let mut consumers = Vec::new();
     for i in 0..subs {
@@ -42,10 +55,14 @@ async fn scenario(
         consumers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(n);
             let mut got = 0;
+            let mut last = None;
             while got < n {
-                match tokio::time::timeout(Duration::from_secs(30), c.next()).await {
+                // QoS 0 may be dropped on the way (a slow consumer): a subscriber that hears
+                // nothing for 10 s reports what it got rather than waiting for the rest.
+                match tokio::time::timeout(Duration::from_secs(10), c.next()).await {
                     Ok(Some(Ok((Packet::Publish(p), _)))) => {
                         got += 1;
+                        last = Some(Instant::now());
                         if p.payload.len() >= 8 {
                             let t = u64::from_be_bytes(p.payload[..8].try_into().unwrap_or([0; 8]));
                             lat.push(now_ns().saturating_sub(t));
@@ -55,55 +72,57 @@ async fn scenario(
                         }
                     }
                     Ok(Some(Ok(_))) => {}
-                    other => panic!("subscriber stopped after {got}: {other:?}"),
+                    other => {
+                        println!("  subscriber stopped after {got} of {n}: {other:?}");
+                        break;
+                    }
                 }
             }
             let _ = c.flush().await;
-            (Instant::now(), lat)
+            (last, lat, got)
         }));
     }
     let body = Bytes::from(vec![b'x'; size.max(8)]);
-    let (start, acks) = match common::mqtt_client::bench_header() {
-        None => publish_v3(addr, &topic, qos, n, rate, &body, tag).await,
-        Some(h) => publish_v5(addr, &topic, qos, n, rate, &body, tag, h).await,
+    let (window, acks) = match common::mqtt_client::bench_header() {
+        None => publish_v3(addr, pids, &topic, qos, n, rate, &body, tag).await,
+        Some(h) => publish_v5(addr, pids, &topic, qos, n, rate, &body, tag, h).await,
     };
     let mut lat = Vec::new();
-    let mut end = start;
+    let mut end = window.started();
+    let mut got = 0;
     for c in consumers {
-        let (t, l) = c.await.unwrap();
-        end = end.max(t);
+        let (t, l, g) = c.await.unwrap();
+        end = t.map_or(end, |t| end.max(t));
         lat.extend(l);
+        got += g as u64;
     }
     acks.abort();
-    lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    Outcome {
-        rate: (n * subs) as f64 / (end - start).as_secs_f64(),
-        p50_us: pct(0.5),
-        p99_us: pct(0.99),
-    }
+    window.close_at(end, got, lat).expecting((n * subs) as u64)
 }
 
-/// The 3.1.1 publisher of a scenario; returns when it started, and its task reading
-/// acknowledgements (aborted once the subscribers are done).
+/// Sends at `rate` messages per second in bursts of 10 when given: the burst due at
+/// `start + k × 10 / rate` waits until then.
+fn pace(rate: Option<u64>) -> Option<Duration> {
+    rate.map(|r| Duration::from_secs_f64(10.0 / r as f64))
+}
+
+/// The 3.1.1 publisher of a scenario; returns the timed window (opened at its first
+/// publish) and its task reading acknowledgements (aborted once the subscribers are done).
+#[allow(clippy::too_many_arguments)]
 async fn publish_v3(
     addr: SocketAddr,
+    pids: &[u32],
     topic: &str,
     qos: QoS,
     n: usize,
     rate: Option<u64>,
     body: &Bytes,
     tag: &str,
-) -> (Instant, tokio::task::JoinHandle<()>) {
+) -> (Window, tokio::task::JoinHandle<()>) {
     let p = connect(addr, &format!("pub-{tag}")).await;
     let (mut sink, mut stream) = p.split();
-    // QoS 1: a window of 100 unacknowledged publishes, as a real client keeps.
-    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    // QoS 1: a window of unacknowledged publishes, as a real client keeps.
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(MQTT_WINDOW));
     let acks = {
         let window = window.clone();
         tokio::spawn(async move {
@@ -114,8 +133,9 @@ async fn publish_v3(
             }
         })
     };
-    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
-    let start = Instant::now();
+    let pace = pace(rate);
+    let timed = Window::open(pids);
+    let start = timed.started();
     for i in 0..n {
         if let Some(p) = pace
             && i % 10 == 0
@@ -129,12 +149,12 @@ async fn publish_v3(
             (i % 65_000 + 1) as u16
         };
         sink.feed(publish(topic, qos, pid, body)).await.unwrap();
-        if i % 64 == 63 || pace.is_some() {
+        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
             sink.flush().await.unwrap();
         }
     }
     sink.flush().await.unwrap();
-    (start, acks)
+    (timed, acks)
 }
 
 /// [`publish_v3`] as an MQTT 5 client whose every PUBLISH carries the user property
@@ -142,6 +162,7 @@ async fn publish_v3(
 #[allow(clippy::too_many_arguments)]
 async fn publish_v5(
     addr: SocketAddr,
+    pids: &[u32],
     topic: &str,
     qos: QoS,
     n: usize,
@@ -149,11 +170,11 @@ async fn publish_v5(
     body: &Bytes,
     tag: &str,
     header: (&str, &str),
-) -> (Instant, tokio::task::JoinHandle<()>) {
+) -> (Window, tokio::task::JoinHandle<()>) {
     use common::mqtt_client::v5;
     let p = v5::connect(addr, &format!("pub-{tag}")).await;
     let (mut sink, mut stream) = p.split();
-    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(MQTT_WINDOW));
     let acks = {
         let window = window.clone();
         tokio::spawn(async move {
@@ -164,8 +185,9 @@ async fn publish_v5(
             }
         })
     };
-    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
-    let start = Instant::now();
+    let pace = pace(rate);
+    let timed = Window::open(pids);
+    let start = timed.started();
     for i in 0..n {
         if let Some(p) = pace
             && i % 10 == 0
@@ -181,12 +203,12 @@ async fn publish_v5(
         sink.feed(v5::publish(topic, qos, pid, body, header))
             .await
             .unwrap();
-        if i % 64 == 63 || pace.is_some() {
+        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
             sink.flush().await.unwrap();
         }
     }
     sink.flush().await.unwrap();
-    (start, acks)
+    (timed, acks)
 }
 
 /// KiB of resident memory per idle connection, over `n` connections.
@@ -297,75 +319,56 @@ async fn bytes_per_message(addr: SocketAddr, alias_max: u16, n: usize, tag: &str
     reader.await.unwrap() as f64 / n as f64
 }
 
+/// The router's MQTT settings on every row: memory only (`--data-dir off`, like the
+/// Mosquitto it is compared with), the same QoS 1 window as the peers.
+fn router_settings() -> String {
+    format!(
+        "mqtt:\n  max_connections: 20000\n  max_inflight: {MQTT_WINDOW}\n  max_queued: 100000\nconnections:\n  max_per_ip: 0\n  connect_rate: 0\n"
+    )
+}
+
+const WINDOWS: &str = "QoS 1 in-flight window 100 on every side (Switchboard mqtt.max_inflight, Mosquitto max_inflight_messages, nats-server mqtt.max_ack_pending; publishers keep 100 unacknowledged); Switchboard and Mosquitto in memory, nats-server stores QoS 1 in JetStream (file, default sync)";
+
 fn main() {
-    let mosq: SocketAddr = std::env::var("MOSQUITTO")
-        .unwrap_or_else(|_| "127.0.0.1:18830".into())
-        .parse()
-        .unwrap();
-    let mosq_pid: Option<u32> = std::fs::read_to_string("/tmp/mosquitto-test/mosquitto.pid")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let mosq_up = std::net::TcpStream::connect_timeout(&mosq, Duration::from_secs(1)).is_ok();
-    // Memory only, like the Mosquitto it is compared with (`persistence false`).
-    let (router, addr) = common::start_router_memory_only(
-        "mqtt",
-        "mqtt:\n  max_connections: 20000\n  max_inflight: 100\n  max_queued: 100000\nconnections:\n  max_per_ip: 0\n  connect_rate: 0\n",
-    );
+    let plan = method::plan();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    println!(
-        "MQTT benchmark: Switchboard {addr} vs Mosquitto {mosq}{}",
-        if mosq_up {
-            ""
-        } else {
-            " (NOT RUNNING: ratios omitted)"
-        }
-    );
-    // `MQTT_BENCH=memory` runs only the memory figure; any other value runs only the
-    // scenarios whose name contains it (`MQTT_BENCH="QoS 1"`).
+    // `MQTT_BENCH=memory` runs only the memory figure, `aliases` only the topic-alias one;
+    // any other value runs only the scenarios whose name contains it (`MQTT_BENCH="QoS 1"`).
     let only = std::env::var("MQTT_BENCH").ok();
-    let memory = only.as_deref().is_none_or(|o| o == "memory");
-    // Memory first, while both servers are fresh (freed message buffers would hide it).
-    let n = 10_000;
-    let sb_kb = if memory {
-        rt.block_on(idle_memory(addr, router.0.id(), n))
-    } else {
-        0.0
-    };
-    match (mosq_up && memory, mosq_pid) {
-        _ if !memory => {}
-        (true, Some(pid)) => {
-            let mq_kb = rt.block_on(idle_memory(mosq, pid, n));
-            println!(
-                "RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB, mosquitto {mq_kb:.1} KiB, ratio {:.2}×",
-                sb_kb / mq_kb.max(0.01)
-            );
-            common::row(
-                "MQTT",
-                "RSS per idle connection, 10,000 connections",
-                "KiB",
-                common::Fig::value(sb_kb),
-                Some(("Mosquitto", common::Fig::value(mq_kb))),
-                None,
-            );
-        }
-        _ => println!("RSS per idle connection ({n} connections): switchboard {sb_kb:.1} KiB"),
+    println!("MQTT benchmark ({plan:?})");
+    if only.as_deref().is_none_or(|o| o == "memory") {
+        memory_row(&plan, &rt);
     }
-    // `MQTT_BENCH=memory` stops here (a quick check while working on memory).
     if only.as_deref() == Some("memory") {
         return;
     }
+    let (router, addr) = common::start_router_memory_only("mqtt", &router_settings());
+    let mosq = peers::mosquitto();
+    let nats = peers::nats_mqtt();
+    println!(
+        "Switchboard {addr}, {}, {}",
+        mosq.as_ref()
+            .map_or("no Mosquitto".into(), |p| format!("Mosquitto {}", p.addr)),
+        nats.as_ref().map_or("no nats-server".into(), |p| format!(
+            "nats-server MQTT {}",
+            p.addr
+        )),
+    );
     // Outbound topic aliases: bytes per message to a 5.0 subscriber that accepts them,
-    // against one that does not, and against Mosquitto given the same subscriber.
+    // against one that does not, and against Mosquitto given the same subscriber. A size:
+    // one measurement (it does not vary).
     if only.as_deref().is_none_or(|o| o == "aliases") {
         let n = 20_000;
         let tag = format!("a{}", std::process::id());
         let plain = rt.block_on(bytes_per_message(addr, 0, n, &tag));
         let aliased = rt.block_on(bytes_per_message(addr, 64, n, &tag));
-        let mq = mosq_up.then(|| rt.block_on(bytes_per_message(mosq, 64, n, &tag)));
+        let mq = mosq
+            .as_ref()
+            .map(|m| rt.block_on(bytes_per_message(m.addr, 64, n, &tag)));
         println!(
             "bytes per message, 16 B payload, 60 B topics: switchboard {aliased:.1} with topic aliases, {plain:.1} without ({:.0}% saved){}",
             100.0 * (1.0 - aliased / plain),
@@ -373,67 +376,147 @@ fn main() {
                 ", mosquitto {m:.1} (it sends no aliases)"
             ))
         );
-        common::row(
+        let mut sides = vec![common::value_side("Switchboard", &[aliased])];
+        if let Some(m) = mq {
+            sides.push(common::value_side("Mosquitto", &[m]));
+        }
+        common::record(
             "MQTT",
             "5.0 subscriber with Topic Alias Maximum 64: bytes per 16 B message",
             "B",
-            common::Fig::value(aliased),
-            mq.map(|m| ("Mosquitto", common::Fig::value(m))),
+            "MQTT_BENCH=aliases scripts/bench mqtt",
+            "a size, measured once; nats-server speaks MQTT 3.1.1 only",
+            sides,
             None,
         );
         if only.is_some() {
             return;
         }
     }
-    println!(
-        "{:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
-        "scenario", "sb msg/s", "p50 µs", "p99 µs", "mosq msg/s", "p50 µs", "p99 µs", "ratio"
-    );
-    type Case = (&'static str, QoS, usize, usize, usize, Option<u64>);
+    type Case = (&'static str, QoS, usize, usize, Sizing);
     let cases: &[Case] = &[
-        ("QoS 0 1→1, 100 B", QoS::AtMostOnce, 1, 100, 200_000, None),
-        ("QoS 1 1→1, 100 B", QoS::AtLeastOnce, 1, 100, 100_000, None),
-        ("QoS 0 1→100, 100 B", QoS::AtMostOnce, 100, 100, 5_000, None),
+        (
+            "QoS 0 1→1, 100 B",
+            QoS::AtMostOnce,
+            1,
+            100,
+            Sizing::Closed {
+                warm: 20_000,
+                max: 5_000_000,
+            },
+        ),
+        (
+            "QoS 1 1→1, 100 B",
+            QoS::AtLeastOnce,
+            1,
+            100,
+            Sizing::Closed {
+                warm: 10_000,
+                max: 2_000_000,
+            },
+        ),
+        (
+            "QoS 0 1→100, 100 B",
+            QoS::AtMostOnce,
+            100,
+            100,
+            Sizing::Closed {
+                warm: 1_000,
+                max: 100_000,
+            },
+        ),
         (
             "QoS 1 1→1 @5k/s",
             QoS::AtLeastOnce,
             1,
             100,
-            20_000,
-            Some(5_000),
+            Sizing::Fixed { rate: 5_000 },
+        ),
+        (
+            "QoS 1 1→1 @50k/s",
+            QoS::AtLeastOnce,
+            1,
+            100,
+            Sizing::Fixed { rate: 50_000 },
         ),
     ];
-    for (i, (name, qos, subs, size, n, rate)) in cases.iter().enumerate() {
+    let router_pid = router.0.id();
+    for (i, (name, qos, subs, size, sizing)) in cases.iter().enumerate() {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let tag = format!("{i}-{}", std::process::id());
-        let cpu = common::cpu_ns(router.0.id());
-        let sb = rt.block_on(scenario(addr, *qos, *subs, *size, *n, *rate, &tag));
-        common::print_cpu(name, router.0.id(), cpu, n * subs);
-        let line = format!("{:>12.0} {:>9.0} {:>9.0}", sb.rate, sb.p50_us, sb.p99_us);
-        if mosq_up {
-            let mq = rt.block_on(scenario(mosq, *qos, *subs, *size, *n, *rate, &tag));
-            println!(
-                "{name:<24} {line}   {:>12.0} {:>9.0} {:>9.0}   {:>6.2}×",
-                mq.rate,
-                mq.p50_us,
-                mq.p99_us,
-                sb.rate / mq.rate
-            );
-            common::row(
-                "MQTT",
-                name,
-                "msg/s",
-                common::Fig::rate(sb.rate, sb.p50_us, sb.p99_us),
-                Some((
-                    "Mosquitto",
-                    common::Fig::rate(mq.rate, mq.p50_us, mq.p99_us),
-                )),
-                Some(router.0.id()),
-            );
-        } else {
-            println!("{name:<24} {line}");
+        let rate = match sizing {
+            Sizing::Fixed { rate } => Some(*rate),
+            _ => None,
+        };
+        let side = |name: &str, addr: SocketAddr, pids: Vec<u32>| {
+            let rt = &rt;
+            let mut runs = 0;
+            Side::new(name, move |n| {
+                runs += 1;
+                let tag = format!("{i}-{}-{runs}", std::process::id());
+                rt.block_on(scenario(addr, &pids, *qos, *subs, *size, n, rate, &tag))
+            })
+        };
+        let mut sides = vec![side("Switchboard", addr, vec![router_pid])];
+        for p in [&mosq, &nats].into_iter().flatten() {
+            sides.push(side(&p.name, p.addr, p.pids()));
+        }
+        let stats = method::compare(&plan, *sizing, &mut sides);
+        drop(sides);
+        common::record_stats(
+            "MQTT",
+            name,
+            &format!("MQTT_BENCH=\"{name}\" scripts/bench mqtt"),
+            WINDOWS,
+            &stats,
+            common::rss_mib(router_pid),
+        );
+    }
+}
+
+/// Resident memory per idle connection: every sample on freshly started servers (freed
+/// message buffers of earlier rows would hide it), the first side rotating.
+fn memory_row(plan: &method::Plan, rt: &tokio::runtime::Runtime) {
+    let n = 10_000;
+    let names = ["Switchboard", "Mosquitto", "nats-server MQTT"];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for i in method::rotations(plan.repeats, names.len()) {
+        let kib = match i {
+            0 => {
+                let (router, addr) = common::start_router_memory_only("mqtt", &router_settings());
+                Some(rt.block_on(idle_memory(addr, router.0.id(), n)))
+            }
+            _ => {
+                let peer = if i == 1 {
+                    peers::mosquitto()
+                } else {
+                    peers::nats_mqtt()
+                };
+                peer.and_then(|p| Some(rt.block_on(idle_memory(p.addr, p.pid?, n))))
+            }
+        };
+        if let Some(k) = kib {
+            samples[i].push(k);
         }
     }
+    let sides: Vec<_> = names
+        .iter()
+        .zip(&samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(name, s)| common::value_side(name, s))
+        .collect();
+    println!("RSS per idle connection ({n} connections), KiB per sample:");
+    for (name, s) in names.iter().zip(&samples) {
+        println!("  {name:<18} {s:.2?}");
+    }
+    common::record(
+        "MQTT",
+        "RSS per idle connection, 10,000 connections",
+        "KiB",
+        "MQTT_BENCH=memory scripts/bench mqtt",
+        "each sample on a freshly started server; keep-alive 0, clean session, no subscription, measured 3 s after the last CONNACK",
+        sides,
+        None,
+    );
 }

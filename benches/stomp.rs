@@ -3,9 +3,12 @@
 //!
 //! Run with `scripts/bench stomp` (starts RabbitMQ when it is not answering), or
 //! `cargo bench --bench stomp` with RabbitMQ's STOMP on 127.0.0.1:61623 (guest/guest).
-//! Scenarios: queue 1→1 and topic 1→10, 100-byte and 4 KiB bodies. Each publisher is
-//! closed-loop (sends as fast as the broker accepts; TCP backpressure applies), each
-//! message carries its send time, and subscribers measure end-to-end latency.
+//! Scenarios: queue 1→1 and topic 1→10, 100-byte and 4 KiB bodies, closed loop (the
+//! publisher sends as fast as the broker accepts; TCP backpressure applies), and the
+//! same at fixed rates for latency. Each message carries its send time, and subscribers
+//! measure end-to-end latency. Every row follows benches/common/method.rs (warm-up,
+//! rotating order, repeats, median and spread, CPU of each broker); the RabbitMQ queues
+//! a sample declared are deleted after it.
 
 mod common;
 
@@ -18,15 +21,12 @@ use futures::{SinkExt, StreamExt};
 use switchboard::listener::stomp::codec::{Incoming, Outgoing};
 use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
 
-struct Outcome {
-    msgs_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
+use common::method::{self, Run, Side, Sizing, Window};
 
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
     addr: SocketAddr,
+    pids: &[u32],
     login: Option<(&str, &str)>,
     topic: bool,
     subs: usize,
@@ -34,7 +34,7 @@ async fn scenario(
     n: usize,
     rate: Option<u64>,
     tag: &str,
-) -> Outcome {
+) -> Run {
     let dest = if topic {
         format!("/topic/bench.{tag}")
     } else {
@@ -53,25 +53,31 @@ async fn scenario(
         consumers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(n);
             let mut got = 0;
+            let mut last = None;
             while got < n {
                 match tokio::time::timeout(Duration::from_secs(30), c.next()).await {
                     Ok(Some(Ok(Incoming::Frame(f)))) if f.command == Cmd::Message => {
                         got += 1;
+                        last = Some(Instant::now());
                         if let Some(t) = f.header("t").and_then(|t| t.parse::<u64>().ok()) {
                             lat.push(now_ns().saturating_sub(t));
                         }
                     }
                     Ok(Some(Ok(_))) => {}
-                    other => panic!("subscriber stopped after {got}: {other:?}"),
+                    other => {
+                        println!("  subscriber stopped after {got} of {n}: {other:?}");
+                        break;
+                    }
                 }
             }
-            (Instant::now(), lat)
+            (last, lat, got as u64)
         }));
     }
     let mut p = connect(addr, login).await;
     let body = Bytes::from(vec![b'x'; size]);
     let header = bench_header();
-    let start = Instant::now();
+    let window = Window::open(pids);
+    let start = window.started();
     // Open loop: batches of 10 on a fixed schedule, for latency at a sustainable rate.
     let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
     for i in 0..n {
@@ -99,23 +105,14 @@ async fn scenario(
     receipt(&mut p, "end").await;
     let mut lat = Vec::new();
     let mut end = start;
+    let mut got = 0;
     for c in consumers {
-        let (t, l) = c.await.unwrap();
-        end = end.max(t);
+        let (t, l, g) = c.await.unwrap();
+        end = t.map_or(end, |t| end.max(t));
         lat.extend(l);
+        got += g;
     }
-    lat.sort_unstable();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    Outcome {
-        msgs_per_s: (n * subs) as f64 / (end - start).as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-    }
+    window.close_at(end, got, lat).expecting((n * subs) as u64)
 }
 
 /// A header every SEND carries, from `SB_BENCH_HEADER`: `traceparent` (a valid W3C one,
@@ -131,85 +128,93 @@ fn bench_header() -> Option<(&'static str, &'static str)> {
 }
 
 fn main() {
+    let plan = method::plan();
     let rabbit: SocketAddr = std::env::var("RABBITMQ_STOMP")
         .unwrap_or_else(|_| "127.0.0.1:61623".into())
         .parse()
         .unwrap();
-    let rabbit_up = std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
+    let rabbit_up =
+        plan.peers && std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
+    let rabbit_pids: Vec<u32> = common::peers::rabbitmq_pid().into_iter().collect();
     let (router, addr) = common::start_router("stomp", "");
+    let router_pids = vec![router.0.id()];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "STOMP benchmark: Switchboard {addr} vs RabbitMQ STOMP {rabbit}{}",
-        if rabbit_up {
-            ""
-        } else {
-            " (NOT RUNNING: ratios omitted)"
-        }
+        "STOMP benchmark ({plan:?}): Switchboard {addr} vs RabbitMQ STOMP {rabbit}{}",
+        if rabbit_up { "" } else { " (not compared)" }
     );
-    println!(
-        "{:<22} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>7}",
-        "scenario", "sb msg/s", "p50 µs", "p99 µs", "rmq msg/s", "p50 µs", "p99 µs", "ratio"
-    );
-    type Case = (&'static str, bool, usize, usize, usize, Option<u64>);
+    type Case = (&'static str, bool, usize, usize, Sizing);
+    let closed = |warm: usize, max: usize| Sizing::Closed { warm, max };
     let cases: &[Case] = &[
-        ("queue 1→1, 100 B", false, 1, 100, 100_000, None),
-        ("queue 1→1, 4 KiB", false, 1, 4096, 30_000, None),
-        ("topic 1→10, 100 B", true, 10, 100, 20_000, None),
-        ("topic 1→10, 4 KiB", true, 10, 4096, 5_000, None),
-        ("queue 1→1 @5k/s", false, 1, 100, 20_000, Some(5_000)),
-        ("topic 1→10 @2k/s", true, 10, 100, 8_000, Some(2_000)),
+        ("queue 1→1, 100 B", false, 1, 100, closed(10_000, 3_000_000)),
+        ("queue 1→1, 4 KiB", false, 1, 4096, closed(5_000, 1_000_000)),
+        ("topic 1→10, 100 B", true, 10, 100, closed(2_000, 1_000_000)),
+        ("topic 1→10, 4 KiB", true, 10, 4096, closed(1_000, 300_000)),
+        (
+            "queue 1→1 @5k/s",
+            false,
+            1,
+            100,
+            Sizing::Fixed { rate: 5_000 },
+        ),
+        (
+            "topic 1→10 @2k/s",
+            true,
+            10,
+            100,
+            Sizing::Fixed { rate: 2_000 },
+        ),
     ];
     // `STOMP_BENCH` runs only the scenarios whose name contains it (`STOMP_BENCH=", 100 B"`).
     let only = std::env::var("STOMP_BENCH").ok();
-    for (i, (name, topic, subs, size, n, rate)) in cases.iter().enumerate() {
+    for (i, (name, topic, subs, size, sizing)) in cases.iter().enumerate() {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let tag = format!("{i}{}", std::process::id());
-        let cpu = common::cpu_ns(router.0.id());
-        let sb = rt.block_on(scenario(addr, None, *topic, *subs, *size, *n, *rate, &tag));
-        common::print_cpu(name, router.0.id(), cpu, n * subs);
-        let line_sb = format!(
-            "{:>12.0} {:>9.0} {:>9.0}",
-            sb.msgs_per_s, sb.p50_us, sb.p99_us
-        );
+        let rate = match sizing {
+            Sizing::Fixed { rate } => Some(*rate),
+            _ => None,
+        };
+        let rt = &rt;
+        let side = |name: &str, addr: SocketAddr, pids: Vec<u32>, login| {
+            let mut k = 0;
+            Side::new(name, move |n| {
+                k += 1;
+                let tag = format!("{i}-{}-{k}", std::process::id());
+                let run = rt.block_on(scenario(
+                    addr, &pids, login, *topic, *subs, *size, n, rate, &tag,
+                ));
+                if login.is_some() && !*topic {
+                    rt.block_on(common::peers::rabbitmq_delete_queues(&[format!(
+                        "bench.{tag}"
+                    )]));
+                }
+                run
+            })
+        };
+        let mut sides = vec![side("Switchboard", addr, router_pids.clone(), None)];
         if rabbit_up {
-            let rq = rt.block_on(scenario(
+            sides.push(side(
+                "RabbitMQ STOMP",
                 rabbit,
+                rabbit_pids.clone(),
                 Some(("guest", "guest")),
-                *topic,
-                *subs,
-                *size,
-                *n,
-                *rate,
-                &tag,
             ));
-            println!(
-                "{:<22} {line_sb}   {:>12.0} {:>9.0} {:>9.0}   {:>6.2}×",
-                name,
-                rq.msgs_per_s,
-                rq.p50_us,
-                rq.p99_us,
-                sb.msgs_per_s / rq.msgs_per_s
-            );
-            common::row(
-                "STOMP",
-                name,
-                "msg/s",
-                common::Fig::rate(sb.msgs_per_s, sb.p50_us, sb.p99_us),
-                Some((
-                    "RabbitMQ STOMP",
-                    common::Fig::rate(rq.msgs_per_s, rq.p50_us, rq.p99_us),
-                )),
-                Some(router.0.id()),
-            );
-        } else {
-            println!("{name:<22} {line_sb}");
         }
+        let stats = method::compare(&plan, *sizing, &mut sides);
+        drop(sides);
+        common::record_stats(
+            "STOMP",
+            name,
+            &format!("STOMP_BENCH=\"{name}\" scripts/bench stomp"),
+            "Switchboard with its journal on (these messages are not persistent); RabbitMQ /queue/ = durable queue, /topic/ = amq.topic",
+            &stats,
+            common::rss_mib(router.0.id()),
+        );
     }
     println!(
         "switchboard RSS after the run: {} MiB",

@@ -1,15 +1,19 @@
 //! XMPP link benchmark (not a test): an XMPP user's messages through Prosody and the
 //! router's component into a queue and out to a STOMP consumer, against Prosody's own
-//! c2s → c2s rate on the same machine as the ceiling; the same minimal Rust c2s client
-//! (benches/common/xmpp_client.rs) sends on both paths, one run each; prints both
-//! figures and the ratio. Needs Prosody (`scripts/bench xmpp` starts it).
-//! `XMPP_BENCH_COUNT` (default 20000).
+//! c2s → c2s rate on the same machine. That second figure is a **ceiling, not a peer**:
+//! no other product does this path here, and the router's path runs through Prosody too
+//! (Prosody hands a component one stream and does less per stanza than for a c2s
+//! recipient, so the router's path can pass it). The same minimal Rust c2s client
+//! (benches/common/xmpp_client.rs) sends on both paths; method: benches/common/method.rs
+//! (warm-up, alternating order, repeats, median and spread, CPU of the router and of
+//! Prosody). Needs Prosody (`scripts/bench xmpp` starts it).
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::method::{self, Side, Sizing, Window};
 use common::{stomp_client, xmpp_client};
 use futures::{SinkExt, StreamExt};
 use switchboard::listener::stomp::codec::{Incoming, Outgoing};
@@ -18,10 +22,7 @@ use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
 const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/prosody-ctl.sh");
 
 fn main() {
-    let count: usize = std::env::var("XMPP_BENCH_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let plan = method::plan();
     let tag = format!("bench{}", std::process::id());
     let (a, b) = (format!("{tag}a@localhost"), format!("{tag}b@localhost"));
     for u in [&a, &b] {
@@ -38,6 +39,7 @@ fn main() {
         "routes:\n  - name: bench\n    from: {{xmpp: {{link: im, jid: \"bench@bridge.localhost\"}}}}\n    to: [{{queue: {tag}.q}}]\n"
     );
     let (router, stomp) = common::start_router_with_routes("stomp", settings, &routes);
+    let prosody = common::peers::prosody_pid();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,16 +47,9 @@ fn main() {
         .unwrap();
     let c2s: std::net::SocketAddr = "127.0.0.1:5222".parse().unwrap();
     let queue = format!("{tag}.q");
-    let (ceiling, routed) = rt.block_on(async {
+    let (mut sa, mut sb, mut consumer) = rt.block_on(async {
         let mut sa = xmpp_client::login(c2s, &a, "pw").await;
-        let mut sb = xmpp_client::login(c2s, &b, "pw").await;
-        // Ceiling: A → Prosody → B.
-        let t0 = Instant::now();
-        let recv = tokio::spawn(async move { xmpp_client::count_messages(&mut sb.r, count).await });
-        xmpp_client::send_chats(&mut sa.w, &b, count).await;
-        let ceiling = count as f64 / (recv.await.unwrap() - t0).as_secs_f64();
-        println!("ceiling  {count:>7} messages: {ceiling:>7.0} msgs/s");
-        // Router: A → Prosody → component → queue → STOMP consumer.
+        let sb = xmpp_client::login(c2s, &b, "pw").await;
         let mut consumer = stomp_client::connect(stomp, None).await;
         let sub = Frame::new(Cmd::Subscribe)
             .with_header("destination", format!("/queue/{queue}"))
@@ -79,38 +74,65 @@ fn main() {
                 break;
             }
         }
-        let recv = tokio::spawn(async move {
-            let mut got = 0;
-            while got < count {
-                match consumer.next().await {
-                    Some(Ok(Incoming::Frame(f)))
-                        if f.command == Cmd::Message && &f.body[..] != b"probe" =>
-                    {
-                        got += 1
-                    }
-                    Some(Ok(_)) => {}
-                    other => panic!("STOMP consumer: {other:?} after {got}"),
-                }
-            }
-            Instant::now()
-        });
-        let t0 = Instant::now();
-        xmpp_client::send_chats(&mut sa.w, "bench@bridge.localhost", count).await;
-        let routed = count as f64 / (recv.await.unwrap() - t0).as_secs_f64();
-        println!("router   {count:>7} messages: {routed:>7.0} msgs/s");
-        (ceiling, routed)
+        (sa, sb, consumer)
     });
-    common::row(
+    let ceiling_pids: Vec<u32> = prosody.into_iter().collect();
+    let router_pids: Vec<u32> = std::iter::once(router.0.id()).chain(prosody).collect();
+    let rt = &rt;
+    // Both sides send from user A's session, one after the other.
+    let sa = tokio::sync::Mutex::new(&mut sa);
+    let mut sides = vec![Side::new("Switchboard", |n| {
+        rt.block_on(async {
+            let mut sa = sa.lock().await;
+            let recv = async {
+                let mut got = 0;
+                while got < n {
+                    match consumer.next().await {
+                        Some(Ok(Incoming::Frame(f)))
+                            if f.command == Cmd::Message && &f.body[..] != b"probe" =>
+                        {
+                            got += 1
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("STOMP consumer: {other:?} after {got}"),
+                    }
+                }
+                Instant::now()
+            };
+            let window = Window::open(&router_pids);
+            let send = xmpp_client::send_chats(&mut sa.w, "bench@bridge.localhost", n);
+            let (end, ()) = tokio::join!(recv, send);
+            window.close_at(end, n as u64, Vec::new())
+        })
+    })];
+    if plan.peers {
+        sides.push(Side::new("Prosody c2s → c2s (ceiling)", |n| {
+            rt.block_on(async {
+                let mut sa = sa.lock().await;
+                let window = Window::open(&ceiling_pids);
+                let recv = xmpp_client::count_messages(&mut sb.r, n);
+                let send = xmpp_client::send_chats(&mut sa.w, &b, n);
+                let (end, ()) = tokio::join!(recv, send);
+                window.close_at(end, n as u64, Vec::new())
+            })
+        }));
+    }
+    println!("XMPP benchmark ({plan:?})");
+    let stats = method::compare(
+        &plan,
+        Sizing::Closed {
+            warm: 5_000,
+            max: 500_000,
+        },
+        &mut sides,
+    );
+    drop(sides);
+    common::record_stats(
         "XMPP",
         "XMPP chat → queue → STOMP",
-        "msg/s",
-        common::Fig::value(routed),
-        Some(("Prosody c2s → c2s", common::Fig::value(ceiling))),
-        Some(router.0.id()),
-    );
-    println!(
-        "router / ceiling = {:.2}x (goal >= 0.9x); router RSS {} KiB",
-        routed / ceiling,
-        common::rss_kb(router.0.id())
+        "scripts/bench xmpp",
+        "the second side is a ceiling, not a peer: Prosody's own chat-to-chat delivery on the same machine; the router's path runs through Prosody too, so its per CPU-s ratio counts the router and Prosody",
+        &stats,
+        common::rss_mib(router.0.id()),
     );
 }

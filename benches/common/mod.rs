@@ -2,7 +2,9 @@
 //! process memory.
 #![allow(dead_code)]
 
+pub mod method;
 pub mod mqtt_client;
+pub mod peers;
 pub mod stomp_client;
 pub mod xmpp_client;
 
@@ -10,13 +12,17 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The router process; killed when dropped.
-pub struct Router(pub Child);
+/// The router process; killed when dropped, and its journal (the second field, when it
+/// has one) deleted: a durable row's samples leave hundreds of MiB each.
+pub struct Router(pub Child, Option<std::path::PathBuf>);
 
 impl Drop for Router {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(data) = &self.1 {
+            let _ = std::fs::remove_dir_all(data);
+        }
     }
 }
 
@@ -107,6 +113,7 @@ pub fn start_named(
             )
             .spawn()
             .expect("start switchboard"),
+        durable.then(|| dir.join("data")),
     );
     // Generous: a clustered router starts only once NATS answered its first requests.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -144,29 +151,6 @@ pub fn router_binary() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_switchboard").into())
 }
 
-/// CPU time a process's threads have used, in nanoseconds (the first field of each
-/// `/proc/PID/task/TID/schedstat`; threads that ended are not counted). Less sensitive
-/// than throughput to what else the machine runs: what a hot path costs shows in it.
-pub fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// With `SB_BENCH_CPU` set, prints the router's CPU time per message of a scenario
-/// (`before` from [`cpu_ns`] when it started).
-pub fn print_cpu(name: &str, pid: u32, before: u64, messages: usize) {
-    if std::env::var_os("SB_BENCH_CPU").is_some() {
-        let ns = cpu_ns(pid).saturating_sub(before) as f64 / messages as f64;
-        println!("cpu {name:<22} {ns:>8.1} ns/msg");
-    }
-}
-
 /// Resident memory of a process, KiB.
 pub fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -179,57 +163,38 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One figure of a benchmark row: a value in `unit`, and latency percentiles when the
-/// scenario measures them.
-#[derive(Clone, Copy)]
-pub struct Fig {
-    pub value: f64,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-}
-
-impl Fig {
-    pub fn rate(value: f64, p50_us: f64, p99_us: f64) -> Fig {
-        Fig {
-            value,
-            p50_us: Some(p50_us),
-            p99_us: Some(p99_us),
-        }
-    }
-
-    pub fn value(value: f64) -> Fig {
-        Fig {
-            value,
-            p50_us: None,
-            p99_us: None,
-        }
-    }
+/// Resident memory of a process, MiB (for a row's router).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    Some(rss_kb(pid) as f64 / 1024.0)
 }
 
 /// Records one row for the suite's table (`scripts/bench suite`): a JSON line appended to
-/// the file named by `SB_BENCH_ROWS`; nothing when it is not set. `unit` is `msg/s`
-/// (more is better) or a size or time (less is better); `router_pid` gives the router's
-/// RSS at that moment.
-pub fn row(
+/// the file named by `SB_BENCH_ROWS`; nothing when it is not set. `sides` are Switchboard
+/// first, then its peers ([`method::Stats::json`], or [`value_side`] for a size or a
+/// time); `unit` is `msg/s` (more is better) or a size or time (less is better);
+/// `command` reproduces the row; `note` says what is compared (same window, same
+/// guarantee, ceiling rather than peer); `router_rss_mib`: the router's resident memory
+/// after the row ([`rss_mib`]).
+pub fn record(
     group: &str,
     scenario: &str,
     unit: &str,
-    sb: Fig,
-    peer: Option<(&str, Fig)>,
-    router_pid: Option<u32>,
+    command: &str,
+    note: &str,
+    sides: Vec<serde_json::Value>,
+    router_rss_mib: Option<f64>,
 ) {
     let Some(path) = std::env::var_os("SB_BENCH_ROWS") else {
         return;
     };
-    let fig =
-        |f: Fig| serde_json::json!({"value": f.value, "p50_us": f.p50_us, "p99_us": f.p99_us});
     let line = serde_json::json!({
         "group": group,
         "scenario": scenario,
         "unit": unit,
-        "switchboard": fig(sb),
-        "peer": peer.map(|(name, f)| serde_json::json!({"name": name, "figure": fig(f)})),
-        "router_rss_mib": router_pid.map(|p| rss_kb(p) as f64 / 1024.0),
+        "command": command,
+        "note": note,
+        "sides": sides,
+        "router_rss_mib": router_rss_mib,
     });
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -238,4 +203,72 @@ pub fn row(
         .open(path)
         .expect("SB_BENCH_ROWS file");
     writeln!(f, "{line}").expect("write row");
+}
+
+/// [`record`] for a row of [`method::Stats`].
+pub fn record_stats(
+    group: &str,
+    scenario: &str,
+    command: &str,
+    note: &str,
+    stats: &[method::Stats],
+    router_rss_mib: Option<f64>,
+) {
+    method::print(scenario, "msg/s", stats);
+    record(
+        group,
+        scenario,
+        "msg/s",
+        command,
+        note,
+        stats.iter().map(method::Stats::json).collect(),
+        router_rss_mib,
+    );
+}
+
+/// A side of a size or time row: median and spread of its samples.
+pub fn value_side(name: &str, samples: &[f64]) -> serde_json::Value {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    serde_json::json!({
+        "name": name,
+        "value": median,
+        "lo": v.first(),
+        "hi": v.last(),
+        "runs": v.len(),
+    })
+}
+
+/// A plain HTTP GET on the router's admin listener; the whole response, or empty.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// Waits until the router's links say `connected` (`GET /links` on `admin`).
+pub fn wait_link_connected(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(admin, "/links").contains("\"connected\"") {
+        assert!(
+            Instant::now() < deadline,
+            "the router's link did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
