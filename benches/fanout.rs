@@ -37,6 +37,8 @@ use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
 const BODY: usize = 100;
+const COMMAND: &str = "cargo bench --bench fanout";
+const NOTE: &str = "1 publisher, 10,000 subscribers (FANOUT_SUBS), same load generator, QoS 1 window 20 on both sides";
 /// QoS 1 publisher window: Mosquitto's default `max_inflight_messages`.
 const WINDOW: usize = 20;
 
@@ -350,7 +352,7 @@ async fn round(
             stomp_subscribers(addr, subs, &dest, peer, Arc::clone(&tally), src).await
         }
     };
-    let cpu0 = cpu_pid.map(common::cpu_ns);
+    let cpu0 = cpu_pid.and_then(common::method::cpu_seconds);
     let start = Instant::now();
     let done = tally.done.notified();
     let pub_src = src.next();
@@ -374,7 +376,7 @@ async fn round(
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_pid
         .zip(cpu0)
-        .map(|(p, c0)| (common::cpu_ns(p) - c0) as f64 / (subs * m) as f64);
+        .and_then(|(p, c0)| Some((common::method::cpu_seconds(p)? - c0) * 1e9 / (subs * m) as f64));
     for t in tasks {
         t.abort();
     }
@@ -504,7 +506,15 @@ fn main() {
                     "",
                     "",
                 );
-                common::row("fanout", row.name(), "msg/s", common::Fig::value(s), None, Some(router_pid));
+                common::record(
+                    "fanout",
+                    row.name(),
+                    "msg/s",
+                    COMMAND,
+                    NOTE,
+                    vec![common::value_side("switchboard", &sb)],
+                    common::rss_mib(router_pid),
+                );
             } else {
                 let (p, p_lo, p_hi) = median_spread(&mut peer);
                 println!(
@@ -514,13 +524,17 @@ fn main() {
                     format!("({p_lo:.0}–{p_hi:.0})"),
                     s / p,
                 );
-                common::row(
+                common::record(
                     "fanout",
                     row.name(),
                     "msg/s",
-                    common::Fig::value(s),
-                    Some((peer_name, common::Fig::value(p))),
-                    Some(router_pid),
+                    COMMAND,
+                    NOTE,
+                    vec![
+                        common::value_side("switchboard", &sb),
+                        common::value_side(peer_name, &peer),
+                    ],
+                    common::rss_mib(router_pid),
                 );
             }
         }
