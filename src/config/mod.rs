@@ -241,6 +241,18 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
     if let Some(a) = raw.auth {
         s.auth = Arc::new(auth::validate(a, shown, &mut s.admin, &mut errors));
     }
+    // An XMPP link's `users` name users of `auth.users`: a JID mapped to nobody would
+    // silently have no commands.
+    for x in &s.xmpp_links {
+        for (jid, user) in &x.users {
+            if !s.auth.users.contains_key(user) {
+                errors.push(ConfigError(format!(
+                    "{shown}: links.{}: users: `{jid}` maps to `{user}`, who is not in auth.users",
+                    x.name
+                )));
+            }
+        }
+    }
     s.tls = listeners::tls(raw.tls, shown, base, &mut errors);
     if let Some(st) = raw.stomp {
         s.stomp_ws = stomp::validate(st, shown, &mut s.stomp, &mut errors);

@@ -71,7 +71,7 @@ pub(super) async fn incoming(
             }
             presence::handle(ctx, sink, st, p).await
         }
-        Stanza::Iq(q) => iq::handle(ctx, sink, q).await,
+        Stanza::Iq(q) => iq::handle(ctx, sink, st, q).await,
     }
 }
 
