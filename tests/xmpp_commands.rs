@@ -1,6 +1,9 @@
-//! Ad-hoc commands (XEP-0050) on both XMPP link kinds, against Prosody and ejabberd
-//! (`prosody::NAME`, `ejabberd::NAME`): slixmpp users run them (tests/py/xmpp_commands_scenarios.py),
-//! each gated by the permissions of the user their JID maps to.
+//! Ad-hoc commands (XEP-0050) and rooms on both XMPP link kinds, against Prosody and
+//! ejabberd (`prosody::NAME`, `ejabberd::NAME`), with slixmpp users
+//! (tests/py/xmpp_commands_scenarios.py): commands gated by the permissions of the user
+//! a JID maps to; a link that is kicked from its room comes back within its self-ping
+//! interval, under a suffixed nick when its own is taken, and the room's occupants and
+//! subject arrive as events.
 
 mod common;
 
@@ -14,7 +17,106 @@ on_both_servers!(
     needs "Python";
     ad_hoc_commands_on_the_component_follow_the_users_permissions,
     ad_hoc_commands_on_the_bot_follow_the_users_permissions,
+    a_kicked_component_rejoins_its_room_and_occupants_are_events,
+    a_kicked_bot_rejoins_its_room_and_occupants_are_events,
 );
+
+const ROOM_ROUTES: &str = r#"
+routes:
+  - name: PFX-roomev
+    from: {xmpp: {link: im, presence: "PFX@conference.localhost"}}
+    to: [{queue: PFX.roomev}]
+"#;
+
+/// The rooms scenario: the user creates the room first (so that they own it, and hold
+/// the nick the link is configured with), then the router starts with `link` (as in
+/// [`commands`], joining that room, self-pinging every second).
+fn rooms(s: &Server, name: &str, link: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let p = common::unique_prefix(name).to_lowercase();
+    let (alice, pw) = s.user(&format!("{p}-a"));
+    let (carol, _) = s.user(&format!("{p}-c"));
+    let (bot, _) = s.user(&format!("{p}-bot"));
+    let mut child = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/xmpp_commands_scenarios.py"
+        ))
+        .args(["--port", "0", "--c2s-port", &s.c2s.to_string()])
+        .args(["--prefix", &p, "--target", "-", "--ping", "1"])
+        .args(["--jid", &alice, "--jid2", &carol, "--jid3", &carol])
+        .args(["--password", &pw, "--timeout", "15", "rooms"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line == "ready" {
+            break;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let settings = format!(
+        "links:\n  im:\n{}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      room_ping: 1s\n      rooms:\n        - {{room: \"{p}@conference.localhost\", nick: sbbot}}\n",
+        link.replace("BOT", &bot).replace("CERT", &cert(s))
+    );
+    std::fs::write(dir.path().join("switchboard.yaml"), settings).unwrap();
+    std::fs::write(
+        dir.path().join("routes/xmpp.yaml"),
+        ROOM_ROUTES.replace("PFX", &p),
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", d.addr("stomp").port()).unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.success() && out.trim_end().ends_with("ok"),
+        "rooms scenario on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
+        s.name,
+        d.log()
+    );
+    eprintln!("{name} on {}: {out}", s.name);
+    let log = d.log();
+    assert!(log.contains("nick taken in the room"), "{log}");
+}
+
+fn a_kicked_component_rejoins_its_room_and_occupants_are_events(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp:\n      server: \"{}\"\n      domain: bridge.localhost\n      secret: bridgesecret\n",
+        s.component_addr()
+    );
+    rooms(s, "roomc", &link);
+}
+
+fn a_kicked_bot_rejoins_its_room_and_occupants_are_events(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp_client:\n      jid: BOT\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: CERT\n",
+        s.c2s
+    );
+    rooms(s, "roomb", &link);
+}
 
 const ROUTES: &str = r#"
 routes:

@@ -26,7 +26,8 @@ args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefi
                              p.add_argument("--target", required=True),
                              p.add_argument("--jid", required=True), p.add_argument("--jid2", required=True),
                              p.add_argument("--jid3", required=True), p.add_argument("--password", required=True),
-                             p.add_argument("--c2s-port", type=int, default=5222)))
+                             p.add_argument("--c2s-port", type=int, default=5222),
+                             p.add_argument("--ping", type=float, default=1.0)))
 P = args.prefix
 T = args.timeout
 TARGET = args.target
@@ -135,7 +136,67 @@ async def commands():
     print("ok")
 
 
-SCENARIOS = {"commands": commands}
+async def rooms():
+    """alice creates the room P@conference.localhost (as owner) under the nick the link is
+    configured with, `sbbot`, then prints `ready` and reads the router's STOMP port: the link joins
+    as `sbbot-2` (nick conflict). alice kicks it; it is back within the self-ping interval
+    (--ping seconds). carol joins and leaves, alice sets the subject: all of it arrives as events
+    on the queue P.roomev."""
+    import json
+    import time
+    room = f"{P}@conference.localhost"
+    alice = await login(args.jid)
+    muc = alice.plugin["xep_0045"]
+    await muc.join_muc_wait(room, "sbbot", maxstanzas=0, timeout=T)
+    form = alice.plugin["xep_0004"].make_form(ftype="submit")
+    await muc.set_room_config(room, form, timeout=T)
+    print("ready", flush=True)
+    port = int(sys.stdin.readline())
+    c = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
+    col = Collector(T)
+    c.set_listener("c", col)
+    c.connect(wait=True)
+    c.subscribe(f"/queue/{P}.roomev", id="1", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+
+    def events():
+        return [json.loads(f.body) for f in col.messages]
+
+    await alice.wait(lambda: "sbbot-2" in muc.get_roster(room), "the link in the room as sbbot-2")
+    kicked = time.monotonic()
+    await muc.set_role(room, "sbbot-2", "none", reason="test", timeout=T)
+    await alice.wait(lambda: "sbbot-2" not in muc.get_roster(room), "the link out of the room")
+    await alice.wait(lambda: "sbbot-2" in muc.get_roster(room), "the link back in the room",
+                     timeout=args.ping * 2 + 5)
+    back = time.monotonic() - kicked
+    expect(back <= args.ping * 2 + 1, f"back after {back:.1f}s, the self-ping interval is {args.ping}s")
+
+    carol = await login(args.jid3)
+    await carol.plugin["xep_0045"].join_muc_wait(room, "carol", maxstanzas=0, timeout=T)
+    carol.plugin["xep_0045"].leave_muc(room, "carol")
+    muc.set_subject(room, "deploy at noon")
+
+    def seen(**kv):
+        return any(all(e.get(k) == v for k, v in kv.items()) for e in events())
+    await alice.wait(lambda: seen(event="subject", subject="deploy at noon"), "the subject event")
+    for kv in ({"event": "joined", "nick": "sbbot-2", "self": True},
+               {"event": "joined", "nick": "sbbot", "self": False},
+               {"event": "left", "nick": "sbbot-2", "self": True},
+               {"event": "joined", "nick": "carol", "self": False},
+               {"event": "left", "nick": "carol", "self": False}):
+        expect(seen(room=room, **kv), f"no {kv} in {events()}")
+    left = next(e for e in events() if e["event"] == "left" and e["self"])
+    expect("307" in left["codes"], f"kick status: {left}")
+    own = [e["event"] for e in events() if e.get("self")]
+    expect(own[:3] == ["joined", "left", "joined"], f"own events {own}")
+    print(f"back in the room {back:.1f}s after the kick")
+    for u in (alice, carol):
+        u.disconnect()
+    c.disconnect()
+    print("ok")
+
+
+SCENARIOS = {"commands": commands, "rooms": rooms}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

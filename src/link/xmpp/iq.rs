@@ -24,6 +24,12 @@ pub(super) async fn handle(
     st: &mut Session,
     iq: Iq,
 ) -> Result<(), tokio_xmpp::Error> {
+    if let Some(send) = super::rooms::pong(&ctx.settings, &mut st.rooms, &iq) {
+        for s in send {
+            sink.send(s).await?;
+        }
+        return Ok(());
+    }
     let mut also = Vec::new();
     if let Some(reply) = commands::answer(ctx, st, &iq, &mut also).await {
         sink.send(Stanza::Iq(reply)).await?;
