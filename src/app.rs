@@ -143,6 +143,7 @@ pub async fn run(
         crate::link::xmpp::spawn(
             xmpp.clone(),
             router.clone(),
+            Arc::clone(&settings.auth),
             &links,
             shutdown.clone(),
             &tracker,

@@ -142,6 +142,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The configured user `name`, without a login: for an identity another layer
+    /// established (an XMPP link maps a bare JID its server authenticated to a user).
+    pub fn of_user(auth: &Auth, name: &str) -> Option<Self> {
+        auth.users.get(name).map(|u| Principal {
+            user: Some(name.into()),
+            perms: Arc::clone(&u.perms),
+        })
+    }
+
     pub fn name(&self) -> &str {
         self.user.as_deref().unwrap_or("anonymous")
     }

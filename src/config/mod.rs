@@ -241,6 +241,18 @@ fn validate(raw: raw::RawSettings, shown: &str, base: &Path) -> Result<Settings,
     if let Some(a) = raw.auth {
         s.auth = Arc::new(auth::validate(a, shown, &mut s.admin, &mut errors));
     }
+    // An XMPP link's `users` name users of `auth.users`: a JID mapped to nobody would
+    // silently have no commands.
+    for x in &s.xmpp_links {
+        for (jid, user) in &x.users {
+            if !s.auth.users.contains_key(user) {
+                errors.push(ConfigError(format!(
+                    "{shown}: links.{}: users: `{jid}` maps to `{user}`, who is not in auth.users",
+                    x.name
+                )));
+            }
+        }
+    }
     s.tls = listeners::tls(raw.tls, shown, base, &mut errors);
     if let Some(st) = raw.stomp {
         s.stomp_ws = stomp::validate(st, shown, &mut s.stomp, &mut errors);
@@ -324,5 +336,45 @@ mod tests {
             "{}",
             unknown[0]
         );
+    }
+
+    #[test]
+    fn an_xmpp_links_users_must_be_users_of_auth() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw";
+        let yaml = format!(
+            "links:\n  im:\n    xmpp_client:\n      jid: bot@example.org\n      password: pw\n      room_ping: 0s\n      users: {{\"Alice@Example.org\": alice, \"bob@example.org\": bob, \"example.org\": alice}}\nauth:\n  users:\n    alice: {{password_hash: \"{hash}\"}}\n"
+        );
+        let e = Settings::from_yaml(&yaml, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for part in [
+            "links.im.xmpp_client.room_ping: a duration more than 0",
+            "links.im.xmpp_client.users: `example.org` is not a user's bare JID",
+        ] {
+            assert!(e.contains(part), "{part} not in:\n{e}");
+        }
+        let yaml = yaml
+            .replace("room_ping: 0s", "room_ping: 2s")
+            .replace(", \"example.org\": alice", "");
+        let e = Settings::from_yaml(&yaml, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            e.contains(
+                "links.im: users: `bob@example.org` maps to `bob`, who is not in auth.users"
+            ),
+            "{e}"
+        );
+        let yaml = yaml.replace(", \"bob@example.org\": bob", "");
+        let s = Settings::from_yaml(&yaml, "t.yaml", Path::new(".")).unwrap();
+        let x = &s.xmpp_links[0];
+        assert_eq!(x.users["alice@example.org"], "alice");
+        assert_eq!(x.room_ping, Duration::from_secs(2));
     }
 }

@@ -38,6 +38,9 @@ pub struct RawXmppClientLink {
     #[serde(default)]
     pub rooms: Vec<RawRoom>,
     pub subscriptions_from: Option<Vec<String>>,
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+    pub room_ping: Option<String>,
 }
 
 /// How the connection is encrypted. There is no plain-text mode: the password (or its
@@ -145,6 +148,8 @@ impl XmppLinkSettings {
             reconnect_max: raw.reconnect_max,
             rooms: raw.rooms,
             subscriptions_from: raw.subscriptions_from,
+            users: raw.users,
+            room_ping: raw.room_ping,
         };
         // The account joins rooms as itself: room messages arrive addressed to it.
         let rooms = common

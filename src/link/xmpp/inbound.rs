@@ -64,14 +64,30 @@ pub(super) async fn incoming(
     stanza: Stanza,
 ) -> Result<(), tokio_xmpp::Error> {
     match stanza {
-        Stanza::Message(m) => message(ctx, sink, st, m).await,
+        Stanza::Message(m) => {
+            if let Some(e) = rooms::subject(&ctx.settings, &m) {
+                rooms::event(ctx, e).await;
+            }
+            message(ctx, sink, st, m).await
+        }
         Stanza::Presence(p) => {
-            if let Some(unlock) = rooms::instant_room(ctx, &p) {
+            if let Some(unlock) = rooms::instant_room(ctx, &st.rooms, &p) {
                 sink.send(Stanza::Iq(unlock)).await?;
             }
-            presence::handle(ctx, sink, st, p).await
+            match rooms::presence(&ctx.settings, &mut st.rooms, &p) {
+                Some((send, events)) => {
+                    for s in send {
+                        sink.send(s).await?;
+                    }
+                    for e in events {
+                        rooms::event(ctx, e).await;
+                    }
+                    Ok(())
+                }
+                None => presence::handle(ctx, sink, st, p).await,
+            }
         }
-        Stanza::Iq(q) => iq::handle(ctx, sink, q).await,
+        Stanza::Iq(q) => iq::handle(ctx, sink, st, q).await,
     }
 }
 
@@ -104,14 +120,9 @@ async fn message(
     if groupchat {
         let room = from.to_bare().to_string();
         let nick = from.resource().map(|r| r.to_string()).unwrap_or_default();
-        let joined = ctx
-            .settings
-            .rooms
-            .iter()
-            .find(|r| r.room.eq_ignore_ascii_case(&room));
-        match joined {
+        match st.rooms.nick_in(&ctx.settings, &room) {
             // The room reflects what we said back to us: routing it again would loop.
-            Some(r) if r.nick == nick => return Ok(()),
+            Some(ours) if ours == nick => return Ok(()),
             // The room's subject, and messages from the room itself, are not chat.
             _ if nick.is_empty() || s.bodies.is_empty() => return Ok(()),
             _ => {}

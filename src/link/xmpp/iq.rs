@@ -1,6 +1,8 @@
 //! Requests (`iq`) to the component: service discovery and pings are answered, anything
 //! else is refused with an error.
 
+use std::sync::Arc;
+
 use tokio_xmpp::Stanza;
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
@@ -8,19 +10,34 @@ use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use super::convert;
 use super::link::LinkCtx;
-use super::session::{NS_ROSTER, ROSTER_ID, Sink};
+use super::session::{NS_ROSTER, ROSTER_ID, Session, Sink};
+use super::{commands, convert};
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub(super) const NS_PING: &str = "urn:xmpp:ping";
 
 pub(super) async fn handle(
-    ctx: &LinkCtx,
+    ctx: &Arc<LinkCtx>,
     sink: &mut Sink,
+    st: &mut Session,
     iq: Iq,
 ) -> Result<(), tokio_xmpp::Error> {
+    if let Some(send) = super::rooms::pong(&ctx.settings, &mut st.rooms, &iq) {
+        for s in send {
+            sink.send(s).await?;
+        }
+        return Ok(());
+    }
+    let mut also = Vec::new();
+    if let Some(reply) = commands::answer(ctx, st, &iq, &mut also).await {
+        sink.send(Stanza::Iq(reply)).await?;
+        for s in also {
+            sink.send(s).await?;
+        }
+        return Ok(());
+    }
     if let Some(account) = ctx.settings.account()
         && let Some(reply) = roster(account, &iq)
     {
@@ -126,6 +143,7 @@ fn disco_info(ctx: &LinkCtx, to: &Jid) -> DiscoInfoResult {
             convert::NS_SHIM,
             convert::NS_JSON,
             NS_PING,
+            commands::NS_COMMANDS,
         ]
         .into_iter()
         .map(str::to_owned)

@@ -31,6 +31,8 @@ pub(super) struct LinkCtx {
     /// writes and every router mirrors, so whichever takes the link over knows whom
     /// to push (see [`super::presence::shared_key`]).
     pub shared_subs: Option<Arc<dyn SharedMeta>>,
+    /// The users whose permissions ad-hoc commands have ([`XmppLinkSettings::users`]).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
@@ -46,6 +48,7 @@ pub(super) struct Sub {
 pub fn spawn(
     settings: XmppLinkSettings,
     router: Router,
+    auth: Arc<crate::auth::Auth>,
     links: &Links,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -74,6 +77,7 @@ pub fn spawn(
         status,
         subs: Mutex::new(BTreeMap::new()),
         shared_subs,
+        auth,
     });
     let mirrored = ctx.shared_subs.as_ref().map(|shared| {
         let mirror = Arc::downgrade(&ctx);

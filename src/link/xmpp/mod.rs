@@ -27,6 +27,7 @@ mod availability;
 mod c2s;
 mod client_settings;
 mod client_tls;
+mod commands;
 mod component;
 mod conn;
 pub mod convert;

@@ -269,46 +269,62 @@ async fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
         );
         return;
     };
-    let queue = match &dest {
+    match &dest {
         Destination::Queue(q) => {
             // Pushing a queue would make the user a competing consumer, taking work
             // meant for its workers: only topics are pushed.
             tracing::info!(user, jid = ours, queue = %q, "presence subscription accepted; this JID routes to a queue, which is not pushed (only topics are)");
-            return;
         }
         Destination::Topic(t) => {
-            let name = format!(
-                "{PUSH_PREFIX}{}.{}.{}",
-                ctx.settings.name,
-                escape_level(user),
-                escape_level(ours)
-            );
-            // A durable subscription: it collects (bounded) while nobody consumes it.
-            match ctx
-                .router
-                .core()
-                .subscribe_durable(&name, &[t], ConsumeOptions::manual(1))
-            {
-                Ok(_consumer) => {
-                    if let Err(e) = ctx.router.core().bindings_settled(&name).wait().await {
-                        tracing::warn!(user, jid = ours, error = %e, "the push subscription may miss what other routers publish until the cluster answers");
-                    }
-                    name
-                }
-                Err(e) => {
-                    tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
-                    return;
-                }
+            if let Err(e) = collect(ctx, user, ours, t).await {
+                tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
             }
         }
-    };
-    tracing::info!(user, jid = ours, destination = %dest, "presence subscription: pushing this destination while the user is online");
-    let sub = Sub { dest, queue };
-    share(ctx, user, ours, Some(&sub));
-    lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), sub);
+    }
 }
 
-fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
+/// Pushes topic `topic` to `user` from now on, as `ours` (a bare JID of ours, or, for an
+/// ad-hoc command's subscription, `BARE/TOPIC`): creates the durable subscription that
+/// collects while they are away, records it (in the cluster too); resolves once it
+/// collects topic publishes made anywhere in the cluster.
+pub(super) async fn collect(
+    ctx: &LinkCtx,
+    user: &str,
+    ours: &str,
+    topic: &str,
+) -> Result<(), String> {
+    let name = format!(
+        "{PUSH_PREFIX}{}.{}.{}",
+        ctx.settings.name,
+        escape_level(user),
+        escape_level(ours)
+    );
+    // A durable subscription: it collects (bounded) while nobody consumes it.
+    ctx.router
+        .core()
+        .subscribe_durable(&name, &[topic], ConsumeOptions::manual(1))
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = ctx.router.core().bindings_settled(&name).wait().await {
+        tracing::warn!(user, jid = ours, error = %e, "the push subscription may miss what other routers publish until the cluster answers");
+    }
+    tracing::info!(
+        user,
+        jid = ours,
+        topic,
+        "pushing this topic while the user is online"
+    );
+    let sub = Sub {
+        dest: Destination::topic(topic),
+        queue: name,
+    };
+    share(ctx, user, ours, Some(&sub));
+    lock(&ctx.subs).insert((user.to_owned(), ours.to_owned()), sub);
+    Ok(())
+}
+
+/// Ends a subscription: its push stops and its collecting queue is deleted; whether
+/// there was one.
+pub(super) fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) -> bool {
     let key = (user.to_owned(), ours.to_owned());
     if let Some(stop) = st.pushes.remove(&key) {
         stop.cancel();
@@ -322,7 +338,9 @@ fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) {
             jid = ours,
             "presence subscription ended; push removed"
         );
+        return true;
     }
+    false
 }
 
 fn stop_pushes(st: &mut Session, user: &str) {
@@ -336,7 +354,7 @@ fn stop_pushes(st: &mut Session, user: &str) {
 }
 
 /// Starts a push for each of the user's subscriptions not already running.
-fn start_pushes(ctx: &Arc<LinkCtx>, st: &mut Session, user: &str) {
+pub(super) fn start_pushes(ctx: &Arc<LinkCtx>, st: &mut Session, user: &str) {
     let subs: Vec<((String, String), Sub)> = lock(&ctx.subs)
         .iter()
         .filter(|((u, _), _)| u == user)
@@ -381,7 +399,9 @@ async fn push(
                 None => break,
             },
         };
-        let stanza = match convert::to_stanza(&d.message, &user, &ours, "chat", |k| {
+        // An ad-hoc command's subscription (`BARE/TOPIC`) is sent from the bare JID.
+        let from = ours.split_once('/').map_or(ours.as_str(), |(bare, _)| bare);
+        let stanza = match convert::to_stanza(&d.message, &user, from, "chat", |k| {
             k == crate::router::LINK_TARGET_HEADER
         }) {
             Ok(s) => Stanza::Message(s),

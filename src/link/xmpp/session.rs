@@ -50,6 +50,8 @@ pub(super) struct Session {
     pub confirming: FuturesUnordered<Confirming>,
     /// The link queue's messages for XMPP.
     consumer: Consumer,
+    /// The rooms we are in, and their self-pings.
+    pub rooms: rooms::Rooms,
 }
 
 /// The session's connection, which its handlers write to.
@@ -77,6 +79,7 @@ impl Session {
             cancel: cancel.child_token(),
             confirming: FuturesUnordered::new(),
             consumer,
+            rooms: rooms::Rooms::new(&ctx.settings),
         })
     }
 
@@ -185,6 +188,16 @@ async fn session_loop(
             }
             Some(done) = st.confirming.next(), if !st.confirming.is_empty() => {
                 settle_receipt(ctx, sink, done).await.err().map(|e| format!("send failed: {e}"))
+            }
+            _ = st.rooms.tick.tick(), if !ctx.settings.rooms.is_empty() => {
+                let mut failed = None;
+                for s in rooms::tick(&ctx.settings, &mut st.rooms) {
+                    if let Err(e) = sink.send(s).await {
+                        failed = Some(format!("send failed: {e}"));
+                        break;
+                    }
+                }
+                failed
             }
             pushed = st.out_rx.recv() => match pushed {
                 Some((stanza, ack)) => sink

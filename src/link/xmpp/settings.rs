@@ -3,6 +3,7 @@
 //! Both kinds share one settings type: what differs is their [`Mode`], and the few
 //! places where that matters ask it (which `from` they may send, which lease they take).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,6 +35,11 @@ pub struct RawXmppLink {
     pub rooms: Vec<RawRoom>,
     /// Domains whose users may subscribe to our JIDs' presence (default: any).
     pub subscriptions_from: Option<Vec<String>>,
+    /// Who may run ad-hoc commands: a user's bare JID → a user of `auth.users`.
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    /// How often each joined room is pinged (XEP-0410; default 60s).
+    pub room_ping: Option<String>,
 }
 
 /// The settings both link kinds have (each raw form lists them itself: serde's
@@ -50,6 +56,8 @@ pub struct RawCommon {
     pub rooms: Vec<RawRoom>,
     /// Domains whose users may subscribe to our JIDs' presence (default: any).
     pub subscriptions_from: Option<Vec<String>>,
+    pub users: BTreeMap<String, String>,
+    pub room_ping: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +106,11 @@ pub struct XmppLinkSettings {
     pub rooms: Vec<Room>,
     /// Lowercased; `None` accepts subscriptions from any domain.
     pub subscriptions_from: Option<Vec<String>>,
+    /// A bare JID (lowercased) → the user of `auth.users` whose permissions its ad-hoc
+    /// commands have; a JID not listed may run none.
+    pub users: BTreeMap<String, String>,
+    /// How often each joined room is pinged (XEP-0410).
+    pub room_ping: Duration,
 }
 
 impl XmppLinkSettings {
@@ -231,6 +244,8 @@ impl XmppLinkSettings {
             reconnect_max: raw.reconnect_max,
             rooms: raw.rooms,
             subscriptions_from: raw.subscriptions_from,
+            users: raw.users,
+            room_ping: raw.room_ping,
         };
         let domain = raw.domain.clone();
         let rooms = common.rooms.iter().map(|r| {
@@ -270,6 +285,31 @@ impl XmppLinkSettings {
         let (reconnect_initial, reconnect_max) =
             check.reconnect(raw.reconnect_initial, raw.reconnect_max);
         let dead_letter = check.dead_letter(name, raw.dead_letter);
+        let room_ping = match raw
+            .room_ping
+            .as_deref()
+            .map(crate::duration::parse_duration)
+        {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(_) => {
+                errors.push(format!(
+                    "{here}.room_ping: a duration more than 0, e.g. 60s"
+                ));
+                Duration::from_secs(60)
+            }
+        };
+        let mut users = BTreeMap::new();
+        for (jid, user) in raw.users {
+            match jid.parse::<BareJid>() {
+                Ok(j) if j.node().is_some() => {
+                    users.insert(j.to_string().to_lowercase(), user);
+                }
+                _ => errors.push(format!(
+                    "{here}.users: `{jid}` is not a user's bare JID (user@domain)"
+                )),
+            }
+        }
         let mut rooms = Vec::new();
         for (r, jid) in raw.rooms.into_iter().zip(room_jids) {
             let room_ok = r.room.parse::<BareJid>().is_ok_and(|j| j.node().is_some());
@@ -301,6 +341,8 @@ impl XmppLinkSettings {
             dead_letter,
             reconnect_initial,
             reconnect_max,
+            users,
+            room_ping,
         })
     }
 }

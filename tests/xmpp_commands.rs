@@ -1,0 +1,214 @@
+//! Ad-hoc commands (XEP-0050) and rooms on both XMPP link kinds, against Prosody and
+//! ejabberd (`prosody::NAME`, `ejabberd::NAME`), with slixmpp users
+//! (tests/py/xmpp_commands_scenarios.py): commands gated by the permissions of the user
+//! a JID maps to; a link that is kicked from its room comes back within its self-ping
+//! interval, under a suffixed nick when its own is taken, and the room's occupants and
+//! subject arrive as events.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::xmpp_server::Server;
+use common::{Daemon, http_json, password_hash, python, wait_until};
+
+on_both_servers!(
+    needs "Python";
+    ad_hoc_commands_on_the_component_follow_the_users_permissions,
+    ad_hoc_commands_on_the_bot_follow_the_users_permissions,
+    a_kicked_component_rejoins_its_room_and_occupants_are_events,
+    a_kicked_bot_rejoins_its_room_and_occupants_are_events,
+);
+
+const ROOM_ROUTES: &str = r#"
+routes:
+  - name: PFX-roomev
+    from: {xmpp: {link: im, presence: "PFX@conference.localhost"}}
+    to: [{queue: PFX.roomev}]
+"#;
+
+/// The rooms scenario: the user creates the room first (so that they own it, and hold
+/// the nick the link is configured with), then the router starts with `link` (as in
+/// [`commands`], joining that room, self-pinging every second).
+fn rooms(s: &Server, name: &str, link: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let p = common::unique_prefix(name).to_lowercase();
+    let (alice, pw) = s.user(&format!("{p}-a"));
+    let (carol, _) = s.user(&format!("{p}-c"));
+    let (bot, _) = s.user(&format!("{p}-bot"));
+    let mut child = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/xmpp_commands_scenarios.py"
+        ))
+        .args(["--port", "0", "--c2s-port", &s.c2s.to_string()])
+        .args(["--prefix", &p, "--target", "-", "--ping", "1"])
+        .args(["--jid", &alice, "--jid2", &carol, "--jid3", &carol])
+        .args(["--password", &pw, "--timeout", "15", "rooms"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line == "ready" {
+            break;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let settings = format!(
+        "links:\n  im:\n{}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      room_ping: 1s\n      rooms:\n        - {{room: \"{p}@conference.localhost\", nick: sbbot}}\n",
+        link.replace("BOT", &bot).replace("CERT", &cert(s))
+    );
+    std::fs::write(dir.path().join("switchboard.yaml"), settings).unwrap();
+    std::fs::write(
+        dir.path().join("routes/xmpp.yaml"),
+        ROOM_ROUTES.replace("PFX", &p),
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", d.addr("stomp").port()).unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        status.success() && out.trim_end().ends_with("ok"),
+        "rooms scenario on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
+        s.name,
+        d.log()
+    );
+    eprintln!("{name} on {}: {out}", s.name);
+    let log = d.log();
+    assert!(log.contains("nick taken in the room"), "{log}");
+}
+
+fn a_kicked_component_rejoins_its_room_and_occupants_are_events(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp:\n      server: \"{}\"\n      domain: bridge.localhost\n      secret: bridgesecret\n",
+        s.component_addr()
+    );
+    rooms(s, "roomc", &link);
+}
+
+fn a_kicked_bot_rejoins_its_room_and_occupants_are_events(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp_client:\n      jid: BOT\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: CERT\n",
+        s.c2s
+    );
+    rooms(s, "roomb", &link);
+}
+
+const ROUTES: &str = r#"
+routes:
+  - name: PFX-in
+    from: {xmpp: {link: im, jid: "JID"}}
+    to: [{queue: PFX.inbox}]
+"#;
+
+/// The test server's self-signed certificate, which the bot trusts through `ca_file`.
+fn cert(s: &Server) -> String {
+    let (var, default) = match s.name {
+        "prosody" => ("PROSODY_DIR", "/tmp/prosody-test"),
+        _ => ("EJABBERD_DIR", "/tmp/ejabberd-test"),
+    };
+    let dir = std::env::var(var).unwrap_or_else(|_| default.into());
+    format!("{dir}/certs/localhost.crt")
+}
+
+/// Starts a router whose link `im` is `link` (its settings, indented 6 spaces, follow),
+/// mapping `alice` and `bob` to users; runs the commands scenario against `target`.
+fn commands(s: &Server, name: &str, link: &str, target: &str) {
+    let p = common::unique_prefix(name).to_lowercase();
+    let (alice, pw) = s.user(&format!("{p}-a"));
+    let (bob, _) = s.user(&format!("{p}-b"));
+    let (carol, _) = s.user(&format!("{p}-c"));
+    let (bot, _) = s.user(&format!("{p}-bot"));
+    let hash = password_hash("pw");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let settings = format!(
+        "links:\n  im:\n{}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      users: {{\"{alice}\": alice, \"{bob}\": bob}}\n\
+auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}}\n    bob: {{password_hash: \"{hash}\", subscribe: [\"other.#\"]}}\n",
+        link.replace("BOT", &bot).replace("CERT", &cert(s))
+    );
+    std::fs::write(dir.path().join("switchboard.yaml"), settings).unwrap();
+    std::fs::write(
+        dir.path().join("routes/xmpp.yaml"),
+        ROUTES
+            .replace(
+                "JID",
+                &target
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .replace("BOT", &bot)
+                    .replace("bridge.localhost", &format!("{p}@bridge.localhost")),
+            )
+            .replace("PFX", &p),
+    )
+    .unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    wait_until(Duration::from_secs(20), "XMPP link connected", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/xmpp_commands_scenarios.py"
+        ))
+        .args(["--port", &d.addr("stomp").port().to_string()])
+        .args(["--c2s-port", &s.c2s.to_string()])
+        .args(["--prefix", &p, "--target", &target.replace("BOT", &bot)])
+        .args(["--jid", &alice, "--jid2", &bob, "--jid3", &carol])
+        .args(["--password", &pw, "--timeout", "15", "commands"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "scenario on {} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
+        s.name,
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
+
+fn ad_hoc_commands_on_the_component_follow_the_users_permissions(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp:\n      server: \"{}\"\n      domain: bridge.localhost\n      secret: bridgesecret\n",
+        s.component_addr()
+    );
+    commands(s, "cmdc", &link, "bridge.localhost");
+}
+
+fn ad_hoc_commands_on_the_bot_follow_the_users_permissions(s: &Server) {
+    let _l = s.lock();
+    let link = format!(
+        "    xmpp_client:\n      jid: BOT\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: CERT\n",
+        s.c2s
+    );
+    commands(s, "cmdb", &link, "BOT/switchboard");
+}
