@@ -143,6 +143,7 @@ pub async fn run(
         crate::link::xmpp::spawn(
             xmpp.clone(),
             router.clone(),
+            routes.subscribe(),
             &links,
             shutdown.clone(),
             &tracker,

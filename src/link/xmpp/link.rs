@@ -31,6 +31,10 @@ pub(super) struct LinkCtx {
     /// writes and every router mirrors, so whichever takes the link over knows whom
     /// to push (see [`super::presence::shared_key`]).
     pub shared_subs: Option<Arc<dyn SharedMeta>>,
+    /// PubSub requests in flight and nodes created this session.
+    pub pubsub: super::pubsub::State,
+    /// Fires on every route table swap (the PubSub nodes to follow may change).
+    pub routes_changed: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
@@ -42,10 +46,11 @@ pub(super) struct Sub {
     pub queue: String,
 }
 
-/// Starts a link's supervisor.
+/// Starts a link's supervisor. `routes_changed` fires on every route table swap.
 pub fn spawn(
     settings: XmppLinkSettings,
     router: Router,
+    routes_changed: tokio::sync::watch::Receiver<u64>,
     links: &Links,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -74,6 +79,8 @@ pub fn spawn(
         status,
         subs: Mutex::new(BTreeMap::new()),
         shared_subs,
+        pubsub: super::pubsub::State::default(),
+        routes_changed,
     });
     let mirrored = ctx.shared_subs.as_ref().map(|shared| {
         let mirror = Arc::downgrade(&ctx);

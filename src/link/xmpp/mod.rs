@@ -36,6 +36,7 @@ mod iq;
 mod link;
 mod outbound;
 mod presence;
+pub mod pubsub;
 mod rooms;
 mod session;
 pub mod settings;
