@@ -12,15 +12,23 @@ use std::time::Duration;
 use common::xmpp_server::{PROSODY, Server};
 use common::{Daemon, http_json, python, unique_prefix, wait_until, write_atomic};
 
-fn router(s: &Server, p: &str, routes: &str) -> Daemon {
+/// The link `im`: the component `bridge.localhost`, or (`bot`) the account
+/// `pubsub-bot@localhost`, an admin of the PubSub service.
+fn router(s: &Server, p: &str, routes: &str, bot: bool) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
+    let link = if bot {
+        let certs = std::env::var("PROSODY_DIR").unwrap_or_else(|_| "/tmp/prosody-test".into());
+        format!(
+            "links:\n  im:\n    xmpp_client:\n      jid: {BOT}\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: {certs}/certs/localhost.crt\n",
+            s.c2s
+        )
+    } else {
+        format!("{}      secret: bridgesecret\n", s.link())
+    };
     std::fs::write(
         dir.path().join("switchboard.yaml"),
-        format!(
-            "{}      secret: bridgesecret\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n",
-            s.link()
-        ),
+        format!("{link}      reconnect_initial: 100ms\n      reconnect_max: 1s\n"),
     )
     .unwrap();
     std::fs::write(
@@ -37,7 +45,9 @@ fn router(s: &Server, p: &str, routes: &str) -> Daemon {
     d
 }
 
-/// The PubSub service on the test Prosody, and its admin account.
+const BOT: &str = "pubsub-bot@localhost";
+
+/// The PubSub service on the test Prosody, and the accounts its admins use.
 fn pubsub_ready(s: &Server) {
     let ok = Command::new(s.ctl)
         .arg("pubsub")
@@ -45,10 +55,10 @@ fn pubsub_ready(s: &Server) {
         .unwrap()
         .success();
     assert!(ok, "{} pubsub", s.ctl);
-    // The account exists after the first run: adduser then fails, which is fine.
-    let _ = Command::new(s.ctl)
-        .args(["adduser", "pubsub-admin@localhost", "pw"])
-        .output();
+    for admin in ["pubsub-admin@localhost", BOT] {
+        // The account exists after the first run: adduser then fails, which is fine.
+        let _ = Command::new(s.ctl).args(["adduser", admin, "pw"]).output();
+    }
 }
 
 fn scenario(s: &Server, d: &Daemon, p: &str, jid: &(String, String), name: &str) -> String {
@@ -91,15 +101,13 @@ const NODE_TO_STOMP: &str = r#"
 /// items); then a node a user created → (route added by a live reload, which subscribes
 /// the link) → a STOMP consumer, with the item id as a header; then the route removed
 /// → the link unsubscribes.
-#[test]
-#[cfg_attr(not(peers), ignore = "needs Prosody, Python: run scripts/test")]
-fn a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads() {
+fn both_ways_following_reloads(bot: bool) {
     let s = &PROSODY;
     let _l = s.lock();
     pubsub_ready(s);
     let p = unique_prefix("ps");
     let u = s.user(&p);
-    let d = router(s, &p, MQTT_TO_NODE);
+    let d = router(s, &p, MQTT_TO_NODE, bot);
     scenario(s, &d, &p, &u, "mqtt_to_node");
     assert!(d.log().contains("PubSub node created"), "{}", d.log());
 
@@ -114,8 +122,12 @@ fn a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads() {
         "subscribed after the reload",
         || d.log().contains("subscribed to PubSub node").then_some(()),
     );
+    let subscriber = if bot { BOT } else { "bridge.localhost" };
     let subs = scenario(s, &d, &p, &u, "bridge_subscribed");
-    assert!(subs.contains("subscribed:bridge.localhost"), "{subs}");
+    assert!(
+        subs.contains(&format!("subscribed:{subscriber}\n")),
+        "{subs}"
+    );
     scenario(s, &d, &p, &u, "node_to_stomp");
 
     write_atomic(&routes, &MQTT_TO_NODE.replace("PFX", &p));
@@ -134,4 +146,16 @@ fn a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads() {
         "{}",
         d.log()
     );
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs Prosody, Python: run scripts/test")]
+fn component_a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads() {
+    both_ways_following_reloads(false);
+}
+
+#[test]
+#[cfg_attr(not(peers), ignore = "needs Prosody, Python: run scripts/test")]
+fn bot_a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads() {
+    both_ways_following_reloads(true);
 }
