@@ -89,6 +89,9 @@ routes:
   - name: PFX-temp
     from: {mqtt: "PFX/temp/+"}
     to: [{xmpp: {link: im, pubsub: {service: pubsub.localhost, node: "PFX-temp", create: true, item_id: "{1}"}}}]
+  - name: PFX-missing
+    from: {mqtt: "PFX/missing"}
+    to: [{xmpp: {link: im, pubsub: {service: pubsub.localhost, node: "PFX-missing"}}}]
 "#;
 
 const NODE_TO_STOMP: &str = r#"
@@ -98,9 +101,10 @@ const NODE_TO_STOMP: &str = r#"
 "#;
 
 /// MQTT → a node the route creates → a slixmpp subscriber (and the service's stored
-/// items); then a node a user created → (route added by a live reload, which subscribes
-/// the link) → a STOMP consumer, with the item id as a header; then the route removed
-/// → the link unsubscribes.
+/// items); then a route added by a live reload for a node that does not exist yet (the
+/// subscription is refused, and asked for again until a user created the node) → items
+/// the user publishes reach a STOMP consumer, with the item id as a header; then the
+/// route removed → the link unsubscribes.
 fn both_ways_following_reloads(bot: bool) {
     let s = &PROSODY;
     let _l = s.lock();
@@ -111,15 +115,26 @@ fn both_ways_following_reloads(bot: bool) {
     scenario(s, &d, &p, &u, "mqtt_to_node");
     assert!(d.log().contains("PubSub node created"), "{}", d.log());
 
-    scenario(s, &d, &p, &u, "create_node");
+    // A node that does not exist, and no `create`: the service refuses the item, which
+    // goes to the link's dead-letter queue.
+    scenario(s, &d, &p, &u, "mqtt_missing");
+
+    // A route for a node that does not exist yet: refused, asked again until the node
+    // is there.
     let routes = d.routes_dir().join("pubsub.yaml");
     write_atomic(
         &routes,
         &format!("{MQTT_TO_NODE}{NODE_TO_STOMP}").replace("PFX", &p),
     );
+    wait_until(Duration::from_secs(10), "refused after the reload", || {
+        d.log()
+            .contains("cannot subscribe to PubSub node")
+            .then_some(())
+    });
+    scenario(s, &d, &p, &u, "create_node");
     wait_until(
-        Duration::from_secs(10),
-        "subscribed after the reload",
+        Duration::from_secs(15),
+        "subscribed once the node exists",
         || d.log().contains("subscribed to PubSub node").then_some(()),
     );
     let subscriber = if bot { BOT } else { "bridge.localhost" };

@@ -113,6 +113,21 @@ async def mqtt_to_node():
     u.disconnect()
 
 
+async def mqtt_missing():
+    """An MQTT publish routed to a node that does not exist, without `create`: the service refuses
+    the item, and it reaches the link's dead-letter queue with the reason and the condition."""
+    s, col = stomp_conn()
+    s.subscribe("/queue/dead.im", id="1", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    mqtt_publish(f"{P}/missing", "lost")
+    wait_for(lambda: col.messages, T, "the dead-lettered item")
+    f = col.messages[0]
+    expect(f.body == "lost", f"body {f.body!r}")
+    expect(f.headers.get("x-death-reason") == "pubsub-refused", f"headers {f.headers}")
+    expect(f.headers.get("x-death-detail", "").endswith("refused the item: item-not-found"), f"headers {f.headers}")
+    s.disconnect()
+
+
 async def create_node():
     """The service's admin creates the node PFX-cmd (before the router's route reads it)."""
     u = await login(*ADMIN)
@@ -166,7 +181,7 @@ async def bridge_subscribed():
     u.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in (mqtt_to_node, create_node, node_to_stomp, bridge_subscribed)}
+SCENARIOS = {f.__name__: f for f in (mqtt_to_node, mqtt_missing, create_node, node_to_stomp, bridge_subscribed)}
 
 if __name__ == "__main__":
     f = SCENARIOS.get(args.scenario) or fail(f"unknown scenario {args.scenario}")

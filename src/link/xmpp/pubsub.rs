@@ -56,6 +56,10 @@ pub const PUBLISHER_HEADER: &str = "x-xmpp-pubsub-publisher";
 /// logged as unknown).
 const MAX_PENDING: usize = 10_000;
 
+/// How often a refused subscription is asked for again (the node may have been created
+/// since, or the owner changed its access model).
+const RETRY_SUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A link's PubSub requests: nodes created this session, requests awaiting an answer.
 #[derive(Default)]
 pub(super) struct State {
@@ -65,6 +69,9 @@ pub(super) struct State {
 #[derive(Default)]
 struct Inner {
     created: HashSet<(String, String)>,
+    /// Nodes whose subscription the service refused: asked again every
+    /// [`RETRY_SUBSCRIBE`] and on every reload.
+    refused: HashSet<PubsubNode>,
     pending: HashMap<String, Pending>,
     seq: u64,
 }
@@ -73,7 +80,7 @@ enum Pending {
     /// A publish: the message, dead-lettered if the service refuses it.
     Publish(Arc<Message>, String),
     Create(String),
-    Subscribe(String),
+    Subscribe(PubsubNode),
     Unsubscribe(String),
 }
 
@@ -84,6 +91,7 @@ impl State {
     pub fn new_session(&self) {
         let mut i = lock(&self.inner);
         i.created.clear();
+        i.refused.clear();
         let lost = i.pending.len();
         i.pending.clear();
         if lost > 0 {
@@ -147,10 +155,15 @@ pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
             let mut have: Vec<PubsubNode> = Vec::new();
             loop {
                 let want = ctx.router.table().pubsub_nodes(&ctx.settings.name);
+                let refused: HashSet<PubsubNode> =
+                    std::mem::take(&mut lock(&ctx.pubsub.inner).refused);
                 let mut send = Vec::new();
-                for n in want.iter().filter(|n| !have.contains(n)) {
+                for n in want
+                    .iter()
+                    .filter(|n| !have.contains(n) || refused.contains(n))
+                {
                     tracing::info!(service = %n.service, node = %n.node, "subscribing to PubSub node");
-                    let what = Pending::Subscribe(n.node.clone());
+                    let what = Pending::Subscribe(n.clone());
                     send.extend(node_request(&ctx, "subscribe", n, what));
                 }
                 for n in have.iter().filter(|n| !want.contains(n)) {
@@ -167,6 +180,9 @@ pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
                 have = want;
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    // Refused subscriptions are asked for again (nothing is sent when
+                    // there are none).
+                    _ = tokio::time::sleep(RETRY_SUBSCRIBE) => {}
                     changed = changes.changed() => if changed.is_err() {
                         return;
                     },
@@ -189,17 +205,23 @@ pub(super) async fn answer(ctx: &LinkCtx, iq: &Iq) -> bool {
     };
     let why = error.map(|e| {
         let text = e.texts.values().next().cloned().unwrap_or_default();
-        format!("{:?} {text}", e.defined_condition)
+        let condition = Element::from(e.defined_condition.clone());
+        if text.is_empty() {
+            condition.name().to_owned()
+        } else {
+            format!("{}: {text}", condition.name())
+        }
     });
     let conflict = error.is_some_and(|e| {
         e.defined_condition == xmpp_parsers::stanza_error::DefinedCondition::Conflict
     });
     match (what, why) {
-        (Pending::Subscribe(node), None) => {
-            tracing::info!(node = %node, "subscribed to PubSub node");
+        (Pending::Subscribe(n), None) => {
+            tracing::info!(service = %n.service, node = %n.node, "subscribed to PubSub node");
         }
-        (Pending::Subscribe(node), Some(why)) => {
-            tracing::warn!(node = %node, error = %why, "cannot subscribe to PubSub node");
+        (Pending::Subscribe(n), Some(why)) => {
+            tracing::warn!(service = %n.service, node = %n.node, error = %why, "cannot subscribe to PubSub node: asking again in 10 s and on every reload");
+            lock(&ctx.pubsub.inner).refused.insert(n);
         }
         (Pending::Unsubscribe(node), Some(why)) => {
             tracing::info!(node = %node, error = %why, "unsubscribing from PubSub node refused");
