@@ -144,6 +144,7 @@ pub async fn run(
             xmpp.clone(),
             router.clone(),
             Arc::clone(&settings.auth),
+            routes.subscribe(),
             &links,
             shutdown.clone(),
             &tracker,

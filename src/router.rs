@@ -226,6 +226,30 @@ impl Router {
         Ok(Some((n, confirmation)))
     }
 
+    /// Routes an item an XMPP link received from a PubSub node it is subscribed to;
+    /// returns how many legs it took, `Ok(None)` when no route reads the node (any
+    /// more). Returns once the legs are durable.
+    pub async fn publish_from_pubsub(
+        &self,
+        link: &str,
+        node: &crate::routes::PubsubNode,
+        mut message: Message,
+    ) -> Result<Option<usize>, RouterError> {
+        let _ = trace::reparent(&mut message.headers, self.start_traces);
+        let routed = {
+            let table = self.table.load();
+            match table.resolve_pubsub(link, node, message) {
+                None => return Ok(None),
+                Some(routed) => routed?,
+            }
+        };
+        held(routed.hold).await;
+        let n = routed.legs.len();
+        let (_, confirmation) = self.publish_legs_unconfirmed(routed.legs).await?;
+        confirmation.wait().await?;
+        Ok(Some(n))
+    }
+
     /// Hands resolved legs to the core (link legs go to their link's queue); returns
     /// how many queues they reached and what must become durable before the publisher
     /// is confirmed.
@@ -240,7 +264,9 @@ impl Router {
         for leg in legs {
             let (dest, message) = match &leg.target {
                 Rendered::Internal(d) => (d.clone(), leg.message),
-                Rendered::Amqp { link, .. } | Rendered::Xmpp { link, .. } => {
+                Rendered::Amqp { link, .. }
+                | Rendered::Xmpp { link, .. }
+                | Rendered::XmppPubsub { link, .. } => {
                     let mut m = leg.message;
                     m.headers
                         .set(LINK_TARGET_HEADER, link_address_json(&leg.target));
@@ -439,6 +465,16 @@ fn link_address_json(r: &Rendered) -> String {
         Rendered::Xmpp { to, from, kind, .. } => {
             serde_json::json!({"to": to, "from": from, "type": kind}).to_string()
         }
+        Rendered::XmppPubsub {
+            service,
+            node,
+            item_id,
+            create,
+            ..
+        } => serde_json::json!({"pubsub": {
+            "service": service, "node": node, "item_id": item_id, "create": create
+        }})
+        .to_string(),
         Rendered::Internal(d) => serde_json::json!({"destination": d.to_string()}).to_string(),
     }
 }

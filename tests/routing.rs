@@ -3,7 +3,7 @@
 
 use switchboard::core::{ConsumeOptions, Consumer, Core, Delivery, Destination, Message, Origin};
 use switchboard::router::{LINK_QUEUE_PREFIX, LINK_TARGET_HEADER, Router};
-use switchboard::routes::{CompileContext, LinkKind, compile_sources};
+use switchboard::routes::{CompileContext, LinkKind, Rendered, compile_sources};
 
 fn router(yaml: &str) -> Router {
     router_ctx(yaml, CompileContext::default())
@@ -359,5 +359,123 @@ routes:
                 Message::new("x")
             )
             .is_none()
+    );
+}
+
+#[test]
+fn pubsub_sources_and_targets_are_validated_with_their_route() {
+    let ctx = CompileContext {
+        links: [
+            ("im".to_string(), LinkKind::Xmpp),
+            ("rabbit".to_string(), LinkKind::Amqp),
+        ]
+        .into(),
+        ..CompileContext::default()
+    };
+    let bad = r#"
+routes:
+  - name: two-sources
+    from: {xmpp: {link: im, jid: "a@b", pubsub: {service: pubsub.example.org, node: n}}}
+    to: [{queue: out}]
+  - name: bad-service
+    from: {xmpp: {link: im, pubsub: {service: "pubsub.example.org/res", node: n}}}
+    to: [{queue: out}]
+  - name: empty-node
+    from: {xmpp: {link: im, pubsub: {service: pubsub.example.org, node: ""}}}
+    to: [{queue: out}]
+  - name: wrong-link
+    from: {xmpp: {link: rabbit, pubsub: {service: pubsub.example.org, node: n}}}
+    to: [{queue: out}]
+  - name: to-and-pubsub
+    from: {queue: in1}
+    to: [{xmpp: {link: im, to: "a@b", pubsub: {service: pubsub.example.org, node: n}}}]
+  - name: neither
+    from: {queue: in2}
+    to: [{xmpp: {link: im}}]
+  - name: pubsub-type
+    from: {queue: in3}
+    to: [{xmpp: {link: im, type: chat, pubsub: {service: pubsub.example.org, node: n}}}]
+  - name: capture
+    from: {queue: in4}
+    to: [{xmpp: {link: im, pubsub: {service: pubsub.example.org, node: "n.{1}"}}}]
+"#;
+    let errors = compile_sources(&[("r.yaml".into(), bad.into())], &ctx).unwrap_err();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let has = |at: &str, what: &str| {
+        assert!(
+            text.iter().any(|e| e.starts_with(at) && e.contains(what)),
+            "no `{what}` at {at} in {text:#?}"
+        )
+    };
+    has(
+        "r.yaml:4:11: route `two-sources`",
+        "one of `jid`, `presence` and `pubsub`",
+    );
+    has("r.yaml:7:11: route `bad-service`", "must be a bare JID");
+    has("r.yaml:10:11: route `empty-node`", "cannot be empty");
+    has("r.yaml:13:11: route `wrong-link`", "link `rabbit`");
+    has(
+        "r.yaml:17:10: route `to-and-pubsub`",
+        "either `to` or `pubsub`",
+    );
+    has("r.yaml:20:10: route `neither`", "either `to` or `pubsub`");
+    has(
+        "r.yaml:23:10: route `pubsub-type`",
+        "takes no `from` or `type`",
+    );
+    has("r.yaml:26:10: route `capture`", "uses {1}");
+    let typo = "routes:\n  - name: typo\n    from: {queue: in5}\n    to: [{xmpp: {link: im, pubsub: {service: p.example.org, node: n, creat: true}}}]\n";
+    let errors = compile_sources(&[("t.yaml".into(), typo.into())], &ctx).unwrap_err();
+    assert!(
+        errors[0].to_string().starts_with("t.yaml:4:")
+            && errors[0].to_string().contains("unknown field `creat`"),
+        "{errors:?}"
+    );
+
+    let good = r#"
+routes:
+  - name: feed-in
+    from: {xmpp: {link: im, pubsub: {service: PubSub.Example.org, node: sensors}}}
+    to: [{queue: "from-feed"}]
+  - name: feed-out
+    from: {topic: "temp.*"}
+    to: [{xmpp: {link: im, pubsub: {service: pubsub.example.org, node: "temp-{1}", create: true, item_id: "{header:sensor}"}}}]
+"#;
+    let table = compile_sources(&[("r.yaml".into(), good.into())], &ctx).unwrap();
+    let node = switchboard::routes::PubsubNode {
+        service: "pubsub.example.org".into(),
+        node: "sensors".into(),
+    };
+    assert_eq!(table.pubsub_nodes("im"), vec![node.clone()]);
+    assert!(table.pubsub_nodes("rabbit").is_empty());
+    let routed = table
+        .resolve_pubsub("im", &node, Message::new("x"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(routed.legs.len(), 1);
+    let other = switchboard::routes::PubsubNode {
+        node: "other".into(),
+        ..node
+    };
+    assert!(
+        table
+            .resolve_pubsub("im", &other, Message::new("x"))
+            .is_none()
+    );
+    let out = table
+        .resolve(
+            Destination::topic("temp.kitchen"),
+            Message::new("21").with_header("sensor", "s1"),
+        )
+        .unwrap();
+    assert_eq!(
+        out.legs[0].target,
+        Rendered::XmppPubsub {
+            link: "im".into(),
+            service: "pubsub.example.org".into(),
+            node: "temp-kitchen".into(),
+            item_id: Some("s1".into()),
+            create: true,
+        }
     );
 }

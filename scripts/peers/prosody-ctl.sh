@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throw-away Prosody (Debian bookworm 'prosody' 0.12.x) without systemd, loopback only.
-# Usage: prosody-ctl.sh start|stop|status|adduser JID PASS|cert|shell COMMAND
+# Usage: prosody-ctl.sh start|stop|status|adduser JID PASS|cert|shell COMMAND|pubsub
 # Env:   PROSODY_DIR (state, default /tmp/prosody-test), PROSODY_CFG (default: prosody.cfg.lua next to this script)
 # Ports (127.0.0.1): c2s 5222, component 5347 (bridge.localhost, secret 'bridgesecret'), HTTP 5280
 #                    (BOSH /http-bind, WebSocket /xmpp-websocket). Domain 'localhost', MUC conference.localhost.
@@ -29,6 +29,9 @@ an XMPP server not started by this script (e.g. the system's prosody: 'service p
   shell) # COMMAND: one admin shell command on the running server, e.g. "c2s:close('bot@localhost')"
     [ $# -eq 2 ] || { echo "usage: $0 shell COMMAND" >&2; exit 2; }
     prosodyctl --config "$CFG" shell "$2" ;;
+  pubsub) # adds the PubSub service pubsub.localhost (as in prosody.cfg.lua) to a running server started without it
+    out=$(prosodyctl --config "$CFG" shell '>local cm = require "core.configmanager"; if prosody.hosts["pubsub.localhost"] then return "pubsub.localhost is active" end; cm.set("pubsub.localhost", "component_module", "pubsub"); cm.set("pubsub.localhost", "admins", { "bridge.localhost", "pubsub-admin@localhost", "pubsub-bot@localhost" }); return require "core.hostmanager".activate("pubsub.localhost")')
+    echo "$out"; case "$out" in *"is active"*|*true*) ;; *) exit 1 ;; esac ;;
   adduser) # JID PASS; works with the server running or not (internal storage = files in data_path)
     [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }
     printf '%s\n%s\n' "$3" "$3" | prosodyctl --config "$CFG" adduser "$2" ;;
@@ -37,5 +40,5 @@ an XMPP server not started by this script (e.g. the system's prosody: 'service p
       -addext "subjectAltName=DNS:localhost,DNS:*.localhost" \
       -keyout "$PROSODY_DIR/certs/localhost.key" -out "$PROSODY_DIR/certs/localhost.crt" 2>/dev/null
     echo "wrote $PROSODY_DIR/certs/localhost.{crt,key}" ;;
-  *) echo "usage: $0 start|stop|status|adduser JID PASS|cert|shell COMMAND" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|adduser JID PASS|cert|shell COMMAND|pubsub" >&2; exit 2 ;;
 esac

@@ -343,6 +343,20 @@ fn target_text(t: &Rendered) -> String {
                 .map(|f| format!(" from {f}"))
                 .unwrap_or_default()
         ),
+        Rendered::XmppPubsub {
+            link,
+            service,
+            node,
+            item_id,
+            create,
+        } => format!(
+            "XMPP link `{link}`: publish to PubSub node {node} of {service}{}{}",
+            item_id
+                .as_deref()
+                .map(|i| format!(" as item {i}"))
+                .unwrap_or_default(),
+            if *create { " (created if missing)" } else { "" }
+        ),
     }
 }
 

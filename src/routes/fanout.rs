@@ -74,7 +74,9 @@ pub(super) fn reach(r: &CompiledRoute, t: &Target, sources: &[Option<(bool, Patt
             false,
             mqtt_names::filter_to_internal(&tpl.as_pattern(&many, Grammar::Slash)),
         ),
-        Target::Amqp { .. } | Target::Xmpp { .. } => return Reach::External,
+        Target::Amqp { .. } | Target::Xmpp { .. } | Target::XmppPubsub { .. } => {
+            return Reach::External;
+        }
     };
     let Ok(tp) = Pattern::parse(&pat) else {
         return Reach::Routes(Vec::new());

@@ -31,7 +31,16 @@ pub enum Source {
         presence: Option<String>,
         /// `jid` (or `presence`) compiled.
         jid_pattern: Option<JidPattern>,
+        /// A PubSub node whose items the link receives (then no `jid_pattern`).
+        pubsub: Option<PubsubNode>,
     },
+}
+
+/// A PubSub node: the service's JID and the node's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PubsubNode {
+    pub service: String,
+    pub node: String,
 }
 
 /// Where a compiled route sends messages.
@@ -52,6 +61,14 @@ pub enum Target {
         from: Option<Template>,
         kind: String,
     },
+    /// Publish an item to a PubSub node through an XMPP link.
+    XmppPubsub {
+        link: String,
+        service: String,
+        node: Template,
+        item_id: Option<Template>,
+        create: bool,
+    },
 }
 
 /// A rendered target.
@@ -68,6 +85,13 @@ pub enum Rendered {
         to: String,
         from: Option<String>,
         kind: String,
+    },
+    XmppPubsub {
+        link: String,
+        service: String,
+        node: String,
+        item_id: Option<String>,
+        create: bool,
     },
 }
 
@@ -376,6 +400,22 @@ impl CompiledRoute {
                     .map(|f| render(f, Grammar::Text))
                     .transpose()?,
                 kind: kind.clone(),
+            },
+            Target::XmppPubsub {
+                link,
+                service,
+                node,
+                item_id,
+                create,
+            } => Rendered::XmppPubsub {
+                link: link.clone(),
+                service: service.clone(),
+                node: render(node, Grammar::Text)?,
+                item_id: item_id
+                    .as_ref()
+                    .map(|i| render(i, Grammar::Text))
+                    .transpose()?,
+                create: *create,
             },
         })
     }

@@ -217,6 +217,34 @@ pub struct XmppSourceSpec {
     /// Presence of users whose bare JID matches this pattern.
     #[serde(default)]
     pub presence: Option<String>,
+    /// Items published to this PubSub node (XEP-0060); the link subscribes to it.
+    #[serde(default)]
+    pub pubsub: Option<PubsubSourceSpec>,
+}
+
+/// A PubSub node a route reads: `{ service, node }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubsubSourceSpec {
+    /// The PubSub service's JID (`pubsub.example.org`; a user's bare JID for PEP).
+    pub service: String,
+    pub node: String,
+}
+
+/// A PubSub node a route publishes to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubsubTargetSpec {
+    /// The PubSub service's JID (literal).
+    pub service: String,
+    /// The node (template).
+    pub node: String,
+    /// Create the node (once per session, before the first publish) if it is missing.
+    #[serde(default)]
+    pub create: bool,
+    /// The item id (template); unset: the service assigns one.
+    #[serde(default)]
+    pub item_id: Option<String>,
 }
 
 /// Where a route sends messages.
@@ -252,8 +280,12 @@ pub struct AmqpTargetSpec {
 #[serde(deny_unknown_fields)]
 pub struct XmppTargetSpec {
     pub link: String,
-    /// Recipient JID (template).
-    pub to: String,
+    /// Recipient JID (template); or, instead, `pubsub`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Publish an item to a PubSub node instead of sending a message.
+    #[serde(default)]
+    pub pubsub: Option<PubsubTargetSpec>,
     /// Sender JID in the component's domain (template).
     #[serde(default)]
     pub from: Option<String>,

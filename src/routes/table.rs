@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::explain;
 use super::rate::Admit;
-use super::route::{CompiledRoute, Rendered, RoutingError, Source, Verdict};
+use super::route::{CompiledRoute, PubsubNode, Rendered, RoutingError, Source, Verdict};
 use super::schema::{ERROR_HEADER, SchemaFile};
 use super::spec::DeclareSpec;
 use crate::core::trie::SubjectTrie;
@@ -248,6 +248,44 @@ impl RouteTable {
             } if l == link && pres.is_some() == presence => p.captures(to),
             _ => None,
         })
+    }
+
+    /// Routes an item an XMPP link received from the PubSub `node`: every route of the
+    /// link reading that node. `None` when no route reads it (any more).
+    pub fn resolve_pubsub(
+        &self,
+        link: &str,
+        node: &PubsubNode,
+        m: Message,
+    ) -> Option<Result<Resolved, RoutingError>> {
+        self.resolve_link(m, &mut explain::NoTrace, |source| match source {
+            Source::Xmpp {
+                link: l,
+                pubsub: Some(p),
+                ..
+            } if l == link && p == node => Some(Vec::new()),
+            _ => None,
+        })
+    }
+
+    /// The PubSub nodes the routes of an XMPP link read (the link subscribes to them),
+    /// sorted, without duplicates.
+    pub fn pubsub_nodes(&self, link: &str) -> Vec<PubsubNode> {
+        let mut v: Vec<PubsubNode> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.source {
+                Source::Xmpp {
+                    link: l,
+                    pubsub: Some(p),
+                    ..
+                } if l == link => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// JIDs the routes of an XMPP link name without wildcards (service discovery lists

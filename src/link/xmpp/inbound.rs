@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::link::LinkCtx;
 use super::session::{Session, Sink};
-use super::{convert, iq, presence, rooms};
+use super::{convert, iq, presence, pubsub, rooms};
 use crate::link::LinkStatus;
 use crate::router::{RouterError, xmpp_reply_address};
 
@@ -87,6 +87,7 @@ pub(super) async fn incoming(
                 None => presence::handle(ctx, sink, st, p).await,
             }
         }
+        Stanza::Iq(q) if pubsub::answer(ctx, &q).await => Ok(()),
         Stanza::Iq(q) => iq::handle(ctx, sink, st, q).await,
     }
 }
@@ -99,6 +100,10 @@ async fn message(
 ) -> Result<(), tokio_xmpp::Error> {
     if s.type_ == MessageType::Error {
         tracing::info!(from = ?s.from.as_ref().map(ToString::to_string), "error stanza received");
+        return Ok(());
+    }
+    if pubsub::is_event(&s) {
+        pubsub::received(ctx, &s).await;
         return Ok(());
     }
     let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {

@@ -33,6 +33,10 @@ pub(super) struct LinkCtx {
     pub shared_subs: Option<Arc<dyn SharedMeta>>,
     /// The users whose permissions ad-hoc commands have ([`XmppLinkSettings::users`]).
     pub auth: Arc<crate::auth::Auth>,
+    /// PubSub requests in flight and nodes created this session.
+    pub pubsub: super::pubsub::State,
+    /// Fires on every route table swap (the PubSub nodes to follow may change).
+    pub routes_changed: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
@@ -44,11 +48,12 @@ pub(super) struct Sub {
     pub queue: String,
 }
 
-/// Starts a link's supervisor.
+/// Starts a link's supervisor. `routes_changed` fires on every route table swap.
 pub fn spawn(
     settings: XmppLinkSettings,
     router: Router,
     auth: Arc<crate::auth::Auth>,
+    routes_changed: tokio::sync::watch::Receiver<u64>,
     links: &Links,
     cancel: CancellationToken,
     tracker: &TaskTracker,
@@ -78,6 +83,8 @@ pub fn spawn(
         subs: Mutex::new(BTreeMap::new()),
         shared_subs,
         auth,
+        pubsub: super::pubsub::State::default(),
+        routes_changed,
     });
     let mirrored = ctx.shared_subs.as_ref().map(|shared| {
         let mirror = Arc::downgrade(&ctx);

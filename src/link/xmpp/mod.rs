@@ -37,6 +37,7 @@ mod iq;
 mod link;
 mod outbound;
 mod presence;
+pub mod pubsub;
 mod rooms;
 mod session;
 pub mod settings;

@@ -50,6 +50,9 @@ pub(super) async fn outgoing(
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     };
+    if let Some(p) = target.as_ref().and_then(|v| v.get("pubsub")) {
+        return super::pubsub::publish(ctx, sink, d, p).await;
+    }
     let (Some(to), from, kind) = (field("to"), field("from"), field("type")) else {
         let why = "no XMPP address on the message";
         return Ok(given_up(dead_letter(ctx, &d, "bad-target", why).await));
@@ -102,9 +105,20 @@ pub(super) async fn outgoing(
 
 /// Gives up on a message; `false` if even that failed (then it stays in the link queue).
 async fn dead_letter(ctx: &LinkCtx, d: &Delivery, reason: &str, detail: &str) -> bool {
+    dead_letter_message(ctx, &d.message, reason, detail).await
+}
+
+/// [`dead_letter`] for a message no longer in the link queue (a PubSub publish the
+/// service refused after it was sent).
+pub(super) async fn dead_letter_message(
+    ctx: &LinkCtx,
+    message: &crate::core::Message,
+    reason: &str,
+    detail: &str,
+) -> bool {
     let s = &ctx.settings;
-    tracing::warn!(reason, detail, trace_id = trace::trace_id(&d.message.headers).map(tracing::field::display), dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
-    let mut m = (*d.message).clone();
+    tracing::warn!(reason, detail, trace_id = trace::trace_id(&message.headers).map(tracing::field::display), dead_letter = %s.dead_letter, "XMPP send given up: message sent to the dead-letter queue");
+    let mut m = message.clone();
     m.headers.remove(LINK_TARGET_HEADER);
     m.headers.set("x-death-reason", reason);
     m.headers.set("x-death-queue", link_queue(&s.name));

@@ -118,6 +118,9 @@ pub(super) async fn run(
     cancel: &CancellationToken,
     fresh: bool,
 ) -> String {
+    if fresh {
+        super::pubsub::follow_routes(ctx, st);
+    }
     let reason = if fresh {
         set_up(ctx, conn)
             .await

@@ -5,9 +5,9 @@ use serde_saphyr::Spanned;
 
 use super::{Compiler, LinkKind};
 use crate::core::{Pattern, validate_name};
-use crate::routes::Source;
 use crate::routes::jid_pattern::JidPattern;
 use crate::routes::spec::SourceSpec;
+use crate::routes::{PubsubNode, Source};
 use crate::translate::{mqtt_names, stomp_names};
 
 impl Compiler<'_> {
@@ -107,39 +107,84 @@ impl Compiler<'_> {
             }
             SourceSpec::Xmpp(x) => {
                 let link_ok = self.check_link(file, at, route, &x.link, LinkKind::Xmpp);
-                match (&x.jid, &x.presence) {
-                    (Some(_), Some(_)) | (None, None) => {
-                        self.err(
-                            file,
-                            at,
-                            route,
-                            "an xmpp source takes either `jid` or `presence`",
-                        );
-                        None
-                    }
-                    _ if !link_ok => None,
-                    _ => {
-                        let text = x.jid.as_deref().or(x.presence.as_deref());
-                        let jid_pattern = match text.map(JidPattern::parse) {
-                            Some(Ok(p)) => Some(p),
-                            Some(Err(e)) => {
-                                let msg =
-                                    format!("invalid JID pattern `{}`: {e}", text.unwrap_or(""));
-                                self.err(file, at, route, msg);
-                                return None;
-                            }
-                            None => None,
-                        };
-                        Some(Source::Xmpp {
-                            link: x.link.clone(),
-                            jid: x.jid.clone(),
-                            presence: x.presence.clone(),
-                            jid_pattern,
-                        })
-                    }
+                let given = [x.jid.is_some(), x.presence.is_some(), x.pubsub.is_some()];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    self.err(
+                        file,
+                        at,
+                        route,
+                        "an xmpp source takes one of `jid`, `presence` and `pubsub`",
+                    );
+                    return None;
                 }
+                if let Some(p) = &x.pubsub {
+                    let node = self.pubsub_node(file, at, route, &p.service, &p.node)?;
+                    return link_ok.then(|| Source::Xmpp {
+                        link: x.link.clone(),
+                        jid: None,
+                        presence: None,
+                        jid_pattern: None,
+                        pubsub: Some(node),
+                    });
+                }
+                if !link_ok {
+                    return None;
+                }
+                let text = x.jid.as_deref().or(x.presence.as_deref());
+                let jid_pattern = match text.map(JidPattern::parse) {
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(e)) => {
+                        let msg = format!("invalid JID pattern `{}`: {e}", text.unwrap_or(""));
+                        self.err(file, at, route, msg);
+                        return None;
+                    }
+                    None => None,
+                };
+                Some(Source::Xmpp {
+                    link: x.link.clone(),
+                    jid: x.jid.clone(),
+                    presence: x.presence.clone(),
+                    jid_pattern,
+                    pubsub: None,
+                })
             }
         }
+    }
+
+    /// A PubSub source's node: the service must be a JID (a domain, or a user's bare
+    /// JID for PEP) and the node a non-empty name.
+    pub(super) fn pubsub_node(
+        &mut self,
+        file: &str,
+        at: serde_saphyr::Location,
+        route: &str,
+        service: &str,
+        node: &str,
+    ) -> Option<PubsubNode> {
+        match service.parse::<xmpp_parsers::jid::Jid>() {
+            Ok(j) if j.resource().is_none() => {}
+            Ok(_) => {
+                let msg = format!("pubsub service `{service}` must be a bare JID (no resource)");
+                self.err(file, at, route, msg);
+                return None;
+            }
+            Err(e) => {
+                let msg = format!("invalid pubsub service JID `{service}`: {e}");
+                self.err(file, at, route, msg);
+                return None;
+            }
+        }
+        if node.is_empty() {
+            self.err(file, at, route, "a pubsub node name cannot be empty");
+            return None;
+        }
+        Some(PubsubNode {
+            // As the link reads it from an event's `from` (a domain in lowercase).
+            service: service
+                .parse::<xmpp_parsers::jid::Jid>()
+                .map_or_else(|_| service.to_owned(), |j| j.to_string()),
+            node: node.to_owned(),
+        })
     }
 }
 
@@ -159,9 +204,10 @@ pub(super) fn describe_source(s: &SourceSpec) -> String {
             ),
             _ => format!("amqp {}", a.link),
         },
-        SourceSpec::Xmpp(x) => match (&x.jid, &x.presence) {
-            (Some(j), _) => format!("xmpp {} jid {j}", x.link),
-            (_, Some(p)) => format!("xmpp {} presence {p}", x.link),
+        SourceSpec::Xmpp(x) => match (&x.jid, &x.presence, &x.pubsub) {
+            (_, _, Some(p)) => format!("xmpp {} pubsub {} node {}", x.link, p.service, p.node),
+            (Some(j), _, _) => format!("xmpp {} jid {j}", x.link),
+            (_, Some(p), _) => format!("xmpp {} presence {p}", x.link),
             _ => format!("xmpp {}", x.link),
         },
     }

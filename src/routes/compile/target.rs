@@ -153,7 +153,38 @@ impl Compiler<'_> {
             }
             TargetSpec::Xmpp(x) => {
                 let link_ok = self.check_link(file, at, route, &x.link, LinkKind::Xmpp);
-                let to = self.template(file, at, route, &x.to, captures)?;
+                let to = match (&x.to, &x.pubsub) {
+                    (Some(to), None) => to,
+                    (None, Some(p)) => {
+                        if x.from.is_some() || x.kind.is_some() {
+                            self.err(file, at, route, "a pubsub target takes no `from` or `type`: the item is published by the link");
+                            return None;
+                        }
+                        self.pubsub_node(file, at, route, &p.service, &p.node)?;
+                        let node = self.template(file, at, route, &p.node, captures)?;
+                        let item_id = match &p.item_id {
+                            Some(i) => Some(self.template(file, at, route, i, captures)?),
+                            None => None,
+                        };
+                        return link_ok.then(|| Target::XmppPubsub {
+                            link: x.link.clone(),
+                            service: p.service.clone(),
+                            node,
+                            item_id,
+                            create: p.create,
+                        });
+                    }
+                    _ => {
+                        self.err(
+                            file,
+                            at,
+                            route,
+                            "an xmpp target takes either `to` or `pubsub`",
+                        );
+                        return None;
+                    }
+                };
+                let to = self.template(file, at, route, to, captures)?;
                 let from = match &x.from {
                     Some(f) => Some(self.template(file, at, route, f, captures)?),
                     None => None,
