@@ -30,9 +30,15 @@ pub async fn serve_tcp(
 ) {
     let c2 = cancel.clone();
     let plain = tls.is_none();
+    let voice = if plain {
+        refuse::Voice::Stomp
+    } else {
+        refuse::Voice::Silent
+    };
     accept_loop(
         listener,
         "stomp",
+        voice,
         gate,
         cancel,
         tracker,
