@@ -47,6 +47,40 @@ pub enum StartError {
 /// Connections the admin listener serves at once.
 const ADMIN_MAX_CONNECTIONS: usize = 256;
 
+/// Says once, at start, what the open-file limit allows: about that many connections
+/// in all, past which new ones are refused at once (see [`crate::fd_limit`]). Warns
+/// when one listener's `max_connections` is beyond it (the listeners' sum often is: not
+/// all are full at once).
+fn log_file_limit(
+    files: std::io::Result<crate::fd_limit::FileLimit>,
+    allowed: usize,
+    largest: usize,
+) {
+    let limit = match files {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let in_use = crate::fd_limit::open_now().unwrap_or(0);
+    let room = limit.soft.saturating_sub(in_use);
+    tracing::info!(
+        open_files_limit = limit.soft,
+        started_with = limit.was,
+        hard_limit = limit.hard,
+        in_use,
+        "open files: room for about {room} connections in all (listeners allow {allowed}); past it new connections are refused at once"
+    );
+    if largest as u64 > room {
+        tracing::warn!(
+            open_files_limit = limit.soft,
+            max_connections = largest,
+            "a listener's max_connections is more than the open-file limit leaves room for: raise the hard limit (systemd LimitNOFILE=, ulimit -Hn) or lower max_connections"
+        );
+    }
+}
+
 /// Run-time options that are not settings.
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -62,6 +96,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     crate::systemd::spawn_watchdog(shutdown.clone());
+    // Every connection is a descriptor: the limit that counts is the hard one.
+    let files = crate::fd_limit::raise();
+    crate::fd_limit::keep_reserve();
     // Clustered, the cluster's route table is in force before any connection is taken.
     let cluster = match &settings.cluster {
         Some(c) => Some(Arc::new(
@@ -162,6 +199,9 @@ pub async fn run(
     }
 
     let mut bound = BTreeMap::new();
+    // Connections the listeners allow in all (their `max_connections`), and the most
+    // one allows.
+    let (mut allowed, mut largest) = (0usize, 0usize);
     // Readiness waits for every listener (the admin API's is bound first).
     let startup = Arc::new(crate::admin::Startup::default());
     // Every listener's admission gate, for the admin API's `/limits`.
@@ -189,6 +229,8 @@ pub async fn run(
             "mqtt" | "mqtt-ws" => settings.mqtt.max_connections,
             _ => ADMIN_MAX_CONNECTIONS,
         };
+        allowed += max_connections;
+        largest = largest.max(max_connections);
         let gate = crate::listener::limit::Gate::new(name, max_connections, settings.connections);
         gates.add(Arc::clone(&gate));
         match name.as_str() {
@@ -303,6 +345,7 @@ pub async fn run(
         }
     }
 
+    log_file_limit(files, allowed, largest);
     startup.listeners_bound(bound.keys().cloned());
     if let Some(path) = &options.ready_file {
         let listeners: BTreeMap<&String, String> =

@@ -16,7 +16,7 @@
 //! store    durable bytes behind a trait (the file journal today); knows no message
 //! ```
 //!
-//! Leaf modules (`ratelog`, `counter`, `alloc`, `tls`, `duration`, `random`) import nothing of the
+//! Leaf modules (`ratelog`, `counter`, `alloc`, `fd_limit`, `tls`, `duration`, `random`) import nothing of the
 //! crate and serve every layer. Edges never import each other: what two need moves down.
 //!
 //! Where to look:
@@ -43,6 +43,7 @@ pub mod config;
 pub mod core;
 pub mod counter;
 pub mod duration;
+pub mod fd_limit;
 pub mod link;
 pub mod listener;
 pub mod random;

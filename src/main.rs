@@ -376,6 +376,7 @@ fn main() -> ExitCode {
             }
             init_tracing(settings.log_format, &settings.log_level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .on_thread_park(switchboard::alloc::collect_when_idle)
                 .enable_all()
                 .build()
             {

@@ -111,6 +111,106 @@ impl Router {
         self.publish_legs_unconfirmed(routed.legs).await
     }
 
+    /// Routes and publishes messages that arrived together for one destination (the
+    /// frames one read of a connection yielded), as [`Router::publish_unconfirmed`]
+    /// would each in turn, except that each destination they resolve to gets its share
+    /// in one batch: one lock per queue per batch instead of per message, one wake-up
+    /// per subscriber. Every destination gets the messages in the order given; the
+    /// copies of one message routed to several destinations go destination by
+    /// destination. A message with a trace (or any, with `log.start_traces`) is routed
+    /// on its own, in its place, within its span. Named queues take their share one
+    /// message at a time, so that one refusing a message (full, too large) refuses
+    /// that message only.
+    pub async fn publish_batch_unconfirmed(
+        &self,
+        dest: Destination,
+        messages: Vec<Message>,
+    ) -> Batch {
+        let mut out = Batch::default();
+        let mut legs: Vec<(Destination, Vec<Arc<Message>>)> = Vec::new();
+        for mut m in messages {
+            if let Some(t) = trace::reparent(&mut m.headers, self.start_traces) {
+                self.publish_grouped(std::mem::take(&mut legs), &mut out)
+                    .await;
+                let r = if trace_logged() {
+                    traced(&t, &dest, self.route(dest.clone(), m)).await
+                } else {
+                    self.route(dest.clone(), m).await
+                };
+                out.add(r);
+                continue;
+            }
+            if let Some(target) = reply_target(&dest) {
+                self.publish_grouped(std::mem::take(&mut legs), &mut out)
+                    .await;
+                let r = self
+                    .publish_legs_unconfirmed(vec![Leg { target, message: m }])
+                    .await;
+                out.add(r);
+                continue;
+            }
+            let resolved = self.table.load().resolve(dest.clone(), m);
+            match resolved {
+                Ok(resolved) => {
+                    if !resolved.hold.is_zero() {
+                        // A rate limit holds this message: what came before it goes
+                        // first, then the wait, as one by one.
+                        self.publish_grouped(std::mem::take(&mut legs), &mut out)
+                            .await;
+                        held(resolved.hold).await;
+                    }
+                    out.published += 1;
+                    for leg in resolved.legs {
+                        let (d, m) = leg_destination(leg);
+                        match legs.iter_mut().find(|(to, _)| *to == d) {
+                            Some((_, ms)) => ms.push(Arc::new(m)),
+                            None => legs.push((d, vec![Arc::new(m)])),
+                        }
+                    }
+                }
+                Err(e) => out.errors.push(e.into()),
+            }
+        }
+        self.publish_grouped(legs, &mut out).await;
+        out
+    }
+
+    /// Hands grouped legs to the core: a topic's share in one batch, a named queue's one
+    /// message at a time (see [`Router::publish_batch_unconfirmed`]).
+    async fn publish_grouped(&self, legs: Vec<(Destination, Vec<Arc<Message>>)>, out: &mut Batch) {
+        if legs.is_empty() {
+            return;
+        }
+        self.core.flow().wait_open().await;
+        for (dest, messages) in legs {
+            if matches!(dest, Destination::Topic(_)) {
+                match self.core.publish_batch_unconfirmed(&dest, &messages).await {
+                    Ok((n, c)) => {
+                        out.deliveries += n;
+                        out.confirmation.extend(c);
+                    }
+                    Err(e) => {
+                        out.failed += messages.len();
+                        out.errors.push(e.into());
+                    }
+                }
+                continue;
+            }
+            for m in messages {
+                match self.core.publish_unconfirmed(&dest, m).await {
+                    Ok((n, c)) => {
+                        out.deliveries += n;
+                        out.confirmation.extend(c);
+                    }
+                    Err(e) => {
+                        out.failed += 1;
+                        out.errors.push(e.into());
+                    }
+                }
+            }
+        }
+    }
+
     /// Routes a message an AMQP link consumed from `key`; returns how many legs it
     /// took. `Ok(None)` when no route consumes `key` any more; `Ok(Some(0))` when the
     /// routes' filters refused it.
@@ -262,17 +362,7 @@ impl Router {
         let mut confirmation = Confirmation::default();
         let mut reached = 0;
         for leg in legs {
-            let (dest, message) = match &leg.target {
-                Rendered::Internal(d) => (d.clone(), leg.message),
-                Rendered::Amqp { link, .. }
-                | Rendered::Xmpp { link, .. }
-                | Rendered::XmppPubsub { link, .. } => {
-                    let mut m = leg.message;
-                    m.headers
-                        .set(LINK_TARGET_HEADER, link_address_json(&leg.target));
-                    (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{link}")), m)
-                }
-            };
+            let (dest, message) = leg_destination(leg);
             let (n, c) = self
                 .core
                 .publish_unconfirmed(&dest, std::sync::Arc::new(message))
@@ -300,6 +390,56 @@ fn trace_logged() -> bool {
 async fn held(hold: std::time::Duration) {
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
+    }
+}
+
+/// Where a resolved leg goes in the core: its destination, or its link's queue (with
+/// the address the link is to send it to in a header).
+fn leg_destination(leg: Leg) -> (Destination, Message) {
+    match &leg.target {
+        Rendered::Internal(d) => (d.clone(), leg.message),
+        Rendered::Amqp { link, .. }
+        | Rendered::Xmpp { link, .. }
+        | Rendered::XmppPubsub { link, .. } => {
+            let mut m = leg.message;
+            m.headers
+                .set(LINK_TARGET_HEADER, link_address_json(&leg.target));
+            (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{link}")), m)
+        }
+    }
+}
+
+/// What [`Router::publish_batch_unconfirmed`] did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Messages routed (resolved and handed to the core), those that failed there
+    /// included.
+    pub published: usize,
+    /// Of those, messages a destination refused (counted once per refusal).
+    pub failed: usize,
+    /// Queues reached, summed over the messages.
+    pub deliveries: usize,
+    /// What must become durable before the publisher is confirmed.
+    pub confirmation: Confirmation,
+    /// Why messages were not routed or not published, in order (empty mostly).
+    pub errors: Vec<RouterError>,
+}
+
+impl Batch {
+    /// Messages published without a refusal.
+    pub fn ok(&self) -> usize {
+        self.published.saturating_sub(self.failed)
+    }
+
+    fn add(&mut self, r: Result<(usize, Confirmation), RouterError>) {
+        match r {
+            Ok((n, c)) => {
+                self.published += 1;
+                self.deliveries += n;
+                self.confirmation.extend(c);
+            }
+            Err(e) => self.errors.push(e),
+        }
     }
 }
 

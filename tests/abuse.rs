@@ -10,6 +10,8 @@ mod common;
 mod admin;
 #[path = "abuse/connections.rs"]
 mod connections;
+#[path = "abuse/files.rs"]
+mod files;
 #[path = "abuse/memory.rs"]
 mod memory;
 #[path = "abuse/ownership.rs"]

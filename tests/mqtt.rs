@@ -43,6 +43,7 @@ mqtt_scenarios!(
     keepalive_and_bad_input,
     private_queues,
     retained_tracked,
+    batched_publishes,
 );
 
 /// Runs a will scenario (with the admin port) and returns the daemon's log, in which

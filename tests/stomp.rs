@@ -35,6 +35,7 @@ stomp_scenarios!(
     competing_consumers,
     redelivered_false_first,
     requeue_any_case,
+    batched_sends,
 );
 
 /// Request/reply through a temporary queue; a reply after its owner left is dropped,

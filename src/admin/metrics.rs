@@ -175,7 +175,7 @@ fn connections(f: &mut Families, gates: &Value) {
     }
     let refused = f.counter(
         "connections_refused",
-        "Connections refused at accept time, by cause: listener_limit, per_ip, rate, origin (WebSocket upgrades).",
+        "Connections refused at accept time, by cause: listener_limit, per_ip, rate, out_of_files (the process at its open-file limit), origin (WebSocket upgrades).",
     );
     for (listener, g) in gates {
         for (cause, v) in g["refused"].as_object().into_iter().flatten() {

@@ -71,12 +71,28 @@ impl Core {
         messages: Vec<Message>,
     ) -> Result<usize, PublishError> {
         let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
+        let (n, confirmation) = self
+            .publish_batch_unconfirmed(destination, &messages)
+            .await?;
+        confirmation.wait().await?;
+        Ok(n)
+    }
+
+    /// [`Core::publish_batch`] that returns once the messages are in their queues, with
+    /// what must become durable before their publisher may be confirmed. A named queue
+    /// refusing one message (full, too large) fails the batch there, the messages before
+    /// it kept: publish to a named queue one by one where each message must be answered
+    /// on its own.
+    pub async fn publish_batch_unconfirmed(
+        &self,
+        destination: &Destination,
+        messages: &[Arc<Message>],
+    ) -> Result<(usize, Confirmation), PublishError> {
         let to = self.targets(destination)?;
         let reached = self
-            .fan_out(&to, destination, &messages, Sender::Confirmed)
+            .fan_out(&to, destination, messages, Sender::Confirmed)
             .await?;
-        Confirmation::new(reached.waits).wait().await?;
-        Ok(reached.deliveries)
+        Ok((reached.deliveries, Confirmation::new(reached.waits)))
     }
 
     /// Puts a message into one named queue, labelled with `destination` (what its consumer

@@ -46,6 +46,9 @@ pub enum Refusal {
     PerIp,
     /// `connections.connect_rate` for this peer address.
     Rate,
+    /// The process is out of file descriptors (see [`crate::fd_limit`]): accepted with
+    /// the reserve descriptor only to be told so.
+    Files,
 }
 
 impl Refusal {
@@ -55,6 +58,7 @@ impl Refusal {
             Refusal::Listener => "connection limit reached",
             Refusal::PerIp => "too many connections from this address",
             Refusal::Rate => "connection rate exceeded",
+            Refusal::Files => "server full: out of file descriptors",
         }
     }
 }
@@ -141,8 +145,8 @@ pub struct Gate {
     total: Arc<Semaphore>,
     peers: Mutex<HashMap<PeerKey, Arc<PeerEntry>>>,
     admitted: AtomicU64,
-    refused: [AtomicU64; 3],
-    logs: [LogEvery; 3],
+    refused: [AtomicU64; 4],
+    logs: [LogEvery; 4],
     /// WebSocket upgrades refused for their `Origin` (see [`super::origin`]).
     origin_refused: AtomicU64,
     origin_log: LogEvery,
@@ -162,6 +166,7 @@ fn index(r: Refusal) -> usize {
         Refusal::Listener => 0,
         Refusal::PerIp => 1,
         Refusal::Rate => 2,
+        Refusal::Files => 3,
     }
 }
 
@@ -261,6 +266,12 @@ impl Gate {
         });
     }
 
+    /// Counts a connection refused for want of file descriptors (logged by the accept
+    /// loop, once per episode).
+    pub fn out_of_files(&self) {
+        self.refused[index(Refusal::Files)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a WebSocket upgrade refused for its origin; logs it at most once per
     /// second (a page can retry in a loop).
     pub fn origin_refused(&self, peer: std::net::SocketAddr, origin: &str) {
@@ -298,6 +309,7 @@ impl Gate {
                 "listener_limit": refused(Refusal::Listener),
                 "per_ip": refused(Refusal::PerIp),
                 "rate": refused(Refusal::Rate),
+                "out_of_files": refused(Refusal::Files),
                 "origin": self.origin_refused.load(Ordering::Relaxed),
             },
             "max_per_ip": self.limits.max_per_ip,

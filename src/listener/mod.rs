@@ -39,29 +39,161 @@ pub fn next_connection_id() -> u64 {
     CONNECTION_IDS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The next accepted connection (Nagle off), or `None` once `cancel` fires. Both accept
-/// loops share it so a failed accept is handled one way.
-async fn accept_next(
-    listener: &TcpListener,
+/// A listener's accepting side: the next connection, and what happens when the process
+/// is out of file descriptors. Then `accept` fails while the connection waits in the
+/// listen queue, and the listener stays readable: the reserve descriptor
+/// ([`crate::fd_limit`]) is given up to accept the connection and refuse it at once in
+/// `voice`, then taken again. The episode is logged when it starts and when it ends
+/// (with the count refused), not at every refusal.
+struct Acceptor<'a> {
+    listener: &'a TcpListener,
     protocol: &'static str,
-    cancel: &CancellationToken,
-) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return None,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                return Some((stream, peer));
+    voice: refuse::Voice,
+    gate: &'a Gate,
+    starved: Option<Starved>,
+    other_errors: limit::LogEvery,
+}
+
+/// An episode without file descriptors.
+struct Starved {
+    since: std::time::Instant,
+    refused: u64,
+    /// When the last line about it was logged.
+    logged: std::time::Instant,
+}
+
+/// How often a long episode without file descriptors is logged again, with its count.
+const STARVED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl<'a> Acceptor<'a> {
+    fn new(
+        listener: &'a TcpListener,
+        protocol: &'static str,
+        voice: refuse::Voice,
+        gate: &'a Gate,
+    ) -> Self {
+        Acceptor {
+            listener,
+            protocol,
+            voice,
+            gate,
+            starved: None,
+            other_errors: limit::LogEvery::default(),
+        }
+    }
+
+    /// The next accepted connection (Nagle off), or `None` once `cancel` fires.
+    async fn next(&mut self, cancel: &CancellationToken) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                a = self.listener.accept() => a,
+            };
+            let e = match accepted {
+                Ok((stream, peer)) => {
+                    self.fed();
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => e,
+            };
+            if crate::fd_limit::is_out_of_files(&e) {
+                self.starving();
+                if self.refuse_one() {
+                    continue;
+                }
+            } else if e.kind() == std::io::ErrorKind::ConnectionAborted {
+                // That connection went before it was accepted: nothing to do.
+                continue;
+            } else if let Some(count) = self.other_errors.hit() {
+                tracing::warn!(
+                    protocol = self.protocol,
+                    listener = %self.gate.listener,
+                    error = %e,
+                    count,
+                    "accept failed (count: since the last such line)"
+                );
             }
-            Err(e) => {
-                // EMFILE and friends: log, back off briefly, keep serving.
-                tracing::warn!(protocol, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // Back off briefly (no reserve to refuse with, or another error), keep serving.
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
             }
         }
+    }
+
+    /// Out of descriptors: the first time, says so.
+    fn starving(&mut self) {
+        let now = std::time::Instant::now();
+        match &mut self.starved {
+            None => {
+                tracing::warn!(
+                    protocol = self.protocol,
+                    listener = %self.gate.listener,
+                    open_files_limit = crate::fd_limit::soft_limit(),
+                    "out of file descriptors: new connections are refused until some close"
+                );
+                self.starved = Some(Starved {
+                    since: now,
+                    refused: 0,
+                    logged: now,
+                });
+            }
+            Some(s) if now.duration_since(s.logged) >= STARVED_LOG_EVERY => {
+                tracing::warn!(
+                    protocol = self.protocol,
+                    listener = %self.gate.listener,
+                    refused = s.refused,
+                    seconds = now.duration_since(s.since).as_secs(),
+                    "still out of file descriptors"
+                );
+                s.logged = now;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A connection accepted normally: an episode without descriptors is over.
+    fn fed(&mut self) {
+        if let Some(s) = self.starved.take() {
+            tracing::info!(
+                protocol = self.protocol,
+                listener = %self.gate.listener,
+                refused = s.refused,
+                seconds = format_args!("{:.1}", s.since.elapsed().as_secs_f64()),
+                "file descriptors available again (refused: connections refused meanwhile)"
+            );
+            // Taken again if a refusal could not.
+            crate::fd_limit::keep_reserve();
+        }
+    }
+
+    /// Frees the reserve descriptor, accepts the waiting connection with it, refuses it
+    /// and takes the reserve back. `false`: nothing was done (no reserve, or its
+    /// descriptor taken elsewhere first): the caller waits before trying again.
+    fn refuse_one(&mut self) -> bool {
+        use futures::FutureExt;
+        if !crate::fd_limit::release_reserve() {
+            crate::fd_limit::keep_reserve();
+            return false;
+        }
+        let done = match self.listener.accept().now_or_never() {
+            // Nobody waits any more.
+            None => true,
+            Some(Ok((stream, _))) => {
+                if let Ok(stream) = stream.into_std() {
+                    refuse::refuse_now(stream, self.voice, Refusal::Files);
+                }
+                self.gate.out_of_files();
+                if let Some(s) = &mut self.starved {
+                    s.refused += 1;
+                }
+                true
+            }
+            Some(Err(_)) => false,
+        };
+        crate::fd_limit::keep_reserve();
+        done
     }
 }
 
@@ -69,11 +201,13 @@ async fn accept_next(
 /// is handed to `handle` with its slot; one over the listener's own limit is handed with
 /// `None` (the protocol's refusal is said there, after TLS if any); one refused for its
 /// peer address goes to `refuse` (at most [`limit::Gate::refusing`] at once; beyond,
-/// closed without a word).
+/// closed without a word). Out of file descriptors, connections are refused at once in
+/// `voice` (see [`Acceptor`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn accept_loop<F, Fut, R, RFut>(
     listener: TcpListener,
     protocol: &'static str,
+    voice: refuse::Voice,
     gate: Arc<Gate>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -85,7 +219,8 @@ pub async fn accept_loop<F, Fut, R, RFut>(
     R: Fn(TcpStream, Refusal) -> RFut + Send + Sync + 'static,
     RFut: Future<Output = ()> + Send + 'static,
 {
-    while let Some((stream, peer)) = accept_next(&listener, protocol, &cancel).await {
+    let mut acceptor = Acceptor::new(&listener, protocol, voice, &gate);
+    while let Some((stream, peer)) = acceptor.next(&cancel).await {
         let slot = match gate.admit(peer.ip()) {
             Ok(slot) => Some(slot),
             Err(Refusal::Listener) => None,
@@ -145,7 +280,12 @@ pub async fn serve_http(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some((stream, peer)) = accept_next(&listener, protocol, &cancel).await {
+    let voice = match tls {
+        None => refuse::Voice::Http,
+        Some(_) => refuse::Voice::Silent,
+    };
+    let mut acceptor = Acceptor::new(&listener, protocol, voice, &gate);
+    while let Some((stream, peer)) = acceptor.next(&cancel).await {
         let slot = match gate.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {

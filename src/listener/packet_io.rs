@@ -60,6 +60,23 @@ impl<S, C> PacketIo<S, C> {
         self.rbuf.is_empty() && self.wbuf.is_empty() && !self.eof
     }
 
+    /// The next item from what is already buffered, without reading: the rest of what
+    /// the last read brought. `None` when nothing complete is buffered.
+    pub fn decode_buffered(&mut self) -> Option<Result<C::Item, C::Error>>
+    where
+        C: Decoder,
+    {
+        if self.rbuf.is_empty() {
+            return None;
+        }
+        self.codec.decode(&mut self.rbuf).transpose()
+    }
+
+    /// Bytes received and not decoded yet (part of a packet).
+    pub fn undecoded(&self) -> usize {
+        self.rbuf.len()
+    }
+
     /// The stream and the codec, for a connection that [`PacketIo::is_idle`].
     pub fn into_parts(self) -> (S, C) {
         (self.io, self.codec)
@@ -91,20 +108,36 @@ where
                 this.rbuf.clear();
                 return Poll::Ready(Some(Err(e.into())));
             }
-            // Read onto the stack and copy what arrived: an idle wait holds no buffer.
-            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut rb = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
-                Poll::Pending => {
-                    if this.rbuf.is_empty() && this.rbuf.capacity() > 0 {
-                        this.rbuf = BytesMut::new();
+            let spare = this.rbuf.capacity() - this.rbuf.len();
+            let n = if !this.rbuf.is_empty() && spare >= READ_CHUNK {
+                // A packet in progress made room for itself (its size was known): read
+                // straight into it. (An empty buffer is not kept for this: an idle
+                // connection would hold it.)
+                let mut rb = ReadBuf::uninit(this.rbuf.spare_capacity_mut());
+                ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+                let n = rb.filled().len();
+                // SAFETY: `poll_read` initialised the first `n` bytes of the spare
+                // capacity (`ReadBuf` guarantees what it reports as filled is).
+                unsafe { this.rbuf.set_len(this.rbuf.len() + n) };
+                n
+            } else {
+                // Read onto the stack and copy what arrived: an idle wait holds no buffer.
+                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut rb = ReadBuf::uninit(&mut chunk);
+                match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        // Not `capacity() > 0`: a buffer read to its end has none left
+                        // and still holds its allocation.
+                        if this.rbuf.is_empty() {
+                            this.rbuf = BytesMut::new();
+                        }
+                        return Poll::Pending;
                     }
-                    return Poll::Pending;
+                    Poll::Ready(r) => r?,
                 }
-                Poll::Ready(r) => r?,
-            }
-            let n = rb.filled().len();
-            this.rbuf.extend_from_slice(rb.filled());
+                this.rbuf.extend_from_slice(rb.filled());
+                rb.filled().len()
+            };
             if n == 0 {
                 this.eof = true;
             }
@@ -142,9 +175,8 @@ where
             }
             this.wbuf.advance(n);
         }
-        if this.wbuf.capacity() > 0 {
-            this.wbuf = BytesMut::new();
-        }
+        // Written to its end, it has no capacity left and still holds its allocation.
+        this.wbuf = BytesMut::new();
         ready!(Pin::new(&mut this.io).poll_flush(cx))?;
         Poll::Ready(Ok(()))
     }
@@ -169,6 +201,54 @@ mod tests {
         Pin::new(s).poll_next(&mut cx).is_pending()
     }
 
+    /// No allocation behind it (a buffer read or written to its end has no capacity
+    /// left either, but still holds one).
+    fn holds_nothing(b: &BytesMut) -> bool {
+        b.capacity() == 0 && std::ptr::eq(b.as_ptr(), BytesMut::new().as_ptr())
+    }
+
+    /// Length-prefixed packets (a 4-byte length, then the bytes); makes room for a
+    /// packet once its length is known, as the STOMP codec does for `content-length`.
+    struct Sized;
+
+    impl Decoder for Sized {
+        type Item = Vec<u8>;
+        type Error = io::Error;
+
+        fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Vec<u8>>> {
+            let Some(len) = src
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+            else {
+                return Ok(None);
+            };
+            let len = len as usize;
+            if src.len() < 4 + len {
+                src.reserve(4 + len - src.len());
+                return Ok(None);
+            }
+            src.advance(4);
+            Ok(Some(src.split_to(len).to_vec()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_packet_that_made_room_for_itself_is_read_into_it() {
+        let (mut peer, io) = tokio::io::duplex(1 << 20);
+        let mut p = PacketIo::new(io, Sized);
+        let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        // The length and a little: the decoder reserves the rest, later reads go there.
+        peer.write_all(&wire[..10]).await.unwrap();
+        assert!(pending(&mut p));
+        assert!(p.rbuf.capacity() >= 4 + body.len());
+        peer.write_all(&wire[10..]).await.unwrap();
+        assert_eq!(p.next().await.unwrap().unwrap(), body);
+        assert!(pending(&mut p));
+        assert!(holds_nothing(&p.rbuf), "given back once empty");
+    }
+
     #[tokio::test]
     async fn packets_split_across_reads_and_buffers_released_when_idle() {
         let (mut peer, io) = tokio::io::duplex(64);
@@ -181,9 +261,8 @@ mod tests {
         peer.write_all(b"ld\n").await.unwrap();
         assert_eq!(p.next().await.unwrap().unwrap(), "world");
         assert!(pending(&mut p));
-        assert_eq!(
-            p.rbuf.capacity(),
-            0,
+        assert!(
+            holds_nothing(&p.rbuf),
             "an idle connection holds no read buffer"
         );
 
@@ -205,9 +284,8 @@ mod tests {
         p.feed("abcd".to_string()).await.unwrap();
         p.feed("efgh".to_string()).await.unwrap();
         SinkExt::<String>::flush(&mut p).await.unwrap();
-        assert_eq!(
-            p.wbuf.capacity(),
-            0,
+        assert!(
+            holds_nothing(&p.wbuf),
             "an idle connection holds no write buffer"
         );
         let (mut peer, got) = r.await.unwrap();

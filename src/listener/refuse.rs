@@ -51,7 +51,7 @@ pub fn http_error(why: Refusal) -> Vec<u8> {
     let reason = why.reason();
     let status = match why {
         Refusal::Rate => "429 Too Many Requests",
-        Refusal::PerIp | Refusal::Listener => "503 Service Unavailable",
+        Refusal::PerIp | Refusal::Listener | Refusal::Files => "503 Service Unavailable",
     };
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{reason}",
@@ -61,9 +61,8 @@ pub fn http_error(why: Refusal) -> Vec<u8> {
 }
 
 /// Reads the start of the client's CONNECT (at most [`REFUSAL_TIME`]) to learn its
-/// protocol level, then answers with a CONNACK it understands: MQTT 5 gets reason
-/// 0x9F (connection rate exceeded) or 0x97 (quota exceeded); 3.1 and 3.1.1 get 0x03
-/// (server unavailable), their nearest code. Nothing readable: just closed.
+/// protocol level, then answers with a CONNACK it understands ([`mqtt_connack`]).
+/// Nothing readable: just closed.
 pub async fn mqtt(mut stream: TcpStream, why: Refusal) {
     let mut head = Vec::with_capacity(16);
     let level = tokio::time::timeout(REFUSAL_TIME, async {
@@ -84,13 +83,54 @@ pub async fn mqtt(mut stream: TcpStream, why: Refusal) {
     .await
     .ok()
     .flatten();
-    let answer: &[u8] = match (level, why) {
-        (None, _) => return,
-        (Some(5), Refusal::Rate) => &[0x20, 0x03, 0x00, 0x9F, 0x00],
-        (Some(5), _) => &[0x20, 0x03, 0x00, 0x97, 0x00],
-        (Some(_), _) => &[0x20, 0x02, 0x00, 0x03],
+    let Some(level) = level else { return };
+    answer_and_close(stream, mqtt_connack(level, why)).await;
+}
+
+/// The refusing CONNACK for a client of protocol `level` (`mqtt_level`): MQTT 5 gets
+/// reason 0x9F (connection rate exceeded) or 0x97 (quota exceeded); 3.1 and 3.1.1 get
+/// 0x03 (server unavailable), their nearest code.
+fn mqtt_connack(level: u8, why: Refusal) -> &'static [u8] {
+    match (level, why) {
+        (5, Refusal::Rate) => &[0x20, 0x03, 0x00, 0x9F, 0x00],
+        (5, _) => &[0x20, 0x03, 0x00, 0x97, 0x00],
+        _ => &[0x20, 0x02, 0x00, 0x03],
+    }
+}
+
+/// How a listener refuses a connection it cannot keep, when it cannot wait either (see
+/// [`refuse_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Voice {
+    Mqtt,
+    Stomp,
+    Http,
+    /// Closed without a word (TLS: an answer would cost a handshake).
+    Silent,
+}
+
+/// Refuses `stream` at once, without waiting for anything: reads what the client has
+/// already sent (an MQTT client's CONNECT, to answer at its protocol level; 3.1.1
+/// when it is not there yet), writes the refusal in `voice`, shuts the write side and
+/// closes. For a listener out of file descriptors, which must give the descriptor back
+/// before it can accept the next connection.
+pub fn refuse_now(mut stream: std::net::TcpStream, voice: Voice, why: Refusal) {
+    use std::io::{Read, Write};
+    if voice == Voice::Silent || stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    // Reading what is there lets the close end with a FIN, not a reset that could
+    // reach the client before it read the answer.
+    let mut head = [0u8; 512];
+    let got = stream.read(&mut head).unwrap_or(0);
+    let answer: std::borrow::Cow<'static, [u8]> = match voice {
+        Voice::Mqtt => mqtt_connack(mqtt_level(&head[..got]).unwrap_or(4), why).into(),
+        Voice::Stomp => stomp_error(why).into(),
+        Voice::Http => http_error(why).into(),
+        Voice::Silent => return,
     };
-    answer_and_close(stream, answer).await;
+    let _ = stream.write(&answer);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// The protocol level of a CONNECT whose start is `b`, once enough of it is there.
@@ -116,6 +156,45 @@ fn mqtt_level(b: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_at_once_in_the_client_s_protocol() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let answer = |voice: Voice, send: &[u8]| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(send).unwrap();
+            let (s, _) = l.accept().unwrap();
+            // What the client sent is there before the refusal reads it.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            refuse_now(s, voice, Refusal::Files);
+            // Up to the close (a reset when the refusal left bytes unread).
+            let mut got = Vec::new();
+            let mut b = [0u8; 256];
+            while let Ok(n @ 1..) = c.read(&mut b) {
+                got.extend_from_slice(&b[..n]);
+            }
+            got
+        };
+        let v5 = [
+            0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00,
+            0x00,
+        ];
+        assert_eq!(answer(Voice::Mqtt, &v5), [0x20, 0x03, 0x00, 0x97, 0x00]);
+        let v311 = [
+            0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00,
+        ];
+        assert_eq!(answer(Voice::Mqtt, &v311), [0x20, 0x02, 0x00, 0x03]);
+        let stomp = answer(Voice::Stomp, b"CONNECT\n\n\0");
+        assert!(
+            stomp.starts_with(b"ERROR\nmessage:server full"),
+            "{stomp:?}"
+        );
+        let http = answer(Voice::Http, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(http.starts_with(b"HTTP/1.1 503 "), "{http:?}");
+        assert!(answer(Voice::Silent, b"x").is_empty());
+    }
 
     #[test]
     fn level_of_a_connect() {

@@ -49,6 +49,20 @@ impl Daemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        Self::launch(dir, extra_args, None)
+    }
+
+    /// As [`Daemon::start_in`], with the daemon's open-file limit, soft and hard, set to
+    /// `files` before it starts (so it cannot raise it).
+    pub fn start_with_file_limit(
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+        files: u64,
+    ) -> Daemon {
+        Self::launch(dir, extra_args, Some(files))
+    }
+
+    fn launch(dir: tempfile::TempDir, extra_args: &[&str], files: Option<u64>) -> Daemon {
         let ready = dir.path().join("ready.json");
         let log = dir.path().join("daemon.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -72,13 +86,29 @@ impl Daemon {
             dir.path().join("data").display().to_string(),
         ];
         args.extend(extra_args.iter().map(|s| s.to_string()));
-        let child = Command::new(BIN)
-            .args(&args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args)
             .env("SWITCHBOARD_LOG", "info,switchboard=debug")
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn switchboard");
+            .stderr(log_file);
+        if let Some(files) = files {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: files,
+                rlim_max: files,
+            };
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn switchboard");
         let mut d = Daemon {
             child,
             dir,

@@ -1096,7 +1096,65 @@ def guest_login():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
+def batched_publishes():
+    """QoS 0 PUBLISHes that arrive together are published as one batch (one fan-out per
+    run): subscribers still get every message in the order sent, with what ends a run
+    in its place (another topic, a retained message, a QoS 1 publish and its PUBACK, a
+    5.0 topic alias being set and used, a DISCONNECT in the same write)."""
+    for version in (V3, V5):
+        top = t(f"batch{version}")
+        a, b = f"{top}/a", f"{top}/b"
+        sub = C(version)
+        sub.sub(f"{top}/#", qos=1)
+
+        def publish(topic, payload, qos=0, retain=False, pid=None, alias=None):
+            body = enc_str(topic)
+            if qos:
+                body += struct.pack("!H", pid)
+            if version == V5:
+                props = b"" if alias is None else b"\x23" + struct.pack("!H", alias)
+                body += enc_len(len(props)) + props
+            return packet(0x30 | (qos << 1) | int(retain), body + payload.encode())
+
+        wire, sent = b"", []
+
+        def add(topic, payload, shown_topic=None, **kw):
+            nonlocal wire
+            wire += publish(topic, payload, **kw)
+            sent.append((shown_topic or topic, payload.encode()))
+
+        for i in range(40):
+            add(a, f"a{i}")
+        add(a, "retained", retain=True)
+        for i in range(40, 60):
+            add(a, f"a{i}")
+        add(a, "qos1", qos=1, pid=7)
+        for i in range(10):
+            add(b, f"b{i}")
+        if version == V5:
+            add(a, "alias-set", alias=1)
+            for i in range(5):
+                add("", f"alias{i}", shown_topic=a, alias=1)
+        for i in range(60, 70):
+            add(a, f"a{i}")
+        wire += b"\xe0\x00"  # DISCONNECT
+        cid = f"batch-{uuid.uuid4().hex[:6]}"
+        s = raw_connect(cid, True)[0] if version == V3 else raw5_connect(cid)[0]
+        s.sendall(wire)
+        back = []
+        while (p := read_packet(s)) is not None:
+            back.append(p)
+        s.close()
+        expect(len(back) == 1 and back[0][0] == 0x40 and back[0][1][:2] == b"\x00\x07" and back[0][1][2:3] in (b"", b"\x00"),
+               f"{version}: one PUBACK (success) for the QoS 1 publish, then the close: {back}")
+        got = sub.wait(len(sent))
+        expect([(m.topic, m.payload) for m in got] == sent,
+               f"{version}: in order: {[(m.topic, m.payload) for m in got]}")
+        sub.bye()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [batched_publishes, parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
                                      auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked,
                                      resume_without_expiry, max_packet_size_exact, outbound_topic_aliases, assigned_client_id,

@@ -477,7 +477,75 @@ def requeue_any_case():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
+def batched_sends():
+    """SENDs to a topic that one read brings, asking for no receipt, are published as one
+    batch: a subscriber still gets every message in the order sent, with what ends a
+    run in its place (a SEND with a receipt, one to another topic, one in a
+    transaction, a SUBSCRIBE), receipts come back in order, and a DISCONNECT in the same
+    write comes after all of them. A bad header in a run ends the connection with an
+    ERROR once the SENDs before it are out."""
+    import socket
+    base = uniq("batch")
+    a, b = f"/topic/{base}.a", f"/topic/{base}.b"
+    sub, col = conn("1.2")
+    sub.subscribe(f"/topic/{base}.#", id="s", ack="auto", receipt="s")
+    col.wait_receipt("s")
+    sent, wire = [], b""
+
+    def send(dest, body, headers=""):
+        nonlocal wire
+        wire += f"SEND\ndestination:{dest}\ncontent-length:{len(body)}\n{headers}\n{body}\0".encode()
+        sent.append(body)
+
+    for i in range(40):
+        send(a, f"a{i}")
+    send(a, "with-receipt", "receipt:r1\n")
+    for i in range(40, 60):
+        send(a, f"a{i}")
+    for i in range(10):
+        send(b, f"b{i}")
+    wire += b"\n\n"  # heart-beats between frames
+    wire += b"BEGIN\ntransaction:t1\n\n\0"
+    send(a, "in-tx", "transaction:t1\n")
+    sent.pop()  # published at COMMIT, after what follows
+    for i in range(60, 70):
+        send(a, f"a{i}")
+    wire += b"COMMIT\ntransaction:t1\nreceipt:r2\n\n\0"
+    sent.append("in-tx")
+    for i in range(70, 80):
+        send(a, f"a{i}")
+    wire += b"DISCONNECT\nreceipt:bye\n\n\0"
+    s = socket.create_connection((args.host, args.port), timeout=T)
+    s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\0" + wire)
+    back = b""
+    while chunk := s.recv(65536):
+        back += chunk
+    s.close()
+    frames = [f.lstrip(b"\n").split(b"\n", 1)[0] + b" " + b"".join(
+        l for l in f.split(b"\n") if l.startswith(b"receipt-id:")) for f in back.split(b"\0") if f.strip(b"\n")]
+    expect(frames == [b"CONNECTED ", b"RECEIPT receipt-id:r1", b"RECEIPT receipt-id:r2", b"RECEIPT receipt-id:bye"],
+           f"CONNECTED, then the receipts in order: {frames}")
+    col.wait_messages(len(sent))
+    expect(col.bodies() == sent, f"in order: {col.bodies()}")
+
+    # A bad header within a run: the SENDs before it are published, then the ERROR.
+    s = socket.create_connection((args.host, args.port), timeout=T)
+    bad = b"".join(f"SEND\ndestination:{a}\n\nok{i}\0".encode() for i in range(5))
+    bad += f"SEND\ndestination:{a}\nexpires:soon\n\nbad\0".encode()
+    bad += f"SEND\ndestination:{a}\n\nafter\0".encode()
+    s.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\0" + bad)
+    back = b""
+    while chunk := s.recv(65536):
+        back += chunk
+    s.close()
+    expect(b"ERROR" in back, f"an ERROR for the bad header: {back!r}")
+    nothing_more(sub, col, a, len(sent) + 5)
+    expect(col.bodies()[len(sent):len(sent) + 5] == [f"ok{i}" for i in range(5)], f"{col.bodies()[len(sent):]}")
+    sub.disconnect()
+    print("ok")
+
+
+SCENARIOS = {f.__name__: f for f in [batched_sends, versions, frames_and_headers, ack_modes, ack_v11, nack_requeue_and_reject,
                                      transactions, temp_reply_queue, topics, competing_consumers, auth, tls, wss,
                                      guest_login, redelivered_false_first, requeue_any_case]}
 

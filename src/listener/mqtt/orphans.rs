@@ -163,10 +163,7 @@ async fn adopt(
             .unwrap_or_else(|| Duration::from_secs(u64::from(w.will.delay.min(expiry))));
         (w, after)
     });
-    let data = SessionData {
-        subs: stored.subs,
-        ..Default::default()
-    };
+    let data = SessionData::with_subs(stored.subs);
     let bytes = persist::encode_session(
         &owner,
         &data,

@@ -424,10 +424,7 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
             );
             continue;
         }
-        let data = SessionData {
-            subs: stored.subs,
-            ..Default::default()
-        };
+        let data = SessionData::with_subs(stored.subs);
         for s in data.subs.values() {
             if let Some(q) = &s.shared_queue
                 && is_share_queue(q)

@@ -132,10 +132,7 @@ pub async fn claim(
                 (subs.clone(), Some(subs))
             }
         };
-        let data = SessionData {
-            subs,
-            ..Default::default()
-        };
+        let data = SessionData::with_subs(subs);
         let value = persist::encode_session(owner, &data, expiry, None, will)
             .map_err(|e| Refused::Unavailable(e.to_string()))?;
         match claims.write(client_id, value.into(), revision).await {
@@ -364,7 +361,7 @@ fn taken_elsewhere(state: &Arc<MqttState>, client_id: &str, revision: u64) {
         // delivers them again (it does not know their PUBRELs). The connection holding
         // the session, if any, gives back its own when it ends (the session is no
         // longer here for it to hand them to).
-        data.retired.clear();
+        data.flows_mut().retired.clear();
     }
     let queue = session_queue(client_id);
     let client_id: Arc<str> = client_id.into();

@@ -35,9 +35,15 @@ pub async fn serve_tcp(
     state.start_parker(&tracker, &cancel);
     let c2 = cancel.clone();
     let plain = tls.is_none();
+    let voice = if plain {
+        refuse::Voice::Mqtt
+    } else {
+        refuse::Voice::Silent
+    };
     accept_loop(
         listener,
         "mqtt",
+        voice,
         gate,
         cancel,
         tracker,

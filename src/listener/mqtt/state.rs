@@ -97,6 +97,16 @@ pub struct Sub {
 pub struct SessionData {
     /// By filter as the client wrote it.
     pub subs: BTreeMap<String, Sub>,
+    /// Made when first needed and dropped when empty again ([`SessionData::tidy`]): most
+    /// sessions never have a QoS 2 exchange or a delivery waiting for its
+    /// acknowledgement while idle, and every idle connection would carry 96 bytes more.
+    flows: Option<Box<Flows>>,
+}
+
+/// What a session has in flight that outlives a connection: QoS 2 exchanges, retired
+/// consumers, the packet ids of unacknowledged deliveries.
+#[derive(Debug, Default)]
+pub struct Flows {
     /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released.
     pub incoming_qos2: BTreeSet<u16>,
     /// Outbound QoS 2 packet ids released (PUBREL sent) and not yet completed.
@@ -110,6 +120,23 @@ pub struct SessionData {
     /// A BTreeMap, not a HashMap: empty, it costs no hasher state in every session.
     pub sent_pids: BTreeMap<crate::core::MessageId, u16>,
 }
+
+impl Flows {
+    fn is_empty(&self) -> bool {
+        self.incoming_qos2.is_empty()
+            && self.pending_rel.is_empty()
+            && self.retired.is_empty()
+            && self.sent_pids.is_empty()
+    }
+}
+
+/// What a session without [`Flows`] reads.
+static NO_FLOWS: Flows = Flows {
+    incoming_qos2: BTreeSet::new(),
+    pending_rel: BTreeSet::new(),
+    retired: Vec::new(),
+    sent_pids: BTreeMap::new(),
+};
 
 /// A consumer of a connection that ended with QoS 2 deliveries of a shared queue
 /// released (PUBREL sent) and not completed (no PUBCOMP): it holds them, unacknowledged,
@@ -125,19 +152,42 @@ pub struct Retired {
 }
 
 impl SessionData {
+    /// A session's state with these subscriptions and nothing in flight.
+    pub fn with_subs(subs: BTreeMap<String, Sub>) -> Self {
+        Self { subs, flows: None }
+    }
+
+    /// What the session has in flight (empty when it never had anything).
+    pub fn flows(&self) -> &Flows {
+        self.flows.as_deref().unwrap_or(&NO_FLOWS)
+    }
+
+    /// What the session has in flight, to change.
+    pub fn flows_mut(&mut self) -> &mut Flows {
+        self.flows.get_or_insert_with(Default::default)
+    }
+
+    /// Drops what it has in flight once all of it is empty (a parked connection's
+    /// session keeps only what it needs).
+    pub fn tidy(&mut self) {
+        if self.flows.as_deref().is_some_and(Flows::is_empty) {
+            self.flows = None;
+        }
+    }
+
     /// Takes over the retired consumers of a connection that ended: what was completed
     /// meanwhile (its packet id no longer in `pending_rel`) is acknowledged now.
     pub fn adopt(&mut self, retired: Vec<Retired>) {
         for mut r in retired {
             r.tags.retain(|pid, tag| {
-                let pending = self.pending_rel.contains(pid);
+                let pending = self.flows().pending_rel.contains(pid);
                 if !pending {
                     r.consumer.ack(*tag);
                 }
                 pending
             });
             if !r.tags.is_empty() {
-                self.retired.push(r);
+                self.flows_mut().retired.push(r);
             }
         }
     }
@@ -146,14 +196,16 @@ impl SessionData {
     /// a consumer left holding nothing is returned, to be dropped outside the lock.
     pub fn complete_retired(&mut self, pid: u16) -> Option<Retired> {
         let i = self
+            .flows()
             .retired
             .iter()
             .position(|r| r.tags.contains_key(&pid))?;
-        let r = &mut self.retired[i];
+        let retired = &mut self.flows_mut().retired;
+        let r = &mut retired[i];
         if let Some(tag) = r.tags.remove(&pid) {
             r.consumer.ack(tag);
         }
-        r.tags.is_empty().then(|| self.retired.swap_remove(i))
+        r.tags.is_empty().then(|| retired.swap_remove(i))
     }
 }
 

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::future::Either;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,6 +15,7 @@ use super::codec::StompCodec;
 use super::session::{self, Shared};
 use crate::listener::limit::{ConnSlot, Gate};
 use crate::listener::origin::{Client, WsPolicy};
+use crate::listener::packet_io::PacketIo;
 use crate::listener::ws::WsFramed;
 use crate::listener::ws_endpoint::{self, Endpoint, Upgraded};
 use crate::listener::{accept_loop, refuse};
@@ -30,32 +31,40 @@ pub async fn serve_tcp(
 ) {
     let c2 = cancel.clone();
     let plain = tls.is_none();
+    let voice = if plain {
+        refuse::Voice::Stomp
+    } else {
+        refuse::Voice::Silent
+    };
     accept_loop(
         listener,
         "stomp",
+        voice,
         gate,
         cancel,
         tracker,
         move |stream, peer, id, slot| {
             let shared = Arc::clone(&shared);
             let cancel = c2.clone();
-            let tls = tls.clone();
-            async move {
-                let codec = StompCodec::new(shared.settings.limits);
-                let Some(acceptor) = tls else {
-                    let t = Framed::new(stream, codec);
-                    return serve_one(t, shared, id, "stomp", peer, cancel, slot).await;
-                };
-                match tokio::time::timeout(shared.settings.connect_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => {
-                        let t = Framed::new(s, codec);
-                        serve_one(t, shared, id, "stomp", peer, cancel, slot).await
-                    }
-                    Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::info!("TLS handshake timed out"),
+            let codec = StompCodec::new(shared.settings.limits);
+            match tls.clone() {
+                None => {
+                    let t = PacketIo::new(stream, codec);
+                    Either::Left(serve_one(t, shared, id, "stomp", peer, cancel, slot))
                 }
+                // Boxed: a TLS stream is large, and a plain connection's task would
+                // otherwise be sized for it too.
+                Some(acceptor) => Either::Right(Box::pin(async move {
+                    let timeout = shared.settings.connect_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            let t = PacketIo::new(s, codec);
+                            serve_one(t, shared, id, "stomp", peer, cancel, slot).await
+                        }
+                        Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!("TLS handshake timed out"),
+                    }
+                })),
             }
         },
         // A refusal over TLS would cost a handshake: those are closed without a word.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::alias::OutAliases;
+use super::alias::{Aliases, OutAliases};
 use super::connection::{Accepted, Connection, Source};
 use super::reason_code;
+use super::stamp::Stamp;
 use super::transport::Transport;
 use crate::auth::AuthError;
 use crate::core::{ConsumeOptions, Consumer, QueueOptions};
@@ -480,16 +480,18 @@ pub(super) async fn connect_session<T: Transport>(
         inflight: BTreeMap::new(),
         next_pid: 1,
         client_receive_max: receive_max,
-        client_max_packet: c.max_packet_size,
-        aliases: BTreeMap::new(),
-        out_aliases: if v5 {
-            OutAliases::new(c.topic_alias_max)
-        } else {
-            None
-        },
+        client_max_packet: c.max_packet_size.and_then(std::num::NonZeroU32::new),
+        aliases: OutAliases::new(c.topic_alias_max)
+            .filter(|_| v5)
+            .map(|outbound| {
+                Box::new(Aliases {
+                    inbound: BTreeMap::new(),
+                    outbound: Some(outbound),
+                })
+            }),
         keep_alive_ms: u32::from(keep_alive) * 1500,
-        last_recv: Instant::now(),
-        last_active: Instant::now(),
+        last_recv: Stamp::now(),
+        last_active: Stamp::now(),
         timer: None,
         handoff,
         permit,
@@ -499,7 +501,7 @@ pub(super) async fn connect_session<T: Transport>(
         unflushed: 0,
     };
     // Finish QoS 2 deliveries the previous connection left half done.
-    let rel: Vec<u16> = s.data().pending_rel.iter().copied().collect();
+    let rel: Vec<u16> = s.data().flows().pending_rel.iter().copied().collect();
     for pid in rel {
         if s.t
             .feed(Out::PubRel {

@@ -15,13 +15,14 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::alias::OutAliases;
+use super::alias::Aliases;
 use super::connect::{connect_session, read_connect};
 use super::end::{End, end};
 use super::outbound::Inflight;
 use super::park;
 use super::publish::Unconfirmed;
 use super::reason_code;
+use super::stamp::Stamp;
 use super::transport::Transport;
 use crate::auth::Principal;
 use crate::core::{Confirmation, Consumer, PublishError};
@@ -63,18 +64,17 @@ pub(super) struct Connection<T> {
     pub(super) inflight: BTreeMap<u16, Inflight>,
     pub(super) next_pid: u16,
     pub(super) client_receive_max: u16,
-    pub(super) client_max_packet: Option<u32>,
-    /// A BTreeMap, not a HashMap: empty, it costs no allocation and no hasher state.
-    pub(super) aliases: BTreeMap<u16, String>,
-    /// Topic aliases towards the client (5.0 clients that accept them only).
-    pub(super) out_aliases: Option<Box<OutAliases>>,
+    /// `NonZero`: 4 bytes, not 8 (MQTT 5 forbids 0).
+    pub(super) client_max_packet: Option<std::num::NonZeroU32>,
+    /// Topic aliases both ways (5.0 only), made when first needed.
+    pub(super) aliases: Option<Box<Aliases>>,
     /// 1.5 × the keep-alive in force, in milliseconds; 0: none. Not a `Duration`: with
     /// the other small fields it packs into what one would take.
     pub(super) keep_alive_ms: u32,
-    pub(super) last_recv: Instant,
+    pub(super) last_recv: Stamp,
     /// When the serve loop last had something to do: idle for `mqtt.park_idle_after`,
     /// a plain TCP connection is parked (see [`park`]).
-    pub(super) last_active: Instant,
+    pub(super) last_active: Stamp,
     /// Fires at the earliest the keep-alive could expire or the connection could be
     /// parked; re-armed then, not on every packet. Boxed: only connections with a
     /// keep-alive or that can be parked carry it, and a parked one carries none.
@@ -111,6 +111,21 @@ enum Stop {
     End(End),
     /// Idle long enough to wait in the poller instead of a task of its own.
     Park,
+}
+
+/// How a connection ends when reading from it failed.
+pub(super) fn read_failed(e: CodecError) -> End {
+    match e {
+        CodecError::Io(e) => End {
+            code: None,
+            reason: format!("read error: {e}"),
+            will: true,
+        },
+        e => {
+            tracing::warn!(error = %e, "malformed packet");
+            end(e.reason_code(), e.to_string())
+        }
+    }
 }
 
 /// Where a connection came from, as the admin API lists it.
@@ -159,7 +174,7 @@ pub(super) async fn live<T: Transport + 'static>(mut s: Connection<T>) {
                     // take it now (shutting down, out of descriptors) is not asked at
                     // every turn of the loop.
                     s = back;
-                    s.last_active = Instant::now();
+                    s.last_active = Stamp::now();
                 }
                 park::Parking::Lost(gone, e) => {
                     let ended = End {
@@ -213,7 +228,6 @@ impl<T> Connection<T> {
             client_receive_max: self.client_receive_max,
             client_max_packet: self.client_max_packet,
             aliases: self.aliases,
-            out_aliases: self.out_aliases,
             keep_alive_ms: self.keep_alive_ms,
             last_recv: self.last_recv,
             last_active: self.last_active,
@@ -271,7 +285,7 @@ impl<T: Transport> Connection<T> {
         if let Err(e) = Box::pin(self.deliver()).await {
             return Stop::End(e);
         }
-        self.last_active = Instant::now();
+        self.last_active = Stamp::now();
         if let Some(at) = self.next_deadline() {
             self.timer = Some(Box::pin(sleep_until(at)));
         }
@@ -315,7 +329,7 @@ impl<T: Transport> Connection<T> {
                 // Boxed: the handlers' futures are large and this loop's state is what an
                 // idle connection's task carries. One allocation per event, as before.
                 event => {
-                    self.last_active = Instant::now();
+                    self.last_active = Stamp::now();
                     Box::pin(self.on_event(event)).await
                 }
             };
@@ -333,7 +347,7 @@ impl<T: Transport> Connection<T> {
             Event::Confirmed(u, r) => self.confirmed(u, r).await,
             Event::Deliver => self.deliver().await,
             Event::Flush => self.flush_now().await,
-            Event::Packet(p) => self.handle(p).await,
+            Event::Packet(p) => self.handle_from(p).await,
         }
     }
 
@@ -352,13 +366,9 @@ impl<T: Transport> Connection<T> {
             }
             p = self.t.next(), if !self.confirmations.is_full() => match p {
                 None => Event::End(End { code: None, reason: "connection closed by the client".into(), will: true }),
-                Some(Err(CodecError::Io(e))) => Event::End(End { code: None, reason: format!("read error: {e}"), will: true }),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "malformed packet");
-                    Event::End(end(e.reason_code(), e.to_string()))
-                }
+                Some(Err(e)) => Event::End(read_failed(e)),
                 Some(Ok(p)) => {
-                    self.last_recv = Instant::now();
+                    self.last_recv = Stamp::now();
                     Event::Packet(p)
                 }
             },
@@ -379,19 +389,19 @@ impl<T: Transport> Connection<T> {
     fn timer_check(&mut self) -> Result<bool, End> {
         let now = Instant::now();
         if let Some(k) = self.keep_alive()
-            && now >= self.last_recv + k
+            && now >= self.last_recv.instant() + k
         {
             return Err(end(reason_code::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
         }
         if let Some(after) = self.park_after()
-            && now >= self.last_active + after
+            && now >= self.last_active.instant() + after
         {
             // Parked, it waits for its socket, its notifier and its keep-alive deadline
             // only: nothing may be owed to the client or waiting for the store.
             if self.confirmations.is_empty() && self.unflushed == 0 && self.t.park_fd().is_some() {
                 return Ok(true);
             }
-            self.last_active = now;
+            self.last_active = Stamp::of(now);
         }
         if let (Some(at), Some(timer)) = (self.next_deadline(), self.timer.as_mut()) {
             timer.as_mut().reset(at);
@@ -409,12 +419,28 @@ impl<T: Transport> Connection<T> {
 
     /// The earliest of the keep-alive and park deadlines.
     fn next_deadline(&self) -> Option<Instant> {
-        let ka = self.keep_alive().map(|k| self.last_recv + k);
-        let park = self.park_after().map(|p| self.last_active + p);
+        let ka = self.keep_alive().map(|k| self.last_recv.instant() + k);
+        let park = self.park_after().map(|p| self.last_active.instant() + p);
         match (ka, park) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Does what a packet asks and, when it starts a run of QoS 0 PUBLISHes, what the
+    /// packet that ended the run asks, and so on.
+    async fn handle_from(&mut self, p: In) -> Result<(), End> {
+        let mut next = Some(p);
+        while let Some(p) = next {
+            next = match p {
+                In::Publish(p) if p.qos == 0 => self.on_publish_qos0(p).await?,
+                p => {
+                    self.handle(p).await?;
+                    None
+                }
+            };
+        }
+        Ok(())
     }
 
     /// Does what a packet from the client asks.
@@ -426,14 +452,14 @@ impl<T: Transport> Connection<T> {
                 self.deliver().await
             }
             In::PubRec(pid) if self.settle_at_pubcomp(pid) => {
-                self.data().pending_rel.insert(pid);
+                self.data().flows_mut().pending_rel.insert(pid);
                 self.release(pid).await?;
                 self.deliver().await
             }
             In::PubRec(pid) => {
                 // The client has the message: done with the core; finish the handshake.
                 let durable = self.settle(pid);
-                self.data().pending_rel.insert(pid);
+                self.data().flows_mut().pending_rel.insert(pid);
                 // Once it has the PUBREL the client forgets the packet id, so it could
                 // not tell the message from a new one if it came back: PUBREL goes out
                 // once the acknowledgement is durable (one group commit, shared).
@@ -461,7 +487,7 @@ impl<T: Transport> Connection<T> {
                 self.deliver().await
             }
             In::PubRel(pid) => {
-                let known = self.data().incoming_qos2.remove(&pid);
+                let known = self.data().flows_mut().incoming_qos2.remove(&pid);
                 let code = if known {
                     reason_code::SUCCESS
                 } else {

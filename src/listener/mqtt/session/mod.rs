@@ -24,6 +24,7 @@ pub mod park;
 mod publish;
 mod reason_code;
 mod release;
+mod stamp;
 mod subscribe;
 mod transport;
 

@@ -33,8 +33,8 @@ impl<T: Transport> Connection<T> {
             let p = self.next_pid;
             self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
             let data = self.data();
-            let reserved =
-                data.pending_rel.contains(&p) || data.sent_pids.values().any(|&v| v == p);
+            let reserved = data.flows().pending_rel.contains(&p)
+                || data.flows().sent_pids.values().any(|&v| v == p);
             drop(data);
             if !self.inflight.contains_key(&p) && !reserved {
                 return p;
@@ -165,7 +165,7 @@ impl<T: Transport> Connection<T> {
                 }
             }
         }
-        let plan = match &self.out_aliases {
+        let plan = match self.aliases.as_ref().and_then(|a| a.outbound.as_ref()) {
             Some(a) => a.plan(&p.topic),
             None => Plan::Topic,
         };
@@ -180,7 +180,7 @@ impl<T: Transport> Connection<T> {
                 Some(std::mem::take(&mut p.topic))
             }
         };
-        if let Some(max) = self.client_max_packet {
+        if let Some(max) = self.client_max_packet.map(std::num::NonZeroU32::get) {
             let size = publish_wire_size(&p, self.version == Version::V5);
             if size > u64::from(max) {
                 // MQTT-3.1.2-25: discard it and behave as if it had been sent.
@@ -190,16 +190,19 @@ impl<T: Transport> Connection<T> {
                 return Ok(None);
             }
         }
-        if let Some(a) = &mut self.out_aliases {
+        if let Some(a) = self.aliases.as_mut().and_then(|a| a.outbound.as_mut()) {
             a.sent(topic.as_deref().unwrap_or(&p.topic), plan);
         }
         if qos > 0 {
-            let known = self.data().sent_pids.get(&d.message.id).copied();
+            let known = self.data().flows().sent_pids.get(&d.message.id).copied();
             let pid = match known {
                 Some(pid) if d.redelivered && !self.inflight.contains_key(&pid) => pid,
                 _ => {
                     let pid = self.alloc_pid();
-                    self.data().sent_pids.insert(d.message.id.clone(), pid);
+                    self.data()
+                        .flows_mut()
+                        .sent_pids
+                        .insert(d.message.id.clone(), pid);
                     pid
                 }
             };
@@ -225,7 +228,7 @@ impl<T: Transport> Connection<T> {
     /// Acknowledges the delivery sent as `pid`. True when that may have written to the
     /// store (its queue is durable).
     pub(super) fn settle(&mut self, pid: u16) -> bool {
-        self.data().sent_pids.retain(|_, p| *p != pid);
+        self.data().flows_mut().sent_pids.retain(|_, p| *p != pid);
         if let Some(f) = self.inflight.remove(&pid)
             && let Some((_, c)) = self
                 .consumers

@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use futures::{Sink, Stream};
 use mio::unix::SourceFd;
@@ -65,6 +65,8 @@ pub struct Parker {
 }
 
 struct Shared {
+    /// Its place in [`POLLERS`], which its sessions' wakers name.
+    index: usize,
     registry: mio::Registry,
     inner: Mutex<Inner>,
     /// Keys of parked sessions whose notifier fired.
@@ -100,25 +102,37 @@ struct Parked {
 /// A parked session's keep-alive deadline: not kept with it (every parked connection
 /// would carry 16 bytes more); its inputs do not change while it is parked.
 fn deadline<T>(s: &Connection<T>) -> Option<Instant> {
-    s.keep_alive().map(|k| s.last_recv + k)
+    s.keep_alive().map(|k| s.last_recv.instant() + k)
 }
 
-/// The waker a parked session's notifier holds.
-struct Bell {
-    key: usize,
-    shared: Weak<Shared>,
+/// Every poller of the process, for the wakers of parked sessions to find theirs
+/// (a daemon has one; tests and embedders may start more). Never shrinks: an entry is
+/// 8 bytes per poller ever started.
+static POLLERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Bits of a bell's word that hold the session's key; the poller's index is above.
+const KEY_BITS: u32 = 40;
+
+/// The waker a parked session's notifier holds: its poller's index and its key in one
+/// word, so that it allocates nothing (an `Arc` per parked session would be 32 bytes
+/// more each). Rings by putting the key on its poller's list.
+fn bell(poller: usize, key: usize) -> Waker {
+    let word = (poller << KEY_BITS) | key;
+    // SAFETY: the data pointer is a plain number, never dereferenced; the vtable's
+    // functions only copy it or read it, from any thread.
+    unsafe { Waker::from_raw(RawWaker::new(word as *const (), &BELL)) }
 }
 
-impl Wake for Bell {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
+static BELL: RawWakerVTable =
+    RawWakerVTable::new(|word| RawWaker::new(word, &BELL), ring, ring, |_| {});
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(shared) = self.shared.upgrade() {
-            lock(&shared.rung).push(self.key);
-            shared.wake.notify_one();
-        }
+fn ring(word: *const ()) {
+    let word = word as usize;
+    let (poller, key) = (word >> KEY_BITS, word & ((1 << KEY_BITS) - 1));
+    let shared = lock(&POLLERS).get(poller).and_then(Weak::upgrade);
+    if let Some(shared) = shared {
+        lock(&shared.rung).push(key);
+        shared.wake.notify_one();
     }
 }
 
@@ -145,8 +159,11 @@ impl Parker {
     /// when `cancel` fires.
     pub fn start(tracker: &TaskTracker, cancel: CancellationToken) -> std::io::Result<Self> {
         let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let mut pollers = lock(&POLLERS);
         let shared = Arc::new(Shared {
-            registry: poll.registry().try_clone()?,
+            index: pollers.len(),
+            registry,
             inner: Mutex::new(Inner {
                 parked: Slab::new(),
                 deadlines: BTreeSet::new(),
@@ -155,6 +172,8 @@ impl Parker {
             rung: Mutex::new(Vec::new()),
             wake: Notify::new(),
         });
+        pollers.push(Arc::downgrade(&shared));
+        drop(pollers);
         // SAFETY: the `mio::Poll` owns its epoll descriptor and keeps it open, unchanged,
         // for as long as the `AsyncFd` owns the `Poll`.
         let fd = unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE) }
@@ -190,6 +209,8 @@ pub(super) fn park<T: Transport>(s: Connection<T>) -> Parking<T> {
         tracing::debug!(error = %e, "cannot park the connection; it stays in its task");
         return Parking::Kept(s);
     }
+    // What the session had in flight and is over, it does not carry while parked.
+    s.data().tidy();
     let (t, s) = s.swap_transport(Gone);
     // Closed on failure, which also takes it out of the poller's set.
     let detached = match t.detach() {
@@ -200,10 +221,7 @@ pub(super) fn park<T: Transport>(s: Connection<T>) -> Parking<T> {
     session.timer = None;
     let deadline = deadline(&session);
     let mut notified = Box::pin(Arc::clone(&session.notify).notified_owned());
-    let bell = Waker::from(Arc::new(Bell {
-        key,
-        shared: Arc::downgrade(&shared),
-    }));
+    let bell = bell(shared.index, key);
     // Registers the waker; ready already if the notifier fired since the task last
     // looked (a stored permit): then it is revived at once.
     let rang = notified
@@ -394,3 +412,15 @@ impl Transport for Gone {
 /// Where the daemon's poller is kept (in `MqttState`): started by the first TCP
 /// listener.
 pub type ParkerCell = OnceLock<Parker>;
+
+#[cfg(test)]
+mod tests {
+    /// A parked connection is one allocation of this size (and its notifier's waiter):
+    /// at 256 bytes or less it takes mimalloc's 256-byte size class, above it the
+    /// 320-byte one, 64 bytes more for every idle connection.
+    #[test]
+    fn a_parked_session_fits_in_256_bytes() {
+        let size = std::mem::size_of::<super::Parked>();
+        assert!(size <= 256, "{size}");
+    }
+}

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use super::connection::Connection;
+use super::connection::{Connection, read_failed};
 use super::end::{End, end};
 use super::reason_code;
 use super::transport::Transport;
 use crate::core::{Confirmation, Destination, Message, Origin, PublishError};
-use crate::listener::mqtt::codec::{Out, Publish, Version};
+use crate::listener::mqtt::codec::{In, Out, Publish, Version};
 use crate::listener::mqtt::convert::{publish_destination, publish_to_message};
 use crate::ratelog::Cause;
 use crate::router::RouterError;
@@ -34,7 +34,92 @@ static RETAINED_FULL: Cause = Cause::new("mqtt.retained_full");
 static PUBLISH_DENIED: Cause = Cause::new("mqtt.publish_denied");
 static PUBLISH_REFUSED: Cause = Cause::new("mqtt.publish_refused");
 
+/// Most QoS 0 PUBLISHes published as one batch.
+const MAX_RUN: usize = 64;
+
+/// Whether a QoS 0 PUBLISH may join a run published as one batch: not retained (the
+/// retained store takes each), no topic alias (set or resolved one by one).
+fn joins_run(p: &Publish) -> bool {
+    p.qos == 0 && !p.retain && p.props.topic_alias.is_none()
+}
+
 impl<T: Transport> Connection<T> {
+    /// A QoS 0 PUBLISH, with the QoS 0 PUBLISHes to the same topic that the same read
+    /// brought after it: published as one batch ([`crate::router::Router::publish_batch_unconfirmed`]),
+    /// which fans them out with one lock and one wake-up per subscriber instead of one
+    /// per message. Nothing is acknowledged at QoS 0, so a run changes no answer.
+    /// Returns the packet that ended the run, for the caller to handle next, in order
+    /// (returned, not handled here: a buffer of publishes to alternating topics would
+    /// otherwise nest one handler in another per packet).
+    pub(super) async fn on_publish_qos0(&mut self, first: Box<Publish>) -> Result<Option<In>, End> {
+        if !joins_run(&first) {
+            self.on_publish(*first).await?;
+            return Ok(None);
+        }
+        let mut run = vec![*first];
+        let mut after = None;
+        while run.len() < MAX_RUN {
+            match self.t.next_buffered() {
+                Some(Ok(In::Publish(p))) if joins_run(&p) && p.topic == run[0].topic => {
+                    run.push(*p)
+                }
+                Some(other) => {
+                    after = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if run.len() == 1 {
+            self.on_publish(run.remove(0)).await?;
+        } else {
+            self.publish_run(run).await?;
+        }
+        match after {
+            None => Ok(None),
+            Some(Ok(p)) => {
+                self.last_recv = super::stamp::Stamp::now();
+                Ok(Some(p))
+            }
+            Some(Err(e)) => Err(read_failed(e)),
+        }
+    }
+
+    /// Publishes a run of QoS 0 PUBLISHes to one topic (see [`Self::on_publish_qos0`]):
+    /// the topic checked once, the messages routed as one batch.
+    async fn publish_run(&mut self, run: Vec<Publish>) -> Result<(), End> {
+        let topic = &run[0].topic;
+        if let Err(e) = mqtt_names::validate_topic(topic) {
+            return Err(end(reason_code::TOPIC_NAME_INVALID, e));
+        }
+        let dest = publish_destination(topic);
+        if !self.principal.can_publish(&dest) {
+            crate::rate_warn!(PUBLISH_DENIED, topic = %topic, count = run.len(), "publish refused by permissions");
+            return Ok(());
+        }
+        let origin = Origin::shared("mqtt", Arc::clone(&self.client_id));
+        let messages: Vec<Message> = run
+            .iter()
+            .map(|p| publish_to_message(p, origin.clone()))
+            .collect();
+        let n = messages.len();
+        let bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
+        drop(run);
+        let router = self.state.router.clone();
+        let Some(batch) = self
+            .delivering(router.publish_batch_unconfirmed(dest, messages))
+            .await
+        else {
+            return Ok(());
+        };
+        for e in &batch.errors {
+            crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
+        }
+        let ok = batch.ok();
+        traffic::received(Protocol::Mqtt, ok as u64, bytes * ok as u64 / n as u64);
+        Ok(())
+    }
+
     /// PUBLISH: published through the router; acknowledged at once, or once durable.
     pub(super) async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
         // Topic aliases (5.0).
@@ -46,7 +131,7 @@ impl<T: Transport> Connection<T> {
                 ));
             }
             if p.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         return Err(end(
@@ -56,14 +141,17 @@ impl<T: Transport> Connection<T> {
                     }
                 }
             } else {
-                self.aliases.insert(alias, p.topic.clone());
+                self.aliases
+                    .get_or_insert_with(Default::default)
+                    .inbound
+                    .insert(alias, p.topic.clone());
             }
         }
         if let Err(e) = mqtt_names::validate_topic(&p.topic) {
             return Err(end(reason_code::TOPIC_NAME_INVALID, e));
         }
         let pid = p.packet_id.unwrap_or(0);
-        if p.qos == 2 && self.data().incoming_qos2.contains(&pid) {
+        if p.qos == 2 && self.data().flows().incoming_qos2.contains(&pid) {
             // A resent QoS 2 PUBLISH we already have: acknowledge again, publish nothing.
             self.send(Out::PubRec {
                 packet_id: pid,
@@ -73,7 +161,8 @@ impl<T: Transport> Connection<T> {
             return self.flush().await;
         }
         if p.qos == 2
-            && self.data().incoming_qos2.len() >= usize::from(self.state.settings.max_inflight)
+            && self.data().flows().incoming_qos2.len()
+                >= usize::from(self.state.settings.max_inflight)
         {
             return Err(end(
                 reason_code::RECEIVE_MAX_EXCEEDED,
@@ -116,7 +205,7 @@ impl<T: Transport> Connection<T> {
                     if p.qos > 0 && self.confirmations.must_wait(&confirmation) {
                         if p.qos == 2 {
                             // Known from now on: a resent PUBLISH is not published twice.
-                            self.data().incoming_qos2.insert(pid);
+                            self.data().flows_mut().incoming_qos2.insert(pid);
                         }
                         let answer = Unconfirmed {
                             packet_id: pid,
@@ -159,7 +248,7 @@ impl<T: Transport> Connection<T> {
             Err(e) => {
                 crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
                 if u.qos == 2 {
-                    self.data().incoming_qos2.remove(&u.packet_id);
+                    self.data().flows_mut().incoming_qos2.remove(&u.packet_id);
                 }
                 reason_code::UNSPECIFIED
             }
@@ -199,7 +288,7 @@ impl<T: Transport> Connection<T> {
             }
             _ => {
                 if code < 0x80 {
-                    self.data().incoming_qos2.insert(pid);
+                    self.data().flows_mut().incoming_qos2.insert(pid);
                 }
                 self.send(Out::PubRec {
                     packet_id: pid,
@@ -220,33 +309,41 @@ impl<T: Transport> Connection<T> {
     ) -> Result<(usize, Confirmation), u8> {
         let router = self.state.router.clone();
         let bytes = m.body.len() as u64;
-        let fut = router.publish_unconfirmed(dest, m);
+        let Some(r) = self.delivering(router.publish_unconfirmed(dest, m)).await else {
+            return Err(reason_code::UNSPECIFIED);
+        };
+        if r.is_ok() {
+            traffic::received(Protocol::Mqtt, 1, bytes);
+        }
+        r.map_err(|e| {
+            crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
+            match e {
+                RouterError::Publish(PublishError::Full(_)) => reason_code::QUOTA_EXCEEDED,
+                _ => reason_code::UNSPECIFIED,
+            }
+        })
+    }
+
+    /// Runs a publish to its end while delivering to this client meanwhile (a publish
+    /// waiting for room or at the flow gate must not stop this client's own
+    /// deliveries). `None`: writing to the client failed meanwhile and the publish was
+    /// given up.
+    async fn delivering<F: Future>(&mut self, fut: F) -> Option<F::Output> {
         tokio::pin!(fut);
         let notify = Arc::clone(&self.notify);
         loop {
             tokio::select! {
                 biased;
-                r = &mut fut => {
-                    if r.is_ok() {
-                        traffic::received(Protocol::Mqtt, 1, bytes);
-                    }
-                    return r.map_err(|e| {
-                        crate::rate_warn!(PUBLISH_REFUSED, error = %e, "publish refused");
-                        match e {
-                            RouterError::Publish(PublishError::Full(_)) => reason_code::QUOTA_EXCEEDED,
-                            _ => reason_code::UNSPECIFIED,
-                        }
-                    });
-                }
+                r = &mut fut => return Some(r),
                 _ = notify.notified() => {
                     if self.deliver().await.is_err() {
-                        return Err(reason_code::UNSPECIFIED);
+                        return None;
                     }
                 }
                 // Waiting at the flow gate: what is owed to the client goes out meanwhile.
                 _ = std::future::ready(()), if self.unflushed > 0 => {
                     if self.flush_now().await.is_err() {
-                        return Err(reason_code::UNSPECIFIED);
+                        return None;
                     }
                 }
             }

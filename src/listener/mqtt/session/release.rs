@@ -42,7 +42,7 @@ impl<T: Transport> Connection<T> {
         if shared {
             f.released = true;
             // Once released, a copy delivered again is a new message to the client.
-            self.data().sent_pids.retain(|_, p| *p != pid);
+            self.data().flows_mut().sent_pids.retain(|_, p| *p != pid);
         }
         shared
     }
@@ -51,13 +51,13 @@ impl<T: Transport> Connection<T> {
     /// (this connection's, or a retired consumer's) is acknowledged.
     pub(super) fn complete(&mut self, pid: u16) {
         if self.inflight.get(&pid).is_some_and(|f| f.released) {
-            self.data().pending_rel.remove(&pid);
+            self.data().flows_mut().pending_rel.remove(&pid);
             self.settle(pid);
             return;
         }
         let emptied = {
             let mut data = self.data();
-            data.pending_rel.remove(&pid);
+            data.flows_mut().pending_rel.remove(&pid);
             data.complete_retired(pid)
         };
         drop(emptied);

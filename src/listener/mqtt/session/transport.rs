@@ -20,6 +20,13 @@ pub trait Transport:
     /// Limits outbound packets to the client's Maximum Packet Size.
     fn set_max_outbound(&mut self, max: u32);
 
+    /// The next packet already received, decoded without reading the socket (the rest
+    /// of what one read brought, for publishing several as one batch); `None` when no
+    /// complete packet is buffered, or the transport cannot tell.
+    fn next_buffered(&mut self) -> Option<Result<In, CodecError>> {
+        None
+    }
+
     /// The socket, when the connection can be parked right now (nothing buffered).
     fn park_fd(&self) -> Option<std::os::fd::RawFd> {
         None
@@ -66,6 +73,10 @@ impl<S: Socket> Transport for PacketIo<S, Codec> {
 
     fn set_max_outbound(&mut self, max: u32) {
         self.codec_mut().set_max_outbound(max);
+    }
+
+    fn next_buffered(&mut self) -> Option<Result<In, CodecError>> {
+        self.decode_buffered()
     }
 
     fn park_fd(&self) -> Option<std::os::fd::RawFd> {

@@ -25,8 +25,20 @@ use crate::listener::stomp::convert::error_frame;
 use crate::listener::stomp::frame::{Command, Frame, Version};
 use crate::ratelog::Cause;
 
+/// What woke the serve loop.
+enum Event {
+    Confirmed(Unconfirmed, Result<(), crate::core::PublishError>),
+    Frame(Frame),
+    Deliver,
+    SendHeartBeat,
+    /// The heart-beat deadline may have passed.
+    RecvDeadline,
+    /// The idle deadline may have passed.
+    IdleDeadline,
+}
+
 /// What becomes of the connection once a frame is handled.
-enum AfterFrame {
+pub(super) enum AfterFrame {
     Continue,
     /// DISCONNECT: close (its RECEIPT, if asked for, is sent).
     Close,
@@ -152,13 +164,16 @@ impl<T: Transport> Connection<T> {
                 Ok(Some(f)) => f?,
             },
         };
-        self.connect(first).await?;
+        // Boxed, as every handler below: the task of an idle connection is sized for
+        // the largest state of this loop, and a handler's state inline would be it.
+        Box::pin(self.connect(first)).await?;
         loop {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_deadline();
             let idle_at = self.idle_deadline();
             let notify = Arc::clone(&self.notify);
-            tokio::select! {
+            // The select only picks what happened; the work is done after it.
+            let event = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
                     return Err(fatal("server shutting down", "the server is shutting down; unacknowledged messages are returned to their queues"));
@@ -166,51 +181,60 @@ impl<T: Transport> Connection<T> {
                 // The session keeps reading while receipts wait for the store, so a
                 // pipelining client's messages share fsyncs.
                 Some((u, r)) = self.confirmations.next(), if !self.confirmations.is_empty() => {
-                    self.confirmed(u, r).await?;
+                    Event::Confirmed(u, r)
                 }
                 frame = next_frame(&mut self.t, &mut self.last_recv, &mut self.recv_undecoded, &mut self.last_active), if !self.confirmations.is_full() => {
                     let Some(frame) = frame else { return Ok(()) };
-                    let frame = frame?;
-                    if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
-                        // Every earlier SEND, ACK and NACK is confirmed before any other
-                        // frame is answered, so receipts come back in the order asked.
-                        // SENDs, ACKs and NACKs queue their receipts behind the earlier
-                        // ones instead (see `answer`).
-                        while let Some((u, r)) = self.confirmations.next().await {
-                            self.confirmed(u, r).await?;
-                        }
-                    }
-                    let after = self.handle(frame).await?;
-                    match after {
-                        AfterFrame::Continue => {}
-                        AfterFrame::Close => return Ok(()),
-                    }
+                    Event::Frame(frame?)
                 }
-                _ = notify.notified() => self.deliver().await?,
-                _ = sleep_opt(hb_send) => {
-                    self.write(Outgoing::HeartBeat).await?;
-                    self.flush().await?;
-                }
-                _ = sleep_opt(hb_recv) => {
-                    if !self.passed(Self::recv_deadline) {
-                        continue;
-                    }
+                _ = notify.notified() => Event::Deliver,
+                _ = sleep_opt(hb_send) => Event::SendHeartBeat,
+                _ = sleep_opt(hb_recv) => Event::RecvDeadline,
+                _ = sleep_opt(idle_at) => Event::IdleDeadline,
+            };
+            match Box::pin(self.on_event(event)).await? {
+                AfterFrame::Continue => {}
+                AfterFrame::Close => return Ok(()),
+            }
+        }
+    }
+
+    /// Does what an event of the serve loop asks.
+    async fn on_event(&mut self, event: Event) -> Result<AfterFrame, Fatal> {
+        match event {
+            Event::Confirmed(u, r) => self.confirmed(u, r).await?,
+            Event::Frame(frame) => return self.on_frame(frame).await,
+            Event::Deliver => self.deliver().await?,
+            Event::SendHeartBeat => {
+                self.write(Outgoing::HeartBeat).await?;
+                self.flush().await?;
+            }
+            Event::RecvDeadline => {
+                if self.passed(Self::recv_deadline) {
                     tracing::info!("heart-beat timeout: closing");
-                    return Err(fatal("heart-beat timeout", "no frame or heart-beat received within the negotiated window"));
+                    return Err(fatal(
+                        "heart-beat timeout",
+                        "no frame or heart-beat received within the negotiated window",
+                    ));
                 }
-                _ = sleep_opt(idle_at) => {
-                    if !self.passed(Self::idle_deadline) {
-                        continue;
-                    }
+            }
+            Event::IdleDeadline => {
+                if self.passed(Self::idle_deadline) {
                     let after = self.idle().unwrap_or_default();
-                    tracing::info!(?after, "idle timeout: closing a connection without heart-beats");
+                    tracing::info!(
+                        ?after,
+                        "idle timeout: closing a connection without heart-beats"
+                    );
                     return Err(fatal(
                         "idle timeout",
-                        format!("nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"),
+                        format!(
+                            "nothing received or sent for {after:?} on a connection without heart-beats; negotiate heart-beats (CONNECT heart-beat:CX,CY) to stay connected while idle"
+                        ),
                     ));
                 }
             }
         }
+        Ok(AfterFrame::Continue)
     }
 
     /// When the connection is closed unless something arrives first: twice the
@@ -264,6 +288,46 @@ impl<T: Transport> Connection<T> {
             .flush()
             .await
             .map_err(|e| fatal("write failed", e.to_string()))
+    }
+
+    /// Answers a frame, in the order frames arrived: a SEND that can start a run goes
+    /// with the SENDs buffered behind it (see `send_run`).
+    pub(super) async fn on_frame(&mut self, mut frame: Frame) -> Result<AfterFrame, Fatal> {
+        // A loop, not recursion: a buffer of SENDs to alternating topics would otherwise
+        // nest one run's handler in another's.
+        while Self::starts_run(&frame) {
+            match self.on_send_run(frame).await? {
+                Some(next) => frame = next,
+                None => return Ok(AfterFrame::Continue),
+            }
+        }
+        if !matches!(frame.command, Command::Send | Command::Ack | Command::Nack) {
+            // Every earlier SEND, ACK and NACK is confirmed before any other
+            // frame is answered, so receipts come back in the order asked.
+            // SENDs, ACKs and NACKs queue their receipts behind the earlier
+            // ones instead (see `answer`).
+            while let Some((u, r)) = self.confirmations.next().await {
+                self.confirmed(u, r).await?;
+            }
+        }
+        self.handle(frame).await
+    }
+
+    /// The next frame already received (see [`Transport::next_buffered`]), heart-beats
+    /// skipped; each counts as received now, as in `next_frame`. `None`: nothing
+    /// complete is buffered.
+    pub(super) fn buffered_frame(&mut self) -> Option<Result<Frame, CodecError>> {
+        loop {
+            let item = self.t.next_buffered()?;
+            self.last_recv = Instant::now();
+            self.recv_undecoded = self.t.undecoded();
+            self.last_active = self.last_recv;
+            match item {
+                Ok(Incoming::HeartBeat) => continue,
+                Ok(Incoming::Frame(f)) => return Some(Ok(f)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 
     /// Hands a frame to its handler.
@@ -326,14 +390,22 @@ async fn next_frame<T: Transport>(
         match item {
             Ok(Incoming::HeartBeat) => continue,
             Ok(Incoming::Frame(f)) => return Some(Ok(f)),
-            Err(CodecError::Io(e)) => {
-                tracing::debug!(error = %e, "read error");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed frame");
-                return Some(Err(fatal(e.to_string(), format!("malformed frame: {e}"))));
-            }
+            Err(e) => return read_failed(e).map(Err),
+        }
+    }
+}
+
+/// What a failed read means: the end of the stream (`None`, an I/O error), or an ERROR
+/// for a malformed frame.
+pub(super) fn read_failed(e: CodecError) -> Option<Fatal> {
+    match e {
+        CodecError::Io(e) => {
+            tracing::debug!(error = %e, "read error");
+            None
+        }
+        e => {
+            tracing::warn!(error = %e, "malformed frame");
+            Some(fatal(e.to_string(), format!("malformed frame: {e}")))
         }
     }
 }

@@ -12,8 +12,8 @@
 //! client that publishes into a full queue it also consumes from cannot deadlock itself.
 //!
 //! `Connection` (in `connection`) holds the state and runs the serve loop; each frame's
-//! handling has a file of its own (`connect`, `send`, `subscribe`, `ack`, `transaction`,
-//! `receipt`), as do deliveries (`deliver`) and temporary queues (`temp_queue`).
+//! handling has a file of its own (`connect`, `send`, `send_run`, `subscribe`, `ack`,
+//! `transaction`, `receipt`), as do deliveries (`deliver`) and temporary queues (`temp_queue`).
 //!
 //! [`Consumer`]: crate::core::Consumer
 //! [`Notify`]: tokio::sync::Notify
@@ -26,6 +26,7 @@ mod fatal;
 mod headers;
 mod receipt;
 mod send;
+mod send_run;
 mod settings;
 mod subscribe;
 mod temp_queue;
