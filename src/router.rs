@@ -527,32 +527,13 @@ pub fn amqp_reply_address(link: &str, reply_to: &str) -> Destination {
 /// address: every byte outside a small safe set becomes `%XX`, so whitespace, `.` and
 /// wildcard characters can never break the internal name. Only [`decode_part`] reads it.
 fn encode_part(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@' | b'~' | b'=' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::translate::escape::percent_encode(s, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'@' | b'~' | b'=' | b':')
+    })
 }
 
 fn decode_part(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::translate::escape::percent_decode(s)
 }
 
 /// Prefix of internal reply addresses for XMPP users:

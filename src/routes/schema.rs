@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::Value;
 
 use crate::core::Message;
-use crate::translate::body;
+use crate::translate::{body, escape};
 
 /// Header that carries why a dead-lettered message failed its route's schema.
 pub const ERROR_HEADER: &str = "x-schema-error";
@@ -183,32 +183,15 @@ fn read_json(path: &Path) -> Result<(Value, Vec<u8>), String> {
 
 /// `file://` and the path, percent-encoded where a URI needs it.
 fn file_uri(path: &Path) -> String {
-    let mut out = String::from("file://");
-    for b in path.to_string_lossy().bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let path = path.to_string_lossy();
+    "file://".to_owned()
+        + &escape::percent_encode(&path, |b| {
+            b.is_ascii_alphanumeric() || b"/-._~".contains(&b)
+        })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    escape::percent_decode(s)
 }
 
 /// Resolves a schema's `$ref`s to other documents: `file:` addresses inside the routes

@@ -64,9 +64,55 @@ pub fn unescape_level(level: &str) -> String {
     out
 }
 
+/// Percent-encodes every byte of `s` for which `keep` is false (`%XX`, upper case): for
+/// addresses that must survive inside another grammar (a reply address level, a `file:`
+/// URI). Only [`percent_decode`] reads it.
+pub fn percent_encode(s: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`percent_encode`]: `None` for a truncated or non-hex `%` sequence, or bytes
+/// that are not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_round_trips_and_refuses_broken_sequences() {
+        let keep = |b: u8| b.is_ascii_alphanumeric();
+        let s = "a b/é%.";
+        let e = percent_encode(s, keep);
+        assert_eq!(e, "a%20b%2F%C3%A9%25%2E");
+        assert_eq!(percent_decode(&e).as_deref(), Some(s));
+        for bad in ["%", "%2", "%zz", "%FF"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips() {
