@@ -14,8 +14,8 @@
 //! allocated goes onto that thread's list of deferred frees, collected only when the
 //! owning thread next allocates, and a runtime worker that goes idle after a connect
 //! burst may not allocate again for a long time. [`collect_when_idle`], run as each
-//! worker parks, collects its heap (at most once a second per thread): 5,000 idle MQTT
-//! connections, 1.8 → 1.3 KiB of RSS each.
+//! worker parks, collects its heap (at most every [`COLLECT_EVERY`] per thread): 5,000
+//! idle MQTT connections, 1.8 → 1.3 KiB of RSS each.
 //!
 //! The binary installs it (`#[global_allocator]` in `main.rs`); tests and embedders
 //! keep their own allocator.
@@ -32,20 +32,29 @@ pub fn tune() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
+/// How often a worker going idle collects its heap at most. Short, because what a
+/// thread frees after its last collection waits for the next one, and after a burst the
+/// last park may be the last for a long time: collecting at most once a second left
+/// 10,000 idle connections at 1.28 KiB each instead of 0.92 in one run of four. Long
+/// enough that a busy worker, which parks thousands of times a second, pays for at most
+/// ten collections a second (each visits the thread's pages: microseconds for an idle
+/// daemon's heap, about a millisecond for a gigabyte of queued messages).
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Collects this thread's mimalloc heap (its deferred frees, emptied pages) if it has
-/// not done so for a second: for a runtime worker about to sleep (tokio's
+/// not done so for [`COLLECT_EVERY`]: for a runtime worker about to sleep (tokio's
 /// `on_thread_park`), so memory freed meanwhile leaves the process while it idles.
 /// Cheap when it has run lately: one clock read. Harmless when mimalloc is not the
 /// global allocator.
 pub fn collect_when_idle() {
     use std::cell::Cell;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
     let now = Instant::now();
     let due = LAST.with(|last| {
         let due = last
             .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+            .is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY);
         if due {
             last.set(Some(now));
         }
