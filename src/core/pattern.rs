@@ -101,9 +101,15 @@ impl Pattern {
         self.wildcard_count() == 0
     }
 
-    /// Does `name` match? The reference implementation the trie is tested against.
+    /// Does `name` match? The reference implementation the trie is tested against, and
+    /// what an MQTT session asks for each delivery (which of its subscriptions it
+    /// answers): so without allocating, unlike [`Pattern::captures`], whose level list
+    /// and captured strings took 12 % of the router's CPU in the MQTT QoS 0 1→1 profile.
     pub fn matches(&self, name: &str) -> bool {
-        self.captures(name).is_some()
+        if name.starts_with('$') && !matches!(self.levels.first(), Some(Level::Literal(_))) {
+            return false;
+        }
+        match_from(&self.levels, Some(name))
     }
 
     /// Matches `name` and returns the captures, or `None` when it does not match.
@@ -130,6 +136,39 @@ impl Pattern {
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+/// Whether `pat` matches `name`'s levels: `None` when no level is left (a name of one
+/// empty level is `Some("")`). `#` takes as few levels as it can, as in [`capture_from`].
+fn match_from(pat: &[Level], name: Option<&str>) -> bool {
+    fn split(levels: &str) -> (&str, Option<&str>) {
+        match levels.split_once('.') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (levels, None),
+        }
+    }
+    let Some((first, rest)) = pat.split_first() else {
+        return name.is_none();
+    };
+    match first {
+        Level::Literal(l) => name.is_some_and(|n| {
+            let (level, after) = split(n);
+            level == l && match_from(rest, after)
+        }),
+        Level::One => name.is_some_and(|n| match_from(rest, split(n).1)),
+        Level::Many => {
+            let mut left = name;
+            loop {
+                if match_from(rest, left) {
+                    return true;
+                }
+                match left {
+                    Some(n) => left = split(n).1,
+                    None => return false,
+                }
+            }
+        }
     }
 }
 
@@ -242,5 +281,18 @@ mod tests {
         assert!(!p("a.*").overlaps(&p("a.b.c")));
         assert!(p("#").overlaps(&p("x")));
         assert!(p("a.#.c").overlaps(&p("a.*.*.c")));
+    }
+
+    proptest::proptest! {
+        /// The allocation-free `matches` answers as `captures` does, on every shape of
+        /// pattern (literals, `*`, `#` anywhere, several `#`) and name (empty levels, `$`).
+        #[test]
+        fn matches_agrees_with_captures(
+            pat in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "#", "$s"]), 1..6),
+            name in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "", "$s"]), 1..7),
+        ) {
+            let (pat, name) = (p(&pat.join(".")), name.join("."));
+            proptest::prop_assert_eq!(pat.matches(&name), pat.captures(&name).is_some(), "{} against {}", pat, name);
+        }
     }
 }

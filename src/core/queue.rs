@@ -27,13 +27,15 @@
 //! policy, dispatch to consumers); `consumers` the way out (taking, acknowledging,
 //! redelivering), `expiry` TTL deadlines and expiry, `entry` a message as a queue holds
 //! it, `options` the limits and policies a queue is declared with, `operate` what an
-//! operator does to ready messages (peek, purge, take out for a move).
+//! operator does to ready messages (peek, purge, take out for a move), `unacked` what a
+//! consumer holds unacknowledged.
 
 mod consumers;
 mod entry;
 mod expiry;
 mod operate;
 mod options;
+mod unacked;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

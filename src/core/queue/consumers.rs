@@ -3,13 +3,14 @@
 //! back in its original place, or to the dead-letter destination after too many
 //! deliveries.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::unacked::Unacked;
 use super::{AckMode, DeadLetter, DeadReason, Entry, OfferError, Queue, State};
 use crate::core::budget::ByteBudget;
 use crate::core::message::Delivery;
@@ -28,7 +29,7 @@ pub(super) struct ConsumerSlot {
     pub(super) prefetch: usize,
     pub(super) ack: AckMode,
     pub(super) pending: VecDeque<Entry>,
-    pub(super) unacked: BTreeMap<u64, Entry>,
+    pub(super) unacked: Unacked,
     pub(super) next_tag: u64,
     pub(super) notify: Arc<Notify>,
     /// Bytes in `pending` + `unacked`.
@@ -71,7 +72,7 @@ impl Queue {
             prefetch: prefetch.max(1),
             ack,
             pending: VecDeque::new(),
-            unacked: BTreeMap::new(),
+            unacked: Unacked::default(),
             next_tag: 1,
             notify,
             held_bytes: 0,
@@ -99,7 +100,7 @@ impl Queue {
             b.release(slot.held_bytes);
         }
         let mut back: Vec<Entry> = slot.pending.into_iter().collect();
-        for (_, e) in slot.unacked {
+        for e in slot.unacked.into_entries() {
             self.redeliver(e, &mut back, dead);
         }
         self.requeue_locked(&mut st, back);
@@ -127,19 +128,15 @@ impl Queue {
         };
         slot.prefetch = 0;
         let pending = std::mem::take(&mut slot.pending);
-        let (kept, gone): (BTreeMap<u64, Entry>, BTreeMap<u64, Entry>) =
-            std::mem::take(&mut slot.unacked)
-                .into_iter()
-                .partition(|(tag, _)| keep.contains(tag));
-        slot.unacked = kept;
+        let gone = slot.unacked.keep_only(keep);
         let held = slot.unacked.len();
         let released: usize = pending.iter().map(|e| e.size).sum::<usize>()
-            + gone.values().map(|e| e.size).sum::<usize>();
+            + gone.iter().map(|e| e.size).sum::<usize>();
         release_slot(slot, released);
         st.held_bytes -= released;
         let dead_before = dead.len();
         let mut back: Vec<Entry> = pending.into_iter().collect();
-        for (_, e) in gone {
+        for e in gone {
             self.redeliver(e, &mut back, dead);
         }
         self.requeue_locked(&mut st, back);
@@ -316,10 +313,9 @@ impl Queue {
         let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) else {
             return false;
         };
-        let keep = slot.unacked.split_off(&(tag + 1));
-        let acked = std::mem::replace(&mut slot.unacked, keep);
+        let acked = slot.unacked.remove_through(tag);
         let mut released = 0;
-        for e in acked.values() {
+        for e in &acked {
             released += e.size;
             self.forget_entry(e);
         }
@@ -344,7 +340,7 @@ impl Queue {
         let mut n = 0;
         let mut released = 0;
         for tag in tags {
-            if let Some(e) = slot.unacked.remove(tag) {
+            if let Some(e) = slot.unacked.remove(*tag) {
                 n += 1;
                 released += e.size;
                 self.forget_entry(&e);
@@ -388,12 +384,9 @@ impl Queue {
             return false;
         };
         let taken: Vec<Entry> = if cumulative {
-            let keep = slot.unacked.split_off(&(tag + 1));
-            std::mem::replace(&mut slot.unacked, keep)
-                .into_values()
-                .collect()
+            slot.unacked.remove_through(tag)
         } else {
-            slot.unacked.remove(&tag).into_iter().collect()
+            slot.unacked.remove(tag).into_iter().collect()
         };
         if taken.is_empty() {
             return false;

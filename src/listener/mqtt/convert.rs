@@ -83,13 +83,31 @@ pub fn publish_to_message(p: &Publish, origin: Origin) -> Message {
 }
 
 /// Message → PUBLISH on `topic` at `qos`. `retain` is the flag to send.
-pub fn message_to_publish(m: &Message, topic: String, qos: u8, retain: bool) -> Publish {
+pub fn message_to_publish(m: &Message, topic: String, qos: u8, retain: bool, v5: bool) -> Publish {
+    Publish {
+        dup: false,
+        retain,
+        qos,
+        topic,
+        packet_id: None,
+        payload: m.body.clone(),
+        // MQTT 3.1.1 has no properties: not built only to be dropped, once per delivery.
+        props: if v5 {
+            publish_props(m)
+        } else {
+            Props::default()
+        },
+    }
+}
+
+/// The MQTT 5 properties a message is published with.
+fn publish_props(m: &Message) -> Props {
     let expiry = m.expiry.map(|e| {
         e.duration_since(SystemTime::now())
             .map(|d| d.as_secs().max(1) as u32)
             .unwrap_or(1)
     });
-    let props = Props {
+    Props {
         content_type: m.content_type.clone(),
         correlation_data: m
             .correlation_id
@@ -106,15 +124,6 @@ pub fn message_to_publish(m: &Message, topic: String, qos: u8, retain: bool) -> 
         utf8: m.headers.get(PAYLOAD_FORMAT_HEADER) == Some("utf-8"),
         topic_alias: None,
         subscription_ids: Vec::new(),
-    };
-    Publish {
-        dup: false,
-        retain,
-        qos,
-        topic,
-        packet_id: None,
-        payload: m.body.clone(),
-        props,
     }
 }
 
@@ -157,7 +166,7 @@ mod tests {
         assert_eq!(m.correlation_id.as_deref(), Some("hex:ff00"));
         assert_eq!(m.reply_to, Some(Destination::topic("replies.x")));
         assert!(m.persistent && m.qos == 1);
-        let back = message_to_publish(&m, "a/b".into(), 1, true);
+        let back = message_to_publish(&m, "a/b".into(), 1, true, true);
         assert_eq!(back.props.correlation_data, p.props.correlation_data);
         assert_eq!(back.props.response_topic, p.props.response_topic);
         assert_eq!(

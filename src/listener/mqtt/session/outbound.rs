@@ -140,12 +140,12 @@ impl<T: Transport> Connection<T> {
         let qos = sub_qos.min(d.message.qos);
         let retain = d.message.headers.get(RETAINED_HEADER) == Some("1")
             || (rap && d.message.headers.get(RETAIN_HEADER) == Some("1"));
-        let mut p = message_to_publish(&d.message, delivery_topic(&d), qos, retain);
-        let (edge, lost) = if self.version == Version::V5 {
+        let v5 = self.version == Version::V5;
+        let mut p = message_to_publish(&d.message, delivery_topic(&d), qos, retain, v5);
+        let (edge, lost) = if v5 {
             p.props.subscription_ids = ids;
             (Edge::Mqtt5, loss::lost_to_mqtt5(&d.message))
         } else {
-            p.props = Default::default();
             (Edge::Mqtt311, loss::lost_to_mqtt311(&d.message))
         };
         if !lost.is_empty() {
