@@ -325,17 +325,25 @@ fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
             break;
         }
     }
-    assert!(out.ends_with("restart\n"), "scenario before the restart:\n{out}\n{}", r.d.log());
+    assert!(
+        out.ends_with("restart\n"),
+        "scenario before the restart:\n{out}\n{}",
+        r.d.log()
+    );
     let cfg = r.d.routes_dir().parent().unwrap().join("switchboard.yaml");
     let cfg = cfg.display().to_string();
     r.d = r.d.stop_and_restart(&["--config", &cfg]);
     // Once rebuilt, the push subscription collects what is published (and the user's
     // presence, which the server sends the bot after its login, starts the push).
-    wait_until(Duration::from_secs(20), "the subscription rebuilt from the roster", || {
-        r.d.current_log()
-            .contains("push subscriptions rebuilt from the roster")
-            .then_some(())
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the subscription rebuilt from the roster",
+        || {
+            r.d.current_log()
+                .contains("push subscriptions rebuilt from the roster")
+                .then_some(())
+        },
+    );
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", r.d.addr("stomp").port()).unwrap();
     for line in lines {

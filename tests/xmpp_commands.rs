@@ -255,7 +255,11 @@ fn presence_unsubscribe_from_the_component_ends_the_command_subscriptions(s: &Se
         "presence_unsubscribe",
         "",
     );
-    assert!(d.log().contains("presence subscription cancelled"), "{}", d.log());
+    assert!(
+        d.log().contains("presence subscription cancelled"),
+        "{}",
+        d.log()
+    );
 }
 
 fn presence_unsubscribe_from_the_bot_ends_the_command_subscriptions(s: &Server) {
@@ -268,7 +272,11 @@ fn presence_unsubscribe_from_the_bot_ends_the_command_subscriptions(s: &Server) 
         "presence_unsubscribe",
         "",
     );
-    assert!(d.log().contains("presence subscription cancelled"), "{}", d.log());
+    assert!(
+        d.log().contains("presence subscription cancelled"),
+        "{}",
+        d.log()
+    );
 }
 
 /// The caps scenario (2 command subscriptions per user, 3 in all), then the log: one

@@ -359,7 +359,10 @@ mod tests {
         }
         let yaml = yaml
             .replace("room_ping: 0s", "room_ping: 2s")
-            .replace("max_command_subscriptions: 65", "max_command_subscriptions: 64")
+            .replace(
+                "max_command_subscriptions: 65",
+                "max_command_subscriptions: 64",
+            )
             .replace(", \"example.org\": alice", "");
         let e = Settings::from_yaml(&yaml, "t.yaml", Path::new("."))
             .unwrap_err()
@@ -378,6 +381,9 @@ mod tests {
         let x = &s.xmpp_links[0];
         assert_eq!(x.users["alice@example.org"], "alice");
         assert_eq!(x.room_ping, Duration::from_secs(2));
-        assert_eq!((x.max_command_subscriptions, x.max_push_subscriptions), (64, 64));
+        assert_eq!(
+            (x.max_command_subscriptions, x.max_push_subscriptions),
+            (64, 64)
+        );
     }
 }

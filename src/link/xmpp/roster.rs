@@ -75,7 +75,10 @@ async fn rebuild(ctx: &LinkCtx, account: &BareJid, users: &[String]) {
         return;
     }
     let ours = account.to_string();
-    let Some(Destination::Topic(topic)) = ctx.router.table().xmpp_destination(&ctx.settings.name, &ours)
+    let Some(Destination::Topic(topic)) = ctx
+        .router
+        .table()
+        .xmpp_destination(&ctx.settings.name, &ours)
     else {
         tracing::debug!(
             subscribers = users.len(),

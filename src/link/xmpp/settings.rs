@@ -298,8 +298,11 @@ impl XmppLinkSettings {
         let (reconnect_initial, reconnect_max) =
             check.reconnect(raw.reconnect_initial, raw.reconnect_max);
         let dead_letter = check.dead_letter(name, raw.dead_letter);
-        let max_command_subscriptions =
-            check.count("max_command_subscriptions", raw.max_command_subscriptions, 64);
+        let max_command_subscriptions = check.count(
+            "max_command_subscriptions",
+            raw.max_command_subscriptions,
+            64,
+        );
         let max_push_subscriptions =
             check.count("max_push_subscriptions", raw.max_push_subscriptions, 10_000);
         if max_command_subscriptions > max_push_subscriptions {
