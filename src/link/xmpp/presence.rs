@@ -1,7 +1,8 @@
 //! Presence: users' availability as events on internal topics (per `presence` routes),
 //! subscriptions to our JIDs accepted, and presence-driven push — a user subscribed to
 //! one of our JIDs gets that JID's messages while online; while offline they wait in a
-//! bounded durable subscription.
+//! bounded durable subscription. A user cancelling the subscription (`unsubscribe` or
+//! `unsubscribed`) ends every push from that JID, the ad-hoc command ones included.
 
 use std::sync::Arc;
 
@@ -147,12 +148,14 @@ pub(super) async fn handle(
             // Either way the subscription between the user and this JID is over: every
             // push from it ends, the command subscriptions made at it too.
             let ended = unsubscribe_all(ctx, st, &user, &ours);
-            tracing::info!(
-                user,
-                jid = ours,
-                ended,
-                "presence subscription cancelled: the user's pushes from this JID end"
-            );
+            if ended > 0 {
+                tracing::info!(
+                    user,
+                    jid = ours,
+                    ended,
+                    "presence subscription cancelled: the user's pushes from this JID end"
+                );
+            }
         }
         PresenceType::None => {
             let shown = Shown {

@@ -9,8 +9,6 @@
 //! subscribers again without them doing anything. Command subscriptions
 //! (`subscribe` command) are not in the roster and stay in memory alone.
 
-use std::sync::Arc;
-
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::BareJid;
@@ -23,8 +21,8 @@ use crate::core::Destination;
 /// Handles the roster traffic of a client link: the answer to the session's roster
 /// request rebuilds the push subscriptions; a roster push from the account's server
 /// (no `from`, or the account's bare JID) gets the acknowledgement the server expects.
-/// `None` for an `iq` that is neither, or needs no answer.
-pub(super) async fn handle(ctx: &Arc<LinkCtx>, account: &BareJid, iq: &Iq) -> Option<Option<Iq>> {
+/// `None` for an `iq` that is neither; otherwise the answer to send, if any.
+pub(super) async fn handle(ctx: &LinkCtx, account: &BareJid, iq: &Iq) -> Option<Option<Iq>> {
     match iq {
         Iq::Result {
             id,
