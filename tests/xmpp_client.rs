@@ -24,6 +24,7 @@ on_both_servers!(
     a_bot_in_a_room_relays_both_ways_without_echo,
     a_connection_cut_mid_stream_is_resumed_and_loses_nothing,
     when_the_server_cannot_resume_what_it_had_not_acknowledged_is_sent_again,
+    after_a_restart_the_bot_pushes_its_roster_subscribers_again,
 );
 
 /// The test server's self-signed certificate, which the bot trusts through `ca_file`.
@@ -94,6 +95,11 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn start(s: &'a Server, name: &str) -> Self {
+        Self::start_with(s, name, ROUTES)
+    }
+
+    /// As [`Run::start`], with these routes (`PFX`, `BOT` replaced).
+    fn start_with(s: &'a Server, name: &str, routes: &str) -> Self {
         let p = common::unique_prefix(name).to_lowercase();
         let (bot, _) = s.user(&format!("{p}-bot"));
         let user = s.user(&p);
@@ -111,7 +117,7 @@ impl<'a> Run<'a> {
         .unwrap();
         std::fs::write(
             dir.path().join("routes/bot.yaml"),
-            ROUTES.replace("PFX", &p).replace("BOT", &bot),
+            routes.replace("PFX", &p).replace("BOT", &bot),
         )
         .unwrap();
         let cfg = dir.path().join("switchboard.yaml").display().to_string();
@@ -287,5 +293,70 @@ fn when_the_server_cannot_resume_what_it_had_not_acknowledged_is_sent_again(s: &
     assert!(
         log.contains("the server cannot resume the XMPP stream"),
         "{log}"
+    );
+}
+
+/// The bot's JID routes to a topic: a user subscribed to the bot is pushed that topic.
+const FEED_ROUTES: &str = r#"
+routes:
+  - name: PFX-feed
+    from: {xmpp: {link: bot, jid: "BOT"}}
+    to: [{topic: PFX.feed}]
+"#;
+
+fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
+    use std::io::Write;
+    let _l = s.lock();
+    let mut r = Run::start_with(s, "bpush", FEED_ROUTES);
+    let mut child = r
+        .command("push_restart")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line == "restart" {
+            break;
+        }
+    }
+    assert!(
+        out.ends_with("restart\n"),
+        "scenario before the restart:\n{out}\n{}",
+        r.d.log()
+    );
+    let cfg = r.d.routes_dir().parent().unwrap().join("switchboard.yaml");
+    let cfg = cfg.display().to_string();
+    r.d = r.d.stop_and_restart(&["--config", &cfg]);
+    // Once rebuilt, the push subscription collects what is published (and the user's
+    // presence, which the server sends the bot after its login, starts the push).
+    wait_until(
+        Duration::from_secs(20),
+        "the subscription rebuilt from the roster",
+        || {
+            r.d.current_log()
+                .contains("push subscriptions rebuilt from the roster")
+                .then_some(())
+        },
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", r.d.addr("stomp").port()).unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        status.success() && out.trim_end().ends_with("ok"),
+        "push_restart on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
+        s.name,
+        r.d.log()
     );
 }

@@ -19,6 +19,10 @@ on_both_servers!(
     ad_hoc_commands_on_the_bot_follow_the_users_permissions,
     a_kicked_component_rejoins_its_room_and_occupants_are_events,
     a_kicked_bot_rejoins_its_room_and_occupants_are_events,
+    presence_unsubscribe_from_the_component_ends_the_command_subscriptions,
+    presence_unsubscribe_from_the_bot_ends_the_command_subscriptions,
+    command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_component,
+    command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot,
 );
 
 const ROOM_ROUTES: &str = r#"
@@ -138,6 +142,19 @@ fn cert(s: &Server) -> String {
 /// Starts a router whose link `im` is `link` (its settings, indented 6 spaces, follow),
 /// mapping `alice` and `bob` to users; runs the commands scenario against `target`.
 fn commands(s: &Server, name: &str, link: &str, target: &str) {
+    run_scenario(s, name, link, target, "commands", "");
+}
+
+/// As [`commands`], running `scenario` with the link settings `extra` (each line
+/// indented 6 spaces) added; returns the router, for its log.
+fn run_scenario(
+    s: &Server,
+    name: &str,
+    link: &str,
+    target: &str,
+    scenario: &str,
+    extra: &str,
+) -> Daemon {
     let p = common::unique_prefix(name).to_lowercase();
     let (alice, pw) = s.user(&format!("{p}-a"));
     let (bob, _) = s.user(&format!("{p}-b"));
@@ -147,7 +164,7 @@ fn commands(s: &Server, name: &str, link: &str, target: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     let settings = format!(
-        "links:\n  im:\n{}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      users: {{\"{alice}\": alice, \"{bob}\": bob}}\n\
+        "links:\n  im:\n{}{extra}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      users: {{\"{alice}\": alice, \"{bob}\": bob}}\n\
 auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}}\n    bob: {{password_hash: \"{hash}\", subscribe: [\"other.#\"]}}\n",
         link.replace("BOT", &bot).replace("CERT", &cert(s))
     );
@@ -182,7 +199,7 @@ auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}
         .args(["--c2s-port", &s.c2s.to_string()])
         .args(["--prefix", &p, "--target", &target.replace("BOT", &bot)])
         .args(["--jid", &alice, "--jid2", &bob, "--jid3", &carol])
-        .args(["--password", &pw, "--timeout", "15", "commands"])
+        .args(["--password", &pw, "--timeout", "15", scenario])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -193,6 +210,7 @@ auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}
         String::from_utf8_lossy(&out.stderr),
         d.log()
     );
+    d
 }
 
 fn ad_hoc_commands_on_the_component_follow_the_users_permissions(s: &Server) {
@@ -211,4 +229,82 @@ fn ad_hoc_commands_on_the_bot_follow_the_users_permissions(s: &Server) {
         s.c2s
     );
     commands(s, "cmdb", &link, "BOT/switchboard");
+}
+
+fn component_link(s: &Server) -> String {
+    format!(
+        "    xmpp:\n      server: \"{}\"\n      domain: bridge.localhost\n      secret: bridgesecret\n",
+        s.component_addr()
+    )
+}
+
+fn bot_link(s: &Server) -> String {
+    format!(
+        "    xmpp_client:\n      jid: BOT\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: CERT\n",
+        s.c2s
+    )
+}
+
+fn presence_unsubscribe_from_the_component_ends_the_command_subscriptions(s: &Server) {
+    let _l = s.lock();
+    let d = run_scenario(
+        s,
+        "unsubc",
+        &component_link(s),
+        "bridge.localhost",
+        "presence_unsubscribe",
+        "",
+    );
+    assert!(
+        d.log().contains("presence subscription cancelled"),
+        "{}",
+        d.log()
+    );
+}
+
+fn presence_unsubscribe_from_the_bot_ends_the_command_subscriptions(s: &Server) {
+    let _l = s.lock();
+    let d = run_scenario(
+        s,
+        "unsubb",
+        &bot_link(s),
+        "BOT/switchboard",
+        "presence_unsubscribe",
+        "",
+    );
+    assert!(
+        d.log().contains("presence subscription cancelled"),
+        "{}",
+        d.log()
+    );
+}
+
+/// The caps scenario (2 command subscriptions per user, 3 in all), then the log: one
+/// line per episode of alice over a cap (two refusals in the first, one in the second),
+/// none for bob.
+fn caps(s: &Server, name: &str, link: &str, target: &str) {
+    let extra = "      max_command_subscriptions: 2\n      max_push_subscriptions: 3\n";
+    let d = run_scenario(s, name, link, target, "caps", extra);
+    let log = d.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("push subscription refused: over a cap"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    assert!(
+        refused[0].contains("you hold 2 topic subscriptions")
+            && refused[1].contains("this link holds 3 push subscriptions")
+            && refused.iter().all(|l| l.contains("-a@localhost")),
+        "{refused:#?}"
+    );
+}
+
+fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_component(s: &Server) {
+    let _l = s.lock();
+    caps(s, "capc", &component_link(s), "bridge.localhost");
+}
+
+fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot(s: &Server) {
+    let _l = s.lock();
+    caps(s, "capb", &bot_link(s), "BOT/switchboard");
 }

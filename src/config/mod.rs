@@ -342,7 +342,7 @@ mod tests {
     fn an_xmpp_links_users_must_be_users_of_auth() {
         let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$4WXl1W4Jq2Sx6hG1lqyHOFQbFR9S2FqKjPAc4Mk3dPw";
         let yaml = format!(
-            "links:\n  im:\n    xmpp_client:\n      jid: bot@example.org\n      password: pw\n      room_ping: 0s\n      users: {{\"Alice@Example.org\": alice, \"bob@example.org\": bob, \"example.org\": alice}}\nauth:\n  users:\n    alice: {{password_hash: \"{hash}\"}}\n"
+            "links:\n  im:\n    xmpp_client:\n      jid: bot@example.org\n      password: pw\n      room_ping: 0s\n      max_command_subscriptions: 65\n      max_push_subscriptions: 64\n      users: {{\"Alice@Example.org\": alice, \"bob@example.org\": bob, \"example.org\": alice}}\nauth:\n  users:\n    alice: {{password_hash: \"{hash}\"}}\n"
         );
         let e = Settings::from_yaml(&yaml, "t.yaml", Path::new("."))
             .unwrap_err()
@@ -353,11 +353,16 @@ mod tests {
         for part in [
             "links.im.xmpp_client.room_ping: a duration more than 0",
             "links.im.xmpp_client.users: `example.org` is not a user's bare JID",
+            "links.im.xmpp_client.max_command_subscriptions: 65 is more than max_push_subscriptions (64)",
         ] {
             assert!(e.contains(part), "{part} not in:\n{e}");
         }
         let yaml = yaml
             .replace("room_ping: 0s", "room_ping: 2s")
+            .replace(
+                "max_command_subscriptions: 65",
+                "max_command_subscriptions: 64",
+            )
             .replace(", \"example.org\": alice", "");
         let e = Settings::from_yaml(&yaml, "t.yaml", Path::new("."))
             .unwrap_err()
@@ -376,5 +381,9 @@ mod tests {
         let x = &s.xmpp_links[0];
         assert_eq!(x.users["alice@example.org"], "alice");
         assert_eq!(x.room_ping, Duration::from_secs(2));
+        assert_eq!(
+            (x.max_command_subscriptions, x.max_push_subscriptions),
+            (64, 64)
+        );
     }
 }

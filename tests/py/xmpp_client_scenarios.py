@@ -214,7 +214,32 @@ async def stream(lossless):
     print("ok")
 
 
-SCENARIOS = {"chat": chat, "presence": presence, "room": room,
+async def push_restart():
+    """The user subscribes to the bot, whose JID routes to the topic P.feed (the test's own
+    routes): what is published there is pushed to them. Then prints `restart` and reads the
+    router's new STOMP port: the Rust test has restarted the router meanwhile. What is published
+    now is pushed again, the user having done nothing (the bot rebuilt the subscription from its
+    roster)."""
+    s, _col = stomp_conn()
+    u = await login()
+    u.send_presence_subscription(pto=BOT)
+    await u.wait(lambda: u.client_roster[BOT]["subscription"] == "both", "a mutual subscription")
+    s.send(f"/topic/{P}.feed", "before")
+    await u.wait(lambda: bodies(u, "before"), "pushed before the restart")
+    s.disconnect()
+    print("restart", flush=True)
+    port = int(sys.stdin.readline())
+    s = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
+    s.connect(wait=True)
+    s.send(f"/topic/{P}.feed", "after")
+    await u.wait(lambda: bodies(u, "after"), "pushed after the restart")
+    expect(bodies(u, "before") == ["before"], f"{[m['body'] for m in u.messages]}")
+    u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {"chat": chat, "push_restart": push_restart, "presence": presence, "room": room,
              "stream_resumed": lambda: stream(True), "stream_not_resumed": lambda: stream(False)}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")

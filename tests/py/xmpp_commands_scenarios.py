@@ -196,7 +196,80 @@ async def rooms():
     print("ok")
 
 
-SCENARIOS = {"commands": commands, "rooms": rooms}
+async def presence_unsubscribe():
+    """alice subscribes to a topic with the command and gets what is published there; bob (who
+    stays subscribed to another topic) too. alice then cancels her presence subscription to the
+    link's JID (`unsubscribe`): what is published to her topic afterwards does not reach her (bob
+    getting a later message on his topic is the barrier), and the command subscription is gone
+    (`unsubscribe` answers that she was not subscribed)."""
+    s, _col = stomp_conn()
+    alice = await login(args.jid)
+    bob = await login(args.jid2)
+    await run(alice, "subscribe", topic=f"{P}.alerts")
+    await run(bob, "subscribe", topic=f"other.{P}")
+    # The link asked alice for her presence in return; slixmpp approves and asks back.
+    await alice.wait(lambda: alice.client_roster[FROM]["subscription"] == "both", "a mutual subscription")
+    s.send(f"/topic/{P}.alerts", "alert 1")
+    await alice.wait(lambda: any(m["body"] == "alert 1" for m in alice.messages), "the alert pushed to alice")
+    alice.send_presence(pto=FROM, ptype="unsubscribe")
+    await alice.wait(lambda: alice.client_roster[FROM]["subscription"] in ("none", "from"),
+                     "alice's subscription to the link cancelled")
+    s.send(f"/topic/{P}.alerts", "alert 2")
+    s.send(f"/topic/other.{P}", "marker")
+    await bob.wait(lambda: any(m["body"] == "marker" for m in bob.messages), "the marker pushed to bob")
+    got = [m["body"] for m in alice.messages]
+    expect(got.count("alert 1") == 1 and "alert 2" not in got, f"alice got {got}")
+    gone = await run(alice, "unsubscribe", topic=f"{P}.alerts")
+    expect("you were not subscribed" in notes(gone), notes(gone))
+    for u in (alice, bob):
+        u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+def error_note(cmd):
+    """The text of a command's error note, or None."""
+    return next((n[1] for n in cmd["notes"] if n[0] == "error"), None)
+
+
+async def caps():
+    """The link holds at most 2 command subscriptions per user and 3 push subscriptions in all.
+    alice's third topic is refused with an error note (twice: logged once), bob is served; once
+    alice unsubscribes one and bob takes the free place, alice's next is refused for the link's
+    cap. Both keep getting their topics."""
+    s, _col = stomp_conn()
+    alice = await login(args.jid)
+    bob = await login(args.jid2)
+    for t in ("t1", "t2"):
+        cmd = await run(alice, "subscribe", topic=f"{P}.{t}")
+        expect(error_note(cmd) is None, notes(cmd))
+    for t in ("t3", "t4"):
+        cmd = await run(alice, "subscribe", topic=f"{P}.{t}")
+        note = error_note(cmd) or ""
+        expect("you hold 2 topic subscriptions here" in note, f"{t}: {notes(cmd)}")
+    # Subscribing again to a topic she holds is no new subscription.
+    cmd = await run(alice, "subscribe", topic=f"{P}.t2")
+    expect(error_note(cmd) is None, notes(cmd))
+    cmd = await run(bob, "subscribe", topic=f"other.{P}.b1")
+    expect(error_note(cmd) is None, notes(cmd))
+    await run(alice, "unsubscribe", topic=f"{P}.t1")
+    cmd = await run(bob, "subscribe", topic=f"other.{P}.b2")
+    expect(error_note(cmd) is None, notes(cmd))
+    cmd = await run(alice, "subscribe", topic=f"{P}.t3")
+    note = error_note(cmd) or ""
+    expect("this link holds 3 push subscriptions" in note, notes(cmd))
+    s.send(f"/topic/{P}.t2", "for alice")
+    s.send(f"/topic/other.{P}.b1", "for bob")
+    await alice.wait(lambda: any(m["body"] == "for alice" for m in alice.messages), "alice's topic pushed")
+    await bob.wait(lambda: any(m["body"] == "for bob" for m in bob.messages), "bob's topic pushed")
+    for u in (alice, bob):
+        u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+SCENARIOS = {"commands": commands, "rooms": rooms, "presence_unsubscribe": presence_unsubscribe,
+             "caps": caps}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

@@ -41,6 +41,8 @@ pub struct RawXmppClientLink {
     #[serde(default)]
     pub users: std::collections::BTreeMap<String, String>,
     pub room_ping: Option<String>,
+    pub max_command_subscriptions: Option<usize>,
+    pub max_push_subscriptions: Option<usize>,
 }
 
 /// How the connection is encrypted. There is no plain-text mode: the password (or its
@@ -150,6 +152,8 @@ impl XmppLinkSettings {
             subscriptions_from: raw.subscriptions_from,
             users: raw.users,
             room_ping: raw.room_ping,
+            max_command_subscriptions: raw.max_command_subscriptions,
+            max_push_subscriptions: raw.max_push_subscriptions,
         };
         // The account joins rooms as itself: room messages arrive addressed to it.
         let rooms = common

@@ -7,6 +7,8 @@
 //! JID not mapped is listed no commands and refused every one (`forbidden`). Commands
 //! are stateless on our side: a command that needs input answers `execute` with a form
 //! and acts on the submitted form, so a session needs no memory here (its id is echoed).
+//! What a user may make the link hold is bounded ([`push_caps`]): over a cap, `subscribe`
+//! completes with an error note saying which.
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::link::LinkCtx;
 use super::presence;
+use super::push_caps;
 use super::session::Session;
 use crate::auth::{Kind, Principal};
 use crate::core::Destination;
@@ -218,6 +221,9 @@ async fn run(
                 return Err(forbidden(p, &format!("may not subscribe to topic {t}")));
             }
             let key = format!("{ours}/{t}");
+            if let Err(note) = push_caps::check(ctx, &user, &key) {
+                return Ok(reply("completed").build(None, Some(("error", &note))));
+            }
             presence::collect(ctx, &user, &key, &t)
                 .await
                 .map_err(|e| (ErrorType::Wait, DefinedCondition::InternalServerError, e))?;

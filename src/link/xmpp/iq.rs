@@ -7,11 +7,11 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::jid::Jid;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::link::LinkCtx;
-use super::session::{NS_ROSTER, ROSTER_ID, Session, Sink};
+use super::session::{Session, Sink};
 use super::{commands, convert};
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
@@ -39,9 +39,12 @@ pub(super) async fn handle(
         return Ok(());
     }
     if let Some(account) = ctx.settings.account()
-        && let Some(reply) = roster(account, &iq)
+        && let Some(reply) = super::roster::handle(ctx, account, &iq).await
     {
-        return sink.send(Stanza::Iq(reply)).await;
+        return match reply {
+            Some(r) => sink.send(Stanza::Iq(r)).await,
+            None => Ok(()),
+        };
     }
     let (from, to, id, payload, is_get) = match iq {
         Iq::Get {
@@ -91,38 +94,6 @@ pub(super) async fn handle(
         },
     };
     sink.send(Stanza::Iq(reply)).await
-}
-
-/// A client's roster traffic (RFC 6121 §2): the answer to the session's roster request
-/// is logged; a roster push from the account's server (no `from`, or the account's bare
-/// JID) is acknowledged, as the server expects.
-fn roster(account: &BareJid, iq: &Iq) -> Option<Iq> {
-    match iq {
-        Iq::Result {
-            id,
-            payload: Some(p),
-            ..
-        } if id == ROSTER_ID => {
-            let contacts = p.children().filter(|c| c.name() == "item").count();
-            tracing::info!(contacts, "roster received");
-            None
-        }
-        Iq::Set {
-            from, id, payload, ..
-        } if payload.is("query", NS_ROSTER)
-            && from
-                .as_ref()
-                .is_none_or(|f| f.resource().is_none() && f.to_bare() == *account) =>
-        {
-            Some(Iq::Result {
-                from: None,
-                to: None,
-                id: id.clone(),
-                payload: None,
-            })
-        }
-        _ => None,
-    }
 }
 
 fn disco_info(ctx: &LinkCtx, to: &Jid) -> DiscoInfoResult {

@@ -1,7 +1,7 @@
 //! An XMPP link: what its tasks share, and how it is started under the link supervisor,
 //! which carries who was online from one session to the next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,9 @@ pub(super) struct LinkCtx {
     pub pubsub: super::pubsub::State,
     /// Fires on every route table swap (the PubSub nodes to follow may change).
     pub routes_changed: tokio::sync::watch::Receiver<u64>,
+    /// Users refused a push subscription over a cap since they were last served
+    /// ([`super::push_caps`]): each is logged once.
+    pub over_cap: Mutex<HashSet<String>>,
 }
 
 /// A user's subscription to one of our JIDs' presence: while the user is online, the
@@ -85,6 +88,7 @@ pub fn spawn(
         auth,
         pubsub: super::pubsub::State::default(),
         routes_changed,
+        over_cap: Mutex::new(HashSet::new()),
     });
     let mirrored = ctx.shared_subs.as_ref().map(|shared| {
         let mirror = Arc::downgrade(&ctx);

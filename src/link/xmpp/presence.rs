@@ -1,7 +1,8 @@
 //! Presence: users' availability as events on internal topics (per `presence` routes),
 //! subscriptions to our JIDs accepted, and presence-driven push — a user subscribed to
 //! one of our JIDs gets that JID's messages while online; while offline they wait in a
-//! bounded durable subscription.
+//! bounded durable subscription. A user cancelling the subscription (`unsubscribe` or
+//! `unsubscribed`) ends every push from that JID, the ad-hoc command ones included.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
 use super::availability::{Change, Shown};
 use super::convert;
 use super::link::{LinkCtx, Sub, lock};
+use super::push_caps;
 use super::session::{Session, Sink};
 use crate::core::{ConsumeOptions, Destination, Message};
 use crate::translate::escape::escape_level;
@@ -143,7 +145,17 @@ pub(super) async fn handle(
                 .await?;
         }
         PresenceType::Unsubscribe | PresenceType::Unsubscribed => {
-            unsubscribe(ctx, st, &user, &ours);
+            // Either way the subscription between the user and this JID is over: every
+            // push from it ends, the command subscriptions made at it too.
+            let ended = unsubscribe_all(ctx, st, &user, &ours);
+            if ended > 0 {
+                tracing::info!(
+                    user,
+                    jid = ours,
+                    ended,
+                    "presence subscription cancelled: the user's pushes from this JID end"
+                );
+            }
         }
         PresenceType::None => {
             let shown = Shown {
@@ -276,6 +288,11 @@ async fn subscribe(ctx: &LinkCtx, user: &str, ours: &str) {
             tracing::info!(user, jid = ours, queue = %q, "presence subscription accepted; this JID routes to a queue, which is not pushed (only topics are)");
         }
         Destination::Topic(t) => {
+            if push_caps::check(ctx, user, ours).is_err() {
+                // Accepted all the same: the presence subscription is the user's
+                // server's business; only the push is not held (logged by the check).
+                return;
+            }
             if let Err(e) = collect(ctx, user, ours, t).await {
                 tracing::warn!(user, jid = ours, error = %e, "cannot subscribe for push");
             }
@@ -331,6 +348,7 @@ pub(super) fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &st
     }
     let removed = lock(&ctx.subs).remove(&key);
     if let Some(sub) = removed {
+        push_caps::served(ctx, user);
         share(ctx, user, ours, None);
         ctx.router.core().delete_queue(&sub.queue);
         tracing::info!(
@@ -341,6 +359,20 @@ pub(super) fn unsubscribe(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &st
         return true;
     }
     false
+}
+
+/// Ends every subscription of `user` to `ours` (a bare JID of ours): the presence one
+/// and the command ones made at that JID (`ours/TOPIC`); how many there were.
+pub(super) fn unsubscribe_all(ctx: &LinkCtx, st: &mut Session, user: &str, ours: &str) -> usize {
+    let prefix = format!("{ours}/");
+    let keys: Vec<String> = lock(&ctx.subs)
+        .keys()
+        .filter(|(u, o)| u == user && (o == ours || o.starts_with(&prefix)))
+        .map(|(_, o)| o.clone())
+        .collect();
+    keys.iter()
+        .filter(|o| unsubscribe(ctx, st, user, o))
+        .count()
 }
 
 fn stop_pushes(st: &mut Session, user: &str) {

@@ -40,6 +40,10 @@ pub struct RawXmppLink {
     pub users: BTreeMap<String, String>,
     /// How often each joined room is pinged (XEP-0410; default 60s).
     pub room_ping: Option<String>,
+    /// Topics one user may hold through the `subscribe` command (default 64).
+    pub max_command_subscriptions: Option<usize>,
+    /// Push subscriptions the link holds for all users together (default 10000).
+    pub max_push_subscriptions: Option<usize>,
 }
 
 /// The settings both link kinds have (each raw form lists them itself: serde's
@@ -58,6 +62,8 @@ pub struct RawCommon {
     pub subscriptions_from: Option<Vec<String>>,
     pub users: BTreeMap<String, String>,
     pub room_ping: Option<String>,
+    pub max_command_subscriptions: Option<usize>,
+    pub max_push_subscriptions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +117,11 @@ pub struct XmppLinkSettings {
     pub users: BTreeMap<String, String>,
     /// How often each joined room is pinged (XEP-0410).
     pub room_ping: Duration,
+    /// Topics one user (bare JID) may hold through the `subscribe` command: what a
+    /// user can make the link keep (a durable subscription each) is bounded.
+    pub max_command_subscriptions: usize,
+    /// Push subscriptions (presence and command ones) the link holds in all.
+    pub max_push_subscriptions: usize,
 }
 
 impl XmppLinkSettings {
@@ -246,6 +257,8 @@ impl XmppLinkSettings {
             subscriptions_from: raw.subscriptions_from,
             users: raw.users,
             room_ping: raw.room_ping,
+            max_command_subscriptions: raw.max_command_subscriptions,
+            max_push_subscriptions: raw.max_push_subscriptions,
         };
         let domain = raw.domain.clone();
         let rooms = common.rooms.iter().map(|r| {
@@ -285,6 +298,18 @@ impl XmppLinkSettings {
         let (reconnect_initial, reconnect_max) =
             check.reconnect(raw.reconnect_initial, raw.reconnect_max);
         let dead_letter = check.dead_letter(name, raw.dead_letter);
+        let max_command_subscriptions = check.count(
+            "max_command_subscriptions",
+            raw.max_command_subscriptions,
+            64,
+        );
+        let max_push_subscriptions =
+            check.count("max_push_subscriptions", raw.max_push_subscriptions, 10_000);
+        if max_command_subscriptions > max_push_subscriptions {
+            errors.push(format!(
+                "{here}.max_command_subscriptions: {max_command_subscriptions} is more than max_push_subscriptions ({max_push_subscriptions}), which bounds all users together"
+            ));
+        }
         let room_ping = match raw
             .room_ping
             .as_deref()
@@ -343,6 +368,8 @@ impl XmppLinkSettings {
             reconnect_max,
             users,
             room_ping,
+            max_command_subscriptions,
+            max_push_subscriptions,
         })
     }
 }
