@@ -266,7 +266,7 @@ fn side_by_side(component: &Stats, bot: &Stats, ceiling: Option<&Stats>) {
     };
     for s in [component, bot] {
         println!(
-            "  {:<22} {:>8.0} msg/s  {:>8.0} per router CPU-s  {:>7.0} per CPU-s router + Prosody  Prosody {} µs CPU/msg",
+            "  {:<27} {:>8.0} msg/s  {:>8.0} per router CPU-s  {:>7.0} per CPU-s router + Prosody  Prosody {} µs CPU/msg",
             s.name,
             s.rate(),
             s.per_cpu_second().unwrap_or(0.0),
@@ -276,7 +276,7 @@ fn side_by_side(component: &Stats, bot: &Stats, ceiling: Option<&Stats>) {
     }
     if let Some(c) = ceiling {
         println!(
-            "  {:<22} {:>8.0} msg/s  {:>8}                     {:>7.0} per Prosody CPU-s          Prosody {} µs CPU/msg",
+            "  {:<27} {:>8.0} msg/s  {:>8}                   {:>7.0} per Prosody CPU-s           Prosody {} µs CPU/msg",
             c.name,
             c.rate(),
             "",
