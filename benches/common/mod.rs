@@ -5,6 +5,7 @@
 pub mod method;
 pub mod mqtt_client;
 pub mod peers;
+pub mod prosody_log;
 pub mod stomp_client;
 pub mod xmpp_client;
 
