@@ -31,6 +31,22 @@ fn scenario_with_admin(name: &str) -> Daemon {
     d
 }
 
+/// QoS 0 publishes arriving as back-to-back WebSocket messages are published as runs
+/// (`WsFramed::decode_buffered`) with the same order and answers as over TCP.
+#[test]
+#[cfg_attr(not(peers), ignore = "needs the Python clients: run scripts/test")]
+fn batched_publishes_ws() {
+    let d = Daemon::start(&[], &[]);
+    let ws = d.addr("mqtt-ws").port().to_string();
+    python_scenario(
+        &d,
+        "mqtt_scenarios.py",
+        "mqtt",
+        "batched_publishes_ws",
+        &["--ws-port", &ws],
+    );
+}
+
 mqtt_scenarios!(
     qos_levels,
     retained,

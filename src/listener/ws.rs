@@ -51,7 +51,30 @@ where
     type Item = Result<C::Item, C::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+        self.poll_frame(cx)
+    }
+}
+
+impl<C> WsFramed<C>
+where
+    C: Decoder + Unpin,
+    C::Error: From<std::io::Error>,
+{
+    /// The next frame already received, without waiting: decoded from what is buffered
+    /// or from WebSocket messages that have arrived already (a client sending fast puts
+    /// several in one TCP read). What sessions publish as one batch, as they do with
+    /// what one TCP read brought; `None` when nothing complete is there yet.
+    pub fn decode_buffered(&mut self) -> Option<Result<C::Item, C::Error>> {
+        // A no-op waker is enough: the session polls the stream again with its own
+        // before it sleeps, which registers its waker.
+        match self.poll_frame(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(item) => item,
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C::Item, C::Error>>> {
+        let this = self;
         loop {
             if let Some(item) = this.codec.decode(&mut this.rbuf).transpose() {
                 return Poll::Ready(Some(item));

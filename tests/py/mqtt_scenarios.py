@@ -21,7 +21,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
 
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--stomp-port", type=int),
                              p.add_argument("--user"), p.add_argument("--password"), p.add_argument("--ca"),
-                             p.add_argument("--admin-port", type=int)))
+                             p.add_argument("--admin-port", type=int),
+                             p.add_argument("--ws-port", type=int)))
 H, P, T = args.host, args.port, args.timeout
 V3, V5 = mqtt.MQTTv311, mqtt.MQTTv5
 
@@ -159,8 +160,37 @@ def packet(first, body):
     return bytes([first]) + enc_len(len(body)) + body
 
 
-def raw_connect(cid, clean, keepalive=30):
-    s = socket.create_connection((H, P), timeout=T)
+class WsSocket:
+    """The MQTT WebSocket listener as raw_connect's socket (websocket-client, PyPI): each
+    sendall is one binary WebSocket message, recv reads across messages."""
+
+    def __init__(self):
+        import websocket
+        self.ws = websocket.create_connection(f"ws://{H}:{args.ws_port}/mqtt", subprotocols=["mqtt"], timeout=T)
+        self.buf = b""
+
+    def sendall(self, data):
+        self.ws.send_binary(data)
+
+    def recv(self, n):
+        import websocket
+        while not self.buf:
+            try:
+                data = self.ws.recv()
+            except websocket.WebSocketConnectionClosedException:
+                return b""
+            if not data:
+                return b""
+            self.buf = data.encode() if isinstance(data, str) else data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def close(self):
+        self.ws.close()
+
+
+def raw_connect(cid, clean, keepalive=30, ws=False):
+    s = WsSocket() if ws else socket.create_connection((H, P), timeout=T)
     flags = 0x02 if clean else 0
     s.sendall(packet(0x10, enc_str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + enc_str(cid)))
     ack = read_packet(s)
@@ -859,9 +889,9 @@ def parked():
 
 # ---- MQTT 5 conformance (issue 24), with raw 5.0 packets where exact bytes matter -------
 
-def raw5_connect(cid, props=b"", clean=True, keepalive=30, expect_ok=True):
+def raw5_connect(cid, props=b"", clean=True, keepalive=30, expect_ok=True, ws=False):
     """A raw 5.0 CONNECT; returns the socket and the CONNACK (flags, code, properties)."""
-    s = socket.create_connection((H, P), timeout=T)
+    s = WsSocket() if ws else socket.create_connection((H, P), timeout=T)
     body = enc_str("MQTT") + bytes([5, 0x02 if clean else 0]) + struct.pack("!H", keepalive)
     s.sendall(packet(0x10, body + enc_len(len(props)) + props + enc_str(cid)))
     ack = read_packet(s)
@@ -1096,11 +1126,12 @@ def guest_login():
     print("ok")
 
 
-def batched_publishes():
+def batched_publishes(ws=False):
     """QoS 0 PUBLISHes that arrive together are published as one batch (one fan-out per
     run): subscribers still get every message in the order sent, with what ends a run
     in its place (another topic, a retained message, a QoS 1 publish and its PUBACK, a
-    5.0 topic alias being set and used, a DISCONNECT in the same write)."""
+    5.0 topic alias being set and used, a DISCONNECT in the same write). With `ws`, over
+    the WebSocket listener, each packet its own WebSocket message, sent back to back."""
     for version in (V3, V5):
         top = t(f"batch{version}")
         a, b = f"{top}/a", f"{top}/b"
@@ -1116,11 +1147,10 @@ def batched_publishes():
                 body += enc_len(len(props)) + props
             return packet(0x30 | (qos << 1) | int(retain), body + payload.encode())
 
-        wire, sent = b"", []
+        wire, sent = [], []
 
         def add(topic, payload, shown_topic=None, **kw):
-            nonlocal wire
-            wire += publish(topic, payload, **kw)
+            wire.append(publish(topic, payload, **kw))
             sent.append((shown_topic or topic, payload.encode()))
 
         for i in range(40):
@@ -1137,10 +1167,14 @@ def batched_publishes():
                 add("", f"alias{i}", shown_topic=a, alias=1)
         for i in range(60, 70):
             add(a, f"a{i}")
-        wire += b"\xe0\x00"  # DISCONNECT
+        wire.append(b"\xe0\x00")  # DISCONNECT
         cid = f"batch-{uuid.uuid4().hex[:6]}"
-        s = raw_connect(cid, True)[0] if version == V3 else raw5_connect(cid)[0]
-        s.sendall(wire)
+        s = raw_connect(cid, True, ws=ws)[0] if version == V3 else raw5_connect(cid, ws=ws)[0]
+        if ws:
+            for p in wire:
+                s.sendall(p)
+        else:
+            s.sendall(b"".join(wire))
         back = []
         while (p := read_packet(s)) is not None:
             back.append(p)
@@ -1154,7 +1188,11 @@ def batched_publishes():
     print("ok")
 
 
-SCENARIOS = {f.__name__: f for f in [batched_publishes, parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
+def batched_publishes_ws():
+    batched_publishes(ws=True)
+
+
+SCENARIOS = {f.__name__: f for f in [batched_publishes, batched_publishes_ws, parked, qos_levels, retained, will, will_delay, persistent_session, qos2_across_reconnect,
                                      shared_subscriptions, takeover, v5_properties, topic_alias_no_local_and_dollar,
                                      auth, keepalive_and_bad_input, cross_protocol, rpc_stomp_to_mqtt5, rpc_mqtt5_to_mqtt5, private_queues, tls, wss, server_keep_alive, retained_tracked,
                                      resume_without_expiry, max_packet_size_exact, outbound_topic_aliases, assigned_client_id,

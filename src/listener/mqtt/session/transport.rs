@@ -96,4 +96,8 @@ impl Transport for WsFramed<Codec> {
     fn set_max_outbound(&mut self, max: u32) {
         self.codec.set_max_outbound(max);
     }
+
+    fn next_buffered(&mut self) -> Option<Result<In, CodecError>> {
+        self.decode_buffered()
+    }
 }

@@ -62,4 +62,8 @@ impl Transport for WsFramed<StompCodec> {
     fn undecoded(&self) -> usize {
         WsFramed::undecoded(self)
     }
+
+    fn next_buffered(&mut self) -> Option<Result<Incoming, CodecError>> {
+        self.decode_buffered()
+    }
 }
