@@ -1,4 +1,5 @@
-//! The daemon's memory allocator: mimalloc, tuned to give freed memory back at once.
+//! The daemon's memory allocator: mimalloc, tuned to give freed memory back when a
+//! worker goes idle.
 //!
 //! A broker's memory is mostly its idle connections, and they arrive in bursts: ten
 //! thousand clients connecting at once allocate ten thousand tasks and read buffers,
@@ -6,16 +7,19 @@
 //! `listener::mqtt::session::park`). With glibc's allocator the pages those tasks
 //! freed stayed resident between the small session objects that outlive them: 2.0 KiB
 //! per idle connection. mimalloc keeps objects of one size together, so those pages
-//! empty completely; purged at once rather than 10 ms later (when the allocator next
-//! runs on that thread, which for an idle daemon may be never), they leave the process:
-//! 0.9–1.0 KiB per idle connection (docs/benchmarks.md, MQTT memory).
+//! empty completely and can leave the process.
 //!
-//! What a thread frees is not always given back at once, though: memory another thread
-//! allocated goes onto that thread's list of deferred frees, collected only when the
-//! owning thread next allocates, and a runtime worker that goes idle after a connect
-//! burst may not allocate again for a long time. [`collect_when_idle`], run as each
-//! worker parks, collects its heap (at most every [`COLLECT_EVERY`] per thread): 5,000
-//! idle MQTT connections, 1.8 → 1.3 KiB of RSS each.
+//! When they leave matters both ways. mimalloc purges an emptied page 10 ms after it
+//! empties, but only when the thread next runs the allocator, which for a worker that
+//! went idle after a burst may be never; and what another thread freed waits on the
+//! owning thread's deferred list until it next allocates. Purging at once instead
+//! (`purge_delay` 0) fixed idle memory but made a busy router give pages back and fault
+//! them in again thousands of times a second: page faults and TLB shootdowns took 8 %
+//! of its CPU in the MQTT QoS 0 1→1 profile. So the delay stays, and
+//! [`collect_when_idle`], run as each worker parks, forces a collection of its heap
+//! (deferred frees, emptied pages, scheduled purges) at most every [`COLLECT_EVERY`]:
+//! 10,000 idle MQTT connections hold 0.88–0.92 KiB each either way, and QoS 0 1→1
+//! moves 15–20 % more messages (2026-12-05, docs/benchmarks.md).
 //!
 //! The binary installs it (`#[global_allocator]` in `main.rs`); tests and embedders
 //! keep their own allocator.
@@ -25,11 +29,15 @@
 /// the position against the compiled library's defaults).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Makes mimalloc return emptied memory to the system at once. Call first thing in
-/// `main`; harmless when mimalloc is not the global allocator.
+/// How long mimalloc keeps an emptied page before giving it back (its default, set
+/// explicitly: the module docs say why it is not 0).
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// Sets mimalloc's options. Call first thing in `main`; harmless when mimalloc is not
+/// the global allocator.
 pub fn tune() {
     // SAFETY: mi_option_set only stores an option value; any thread may call it.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
 /// How often a worker going idle collects its heap at most. Short, because what a
@@ -61,8 +69,11 @@ pub fn collect_when_idle() {
         due
     });
     if due {
-        // SAFETY: mi_collect only walks and frees this thread's own heap.
-        unsafe { libmimalloc_sys::mi_collect(false) };
+        // Forced: also purges the pages emptied less than the purge delay ago, which
+        // would otherwise stay until a collection that may not come.
+        // SAFETY: mi_collect only walks and frees this thread's own heap (and purges
+        // the arenas' expired ranges).
+        unsafe { libmimalloc_sys::mi_collect(true) };
     }
 }
 
@@ -80,7 +91,7 @@ mod tests {
             )
         };
         // mimalloc's defaults: the option before it is 1, the purge delay 10 ms (or
-        // what MIMALLOC_PURGE_DELAY says).
+        // what MIMALLOC_PURGE_DELAY says, which `tune` overrides).
         assert_eq!(
             libmimalloc_sys::mi_option_eager_commit_delay + 1,
             MI_OPTION_PURGE_DELAY
@@ -92,7 +103,7 @@ mod tests {
         // SAFETY: reading an option value.
         assert_eq!(
             unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            0
+            PURGE_DELAY_MS
         );
     }
 }
