@@ -133,7 +133,7 @@ impl Seen {
     /// Which of a fetched list (oldest first) to deliver: with `first = Some(n)`
     /// (the node's first subscription) the last `n` at most, otherwise every one not
     /// delivered yet. All of them are remembered.
-    fn to_deliver<'a>(
+    fn deliverable<'a>(
         &mut self,
         node: &PubsubNode,
         items: &[&'a Element],
@@ -219,7 +219,7 @@ pub(super) async fn fetched(
         .get_child("items", NS_PUBSUB)
         .map(|i| i.children().filter(|c| c.is("item", NS_PUBSUB)).collect())
         .unwrap_or_default();
-    let fresh = lock(&ctx.pubsub.seen).to_deliver(node, &items, first);
+    let fresh = lock(&ctx.pubsub.seen).deliverable(node, &items, first);
     match first {
         Some(asked) => {
             tracing::info!(service = %node.service, node = %node.node, fetched = items.len(), asked, delivering = fresh.len(), "first subscription to PubSub node: its last items delivered as `catch_up` asks, the others only remembered");
@@ -341,19 +341,19 @@ mod tests {
         let list = [&a, &b, &c];
         let mut s = Seen::default();
         assert!(!s.knows(&node()));
-        assert!(s.to_deliver(&node(), &list, Some(0)).is_empty());
+        assert!(s.deliverable(&node(), &list, Some(0)).is_empty());
         assert!(s.knows(&node()));
         let mut s = Seen::default();
-        assert_eq!(ids(&s.to_deliver(&node(), &list, Some(2))), ["b", "c"]);
+        assert_eq!(ids(&s.deliverable(&node(), &list, Some(2))), ["b", "c"]);
         assert_eq!(
-            ids(&s.to_deliver(&node(), &list, Some(9))),
+            ids(&s.deliverable(&node(), &list, Some(9))),
             Vec::<String>::new()
         );
         // An empty node is known too: what comes later is all new.
         let mut s = Seen::default();
-        assert!(s.to_deliver(&node(), &[], Some(0)).is_empty());
+        assert!(s.deliverable(&node(), &[], Some(0)).is_empty());
         assert!(s.knows(&node()));
-        assert_eq!(ids(&s.to_deliver(&node(), &list, None)), ["a", "b", "c"]);
+        assert_eq!(ids(&s.deliverable(&node(), &list, None)), ["a", "b", "c"]);
     }
 
     #[test]
@@ -365,17 +365,20 @@ mod tests {
             item("d", "4"),
         );
         let mut s = Seen::default();
-        s.to_deliver(&node(), &[&a, &b], Some(0));
+        s.deliverable(&node(), &[&a, &b], Some(0));
         // `b` retracted while away, `c` and `d` published.
-        assert_eq!(ids(&s.to_deliver(&node(), &[&a, &c, &d], None)), ["c", "d"]);
-        assert!(s.to_deliver(&node(), &[&a, &c, &d], None).is_empty());
+        assert_eq!(
+            ids(&s.deliverable(&node(), &[&a, &c, &d], None)),
+            ["c", "d"]
+        );
+        assert!(s.deliverable(&node(), &[&a, &c, &d], None).is_empty());
         // `a` published again with another payload: the service lists it last.
         let a2 = item("a", "changed");
-        assert_eq!(ids(&s.to_deliver(&node(), &[&c, &d, &a2], None)), ["a"]);
+        assert_eq!(ids(&s.deliverable(&node(), &[&c, &d, &a2], None)), ["a"]);
         // Delivered from an event meanwhile: not again.
         let e = item("e", "5");
         s.remember(&node(), "e", digest(&e));
-        assert!(s.to_deliver(&node(), &[&d, &a2, &e], None).is_empty());
+        assert!(s.deliverable(&node(), &[&d, &a2, &e], None).is_empty());
         s.forget(&node());
         assert!(!s.knows(&node()));
     }
@@ -390,7 +393,7 @@ mod tests {
         assert!(s.wait(&node(), &b));
         assert!(s.wait(&node(), &c));
         assert_eq!(
-            ids(&s.to_deliver(&node(), &[&a, &b], Some(0))),
+            ids(&s.deliverable(&node(), &[&a, &b], Some(0))),
             Vec::<String>::new()
         );
         let released = s.release(&node());
