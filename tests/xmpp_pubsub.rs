@@ -396,6 +396,14 @@ fn bot_reads_a_users_pep_node(s: &Server) {
     let run = |name: &str, extra: &[&str]| {
         scenario_with(s, &d, &p, &u, name, &[&["--bot", &bot][..], extra].concat())
     };
+    // Refused while the node does not exist (Prosody: `forbidden`, ejabberd:
+    // `item-not-found`), and logged so.
+    wait_until(Duration::from_secs(15), "the refusal logged", || {
+        d.log()
+            .lines()
+            .any(|l| l.contains("cannot subscribe to PubSub node") && l.contains(&u.0))
+            .then_some(())
+    });
     run("pep_roster", &[]);
     run("pep_publish", &["pep-1"]);
     wait_until(Duration::from_secs(30), "pep-1 caught up", || {
