@@ -326,19 +326,21 @@ impl Router {
         Ok(Some((n, confirmation)))
     }
 
-    /// Routes an item an XMPP link received from a PubSub node it is subscribed to;
+    /// Routes an item an XMPP link received from a PubSub node it is subscribed to (or,
+    /// `retraction`, the news of one retracted: only routes asking for those take it);
     /// returns how many legs it took, `Ok(None)` when no route reads the node (any
     /// more). Returns once the legs are durable.
     pub async fn publish_from_pubsub(
         &self,
         link: &str,
         node: &crate::routes::PubsubNode,
+        retraction: bool,
         mut message: Message,
     ) -> Result<Option<usize>, RouterError> {
         let _ = trace::reparent(&mut message.headers, self.start_traces);
         let routed = {
             let table = self.table.load();
-            match table.resolve_pubsub(link, node, message) {
+            match table.resolve_pubsub(link, node, retraction, message) {
                 None => return Ok(None),
                 Some(routed) => routed?,
             }

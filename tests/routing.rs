@@ -431,12 +431,21 @@ routes:
             && errors[0].to_string().contains("unknown field `creat`"),
         "{errors:?}"
     );
+    let greedy = "routes:\n  - name: greedy\n    from: {xmpp: {link: im, pubsub: {service: p.example.org, node: n, catch_up: 101}}}\n    to: [{queue: x}]\n";
+    let errors = compile_sources(&[("g.yaml".into(), greedy.into())], &ctx).unwrap_err();
+    assert!(
+        errors[0].to_string().contains("`catch_up` is at most 100"),
+        "{errors:?}"
+    );
 
     let good = r#"
 routes:
   - name: feed-in
     from: {xmpp: {link: im, pubsub: {service: PubSub.Example.org, node: sensors}}}
     to: [{queue: "from-feed"}]
+  - name: feed-retractions
+    from: {xmpp: {link: im, pubsub: {service: pubsub.example.org, node: sensors, catch_up: 5, retractions: true}}}
+    to: [{queue: "feed-retractions"}]
   - name: feed-out
     from: {topic: "temp.*"}
     to: [{xmpp: {link: im, pubsub: {service: pubsub.example.org, node: "temp-{1}", create: true, item_id: "{header:sensor}"}}}]
@@ -449,17 +458,24 @@ routes:
     assert_eq!(table.pubsub_nodes("im"), vec![node.clone()]);
     assert!(table.pubsub_nodes("rabbit").is_empty());
     let routed = table
-        .resolve_pubsub("im", &node, Message::new("x"))
+        .resolve_pubsub("im", &node, false, Message::new("x"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(routed.legs.len(), 2);
+    // A retraction: only the route asking for them.
+    let routed = table
+        .resolve_pubsub("im", &node, true, Message::new(""))
         .unwrap()
         .unwrap();
     assert_eq!(routed.legs.len(), 1);
+    assert_eq!(table.pubsub_catch_up("im", &node), 5);
     let other = switchboard::routes::PubsubNode {
         node: "other".into(),
         ..node
     };
     assert!(
         table
-            .resolve_pubsub("im", &other, Message::new("x"))
+            .resolve_pubsub("im", &other, false, Message::new("x"))
             .is_none()
     );
     let out = table

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Throw-away ejabberd (Debian bookworm 'ejabberd' 23.01) without systemd, as root, loopback only.
-# Usage: ejabberd-ctl.sh start|stop|status|adduser JID PASS|ctl ARGS...
+# Usage: ejabberd-ctl.sh start|stop|status|adduser JID PASS|pubsub|ctl ARGS...
 # Env:   EJABBERD_DIR (state, default /tmp/ejabberd-test), EJABBERD_CFG (default: ejabberd.yml next to this script)
 # Ports (127.0.0.1): c2s 5223, component 5348 (bridge.localhost, secret 'bridgesecret').
 #                    Domain 'localhost', MUC conference.localhost. Erlang node ejabberd-sbtest@localhost.
@@ -60,6 +60,14 @@ a server not started by this script holds the port."
   adduser) # JID PASS; needs the server running (accounts live in its mnesia database)
     [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }
     setup_env; ctl register "${2%@*}" "${2#*@}" "$3" ;;
+  pubsub) # loads this script's config (with mod_pubsub: pubsub.localhost, PEP) into a server started
+    # with an older copy of it, without a restart (reload_config starts the modules it adds)
+    setup_env
+    if ! grep -q '^  mod_pubsub:' "$D/ejabberd.yml"; then
+      sed "s|@DIR@|$D|g" "$CFG" >"$D/ejabberd.yml"
+      ctl reload_config
+    fi
+    echo "mod_pubsub is in the configuration of the running server" ;;
   ctl) shift; setup_env; ctl "$@" ;;
-  *) echo "usage: $0 start|stop|status|adduser JID PASS|ctl ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|adduser JID PASS|pubsub|ctl ARGS..." >&2; exit 2 ;;
 esac

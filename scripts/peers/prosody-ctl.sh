@@ -29,9 +29,12 @@ an XMPP server not started by this script (e.g. the system's prosody: 'service p
   shell) # COMMAND: one admin shell command on the running server, e.g. "c2s:close('bot@localhost')"
     [ $# -eq 2 ] || { echo "usage: $0 shell COMMAND" >&2; exit 2; }
     prosodyctl --config "$CFG" shell "$2" ;;
-  pubsub) # adds the PubSub service pubsub.localhost (as in prosody.cfg.lua) to a running server started without it
+  pubsub) # adds the PubSub service pubsub.localhost and PEP on localhost (as in prosody.cfg.lua) to a running
+    # server started without them
     out=$(prosodyctl --config "$CFG" shell '>local cm = require "core.configmanager"; if prosody.hosts["pubsub.localhost"] then return "pubsub.localhost is active" end; cm.set("pubsub.localhost", "component_module", "pubsub"); cm.set("pubsub.localhost", "admins", { "bridge.localhost", "pubsub-admin@localhost", "pubsub-bot@localhost" }); return require "core.hostmanager".activate("pubsub.localhost")')
-    echo "$out"; case "$out" in *"is active"*|*true*) ;; *) exit 1 ;; esac ;;
+    echo "$out"; case "$out" in *"is active"*|*true*) ;; *) exit 1 ;; esac
+    out=$(prosodyctl --config "$CFG" shell '>local mm = require "core.modulemanager"; if mm.is_loaded("localhost", "pep") then return "pep is loaded" end; return mm.load("localhost", "pep") and "pep is loaded" or "pep did not load"')
+    echo "$out"; case "$out" in *"pep is loaded"*) ;; *) exit 1 ;; esac ;;
   adduser) # JID PASS; works with the server running or not (internal storage = files in data_path)
     [ $# -eq 3 ] || { echo "usage: $0 adduser JID PASS" >&2; exit 2; }
     printf '%s\n%s\n' "$3" "$3" | prosodyctl --config "$CFG" adduser "$2" ;;

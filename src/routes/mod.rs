@@ -24,8 +24,8 @@ pub use compile::{
 pub use counters::{Counts, Retired, RouteCounters};
 pub use files::read as read_files;
 pub use route::{
-    CompiledRoute, Declare, JqTransform, PubsubNode, Rendered, RoutingError, Source, Target,
-    Transform, Verdict, When,
+    CompiledRoute, Declare, JqTransform, PUBSUB_MAX_ITEMS, PubsubNode, PubsubRead, Rendered,
+    RoutingError, Source, Target, Transform, Verdict, When,
 };
 pub use spec::BodyFormat;
 pub use table::{AmqpSourceKey, Leg, MAX_ROUTE_DEPTH, Resolved, RouteTable};

@@ -32,7 +32,7 @@ pub enum Source {
         /// `jid` (or `presence`) compiled.
         jid_pattern: Option<JidPattern>,
         /// A PubSub node whose items the link receives (then no `jid_pattern`).
-        pubsub: Option<PubsubNode>,
+        pubsub: Option<PubsubRead>,
     },
 }
 
@@ -42,6 +42,20 @@ pub struct PubsubNode {
     pub service: String,
     pub node: String,
 }
+
+/// A PubSub node a route reads, and what else than new items it asks for.
+#[derive(Debug, Clone)]
+pub struct PubsubRead {
+    pub node: PubsubNode,
+    /// On the link's first subscription to the node, its last this many items too.
+    pub catch_up: u32,
+    /// Retractions become messages too.
+    pub retractions: bool,
+}
+
+/// The most items a route may ask for on a first subscription (`catch_up`), and the
+/// most a link fetches when it subscribes.
+pub const PUBSUB_MAX_ITEMS: u32 = 100;
 
 /// Where a compiled route sends messages.
 #[derive(Debug, Clone)]

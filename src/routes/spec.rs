@@ -222,13 +222,20 @@ pub struct XmppSourceSpec {
     pub pubsub: Option<PubsubSourceSpec>,
 }
 
-/// A PubSub node a route reads: `{ service, node }`.
+/// A PubSub node a route reads: `{ service, node, catch_up, retractions }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PubsubSourceSpec {
     /// The PubSub service's JID (`pubsub.example.org`; a user's bare JID for PEP).
     pub service: String,
     pub node: String,
+    /// On the link's first subscription to the node, also deliver its last this many
+    /// items (at most 100); after that, items missed while away are always delivered.
+    #[serde(default)]
+    pub catch_up: u32,
+    /// Retractions become messages too (empty body, `x-xmpp-pubsub-event: retract`).
+    #[serde(default)]
+    pub retractions: bool,
 }
 
 /// A PubSub node a route publishes to.

@@ -250,12 +250,14 @@ impl RouteTable {
         })
     }
 
-    /// Routes an item an XMPP link received from the PubSub `node`: every route of the
-    /// link reading that node. `None` when no route reads it (any more).
+    /// Routes an item an XMPP link received from the PubSub `node` (or, `retraction`,
+    /// the news that one was retracted): every route of the link reading that node
+    /// (and asking for retractions). `None` when no route reads it (any more).
     pub fn resolve_pubsub(
         &self,
         link: &str,
         node: &PubsubNode,
+        retraction: bool,
         m: Message,
     ) -> Option<Result<Resolved, RoutingError>> {
         self.resolve_link(m, &mut explain::NoTrace, |source| match source {
@@ -263,9 +265,26 @@ impl RouteTable {
                 link: l,
                 pubsub: Some(p),
                 ..
-            } if l == link && p == node => Some(Vec::new()),
+            } if l == link && p.node == *node && (p.retractions || !retraction) => Some(Vec::new()),
             _ => None,
         })
+    }
+
+    /// How many of the node's last items the link delivers when it first subscribes:
+    /// the most any route of the link reading the node asks for (`catch_up`).
+    pub fn pubsub_catch_up(&self, link: &str, node: &PubsubNode) -> u32 {
+        self.routes
+            .iter()
+            .filter_map(|r| match &r.source {
+                Source::Xmpp {
+                    link: l,
+                    pubsub: Some(p),
+                    ..
+                } if l == link && p.node == *node => Some(p.catch_up),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The PubSub nodes the routes of an XMPP link read (the link subscribes to them),
@@ -279,7 +298,7 @@ impl RouteTable {
                     link: l,
                     pubsub: Some(p),
                     ..
-                } if l == link => Some(p.clone()),
+                } if l == link => Some(p.node.clone()),
                 _ => None,
             })
             .collect();

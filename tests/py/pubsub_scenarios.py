@@ -1,9 +1,10 @@
-"""PubSub (XEP-0060) scenarios: slixmpp (its xep_0060 plugin) as the PubSub users on Prosody's
-mod_pubsub (service pubsub.localhost), paho-mqtt and stomp.py on the router's side. The Rust test
-(tests/xmpp_pubsub.rs) writes the routes, starts the router and runs one step at a time.
+"""PubSub (XEP-0060) scenarios: slixmpp (its xep_0060 plugin) as the PubSub users on Prosody's or
+ejabberd's mod_pubsub (service pubsub.localhost) and PEP, paho-mqtt and stomp.py on the router's
+side. The Rust test (tests/xmpp_pubsub.rs) writes the routes, starts the router and runs one step at
+a time.
 
 Usage: pubsub_scenarios.py --port STOMP_PORT --mqtt-port PORT --prefix P --jid USER@localhost
-                           --password PW [--c2s-port 5222] SCENARIO
+                           --password PW [--c2s-port 5222] [--bot BOT@localhost] SCENARIO
 """
 
 import asyncio
@@ -26,13 +27,15 @@ from slixmpp.exceptions import IqError  # noqa: E402
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
                              p.add_argument("--mqtt-port", type=int, required=True),
-                             p.add_argument("--c2s-port", type=int, default=5222)))
+                             p.add_argument("--c2s-port", type=int, default=5222),
+                             p.add_argument("--bot", default="")))
 P = args.prefix
 T = args.timeout
 SERVICE = "pubsub.localhost"
 NS_JSON = "urn:xmpp:json:0"
 NS_TEXT = "urn:switchboard:text:0"
-# The service's admin (prosody.cfg.lua): Prosody lets only admins create nodes.
+# The service's admin (prosody.cfg.lua): Prosody lets only admins create nodes (ejabberd: any
+# local account).
 ADMIN = ("pubsub-admin@localhost", "pw")
 
 
@@ -44,6 +47,8 @@ class PubsubUser(User):
         self.add_event_handler("pubsub_publish", self._event)
 
     def _event(self, m):
+        if m.xml.find("{urn:xmpp:delay}delay") is not None:
+            return  # ejabberd sends a node's last item again to each new subscription
         # Not `for item in items`: slixmpp's own handler is iterating over that same object
         # (stanza iteration keeps its position in the object), and a nested loop restarts it.
         items = m["pubsub_event"]["items"]
@@ -115,7 +120,9 @@ async def mqtt_to_node():
 
 async def mqtt_missing():
     """An MQTT publish routed to a node that does not exist, without `create`: the service refuses
-    the item, and it reaches the link's dead-letter queue with the reason and the condition."""
+    the item, and it reaches the link's dead-letter queue with the reason and the condition (the
+    scenario's argument; default item-not-found)."""
+    condition = args.rest[0] if args.rest else "item-not-found"
     s, col = stomp_conn()
     s.subscribe("/queue/dead.im", id="1", ack="auto", receipt="sub")
     wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
@@ -124,7 +131,7 @@ async def mqtt_missing():
     f = col.messages[0]
     expect(f.body == "lost", f"body {f.body!r}")
     expect(f.headers.get("x-death-reason") == "pubsub-refused", f"headers {f.headers}")
-    expect(f.headers.get("x-death-detail", "").endswith("refused the item: item-not-found"), f"headers {f.headers}")
+    expect(f"refused the item: {condition}" in f.headers.get("x-death-detail", ""), f"headers {f.headers}")
     s.disconnect()
 
 
@@ -181,7 +188,106 @@ async def bridge_subscribed():
     u.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in (mqtt_to_node, mqtt_missing, create_node, node_to_stomp, bridge_subscribed)}
+def text_item(t):
+    x = ET.Element(f"{{{NS_TEXT}}}text")
+    x.text = t
+    return x
+
+
+async def publish_texts(node, *texts, service=SERVICE, user=ADMIN):
+    """Publishes each text as one item (id = the text) and returns once the service stored them."""
+    u = await login(*user)
+    for t in texts:
+        await u.plugin["xep_0060"].publish(service, node, id=t, payload=text_item(t), timeout=T)
+    u.disconnect()
+
+
+def drain(queue, n):
+    """The first n messages of a STOMP queue, and whatever else is there by the time the n-th came
+    (a duplicate delivered with them would be)."""
+    s, col = stomp_conn()
+    s.subscribe(queue, id="1", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+    wait_for(lambda: len(col.messages) >= n, T, lambda: f"{n} STOMP messages on {queue}, got "
+             f"{[m.body for m in col.messages]}")
+    s.disconnect()
+    return col.messages
+
+
+async def away_before():
+    """Before the router starts: the node PFX-away with two items (old-1, old-2)."""
+    u = await login(*ADMIN)
+    await u.plugin["xep_0060"].create_node(SERVICE, f"{P}-away", timeout=T)
+    u.disconnect()
+    await publish_texts(f"{P}-away", "old-1", "old-2")
+
+
+async def away_publish():
+    """While the link is away: three items."""
+    await publish_texts(f"{P}-away", "away-1", "away-2", "away-3")
+
+
+async def away_check():
+    """After the link came back: one live item, then the STOMP queue holds exactly old-2 (the
+    route's catch_up: 1 on the first subscription), the three missed items in order, then the live
+    one, each once."""
+    await publish_texts(f"{P}-away", "live-1")
+    got = drain(f"/queue/{P}.away", 5)
+    bodies = [m.body for m in got]
+    expect(bodies == ["old-2", "away-1", "away-2", "away-3", "live-1"], f"bodies {bodies}")
+    ids = [m.headers.get("x-xmpp-pubsub-item") for m in got]
+    expect(ids == bodies, f"item ids {ids}")
+    expect(all(m.headers.get("x-xmpp-pubsub-event") == "item" for m in got), f"{[m.headers for m in got]}")
+
+
+async def retract():
+    """An item published to PFX-cmd, then retracted (with notify), then another: the route asking
+    for retractions gets the item, the retraction (empty body, its id), the other item; the other
+    route only the items."""
+    node = f"{P}-cmd"
+    u = await login(*ADMIN)
+    await u.plugin["xep_0060"].publish(SERVICE, node, id="r-1", payload=text_item("doomed"), timeout=T)
+    await u.plugin["xep_0060"].retract(SERVICE, node, "r-1", notify=True, timeout=T)
+    await publish_texts(node, "after")
+    u.disconnect()
+    got = drain(f"/queue/{P}.ret", 3)
+    kinds = [(m.headers.get("x-xmpp-pubsub-event"), m.headers.get("x-xmpp-pubsub-item"), m.body) for m in got]
+    expect(kinds == [("item", "r-1", "doomed"), ("retract", "r-1", ""), ("item", "after", "after")],
+           f"with retractions: {kinds}")
+    r = got[1]
+    expect(r.headers.get("x-xmpp-pubsub-node") == node and r.headers.get("x-xmpp-pubsub-service") == SERVICE,
+           f"headers {r.headers}")
+    plain = [m.body for m in drain(f"/queue/{P}.plain", 2)]
+    expect(plain == ["doomed", "after"], f"without retractions: {plain}")
+
+
+async def pep_roster():
+    """The user and the bot subscribe to each other's presence (the bot accepts and asks back;
+    slixmpp accepts), as PEP's default access model (presence) needs."""
+    u = await login(args.jid, args.password)
+    u.send_presence_subscription(pto=args.bot)
+    await u.wait(lambda: u.client_roster[args.bot]["subscription"] == "both",
+                 lambda: f"mutual subscription, roster says {u.client_roster[args.bot]['subscription']!r}")
+    u.disconnect()
+
+
+async def pep_publish():
+    """The user publishes pep-N items to its PEP node PFX-pep (created on the first publish, access
+    model presence)."""
+    await publish_texts(f"{P}-pep", *args.rest, service=args.jid, user=(args.jid, args.password))
+
+
+async def pep_check():
+    """The PEP items reach the STOMP consumer, in order, with the user's bare JID as the service."""
+    got = drain(f"/queue/{P}.pep", 2)
+    bodies = [m.body for m in got]
+    expect(bodies == ["pep-1", "pep-2"], f"bodies {bodies}")
+    expect(got[0].headers.get("x-xmpp-pubsub-service") == args.jid, f"headers {got[0].headers}")
+
+
+SCENARIOS = {f.__name__: f for f in (mqtt_to_node, mqtt_missing, create_node, node_to_stomp, bridge_subscribed,
+                                     away_before, away_publish, away_check, retract, pep_roster, pep_publish,
+                                     pep_check)}
 
 if __name__ == "__main__":
     f = SCENARIOS.get(args.scenario) or fail(f"unknown scenario {args.scenario}")

@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::link::LinkCtx;
 use super::session::{Session, Sink};
-use super::{convert, iq, presence, pubsub, rooms};
+use super::{convert, iq, presence, pubsub, pubsub_events, rooms};
 use crate::link::LinkStatus;
 use crate::router::{RouterError, xmpp_reply_address};
 
@@ -102,8 +102,8 @@ async fn message(
         tracing::info!(from = ?s.from.as_ref().map(ToString::to_string), "error stanza received");
         return Ok(());
     }
-    if pubsub::is_event(&s) {
-        pubsub::received(ctx, &s).await;
+    if pubsub_events::is_event(&s) {
+        pubsub_events::received(ctx, &s).await;
         return Ok(());
     }
     let (Some(from), Some(to)) = (s.from.clone(), s.to.clone()) else {

@@ -38,6 +38,7 @@ mod link;
 mod outbound;
 mod presence;
 pub mod pubsub;
+pub mod pubsub_events;
 mod push_caps;
 mod rooms;
 mod roster;

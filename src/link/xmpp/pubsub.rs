@@ -2,8 +2,10 @@
 //!
 //! - **Sources**: the link subscribes to every node its routes read (when a session
 //!   starts, and on each reload: new nodes subscribed, dropped ones unsubscribed), with
-//!   its own bare JID (a component: its domain). Each `<item/>` of an event
-//!   notification becomes one message, routed by the routes of its node.
+//!   its own bare JID (a component: its domain), and fetches the node's last items
+//!   with each subscription. Each `<item/>` of an event notification becomes one
+//!   message, routed by the routes of its node, and so do the fetched items the link
+//!   missed ([`super::pubsub_events`]).
 //! - **Targets**: a message for a node is published as one item (`<publish/>` in an
 //!   `iq set`), after a `<create/>` once per session when the route says `create: true`
 //!   (a `conflict` answer means the node is there). A publish the service refuses is
@@ -29,16 +31,15 @@ use tokio_xmpp::minidom::rxml::xml_ncname;
 use tracing::Instrument;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
-use xmpp_parsers::message::Message as XMessage;
 
 use super::conn::Settle;
 use super::convert::NS_JSON;
 use super::link::{LinkCtx, lock};
 use super::outbound::{Outcome, dead_letter_message};
+use super::pubsub_events::Seen;
 use super::session::{Session, Sink};
 use crate::core::{Delivery, Message, Origin};
-use crate::link::LinkStatus;
-use crate::routes::PubsubNode;
+use crate::routes::{PUBSUB_MAX_ITEMS, PubsubNode};
 
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
@@ -60,10 +61,12 @@ const MAX_PENDING: usize = 10_000;
 /// since, or the owner changed its access model).
 const RETRY_SUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A link's PubSub requests: nodes created this session, requests awaiting an answer.
+/// A link's PubSub requests: nodes created this session, requests awaiting an answer;
+/// and the items it delivered lately (kept across sessions).
 #[derive(Default)]
 pub(super) struct State {
     inner: Mutex<Inner>,
+    pub seen: Mutex<Seen>,
 }
 
 #[derive(Default)]
@@ -82,6 +85,12 @@ enum Pending {
     Create(String),
     Subscribe(PubsubNode),
     Unsubscribe(String),
+    /// The node's last items, fetched with a subscription; `first`: the node's first
+    /// subscription, and how many of them the routes ask for.
+    Items {
+        node: PubsubNode,
+        first: Option<u32>,
+    },
 }
 
 impl State {
@@ -133,6 +142,31 @@ fn iq_set(ctx: &LinkCtx, service: &str, id: String, child: Element) -> Option<Iq
     })
 }
 
+/// Asks for the node's last [`PUBSUB_MAX_ITEMS`] items (XEP-0060 §6.5.7).
+fn items_request(ctx: &LinkCtx, n: &PubsubNode) -> Option<Iq> {
+    let to = n.service.parse::<Jid>().ok()?;
+    let first = (!lock(&ctx.pubsub.seen).knows(n))
+        .then(|| ctx.router.table().pubsub_catch_up(&ctx.settings.name, n));
+    lock(&ctx.pubsub.seen).fetching(n);
+    let what = Pending::Items {
+        node: n.clone(),
+        first,
+    };
+    let child = Element::builder("items", NS_PUBSUB)
+        .attr(xml_ncname!("node").into(), n.node.clone())
+        .attr(
+            xml_ncname!("max_items").into(),
+            PUBSUB_MAX_ITEMS.to_string(),
+        )
+        .build();
+    Some(Iq::Get {
+        from: our_jid(ctx).0,
+        to: Some(to),
+        id: ctx.pubsub.request(what),
+        payload: Element::builder("pubsub", NS_PUBSUB).append(child).build(),
+    })
+}
+
 fn node_request(ctx: &LinkCtx, verb: &str, n: &PubsubNode, what: Pending) -> Option<Iq> {
     let child = Element::builder(verb, NS_PUBSUB)
         .attr(xml_ncname!("node").into(), n.node.clone())
@@ -146,6 +180,10 @@ fn node_request(ctx: &LinkCtx, verb: &str, n: &PubsubNode, what: Pending) -> Opt
 /// ones; stops with the session. The requests go out through the session's loop.
 pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
     ctx.pubsub.new_session();
+    // Before anything is sent: a service may send a node's last item as soon as it has
+    // our presence (ejabberd), and that waits for the fetch like any event.
+    let nodes = ctx.router.table().pubsub_nodes(&ctx.settings.name);
+    lock(&ctx.pubsub.seen).new_session(&nodes);
     let ctx = Arc::clone(ctx);
     let out = st.out.clone();
     let stop = st.cancel.clone();
@@ -165,9 +203,13 @@ pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
                     tracing::info!(service = %n.service, node = %n.node, "subscribing to PubSub node");
                     let what = Pending::Subscribe(n.clone());
                     send.extend(node_request(&ctx, "subscribe", n, what));
+                    // Answered after the subscription (the service handles our requests
+                    // in order): what was published while we were not subscribed.
+                    send.extend(items_request(&ctx, n));
                 }
                 for n in have.iter().filter(|n| !want.contains(n)) {
                     tracing::info!(service = %n.service, node = %n.node, "no route reads this PubSub node any more: unsubscribing");
+                    lock(&ctx.pubsub.seen).forget(n);
                     let what = Pending::Unsubscribe(n.node.clone());
                     send.extend(node_request(&ctx, "unsubscribe", n, what));
                 }
@@ -195,9 +237,9 @@ pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
 
 /// An answer to one of the link's PubSub requests: `false` if `iq` is not one.
 pub(super) async fn answer(ctx: &LinkCtx, iq: &Iq) -> bool {
-    let (id, error) = match iq {
-        Iq::Result { id, .. } => (id, None),
-        Iq::Error { id, error, .. } => (id, Some(error)),
+    let (id, error, payload) = match iq {
+        Iq::Result { id, payload, .. } => (id, None, payload.as_ref()),
+        Iq::Error { id, error, .. } => (id, Some(error), None),
         _ => return false,
     };
     let Some(what) = lock(&ctx.pubsub.inner).pending.remove(id) else {
@@ -234,6 +276,14 @@ pub(super) async fn answer(ctx: &LinkCtx, iq: &Iq) -> bool {
         (Pending::Publish(m, node), Some(why)) => {
             let detail = format!("PubSub node {node} refused the item: {why}");
             dead_letter_message(ctx, &m, "pubsub-refused", &detail).await;
+        }
+        (Pending::Items { node, first }, None) => {
+            let empty = Element::builder("pubsub", NS_PUBSUB).build();
+            super::pubsub_events::fetched(ctx, &node, first, payload.unwrap_or(&empty)).await;
+        }
+        (Pending::Items { node, .. }, Some(why)) => {
+            tracing::info!(service = %node.service, node = %node.node, error = %why, "cannot fetch the items of PubSub node: what it received while the link was not subscribed is not delivered");
+            super::pubsub_events::not_fetched(ctx, &node).await;
         }
         (Pending::Publish(..) | Pending::Unsubscribe(_), None) => {}
     }
@@ -373,46 +423,6 @@ pub fn item_message(service: &str, node: &str, item: &Element) -> Message {
     }
     m.persistent = true;
     m
-}
-
-/// Whether a message is a PubSub event notification.
-pub(super) fn is_event(s: &XMessage) -> bool {
-    s.payloads.iter().any(|p| p.is("event", NS_PUBSUB_EVENT))
-}
-
-/// Routes the items of an event notification; retractions, purges and deletions are
-/// not routed.
-pub(super) async fn received(ctx: &LinkCtx, s: &XMessage) {
-    let Some(from) = &s.from else { return };
-    let service = from.to_bare().to_string();
-    let link = ctx.settings.name.as_str();
-    for event in s.payloads.iter().filter(|p| p.is("event", NS_PUBSUB_EVENT)) {
-        for items in event.children().filter(|c| c.is("items", NS_PUBSUB_EVENT)) {
-            let node = items.attr("node").unwrap_or_default().to_owned();
-            let key = PubsubNode {
-                service: service.clone(),
-                node: node.clone(),
-            };
-            for item in items.children().filter(|c| c.is("item", NS_PUBSUB_EVENT)) {
-                let m = item_message(&service, &node, item);
-                let size = m.body.len();
-                match ctx.router.publish_from_pubsub(link, &key, m).await {
-                    Ok(Some(n)) if n > 0 => ctx.status.received(size),
-                    Ok(Some(_)) => {
-                        LinkStatus::bump(&ctx.status.counters.rejected);
-                        tracing::info!(service = %service, node = %node, "no route of this PubSub node accepted the item");
-                    }
-                    Ok(None) => {
-                        tracing::debug!(service = %service, node = %node, "item from a PubSub node no route reads: not routed");
-                    }
-                    Err(e) => {
-                        LinkStatus::bump(&ctx.status.counters.rejected);
-                        tracing::warn!(service = %service, node = %node, error = %e, "PubSub item could not be routed");
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::{Compiler, LinkKind};
 use crate::core::{Pattern, validate_name};
 use crate::routes::jid_pattern::JidPattern;
 use crate::routes::spec::SourceSpec;
-use crate::routes::{PubsubNode, Source};
+use crate::routes::{PUBSUB_MAX_ITEMS, PubsubNode, PubsubRead, Source};
 use crate::translate::{mqtt_names, stomp_names};
 
 impl Compiler<'_> {
@@ -119,12 +119,21 @@ impl Compiler<'_> {
                 }
                 if let Some(p) = &x.pubsub {
                     let node = self.pubsub_node(file, at, route, &p.service, &p.node)?;
+                    if p.catch_up > PUBSUB_MAX_ITEMS {
+                        let msg = format!("pubsub `catch_up` is at most {PUBSUB_MAX_ITEMS}");
+                        self.err(file, at, route, msg);
+                        return None;
+                    }
                     return link_ok.then(|| Source::Xmpp {
                         link: x.link.clone(),
                         jid: None,
                         presence: None,
                         jid_pattern: None,
-                        pubsub: Some(node),
+                        pubsub: Some(PubsubRead {
+                            node,
+                            catch_up: p.catch_up,
+                            retractions: p.retractions,
+                        }),
                     });
                 }
                 if !link_ok {
