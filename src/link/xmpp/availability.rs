@@ -60,6 +60,12 @@ impl Availability {
         }
     }
 
+    /// The users who were online when an earlier session ended and of whom nothing has
+    /// been heard since: those a new session probes.
+    pub fn unconfirmed(&self) -> impl Iterator<Item = &String> {
+        self.unconfirmed.iter()
+    }
+
     /// Whether the user has an available resource.
     pub fn is_online(&self, user: &str) -> bool {
         self.online.contains_key(user)

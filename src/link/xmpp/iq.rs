@@ -39,7 +39,7 @@ pub(super) async fn handle(
         return Ok(());
     }
     if let Some(account) = ctx.settings.account()
-        && let Some(reply) = super::roster::handle(ctx, account, &iq).await
+        && let Some(reply) = super::roster::handle(ctx, st, account, &iq).await
     {
         return match reply {
             Some(r) => sink.send(Stanza::Iq(r)).await,
