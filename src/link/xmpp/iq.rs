@@ -30,6 +30,9 @@ pub(super) async fn handle(
         }
         return Ok(());
     }
+    if super::presence::resource_answer(ctx, st, &iq).await {
+        return Ok(());
+    }
     let mut also = Vec::new();
     if let Some(reply) = commands::answer(ctx, st, &iq, &mut also).await {
         sink.send(Stanza::Iq(reply)).await?;

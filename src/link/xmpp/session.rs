@@ -27,7 +27,7 @@ use super::conn::{Conn, Incoming, Settle};
 use super::inbound::{Confirming, incoming, settle_receipt};
 use super::link::{LinkCtx, lock};
 use super::outbound::{Outcome, outgoing};
-use super::rooms;
+use super::{presence, rooms};
 use crate::core::{ConsumeOptions, Consumer};
 use crate::link::link_queue;
 
@@ -162,21 +162,32 @@ async fn set_up(
             .await?;
         // The server then sends the presence of the contacts who are online, and
         // nothing about those who are not: a contact who was online when the previous
-        // session ended and left meanwhile would never be "offline". Asked, their
-        // server answers for them with an unavailable presence (RFC 6121 §4.3.2),
-        // which gives that event ([`Availability::unavailable`]).
-        let users: Vec<Jid> = presence
+        // session ended and left meanwhile would never be "offline". So each is
+        // probed — their server may answer for them with an unavailable presence (RFC
+        // 6121 §4.3.2; Prosody does, ejabberd does not) — and each of their resources
+        // pinged: the server answers for a resource that is gone with an error (RFC 6121
+        // §8.5.3.2.1), and a resource still there is online, its presence the answer to
+        // the probe, sent before. Either way their "offline" event comes
+        // ([`presence::resource_answer`]).
+        let asked: Vec<(Jid, Vec<Jid>)> = presence
             .unconfirmed()
-            .filter_map(|u| u.parse().ok())
+            .filter_map(|(user, resources)| {
+                let resources = resources.iter().filter_map(|r| r.parse().ok()).collect();
+                Some((user.parse().ok()?, resources))
+            })
             .collect();
-        if !users.is_empty() {
+        if !asked.is_empty() {
             tracing::info!(
-                contacts = users.len(),
+                contacts = asked.len(),
                 "probing the contacts who were online before this new session"
             );
         }
-        for user in users {
+        for (n, (user, resources)) in asked.into_iter().enumerate() {
             sink.send(Stanza::Presence(probe(None, user))).await?;
+            for (m, resource) in resources.into_iter().enumerate() {
+                let ping = presence::resource_ping(resource, &format!("{n}-{m}"));
+                sink.send(Stanza::Iq(ping)).await?;
+            }
         }
     }
     // Join the configured rooms (again, after a reconnect).
