@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(
             asked,
             [
-                ("al@x".to_owned(), vec!["al@x/pc".to_owned(), "al@x/ph".to_owned()]),
+                (
+                    "al@x".to_owned(),
+                    vec!["al@x/pc".to_owned(), "al@x/ph".to_owned()]
+                ),
                 ("bo@x".to_owned(), vec!["bo@x/pc".to_owned()]),
             ]
         );

@@ -406,7 +406,10 @@ pub(super) async fn resource_answer(ctx: &LinkCtx, st: &mut Session, iq: &Iq) ->
     if let (true, Some(from)) = (error, from)
         && let Some(change) = st.presence.gone(from)
     {
-        tracing::info!(user = change.user, "the contact left while the link had no session");
+        tracing::info!(
+            user = change.user,
+            "the contact left while the link had no session"
+        );
         stop_pushes(st, &change.user);
         event(ctx, &change).await;
     }
