@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::forwarder::Forwarder;
@@ -25,6 +25,8 @@ on_both_servers!(
     a_connection_cut_mid_stream_is_resumed_and_loses_nothing,
     when_the_server_cannot_resume_what_it_had_not_acknowledged_is_sent_again,
     after_a_restart_the_bot_pushes_its_roster_subscribers_again,
+    a_contact_removed_from_the_roster_by_another_client_is_no_longer_pushed,
+    after_a_session_that_could_not_be_resumed_a_contact_who_left_meanwhile_is_offline,
 );
 
 /// The test server's self-signed certificate, which the bot trusts through `ca_file`.
@@ -166,6 +168,24 @@ impl<'a> Run<'a> {
         );
     }
 
+    /// Starts a scenario that talks with the test ([`Talk`]).
+    fn talk(&self, name: &'static str) -> Talk {
+        let mut child = self
+            .command(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+        Talk {
+            name,
+            stdin: child.stdin.take().unwrap(),
+            lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+            child,
+            out: String::new(),
+        }
+    }
+
     fn link(&self) -> serde_json::Value {
         let (_, v) = http_json(self.d.addr("admin"), "GET", "/links");
         v[0].clone()
@@ -296,6 +316,68 @@ fn when_the_server_cannot_resume_what_it_had_not_acknowledged_is_sent_again(s: &
     );
 }
 
+/// A scenario that prints a line when it waits for the test, and reads the test's
+/// answer from its stdin.
+struct Talk {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    out: String,
+}
+
+impl Talk {
+    /// Reads the scenario's output up to the line `line`.
+    fn until(&mut self, line: &str, r: &Run) {
+        for l in self.lines.by_ref() {
+            let l = l.unwrap();
+            self.out.push_str(&l);
+            self.out.push('\n');
+            if l == line {
+                return;
+            }
+        }
+        let err = self.stderr();
+        panic!(
+            "{} on {}: ended before `{line}`\nstdout:\n{}\nstderr:\n{err}\ndaemon log:\n{}",
+            self.name,
+            r.s.name,
+            self.out,
+            r.d.log()
+        );
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        err
+    }
+
+    /// Reads the rest of the output and asserts the scenario ended `ok`.
+    fn finish(mut self, r: &Run) {
+        for l in self.lines.by_ref() {
+            self.out.push_str(&l.unwrap());
+            self.out.push('\n');
+        }
+        let status = self.child.wait().unwrap();
+        let err = self.stderr();
+        assert!(
+            status.success() && self.out.trim_end().ends_with("ok"),
+            "{} on {} failed\nstdout:\n{}\nstderr:\n{err}\ndaemon log:\n{}",
+            self.name,
+            r.s.name,
+            self.out,
+            r.d.log()
+        );
+    }
+}
+
 /// The bot's JID routes to a topic: a user subscribed to the bot is pushed that topic.
 const FEED_ROUTES: &str = r#"
 routes:
@@ -305,7 +387,6 @@ routes:
 "#;
 
 fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
-    use std::io::Write;
     let _l = s.lock();
     let mut r = Run::start_with(s, "bpush", FEED_ROUTES);
     let mut child = r
@@ -358,5 +439,69 @@ fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
         "push_restart on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
         s.name,
         r.d.log()
+    );
+}
+
+/// The bot's JID routes to a topic (pushed to its subscribers), with the routes to the
+/// user and of presence events of [`ROUTES`].
+const FEED_SAY_PRESENCE_ROUTES: &str = r#"
+routes:
+  - name: PFX-feed
+    from: {xmpp: {link: bot, jid: "BOT"}}
+    to: [{topic: PFX.feed}]
+  - name: PFX-say
+    from: {stomp: /queue/PFX.say}
+    to: [{xmpp: {link: bot, to: "{header:user}", from: "BOT", type: chat}}]
+  - name: PFX-presence
+    from: {xmpp: {link: bot, presence: "*@localhost"}}
+    to: [{topic: "PFX.presence.{1}"}]
+"#;
+
+/// Another client of the bot's account removes a contact subscribed to the bot from the
+/// roster, while the bot is online: the server's roster push ends the contact's push
+/// subscription, so that what the topic gets afterwards no longer reaches them, even once
+/// they show themselves to the bot again (before, the subscription stayed and their
+/// presence restarted its push).
+fn a_contact_removed_from_the_roster_by_another_client_is_no_longer_pushed(s: &Server) {
+    let _l = s.lock();
+    let r = Run::start_with(s, "brem", FEED_SAY_PRESENCE_ROUTES);
+    let mut t = r.talk("roster_remove");
+    t.until("removed", &r);
+    wait_until(Duration::from_secs(20), "the roster push applied", || {
+        r.d.log()
+            .contains("roster push: the contact is no longer subscribed to the bot")
+            .then_some(())
+    });
+    t.say("go");
+    t.finish(&r);
+    let log = r.d.log();
+    assert!(!log.contains("roster push from someone other"), "{log}");
+}
+
+/// The bot's session ends so that it cannot be resumed (the connection cut, the session
+/// the server kept closed by the operator) while a contact is online; the contact leaves
+/// before the bot is back. The new session's server says nothing of users who are not
+/// online: the bot probes those it knew online, and the server's answer gives the
+/// contact's "offline" event.
+fn after_a_session_that_could_not_be_resumed_a_contact_who_left_meanwhile_is_offline(s: &Server) {
+    let _l = s.lock();
+    let r = Run::start(s, "boff");
+    let mut t = r.talk("offline_meanwhile");
+    t.until("online", &r);
+    r.fwd.refuse(true);
+    r.fwd.cut();
+    wait_until(Duration::from_secs(10), "the link noticed", || {
+        (r.link()["state"] != "connected").then_some(())
+    });
+    close_session(s, &r.bot);
+    t.say("go");
+    t.until("offline", &r);
+    r.fwd.refuse(false);
+    t.finish(&r);
+    let log = r.d.log();
+    assert!(
+        log.contains("the server cannot resume the XMPP stream")
+            && log.contains("probing the contacts who were online before this new session"),
+        "{log}"
     );
 }

@@ -31,7 +31,8 @@ import stomp  # noqa: E402
 args = parse_args(lambda p: (p.add_argument("scenario"), p.add_argument("--prefix", required=True),
                              p.add_argument("--admin-port", type=int, required=True),
                              p.add_argument("--jid", required=True), p.add_argument("--password", required=True),
-                             p.add_argument("--bot", required=True), p.add_argument("--n", type=int, default=300),
+                             p.add_argument("--bot", required=True), p.add_argument("--bot-password", default="pw"),
+                             p.add_argument("--n", type=int, default=300),
                              p.add_argument("--c2s-port", type=int, default=5222)))
 P = args.prefix
 T = args.timeout
@@ -239,8 +240,93 @@ async def push_restart():
     print("ok")
 
 
+async def from_the_test(said):
+    """Prints `said` for the Rust test and waits for its answer line (the XMPP streams keep going
+    meanwhile)."""
+    print(said, flush=True)
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+def at(col, destination):
+    with col.lock:
+        return [m for m in col.messages if m.headers["destination"] == destination]
+
+
+async def roster_remove():
+    """Routes: the bot's JID to the topic P.feed, P-say and P-presence. The user subscribes to the
+    bot and is pushed P.feed. Then another client of the bot's account (slixmpp, resource `other`)
+    removes the user from the account's roster; prints `removed` and waits until the Rust test saw
+    the router apply the roster push. The user then shows itself to the bot (directed presence,
+    which before restarted the push the bot kept): what is published to P.feed now reaches another
+    subscriber of the topic but not the user, a chat routed to the user after it arrives alone."""
+    feed, presence_topic = f"/topic/{P}.feed", f"/topic/{P}.presence.#"
+    s, col = stomp_conn()
+    s.subscribe(feed, id="f", ack="auto", receipt="f")
+    s.subscribe(presence_topic, id="p", ack="auto", receipt="p")
+    wait_for(lambda: {"f", "p"} <= set(col.receipts), T, "SUBSCRIBE receipts")
+    u = await login()
+    u.send_presence_subscription(pto=BOT)
+    await u.wait(lambda: u.client_roster[BOT]["subscription"] == "both", "a mutual subscription")
+    s.send(feed, "before")
+    await u.wait(lambda: bodies(u, "before"), "pushed before the removal")
+    other = User(f"{BOT}/other", args.bot_password, T)
+    other.connect("127.0.0.1", args.c2s_port)
+    await other.started()
+    await other.del_roster_item(args.jid)
+    await other.disconnect()
+    await from_the_test("removed")
+
+    def events():
+        return [json.loads(m.body) for m in at(col, f"/topic/{P}.presence.{args.jid.split('@')[0]}")]
+
+    u.send_presence(pto=BOT, pstatus="still here")
+    await u.wait(lambda: any(e["status"] == "still here" for e in events()), "the directed presence's event")
+    s.send(feed, "after")
+    await u.wait(lambda: any(m.body == "after" for m in at(col, feed)), "the other subscriber got it")
+    s.send(f"/queue/{P}.say", "marker", headers={"user": args.jid})
+    await u.wait(lambda: bodies(u, "marker"), "the chat routed after it")
+    got = [m["body"] for m in u.messages]
+    expect(got == ["before", "marker"], f"the user got {got}")
+    u.disconnect()
+    s.disconnect()
+    print("ok")
+
+
+async def offline_meanwhile():
+    """The user subscribes to the bot and is online (an event). Prints `online` and waits: the
+    Rust test cuts the bot's connection and closes its session on the server, so that it cannot be
+    resumed. The user leaves; prints `offline` once the server ended its session: the Rust test lets
+    the bot reconnect. The bot's new session gets from the server only who is online; the user's
+    "offline" event comes all the same (the bot probes the contacts it knew online)."""
+    s, col = stomp_conn()
+    s.subscribe(f"/topic/{P}.presence.#", id="p", ack="auto", receipt="sub")
+    wait_for(lambda: "sub" in col.receipts, T, "SUBSCRIBE receipt")
+
+    def events():
+        local = args.jid.split("@")[0]
+        return [json.loads(m.body) for m in at(col, f"/topic/{P}.presence.{local}")]
+
+    u = await login()
+    me = str(u.boundjid.full)
+    u.send_presence_subscription(pto=BOT)
+    await u.wait(lambda: any(e["jid"] == me and e["available"] for e in events()), "the online event")
+    await u.wait(lambda: u.client_roster[BOT]["subscription"] == "both", "a mutual subscription")
+    await from_the_test("online")
+    before = len(events())
+    expect(all(e["available"] for e in events()), f"offline too soon: {events()}")
+    await u.disconnect()
+    print("offline", flush=True)
+    await u.wait(lambda: any(not e["available"] for e in events()[before:]), "the offline event")
+    off = [e for e in events()[before:] if not e["available"]]
+    expect(len(off) == 1 and off[0]["user"] == args.jid and off[0]["resources"] == []
+           and off[0]["show"] == "unavailable", f"{off}")
+    s.disconnect()
+    print("ok")
+
+
 SCENARIOS = {"chat": chat, "push_restart": push_restart, "presence": presence, "room": room,
-             "stream_resumed": lambda: stream(True), "stream_not_resumed": lambda: stream(False)}
+             "stream_resumed": lambda: stream(True), "stream_not_resumed": lambda: stream(False),
+             "roster_remove": roster_remove, "offline_meanwhile": offline_meanwhile}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

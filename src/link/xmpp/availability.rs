@@ -8,8 +8,12 @@
 //! resources it has seen available, and an event is a change of that set or of one
 //! resource's presence: "offline" only when the last resource goes, never for a user
 //! the link does not know as online.
+//!
+//! A new session of a bot learns from its server who is online, not who left while it
+//! had no session: [`Availability::after`] remembers who was online, with their
+//! resources, and the new session asks about each (see [`super::session`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use xmpp_parsers::jid::Jid;
 
@@ -43,9 +47,11 @@ pub(super) struct Change {
 pub(super) struct Availability {
     online: HashMap<String, BTreeMap<String, Shown>>,
     /// Users who were online when the previous session ended and of whom nothing has
-    /// been heard since. An unavailable presence for one of them (the answer to the
-    /// probe sent after the reconnect) says they left meanwhile: that is "offline".
-    unconfirmed: HashSet<String>,
+    /// been heard since, with the resources they had that no answer said gone yet. An
+    /// unavailable presence for one of them (the answer to the probe sent after the
+    /// reconnect), or every resource gone ([`Self::gone`]), says they left meanwhile:
+    /// that is "offline".
+    unconfirmed: HashMap<String, BTreeSet<String>>,
 }
 
 impl Availability {
@@ -53,11 +59,44 @@ impl Availability {
     /// server tells again, answering the probes), but who was is remembered.
     pub fn after(previous: Availability) -> Self {
         let mut unconfirmed = previous.unconfirmed;
-        unconfirmed.extend(previous.online.into_keys());
+        for (user, resources) in previous.online {
+            unconfirmed.insert(user, resources.into_keys().collect());
+        }
         Self {
             online: HashMap::new(),
             unconfirmed,
         }
+    }
+
+    /// The users who were online when an earlier session ended and of whom nothing has
+    /// been heard since, with the resources (full JIDs) they had: those a new session
+    /// asks about.
+    pub fn unconfirmed(&self) -> impl Iterator<Item = (&String, &BTreeSet<String>)> {
+        self.unconfirmed.iter()
+    }
+
+    /// The server says the resource `full` does not exist (any more): when it was the
+    /// last of an unconfirmed user's, that user left while the link had no session —
+    /// "offline", for the user as a whole (their bare JID).
+    pub fn gone(&mut self, full: &Jid) -> Option<Change> {
+        let user = full.to_bare().to_string();
+        let resources = self.unconfirmed.get_mut(&user)?;
+        resources.remove(&full.to_string());
+        if !resources.is_empty() {
+            return None;
+        }
+        self.unconfirmed.remove(&user);
+        Some(Change {
+            jid: user.clone(),
+            user,
+            shown: Shown {
+                show: "unavailable",
+                status: None,
+                priority: 0,
+            },
+            available: false,
+            resources: Vec::new(),
+        })
     }
 
     /// Whether the user has an available resource.
@@ -105,7 +144,7 @@ impl Availability {
         let Some(resources) = self.online.get_mut(&user) else {
             // Not online in this session: "offline" only for someone who was online
             // before the reconnect and has not been heard of since.
-            return self.unconfirmed.remove(&user).then(|| Change {
+            return self.unconfirmed.remove(&user).map(|_| Change {
                 jid,
                 user,
                 shown,
@@ -209,5 +248,38 @@ mod tests {
         assert_eq!(a.unavailable(&jid("bo@x"), None, 0), None);
         // Someone never seen: nothing.
         assert_eq!(a.unavailable(&jid("cy@x"), None, 0), None);
+    }
+
+    #[test]
+    fn after_a_reconnect_a_user_whose_every_resource_is_gone_is_offline_once() {
+        let mut a = Availability::default();
+        a.available(&jid("al@x/ph"), shown("available")).unwrap();
+        a.available(&jid("al@x/pc"), shown("available")).unwrap();
+        a.available(&jid("bo@x/pc"), shown("available")).unwrap();
+        let mut a = Availability::after(a);
+        let mut asked: Vec<(String, Vec<String>)> = a
+            .unconfirmed()
+            .map(|(u, r)| (u.clone(), r.iter().cloned().collect()))
+            .collect();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                (
+                    "al@x".to_owned(),
+                    vec!["al@x/pc".to_owned(), "al@x/ph".to_owned()]
+                ),
+                ("bo@x".to_owned(), vec!["bo@x/pc".to_owned()]),
+            ]
+        );
+        // One of al's resources gone: al may still be online.
+        assert_eq!(a.gone(&jid("al@x/ph")), None);
+        let off = a.gone(&jid("al@x/pc"));
+        assert_eq!(brief(off), Some(("al@x".into(), false, "unavailable", 0)));
+        assert_eq!(a.gone(&jid("al@x/pc")), None);
+        // bo answered the probe (online): a resource gone later is not "offline".
+        a.available(&jid("bo@x/tab"), shown("available")).unwrap();
+        assert_eq!(a.gone(&jid("bo@x/pc")), None);
+        assert!(a.is_online("bo@x"));
     }
 }

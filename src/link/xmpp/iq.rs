@@ -30,6 +30,9 @@ pub(super) async fn handle(
         }
         return Ok(());
     }
+    if super::presence::resource_answer(ctx, st, &iq).await {
+        return Ok(());
+    }
     let mut also = Vec::new();
     if let Some(reply) = commands::answer(ctx, st, &iq, &mut also).await {
         sink.send(Stanza::Iq(reply)).await?;
@@ -39,7 +42,7 @@ pub(super) async fn handle(
         return Ok(());
     }
     if let Some(account) = ctx.settings.account()
-        && let Some(reply) = super::roster::handle(ctx, account, &iq).await
+        && let Some(reply) = super::roster::handle(ctx, st, account, &iq).await
     {
         return match reply {
             Some(r) => sink.send(Stanza::Iq(r)).await,

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::Stanza;
 use tracing::Instrument;
+use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Show, Type as PresenceType};
 
@@ -373,6 +374,46 @@ pub(super) fn unsubscribe_all(ctx: &LinkCtx, st: &mut Session, user: &str, ours:
     keys.iter()
         .filter(|o| unsubscribe(ctx, st, user, o))
         .count()
+}
+
+/// The id prefix of the pings a new session sends the resources its contacts had.
+const RESOURCE_PING: &str = "sb-resource-";
+
+/// A ping to `resource`, a resource a contact had when the previous session ended
+/// (`n` makes its id unique in the session).
+pub(super) fn resource_ping(resource: Jid, n: &str) -> Iq {
+    Iq::Get {
+        from: None,
+        to: Some(resource),
+        id: format!("{RESOURCE_PING}{n}"),
+        payload: tokio_xmpp::minidom::Element::builder("ping", super::iq::NS_PING).build(),
+    }
+}
+
+/// Handles the answer to a [`resource_ping`] (whether `iq` is one): an error says the
+/// resource is gone, and the last of a contact's resources gone without a presence from
+/// them meanwhile is their "offline" event. An answer from the resource itself says
+/// nothing new: its presence, the answer to the probe sent before, came first.
+pub(super) async fn resource_answer(ctx: &LinkCtx, st: &mut Session, iq: &Iq) -> bool {
+    let (id, from, error) = match iq {
+        Iq::Error { id, from, .. } => (id, from, true),
+        Iq::Result { id, from, .. } => (id, from, false),
+        _ => return false,
+    };
+    if !id.starts_with(RESOURCE_PING) {
+        return false;
+    }
+    if let (true, Some(from)) = (error, from)
+        && let Some(change) = st.presence.gone(from)
+    {
+        tracing::info!(
+            user = change.user,
+            "the contact left while the link had no session"
+        );
+        stop_pushes(st, &change.user);
+        event(ctx, &change).await;
+    }
+    true
 }
 
 fn stop_pushes(st: &mut Session, user: &str) {

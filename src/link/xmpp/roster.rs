@@ -8,21 +8,38 @@
 //! that user would ([`super::presence`]): a router restarted alone pushes its
 //! subscribers again without them doing anything. Command subscriptions
 //! (`subscribe` command) are not in the roster and stay in memory alone.
+//!
+//! While the bot is online the roster can change without the contact saying anything
+//! to the bot: the admin, or another client of the account, removes the contact or
+//! cancels their subscription. The server tells every session with a roster push
+//! (§2.1.6), which the link follows as it follows the contact's own presence
+//! subscription: a contact no longer subscribed to the bot loses every push from it
+//! (as an `unsubscribe` from them would end it), one newly subscribed gains the push
+//! the rebuild at login would have made.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::{BareJid, Jid};
 
 use super::link::{LinkCtx, lock};
-use super::session::{NS_ROSTER, ROSTER_ID};
+use super::session::{NS_ROSTER, ROSTER_ID, Session};
 use super::{presence, push_caps};
 use crate::core::Destination;
 
 /// Handles the roster traffic of a client link: the answer to the session's roster
 /// request rebuilds the push subscriptions; a roster push from the account's server
-/// (no `from`, or the account's bare JID) gets the acknowledgement the server expects.
-/// `None` for an `iq` that is neither; otherwise the answer to send, if any.
-pub(super) async fn handle(ctx: &LinkCtx, account: &BareJid, iq: &Iq) -> Option<Option<Iq>> {
+/// is applied ([`push`]) and gets the empty result the server expects; one from
+/// anyone else is ignored. `None` for an `iq` that is neither; otherwise the answer to
+/// send, if any.
+pub(super) async fn handle(
+    ctx: &Arc<LinkCtx>,
+    st: &mut Session,
+    account: &BareJid,
+    iq: &Iq,
+) -> Option<Option<Iq>> {
     match iq {
         Iq::Result {
             id,
@@ -31,16 +48,23 @@ pub(super) async fn handle(ctx: &LinkCtx, account: &BareJid, iq: &Iq) -> Option<
         } if id == ROSTER_ID => {
             let contacts = p.children().filter(|c| c.name() == "item").count();
             tracing::info!(contacts, "roster received");
-            rebuild(ctx, account, &subscribers(p)).await;
+            let subscribers = subscribers(p);
+            rebuild(ctx, account, &subscribers).await;
+            st.roster = subscribers.into_iter().collect();
             Some(None)
         }
         Iq::Set {
             from, id, payload, ..
-        } if payload.is("query", NS_ROSTER)
-            && from
-                .as_ref()
-                .is_none_or(|f| f.resource().is_none() && f.to_bare() == *account) =>
-        {
+        } if payload.is("query", NS_ROSTER) => {
+            if !from_the_account(from.as_ref(), account) {
+                // RFC 6121 §2.1.6: anyone else could forge one; no answer either.
+                tracing::warn!(
+                    from = from.as_ref().map(ToString::to_string),
+                    "roster push from someone other than the account's server: ignored"
+                );
+                return Some(None);
+            }
+            push(ctx, st, account, payload).await;
             Some(Some(Iq::Result {
                 from: None,
                 to: None,
@@ -49,6 +73,77 @@ pub(super) async fn handle(ctx: &LinkCtx, account: &BareJid, iq: &Iq) -> Option<
             }))
         }
         _ => None,
+    }
+}
+
+/// Whether a roster push comes from the account's server: no `from` (the account
+/// implicitly), or the account's bare JID (RFC 6121 §2.1.6).
+fn from_the_account(from: Option<&Jid>, account: &BareJid) -> bool {
+    from.is_none_or(|f| f.resource().is_none() && f.to_bare() == *account)
+}
+
+/// What a roster push changes for the link, given the contacts the roster had
+/// subscribed to the account (`known`, updated): the bare JIDs of its users now
+/// subscribed (`from`, `both`), and of those no longer — removed from the roster, or
+/// `none` or `to` after being subscribed. (A `none` for a contact who was not
+/// subscribed is no loss: the bot asking a user for their presence, after an ad-hoc
+/// command subscription, adds them so; their command subscription stays.)
+fn changes(query: &Element, known: &mut HashSet<String>) -> (Vec<String>, Vec<String>) {
+    let (mut gained, mut lost) = (Vec::new(), Vec::new());
+    for item in query.children().filter(|c| c.is("item", NS_ROSTER)) {
+        let Some(jid) = item.attr("jid").and_then(|j| j.parse::<BareJid>().ok()) else {
+            continue;
+        };
+        if jid.node().is_none() {
+            continue;
+        }
+        let jid = jid.to_string();
+        match item.attr("subscription") {
+            Some("from" | "both") => {
+                known.insert(jid.clone());
+                gained.push(jid);
+            }
+            Some("remove") => {
+                known.remove(&jid);
+                lost.push(jid);
+            }
+            // No `subscription` is `none` (RFC 6121 §2.1.2.5).
+            Some("none" | "to") | None => {
+                if known.remove(&jid) {
+                    lost.push(jid);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    (gained, lost)
+}
+
+/// Applies a roster push: a contact no longer subscribed to the account loses every
+/// push from it, command subscriptions included (as their `unsubscribe` would end
+/// them); one subscribed gets the push the rebuild at login makes, if the link lacks
+/// it, started at once if they are online.
+async fn push(ctx: &Arc<LinkCtx>, st: &mut Session, account: &BareJid, query: &Element) {
+    let (gained, lost) = changes(query, &mut st.roster);
+    let ours = account.to_string();
+    for user in &lost {
+        let ended = presence::unsubscribe_all(ctx, st, user, &ours);
+        if ended > 0 {
+            tracing::info!(
+                user,
+                ended,
+                "roster push: the contact is no longer subscribed to the bot; their pushes end"
+            );
+        }
+    }
+    if gained.is_empty() {
+        return;
+    }
+    rebuild(ctx, account, &gained).await;
+    for user in &gained {
+        if st.presence.is_online(user) {
+            presence::start_pushes(ctx, st, user);
+        }
     }
 }
 
@@ -125,5 +220,44 @@ mod tests {
         .parse()
         .unwrap();
         assert_eq!(subscribers(&q), ["al@x", "bo@x"]);
+    }
+
+    #[test]
+    fn a_push_gains_the_subscribed_and_loses_those_no_longer() {
+        let q: Element = format!(
+            "<query xmlns='{NS_ROSTER}'>\
+             <item jid='al@x' subscription='both'/>\
+             <item jid='bo@x' subscription='remove'/>\
+             <item jid='cy@x' subscription='to'/>\
+             <item jid='di@x' subscription='none' ask='subscribe'/>\
+             <item jid='ed@x'/>\
+             <item jid='fa@x' subscription='from'/>\
+             <item jid='gu@x' subscription='none' ask='subscribe'/>\
+             <item jid='conference.x' subscription='remove'/>\
+             </query>"
+        )
+        .parse()
+        .unwrap();
+        let mut known: HashSet<String> = ["bo@x", "cy@x", "di@x", "ed@x", "fa@x"]
+            .map(String::from)
+            .into();
+        let (gained, lost) = changes(&q, &mut known);
+        assert_eq!(gained, ["al@x", "fa@x"]);
+        // gu@x was never subscribed (the bot asking them): no loss.
+        assert_eq!(lost, ["bo@x", "cy@x", "di@x", "ed@x"]);
+        let mut known: Vec<_> = known.into_iter().collect();
+        known.sort();
+        assert_eq!(known, ["al@x", "fa@x"]);
+    }
+
+    #[test]
+    fn only_the_account_may_push_its_roster() {
+        let account: BareJid = "bot@x".parse().unwrap();
+        let jid = |s: &str| s.parse::<Jid>().unwrap();
+        assert!(from_the_account(None, &account));
+        assert!(from_the_account(Some(&jid("bot@x")), &account));
+        assert!(!from_the_account(Some(&jid("bot@x/pc")), &account));
+        assert!(!from_the_account(Some(&jid("x")), &account));
+        assert!(!from_the_account(Some(&jid("eve@x")), &account));
     }
 }

@@ -9,7 +9,7 @@
 //! queue still unacknowledged — waits for the next connection, which resumes it without
 //! setting anything up again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -27,7 +27,7 @@ use super::conn::{Conn, Incoming, Settle};
 use super::inbound::{Confirming, incoming, settle_receipt};
 use super::link::{LinkCtx, lock};
 use super::outbound::{Outcome, outgoing};
-use super::rooms;
+use super::{presence, rooms};
 use crate::core::{ConsumeOptions, Consumer};
 use crate::link::link_queue;
 
@@ -40,6 +40,9 @@ pub(super) const ROSTER_ID: &str = "sb-roster";
 pub(super) struct Session {
     /// Users with at least one available resource, and their resources.
     pub presence: Availability,
+    /// The contacts the account's roster has subscribed to it (`from`, `both`), as
+    /// the roster request and pushes said ([`super::roster`]).
+    pub roster: HashSet<String>,
     /// Running pushes by (user, our JID).
     pub pushes: HashMap<(String, String), CancellationToken>,
     pub out: mpsc::Sender<(Stanza, oneshot::Sender<bool>)>,
@@ -73,6 +76,7 @@ impl Session {
         let (out, out_rx) = mpsc::channel(64);
         Ok(Self {
             presence,
+            roster: HashSet::new(),
             pushes: HashMap::new(),
             out,
             out_rx,
@@ -122,7 +126,7 @@ pub(super) async fn run(
         super::pubsub::follow_routes(ctx, st);
     }
     let reason = if fresh {
-        set_up(ctx, conn)
+        set_up(ctx, conn, &st.presence)
             .await
             .err()
             .map(|e| format!("send failed: {e}"))
@@ -137,8 +141,13 @@ pub(super) async fn run(
     reason
 }
 
-/// What a new session sends first.
-async fn set_up(ctx: &Arc<LinkCtx>, sink: &mut Sink) -> Result<(), tokio_xmpp::Error> {
+/// What a new session sends first. `presence`: who the link knows as online, from the
+/// sessions before.
+async fn set_up(
+    ctx: &Arc<LinkCtx>,
+    sink: &mut Sink,
+    presence: &Availability,
+) -> Result<(), tokio_xmpp::Error> {
     if ctx.settings.is_client() {
         // The roster first, then presence (RFC 6121 §2.1.3): the server then sends the
         // presence of the contacts we are subscribed to, and roster changes.
@@ -151,6 +160,35 @@ async fn set_up(ctx: &Arc<LinkCtx>, sink: &mut Sink) -> Result<(), tokio_xmpp::E
         sink.send(Stanza::Iq(roster)).await?;
         sink.send(Stanza::Presence(Presence::new(PresenceType::None)))
             .await?;
+        // The server then sends the presence of the contacts who are online, and
+        // nothing about those who are not: a contact who was online when the previous
+        // session ended and left meanwhile would never be "offline". So each is
+        // probed — their server may answer for them with an unavailable presence (RFC
+        // 6121 §4.3.2; Prosody does, ejabberd does not) — and each of their resources
+        // pinged: the server answers for a resource that is gone with an error (RFC 6121
+        // §8.5.3.2.1), and a resource still there is online, its presence the answer to
+        // the probe, sent before. Either way their "offline" event comes
+        // ([`presence::resource_answer`]).
+        let asked: Vec<(Jid, Vec<Jid>)> = presence
+            .unconfirmed()
+            .filter_map(|(user, resources)| {
+                let resources = resources.iter().filter_map(|r| r.parse().ok()).collect();
+                Some((user.parse().ok()?, resources))
+            })
+            .collect();
+        if !asked.is_empty() {
+            tracing::info!(
+                contacts = asked.len(),
+                "probing the contacts who were online before this new session"
+            );
+        }
+        for (n, (user, resources)) in asked.into_iter().enumerate() {
+            sink.send(Stanza::Presence(probe(None, user))).await?;
+            for (m, resource) in resources.into_iter().enumerate() {
+                let ping = presence::resource_ping(resource, &format!("{n}-{m}"));
+                sink.send(Stanza::Iq(ping)).await?;
+            }
+        }
     }
     // Join the configured rooms (again, after a reconnect).
     for r in &ctx.settings.rooms {
@@ -167,14 +205,20 @@ async fn set_up(ctx: &Arc<LinkCtx>, sink: &mut Sink) -> Result<(), tokio_xmpp::E
         let subs: Vec<(String, String)> = lock(&ctx.subs).keys().cloned().collect();
         for (user, ours) in subs {
             if let (Ok(user), Ok(ours)) = (user.parse::<Jid>(), ours.parse::<Jid>()) {
-                let mut probe = Presence::new(PresenceType::Probe);
-                probe.from = Some(ours);
-                probe.to = Some(user);
-                sink.send(Stanza::Presence(probe)).await?;
+                sink.send(Stanza::Presence(probe(Some(ours), user))).await?;
             }
         }
     }
     Ok(())
+}
+
+/// A presence probe (RFC 6121 §4.3) to `to`, from `from` (a component's JID; a
+/// client's server stamps the session's).
+fn probe(from: Option<Jid>, to: Jid) -> Presence {
+    let mut probe = Presence::new(PresenceType::Probe);
+    probe.from = from;
+    probe.to = Some(to);
+    probe
 }
 
 async fn session_loop(
