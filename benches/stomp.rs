@@ -5,7 +5,9 @@
 //! `cargo bench --bench stomp` with RabbitMQ's STOMP on 127.0.0.1:61623 (guest/guest).
 //! Scenarios: queue 1→1 and topic 1→10, 100-byte and 4 KiB bodies, closed loop (the
 //! publisher sends as fast as the broker accepts; TCP backpressure applies), and the
-//! same at fixed rates for latency. Each message carries its send time, and subscribers
+//! same at fixed rates for latency. Nothing may be lost on either side: the router's
+//! topic subscriptions are set to `overflow: block` (their default, `drop-head`, drops
+//! for a slow subscriber where RabbitMQ slows the publisher). Each message carries its send time, and subscribers
 //! measure end-to-end latency. Every row follows benches/common/method.rs (warm-up,
 //! rotating order, repeats, median and spread, CPU of each broker); the RabbitMQ queues
 //! a sample declared are deleted after it.
@@ -136,7 +138,14 @@ fn main() {
     let rabbit_up =
         plan.peers && std::net::TcpStream::connect_timeout(&rabbit, Duration::from_secs(1)).is_ok();
     let rabbit_pids: Vec<u32> = common::peers::rabbitmq_pid().into_iter().collect();
-    let (router, addr) = common::start_router("stomp", "");
+    // Topic subscriptions wait for their subscriber as RabbitMQ's do (its credit flow
+    // slows the publisher; nothing is dropped): the router's default for them is
+    // `drop-head`, which lost messages on the closed-loop topic rows once publishing
+    // outran ten subscribers (2026-12-05). Same guarantee on both sides.
+    let (router, addr) = common::start_router(
+        "stomp",
+        "queues:\n  subscription_defaults:\n    overflow: block\n",
+    );
     let router_pids = vec![router.0.id()];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
