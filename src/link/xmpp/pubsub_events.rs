@@ -551,6 +551,24 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_node_is_a_reconnection_after_a_restart() {
+        let (a, b, c) = (item("a", "1"), item("b", "2"), item("c", "3"));
+        let mut s = Seen::default();
+        // Nothing to keep before the node's first fetch.
+        s.remember(&node(), "a", digest(&a));
+        assert!(s.kept(&node()).is_none());
+        s.deliverable(&node(), &[&a, &b], Some(1));
+        let kept = s.kept(&node()).unwrap();
+        let mut restarted = Seen::default();
+        restarted.restore(node(), kept);
+        assert!(restarted.knows(&node()));
+        assert_eq!(
+            ids(&restarted.deliverable(&node(), &[&a, &b, &c], None)),
+            ["c"]
+        );
+    }
+
+    #[test]
     fn retractions_say_so() {
         let m = retraction_message("pubsub.example.org", "n", "i7");
         assert!(m.body.is_empty());
