@@ -386,6 +386,8 @@ routes:
     to: [{topic: PFX.feed}]
 "#;
 
+/// The router restarts without what its store kept (its data directory removed while it
+/// is stopped, as with `--data-dir off`): the bot's roster is what tells it whom to push.
 fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
     let _l = s.lock();
     let mut r = Run::start_with(s, "bpush", FEED_ROUTES);
@@ -413,7 +415,14 @@ fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
     );
     let cfg = r.d.routes_dir().parent().unwrap().join("switchboard.yaml");
     let cfg = cfg.display().to_string();
-    r.d = r.d.stop_and_restart(&["--config", &cfg]);
+    r.d.signal("TERM");
+    wait_until(Duration::from_secs(20), "the router stopped", || {
+        r.d.child.try_wait().unwrap().map(|_| ())
+    });
+    r.d = r.d.kill_change_restart(
+        |dir| std::fs::remove_dir_all(dir.join("data")).unwrap(),
+        &["--config", &cfg],
+    );
     // Once rebuilt, the push subscription collects what is published (and the user's
     // presence, which the server sends the bot after its login, starts the push).
     wait_until(

@@ -23,6 +23,8 @@ on_both_servers!(
     presence_unsubscribe_from_the_bot_ends_the_command_subscriptions,
     command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_component,
     command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot,
+    a_restarted_component_pushes_the_command_subscriptions_again,
+    a_restarted_bot_pushes_the_command_subscriptions_again,
 );
 
 const ROOM_ROUTES: &str = r#"
@@ -155,6 +157,31 @@ fn run_scenario(
     scenario: &str,
     extra: &str,
 ) -> Daemon {
+    let (d, mut cmd) = start_scenario(s, name, link, target, scenario, extra);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "scenario on {} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
+        s.name,
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    d
+}
+
+/// Starts the router of [`run_scenario`] (with a data directory), once its link is
+/// connected; returns it and the scenario's command, not started.
+fn start_scenario(
+    s: &Server,
+    name: &str,
+    link: &str,
+    target: &str,
+    scenario: &str,
+    extra: &str,
+) -> (Daemon, Command) {
     let p = common::unique_prefix(name).to_lowercase();
     let (alice, pw) = s.user(&format!("{p}-a"));
     let (bob, _) = s.user(&format!("{p}-b"));
@@ -190,27 +217,17 @@ auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}
         let (_, v) = http_json(d.addr("admin"), "GET", "/links");
         (v[0]["state"] == "connected").then_some(())
     });
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/xmpp_commands_scenarios.py"
-        ))
-        .args(["--port", &d.addr("stomp").port().to_string()])
-        .args(["--c2s-port", &s.c2s.to_string()])
-        .args(["--prefix", &p, "--target", &target.replace("BOT", &bot)])
-        .args(["--jid", &alice, "--jid2", &bob, "--jid3", &carol])
-        .args(["--password", &pw, "--timeout", "15", scenario])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "scenario on {} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
-        s.name,
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    d
+    let mut cmd = Command::new(python());
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/py/xmpp_commands_scenarios.py"
+    ))
+    .args(["--port", &d.addr("stomp").port().to_string()])
+    .args(["--c2s-port", &s.c2s.to_string()])
+    .args(["--prefix", &p, "--target", &target.replace("BOT", &bot)])
+    .args(["--jid", &alice, "--jid2", &bob, "--jid3", &carol])
+    .args(["--password", &pw, "--timeout", "15", scenario]);
+    (d, cmd)
 }
 
 fn ad_hoc_commands_on_the_component_follow_the_users_permissions(s: &Server) {
@@ -310,4 +327,69 @@ fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_component(
 fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot(s: &Server) {
     let _l = s.lock();
     caps(s, "capb", &bot_link(s), "BOT/switchboard");
+}
+
+/// The restart scenario: alice subscribes to a topic with the command; the router
+/// stops (SIGTERM) and starts again over the same data directory, and once its link is
+/// back the scenario publishes to the topic (STOMP): it reaches alice, who did nothing
+/// meanwhile. So the command subscription was kept in the router's store and its push
+/// restarted (the component probes its subscribers, the bot's server sends it their
+/// presence).
+fn restart(s: &Server, name: &str, link: &str, target: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let (d, mut cmd) = start_scenario(s, name, link, target, "restart", "");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line == "restart" {
+            break;
+        }
+    }
+    assert!(
+        out.ends_with("restart\n"),
+        "scenario before the restart:\n{out}\n{}",
+        d.log()
+    );
+    let cfg = d.routes_dir().parent().unwrap().join("switchboard.yaml");
+    let cfg = cfg.display().to_string();
+    let d = d.stop_and_restart(&["--config", &cfg]);
+    wait_until(Duration::from_secs(20), "XMPP link connected again", || {
+        let (_, v) = http_json(d.addr("admin"), "GET", "/links");
+        (v[0]["state"] == "connected").then_some(())
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", d.addr("stomp").port()).unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        status.success() && out.trim_end().ends_with("ok"),
+        "restart scenario on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
+        s.name,
+        d.log()
+    );
+}
+
+fn a_restarted_component_pushes_the_command_subscriptions_again(s: &Server) {
+    let _l = s.lock();
+    restart(s, "rstc", &component_link(s), "bridge.localhost");
+}
+
+fn a_restarted_bot_pushes_the_command_subscriptions_again(s: &Server) {
+    let _l = s.lock();
+    restart(s, "rstb", &bot_link(s), "BOT/switchboard");
 }

@@ -23,6 +23,8 @@ on_both_servers!(
     bot_a_node_fed_from_mqtt_and_a_node_read_into_stomp_following_reloads,
     component_items_published_while_away_are_delivered_once_in_order,
     bot_items_published_while_away_are_delivered_once_in_order,
+    component_items_published_while_the_router_was_stopped_are_delivered_once_in_order,
+    bot_items_published_while_the_router_was_stopped_are_delivered_once_in_order,
     retractions_reach_the_routes_asking_for_them,
     bot_reads_a_users_pep_node,
 );
@@ -313,6 +315,84 @@ fn items_published_while_away(s: &Server, bot: bool) {
     );
     scenario(s, &d, &p, &u, "away_check");
     assert_eq!(counter(&d, "received"), 5, "{}", d.log());
+}
+
+/// As [`items_published_while_away`], across a restart of the router (SIGTERM, then
+/// started again over the same data directory) instead of a cut connection: after the
+/// first subscription's catch_up (old-2), two items are published while the router is
+/// stopped; once it is back, they are delivered once, in order, before a live one, and
+/// nothing delivered (or skipped) before the restart comes again. So what the link
+/// delivered from the node was kept in the router's store.
+fn items_published_while_stopped(s: &Server, bot: bool) {
+    let _l = s.lock();
+    pubsub_ready(s);
+    let p = unique_prefix("stopped").to_lowercase();
+    let u = s.user(&p);
+    let fwd = forwarder(s, bot);
+    let mut d = router(s, &fwd, &p, "routes: []\n", bot);
+    scenario(s, &d, &p, &u, "away_before");
+    write_atomic(
+        &d.routes_dir().join("pubsub.yaml"),
+        &AWAY.replace("PFX", &p),
+    );
+    wait_until(Duration::from_secs(15), "old-2 caught up", || {
+        (counter(&d, "received") == 1).then_some(())
+    });
+    scenario(s, &d, &p, &u, "restart_drained");
+    d.signal("TERM");
+    wait_until(Duration::from_secs(20), "the router stopped", || {
+        d.child.try_wait().unwrap().map(|_| ())
+    });
+    let (stomp, mqtt) = (d.addr("stomp").port(), d.addr("mqtt").port());
+    let cfg = d.routes_dir().parent().unwrap().join("switchboard.yaml");
+    let cfg = cfg.display().to_string();
+    d = d.kill_change_restart(
+        |_| {
+            // The router is down: its ports only fill the scenario's arguments.
+            let out = Command::new(python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/py/pubsub_scenarios.py"
+                ))
+                .args([
+                    "--port",
+                    &stomp.to_string(),
+                    "--mqtt-port",
+                    &mqtt.to_string(),
+                ])
+                .args(["--prefix", &p, "--jid", &u.0, "--password", &u.1])
+                .args(["--c2s-port", &s.c2s.to_string()])
+                .args(["--timeout", "15", "restart_publish"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "restart_publish failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        },
+        &["--config", &cfg],
+    );
+    wait_until(Duration::from_secs(30), "missed items delivered", || {
+        (counter(&d, "received") == 2).then_some(())
+    });
+    assert!(
+        d.current_log()
+            .contains("restored what this link delivered from the PubSub node"),
+        "{}",
+        d.log()
+    );
+    scenario(s, &d, &p, &u, "restart_check");
+    assert_eq!(counter(&d, "received"), 3, "{}", d.log());
+}
+
+fn component_items_published_while_the_router_was_stopped_are_delivered_once_in_order(s: &Server) {
+    items_published_while_stopped(s, false);
+}
+
+fn bot_items_published_while_the_router_was_stopped_are_delivered_once_in_order(s: &Server) {
+    items_published_while_stopped(s, true);
 }
 
 /// Closes the bot's session on the server (the one it keeps for resumption).

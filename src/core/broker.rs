@@ -36,6 +36,9 @@ pub(super) struct Inner {
     /// Metadata the store recovered for the edges (by namespace), taken once by each.
     pub(super) recovered_meta:
         Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>>,
+    /// The store's metadata namespaces handed out by [`Core::kept_metadata`], one
+    /// handle each.
+    pub(super) kept_meta: Mutex<HashMap<&'static str, Arc<super::kept_meta::StoreMeta>>>,
 }
 
 /// Handle to the broker core; cheap to clone.
@@ -98,6 +101,7 @@ impl Core {
                 flow: flow::Flow::default(),
                 held: Held::default(),
                 recovered_meta: Mutex::default(),
+                kept_meta: Mutex::default(),
             }),
         };
         for (name, options) in named {

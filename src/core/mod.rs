@@ -28,6 +28,7 @@ mod durable;
 mod error;
 mod fanout;
 pub mod flow;
+mod kept_meta;
 pub mod message;
 pub mod pattern;
 pub mod persist;

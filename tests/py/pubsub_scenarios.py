@@ -240,6 +240,29 @@ async def away_check():
     expect(all(m.headers.get("x-xmpp-pubsub-event") == "item" for m in got), f"{[m.headers for m in got]}")
 
 
+async def restart_drained():
+    """Before the router restarts: the first subscription's catch_up delivered old-2 alone."""
+    bodies = [m.body for m in drain(f"/queue/{P}.away", 1)]
+    expect(bodies == ["old-2"], f"bodies {bodies}")
+
+
+async def restart_publish():
+    """While the router is stopped: two items."""
+    await publish_texts(f"{P}-away", "stopped-1", "stopped-2")
+
+
+async def restart_check():
+    """After the router restarted: one live item, then the STOMP queue holds the two items
+    published while it was stopped, in order, then the live one, each once (old-1 and old-2,
+    delivered or skipped before the restart, not again)."""
+    await publish_texts(f"{P}-away", "live-1")
+    got = drain(f"/queue/{P}.away", 3)
+    bodies = [m.body for m in got]
+    expect(bodies == ["stopped-1", "stopped-2", "live-1"], f"bodies {bodies}")
+    ids = [m.headers.get("x-xmpp-pubsub-item") for m in got]
+    expect(ids == bodies, f"item ids {ids}")
+
+
 async def retract():
     """An item published to PFX-cmd, then retracted (with notify), then another: the route asking
     for retractions gets the item, the retraction (empty body, its id), the other item; the other
@@ -287,7 +310,7 @@ async def pep_check():
 
 SCENARIOS = {f.__name__: f for f in (mqtt_to_node, mqtt_missing, create_node, node_to_stomp, bridge_subscribed,
                                      away_before, away_publish, away_check, retract, pep_roster, pep_publish,
-                                     pep_check)}
+                                     pep_check, restart_drained, restart_publish, restart_check)}
 
 if __name__ == "__main__":
     f = SCENARIOS.get(args.scenario) or fail(f"unknown scenario {args.scenario}")

@@ -268,8 +268,34 @@ async def caps():
     print("ok")
 
 
+async def restart():
+    """alice subscribes to a topic with the command (the link asks for her presence in
+    return), prints `restart` and waits, connected, for the test to restart the router and
+    give its new STOMP port: a publish to her topic then reaches her, once, without her doing
+    anything (the subscription was kept across the restart)."""
+    alice = await login(args.jid)
+    sub = await run(alice, "subscribe", topic=f"{P}.alerts")
+    expect("subscribed" in notes(sub), notes(sub))
+    await alice.wait(lambda: alice.client_roster[FROM]["subscription"] == "both", "a mutual subscription")
+    print("restart", flush=True)
+    port = int(await asyncio.to_thread(sys.stdin.readline))
+    c = stomp.Connection12([("127.0.0.1", port)], heartbeats=(0, 0))
+    col = Collector(T)
+    c.set_listener("c", col)
+    c.connect(wait=True)
+    c.send(f"/topic/{P}.alerts", "after the restart", headers={"receipt": "r1"})
+    wait_for(lambda: "r1" in col.receipts, T, "the publish received")
+    await alice.wait(lambda: any(m["body"] == "after the restart" for m in alice.messages),
+                     "the alert pushed to alice after the restart")
+    got = [m["body"] for m in alice.messages]
+    expect(got.count("after the restart") == 1, f"alice got {got}")
+    alice.disconnect()
+    c.disconnect()
+    print("ok")
+
+
 SCENARIOS = {"commands": commands, "rooms": rooms, "presence_unsubscribe": presence_unsubscribe,
-             "caps": caps}
+             "caps": caps, "restart": restart}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 asyncio.run(SCENARIOS[args.scenario]())

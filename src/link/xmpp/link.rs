@@ -25,12 +25,17 @@ pub(super) struct LinkCtx {
     pub router: Router,
     pub status: Arc<LinkStatus>,
     /// Presence-driven push: (user's bare JID, our JID) → what is pushed. Kept across
-    /// reconnects (in memory alone; clustered, a mirror of [`Self::shared_subs`]).
+    /// reconnects, and a mirror of [`Self::kept_subs`] when there is one.
     pub subs: Mutex<BTreeMap<(String, String), Sub>>,
-    /// Clustered: the cluster's copy of `subs`, which the router holding the link
-    /// writes and every router mirrors, so whichever takes the link over knows whom
-    /// to push (see [`super::presence::shared_key`]).
-    pub shared_subs: Option<Arc<dyn SharedMeta>>,
+    /// Where `subs` outlives the process ([`crate::core::Core::kept_metadata`]):
+    /// clustered, the cluster's copy, which the router holding the link writes and
+    /// every router mirrors, so whichever takes the link over knows whom to push; alone,
+    /// the router's store, so a restarted router pushes them again (see
+    /// [`super::presence::shared_key`]). `None` with `--data-dir off`: memory only.
+    pub kept_subs: Option<Arc<dyn SharedMeta>>,
+    /// Where what the link delivered from PubSub nodes is kept across restarts
+    /// ([`super::pubsub_events::keeper`]); `None`: in memory only.
+    pub kept_pubsub: Option<Arc<dyn SharedMeta>>,
     /// The users whose permissions ad-hoc commands have ([`XmppLinkSettings::users`]).
     pub auth: Arc<crate::auth::Auth>,
     /// PubSub requests in flight and nodes created this session.
@@ -78,19 +83,22 @@ pub fn spawn(
         }
         Mode::Client(c) => tracing::info_span!("xmpp_link", link = %settings.name, jid = %c.jid),
     };
-    let shared_subs = router.core().shared_metadata(super::META_XMPP_PUSH);
+    let kept_subs = router.core().kept_metadata(super::META_XMPP_PUSH);
+    let kept_pubsub = super::pubsub_events::keeper(router.core());
     let ctx = Arc::new(LinkCtx {
         settings,
         router,
         status,
         subs: Mutex::new(BTreeMap::new()),
-        shared_subs,
+        kept_subs,
+        kept_pubsub,
         auth,
         pubsub: super::pubsub::State::default(),
         routes_changed,
         over_cap: Mutex::new(HashSet::new()),
     });
-    let mirrored = ctx.shared_subs.as_ref().map(|shared| {
+    super::pubsub_events::restore(&ctx);
+    let mirrored = ctx.kept_subs.as_ref().map(|shared| {
         let mirror = Arc::downgrade(&ctx);
         shared.watch(Box::new(move |key, value| {
             if let Some(ctx) = mirror.upgrade() {
@@ -111,11 +119,11 @@ pub fn spawn(
     };
     tracker.spawn(
         async move {
-            // Whom to probe after connecting: the cluster's subscriptions, once read.
+            // Whom to probe after connecting: the kept subscriptions, once read.
             if let Some(mirrored) = mirrored
                 && let Err(e) = mirrored.wait().await
             {
-                tracing::warn!(error = %e, "cannot read the cluster's presence subscriptions");
+                tracing::warn!(error = %e, "cannot read the kept presence subscriptions");
             }
             supervise(link, status, backoff, cancel, lease).await;
         }

@@ -25,8 +25,9 @@ use crate::translate::escape::escape_level;
 /// Prefix of the durable subscription queues of presence-driven push.
 pub const PUSH_PREFIX: &str = "$sb.push.";
 
-/// The metadata namespace of presence subscriptions, which a cluster keeps for every
-/// router ([`crate::core::Core::shared_metadata`]); alone, they are kept in memory.
+/// The metadata namespace of push subscriptions (presence and ad-hoc command ones),
+/// which a cluster keeps for every router and a router alone in its store
+/// ([`crate::core::Core::kept_metadata`]); with `--data-dir off`, in memory only.
 pub const META_XMPP_PUSH: &str = "xmpp_push";
 
 /// A subscription's key in [`META_XMPP_PUSH`]: both bare JIDs, which cannot contain
@@ -35,19 +36,24 @@ pub(super) fn shared_key(user: &str, ours: &str) -> String {
     format!("{user}/{ours}")
 }
 
-/// A subscription as the cluster keeps it.
+/// A subscription as it is kept.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SharedSub {
     destination: String,
     queue: String,
 }
 
-/// Applies another router's change to the cluster's presence subscriptions (`None`:
-/// ended) to this router's mirror.
+/// Applies a kept push subscription (what the store held at start, another router's
+/// change: `None`, ended) to this link's mirror. The namespace holds every link's:
+/// those of JIDs the link cannot send from are another link's.
 pub(super) fn mirror(ctx: &LinkCtx, key: &str, value: Option<&[u8]>) {
     let Some((user, ours)) = key.split_once('/') else {
         return;
     };
+    let bare = ours.split_once('/').map_or(ours, |(bare, _)| bare);
+    if ctx.settings.refuses_from(bare).is_some() {
+        return;
+    }
     let key = (user.to_owned(), ours.to_owned());
     let sub = value.and_then(|v| {
         let s: SharedSub = serde_json::from_slice(v).ok()?;
@@ -67,10 +73,11 @@ pub(super) fn mirror(ctx: &LinkCtx, key: &str, value: Option<&[u8]>) {
     }
 }
 
-/// Writes a subscription's change to the cluster (clustered only), logging a failure:
-/// the router holding the link still pushes; one taking it over would not know.
+/// Writes a subscription's change where subscriptions are kept (the cluster, the
+/// store), logging a failure: the link still pushes; a router taking it over, or this
+/// one restarted, would not know.
 fn share(ctx: &LinkCtx, user: &str, ours: &str, sub: Option<&Sub>) {
-    let Some(shared) = &ctx.shared_subs else {
+    let Some(shared) = &ctx.kept_subs else {
         return;
     };
     let key = shared_key(user, ours);
@@ -87,7 +94,7 @@ fn share(ctx: &LinkCtx, user: &str, ours: &str, sub: Option<&Sub>) {
     let (user, ours) = (user.to_owned(), ours.to_owned());
     tokio::spawn(async move {
         if let Err(e) = wait.wait().await {
-            tracing::warn!(user, jid = ours, error = %e, "cannot record a presence subscription in the cluster: another router taking the link over would not push it");
+            tracing::warn!(user, jid = ours, error = %e, "cannot record a push subscription: a router taking the link over, or this one restarted, would not push it");
         }
     });
 }

@@ -210,6 +210,7 @@ pub(super) fn follow_routes(ctx: &Arc<LinkCtx>, st: &Session) {
                 for n in have.iter().filter(|n| !want.contains(n)) {
                     tracing::info!(service = %n.service, node = %n.node, "no route reads this PubSub node any more: unsubscribing");
                     lock(&ctx.pubsub.seen).forget(n);
+                    super::pubsub_events::forgotten(&ctx, n);
                     let what = Pending::Unsubscribe(n.node.clone());
                     send.extend(node_request(&ctx, "unsubscribe", n, what));
                 }

@@ -1,9 +1,12 @@
 //! What the nodes a link reads send it: event notifications (items, retractions), and
 //! the items it fetches when it subscribes, to deliver those it missed while away.
 //!
-//! **Exactly once across reconnections.** The link remembers, per node and in memory,
-//! the items it delivered lately: their ids and a digest of their payload (the last
-//! [`REMEMBERED`]). Each time it subscribes (a new session, a reload adding the node, a
+//! **Exactly once across reconnections.** The link remembers, per node, the items it
+//! delivered lately: their ids and a digest of their payload (the last
+//! [`REMEMBERED`]). A router running alone with a store keeps that in the store too
+//! ([`META_XMPP_PUBSUB`]), so that after a restart the first fetch delivers what was
+//! published while it was stopped; clustered, or with `--data-dir off`, it is kept in
+//! memory only. Each time it subscribes (a new session, a reload adding the node, a
 //! refused subscription asked again) it fetches the node's last
 //! [`PUBSUB_MAX_ITEMS`] (XEP-0060 §6.5.7) and delivers, in the order the service lists
 //! them (oldest first, on Prosody and ejabberd alike), each one it does not remember:
@@ -24,9 +27,8 @@
 //! window an event carrying a `<delay/>` (an old item sent again) is delivered only if
 //! the link has not delivered it.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use tokio_xmpp::minidom::Element;
 use xmpp_parsers::message::Message as XMessage;
@@ -42,6 +44,102 @@ const NS_DELAY: &str = "urn:xmpp:delay";
 
 /// `item` or `retract`: what a message read from a node says happened.
 pub const EVENT_HEADER: &str = "x-xmpp-pubsub-event";
+
+/// The metadata namespace (in the router's store) of what links delivered from PubSub
+/// nodes: one key per link and node ([`kept_key`]), a [`Kept`] each.
+pub const META_XMPP_PUBSUB: &str = "xmpp_pubsub";
+
+/// What a link delivered from a node, as the store keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    link: String,
+    service: String,
+    node: String,
+    /// (item id, payload digest), oldest first.
+    items: Vec<(String, u64)>,
+}
+
+fn kept_key(link: &str, node: &PubsubNode) -> String {
+    format!("{link}/{}/{}", node.service, node.node)
+}
+
+/// Where a link keeps what it delivered from nodes: the router's store when it runs
+/// alone; `None` clustered (another router's store would be stale: a router taking
+/// the link over starts afresh, as before) or without a store.
+pub(super) fn keeper(core: &crate::core::Core) -> Option<Arc<dyn crate::core::shared::SharedMeta>> {
+    if core.is_clustered() {
+        return None;
+    }
+    core.kept_metadata(META_XMPP_PUBSUB)
+}
+
+/// Puts back what the link delivered from the nodes its routes read (before its first
+/// session): their next fetch delivers only what is new. What it kept of nodes no
+/// route reads any more is dropped (a route reading one again starts afresh).
+pub(super) fn restore(ctx: &LinkCtx) {
+    let Some(keeper) = &ctx.kept_pubsub else {
+        return;
+    };
+    let got: Arc<Mutex<Vec<(String, Kept)>>> = Arc::default();
+    let sink = Arc::clone(&got);
+    // The store's namespace applies its values at once, within `watch`.
+    let _ = keeper.watch(Box::new(move |key, value| {
+        if let Some(k) = value.and_then(|v| serde_json::from_slice::<Kept>(&v).ok()) {
+            lock(&sink).push((key.to_owned(), k));
+        }
+    }));
+    let read = ctx.router.table().pubsub_nodes(&ctx.settings.name);
+    let mut seen = lock(&ctx.pubsub.seen);
+    for (key, k) in std::mem::take(&mut *lock(&got)) {
+        if k.link != ctx.settings.name {
+            continue;
+        }
+        let node = PubsubNode {
+            service: k.service,
+            node: k.node,
+        };
+        if read.contains(&node) {
+            tracing::info!(service = %node.service, node = %node.node, items = k.items.len(), "restored what this link delivered from the PubSub node");
+            seen.restore(node, k.items);
+        } else {
+            let _ = keeper.delete(&key);
+        }
+    }
+}
+
+/// Writes what the link delivered from `node` to the store (when it keeps it).
+fn keep(ctx: &LinkCtx, node: &PubsubNode) {
+    let Some(keeper) = &ctx.kept_pubsub else {
+        return;
+    };
+    let key = kept_key(&ctx.settings.name, node);
+    let items = lock(&ctx.pubsub.seen).kept(node);
+    let wait = match items {
+        Some(items) => {
+            let k = Kept {
+                link: ctx.settings.name.clone(),
+                service: node.service.clone(),
+                node: node.node.clone(),
+                items,
+            };
+            keeper.put(&key, serde_json::to_vec(&k).unwrap_or_default().into())
+        }
+        None => keeper.delete(&key),
+    };
+    if !wait.is_done_ok() {
+        let (service, name) = (node.service.clone(), node.node.clone());
+        tokio::spawn(async move {
+            if let Err(e) = wait.wait().await {
+                tracing::warn!(service, node = name, error = %e, "cannot record what was delivered from a PubSub node: after a restart, some items may be delivered again");
+            }
+        });
+    }
+}
+
+/// No route reads `node` any more ([`Seen::forget`]): nor is it kept.
+pub(super) fn forgotten(ctx: &LinkCtx, node: &PubsubNode) {
+    keep(ctx, node);
+}
 
 /// How many delivered items the link remembers per node: twice what it fetches, so
 /// that every fetched item it delivered is still remembered.
@@ -75,6 +173,28 @@ impl Seen {
     pub fn forget(&mut self, node: &PubsubNode) {
         self.nodes.remove(node);
         self.waiting.remove(node);
+    }
+
+    /// What the link delivered from `node` before it restarted: as if fetched.
+    fn restore(&mut self, node: PubsubNode, items: Vec<(String, u64)>) {
+        let mut items: VecDeque<_> = items.into();
+        while items.len() > REMEMBERED {
+            items.pop_front();
+        }
+        self.nodes.insert(
+            node,
+            Node {
+                synced: true,
+                items,
+            },
+        );
+    }
+
+    /// What to keep of `node` across a restart: `None` until its first fetch was
+    /// answered (until then, a restart starts afresh).
+    fn kept(&self, node: &PubsubNode) -> Option<Vec<(String, u64)>> {
+        let n = self.nodes.get(node).filter(|n| n.synced)?;
+        Some(n.items.iter().cloned().collect())
     }
 
     /// A new session, which will subscribe to `nodes` and fetch their items: their
@@ -157,13 +277,17 @@ impl Seen {
     }
 }
 
-/// A digest of an item's payload (its serialized children).
+/// A digest of an item's payload (its serialized children): FNV-1a, which, unlike the
+/// standard library's hasher, is the same in every build (digests are kept across
+/// restarts).
 fn digest(item: &Element) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for c in item.children() {
-        String::from(c).hash(&mut h);
+        for b in String::from(c).bytes().chain([0]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
-    h.finish()
+    h
 }
 
 /// Whether a message is a PubSub event notification.
@@ -196,7 +320,7 @@ pub(super) async fn received(ctx: &LinkCtx, s: &XMessage) {
                     } else if again {
                         tracing::debug!(service = %service, node = %key.node, item = id, "PubSub item sent again by the service (delayed), already delivered");
                     } else {
-                        deliver(ctx, &key, c).await;
+                        deliver(ctx, &key, c, true).await;
                     }
                 } else if c.is("retract", NS_PUBSUB_EVENT) {
                     retracted(ctx, &key, c.attr("id").unwrap_or_default()).await;
@@ -234,9 +358,12 @@ pub(super) async fn fetched(
     if first.is_none() && items.len() >= PUBSUB_MAX_ITEMS as usize && fresh.len() == items.len() {
         tracing::warn!(service = %node.service, node = %node.node, "every fetched PubSub item was new: more may have been published while the link was away than it fetches (100)");
     }
+    // Kept once they are all delivered: `deliverable` remembered the fetched items,
+    // delivered or not, and a restart meanwhile must deliver them.
     for item in fresh {
-        deliver(ctx, node, item).await;
+        deliver(ctx, node, item, false).await;
     }
+    keep(ctx, node);
     not_fetched(ctx, node).await;
 }
 
@@ -245,12 +372,12 @@ pub(super) async fn fetched(
 pub(super) async fn not_fetched(ctx: &LinkCtx, node: &PubsubNode) {
     let waited = lock(&ctx.pubsub.seen).release(node);
     for item in &waited {
-        deliver(ctx, node, item).await;
+        deliver(ctx, node, item, true).await;
     }
 }
 
-/// Routes one item of `node` (remembered once a route took it).
-async fn deliver(ctx: &LinkCtx, node: &PubsubNode, item: &Element) {
+/// Routes one item of `node` (remembered once a route took it, and kept when `kept`).
+async fn deliver(ctx: &LinkCtx, node: &PubsubNode, item: &Element, kept: bool) {
     let mut m = super::pubsub::item_message(&node.service, &node.node, item);
     m.headers.set(EVENT_HEADER, "item");
     let size = m.body.len();
@@ -259,6 +386,9 @@ async fn deliver(ctx: &LinkCtx, node: &PubsubNode, item: &Element) {
         Ok(Some(n)) => {
             let id = item.attr("id").unwrap_or_default();
             lock(&ctx.pubsub.seen).remember(node, id, digest(item));
+            if kept {
+                keep(ctx, node);
+            }
             if n > 0 {
                 ctx.status.received(size);
             } else {
@@ -418,6 +548,24 @@ mod tests {
         assert!(!s.knows(&node()));
         assert!(s.has(&node(), &(3 * REMEMBERED - 1).to_string(), 0));
         assert!(!s.has(&node(), "0", 0));
+    }
+
+    #[test]
+    fn a_kept_node_is_a_reconnection_after_a_restart() {
+        let (a, b, c) = (item("a", "1"), item("b", "2"), item("c", "3"));
+        let mut s = Seen::default();
+        // Nothing to keep before the node's first fetch.
+        s.remember(&node(), "a", digest(&a));
+        assert!(s.kept(&node()).is_none());
+        s.deliverable(&node(), &[&a, &b], Some(1));
+        let kept = s.kept(&node()).unwrap();
+        let mut restarted = Seen::default();
+        restarted.restore(node(), kept);
+        assert!(restarted.knows(&node()));
+        assert_eq!(
+            ids(&restarted.deliverable(&node(), &[&a, &b, &c], None)),
+            ["c"]
+        );
     }
 
     #[test]

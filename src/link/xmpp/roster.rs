@@ -2,12 +2,14 @@
 //! starts with, and the roster pushes of the account's server.
 //!
 //! The roster is where the server keeps who is subscribed to the bot (items with
-//! subscription `from` or `both`), across restarts of the router. Push subscriptions
-//! of presence subscribers live in the link's memory ([`super::link::LinkCtx::subs`]);
-//! so each login rebuilds those the roster has and memory lacks, as a `subscribe` from
-//! that user would ([`super::presence`]): a router restarted alone pushes its
-//! subscribers again without them doing anything. Command subscriptions
-//! (`subscribe` command) are not in the roster and stay in memory alone.
+//! subscription `from` or `both`), across restarts of the router. The link's push
+//! subscriptions ([`super::link::LinkCtx::subs`]) are kept by the router when it has a
+//! store or a cluster ([`super::link::LinkCtx::kept_subs`]), and in memory alone with
+//! `--data-dir off`; so each login rebuilds those the roster has and the link lacks, as
+//! a `subscribe` from that user would ([`super::presence`]): even a router without a
+//! store pushes its subscribers again after a restart without them doing anything.
+//! Command subscriptions (`subscribe` command) are not in the roster: only a kept copy
+//! brings them back.
 //!
 //! While the bot is online the roster can change without the contact saying anything
 //! to the bot: the admin, or another client of the account, removes the contact or
