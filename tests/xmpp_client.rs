@@ -29,16 +29,6 @@ on_both_servers!(
     after_a_session_that_could_not_be_resumed_a_contact_who_left_meanwhile_is_offline,
 );
 
-/// The test server's self-signed certificate, which the bot trusts through `ca_file`.
-fn cert(s: &Server) -> String {
-    let (var, default) = match s.name {
-        "prosody" => ("PROSODY_DIR", "/tmp/prosody-test"),
-        _ => ("EJABBERD_DIR", "/tmp/ejabberd-test"),
-    };
-    let dir = std::env::var(var).unwrap_or_else(|_| default.into());
-    format!("{dir}/certs/localhost.crt")
-}
-
 /// Closes the bot's session on the server, as an operator would (here: the session the
 /// server keeps for resumption while the bot is away).
 fn close_session(s: &Server, bot: &str) {
@@ -113,7 +103,7 @@ impl<'a> Run<'a> {
             format!(
                 "links:\n  bot:\n    xmpp_client:\n      jid: {bot}\n      password: pw\n      server: \"127.0.0.1:{}\"\n      ca_file: {}\n      reconnect_initial: 100ms\n      reconnect_max: 1s\n      rooms:\n        - {{room: \"{p}@conference.localhost\", nick: sbbot}}\n",
                 fwd.port(),
-                cert(s)
+                s.cert()
             ),
         )
         .unwrap();
@@ -391,23 +381,8 @@ routes:
 fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
     let _l = s.lock();
     let mut r = Run::start_with(s, "bpush", FEED_ROUTES);
-    let mut child = r
-        .command("push_restart")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut out = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        out.push_str(&line);
-        out.push('\n');
-        if line == "restart" {
-            break;
-        }
-    }
+    let (mut child, mut lines) = common::spawn_stepped(&mut r.command("push_restart"));
+    let mut out = common::read_to_step(&mut lines, "restart");
     assert!(
         out.ends_with("restart\n"),
         "scenario before the restart:\n{out}\n{}",

@@ -38,40 +38,28 @@ routes:
 /// the nick the link is configured with), then the router starts with `link` (as in
 /// [`commands`], joining that room, self-pinging every second).
 fn rooms(s: &Server, name: &str, link: &str) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let p = common::unique_prefix(name).to_lowercase();
     let (alice, pw) = s.user(&format!("{p}-a"));
     let (carol, _) = s.user(&format!("{p}-c"));
     let (bot, _) = s.user(&format!("{p}-bot"));
-    let mut child = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/xmpp_commands_scenarios.py"
-        ))
-        .args(["--port", "0", "--c2s-port", &s.c2s.to_string()])
-        .args(["--prefix", &p, "--target", "-", "--ping", "1"])
-        .args(["--jid", &alice, "--jid2", &carol, "--jid3", &carol])
-        .args(["--password", &pw, "--timeout", "15", "rooms"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut out = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        out.push_str(&line);
-        out.push('\n');
-        if line == "ready" {
-            break;
-        }
-    }
+    let (mut child, mut lines) = common::spawn_stepped(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/py/xmpp_commands_scenarios.py"
+            ))
+            .args(["--port", "0", "--c2s-port", &s.c2s.to_string()])
+            .args(["--prefix", &p, "--target", "-", "--ping", "1"])
+            .args(["--jid", &alice, "--jid2", &carol, "--jid3", &carol])
+            .args(["--password", &pw, "--timeout", "15", "rooms"]),
+    );
+    let mut out = common::read_to_step(&mut lines, "ready");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     let settings = format!(
         "links:\n  im:\n{}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      room_ping: 1s\n      rooms:\n        - {{room: \"{p}@conference.localhost\", nick: sbbot}}\n",
-        link.replace("BOT", &bot).replace("CERT", &cert(s))
+        link.replace("BOT", &bot).replace("CERT", &s.cert())
     );
     std::fs::write(dir.path().join("switchboard.yaml"), settings).unwrap();
     std::fs::write(
@@ -131,16 +119,6 @@ routes:
     to: [{queue: PFX.inbox}]
 "#;
 
-/// The test server's self-signed certificate, which the bot trusts through `ca_file`.
-fn cert(s: &Server) -> String {
-    let (var, default) = match s.name {
-        "prosody" => ("PROSODY_DIR", "/tmp/prosody-test"),
-        _ => ("EJABBERD_DIR", "/tmp/ejabberd-test"),
-    };
-    let dir = std::env::var(var).unwrap_or_else(|_| default.into());
-    format!("{dir}/certs/localhost.crt")
-}
-
 /// Starts a router whose link `im` is `link` (its settings, indented 6 spaces, follow),
 /// mapping `alice` and `bob` to users; runs the commands scenario against `target`.
 fn commands(s: &Server, name: &str, link: &str, target: &str) {
@@ -193,7 +171,7 @@ fn start_scenario(
     let settings = format!(
         "links:\n  im:\n{}{extra}      reconnect_initial: 100ms\n      reconnect_max: 1s\n      users: {{\"{alice}\": alice, \"{bob}\": bob}}\n\
 auth:\n  users:\n    alice: {{password_hash: \"{hash}\", subscribe: [\"{p}.#\"]}}\n    bob: {{password_hash: \"{hash}\", subscribe: [\"other.#\"]}}\n",
-        link.replace("BOT", &bot).replace("CERT", &cert(s))
+        link.replace("BOT", &bot).replace("CERT", &s.cert())
     );
     std::fs::write(dir.path().join("switchboard.yaml"), settings).unwrap();
     std::fs::write(
@@ -336,25 +314,10 @@ fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot(s: &Se
 /// restarted (the component probes its subscribers, the bot's server sends it their
 /// presence).
 fn restart(s: &Server, name: &str, link: &str, target: &str) {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::Stdio;
+    use std::io::Write;
     let (d, mut cmd) = start_scenario(s, name, link, target, "restart", "");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut out = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        out.push_str(&line);
-        out.push('\n');
-        if line == "restart" {
-            break;
-        }
-    }
+    let (mut child, mut lines) = common::spawn_stepped(&mut cmd);
+    let mut out = common::read_to_step(&mut lines, "restart");
     assert!(
         out.ends_with("restart\n"),
         "scenario before the restart:\n{out}\n{}",

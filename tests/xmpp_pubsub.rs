@@ -29,16 +29,6 @@ on_both_servers!(
     bot_reads_a_users_pep_node,
 );
 
-/// The test server's self-signed certificate, which the bot trusts through `ca_file`.
-fn cert(s: &Server) -> String {
-    let (var, default) = match s.name {
-        "prosody" => ("PROSODY_DIR", "/tmp/prosody-test"),
-        _ => ("EJABBERD_DIR", "/tmp/ejabberd-test"),
-    };
-    let dir = std::env::var(var).unwrap_or_else(|_| default.into());
-    format!("{dir}/certs/localhost.crt")
-}
-
 /// The router with the link `im` connecting through `fwd`: the component
 /// `bridge.localhost`, or (`bot`) the account `bot` (by default [`BOT`], an admin of
 /// Prosody's PubSub service).
@@ -49,7 +39,7 @@ fn router_via(s: &Server, fwd: &Forwarder, p: &str, routes: &str, bot: Option<&s
     let link = match bot {
         Some(jid) => format!(
             "links:\n  im:\n    xmpp_client:\n      jid: {jid}\n      password: pw\n      server: \"{server}\"\n      ca_file: {}\n",
-            cert(s)
+            s.cert()
         ),
         None => format!(
             "links:\n  im:\n    xmpp:\n      server: \"{server}\"\n      domain: bridge.localhost\n      secret: bridgesecret\n"

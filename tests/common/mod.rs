@@ -299,6 +299,45 @@ pub fn write_atomic(path: &Path, text: &str) {
 }
 
 /// The Python with the peer clients (set by scripts/test; .venv by default).
+/// Starts a stepped scenario: a script that announces its steps on stdout (a line such as
+/// `ready` or `restart`) and waits for the test on stdin. Returns the child (stdin and
+/// stderr piped) and its stdout as lines.
+pub fn spawn_stepped(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Reads a stepped scenario's stdout ([`spawn_stepped`]) up to and including the line
+/// `step`; returns what it printed (ending with `step` and a newline when it got there).
+pub fn read_to_step(
+    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    step: &str,
+) -> String {
+    let mut out = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line == step {
+            break;
+        }
+    }
+    out
+}
+
 pub fn python() -> String {
     std::env::var("SWITCHBOARD_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())

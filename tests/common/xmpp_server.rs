@@ -61,6 +61,16 @@ macro_rules! on_both_servers {
 }
 
 impl Server {
+    /// The server's self-signed certificate, which a bot trusts through `ca_file`.
+    pub fn cert(&self) -> String {
+        let (var, default) = match self.name {
+            "prosody" => ("PROSODY_DIR", "/tmp/prosody-test"),
+            _ => ("EJABBERD_DIR", "/tmp/ejabberd-test"),
+        };
+        let dir = std::env::var(var).unwrap_or_else(|_| default.into());
+        format!("{dir}/certs/localhost.crt")
+    }
+
     pub fn component_addr(&self) -> String {
         format!("127.0.0.1:{}", self.component)
     }
