@@ -29,26 +29,13 @@ on_both_servers!(
     after_a_session_that_could_not_be_resumed_a_contact_who_left_meanwhile_is_offline,
 );
 
-/// Closes the bot's session on the server, as an operator would (here: the session the
-/// server keeps for resumption while the bot is away).
+/// Closes the bot's session on the server ([`Server::close_session`]); Prosody says how
+/// many it closed, which must be the one.
 fn close_session(s: &Server, bot: &str) {
-    let out = match s.name {
-        "prosody" => Command::new(s.ctl)
-            .args(["shell", &format!("c2s:close('{bot}')")])
-            .output(),
-        _ => {
-            let (user, host) = bot.split_once('@').unwrap();
-            Command::new(s.ctl)
-                .args(["ctl", "kick_user", user, host])
-                .output()
-        }
-    }
-    .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = s.close_session(bot);
     assert!(
-        out.status.success() && (s.name != "prosody" || said.contains("1 sessions closed")),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
+        s.name != "prosody" || said.contains("1 sessions closed"),
+        "{said}"
     );
 }
 
@@ -381,8 +368,8 @@ routes:
 fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
     let _l = s.lock();
     let mut r = Run::start_with(s, "bpush", FEED_ROUTES);
-    let (mut child, mut lines) = common::spawn_stepped(&mut r.command("push_restart"));
-    let mut out = common::read_to_step(&mut lines, "restart");
+    let (child, mut lines) = common::spawn_stepped(&mut r.command("push_restart"));
+    let out = common::read_to_step(&mut lines, "restart");
     assert!(
         out.ends_with("restart\n"),
         "scenario before the restart:\n{out}\n{}",
@@ -409,21 +396,14 @@ fn after_a_restart_the_bot_pushes_its_roster_subscribers_again(s: &Server) {
                 .then_some(())
         },
     );
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", r.d.addr("stomp").port()).unwrap();
-    for line in lines {
-        out.push_str(&line.unwrap());
-        out.push('\n');
+    if let Err(e) = common::finish_stepped(child, lines, out, &r.d.addr("stomp").port().to_string())
+    {
+        panic!(
+            "push_restart on {} failed\n{e}\ndaemon log:\n{}",
+            s.name,
+            r.d.log()
+        );
     }
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(
-        status.success() && out.trim_end().ends_with("ok"),
-        "push_restart on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
-        s.name,
-        r.d.log()
-    );
 }
 
 /// The bot's JID routes to a topic (pushed to its subscribers), with the routes to the

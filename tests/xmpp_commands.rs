@@ -38,12 +38,11 @@ routes:
 /// the nick the link is configured with), then the router starts with `link` (as in
 /// [`commands`], joining that room, self-pinging every second).
 fn rooms(s: &Server, name: &str, link: &str) {
-    use std::io::{Read, Write};
     let p = common::unique_prefix(name).to_lowercase();
     let (alice, pw) = s.user(&format!("{p}-a"));
     let (carol, _) = s.user(&format!("{p}-c"));
     let (bot, _) = s.user(&format!("{p}-bot"));
-    let (mut child, mut lines) = common::spawn_stepped(
+    let (child, mut lines) = common::spawn_stepped(
         Command::new(python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -54,7 +53,7 @@ fn rooms(s: &Server, name: &str, link: &str) {
             .args(["--jid", &alice, "--jid2", &carol, "--jid3", &carol])
             .args(["--password", &pw, "--timeout", "15", "rooms"]),
     );
-    let mut out = common::read_to_step(&mut lines, "ready");
+    let out = common::read_to_step(&mut lines, "ready");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     let settings = format!(
@@ -69,26 +68,14 @@ fn rooms(s: &Server, name: &str, link: &str) {
     .unwrap();
     let cfg = dir.path().join("switchboard.yaml").display().to_string();
     let d = Daemon::start_in(dir, &["--config", &cfg]);
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", d.addr("stomp").port()).unwrap();
-    for line in lines {
-        out.push_str(&line.unwrap());
-        out.push('\n');
-    }
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        status.success() && out.trim_end().ends_with("ok"),
-        "rooms scenario on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
-        s.name,
-        d.log()
-    );
+    let port = d.addr("stomp").port().to_string();
+    let out = common::finish_stepped(child, lines, out, &port).unwrap_or_else(|e| {
+        panic!(
+            "rooms scenario on {} failed\n{e}\ndaemon log:\n{}",
+            s.name,
+            d.log()
+        )
+    });
     eprintln!("{name} on {}: {out}", s.name);
     let log = d.log();
     assert!(log.contains("nick taken in the room"), "{log}");
@@ -314,10 +301,9 @@ fn command_subscriptions_over_the_caps_are_refused_with_a_note_on_the_bot(s: &Se
 /// restarted (the component probes its subscribers, the bot's server sends it their
 /// presence).
 fn restart(s: &Server, name: &str, link: &str, target: &str) {
-    use std::io::Write;
     let (d, mut cmd) = start_scenario(s, name, link, target, "restart", "");
-    let (mut child, mut lines) = common::spawn_stepped(&mut cmd);
-    let mut out = common::read_to_step(&mut lines, "restart");
+    let (child, mut lines) = common::spawn_stepped(&mut cmd);
+    let out = common::read_to_step(&mut lines, "restart");
     assert!(
         out.ends_with("restart\n"),
         "scenario before the restart:\n{out}\n{}",
@@ -330,21 +316,13 @@ fn restart(s: &Server, name: &str, link: &str, target: &str) {
         let (_, v) = http_json(d.addr("admin"), "GET", "/links");
         (v[0]["state"] == "connected").then_some(())
     });
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", d.addr("stomp").port()).unwrap();
-    for line in lines {
-        out.push_str(&line.unwrap());
-        out.push('\n');
+    if let Err(e) = common::finish_stepped(child, lines, out, &d.addr("stomp").port().to_string()) {
+        panic!(
+            "restart scenario on {} failed\n{e}\ndaemon log:\n{}",
+            s.name,
+            d.log()
+        );
     }
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(
-        status.success() && out.trim_end().ends_with("ok"),
-        "restart scenario on {} failed\nstdout:\n{out}\nstderr:\n{err}\ndaemon log:\n{}",
-        s.name,
-        d.log()
-    );
 }
 
 fn a_restarted_component_pushes_the_command_subscriptions_again(s: &Server) {

@@ -288,7 +288,7 @@ fn items_published_while_away(s: &Server, bot: bool) {
         (v[0]["state"] != "connected").then_some(())
     });
     if bot {
-        close_session(s, BOT);
+        s.close_session(BOT);
     }
     scenario(s, &d, &p, &u, "away_publish");
     fwd.refuse(false);
@@ -383,28 +383,6 @@ fn component_items_published_while_the_router_was_stopped_are_delivered_once_in_
 
 fn bot_items_published_while_the_router_was_stopped_are_delivered_once_in_order(s: &Server) {
     items_published_while_stopped(s, true);
-}
-
-/// Closes the bot's session on the server (the one it keeps for resumption).
-fn close_session(s: &Server, bot: &str) {
-    let out = match s.name {
-        "prosody" => Command::new(s.ctl)
-            .args(["shell", &format!("c2s:close('{bot}')")])
-            .output(),
-        _ => {
-            let (user, host) = bot.split_once('@').unwrap();
-            Command::new(s.ctl)
-                .args(["ctl", "kick_user", user, host])
-                .output()
-        }
-    }
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn component_items_published_while_away_are_delivered_once_in_order(s: &Server) {

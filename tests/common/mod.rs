@@ -338,6 +338,38 @@ pub fn read_to_step(
     out
 }
 
+/// Ends a stepped scenario ([`spawn_stepped`]) that waits for one line on stdin (a
+/// port): writes `answer`, reads the rest of its stdout after `out` (what
+/// [`read_to_step`] gave) and waits for it. `Ok(stdout)` when it exited successfully
+/// with `ok` last, else `Err` with its stdout and stderr, for the test's message.
+pub fn finish_stepped(
+    mut child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    mut out: String,
+    answer: &str,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{answer}").unwrap();
+    for line in lines {
+        out.push_str(&line.unwrap());
+        out.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    if status.success() && out.trim_end().ends_with("ok") {
+        Ok(out)
+    } else {
+        Err(format!("stdout:\n{out}\nstderr:\n{err}"))
+    }
+}
+
 pub fn python() -> String {
     std::env::var("SWITCHBOARD_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into())

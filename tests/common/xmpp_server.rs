@@ -71,6 +71,31 @@ impl Server {
         format!("{dir}/certs/localhost.crt")
     }
 
+    /// Closes `bot`'s session on the server, as an operator would (also the session the
+    /// server keeps for resumption while the bot is away); returns what the server's
+    /// tool said.
+    pub fn close_session(&self, bot: &str) -> String {
+        let out = match self.name {
+            "prosody" => Command::new(self.ctl)
+                .args(["shell", &format!("c2s:close('{bot}')")])
+                .output(),
+            _ => {
+                let (user, host) = bot.split_once('@').unwrap();
+                Command::new(self.ctl)
+                    .args(["ctl", "kick_user", user, host])
+                    .output()
+            }
+        }
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
     pub fn component_addr(&self) -> String {
         format!("127.0.0.1:{}", self.component)
     }
