@@ -23,7 +23,9 @@ exit_if_answering() { # name port second_port message
 # PIDFILE and to $pid.
 launch() { # pidfile log command...
   local pidfile=$1 log=$2; shift 2
-  nohup "$@" >"$log" 2>&1 </dev/null &
+  # From / rather than the caller's directory, which may be a clone deleted while the
+  # server still runs (rabbitmq-ctl.sh says what that broke).
+  (cd / && exec nohup "$@" >"$log" 2>&1 </dev/null) &
   pid=$!
   echo "$pid" >"$pidfile"
 }

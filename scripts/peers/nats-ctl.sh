@@ -97,7 +97,7 @@ start_node() {
   write_config "$n"
   rm -f "$D/$n/nats.pid"
   # own session: the node outlives the shell job that started it (and a kill of that job's group)
-  setsid nohup "$bin" -c "$D/$n/nats.conf" >>"$D/$n/nats.log" 2>&1 </dev/null &
+  (cd / && exec setsid nohup "$bin" -c "$D/$n/nats.conf" >>"$D/$n/nats.log" 2>&1 </dev/null) &
   local launcher=$!
   for _ in $(seq 1 300); do
     is_up "$n" && break

@@ -67,7 +67,10 @@ case "${1:-}" in
     [ -x "$BIN/rabbitmq-server" ] || { echo "rabbitmq-ctl: rabbitmq-server is not installed (run scripts/setup rabbitmq)" >&2; exit 1; }
     setup_env
     rm -f "$RABBITMQ_PID_FILE"
-    nohup "$BIN/rabbitmq-server" >"$D/stdout.log" 2>&1 </dev/null &
+    # From its own directory: a server started from a clone that is later deleted (a CI run
+    # in a temporary clone) kept that clone as its working directory, and Erlang's
+    # filename:absname failed on it (rabbitmqctl stop_app: enoent in rabbit_plugins).
+    (cd "$D" && exec nohup "$BIN/rabbitmq-server" >"$D/stdout.log" 2>&1 </dev/null) &
     launcher=$!
     echo "$launcher" >"$D/launcher.pid"
     # wait for the pid file, but give up at once if the server dies (rabbitmqctl wait would sit out its timeout)
