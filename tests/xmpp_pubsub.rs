@@ -102,27 +102,12 @@ fn scenario_with(
     name: &str,
     extra: &[&str],
 ) -> String {
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/py/pubsub_scenarios.py"
-        ))
-        .args(["--port", &d.addr("stomp").port().to_string()])
-        .args(["--mqtt-port", &d.addr("mqtt").port().to_string()])
-        .args(["--prefix", p, "--jid", &jid.0, "--password", &jid.1])
-        .args(["--c2s-port", &s.c2s.to_string()])
-        .args(["--timeout", "15", name])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "scenario {name} failed\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    stdout.into_owned()
+    let mqtt = d.addr("mqtt").port().to_string();
+    let c2s = s.c2s.to_string();
+    let mut args = vec!["--mqtt-port", &mqtt, "--prefix", p, "--jid", &jid.0];
+    args.extend(["--password", &jid.1, "--c2s-port", &c2s, "--timeout", "15"]);
+    args.extend(extra);
+    common::python_scenario(d, "pubsub_scenarios.py", "stomp", name, &args)
 }
 
 fn scenario(s: &Server, d: &Daemon, p: &str, jid: &(String, String), name: &str) -> String {
