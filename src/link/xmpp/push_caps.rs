@@ -9,6 +9,9 @@
 
 use super::link::{LinkCtx, lock};
 
+/// Most users remembered as refused ([`check`]'s log-once set).
+const MAX_REMEMBERED: usize = 4096;
+
 /// Whether a push subscription's key (the "our JID" half) is a command's: `BARE/TOPIC`
 /// (a bare JID has no `/`).
 pub(super) fn is_command(ours: &str) -> bool {
@@ -48,7 +51,16 @@ pub(super) fn check(ctx: &LinkCtx, user: &str, ours: &str) -> Result<(), String>
         served(ctx, user);
         return Ok(());
     };
-    if lock(&ctx.over_cap).insert(user.to_owned()) {
+    let first = {
+        let mut over = lock(&ctx.over_cap);
+        // Users refused are remembered only to log once per episode: any number of
+        // JIDs may be refused, so the set is bounded (forgetting costs a repeated line).
+        if over.len() >= MAX_REMEMBERED && !over.contains(user) {
+            over.clear();
+        }
+        over.insert(user.to_owned())
+    };
+    if first {
         tracing::warn!(
             user,
             jid = ours,
