@@ -62,6 +62,10 @@ struct Starved {
     logged: std::time::Instant,
 }
 
+/// How long a refusal for lack of file descriptors waits for the client's first bytes
+/// (see [`Acceptor::refuse_one`]). Honest clients send them right after connecting.
+const REFUSAL_WAITS_FOR_HELLO: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How often a long episode without file descriptors is logged again, with its count.
 const STARVED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -99,7 +103,7 @@ impl<'a> Acceptor<'a> {
             };
             if crate::fd_limit::is_out_of_files(&e) {
                 self.starving();
-                if self.refuse_one() {
+                if self.refuse_one().await {
                     continue;
                 }
             } else if e.kind() == std::io::ErrorKind::ConnectionAborted {
@@ -171,7 +175,13 @@ impl<'a> Acceptor<'a> {
     /// Frees the reserve descriptor, accepts the waiting connection with it, refuses it
     /// and takes the reserve back. `false`: nothing was done (no reserve, or its
     /// descriptor taken elsewhere first): the caller waits before trying again.
-    fn refuse_one(&mut self) -> bool {
+    ///
+    /// The refusal waits up to [`REFUSAL_WAITS_FOR_HELLO`] for the client's first bytes:
+    /// an MQTT client is answered at its protocol level only once its CONNECT is read,
+    /// and a close with the client's bytes still to come would reach it as a reset that
+    /// can discard the answer before it is read. A client that connects and says nothing
+    /// holds this listener's refusals for that long, no more.
+    async fn refuse_one(&mut self) -> bool {
         use futures::FutureExt;
         if !crate::fd_limit::release_reserve() {
             crate::fd_limit::keep_reserve();
@@ -181,6 +191,10 @@ impl<'a> Acceptor<'a> {
             // Nobody waits any more.
             None => true,
             Some(Ok((stream, _))) => {
+                // `peek`, not `readable`: readiness can be a false positive.
+                let mut first = [0u8; 1];
+                let _ =
+                    tokio::time::timeout(REFUSAL_WAITS_FOR_HELLO, stream.peek(&mut first)).await;
                 if let Ok(stream) = stream.into_std() {
                     refuse::refuse_now(stream, self.voice, Refusal::Files);
                 }

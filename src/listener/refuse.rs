@@ -111,7 +111,7 @@ pub enum Voice {
 
 /// Refuses `stream` at once, without waiting for anything: reads what the client has
 /// already sent (an MQTT client's CONNECT, to answer at its protocol level; 3.1.1
-/// when it is not there yet), writes the refusal in `voice`, shuts the write side and
+/// when it is not there yet: the caller gives it a moment to arrive first), writes the refusal in `voice`, shuts the write side and
 /// closes. For a listener out of file descriptors, which must give the descriptor back
 /// before it can accept the next connection.
 pub fn refuse_now(mut stream: std::net::TcpStream, voice: Voice, why: Refusal) {
