@@ -5,7 +5,9 @@
 //! `cargo bench --bench connections`. For each N (`CONN_BENCH_N`, default
 //! `5000,10000,19000`) and each server (`CONN_BENCH`, any of `mqtt,mosquitto,stomp`,
 //! default all three), `CONN_BENCH_REPEAT` times (default 3), alternating which side
-//! goes first: a fresh server process; N connections opened 64 at a time from 32
+//! goes first: a fresh server process, warmed up with 500 connections that idle and
+//! close (so the code and allocator pages any first connection faults in are in the
+//! baseline, as on a server that has had clients before); N connections opened 64 at a time from 32
 //! source addresses (127.0.0.2–33) with raw sockets (MQTT 3.1.1, clean session,
 //! keep-alive 0; STOMP 1.2 with heart-beats 10000,10000, which the client keeps
 //! sending), the connect rate taken until the last CONNACK / CONNECTED; the server's
@@ -352,9 +354,31 @@ struct Run {
     p99_us: Option<f64>,
 }
 
+/// Connections of the warm-up (see [`warm_up`]).
+const WARM_UP: usize = 500;
+
+/// Opens [`WARM_UP`] connections, lets them idle past `mqtt.park_idle_after` and closes
+/// them, so that what the measured connections add is theirs: the code pages and
+/// allocator pages any first connection faults in, and which a server that has served
+/// clients before already holds, are in the baseline on both sides.
+async fn warm_up(server: &Server) {
+    let (mut conns, _) = open_all(server, WARM_UP).await;
+    let mut keepers = Vec::new();
+    if server.proto == Proto::Stomp {
+        keepers = keep_stomp_alive(std::mem::take(&mut conns));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for k in keepers {
+        k.abort();
+    }
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+}
+
 async fn run(which: &str, n: usize) -> Run {
     let server = start(which);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    warm_up(&server).await;
     let before = common::rss_kb(server.pid);
     let anon_before = rss_anon_kb(server.pid);
     let (mut conns, connect_rate) = open_all(&server, n).await;

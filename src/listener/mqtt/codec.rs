@@ -224,6 +224,21 @@ impl Codec {
         }
     }
 
+    /// The codec of a connection past its CONNECT, between packets: what a parked
+    /// connection's codec was, made again when it is revived instead of kept (36 bytes
+    /// for every idle connection). `max_out`: the client's Maximum Packet Size (5.0).
+    pub fn connected(version: Version, max_in: u32, max_out: Option<u32>) -> Self {
+        let mut codec = Self::new(max_in);
+        codec.inner = match version {
+            Version::V3 => MqttCodec::V3(v3::Codec::new(max_in)),
+            Version::V5 => MqttCodec::V5(v5::Codec::new(max_in, 0)),
+        };
+        if let Some(max) = max_out {
+            codec.set_max_outbound(max);
+        }
+        codec
+    }
+
     pub fn version(&self) -> Option<Version> {
         match self.inner {
             MqttCodec::V3(_) => Some(Version::V3),

@@ -228,8 +228,8 @@ pub fn retained_size(topic: &str, m: &Message) -> usize {
 /// connection waits on one future instead of three, and the two cost one small
 /// allocation instead of two cancellation tokens.
 #[derive(Debug, Clone)]
+/// A holder is told apart from a later one by its `handoff` (the same allocation).
 pub struct Holder {
-    pub conn: u64,
     /// The connection's notifier (deliveries wake it too).
     pub notify: Arc<Notify>,
     pub handoff: Arc<Handoff>,
@@ -641,7 +641,6 @@ mod tests {
     fn the_first_reason_to_leave_stays() {
         let handoff = Arc::new(Handoff::default());
         let holder = Holder {
-            conn: 1,
             notify: Arc::new(Notify::new()),
             handoff: Arc::clone(&handoff),
         };

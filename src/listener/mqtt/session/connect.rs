@@ -411,7 +411,6 @@ pub(super) async fn connect_session<T: Transport>(
     }
     let handoff = Arc::new(Handoff::default());
     let holder = Holder {
-        conn: accepted.id,
         notify: Arc::clone(&notify),
         handoff: Arc::clone(&handoff),
     };

@@ -97,7 +97,7 @@ impl<T: Transport> Connection<T> {
                 && entry
                     .holder
                     .as_ref()
-                    .is_some_and(|h| h.conn == self.conn.id())
+                    .is_some_and(|h| Arc::ptr_eq(&h.handoff, &self.handoff))
             {
                 entry.holder = None;
                 if expiry == 0 {

@@ -32,7 +32,7 @@ pub trait Transport:
         None
     }
 
-    /// Gives the socket and codec up for parking; only called after `park_fd` said yes.
+    /// Gives the socket up for parking (the codec is dropped); only called after `park_fd` said yes.
     fn detach(self) -> std::io::Result<park::Detached>
     where
         Self: Sized,
@@ -84,10 +84,11 @@ impl<S: Socket> Transport for PacketIo<S, Codec> {
     }
 
     fn detach(self) -> std::io::Result<park::Detached> {
-        let (io, codec) = self.into_parts();
+        // Between packets (`park_fd`): the codec holds nothing but settings the session
+        // has, and is made again on revival (`Codec::connected`).
+        let (io, _codec) = self.into_parts();
         Ok(park::Detached {
             stream: io.into_std()?,
-            codec,
         })
     }
 }
