@@ -189,14 +189,14 @@ async fn adopt(
     let client_id: Arc<str> = client_id.into();
     let old = state.sessions().insert(
         Arc::clone(&client_id),
-        SessionEntry {
+        Box::new(SessionEntry {
             owner: (!owner.is_empty()).then(|| owner.as_str().into()),
             data: Arc::new(Mutex::new(data)),
             holder: None,
             pending: Some(pending.clone()),
             claim: Some(Arc::new(AtomicU64::new(claimed))),
             adopted: true,
-        },
+        }),
     );
     if let Some(old) = old {
         if let Some(p) = &old.pending {

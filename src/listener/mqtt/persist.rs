@@ -436,14 +436,14 @@ fn restore_sessions(state: &Arc<MqttState>, core: &crate::core::Core, now: Syste
         let client_id: Arc<str> = client_id.into();
         state.sessions().insert(
             Arc::clone(&client_id),
-            SessionEntry {
+            Box::new(SessionEntry {
                 owner: stored.owner.map(Arc::from),
                 data: Arc::new(Mutex::new(data)),
                 holder: None,
                 pending: Some(pending.clone()),
                 claim: None,
                 adopted: false,
-            },
+            }),
         );
         if let Some(left) = left {
             super::session::spawn_expiry(Arc::clone(state), client_id, pending, left);

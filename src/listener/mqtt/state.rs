@@ -346,7 +346,10 @@ pub struct MqttState {
     pub router: Router,
     pub auth: Arc<Auth>,
     pub settings: MqttSettings,
-    pub sessions: Mutex<HashMap<Arc<str>, SessionEntry>>,
+    /// Entries boxed: the table keeps spare slots (a third to a half of them, growing by
+    /// doubling), and a spare slot of a pointer costs 8 bytes where one of an entry
+    /// cost 64; one per session, idle connections included.
+    pub sessions: Mutex<HashMap<Arc<str>, Box<SessionEntry>>>,
     pub retained: Mutex<BTreeMap<String, Arc<Message>>>,
     /// Bytes of the retained messages ([`retained_size`]); changed under the `retained`
     /// lock, mirrored in the core's [`crate::core::Held::retained`] for the watermark.
@@ -493,7 +496,7 @@ impl MqttState {
         });
     }
 
-    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, SessionEntry>> {
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Box<SessionEntry>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
