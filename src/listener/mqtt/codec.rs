@@ -902,3 +902,73 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod connected_tests {
+    use super::*;
+
+    fn publish(payload: usize) -> Publish {
+        Publish {
+            dup: false,
+            retain: false,
+            qos: 1,
+            topic: "a/b".into(),
+            packet_id: Some(7),
+            payload: Bytes::from(vec![b'x'; payload]),
+            props: Props::default(),
+        }
+    }
+
+    /// What a codec does after decoding a CONNECT (and being told the client's maximum
+    /// packet size), one made by [`Codec::connected`] does too: a parked connection's
+    /// codec is made that way on revival.
+    #[test]
+    fn a_codec_made_for_a_revived_connection_is_the_one_it_had() {
+        for (version, connect) in [
+            (
+                Version::V3,
+                &b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01a"[..],
+            ),
+            (
+                Version::V5,
+                &b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01a"[..],
+            ),
+        ] {
+            let max_in = 100;
+            let max_out = (version == Version::V5).then_some(64);
+            let mut had = Codec::new(max_in);
+            assert!(matches!(
+                had.decode(&mut BytesMut::from(connect)),
+                Ok(Some(In::Connect(_)))
+            ));
+            if let Some(m) = max_out {
+                had.set_max_outbound(m);
+            }
+            let mut made = Codec::connected(version, max_in, max_out);
+            assert_eq!(made.version(), Some(version));
+            for c in [&mut had, &mut made] {
+                // Reads a PUBLISH; refuses one over max_in.
+                let mut small = BytesMut::from(if version == Version::V5 {
+                    &b"\x32\x0a\x00\x03a/b\x00\x07\x00hi"[..]
+                } else {
+                    &b"\x32\x09\x00\x03a/b\x00\x07hi"[..]
+                });
+                assert!(matches!(c.decode(&mut small), Ok(Some(In::Publish(_)))));
+                let mut big = BytesMut::from(&[0x30u8, 0x7f][..]);
+                big.extend_from_slice(&[0u8; 0x7f]);
+                assert!(matches!(
+                    c.decode(&mut big),
+                    Err(CodecError::TooLarge { .. })
+                ));
+                // Writes a PUBLISH; over the client's maximum (5.0) it refuses.
+                let mut out = BytesMut::new();
+                assert!(
+                    c.encode(Out::Publish(Box::new(publish(10))), &mut out)
+                        .is_ok()
+                );
+                let over = c.encode(Out::Publish(Box::new(publish(200))), &mut out);
+                assert_eq!(over.is_err(), max_out.is_some(), "{version:?}");
+            }
+        }
+    }
+}
