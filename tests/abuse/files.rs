@@ -71,9 +71,9 @@ fn packet(s: &mut TcpStream) -> (u8, Vec<u8>) {
 
 /// At the open-file limit (soft and hard: the daemon cannot raise it): the start-up log
 /// says what the limit allows; connections past it get a refusal at once (MQTT 3.1.1
-/// CONNACK 0x03, MQTT 5 0x97, STOMP ERROR, HTTP 503) instead of hanging in the listen
-/// queue; the episode is one line, not one per refusal or per retry; connections
-/// already open keep being served; once some close, new ones are admitted again and the
+/// CONNACK 0x03, MQTT 5 0x97, STOMP ERROR, HTTP 503; a silent client after a short wait)
+/// instead of hanging in the listen queue; the episode is one line, not one per refusal
+/// or per retry; connections already open keep being served; once some close, new ones are admitted again and the
 /// end of the episode is logged with its count.
 #[test]
 fn out_of_file_descriptors_refuses_at_once_and_recovers() {
@@ -124,6 +124,19 @@ fn out_of_file_descriptors_refuses_at_once_and_recovers() {
         assert_eq!(code, Some(0x03), "refusal {i}");
         assert!(took < Duration::from_secs(3), "refusal {i} took {took:?}");
     }
+    // A client that connects and says nothing holds the refusals back briefly (the
+    // refusal waits 100 ms for a CONNECT to read the protocol level from), then gets
+    // the 3.1.1 one; the next client is answered in its own.
+    let mut silent = TcpStream::connect(mqtt).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (code, took) = connack(&mut silent);
+    assert_eq!(code, Some(0x03), "silent client: server unavailable");
+    assert!(
+        took < Duration::from_secs(3),
+        "silent client refused after {took:?}"
+    );
     let mut v5 = mqtt_connect_send(mqtt, 5, "over-v5");
     assert_eq!(connack(&mut v5).0, Some(0x97), "MQTT 5: quota exceeded");
     let mut stomp = TcpStream::connect(d.addr("stomp")).unwrap();

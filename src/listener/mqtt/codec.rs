@@ -229,10 +229,7 @@ impl Codec {
     /// for every idle connection). `max_out`: the client's Maximum Packet Size (5.0).
     pub fn connected(version: Version, max_in: u32, max_out: Option<u32>) -> Self {
         let mut codec = Self::new(max_in);
-        codec.inner = match version {
-            Version::V3 => MqttCodec::V3(v3::Codec::new(max_in)),
-            Version::V5 => MqttCodec::V5(v5::Codec::new(max_in, 0)),
-        };
+        codec.inner = versioned(version, max_in);
         if let Some(max) = max_out {
             codec.set_max_outbound(max);
         }
@@ -256,6 +253,15 @@ impl Codec {
         if let MqttCodec::V5(c) = &mut self.inner {
             c.set_max_outbound_size(max.saturating_add(5));
         }
+    }
+}
+
+/// The crate's codec for `version`, reading packets of at most `max_in` bytes (the
+/// client's maximum, 5.0, is set apart: [`Codec::set_max_outbound`]).
+fn versioned(version: Version, max_in: u32) -> MqttCodec {
+    match version {
+        Version::V3 => MqttCodec::V3(v3::Codec::new(max_in)),
+        Version::V5 => MqttCodec::V5(v5::Codec::new(max_in, 0)),
     }
 }
 
@@ -652,13 +658,14 @@ impl Decoder for Codec {
             let Some(version) = v.decode(src)? else {
                 return Ok(None);
             };
-            self.inner = match version {
-                ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(self.max_in)),
+            let version = match version {
+                ProtocolVersion::MQTT3 => Version::V3,
                 ProtocolVersion::MQTT5 => {
                     self.awaiting_v5_connect = true;
-                    MqttCodec::V5(v5::Codec::new(self.max_in, 0))
+                    Version::V5
                 }
             };
+            self.inner = versioned(version, self.max_in);
         }
         if self.awaiting_v5_connect {
             match patch_empty_client_id(src, self.max_in) {
@@ -901,11 +908,6 @@ mod tests {
             Err(CodecError::ClientId)
         ));
     }
-}
-
-#[cfg(test)]
-mod connected_tests {
-    use super::*;
 
     fn publish(payload: usize) -> Publish {
         Publish {
