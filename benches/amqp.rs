@@ -16,8 +16,8 @@
 //! and of RabbitMQ's VM (beam.smp) in the window, from `/proc/PID/stat`.
 //!
 //! Both sides run their defaults: the link's `prefetch` and `publish_window`, the
-//! shovel's `src-prefetch-count` (1000). `AMQP_BENCH_PREFETCH` and `AMQP_BENCH_WINDOW`
-//! set the link's; `AMQP_BENCH_DATA=off` runs the router without its journal.
+//! shovel's `src-prefetch-count` (1000). `AMQP_BENCH_PREFETCH`, `AMQP_BENCH_WINDOW` and
+//! `AMQP_BENCH_PENDING` set the link's `prefetch`, `publish_window` and `max_pending`; `AMQP_BENCH_DATA=off` runs the router without its journal.
 //! Method: benches/common/method.rs (a warm-up move of 10,000 per side, then
 //! `SB_BENCH_REPEATS` samples each, the side going first alternating).
 
@@ -171,6 +171,7 @@ fn main() {
     for (var, key) in [
         ("AMQP_BENCH_PREFETCH", "prefetch"),
         ("AMQP_BENCH_WINDOW", "publish_window"),
+        ("AMQP_BENCH_PENDING", "max_pending"),
     ] {
         if let Some(v) = env_num(var) {
             link.push_str(&format!("      {key}: {v}\n"));

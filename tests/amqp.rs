@@ -376,6 +376,42 @@ routes:
 }
 
 #[test]
+#[cfg_attr(not(peers), ignore = "needs RabbitMQ and Python: run scripts/test")]
+fn a_source_feeding_a_stuck_link_leaves_the_backlog_in_rabbitmq() {
+    let _l = rabbit(false);
+    let p = prefix("pc");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    // Link `down` never connects: what is routed to it waits in its link queue.
+    let config = r#"
+links:
+  rabbit:
+    amqp: {uri: "amqp://guest:guest@127.0.0.1:5672/%2f"}
+  down:
+    amqp: {uri: "amqp://guest:guest@127.0.0.1:1/%2f", reconnect_max: 1s}
+"#;
+    std::fs::write(dir.path().join("switchboard.yaml"), config).unwrap();
+    let routes = r#"
+routes:
+  - name: P-pace
+    from: {amqp: {link: rabbit, queue: P.pace}}
+    to: [{amqp: {link: down, routing_key: anywhere}}]
+    declare:
+      link: rabbit
+      queues: [{name: P.pace, durable: false, arguments: {x-expires: 600000}}]
+  - name: P-other
+    from: {amqp: {link: rabbit, queue: P.other}}
+    to: [{stomp: /queue/P.out}]
+    declare:
+      queues: [{name: P.other, durable: false, arguments: {x-expires: 600000}}]
+"#;
+    std::fs::write(dir.path().join("routes/amqp.yaml"), routes.replace('P', &p)).unwrap();
+    let cfg = dir.path().join("switchboard.yaml").display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &cfg]);
+    scenario(&d, &p, "paced");
+}
+
+#[test]
 fn a_link_that_cannot_connect_retries_and_says_why() {
     // No RabbitMQ needed: a port nothing listens on.
     let dir = tempfile::tempdir().unwrap();

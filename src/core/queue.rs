@@ -547,6 +547,30 @@ impl Queue {
         (st.ready_bytes, st.held_bytes)
     }
 
+    /// Waits until at most `max` messages are ready (or the queue is deleted): where a
+    /// bridge waits before feeding a link queue, so that it does not pull from a broker
+    /// faster than the link drains (see `Router::route_from_amqp`). A shared
+    /// (clustered) queue's ready messages are the cluster's: it never waits.
+    pub async fn ready_at_most(&self, max: usize) {
+        if self.shared.is_some() {
+            return;
+        }
+        loop {
+            // Interest first, then the check: room freed in between wakes us.
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.deleted || st.ready.len() <= max {
+                    return;
+                }
+                st.publisher_waiting = true;
+            }
+            notified.await;
+        }
+    }
+
     /// Ready (unassigned) message count.
     pub fn len(&self) -> usize {
         self.lock().ready.len()

@@ -109,6 +109,18 @@ pub enum Rendered {
     },
 }
 
+impl Rendered {
+    /// The link a target goes through; `None` for an internal destination.
+    pub fn link(&self) -> Option<&str> {
+        match self {
+            Rendered::Internal(_) => None,
+            Rendered::Amqp { link, .. }
+            | Rendered::Xmpp { link, .. }
+            | Rendered::XmppPubsub { link, .. } => Some(link),
+        }
+    }
+}
+
 /// A route's filter.
 #[derive(Debug, Clone, Default)]
 pub struct When {

@@ -186,9 +186,13 @@ def outbound():
     # (multiple acks), and each return must still be paired with its own message.
     lost = 20
     for i in range(n):
-        s.send(f"/queue/{P}.send", f"e{i}", content_type="application/json", headers={
-            "kind": "created", "persistent": "true", "priority": "6", "correlation-id": f"k{i}",
-            "expires": str(exp), "x-trace": f"t{i}"})
+        headers = {"kind": "created", "persistent": "true", "priority": "6", "correlation-id": f"k{i}",
+                   "expires": str(exp), "x-trace": f"t{i}"}
+        if i == 7:
+            headers["message-id"] = "mid-7"
+        if i == 8:
+            del headers["priority"]
+        s.send(f"/queue/{P}.send", f"e{i}", content_type="application/json", headers=headers)
         if i % 5 == 0:
             s.send(f"/queue/{P}.send", f"lost{i // 5}", headers={"kind": "nowhere"})
     s.send(f"/queue/{P}.nox", "nox", receipt="r")
@@ -202,7 +206,11 @@ def outbound():
            and props.content_type == "application/json", f"{props}")
     expect(props.headers.get("x-trace") == "t7" and "kind" in props.headers, f"{props.headers}")
     expect(props.expiration is not None and 0 < int(props.expiration) <= 600_000, f"expiration {props.expiration}")
-    expect(props.message_id, "message id set")
+    expect(props.message_id == "mid-7", f"the publisher's message id: {props.message_id}")
+    # Only what the message carries: no router-made id, no priority for none given
+    # (RabbitMQ reads a missing priority as 0; 4, the default, would jump the queue).
+    _, props8, _ = got[8]
+    expect(props8.message_id is None and props8.priority is None, f"{props8}")
     # Every message sent is accounted for (confirmed or dead-lettered) before a marker
     # goes to the dead-letter queue: it comes after every dead letter.
     accounted = lambda: (lambda c: c["published"] + c["dead_lettered"])(links()["rabbit"]["counters"])  # noqa: E731
@@ -587,8 +595,35 @@ def tls_publish():
     print("ok")
 
 
+def router_queue(name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{args.admin_port}/queues", timeout=5) as r:
+        return next((q for q in json.load(r)["queues"] if q["name"] == name), None)
+
+
+def paced():
+    """A RabbitMQ source feeding a link that cannot publish (link `down`) stops pulling once that
+    link's queue holds 1,000 waiting messages (+1 on its way in): the rest waits in RabbitMQ. Another
+    source of the same link keeps flowing meanwhile."""
+    wait_for(lambda: queue_exists(f"{P}.pace") and queue_exists(f"{P}.other"), T, "topology")
+    c, ch = amqp()
+    for i in range(3000):
+        ch.basic_publish("", f"{P}.pace", f"m{i}".encode())
+    state = lambda: ((router_queue("$sb.link.down") or {}).get("ready"), queue_total(f"{P}.pace"))  # noqa: E731
+    wait_for(lambda: state() == (1001, 1999), T, lambda: f"(link queue ready, RabbitMQ's messages): {state()}")
+    s, col = stomp_conn()
+    s.subscribe(f"/queue/{P}.out", id="o", ack="auto")
+    for i in range(5):
+        ch.basic_publish("", f"{P}.other", f"o{i}".encode())
+    col.wait_messages(5, "the other source's messages")
+    expect(col.bodies() == [f"o{i}" for i in range(5)], f"{col.bodies()}")
+    expect(state() == (1001, 1999), f"still paced: {state()}")
+    c.close()
+    s.disconnect()
+    print("ok")
+
+
 SCENARIOS = {f.__name__: f for f in [inbound, outbound, nacked, roundtrip, rpc_stomp_to_amqp, rpc_mqtt5_to_amqp, rpc_amqp_to_stomp, rpc_amqp_to_mqtt5, rpc_amqp_to_amqp, topology,
-                                     after_reload, restart_under_load, blocked, tls_publish, durable_before, durable_after]}
+                                     after_reload, restart_under_load, blocked, tls_publish, durable_before, durable_after, paced]}
 if args.scenario not in SCENARIOS:
     fail(f"unknown scenario {args.scenario}")
 SCENARIOS[args.scenario]()

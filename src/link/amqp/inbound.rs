@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use lapin::Acker;
 use lapin::Connection;
 use lapin::message::Delivery;
@@ -121,30 +122,84 @@ async fn consume(
         .await
         .map_err(e("basic.consume"))?;
     tracing::info!(queue, "AMQP consumer started");
-    loop {
+    // Accepted deliveries are acked together (`multiple`: one frame for many) once
+    // their store writes are durable. One batch waits for its fsync while the next is
+    // handled and gathered (group commit): the consumer never stops to wait for the
+    // disk, and each fsync covers everything that arrived during the one before.
+    let mut gathering = Pending::default();
+    let mut acking: Option<BoxFuture<'static, Result<(), String>>> = None;
+    'consume: loop {
         let next = tokio::select! {
+            biased;
             _ = stop.cancelled() => break,
+            r = async { acking.as_mut().expect("guarded").await }, if acking.is_some() => {
+                r?;
+                acking = gathering.start_acking();
+                continue;
+            }
             d = consumer.next() => d,
         };
-        // Handle this delivery and every one already waiting, then ack them together
-        // (`multiple`): one frame instead of one per message, once they are all durable
-        // (their store writes share fsyncs).
-        let mut pending = Pending::default();
         let mut next = next;
         loop {
-            match next {
+            let d = match next {
                 None => return Err("the consumer was cancelled by RabbitMQ".into()),
                 Some(Err(err)) => return Err(format!("delivery: {err}")),
-                Some(Ok(d)) => handle(ctx, key, d, &mut pending).await?,
+                Some(Ok(d)) => d,
+            };
+            let acker = d.acker.clone();
+            let mut handling = std::pin::pin!(handle(ctx, key, d));
+            let outcome = match futures::poll!(handling.as_mut()) {
+                std::task::Poll::Ready(o) => o,
+                std::task::Poll::Pending => {
+                    // This delivery waits (a full or paced destination) for as long as
+                    // that lasts: what came before it is acked meanwhile. Stopping
+                    // abandons it unacked; RabbitMQ delivers it again when the channel
+                    // closes.
+                    if acking.is_none() {
+                        acking = gathering.start_acking();
+                    }
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = stop.cancelled() => break 'consume,
+                            r = async { acking.as_mut().expect("guarded").await }, if acking.is_some() => {
+                                r?;
+                                acking = gathering.start_acking();
+                            }
+                            o = handling.as_mut() => break o,
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Accepted(confirmation) => {
+                    gathering.acker = Some(acker);
+                    gathering.confirmation.extend(confirmation);
+                }
+                Outcome::Refused(how) => {
+                    // Settled on its own, after everything before it, so that no
+                    // `multiple` ack covers it.
+                    if let Some(a) = acking.take() {
+                        a.await?;
+                    }
+                    ack_when_durable(std::mem::take(&mut gathering)).await?;
+                    settle(&acker, how).await?;
+                }
             }
             match futures::FutureExt::now_or_never(consumer.next()) {
                 Some(n) => next = n,
                 None => break,
             }
         }
-        flush(&mut pending).await?;
+        if acking.is_none() {
+            acking = gathering.start_acking();
+        }
     }
-    // Everything handled is settled (flushed above), so closing loses nothing.
+    // Settle everything handled, so closing loses nothing.
+    if let Some(a) = acking.take() {
+        a.await?;
+    }
+    ack_when_durable(gathering).await?;
     let _ = ch.close(200, "route removed".into()).await;
     tracing::info!(queue, "AMQP consumer stopped");
     Ok(())
@@ -158,14 +213,30 @@ struct Pending {
     confirmation: crate::core::Confirmation,
 }
 
+impl Pending {
+    /// The ack of everything gathered, once durable, as a future of its own; `None`
+    /// when nothing was gathered.
+    fn start_acking(&mut self) -> Option<BoxFuture<'static, Result<(), String>>> {
+        self.acker.as_ref()?;
+        Some(Box::pin(ack_when_durable(std::mem::take(self))))
+    }
+}
+
+/// What became of one delivery.
+enum Outcome {
+    /// The core took it: ack it once this is durable.
+    Accepted(crate::core::Confirmation),
+    /// The core did not: settle it on its own.
+    Refused(Refused),
+}
+
 /// Acks everything up to the last accepted delivery once it is all durable. When the
 /// store refused (disk full), everything pending goes back to RabbitMQ instead.
-async fn flush(pending: &mut Pending) -> Result<(), String> {
-    let confirmation = std::mem::take(&mut pending.confirmation);
-    let Some(a) = pending.acker.take() else {
+async fn ack_when_durable(pending: Pending) -> Result<(), String> {
+    let Some(a) = pending.acker else {
         return Ok(());
     };
-    match confirmation.wait().await {
+    match pending.confirmation.wait().await {
         Ok(()) => a
             .ack(BasicAckOptions { multiple: true })
             .await
@@ -185,15 +256,29 @@ async fn flush(pending: &mut Pending) -> Result<(), String> {
     }
 }
 
-/// Routes one delivery. An accepted one is left in `pending` to be acked with the
-/// next flush; a refused one is settled at once (after flushing, so `multiple` acks
-/// never cover it).
-async fn handle(
-    ctx: &LinkCtx,
-    key: &AmqpSourceKey,
-    d: Delivery,
-    pending: &mut Pending,
-) -> Result<(), String> {
+/// How a delivery the core did not take is settled.
+enum Refused {
+    /// For good (RabbitMQ dead-letters it if its queue has a dead-letter exchange).
+    Reject,
+    /// Given back at once, to be delivered again (a reload removed its route).
+    Requeue,
+    /// Given back after a pause: the destination refused it for now.
+    RequeueLater,
+}
+
+async fn settle(acker: &Acker, how: Refused) -> Result<(), String> {
+    match how {
+        Refused::Reject => reject(acker).await,
+        Refused::Requeue => requeue(acker).await,
+        Refused::RequeueLater => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            requeue(acker).await
+        }
+    }
+}
+
+/// Routes one delivery.
+async fn handle(ctx: &LinkCtx, key: &AmqpSourceKey, d: Delivery) -> Outcome {
     let c = &ctx.status.counters;
     let link = ctx.settings.name.as_str();
     if d.redelivered {
@@ -205,9 +290,8 @@ async fn handle(
     }
     let routing_key = d.routing_key.to_string();
     let exchange = d.exchange.to_string();
-    let acker = d.acker;
     let payload = d.data.len();
-    let message = convert::from_amqp(
+    let message = match convert::from_amqp(
         &Inbound {
             link,
             exchange: &exchange,
@@ -216,58 +300,40 @@ async fn handle(
         &d.properties,
         d.data,
         SystemTime::now(),
-    );
-    let routed = match message {
-        Ok(m) => Ok(ctx
-            .router
-            .publish_from_amqp_unconfirmed(link, key, &routing_key, m)
-            .await),
-        Err(e) => Err(e),
-    };
-    let routed = match routed {
-        Ok(Ok(Some((n, confirmation)))) if n > 0 => {
-            ctx.status.received(payload);
-            pending.acker = Some(acker);
-            pending.confirmation.extend(confirmation);
-            return Ok(());
-        }
-        Ok(Ok(Some((n, _)))) => Ok(Ok(Some(n))),
-        Ok(Ok(None)) => Ok(Ok(None)),
-        Ok(Err(e)) => Ok(Err(e)),
-        Err(e) => Err(e),
-    };
-    flush(pending).await?;
-    let routed = match routed {
-        Ok(r) => r,
+    ) {
+        Ok(m) => m,
         Err(err) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "cannot translate the AMQP message: rejected without requeue (RabbitMQ dead-letters it if the queue has a dead-letter exchange)");
-            return reject(&acker).await;
+            return Outcome::Refused(Refused::Reject);
         }
     };
+    let routed = ctx
+        .router
+        .publish_from_amqp_unconfirmed(link, key, &routing_key, message)
+        .await;
     match routed {
-        Ok(Some(0)) => {
+        Ok(Some((n, confirmation))) if n > 0 => {
+            ctx.status.received(payload);
+            Outcome::Accepted(confirmation)
+        }
+        Ok(Some(_)) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_info!(FILTERED, %exchange, %routing_key, "no route's filter accepted the message: rejected without requeue");
-            reject(&acker).await
+            Outcome::Refused(Refused::Reject)
         }
-        // Accepted deliveries were parked in `pending` above.
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => {
-            // A reload removed the route between delivery and now: give it back.
-            requeue(&acker).await
-        }
+        // A reload removed the route between delivery and now: give it back.
+        Ok(None) => Outcome::Refused(Refused::Requeue),
         Err(RouterError::Routing(err)) => {
             LinkStatus::bump(&c.rejected);
             crate::rate_warn!(UNTRANSLATABLE, %exchange, %routing_key, reason = %err, "the route cannot translate the message: rejected without requeue");
-            reject(&acker).await
+            Outcome::Refused(Refused::Reject)
         }
         Err(RouterError::Publish(err)) => {
             // The destination refused it for now (full, or gone): leave it in RabbitMQ
             // and slow down rather than drop it.
             crate::rate_warn!(CORE_REFUSED, %exchange, %routing_key, reason = %err, "the core refused the message: requeued in RabbitMQ");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            requeue(&acker).await
+            Outcome::Refused(Refused::RequeueLater)
         }
     }
 }

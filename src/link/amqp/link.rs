@@ -14,6 +14,9 @@ use super::session::session;
 use crate::link::{Backoff, LinkStatus, Links, Supervised, supervise};
 use crate::router::Router;
 
+/// How long closing a session's connections may wait for RabbitMQ's answer.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Everything a link's tasks share.
 pub(crate) struct LinkCtx {
     pub settings: AmqpLinkSettings,
@@ -67,29 +70,68 @@ struct AmqpLink {
     tracker: TaskTracker,
 }
 
+/// A session's two connections to RabbitMQ: one consumes (and declares the routes'
+/// topology: an exclusive queue belongs to the connection that declared it), one
+/// publishes, as RabbitMQ advises: when it blocks a publishing connection for a resource
+/// alarm, that must not also hold up the acks and deliveries of the consuming side. Each
+/// has its own reader and writer on both ends, so the two directions do not queue
+/// behind each other either (in the queue → queue benchmark the split alone moved the
+/// figures within their noise: docs/benchmarks.md).
+pub(super) struct Connections {
+    pub consume: Arc<Connection>,
+    pub publish: Arc<Connection>,
+}
+
+impl Connections {
+    pub fn connected(&self) -> bool {
+        self.consume.status().connected() && self.publish.status().connected()
+    }
+}
+
 impl Supervised for AmqpLink {
-    type Conn = Connection;
+    type Conn = Connections;
     const LABEL: &'static str = "AMQP";
 
-    async fn connect(&mut self) -> Result<Connection, String> {
-        connect(&self.ctx.settings).await.map_err(|e| e.to_string())
+    async fn connect(&mut self) -> Result<Connections, String> {
+        let s = &self.ctx.settings;
+        let consume = connect(s, "consume").await.map_err(|e| e.to_string())?;
+        let publish = match connect(s, "publish").await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = consume.close(320, "switchboard reconnecting".into()).await;
+                return Err(e.to_string());
+            }
+        };
+        Ok(Connections {
+            consume: Arc::new(consume),
+            publish: Arc::new(publish),
+        })
     }
 
-    async fn run(&mut self, conn: Connection, cancel: &CancellationToken) -> String {
-        let conn = Arc::new(conn);
+    async fn run(&mut self, conns: Connections, cancel: &CancellationToken) -> String {
         let reason = session(
             &self.ctx,
-            &conn,
+            &conns,
             &mut self.routes_changed,
             cancel,
             &self.tracker,
         )
         .await;
-        if cancel.is_cancelled() {
-            let _ = conn.close(200, "switchboard shutting down".into()).await;
+        let (code, why) = if cancel.is_cancelled() {
+            (200, "switchboard shutting down")
         } else {
-            let _ = conn.close(320, "switchboard reconnecting".into()).await;
-        }
+            (320, "switchboard reconnecting")
+        };
+        // `close` waits for RabbitMQ's close-ok, which a dead connection never sends
+        // (lapin may not know yet that it is dead): bounded, both at once.
+        let _ = tokio::time::timeout(
+            CLOSE_WAIT,
+            futures::future::join(
+                conns.publish.close(code, why.into()),
+                conns.consume.close(code, why.into()),
+            ),
+        )
+        .await;
         reason
     }
 
@@ -103,9 +145,10 @@ impl Supervised for AmqpLink {
     }
 }
 
-async fn connect(s: &AmqpLinkSettings) -> lapin::Result<Connection> {
+/// One connection; `role` (consume, publish) ends its name in RabbitMQ's management.
+async fn connect(s: &AmqpLinkSettings, role: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default()
-        .with_connection_name(format!("switchboard link {}", s.name).into());
+        .with_connection_name(format!("switchboard link {} ({role})", s.name).into());
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
         cert_chain: s.ca_pem.clone(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::link::LinkCtx;
+use super::link::{Connections, LinkCtx};
 use super::{inbound, outbound, topology};
 use crate::link::LinkState;
 use crate::routes::AmqpSourceKey;
@@ -23,7 +23,7 @@ const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(1);
 /// One connected session; returns why it ended.
 pub(super) async fn session(
     ctx: &Arc<LinkCtx>,
-    conn: &Arc<Connection>,
+    conns: &Connections,
     routes_changed: &mut watch::Receiver<u64>,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
@@ -31,56 +31,16 @@ pub(super) async fn session(
     let session_cancel = cancel.child_token();
     let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(8);
 
-    // Connection events: blocked / unblocked for status, errors end the session.
-    let mut events = conn.events_listener();
-    {
-        let status = Arc::clone(&ctx.status);
-        let conn = Arc::clone(conn);
-        let fail = fail_tx.clone();
-        let stop = session_cancel.clone();
-        tracker.spawn(
-            async move {
-                loop {
-                    let ev = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        ev = events.next() => ev,
-                    };
-                    match ev {
-                        Some(Event::ConnectionBlocked(reason)) => {
-                            tracing::warn!(%reason, "RabbitMQ blocked the connection: publishing paused, messages wait in the link queue");
-                            status.set_state(LinkState::Blocked);
-                        }
-                        Some(Event::ConnectionUnblocked) => {
-                            tracing::info!("RabbitMQ unblocked the connection");
-                            status.set_state(LinkState::Connected);
-                        }
-                        Some(Event::Error(e)) => {
-                            // lapin also reports channel-level trouble here (a channel
-                            // RabbitMQ closed); only a dead connection ends the session.
-                            if conn.status().connected() {
-                                tracing::debug!(error = %e, "AMQP error event on a live connection");
-                                continue;
-                            }
-                            let _ = fail.send(format!("connection error: {e}")).await;
-                            return;
-                        }
-                        Some(_) => {}
-                        None => {
-                            let _ = fail.send("connection closed".into()).await;
-                            return;
-                        }
-                    }
-                }
-            }
-            .in_current_span(),
-        );
+    for conn in [&conns.consume, &conns.publish] {
+        watch_events(ctx, conn, &fail_tx, &session_cancel, tracker);
     }
 
+    let conn = &conns.consume;
     topology::declare_all(ctx, conn).await;
     tracker.spawn(
         outbound::run(
             Arc::clone(ctx),
-            Arc::clone(conn),
+            Arc::clone(&conns.publish),
             session_cancel.clone(),
             fail_tx.clone(),
         )
@@ -107,7 +67,7 @@ pub(super) async fn session(
             _ = cancel.cancelled() => break "shutdown".to_owned(),
             Some(r) = fail_rx.recv() => break r,
             _ = watchdog.tick() => {
-                if !conn.status().connected() {
+                if !conns.connected() {
                     break "connection lost".to_owned();
                 }
             }
@@ -123,6 +83,61 @@ pub(super) async fn session(
     };
     session_cancel.cancel();
     reason
+}
+
+/// Follows one connection's events: blocked / unblocked for status; an error on a dead
+/// connection ends the session through `fail`.
+fn watch_events(
+    ctx: &Arc<LinkCtx>,
+    conn: &Arc<Connection>,
+    fail: &tokio::sync::mpsc::Sender<String>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let mut events = conn.events_listener();
+    let status = Arc::clone(&ctx.status);
+    let conn = Arc::clone(conn);
+    let fail = fail.clone();
+    let stop = stop.clone();
+    tracker.spawn(
+        async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ev = events.next() => ev,
+                };
+                match ev {
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(%reason, "RabbitMQ blocked the connection: publishing paused, messages wait in the link queue");
+                        status.set_state(LinkState::Blocked);
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        tracing::info!("RabbitMQ unblocked the connection");
+                        status.set_state(LinkState::Connected);
+                    }
+                    Some(Event::Error(e)) => {
+                        // lapin also reports channel-level trouble here (a channel
+                        // RabbitMQ closed); only a dead connection ends the session. An
+                        // I/O error is one even while lapin still calls the connection
+                        // connected (it marks it later, or, seen in a full test run with
+                        // RabbitMQ restarting, not within 25 s).
+                        if conn.status().connected() && !e.is_io_error() {
+                            tracing::debug!(error = %e, "AMQP error event on a live connection");
+                            continue;
+                        }
+                        let _ = fail.send(format!("connection error: {e}")).await;
+                        return;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let _ = fail.send("connection closed".into()).await;
+                        return;
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// Starts consumers for sources the table now has, stops those it no longer has.
