@@ -332,11 +332,6 @@ impl Router {
         };
         held(routed.hold).await;
         let n = routed.legs.len();
-        for leg in &routed.legs {
-            if let Some(link) = leg.target.link() {
-                self.paced(link).await;
-            }
-        }
         let (_, confirmation) = self.publish_legs_unconfirmed(routed.legs).await?;
         Ok(Some((n, confirmation)))
     }
@@ -367,23 +362,21 @@ impl Router {
         Ok(Some(n))
     }
 
-    /// Hands resolved legs to the core (link legs go to their link's queue); returns
-    /// how many queues they reached and what must become durable before the publisher
-    /// is confirmed.
     /// Waits while link `link`'s queue holds more than [`BRIDGE_PACE`] messages not yet
     /// taken by its publisher. A message from a RabbitMQ source waits here before it
     /// joins a link queue, as RabbitMQ's shovel waits for its confirms: the link does not
-    /// pull faster than it publishes, the backlog stays in RabbitMQ (durable, visible
-    /// there) rather than in the router, and when both ends are the same broker, pulling
-    /// ahead no longer takes the broker's time from the publishes that drain it (a
-    /// queue → queue move went 1.1× as fast: docs/benchmarks.md).
+    /// pull faster than it publishes, and the backlog stays in RabbitMQ (durable, visible
+    /// there) rather than in the router. Only RabbitMQ sources: an XMPP link reads one
+    /// stream for all its addresses, which one slow link must not hold up.
     async fn paced(&self, link: &str) {
-        let name = format!("{LINK_QUEUE_PREFIX}{link}");
-        if let Some(q) = self.core.queue(&name) {
+        if let Some(q) = self.core.queue(&crate::link::link_queue(link)) {
             q.ready_at_most(BRIDGE_PACE).await;
         }
     }
 
+    /// Hands resolved legs to the core (link legs go to their link's queue); returns
+    /// how many queues they reached and what must become durable before the publisher
+    /// is confirmed.
     async fn publish_legs_unconfirmed(
         &self,
         legs: Vec<Leg>,
