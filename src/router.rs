@@ -14,6 +14,11 @@ use crate::translate::trace::{self, Traced};
 /// consumes its queue, so messages wait in the core (bounded) while the link is down.
 pub const LINK_QUEUE_PREFIX: &str = "$sb.link.";
 
+/// The internal queue a link consumes its outbound messages from.
+pub fn link_queue(link: &str) -> String {
+    format!("{LINK_QUEUE_PREFIX}{link}")
+}
+
 /// Messages a link queue may hold not yet taken by its publisher before a message from
 /// a RabbitMQ source waits to join it ([`Router::paced`]): about one publish window, so
 /// the publisher never runs dry.
@@ -369,7 +374,7 @@ impl Router {
     /// there) rather than in the router. Only RabbitMQ sources: an XMPP link reads one
     /// stream for all its addresses, which one slow link must not hold up.
     async fn paced(&self, link: &str) {
-        if let Some(q) = self.core.queue(&crate::link::link_queue(link)) {
+        if let Some(q) = self.core.queue(&link_queue(link)) {
             q.ready_at_most(BRIDGE_PACE).await;
         }
     }
@@ -428,7 +433,7 @@ fn leg_destination(leg: Leg) -> (Destination, Message) {
             let mut m = leg.message;
             m.headers
                 .set(LINK_TARGET_HEADER, link_address_json(&leg.target));
-            (Destination::queue(&format!("{LINK_QUEUE_PREFIX}{link}")), m)
+            (Destination::queue(&link_queue(link)), m)
         }
     }
 }

@@ -1,10 +1,7 @@
 //! A link's two core queues: where its outbound messages wait, and where those it gives
 //! up on go.
 
-/// The internal queue a link consumes its outbound messages from.
-pub fn link_queue(link: &str) -> String {
-    format!("{}{link}", crate::router::LINK_QUEUE_PREFIX)
-}
+pub use crate::router::link_queue;
 
 /// Declares a link's two core queues: its outbound buffer (bounded; publishers wait,
 /// not lose, when it is full) and its dead-letter queue (up front, so giving up on a
