@@ -117,6 +117,12 @@ fn twenty_kill_9_of_random_routers_under_mixed_load_lose_no_confirmed_message() 
             &amqp,
         ])
         .args(["--kills", "20"])
+        // A failure prints its seed: SWITCHBOARD_CRASH_SEED replays the same kills.
+        .args(
+            std::env::var("SWITCHBOARD_CRASH_SEED")
+                .map(|s| vec!["--seed".to_string(), s])
+                .unwrap_or_default(),
+        )
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup python): {e}", python()));
     let stdout = String::from_utf8_lossy(&out.stdout);

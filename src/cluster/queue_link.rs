@@ -47,6 +47,9 @@ use crate::store::StoreWait;
 pub const ACK_WAIT: Duration = Duration::from_secs(5);
 /// How often a held message's deadline is pushed back.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(1500);
+/// How long a progress ack may take to reach the consumer's leader, for
+/// [`Link::overdue`].
+const ACK_MARGIN: Duration = Duration::from_secs(1);
 /// How long a subscription's confirmation waits for its consumer to be in force.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// The most messages fetched in one pull.
@@ -125,6 +128,10 @@ struct Link {
     /// the queue was deleted): a deletion waits for it, or it could delete the stream
     /// before an opening still under way made it again.
     open_done: watch::Sender<bool>,
+    /// When the last round of progress acks went out on a connected client, in
+    /// milliseconds since `epoch`: see [`Link::overdue`].
+    round_done: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 impl QueueLink {
@@ -151,6 +158,8 @@ impl QueueLink {
                 applied: watch::channel(0).0,
                 closed: CancellationToken::new(),
                 open_done: watch::channel(false).0,
+                round_done: AtomicU64::new(0),
+                epoch: std::time::Instant::now(),
                 cx,
             }),
         }
@@ -158,6 +167,23 @@ impl QueueLink {
 }
 
 impl Link {
+    /// Notes that every held message's deadline in JetStream was just pushed back.
+    fn round_done(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.round_done.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether JetStream may have given a held message to another router: the last
+    /// round of progress acks is older than [`ACK_WAIT`] less [`ACK_MARGIN`] (this
+    /// router stalled, or its connection to NATS did), so a held message's deadline may
+    /// have passed. Rounds come every [`PROGRESS_EVERY`]; a message fetched since the
+    /// last one has a later deadline than those it covered.
+    fn overdue(&self, now: std::time::Instant) -> bool {
+        let since = now.saturating_duration_since(self.epoch);
+        let last = Duration::from_millis(self.round_done.load(Ordering::Relaxed));
+        since.saturating_sub(last) > ACK_WAIT - ACK_MARGIN
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Subject>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -351,17 +377,21 @@ impl Link {
                         Settle::Sent(answer) => {
                             // The server answers a flush after everything published
                             // before it: from then on it routes those acks to the
-                            // consumer's leader whatever becomes of this router.
-                            let flushed = match tokio::time::timeout(SENT_WAIT, client.flush()).await {
-                                Ok(Ok(())) => Ok(()),
-                                Ok(Err(e)) => Err(format!("acknowledgements not sent to the cluster: {e}")),
-                                Err(_) => Err(format!(
-                                    "acknowledgements not sent to the cluster within {} s",
-                                    SENT_WAIT.as_secs()
-                                )),
-                            }
-                            .map_err(crate::store::StoreError::Unavailable);
-                            let _ = answer.send(flushed);
+                            // consumer's leader whatever becomes of this router. Awaited
+                            // aside, so a slow answer never delays the progress acks.
+                            let client = client.clone();
+                            tokio::spawn(async move {
+                                let flushed = match tokio::time::timeout(SENT_WAIT, client.flush()).await {
+                                    Ok(Ok(())) => Ok(()),
+                                    Ok(Err(e)) => Err(format!("acknowledgements not sent to the cluster: {e}")),
+                                    Err(_) => Err(format!(
+                                        "acknowledgements not sent to the cluster within {} s",
+                                        SENT_WAIT.as_secs()
+                                    )),
+                                }
+                                .map_err(crate::store::StoreError::Unavailable);
+                                let _ = answer.send(flushed);
+                            });
                             continue;
                         }
                     };
@@ -371,6 +401,11 @@ impl Link {
                     let held: Vec<Subject> = self.held().values().cloned().collect();
                     for reply in held {
                         let _ = client.publish(reply, Bytes::from_static(b"+WPI")).await;
+                    }
+                    // Disconnected, the acks wait in the client: the deadlines are not
+                    // pushed back until it is connected again.
+                    if client.connection_state() == async_nats::connection::State::Connected {
+                        self.round_done();
                     }
                 }
             }
@@ -443,6 +478,7 @@ impl SharedLog for QueueLink {
             let Some(work) = work else {
                 return;
             };
+            link.round_done();
             link.ready.send_replace(true);
             tracing::debug!(queue = %link.name, stream = %link.stream, "cluster: shared queue open");
             tokio::select! {
@@ -476,6 +512,10 @@ impl SharedLog for QueueLink {
 
     fn release(&self, token: u64) {
         self.inner.settle(token, Settle::Nak);
+    }
+
+    fn overdue(&self, now: std::time::Instant) -> bool {
+        self.inner.overdue(now)
     }
 
     fn settlements_sent(&self) -> StoreWait {

@@ -139,6 +139,14 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
     /// The message under `token` goes back to the cluster, to be delivered again.
     fn release(&self, token: u64);
 
+    /// Whether what this router holds may have been handed to another router meanwhile
+    /// (at `now`, its hold on fetched messages may have lapsed in the cluster): a message
+    /// delivered now is then flagged redelivered, as the cluster's other copy may have
+    /// reached a consumer first.
+    fn overdue(&self, _now: std::time::Instant) -> bool {
+        false
+    }
+
     /// Resolves once every [`ack`](Self::ack) and [`release`](Self::release) made
     /// before it has left this router for the cluster, so this router dying after it
     /// cannot undo them: what a client's confirmation of its settlements (a STOMP

@@ -222,6 +222,9 @@ impl Queue {
         };
         let mut got = 0;
         let mut expired = Vec::new();
+        // A shared queue's hold may have lapsed: what it hands out now may be another
+        // router's delivery too.
+        let overdue = self.shared().is_some_and(|s| s.overdue(now.into_std()));
         // Bytes that leave the consumer's hands now (expired, or handed over in auto mode).
         let mut released = 0;
         while got < max {
@@ -255,7 +258,7 @@ impl Queue {
                         message: e.message,
                         destination: e.destination,
                         tag,
-                        redelivered: e.redelivered,
+                        redelivered: e.redelivered || overdue,
                         delivery_count: e.deliveries,
                     })
                 }
@@ -264,7 +267,7 @@ impl Queue {
                         message: Arc::clone(&e.message),
                         destination: e.destination.clone(),
                         tag,
-                        redelivered: e.redelivered,
+                        redelivered: e.redelivered || overdue,
                         delivery_count: e.deliveries,
                     });
                     e.redelivered = true;

@@ -51,6 +51,8 @@ pub(super) struct Calls {
     /// Queues [`SharedLog::detach`]ed (unloaded here, kept in the cluster).
     pub detached: Vec<String>,
     pub interest: Vec<(String, bool)>,
+    /// What [`SharedLog::overdue`] answers.
+    pub overdue: bool,
 }
 
 /// The cluster side of the seam, recording. Shares queues as the real one does:
@@ -213,6 +215,10 @@ impl SharedLog for FakeLog {
             .calls()
             .releases
             .push((self.name.clone(), token));
+    }
+
+    fn overdue(&self, _now: std::time::Instant) -> bool {
+        self.cluster.calls().overdue
     }
 
     fn bind(&self, patterns: &[Pattern]) {

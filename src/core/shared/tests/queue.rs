@@ -186,6 +186,31 @@ async fn arrivals_are_delivered_in_order_with_the_cluster_s_delivery_counts() {
 }
 
 #[tokio::test]
+async fn what_is_handed_out_while_the_hold_may_have_lapsed_is_flagged_redelivered() {
+    let (core, cluster) = FakeCluster::core();
+    let c = core.consume("work", ConsumeOptions::manual(10)).unwrap();
+    let feed = cluster.feed("work");
+    let mut got = Vec::new();
+    for (b, overdue) in [("a", false), ("b", true), ("c", false)] {
+        cluster.calls().overdue = overdue;
+        assert!(feed.arrive(
+            Destination::queue("work"),
+            Message::new(b),
+            got.len() as u64 + 1,
+            0
+        ));
+        got.extend(drain(&c));
+    }
+    assert_eq!(
+        got.iter()
+            .map(|d| (body(d), d.redelivered))
+            .collect::<Vec<_>>(),
+        [("a".into(), false), ("b".into(), true), ("c".into(), false)],
+        "another router may have been given `b` while this one's hold had lapsed"
+    );
+}
+
+#[tokio::test]
 async fn an_ack_acknowledges_the_token_in_the_cluster_once() {
     let (core, cluster) = FakeCluster::core();
     let c = core.consume("work", ConsumeOptions::manual(10)).unwrap();
