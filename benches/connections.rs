@@ -10,12 +10,14 @@
 //! baseline, as on a server that has had clients before); N connections opened 64 at a time from 32
 //! source addresses (127.0.0.2–33) with raw sockets (MQTT 3.1.1, clean session,
 //! keep-alive 0; STOMP 1.2 with heart-beats 10000,10000, which the client keeps
-//! sending), the connect rate taken until the last CONNACK / CONNECTED; the server's
-//! RSS delta over N after a 5 s settle, and beside it the delta of its anonymous RSS
-//! (`RssAnon`: without the code pages the first connections fault in). For MQTT, 1,000 of those connections then
-//! subscribe (QoS 1, a topic each), idle again past `mqtt.park_idle_after`, and a
-//! publisher sends each one QoS 1 message, one every 2 ms: the delivery latency is
-//! measured at the subscriber (its connection revived from idle for it).
+//! sending); the server's RSS delta over N after a 5 s settle, and beside it the delta
+//! of its anonymous RSS (`RssAnon`: without the code pages the first connections fault
+//! in). For MQTT, 1,000 of those connections then subscribe (QoS 1, a topic each), idle
+//! again past `mqtt.park_idle_after`, and a publisher sends each one QoS 1 message, one
+//! every 2 ms: the delivery latency is measured at the subscriber (its connection
+//! revived from idle for it). Last, the connect rate: bursts of N connects, each timed
+//! until its last CONNACK / CONNECTED, closed between bursts (untimed, until the
+//! server's descriptors are back down), until at least 3 s of connecting were timed.
 //!
 //! Mosquitto is started by the bench on a port of its own (`persistence false`,
 //! `max_connections -1`; the shared peer on 18830 is left alone). The machines these
@@ -218,9 +220,15 @@ async fn open_one(addr: SocketAddr, proto: Proto, i: usize) -> TcpStream {
 
 /// Opens `n` connections; returns them and the connect rate (connections/s).
 async fn open_all(server: &Server, n: usize) -> (Vec<TcpStream>, f64) {
+    open_numbered(server, 0, n).await
+}
+
+/// Opens connections `first..first + n` (MQTT client ids of their own); returns them
+/// and the connect rate (connections/s).
+async fn open_numbered(server: &Server, first: usize, n: usize) -> (Vec<TcpStream>, f64) {
     let (addr, proto) = (server.addr, server.proto);
     let start = Instant::now();
-    let conns: Vec<TcpStream> = futures::stream::iter(0..n)
+    let conns: Vec<TcpStream> = futures::stream::iter(first..first + n)
         .map(|i| open_one(addr, proto, i))
         .buffer_unordered(IN_FLIGHT)
         .collect()
@@ -354,6 +362,45 @@ struct Run {
     p99_us: Option<f64>,
 }
 
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Waits (up to 10 s) until the server has closed what the client closed: its open
+/// descriptors are back to `baseline`.
+async fn closed_down_to(server: &Server, baseline: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(server.pid) > baseline + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long the connect rate is measured for, at least (see [`connect_rate`]).
+const RATE_FOR: Duration = Duration::from_secs(3);
+
+/// The connect rate over at least [`RATE_FOR`] of connecting: one burst of `n` takes
+/// 0.2–0.8 s, too short a sample on a shared machine. Bursts of `n` (new client ids),
+/// each timed until its last CONNACK / CONNECTED, closed between bursts and the server
+/// given the time to close them (untimed); `first` is the first burst's time (the
+/// memory sample's connections).
+async fn connect_rate(server: &Server, n: usize, first: f64) -> f64 {
+    let mut spent = n as f64 / first;
+    let mut total = n;
+    let baseline = open_fds(server.pid);
+    let mut burst = 1;
+    while spent < RATE_FOR.as_secs_f64() {
+        let start = Instant::now();
+        let (conns, _) = open_numbered(server, burst * n, n).await;
+        spent += start.elapsed().as_secs_f64();
+        total += n;
+        burst += 1;
+        drop(conns);
+        closed_down_to(server, baseline).await;
+    }
+    total as f64 / spent
+}
+
 /// Connections of the warm-up (see [`warm_up`]).
 const WARM_UP: usize = 500;
 
@@ -380,8 +427,9 @@ async fn run(which: &str, n: usize) -> Run {
     tokio::time::sleep(Duration::from_millis(300)).await;
     warm_up(&server).await;
     let before = common::rss_kb(server.pid);
+    let baseline_fds = open_fds(server.pid);
     let anon_before = rss_anon_kb(server.pid);
-    let (mut conns, connect_rate) = open_all(&server, n).await;
+    let (mut conns, first_rate) = open_all(&server, n).await;
     let mut keepers = Vec::new();
     if server.proto == Proto::Stomp {
         keepers = keep_stomp_alive(std::mem::take(&mut conns));
@@ -400,6 +448,8 @@ async fn run(which: &str, n: usize) -> Run {
         k.abort();
     }
     drop(conns);
+    closed_down_to(&server, baseline_fds).await;
+    let connect_rate = connect_rate(&server, n, first_rate).await;
     drop(server);
     Run {
         kib_per_conn,
@@ -470,6 +520,7 @@ fn main() {
         }
         let mut kib = std::collections::HashMap::new();
         let mut anon = std::collections::HashMap::new();
+        let mut rates = std::collections::HashMap::new();
         for (name, runs) in &mut results {
             let mut k: Vec<f64> = runs.iter().map(|r| r.kib_per_conn).collect();
             let mut a: Vec<f64> = runs.iter().map(|r| r.anon_kib_per_conn).collect();
@@ -477,6 +528,7 @@ fn main() {
             let mut p99: Vec<f64> = runs.iter().filter_map(|r| r.p99_us).collect();
             let km = median(&mut k);
             kib.insert(name.clone(), km);
+            rates.insert(name.clone(), median(&mut c.clone()));
             let am = median(&mut a);
             anon.insert(name.clone(), am);
             println!(
@@ -499,9 +551,10 @@ fn main() {
         }
         if let (Some(sb), Some(mq)) = (kib.get("mqtt"), kib.get("mosquitto")) {
             println!(
-                "{n} idle MQTT: switchboard / mosquitto = {:.2}× memory per connection ({:.2}× anonymous)",
+                "{n} idle MQTT: switchboard / mosquitto = {:.2}× memory per connection ({:.2}× anonymous), {:.2}× connects/s",
                 sb / mq,
-                anon["mqtt"] / anon["mosquitto"].max(0.001)
+                anon["mqtt"] / anon["mosquitto"].max(0.001),
+                rates["mqtt"] / rates["mosquitto"].max(0.001)
             );
             common::record(
                 "Connections",
