@@ -326,11 +326,11 @@ impl<T: Transport> Connection<T> {
                     Ok(false) => Ok(()),
                     Err(e) => Err(e),
                 },
-                // Boxed: the handlers' futures are large and this loop's state is what an
-                // idle connection's task carries. One allocation per event, as before.
+                // `on_event` boxes each handler's future on its own: this loop's state is
+                // what an idle connection's task carries.
                 event => {
                     self.last_active = Stamp::now();
-                    Box::pin(self.on_event(event)).await
+                    self.on_event(event).await
                 }
             };
             if let Err(e) = r {
@@ -339,15 +339,19 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Does what an event from [`Connection::next_event`] asks.
+    /// Does what an event from [`Connection::next_event`] asks. Each handler's future is
+    /// boxed on its own, sized for what that event needs: a future is moved into its box
+    /// whole, so one box sized for the largest handler (36 KiB) cost every delivery and
+    /// acknowledgement a 36 KiB allocation and copy (12 % of the router's CPU at 5,000
+    /// QoS 1 messages/s).
     async fn on_event(&mut self, event: Event) -> Result<(), End> {
         match event {
             Event::End(e) => Err(e),
             Event::Timer => self.timer_check().map(|_| ()),
-            Event::Confirmed(u, r) => self.confirmed(u, r).await,
-            Event::Deliver => self.deliver().await,
-            Event::Flush => self.flush_now().await,
-            Event::Packet(p) => self.handle_from(p).await,
+            Event::Confirmed(u, r) => Box::pin(self.confirmed(u, r)).await,
+            Event::Deliver => Box::pin(self.deliver()).await,
+            Event::Flush => Box::pin(self.flush_now()).await,
+            Event::Packet(p) => Box::pin(self.handle_from(p)).await,
         }
     }
 
@@ -433,7 +437,7 @@ impl<T: Transport> Connection<T> {
         let mut next = Some(p);
         while let Some(p) = next {
             next = match p {
-                In::Publish(p) if p.qos == 0 => self.on_publish_qos0(p).await?,
+                In::Publish(p) if p.qos == 0 => Box::pin(self.on_publish_qos0(p)).await?,
                 p => {
                     self.handle(p).await?;
                     None
@@ -446,7 +450,8 @@ impl<T: Transport> Connection<T> {
     /// Does what a packet from the client asks.
     async fn handle(&mut self, p: In) -> Result<(), End> {
         match p {
-            In::Publish(p) => self.on_publish(*p).await,
+            // The larger handlers boxed apart (see `on_event`).
+            In::Publish(p) => Box::pin(self.on_publish(*p)).await,
             In::PubAck(pid) => {
                 self.settle(pid);
                 self.deliver().await
@@ -504,8 +509,10 @@ impl<T: Transport> Connection<T> {
                 packet_id,
                 subscription_id,
                 filters,
-            } => self.on_subscribe(packet_id, subscription_id, filters).await,
-            In::Unsubscribe { packet_id, filters } => self.on_unsubscribe(packet_id, filters).await,
+            } => Box::pin(self.on_subscribe(packet_id, subscription_id, filters)).await,
+            In::Unsubscribe { packet_id, filters } => {
+                Box::pin(self.on_unsubscribe(packet_id, filters)).await
+            }
             In::PingReq => {
                 self.send(Out::PingResp).await?;
                 self.flush().await

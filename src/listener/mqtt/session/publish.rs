@@ -1,6 +1,7 @@
 //! PUBLISH from the client at QoS 0, 1 and 2: topic aliases, permissions, retained
 //! messages, and the acknowledgement (PUBACK, PUBREC) once the message is durable.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use super::connection::{Connection, read_failed};
@@ -106,10 +107,8 @@ impl<T: Transport> Connection<T> {
         let bytes: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
         drop(run);
         let router = self.state.router.clone();
-        let Some(batch) = self
-            .delivering(router.publish_batch_unconfirmed(dest, messages))
-            .await
-        else {
+        let batch = std::pin::pin!(router.publish_batch_unconfirmed(dest, messages));
+        let Some(batch) = self.delivering(batch).await else {
             return Ok(());
         };
         for e in &batch.errors {
@@ -309,7 +308,10 @@ impl<T: Transport> Connection<T> {
     ) -> Result<(usize, Confirmation), u8> {
         let router = self.state.router.clone();
         let bytes = m.body.len() as u64;
-        let Some(r) = self.delivering(router.publish_unconfirmed(dest, m)).await else {
+        // Pinned here and lent: a future passed by value would be kept twice in this
+        // one's state (the argument and its pinned move).
+        let f = std::pin::pin!(router.publish_unconfirmed(dest, m));
+        let Some(r) = self.delivering(f).await else {
             return Err(reason_code::UNSPECIFIED);
         };
         if r.is_ok() {
@@ -328,13 +330,12 @@ impl<T: Transport> Connection<T> {
     /// waiting for room or at the flow gate must not stop this client's own
     /// deliveries). `None`: writing to the client failed meanwhile and the publish was
     /// given up.
-    async fn delivering<F: Future>(&mut self, fut: F) -> Option<F::Output> {
-        tokio::pin!(fut);
+    async fn delivering<F: Future>(&mut self, mut fut: Pin<&mut F>) -> Option<F::Output> {
         let notify = Arc::clone(&self.notify);
         loop {
             tokio::select! {
                 biased;
-                r = &mut fut => return Some(r),
+                r = fut.as_mut() => return Some(r),
                 _ = notify.notified() => {
                     if self.deliver().await.is_err() {
                         return None;

@@ -192,22 +192,29 @@ impl<T: Transport> Connection<T> {
                 _ = sleep_opt(hb_recv) => Event::RecvDeadline,
                 _ = sleep_opt(idle_at) => Event::IdleDeadline,
             };
-            match Box::pin(self.on_event(event)).await? {
+            match self.on_event(event).await? {
                 AfterFrame::Continue => {}
                 AfterFrame::Close => return Ok(()),
             }
         }
     }
 
-    /// Does what an event of the serve loop asks.
+    /// Does what an event of the serve loop asks. Each handler's future is boxed on its
+    /// own, sized for what that event needs (the serve loop's state, what an idle
+    /// connection carries, keeps none of them): a future is moved into its box whole, so
+    /// one box sized for the largest handler cost every delivery that size in allocation
+    /// and copying (the MQTT session's case: 36 KiB, 12 % of its CPU).
     async fn on_event(&mut self, event: Event) -> Result<AfterFrame, Fatal> {
         match event {
-            Event::Confirmed(u, r) => self.confirmed(u, r).await?,
-            Event::Frame(frame) => return self.on_frame(frame).await,
-            Event::Deliver => self.deliver().await?,
+            Event::Confirmed(u, r) => Box::pin(self.confirmed(u, r)).await?,
+            Event::Frame(frame) => return Box::pin(self.on_frame(frame)).await,
+            Event::Deliver => Box::pin(self.deliver()).await?,
             Event::SendHeartBeat => {
-                self.write(Outgoing::HeartBeat).await?;
-                self.flush().await?;
+                Box::pin(async {
+                    self.write(Outgoing::HeartBeat).await?;
+                    self.flush().await
+                })
+                .await?;
             }
             Event::RecvDeadline => {
                 if self.passed(Self::recv_deadline) {
