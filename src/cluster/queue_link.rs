@@ -473,6 +473,7 @@ impl SharedLog for QueueLink {
                 }
                 return;
             }
+            let began = std::time::Instant::now();
             let work = link.open().await;
             link.open_done.send_replace(true);
             let Some(work) = work else {
@@ -480,7 +481,8 @@ impl SharedLog for QueueLink {
             };
             link.round_done();
             link.ready.send_replace(true);
-            tracing::debug!(queue = %link.name, stream = %link.stream, "cluster: shared queue open");
+            let took_ms = began.elapsed().as_millis();
+            tracing::debug!(queue = %link.name, stream = %link.stream, took_ms, "cluster: shared queue open");
             tokio::select! {
                 () = link.settle_loop(rx) => {}
                 () = async { tokio::join!(link.pump(&work, &feed), link.pump_topics(&feed)); } => {}
@@ -540,22 +542,29 @@ impl SharedLog for QueueLink {
         });
     }
 
+    /// Also waits for a queue's stream and `work` consumer to be open on this router
+    /// (a `$share` group has none): until then this router pulls nothing, so a consumer
+    /// confirmed earlier would see every message go to consumers on other routers.
     fn settled(&self) -> StoreWait {
         let want = self.inner.filters.borrow().0;
-        if *self.inner.applied.borrow() >= want {
+        let needs_open = self.inner.kind == Kind::Queue;
+        if (!needs_open || *self.inner.ready.borrow()) && *self.inner.applied.borrow() >= want {
             return StoreWait::Done(Ok(()));
         }
         let mut applied = self.inner.applied.subscribe();
+        let mut ready = self.inner.ready.subscribe();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let name = self.inner.name.clone();
         self.inner.cx.runtime.spawn(async move {
-            let waited = tokio::time::timeout(
-                SETTLE_WAIT,
-                applied.wait_for(|a| *a >= want),
-            )
+            let waited = tokio::time::timeout(SETTLE_WAIT, async {
+                if needs_open {
+                    ready.wait_for(|r| *r).await?;
+                }
+                applied.wait_for(|a| *a >= want).await.map(drop)
+            })
             .await;
-            if !matches!(waited, Ok(Ok(_))) {
-                tracing::warn!(queue = %name, "cluster: subscription's consumer not in force in time; confirming the subscription anyway");
+            if !matches!(waited, Ok(Ok(()))) {
+                tracing::warn!(queue = %name, "cluster: queue or subscription not in force in the cluster in time; confirming the subscription anyway");
             }
             let _ = tx.send(Ok(()));
         });

@@ -9,6 +9,14 @@
 //! left, its router died): NATS answers "no responders" at once and the reply is
 //! dropped with a log line, as on one router. A reply is never stored in JetStream: the queue it goes to is as
 //! short-lived as on one router.
+//!
+//! "No responders" comes only from the NATS server the sender is connected to. When
+//! the holder's server has just dropped the subscription (its client left as the reply
+//! was sent) but the sender's server has not heard yet, the message is routed there and
+//! silently discarded: no answer ever comes. So a forward left unanswered sends a
+//! [probe](PROBE), which nothing enqueues: "no responders" to it means the holder is gone
+//! and the reply is dropped as above; an answer means the holder is alive and did not
+//! answer, and the publisher is refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +41,13 @@ const GONE_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a forwarded reply waits for the holder's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a router sends to ask whether a reply address is still held (see the module
+/// docs): an empty payload, which no encoded message is. The holder answers `ok`.
+const PROBE: Bytes = Bytes::new();
+
+/// How long a probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether `name` is a reply address other routers may send to.
 pub fn is_reply_address(name: &str) -> bool {
@@ -93,10 +108,20 @@ pub fn forward(
                 Ok(())
             }
             Ok(Err(e)) => Err(StoreError::Unavailable(format!("queue {name}: {e}"))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "queue {name}: its router did not answer within {}s",
-                ANSWER_TIMEOUT.as_secs()
-            ))),
+            Err(_) => {
+                let probe =
+                    tokio::time::timeout(PROBE_TIMEOUT, client.request(subject, PROBE)).await;
+                match probe {
+                    Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                        crate::rate_warn!(REPLY_GONE, queue = %name, "cluster: reply to a queue whose router stopped holding it as the reply was sent (its client is gone); message dropped");
+                        Ok(())
+                    }
+                    _ => Err(StoreError::Unavailable(format!(
+                        "queue {name}: its router did not answer within {}s",
+                        ANSWER_TIMEOUT.as_secs()
+                    ))),
+                }
+            }
         };
         let _ = tx.send(r);
     });
@@ -163,6 +188,7 @@ async fn answer(
         };
         let Some(m) = m else { return };
         let outcome = match persist::decode_queued(&m.payload) {
+            _ if m.payload == PROBE => Ok(()), // still held
             Ok((destination, message)) => {
                 match core.enqueue(&name, &destination, Arc::new(message)) {
                     Ok(()) => Ok(()),

@@ -162,9 +162,10 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug {
     /// feeding it and release what was fetched, without deleting anything.
     fn detach(&self);
 
-    /// Resolves once the bindings given to [`SharedLog::bind`] before it are in force
-    /// in the cluster (the subscription's consumer filters on them), so a topic publish
-    /// made after it reaches this queue.
+    /// Resolves once this router pulls from the queue in the cluster and the bindings
+    /// given to [`SharedLog::bind`] before it are in force there (the subscription's
+    /// consumer filters on them), so a message sent after it, to the queue or to a
+    /// bound topic, can reach this router's consumers.
     fn settled(&self) -> StoreWait {
         StoreWait::Done(Ok(()))
     }
@@ -185,10 +186,12 @@ pub struct Feed {
 }
 
 impl Core {
-    /// Resolves once the bindings of queue `queue` made so far are in force across the
-    /// cluster (at once on a router running alone): an edge awaits it before it
-    /// confirms a subscription (SUBACK, RECEIPT), so a publish its client makes (or
-    /// causes) after the confirmation, on any router, reaches the subscription.
+    /// Resolves once queue `queue` is served here from the cluster and its bindings made
+    /// so far are in force across it (at once on a router running alone): an edge
+    /// awaits it before it confirms a subscription (SUBACK, RECEIPT), so a publish its
+    /// client makes (or causes) after the confirmation, on any router, reaches the
+    /// subscription, and competing consumers on several routers all share from the
+    /// first message.
     pub fn bindings_settled(&self, queue: &str) -> StoreWait {
         let Some(shared) = &self.inner.shared else {
             return StoreWait::Done(Ok(()));
