@@ -380,7 +380,7 @@ impl Link {
                             // consumer's leader whatever becomes of this router. Awaited
                             // aside, so a slow answer never delays the progress acks.
                             let client = client.clone();
-                            tokio::spawn(async move {
+                            self.cx.runtime.spawn(async move {
                                 let flushed = match tokio::time::timeout(SENT_WAIT, client.flush()).await {
                                     Ok(Ok(())) => Ok(()),
                                     Ok(Err(e)) => Err(format!("acknowledgements not sent to the cluster: {e}")),
