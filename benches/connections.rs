@@ -528,15 +528,15 @@ fn main() {
             let mut p99: Vec<f64> = runs.iter().filter_map(|r| r.p99_us).collect();
             let km = median(&mut k);
             kib.insert(name.clone(), km);
-            rates.insert(name.clone(), median(&mut c.clone()));
+            let cm = median(&mut c);
+            rates.insert(name.clone(), cm);
             let am = median(&mut a);
             anon.insert(name.clone(), am);
             println!(
-                "{n} idle {}: {km:.2} KiB/conn ({}; anonymous {am:.2}, {}), {:.0} connects/s ({}){}",
+                "{n} idle {}: {km:.2} KiB/conn ({}; anonymous {am:.2}, {}), {cm:.0} connects/s ({}){}",
                 name,
                 spread(&k),
                 spread(&a),
-                median(&mut c),
                 spread(&c)
                     .split('–')
                     .map(|x| format!("{:.0}", x.parse::<f64>().unwrap_or(0.0)))

@@ -187,17 +187,22 @@ async fn answer(
             }
         };
         let Some(m) = m else { return };
-        let outcome = match persist::decode_queued(&m.payload) {
-            _ if m.payload == PROBE => Ok(()), // still held
-            Ok((destination, message)) => {
-                match core.enqueue(&name, &destination, Arc::new(message)) {
-                    Ok(()) => Ok(()),
-                    // Its client left meanwhile: the reply reaches nobody, as on one router.
-                    Err(PublishError::NotFound(_) | PublishError::Closed(_)) => Err(GONE.into()),
-                    Err(e) => Err(e.to_string()),
+        let outcome = if m.payload == PROBE {
+            Ok(()) // still held
+        } else {
+            match persist::decode_queued(&m.payload) {
+                Ok((destination, message)) => {
+                    match core.enqueue(&name, &destination, Arc::new(message)) {
+                        Ok(()) => Ok(()),
+                        // Its client left meanwhile: the reply reaches nobody, as on one router.
+                        Err(PublishError::NotFound(_) | PublishError::Closed(_)) => {
+                            Err(GONE.into())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
+                Err(e) => Err(format!("unreadable message: {e}")),
             }
-            Err(e) => Err(format!("unreadable message: {e}")),
         };
         if let Some(reply) = m.reply {
             let body = match outcome {
