@@ -325,6 +325,10 @@ impl Row {
     }
 }
 
+/// How long a round's subscribers stay connected and idle after the fan-out before the
+/// router's RSS is read again (past `mqtt.park_idle_after`, 2 s).
+const IDLE_AFTER: Duration = Duration::from_secs(3);
+
 /// One measured round on one side: (deliveries/s, router CPU ns per delivery when the
 /// broker is the router).
 async fn round(
@@ -377,6 +381,18 @@ async fn round(
     let cpu = cpu_pid
         .zip(cpu0)
         .and_then(|(p, c0)| Some((common::method::cpu_seconds(p)? - c0) * 1e9 / (subs * m) as f64));
+    if let Some(pid) = cpu_pid {
+        // What the router keeps once the burst is over and its subscribers, still
+        // connected, have gone idle (past `mqtt.park_idle_after`).
+        let at_end = common::rss_kb(pid) as f64 / 1024.0;
+        tokio::time::sleep(IDLE_AFTER).await;
+        let idle = common::rss_kb(pid) as f64 / 1024.0;
+        println!(
+            "  {} round: router RSS {at_end:.0} MiB at the last delivery, {idle:.0} MiB {} s later with the subscribers connected",
+            row.name(),
+            IDLE_AFTER.as_secs()
+        );
+    }
     for t in tasks {
         t.abort();
     }

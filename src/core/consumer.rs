@@ -89,6 +89,12 @@ impl Consumer {
         self.queue.name()
     }
 
+    /// Releases the room its queue kept from the last burst of deliveries, where it
+    /// is empty (see `Queue::release_idle`): for a session going idle.
+    pub fn release_idle_memory(&self) {
+        self.queue.release_idle(self.id);
+    }
+
     /// The [`Notify`] woken when deliveries are assigned to this consumer.
     pub fn notifier(&self) -> &Arc<Notify> {
         &self.notify

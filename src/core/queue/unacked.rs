@@ -20,6 +20,18 @@ impl Unacked {
         self.0.len()
     }
 
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Gives its allocation back when it holds nothing (see `Queue::release_idle`).
+    pub(super) fn release_if_empty(&mut self) {
+        if self.0.is_empty() {
+            self.0 = VecDeque::new();
+        }
+    }
+
     /// Holds `e` as delivery `tag`. Tags arrive in increasing order; one that does not
     /// (never the case today) still goes in its place.
     pub(super) fn insert(&mut self, tag: u64, e: Entry) {

@@ -211,6 +211,10 @@ pub(super) fn park<T: Transport>(s: Connection<T>) -> Parking<T> {
     }
     // What the session had in flight and is over, it does not carry while parked.
     s.data().tidy();
+    // Nor the room its subscriptions' queues kept from their last burst.
+    for (_, c) in &s.consumers {
+        c.release_idle_memory();
+    }
     let (t, s) = s.swap_transport(Gone);
     // Closed on failure, which also takes it out of the poller's set.
     let detached = match t.detach() {

@@ -210,6 +210,11 @@ impl<T: Transport> Connection<T> {
             Event::Frame(frame) => return Box::pin(self.on_frame(frame)).await,
             Event::Deliver => Box::pin(self.deliver()).await?,
             Event::SendHeartBeat => {
+                // Nothing sent for a heart-beat interval: the subscriptions are quiet, and
+                // their queues give back the room kept from their last burst.
+                for sub in self.subs.values() {
+                    sub.consumer.release_idle_memory();
+                }
                 Box::pin(async {
                     self.write(Outgoing::HeartBeat).await?;
                     self.flush().await
