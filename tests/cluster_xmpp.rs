@@ -211,9 +211,20 @@ fn a_holder_that_cannot_reach_the_server_steps_aside_for_another_router() {
         .unwrap();
     let unreachable = settings.replace(&PROSODY.component_addr(), &nowhere.to_string());
     let a = router_on(URLS, "a", &prefix, &unreachable);
-    wait_until(WAIT, "A holding the lease", || {
-        (holder(&a).as_deref() == Some("a")).then_some(())
-    });
+    // A holds the lease only while it fails its three attempts (under a second): its
+    // log says it took it, which a poll of `GET /cluster` could miss on a loaded machine.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !a
+        .log()
+        .contains("cluster: lease taken; this router holds it")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never took the lease: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let b = router_on(URLS, "b", &prefix, &settings);
     wait_until(WAIT, "B connected, holding the lease", || {
         (holder(&b).as_deref() == Some("b") && link_state(&b).0 == "connected").then_some(())
