@@ -35,7 +35,14 @@ enum Event {
     RecvDeadline,
     /// The idle deadline may have passed.
     IdleDeadline,
+    /// Nothing sent for [`RELEASE_AFTER`]: the subscriptions are quiet.
+    Quiet,
 }
+
+/// How long after its last frame sent a connection's subscriptions count as quiet and
+/// their queues give back the room their last burst grew (as an MQTT session does when
+/// it parks): without it a subscriber that took a burst keeps room for it while idle.
+const RELEASE_AFTER: Duration = Duration::from_secs(2);
 
 /// What becomes of the connection once a frame is handled.
 pub(super) enum AfterFrame {
@@ -67,6 +74,9 @@ pub(super) struct Connection<T: Transport> {
     pub(super) send_every: Option<Duration>,
     pub(super) recv_within: Option<Duration>,
     last_sent: Instant,
+    /// When the last frame was sent, until the subscriptions' queues gave back their
+    /// room ([`RELEASE_AFTER`] later).
+    room_since: Option<Instant>,
     /// Last frame, EOL or part of a frame received: what the heart-beat check measures.
     last_recv: Instant,
     /// Bytes of a frame in progress when `last_recv` was set: more since means part of
@@ -119,6 +129,7 @@ pub async fn run<T: Transport>(
         send_every: None,
         recv_within: None,
         last_sent: Instant::now(),
+        room_since: None,
         last_recv: Instant::now(),
         recv_undecoded: 0,
         last_active: Instant::now(),
@@ -171,6 +182,7 @@ impl<T: Transport> Connection<T> {
             let hb_send = self.send_every.map(|d| self.last_sent + d);
             let hb_recv = self.recv_deadline();
             let idle_at = self.idle_deadline();
+            let quiet_at = self.quiet_deadline();
             let notify = Arc::clone(&self.notify);
             // The select only picks what happened; the work is done after it.
             let event = tokio::select! {
@@ -191,6 +203,7 @@ impl<T: Transport> Connection<T> {
                 _ = sleep_opt(hb_send) => Event::SendHeartBeat,
                 _ = sleep_opt(hb_recv) => Event::RecvDeadline,
                 _ = sleep_opt(idle_at) => Event::IdleDeadline,
+                _ = sleep_opt(quiet_at) => Event::Quiet,
             };
             match self.on_event(event).await? {
                 AfterFrame::Continue => {}
@@ -210,16 +223,17 @@ impl<T: Transport> Connection<T> {
             Event::Frame(frame) => return Box::pin(self.on_frame(frame)).await,
             Event::Deliver => Box::pin(self.deliver()).await?,
             Event::SendHeartBeat => {
-                // Nothing sent for a heart-beat interval: the subscriptions are quiet, and
-                // their queues give back the room kept from their last burst.
-                for sub in self.subs.values() {
-                    sub.consumer.release_idle_memory();
-                }
                 Box::pin(async {
                     self.write(Outgoing::HeartBeat).await?;
                     self.flush().await
                 })
                 .await?;
+            }
+            Event::Quiet => {
+                for sub in self.subs.values() {
+                    sub.consumer.release_idle_memory();
+                }
+                self.room_since = None;
             }
             Event::RecvDeadline => {
                 if self.passed(Self::recv_deadline) {
@@ -268,6 +282,14 @@ impl<T: Transport> Connection<T> {
         self.idle().map(|d| self.last_active + d)
     }
 
+    /// When the subscriptions count as quiet (see [`RELEASE_AFTER`]); `None` once their
+    /// room was given back, until a frame is sent again.
+    fn quiet_deadline(&self) -> Option<Instant> {
+        self.room_since
+            .filter(|_| !self.subs.is_empty())
+            .map(|t| t + RELEASE_AFTER)
+    }
+
     /// A timer armed for `deadline` fired: whether the deadline, as it stands now, has
     /// passed. Reading heart-beats does not wake the serve loop (a wake-up per beat would
     /// cost more than the beat), and part of a frame wakes nothing, so the timer may have
@@ -288,6 +310,7 @@ impl<T: Transport> Connection<T> {
         self.last_sent = Instant::now();
         if matches!(o, Outgoing::Frame(_) | Outgoing::Encoded(_)) {
             self.last_active = self.last_sent;
+            self.room_since = Some(self.last_sent);
         }
         self.t
             .feed(o)
