@@ -157,7 +157,7 @@ def main():
         when = time.strftime("%Y-%m-%d")
         took = f" in {int(seconds) // 60} min {int(seconds) % 60} s" if seconds else ""
         section = (f"{BEGIN}\n\n`scripts/bench suite` on {when}{took}{', ' + label if label else ''}: "
-                   f"every row below from this one run (release build, peers on the same machine; "
+                   f"every row below from this one run (the shipped release build, `cargo build --release`; peers on the same machine; "
                    f"msg/s unless a unit is given; spread = lowest–highest sample; per CPU-s = "
                    f"messages per CPU-second of that side's server, with the cores it kept busy; "
                    f"Switchboard ÷ side: the ratio of the medians, then of the per CPU-s figures). "
