@@ -15,7 +15,7 @@ use super::reason_code;
 use super::stamp::Stamp;
 use super::transport::Transport;
 use crate::auth::AuthError;
-use crate::core::{ConsumeOptions, Consumer, QueueOptions};
+use crate::core::{ConsumeOptions, Consumer, CoreError, QueueOptions};
 use crate::listener::confirm::Confirmations;
 use crate::listener::connections;
 use crate::listener::limit::ConnSlot;
@@ -365,27 +365,39 @@ pub(super) async fn connect_session<T: Transport>(
     let opts = session_queue_options(state, persistent || restored_here);
     let receive_max = c.receive_max.clamp(1, state.settings.max_inflight.max(1));
     let notify = Arc::new(Notify::new());
-    let attach = |name: &str, opts: Option<QueueOptions>| -> Result<Consumer, String> {
-        core.declare_queue(name, opts).map_err(|e| e.to_string())?;
+    let attach = |name: &str, opts: Option<QueueOptions>| -> Result<Consumer, CoreError> {
+        core.declare_queue(name, opts)?;
         core.consume(
             name,
             ConsumeOptions::manual(usize::from(receive_max)).with_notify(Arc::clone(&notify)),
         )
-        .map_err(|e| e.to_string())
     };
     // A clean session gets its queue at its first subscription (a publish-only client,
     // the common IoT case, then costs no queue at all); a persistent one needs it now.
     let mut consumers = Vec::new();
+    // Clustered, a connection to another router that claimed the client id since this
+    // one did may already have taken the session over and deleted its queue here: this
+    // connection lost the race, and is taken over below as if that claim came later.
+    let mut lost_race = false;
     if attach_now {
         match attach(&queue, Some(opts.clone())) {
             Ok(c) => consumers.push((Source::Session, c)),
+            Err(CoreError::Closed(_)) if claimed.is_some() => {
+                tracing::info!(
+                    client_id = &*client_id,
+                    "session queue deleted by a takeover from another router while connecting"
+                );
+                lost_race = true;
+            }
             Err(e) => {
                 tracing::error!(client_id = &*client_id, error = %e, "cannot attach the session queue");
-                let _ = t.send(connack(reason_code::UNSPECIFIED, Some(e))).await;
+                let _ = t
+                    .send(connack(reason_code::UNSPECIFIED, Some(e.to_string())))
+                    .await;
                 return None;
             }
         }
-        if restored_here {
+        if restored_here && !lost_race {
             roaming::rebind(
                 &core,
                 &queue,
@@ -433,9 +445,10 @@ pub(super) async fn connect_session<T: Transport>(
     // is taken over at once, and leaves the session alone.
     let taken = {
         let mut sessions = state.sessions();
-        let taken = claimed.as_ref().is_some_and(|cl| {
-            sessions.get(&client_id).and_then(|e| e.claimed()) != Some(cl.revision)
-        });
+        let taken = lost_race
+            || claimed.as_ref().is_some_and(|cl| {
+                sessions.get(&client_id).and_then(|e| e.claimed()) != Some(cl.revision)
+            });
         if !taken {
             sessions.entry(client_id.clone()).or_default().holder = Some(holder.clone());
         }
