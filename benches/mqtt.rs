@@ -31,6 +31,7 @@ use rmqtt_codec::v3::Packet;
 use common::mqtt_client::{connect, now_ns, publish, subscribe};
 
 use common::method::{self, Run, Side, Sizing, Window};
+use common::pacer::Pacer;
 use common::peers::{self, MQTT_WINDOW};
 
 /// One sample: `subs` subscribers of one topic, a publisher sending `n` messages of
@@ -116,12 +117,6 @@ async fn scenario(
     window.close_at(end, got, lat).expecting((n * subs) as u64)
 }
 
-/// Sends at `rate` messages per second in bursts of 10 when given: the burst due at
-/// `start + k × 10 / rate` waits until then.
-fn pace(rate: Option<u64>) -> Option<Duration> {
-    rate.map(|r| Duration::from_secs_f64(10.0 / r as f64))
-}
-
 /// The 3.1.1 publisher of a scenario; returns the timed window (opened at its first
 /// publish) and its task reading acknowledgements (aborted once the subscribers are done).
 #[allow(clippy::too_many_arguments)]
@@ -149,15 +144,14 @@ async fn publish_v3(
             }
         })
     };
-    let pace = pace(rate);
     let timed = Window::open(pids);
-    let start = timed.started();
+    // At a fixed rate, each message when it is due (benches/common/pacer.rs).
+    let pacer = rate.map(|r| Pacer::new(r, timed.started()));
     for i in 0..n {
-        if let Some(p) = pace
-            && i % 10 == 0
-        {
-            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
-        }
+        let caught_up = match &pacer {
+            Some(p) => p.wait(i as u64).await,
+            None => false,
+        };
         let pid = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -165,7 +159,7 @@ async fn publish_v3(
             (i % 65_000 + 1) as u16
         };
         sink.feed(publish(topic, qos, pid, body)).await.unwrap();
-        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
+        if i % 64 == 63 || caught_up {
             sink.flush().await.unwrap();
         }
     }
@@ -201,15 +195,14 @@ async fn publish_v5(
             }
         })
     };
-    let pace = pace(rate);
     let timed = Window::open(pids);
-    let start = timed.started();
+    // At a fixed rate, each message when it is due (benches/common/pacer.rs).
+    let pacer = rate.map(|r| Pacer::new(r, timed.started()));
     for i in 0..n {
-        if let Some(p) = pace
-            && i % 10 == 0
-        {
-            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
-        }
+        let caught_up = match &pacer {
+            Some(p) => p.wait(i as u64).await,
+            None => false,
+        };
         let pid = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -219,7 +212,7 @@ async fn publish_v5(
         sink.feed(v5::publish(topic, qos, pid, body, header))
             .await
             .unwrap();
-        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
+        if i % 64 == 63 || caught_up {
             sink.flush().await.unwrap();
         }
     }

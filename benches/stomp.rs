@@ -24,6 +24,7 @@ use switchboard::listener::stomp::codec::{Incoming, Outgoing};
 use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
 
 use common::method::{self, Run, Side, Sizing, Window};
+use common::pacer::Pacer;
 
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
@@ -80,14 +81,13 @@ async fn scenario(
     let header = bench_header();
     let window = Window::open(pids);
     let start = window.started();
-    // Open loop: batches of 10 on a fixed schedule, for latency at a sustainable rate.
-    let pace = rate.map(|r| Duration::from_secs_f64(10.0 / r as f64));
+    // Open loop at a fixed rate, each message when it is due (benches/common/pacer.rs).
+    let pacer = rate.map(|r| Pacer::new(r, start));
     for i in 0..n {
-        if let Some(p) = pace
-            && i % 10 == 0
-        {
-            tokio::time::sleep_until((start + p * (i as u32 / 10)).into()).await;
-        }
+        let caught_up = match &pacer {
+            Some(p) => p.wait(i as u64).await,
+            None => false,
+        };
         let mut f = Frame::new(Cmd::Send)
             .with_header("destination", dest.as_str())
             .with_header("t", now_ns().to_string())
@@ -99,7 +99,7 @@ async fn scenario(
             f = f.with_header("receipt", "end");
         }
         p.feed(Outgoing::Frame(f)).await.unwrap();
-        if i % 64 == 63 || (pace.is_some() && i % 10 == 9) {
+        if i % 64 == 63 || caught_up {
             SinkExt::<Outgoing>::flush(&mut p).await.unwrap();
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod method;
 pub mod mqtt_client;
+pub mod pacer;
 pub mod peers;
 pub mod prosody_log;
 pub mod stomp_client;
