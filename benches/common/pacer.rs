@@ -3,7 +3,7 @@
 //! tokio's timers tick in milliseconds, so a generator that sleeps with them can only
 //! send 5,000 messages a second as bursts of ten every 2 ms, written together: a client
 //! that batches. A fixed rate means one message every 200 µs. The pacer's thread sleeps
-//! to each tick itself (`clock_nanosleep` with the timer slack cut to 1 µs) and wakes the
+//! to each tick itself (`clock_nanosleep` with the timer slack cut to 1 ns) and wakes the
 //! generator's task; the task sends what is due by then: one message per tick when the
 //! tick is the interval, a few when the interval is shorter than [`MIN_TICK`] (50,000/s:
 //! five every 100 µs), more only when the machine delayed a wake-up.
