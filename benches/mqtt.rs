@@ -31,7 +31,7 @@ use rmqtt_codec::v3::Packet;
 use common::mqtt_client::{connect, now_ns, publish, subscribe};
 
 use common::method::{self, Run, Side, Sizing, Window};
-use common::pacer::Pacer;
+use common::pacer::{self, Pacer};
 use common::peers::{self, MQTT_WINDOW};
 
 /// One sample: `subs` subscribers of one topic, a publisher sending `n` messages of
@@ -148,10 +148,7 @@ async fn publish_v3(
     // At a fixed rate, each message when it is due (benches/common/pacer.rs).
     let pacer = rate.map(|r| Pacer::new(r, timed.started()));
     for i in 0..n {
-        let caught_up = match &pacer {
-            Some(p) => p.wait(i as u64).await,
-            None => false,
-        };
+        let caught_up = pacer::wait(pacer.as_ref(), i).await;
         let pid = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -199,10 +196,7 @@ async fn publish_v5(
     // At a fixed rate, each message when it is due (benches/common/pacer.rs).
     let pacer = rate.map(|r| Pacer::new(r, timed.started()));
     for i in 0..n {
-        let caught_up = match &pacer {
-            Some(p) => p.wait(i as u64).await,
-            None => false,
-        };
+        let caught_up = pacer::wait(pacer.as_ref(), i).await;
         let pid = if qos == QoS::AtMostOnce {
             0
         } else {

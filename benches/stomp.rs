@@ -24,7 +24,7 @@ use switchboard::listener::stomp::codec::{Incoming, Outgoing};
 use switchboard::listener::stomp::frame::{Command as Cmd, Frame};
 
 use common::method::{self, Run, Side, Sizing, Window};
-use common::pacer::Pacer;
+use common::pacer::{self, Pacer};
 
 #[allow(clippy::too_many_arguments)]
 async fn scenario(
@@ -84,10 +84,7 @@ async fn scenario(
     // Open loop at a fixed rate, each message when it is due (benches/common/pacer.rs).
     let pacer = rate.map(|r| Pacer::new(r, start));
     for i in 0..n {
-        let caught_up = match &pacer {
-            Some(p) => p.wait(i as u64).await,
-            None => false,
-        };
+        let caught_up = pacer::wait(pacer.as_ref(), i).await;
         let mut f = Frame::new(Cmd::Send)
             .with_header("destination", dest.as_str())
             .with_header("t", now_ns().to_string())

@@ -77,6 +77,15 @@ impl Pacer {
     }
 }
 
+/// Waits until message `i` is due when paced (`None`: at once, never caught up). True
+/// when `i` is the last message due now (the moment to write what was fed).
+pub async fn wait(pacer: Option<&Pacer>, i: usize) -> bool {
+    match pacer {
+        Some(p) => p.wait(i as u64).await,
+        None => false,
+    }
+}
+
 impl Drop for Pacer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -361,8 +361,11 @@ impl Queue {
                 Ok(w) => {
                     n += 1;
                     waits.extend(w);
-                    // Each handed on as it is admitted, as `offer` does (see above).
-                    if self.shared.is_none() && !st.consumers.is_empty() {
+                    // Each handed on as it is admitted, as `offer` does (see above). Only
+                    // when nothing waited ahead of it: a backlog left by a dispatch means
+                    // no consumer can take its front, and what is behind must wait too, so
+                    // a slow queue's batch costs one fruitless dispatch, not one per entry.
+                    if self.shared.is_none() && st.ready.len() == 1 && !st.consumers.is_empty() {
                         self.dispatch(&mut st, now, dead);
                     }
                 }
@@ -687,6 +690,61 @@ mod tests {
         out.clear();
         assert_eq!(sub.try_recv_many(100, &mut out).unwrap(), 1);
         assert_eq!(&out[0].message.body[..], b"again");
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_to_a_consumer_with_credit_without_growing_the_ready_deque() {
+        let core = Core::default();
+        let sub = core
+            .subscribe(&["news"], ConsumeOptions::auto_ack(100))
+            .unwrap();
+        let burst = (0..20).map(|i| Message::new(format!("n{i}"))).collect();
+        assert_eq!(
+            core.publish_batch(&Destination::topic("news"), burst)
+                .await
+                .unwrap(),
+            20
+        );
+        let (ready, pending, _) = sub.queue.capacities(sub.id);
+        assert!(ready < 20, "the batch was held in `ready` whole: {ready}");
+        assert!(
+            pending >= 20,
+            "the batch waits in the consumer's deque: {pending}"
+        );
+        let mut out = Vec::new();
+        assert_eq!(sub.try_recv_many(100, &mut out).unwrap(), 20);
+        let bodies: Vec<_> = out.iter().map(|d| d.message.body.to_vec()).collect();
+        let want: Vec<_> = (0..20).map(|i| format!("n{i}").into_bytes()).collect();
+        assert_eq!(bodies, want, "in publish order");
+    }
+
+    #[tokio::test]
+    async fn a_batch_behind_a_backlog_waits_in_order() {
+        let core = Core::default();
+        let sub = core
+            .subscribe(&["news"], ConsumeOptions::auto_ack(3))
+            .unwrap();
+        let burst = (0..10).map(|i| Message::new(format!("n{i}"))).collect();
+        core.publish_batch(&Destination::topic("news"), burst)
+            .await
+            .unwrap();
+        let burst = (10..20).map(|i| Message::new(format!("n{i}"))).collect();
+        core.publish_batch(&Destination::topic("news"), burst)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        while got.len() < 20 {
+            out.clear();
+            assert!(
+                sub.try_recv_many(100, &mut out).unwrap() > 0,
+                "stalled at {}",
+                got.len()
+            );
+            got.extend(out.iter().map(|d| d.message.body.to_vec()));
+        }
+        let want: Vec<_> = (0..20).map(|i| format!("n{i}").into_bytes()).collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
