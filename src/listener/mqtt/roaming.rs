@@ -106,12 +106,18 @@ pub async fn claim(
         {
             return Err(Refused::Owner(o.to_owned()));
         }
-        // This router's own state is the session's while the record is the one it wrote.
+        // This router's own state is the session's while the record is one it wrote:
+        // the revision it claimed or a later one. Its saves (`write_over`) advance
+        // `claim` only once the write has returned, so a connection claiming in between
+        // reads a newer record of this router than `claim` says; taking it for another
+        // router's replaced the session's state with the record's (PUBRELs owed and the
+        // QoS 2 deliveries held for them lost, the messages sent again as new). Any
+        // other writer in between would have failed that save's conditional write.
         let local = {
             let sessions = state.sessions();
             sessions.get(client_id).and_then(|e| {
                 let claimed = e.claim.as_ref()?.load(Ordering::Acquire);
-                (mine && claimed == revision && !e.adopted).then(|| {
+                (mine && claimed != 0 && claimed <= revision && !e.adopted).then(|| {
                     e.data
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
