@@ -692,13 +692,20 @@ mod tests {
         assert_eq!(&out[0].message.body[..], b"again");
     }
 
+    /// Messages with the bodies `n{i}` for `i` in `r`, and those bodies as bytes.
+    fn numbered(r: std::ops::Range<usize>) -> (Vec<Message>, Vec<Vec<u8>>) {
+        let names: Vec<String> = r.map(|i| format!("n{i}")).collect();
+        let bodies = names.iter().map(|n| n.clone().into_bytes()).collect();
+        (names.into_iter().map(Message::new).collect(), bodies)
+    }
+
     #[tokio::test]
     async fn a_batch_goes_to_a_consumer_with_credit_without_growing_the_ready_deque() {
         let core = Core::default();
         let sub = core
             .subscribe(&["news"], ConsumeOptions::auto_ack(100))
             .unwrap();
-        let burst = (0..20).map(|i| Message::new(format!("n{i}"))).collect();
+        let (burst, want) = numbered(0..20);
         assert_eq!(
             core.publish_batch(&Destination::topic("news"), burst)
                 .await
@@ -714,7 +721,6 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(sub.try_recv_many(100, &mut out).unwrap(), 20);
         let bodies: Vec<_> = out.iter().map(|d| d.message.body.to_vec()).collect();
-        let want: Vec<_> = (0..20).map(|i| format!("n{i}").into_bytes()).collect();
         assert_eq!(bodies, want, "in publish order");
     }
 
@@ -724,14 +730,12 @@ mod tests {
         let sub = core
             .subscribe(&["news"], ConsumeOptions::auto_ack(3))
             .unwrap();
-        let burst = (0..10).map(|i| Message::new(format!("n{i}"))).collect();
-        core.publish_batch(&Destination::topic("news"), burst)
-            .await
-            .unwrap();
-        let burst = (10..20).map(|i| Message::new(format!("n{i}"))).collect();
-        core.publish_batch(&Destination::topic("news"), burst)
-            .await
-            .unwrap();
+        let (_, want) = numbered(0..20);
+        for r in [0..10, 10..20] {
+            core.publish_batch(&Destination::topic("news"), numbered(r).0)
+                .await
+                .unwrap();
+        }
         let mut got = Vec::new();
         let mut out = Vec::new();
         while got.len() < 20 {
@@ -743,7 +747,6 @@ mod tests {
             );
             got.extend(out.iter().map(|d| d.message.body.to_vec()));
         }
-        let want: Vec<_> = (0..20).map(|i| format!("n{i}").into_bytes()).collect();
         assert_eq!(got, want);
     }
 
