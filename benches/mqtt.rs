@@ -17,6 +17,8 @@
 //! with outbound topic aliases (nats-server speaks MQTT 3.1.1 only: not compared there).
 //! Every row follows benches/common/method.rs: warm-up, samples of `SB_BENCH_SECS`
 //! rotating which side goes first, `SB_BENCH_REPEATS` of them, median and spread.
+//! `SB_BENCH_LAT_DUMP=DIR` also writes every message's latency, in arrival order, to a
+//! file per sample (see [`dump_latencies`]).
 
 mod common;
 
@@ -114,7 +116,23 @@ async fn scenario(
         got += g as u64;
     }
     acks.abort();
+    dump_latencies(tag, &lat);
     window.close_at(end, got, lat).expecting((n * subs) as u64)
+}
+
+/// With `SB_BENCH_LAT_DUMP=DIR`, writes each message's latency in nanoseconds, in the
+/// order received, one per line, to `DIR/<tag>.lat`: to see whether a row's slowest
+/// messages come alone or in runs (a stall of the machine delays every message due
+/// during it, on whichever server is measured).
+fn dump_latencies(tag: &str, lat: &[u64]) {
+    let Some(dir) = std::env::var_os("SB_BENCH_LAT_DUMP") else {
+        return;
+    };
+    let text: String = lat.iter().map(|l| format!("{l}\n")).collect();
+    let path = std::path::Path::new(&dir).join(format!("{tag}.lat"));
+    if let Err(e) = std::fs::write(&path, text) {
+        println!("  cannot write {}: {e}", path.display());
+    }
 }
 
 /// The 3.1.1 publisher of a scenario; returns the timed window (opened at its first
@@ -469,9 +487,17 @@ fn main() {
         let side = |name: &str, addr: SocketAddr, pids: Vec<u32>| {
             let rt = &rt;
             let mut runs = 0;
+            // The side's first word in the tag names its `SB_BENCH_LAT_DUMP` file.
+            let who: String = name
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
             Side::new(name, move |n| {
                 runs += 1;
-                let tag = format!("{i}-{}-{runs}", std::process::id());
+                let tag = format!("{i}-{}-{who}-{runs}", std::process::id());
                 rt.block_on(scenario(addr, &pids, *qos, *subs, *size, n, rate, &tag))
             })
         };

@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use notify_debouncer_full::notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -346,41 +345,40 @@ impl LiveRoutes {
         }
     }
 
-    /// Watches the directory and reloads on changes until `cancel` fires.
+    /// Watches the directory and reloads on changes until `cancel` fires, once
+    /// `debounce` has passed without a further change (an editor's save, a `cp` of several
+    /// files: one reload).
+    ///
+    /// The debounce is this task's timer, armed by a change: an idle router does not wake
+    /// up for its routes. (notify-debouncer-full, used before, ticks a thread every
+    /// quarter of the debounce, 20 times a second, changes or not; on a 2-core machine
+    /// each wake-up can hold up a message arriving meanwhile.)
     pub fn spawn_watcher(
         self: &Arc<Self>,
         debounce: Duration,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let mut debouncer =
-            new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 // Reading the files ourselves produces access events: only changes count,
                 // or every reload would trigger the next.
-                Ok(events)
-                    if events
-                        .iter()
-                        .any(|e| !matches!(e.kind, EventKind::Access(_) | EventKind::Other)) =>
-                {
-                    // A full channel already holds a pending reload that will see this change.
+                Ok(e) if !matches!(e.kind, EventKind::Access(_) | EventKind::Other) => {
+                    // A full channel already holds a change not yet taken.
                     let _ = tx.try_send(());
                 }
                 Ok(_) => {}
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!(error = %e, "route directory watch error");
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "route directory watch error"),
             })
             .map_err(|e| format!("cannot watch routes directory: {e}"))?;
         // Recursive: schema files may sit in a folder of the routes directory.
-        debouncer
+        watcher
             .watch(&self.dir, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", self.dir.display()))?;
         let routes = Arc::clone(self);
         Ok(tokio::spawn(async move {
-            // The debouncer stops watching when dropped; keep it alive in the task.
-            let _debouncer = debouncer;
+            // The watcher stops watching when dropped; keep it alive in the task.
+            let _watcher = watcher;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -388,11 +386,22 @@ impl LiveRoutes {
                         if got.is_none() {
                             return;
                         }
-                        let routes = Arc::clone(&routes);
-                        // File reads and compilation are blocking work.
-                        let _ = tokio::task::spawn_blocking(move || routes.reload("file change")).await;
                     }
                 }
+                // Quiet for `debounce` since the last change, then one reload.
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        more = tokio::time::timeout(debounce, rx.recv()) => match more {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_quiet) => break,
+                        },
+                    }
+                }
+                let routes = Arc::clone(&routes);
+                // File reads and compilation are blocking work.
+                let _ = tokio::task::spawn_blocking(move || routes.reload("file change")).await;
             }
         }))
     }
