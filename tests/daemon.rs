@@ -3,7 +3,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Daemon, http, http_json, wait_until, write_atomic};
 
@@ -179,6 +179,45 @@ fn reading_the_routes_does_not_trigger_more_reloads() {
         v["status"]["attempts"].as_u64().unwrap(),
         attempts,
         "no reload without a change"
+    );
+}
+
+#[test]
+fn a_burst_of_file_writes_makes_one_reload() {
+    let d = Daemon::start(&[("a.yaml", ROUTE_A)], &[]);
+    let admin = d.addr("admin");
+    // Five new route files written one after the other, as a `cp` of several would.
+    let mut written = Vec::new();
+    for i in 0..5 {
+        let route = format!(
+            "routes:\n  - name: r{i}\n    from: {{ queue: in{i} }}\n    to: [ {{ queue: out{i} }} ]\n"
+        );
+        write_atomic(&d.routes_dir().join(format!("r{i}.yaml")), &route);
+        written.push(Instant::now());
+    }
+    // A gap of a whole debounce (200 ms, built in) between two writes may rightly reload
+    // in between; a loaded machine can make one. Any more reloads than those gaps allow
+    // would mean each change reloads on its own.
+    let gaps = written
+        .windows(2)
+        .filter(|w| w[1] - w[0] >= Duration::from_millis(200))
+        .count() as u64;
+    let v = wait_until(Duration::from_secs(10), "all five files in force", || {
+        let (_, v) = http_json(admin, "GET", "/routes");
+        (v["status"]["routes"] == 6).then_some(v)
+    });
+    // An absence (no further reload for these writes), so only a window can show it:
+    // six debounce periods.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, after) = http_json(admin, "GET", "/routes");
+    assert_eq!(
+        after["status"]["version"], v["status"]["version"],
+        "{after}"
+    );
+    let reloads = after["status"]["attempts"].as_u64().unwrap() - 1;
+    assert!(
+        (1..=1 + gaps).contains(&reloads),
+        "{reloads} reloads for 5 writes with {gaps} gaps of a debounce: {after}"
     );
 }
 
